@@ -1,0 +1,49 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv if missing and
+# installs what it needs; nothing has to be installed by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP_RUN := $(VENV)/.installed-runtime
+STAMP_DEV := $(VENV)/.installed-dev
+DEMO_HOME ?= $(CURDIR)/.tower/demo
+
+.PHONY: demo test bench lint clean help
+
+help:
+	@echo "make demo   run the example pipeline locally (simulated platforms, time-scaled)"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  run the orchestration benchmarks (results in benchmarks/RESULTS.md)"
+	@echo "make lint   ruff"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): $(PY) requirements.txt pyproject.toml
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	touch $@
+
+$(STAMP_DEV): $(STAMP_RUN) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(STAMP_RUN)
+	@rm -rf "$(DEMO_HOME)"
+	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml validate
+	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml plan nightly
+	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml \
+		run nightly --simulate --time-scale 0.002
+
+test: $(STAMP_DEV)
+	$(PY) -m pytest -q
+
+bench: $(STAMP_DEV)
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_orchestration.py
+
+lint: $(STAMP_DEV)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .tower .pytest_cache .ruff_cache *.egg-info

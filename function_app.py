@@ -1,0 +1,12 @@
+"""The Functions app: the file the Python worker loads at the app root. It only builds the app and
+registers the blueprints; every function lives in `orchestrators/`, `activities/` or `triggers/`."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities import bp as activities
+from orchestrators import bp as orchestrators
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (orchestrators, activities):
+    app.register_functions(blueprint)

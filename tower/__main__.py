@@ -1,0 +1,5 @@
+"""`python -m tower` is the `tower` command."""
+
+from tower.cli.main import main
+
+raise SystemExit(main())
