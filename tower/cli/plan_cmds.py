@@ -1,0 +1,259 @@
+"""`tower graph` and `tower plan`: what a pipeline looks like and how long a run takes at best.
+
+Both work on the catalog alone (nothing runs, nothing connects), so they are fast and safe to try
+before deploying anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from dataclasses import dataclass
+
+from tower import graph
+from tower.cli.common import load_catalog, print_json
+from tower.errors import UsageError
+
+FORMATS = {"text": graph.render_text, "mermaid": graph.render_mermaid, "dot": graph.render_dot}
+SCHEDULES = (
+    ("critical_path_first", "critical-path first"),
+    ("fifo", "FIFO"),
+    ("level_by_level", "level by level"),
+)
+
+
+@dataclass(frozen=True)
+class PipelineGraph:
+    """A pipeline's selected services as plain mappings, ready for `tower.graph`.
+
+    deps is restricted to the selection (dependencies outside it count as satisfied);
+    durations fall back to DEFAULT_EXPECTED_DURATION, and `assumed` lists where they did.
+    """
+
+    pipeline: str
+    deps: dict[str, tuple[str, ...]]
+    durations: dict[str, float]
+    platform_of: dict[str, str]
+    limits: dict[str, int | None]
+    assumed: tuple[str, ...]
+
+
+def _did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | None = None) -> PipelineGraph:
+    """Select a pipeline's services from the catalog; ``concurrency`` overrides platform limits."""
+    from tower.catalog.model import DEFAULT_EXPECTED_DURATION
+
+    if pipeline not in catalog.pipelines:
+        known = ", ".join(catalog.pipelines) or "none"
+        raise UsageError(
+            f"unknown pipeline {pipeline!r} in {catalog.path} ({_did_you_mean(pipeline, catalog.pipelines)}"
+            f"pipelines: {known})"
+        )
+    tags = {name: svc.tags for name, svc in catalog.services.items()}
+    try:
+        selected = graph.select(catalog.pipelines[pipeline].selectors, catalog.deps(), tags)
+    except ValueError as exc:
+        raise UsageError(f"pipeline {pipeline!r}: {exc}") from None
+    if not selected:
+        raise UsageError(f"pipeline {pipeline!r} selects no services (check its 'services:' selectors)")
+    services = {name: catalog.services[name] for name in selected}
+    limits = {name: platform.max_concurrency for name, platform in catalog.platforms.items()}
+    limits.update(concurrency or {})
+    return PipelineGraph(
+        pipeline=pipeline,
+        deps=graph.restrict(catalog.deps(), selected),
+        durations={
+            name: float(
+                svc.expected_duration if svc.expected_duration is not None else DEFAULT_EXPECTED_DURATION
+            )
+            for name, svc in services.items()
+        },
+        platform_of={name: svc.platform for name, svc in services.items()},
+        limits=limits,
+        assumed=tuple(name for name, svc in services.items() if svc.expected_duration is None),
+    )
+
+
+def parse_concurrency(values: list[str], platforms) -> dict[str, int | None]:
+    """``PLATFORM=N`` overrides; N = 0 or ``none`` means unlimited."""
+    limits: dict[str, int | None] = {}
+    for value in values:
+        platform, sep, text = value.partition("=")
+        platform, text = platform.strip(), text.strip().lower()
+        if not sep or not platform:
+            raise UsageError(f"--concurrency {value!r}: write PLATFORM=N, e.g. --concurrency databricks=4")
+        if platform not in platforms:
+            raise UsageError(
+                f"--concurrency {value!r}: unknown platform {platform!r} "
+                f"({_did_you_mean(platform, platforms)}platforms: {', '.join(platforms) or 'none'})"
+            )
+        if text in ("0", "none"):
+            limits[platform] = None
+        elif text.isascii() and text.isdigit():
+            limits[platform] = int(text)
+        else:
+            raise UsageError(
+                f"--concurrency {value!r}: N must be a whole number >= 1, or 0 / 'none' for unlimited"
+            )
+    return limits
+
+
+def _ratio(makespan: float, bound: float) -> float | None:
+    if bound > 0:
+        return round(makespan / bound, 4)
+    return 1.0 if makespan == 0 else None
+
+
+def plan_report(pg: PipelineGraph) -> dict:
+    """Everything `tower plan` prints, as one JSON-able dict (seconds throughout)."""
+    path, length = graph.critical_path(pg.deps, pg.durations)
+    work = graph.work_by_platform(pg.durations, pg.platform_of)
+    bound = graph.lower_bound(pg.deps, pg.durations, pg.platform_of, pg.limits)
+    makespans = {
+        "critical_path_first": graph.simulate(pg.deps, pg.durations, pg.platform_of, pg.limits).makespan,
+        "fifo": graph.simulate(pg.deps, pg.durations, pg.platform_of, pg.limits, priority="fifo").makespan,
+        "level_by_level": graph.simulate_levels(pg.deps, pg.durations, pg.platform_of, pg.limits),
+    }
+    counts: dict[str, int] = {}
+    for platform in pg.platform_of.values():
+        counts[platform] = counts.get(platform, 0) + 1
+    return {
+        "pipeline": pg.pipeline,
+        "services": len(pg.deps),
+        "critical_path": [
+            {"service": name, "platform": pg.platform_of[name], "expected_duration": pg.durations[name]}
+            for name in path
+        ],
+        "critical_path_length": length,
+        "total_work": graph.total_work(pg.durations),
+        "platforms": [
+            {
+                "platform": platform,
+                "limit": pg.limits.get(platform),
+                "services": counts[platform],
+                "work": seconds,
+                "work_per_slot": seconds / pg.limits[platform] if pg.limits.get(platform) else None,
+            }
+            for platform, seconds in work.items()
+        ],
+        "lower_bound": bound,
+        "makespan": makespans,
+        "ratio_to_lower_bound": {key: _ratio(value, bound) for key, value in makespans.items()},
+        "assumed_expected_duration": list(pg.assumed),
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def format_plan(report: dict) -> str:
+    """The human form of plan_report: short sections, aligned columns, durations as people write them."""
+    from tower.catalog.durations import format_duration as fmt
+
+    lines = [
+        f"pipeline {report['pipeline']}: {_count(report['services'], 'service')} on "
+        f"{_count(len(report['platforms']), 'platform')}",
+        "",
+        f"critical path: {_count(len(report['critical_path']), 'service')}, {fmt(report['critical_path_length'])}",
+    ]
+    lines += _table(
+        [[s["service"], s["platform"], fmt(s["expected_duration"])] for s in report["critical_path"]]
+    )
+    lines += ["", "platforms:"]
+    rows = [["platform", "limit", "services", "work", "work/limit"]]
+    for p in report["platforms"]:
+        per_slot = "-" if p["work_per_slot"] is None else fmt(p["work_per_slot"])
+        limit = "none" if p["limit"] is None else str(p["limit"])
+        rows.append([p["platform"], limit, str(p["services"]), fmt(p["work"]), per_slot])
+    lines += _table(rows)
+    lines += [
+        "",
+        f"total work:   {fmt(report['total_work'])}",
+        f"lower bound:  {fmt(report['lower_bound'])}  (max of the critical path and work/limit per platform)",
+        "",
+        "predicted makespan:",
+    ]
+    rows = [["schedule", "makespan", "vs lower bound"]]
+    for key, label in SCHEDULES:
+        ratio = report["ratio_to_lower_bound"][key]
+        rows.append([label, fmt(report["makespan"][key]), "-" if ratio is None else f"{ratio:.2f}x"])
+    lines += _table(rows)
+    assumed = report["assumed_expected_duration"]
+    if assumed:
+        from tower.catalog.model import DEFAULT_EXPECTED_DURATION
+
+        shown = ", ".join(assumed[:5]) + (f" and {len(assumed) - 5} more" if len(assumed) > 5 else "")
+        lines += [
+            "",
+            f"note: no expected_duration for {_count(len(assumed), 'service')} ({shown}); "
+            f"assumed {fmt(DEFAULT_EXPECTED_DURATION)} each",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    from tower.catalog.durations import format_duration
+
+    catalog = load_catalog(args)
+    pg = pipeline_graph(catalog, args.pipeline)
+    path, _ = graph.critical_path(pg.deps, pg.durations)
+    notes = {name: f"{pg.platform_of[name]}, {format_duration(pg.durations[name])}" for name in pg.deps}
+    print(FORMATS[args.format](pg.deps, notes, highlight=set(path)), end="")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args)
+    concurrency = parse_concurrency(args.concurrency, catalog.platforms)
+    report = plan_report(pipeline_graph(catalog, args.pipeline, concurrency))
+    if args.json:
+        print_json(report)
+    else:
+        print(format_plan(report), end="")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "graph",
+        help="draw a pipeline's services and dependencies (text, mermaid, dot)",
+        description="Draw a pipeline's services and their dependencies; the critical path is marked.",
+    )
+    parser.add_argument("pipeline", metavar="PIPELINE")
+    parser.add_argument(
+        "--format", choices=tuple(FORMATS), default="text", help="output format (default: text)"
+    )
+    parser.set_defaults(handler=run_graph)
+
+    parser = subparsers.add_parser(
+        "plan",
+        help="critical path, lower bound and predicted makespan of a pipeline",
+        description=(
+            "Predict a pipeline's run from the catalog's expected durations: the critical path, total "
+            "work, the lower bound max(critical path, work/limit per platform), and the simulated "
+            "makespan of critical-path-first dispatch compared with FIFO and level-by-level execution."
+        ),
+    )
+    parser.add_argument("pipeline", metavar="PIPELINE")
+    parser.add_argument(
+        "--concurrency",
+        action="append",
+        default=[],
+        metavar="PLATFORM=N",
+        help="override a platform's max_concurrency (0 or 'none' = unlimited); repeatable",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    parser.set_defaults(handler=run_plan)
