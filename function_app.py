@@ -6,7 +6,8 @@ import azure.functions as func
 
 from activities import bp as activities
 from orchestrators import bp as orchestrators
+from triggers import blueprints as triggers
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (orchestrators, activities):
+for blueprint in (orchestrators, activities, *triggers):
     app.register_functions(blueprint)

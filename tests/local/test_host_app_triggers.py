@@ -1,0 +1,132 @@
+"""The app's own triggers (triggers/) on the local host, with a simulated catalog: the HTTP API,
+the events trigger (idempotent per message id) and the schedule tick (idempotent per time)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tower.events import EVENTS_QUEUE, event_run_id
+from tower.local.host import Host, load_app
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = """
+platforms:
+  sim: {type: sim}
+services:
+  extract: {platform: sim, duration: 0}
+  load: {platform: sim, duration: 0, depends_on: [extract]}
+  slow: {platform: sim, duration: 30}
+pipelines:
+  adhoc:
+    services: [extract, load]
+    params: {day: none}
+  on_files:
+    services: [extract]
+    on_event: [files.*]
+    params: {day: none}
+  forever:
+    services: [slow]
+  nightly:
+    services: [extract]
+    schedule: "30 1 * * *"
+    timezone: Europe/London
+"""
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(textwrap.dedent(CATALOG))
+    monkeypatch.setenv("TOWER_CATALOG", str(catalog))
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    local = Host(load_app(REPO / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
+    yield local
+    local.stop()
+
+
+def call(host: Host, method: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(host.base_url + path, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def wait_for_run(host: Host, run_id: str, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, run, _ = call(host, "GET", f"/api/runs/{run_id}")
+        if status == 200 and run["status"] not in ("running", "pending"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def test_api_starts_reads_lists_and_cancels_runs(host):
+    status, started, headers = call(host, "POST", "/api/runs/adhoc", {"params": {"day": "2026-11-24"}})
+    assert status == 202
+    run_id = started["run_id"]
+    assert started["status_url"] == f"{host.base_url}/api/runs/{run_id}" == headers["Location"]
+    run = wait_for_run(host, run_id)
+    assert run["status"] == "succeeded" and set(run["services"]) == {"extract", "load"}
+    assert run_id in [r["run_id"] for r in call(host, "GET", "/api/runs")[1]]
+
+    _, slow, _ = call(host, "POST", "/api/runs/forever", {})
+    assert call(host, "POST", f"/api/runs/{slow['run_id']}/cancel")[0] == 202
+    assert wait_for_run(host, slow["run_id"])["status"] == "cancelled"
+    assert call(host, "POST", f"/api/runs/{slow['run_id']}/cancel")[0] == 409
+
+
+def test_api_bad_input_gets_clear_errors(host):
+    status, reply, _ = call(host, "POST", "/api/runs/nope", {})
+    assert status == 404 and "unknown pipeline 'nope'" in reply["error"] and "adhoc" in reply["error"]
+    status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"params": {"colour": "red"}})
+    assert status == 400 and "unknown param 'colour'" in reply["error"]
+    assert call(host, "GET", "/api/runs/no-such-run")[0] == 404
+    assert call(host, "POST", "/api/runs/no-such-run/cancel")[0] == 404
+
+
+def test_an_event_starts_its_pipeline_once_per_message_id(host):
+    for _ in range(2):  # the same message twice, as a redelivery would
+        status, _, _ = call(host, "POST", "/api/events", {"type": "files.landed", "data": {"day": "d1", "x": 1}, "id": "msg-7"})
+        assert status == 202
+    run_id = event_run_id("on_files", "msg-7")
+    run = wait_for_run(host, run_id)
+    assert run["status"] == "succeeded"
+    deadline = time.monotonic() + 10
+    while host.bus.active(EVENTS_QUEUE):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runs = [r["run_id"] for r in call(host, "GET", "/api/runs")[1]]
+    assert runs.count(run_id) == 1 and len(runs) == 1
+    assert host.bus.dead_letters() == []
+
+
+def test_schedule_tick_starts_each_due_time_once(host):
+    import azure.durable_functions as df
+    from azure.functions.timer import TimerRequest
+
+    from triggers.schedule import tick
+
+    async def run_ticks():
+        client = df.DurableOrchestrationClient(host.engine.client_binding)
+        now = datetime(2026, 3, 29, 1, 31, tzinfo=timezone.utc)  # 01:30 London does not exist: 01:30 UTC
+        timer = TimerRequest(past_due=False, schedule_status={"Last": "2026-03-29T01:29:00+00:00"})
+        first = await tick(client, timer, now)
+        second = await tick(client, timer, now)
+        return first, second
+
+    first, second = asyncio.run_coroutine_threadsafe(run_ticks(), host.engine.loop).result(30)
+    assert first == ["nightly@2026-03-29T013000Z"] and second == []
+    assert wait_for_run(host, first[0])["status"] == "succeeded"

@@ -1,0 +1,166 @@
+"""Sending events: one small interface, Service Bus in Azure and the local bus on a laptop.
+
+An event is a JSON body ``{"type": ..., "data": ...}`` with the type repeated in the application
+property ``type`` (so subscriptions can filter without reading bodies) and a message id that makes
+it idempotent: the events trigger derives the run's instance id from it, so a redelivered or resent
+message never starts a second run.
+
+In Azure the publisher authenticates with ``DefaultAzureCredential`` (managed identity) against the
+namespace in ``ServiceBusConnection__fullyQualifiedNamespace``, the same identity-based setting the
+Service Bus trigger's ``connection="ServiceBusConnection"`` reads. There is never a connection string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from tower.errors import ConfigError, UsageError
+
+EVENTS_QUEUE = "tower-events"  # the queue the app's events trigger listens on
+SERVICE_BUS_CONNECTION = "ServiceBusConnection"  # the trigger's `connection`: an app-setting prefix
+NAMESPACE_SETTING = f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace"
+CONTENT_TYPE = "application/json"
+MAX_MESSAGE_ID = 128  # Service Bus limit on MessageId
+
+
+class Publisher(Protocol):
+    def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
+        """Publish one event; returns its message id."""
+        ...
+
+
+def encode_event(event_type: str, data: Any = None, message_id: str | None = None):
+    """(message_id, body bytes, application_properties) for an event, or a UsageError saying why not."""
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise UsageError("event type: a non-empty string is required (e.g. 'files.landed')")
+    if message_id is not None and not (0 < len(message_id) <= MAX_MESSAGE_ID):
+        raise UsageError(f"event message id: 1 to {MAX_MESSAGE_ID} characters, got {len(message_id)}")
+    try:
+        body = json.dumps({"type": event_type, "data": data}, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"event {event_type!r}: data is not JSON-serialisable ({exc})") from None
+    return message_id or uuid.uuid4().hex, body, {"type": event_type}
+
+
+def decode_event(body: bytes | str, application_properties: Mapping[str, Any] | None = None):
+    """(event_type, data) from a received message: the ``type`` property wins over the body's.
+
+    A body that is not a JSON object is taken as the data itself, so a plain message with a
+    ``type`` property still works.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
+    try:
+        payload = json.loads(text) if text.strip() else None
+    except ValueError:
+        payload = text
+    props = dict(application_properties or {})
+    event_type = props.get("type")
+    if isinstance(event_type, bytes):
+        event_type = event_type.decode()
+    if isinstance(payload, dict) and "type" in payload:
+        event_type = event_type or payload.get("type")
+        data = payload.get("data")
+    else:
+        data = payload
+    if not isinstance(event_type, str) or not event_type:
+        raise UsageError(
+            "event message: no event type (set the application property 'type' or send a JSON body "
+            '{"type": ..., "data": ...})'
+        )
+    return event_type, data
+
+
+class ServiceBusPublisher:
+    """Publishes to a Service Bus queue or topic with Microsoft Entra ID (no keys, no connection string)."""
+
+    def __init__(self, namespace: str, entity: str = EVENTS_QUEUE, *, credential=None):
+        if not namespace or "://" in namespace or ";" in namespace:
+            raise ConfigError(
+                f"{NAMESPACE_SETTING}: expected a fully-qualified namespace such as "
+                "'tower-dev.servicebus.windows.net' (connection strings are not supported)"
+            )
+        self.namespace = namespace
+        self.entity = entity
+        self._credential = credential
+        self._client = None
+
+    def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
+        from azure.servicebus import ServiceBusMessage
+
+        message_id, body, props = encode_event(event_type, data, message_id)
+        message = ServiceBusMessage(
+            body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE
+        )
+        with self._servicebus().get_queue_sender(self.entity) as sender:  # a topic is addressed alike
+            sender.send_messages(message)
+        return message_id
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _servicebus(self):
+        if self._client is None:
+            from azure.servicebus import ServiceBusClient
+
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+            self._client = ServiceBusClient(self.namespace, self._credential)
+        return self._client
+
+
+class LocalBusPublisher:
+    """Publishes to the local SQLite bus that ``tower serve`` feeds its Service Bus triggers from."""
+
+    def __init__(self, bus, entity: str = EVENTS_QUEUE):
+        self.bus = bus
+        self.entity = entity
+
+    def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
+        message_id, body, props = encode_event(event_type, data, message_id)
+        return self.bus.send(
+            self.entity, body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE
+        )
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def local_bus_path(home: str | Path) -> Path:
+    return Path(home) / "bus.db"
+
+
+def publisher_from_settings(
+    env: Mapping[str, str] | None = None, *, entity: str = EVENTS_QUEUE, home: str | Path | None = None
+) -> Publisher:
+    """Service Bus when the namespace setting is present, else the local bus under $TOWER_HOME."""
+    env = os.environ if env is None else env
+    namespace = env.get(NAMESPACE_SETTING, "").strip()
+    if namespace:
+        return ServiceBusPublisher(namespace, entity)
+    from tower.local.bus import LocalBus
+
+    home = home if home is not None else (env.get("TOWER_HOME") or ".tower")
+    return LocalBusPublisher(LocalBus(local_bus_path(home)), entity)
+
+
+def event_run_id(pipeline: str, message_id: str) -> str:
+    """The instance id of the run an event starts: ``<pipeline>@evt-<message id>``, hashed when the id
+    is too long or holds characters Azure refuses, so one message always maps to one run."""
+    import hashlib
+
+    from tower.plan import is_valid_instance_id
+
+    run_id = f"{pipeline}@evt-{message_id}"
+    if is_valid_instance_id(run_id):
+        return run_id
+    digest = hashlib.sha256(f"{pipeline}\0{message_id}".encode()).hexdigest()[:24]
+    return f"{pipeline[:70]}@evt-{digest}"  # pipeline names are catalog identifiers: always valid

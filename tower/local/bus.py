@@ -1,0 +1,270 @@
+"""A local Service Bus on SQLite: no broker runs here, yet trigger code must see real redeliveries.
+
+It keeps the Service Bus semantics the app relies on: queues and topics by name (a topic copies each
+message to its subscriptions, addressed ``topic/Subscriptions/name``), peek-lock receive, a delivery
+count raised on every lock, abandon → redelivery, and a message moved to the dead-letter store once
+its delivery count reaches ``max_deliveries`` (10, the Service Bus default). Messages survive a
+restart of the process; several processes may share the file (``tower events send`` while
+``tower serve`` runs).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tower.errors import EngineError
+
+DEFAULT_MAX_DELIVERIES = 10  # Service Bus MaxDeliveryCount default
+DEFAULT_LOCK_SECONDS = 60.0  # Service Bus LockDuration default
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"  # the reason Service Bus writes on its DLQ messages
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    content_type TEXT,
+    application_properties TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0,
+    lock_token TEXT,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    dead_letter_reason TEXT,
+    dead_letter_description TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (entity, dead_lettered, locked_until);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (topic, name)
+);
+"""
+
+
+def subscription_path(topic: str, subscription: str) -> str:
+    """The entity path Service Bus gives a topic subscription."""
+    return f"{topic}/Subscriptions/{subscription}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as a receiver sees it: locked (``lock_token``) or, in the dead-letter store, not."""
+
+    seq: int
+    entity: str
+    message_id: str
+    body: bytes
+    content_type: str | None
+    application_properties: dict[str, Any] = field(default_factory=dict)
+    enqueued_at: float = 0.0
+    delivery_count: int = 0
+    lock_token: str | None = None
+    dead_letter_reason: str | None = None
+    dead_letter_description: str | None = None
+
+
+class LocalBus:
+    """Queues, topics and a dead-letter store in one SQLite file. Thread-safe; process-safe."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        lock_seconds: float = DEFAULT_LOCK_SECONDS,
+    ):
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_deliveries = max_deliveries
+        self.lock_seconds = lock_seconds
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ sending
+
+    def add_subscription(self, topic: str, subscription: str) -> str:
+        """Create a topic subscription (idempotent); messages sent from now on reach it."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO subscriptions (topic, name) VALUES (?, ?)", (topic, subscription)
+            )
+        return subscription_path(topic, subscription)
+
+    def send(
+        self,
+        entity: str,
+        body: bytes | str,
+        *,
+        message_id: str | None = None,
+        application_properties: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Enqueue on a queue, or on every subscription of a topic; returns the message id.
+
+        A name with subscriptions is a topic; any other name is a queue (created on first use).
+        """
+        if not entity:
+            raise ValueError("a queue or topic name is required")
+        data = body.encode() if isinstance(body, str) else bytes(body)
+        message_id = message_id or uuid.uuid4().hex
+        props = json.dumps(application_properties or {})
+        with self._transaction():
+            subs = [r[0] for r in self._db.execute("SELECT name FROM subscriptions WHERE topic = ?", (entity,))]
+            targets = [subscription_path(entity, s) for s in subs] or [entity]
+            self._db.executemany(
+                "INSERT INTO messages (entity, message_id, body, content_type, application_properties,"
+                " enqueued_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(t, message_id, data, content_type, props, time.time()) for t in targets],
+            )
+        return message_id
+
+    # ------------------------------------------------------------------ receiving (peek-lock)
+
+    def receive(self, entity: str, *, max_messages: int = 1) -> list[Message]:
+        """Lock up to ``max_messages`` available messages (oldest first), raising their delivery count.
+
+        A message whose lock expired is available again; one that already had ``max_deliveries``
+        deliveries is dead-lettered instead of delivered once more.
+        """
+        now = time.time()
+        out: list[Message] = []
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT seq, delivery_count FROM messages WHERE entity = ? AND dead_lettered = 0"
+                " AND locked_until <= ? ORDER BY seq",
+                (entity, now),
+            ).fetchall()
+            for seq, count in rows:
+                if count >= self.max_deliveries:  # lock expired on the last allowed delivery
+                    self._move_to_dead_letters(seq, MAX_DELIVERY_REASON, "lock expired on the last delivery")
+                    continue
+                token = uuid.uuid4().hex
+                self._db.execute(
+                    "UPDATE messages SET delivery_count = delivery_count + 1, locked_until = ?,"
+                    " lock_token = ? WHERE seq = ?",
+                    (now + self.lock_seconds, token, seq),
+                )
+                out.append(self._message(seq))
+                if len(out) >= max_messages:
+                    break
+        return out
+
+    def complete(self, message: Message) -> None:
+        """Settle: the message is done and removed."""
+        with self._transaction():
+            self._locked(message)
+            self._db.execute("DELETE FROM messages WHERE seq = ?", (message.seq,))
+
+    def abandon(self, message: Message, description: str = "") -> bool:
+        """Give the message back for redelivery; returns False when it went to the dead letters.
+
+        ``description`` (say, the trigger's error) is kept on the dead-lettered message.
+        """
+        with self._transaction():
+            self._locked(message)
+            count = self._db.execute(
+                "SELECT delivery_count FROM messages WHERE seq = ?", (message.seq,)
+            ).fetchone()[0]
+            if count >= self.max_deliveries:
+                self._move_to_dead_letters(message.seq, MAX_DELIVERY_REASON, description)
+                return False
+            self._db.execute(
+                "UPDATE messages SET locked_until = 0, lock_token = NULL WHERE seq = ?", (message.seq,)
+            )
+            return True
+
+    def dead_letter(self, message: Message, reason: str, description: str = "") -> None:
+        """Move a locked message to the dead-letter store at once (a poison message)."""
+        with self._transaction():
+            self._locked(message)
+            self._move_to_dead_letters(message.seq, reason, description)
+
+    # ------------------------------------------------------------------ inspection
+
+    def dead_letters(self, entity: str | None = None) -> list[Message]:
+        """Dead-lettered messages, oldest first, for one entity or all of them."""
+        return self._select("dead_lettered = 1", entity)
+
+    def active(self, entity: str | None = None) -> list[Message]:
+        """Messages still waiting for (or in) delivery."""
+        return self._select("dead_lettered = 0", entity)
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _transaction(self):
+        """One IMMEDIATE transaction: other processes wait instead of racing for the same message."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, where: str, entity: str | None) -> list[Message]:
+        sql = f"SELECT seq FROM messages WHERE {where}"
+        args: tuple = ()
+        if entity is not None:
+            sql += " AND entity = ?"
+            args = (entity,)
+        with self._lock:
+            seqs = [r[0] for r in self._db.execute(sql + " ORDER BY seq", args)]
+            return [self._message(s) for s in seqs]
+
+    def _locked(self, message: Message) -> None:
+        row = self._db.execute("SELECT lock_token FROM messages WHERE seq = ?", (message.seq,)).fetchone()
+        if row is None or row[0] is None or row[0] != message.lock_token:
+            raise LockLost(f"message {message.message_id} on {message.entity}: the lock was lost or expired")
+
+    def _move_to_dead_letters(self, seq: int, reason: str, description: str) -> None:
+        self._db.execute(
+            "UPDATE messages SET dead_lettered = 1, locked_until = 0, lock_token = NULL,"
+            " dead_letter_reason = ?, dead_letter_description = ? WHERE seq = ?",
+            (reason, description[:4096], seq),
+        )
+
+    def _message(self, seq: int) -> Message:
+        row = self._db.execute(
+            "SELECT seq, entity, message_id, body, content_type, application_properties, enqueued_at,"
+            " delivery_count, lock_token, dead_letter_reason, dead_letter_description"
+            " FROM messages WHERE seq = ?",
+            (seq,),
+        ).fetchone()
+        return Message(
+            seq=row[0],
+            entity=row[1],
+            message_id=row[2],
+            body=bytes(row[3]),
+            content_type=row[4],
+            application_properties=json.loads(row[5]),
+            enqueued_at=row[6],
+            delivery_count=row[7],
+            lock_token=row[8],
+            dead_letter_reason=row[9],
+            dead_letter_description=row[10],
+        )
+
+
+class LockLost(EngineError):
+    """Settling a message whose lock expired or was never held (as Service Bus's MessageLockLostError)."""

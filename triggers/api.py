@@ -1,0 +1,118 @@
+"""The HTTP API: start a run, read one, list them, cancel one. Function-level keys in Azure.
+
+    POST /api/runs/{pipeline}        body {"params": {...}, "services": [selectors]} -> 202 + run id
+    GET  /api/runs/{run_id}          the run: status and per-service results
+    GET  /api/runs[?limit=N]         recent runs, newest first
+    POST /api/runs/{run_id}/cancel   ask a running run to cancel -> 202
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from tower.errors import CatalogError, UsageError
+from tower.names import CANCEL_EVENT, PIPELINE_RUN
+from triggers.common import catalog, start_once
+
+bp = df.Blueprint()
+AUTH = func.AuthLevel.FUNCTION
+DEFAULT_LIMIT = 20
+
+
+def _json(body, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers)
+
+
+def _error(status: int, message: str) -> func.HttpResponse:
+    return _json({"error": message}, status)
+
+
+def _base(req: func.HttpRequest) -> str:
+    url = req.url.split("?", 1)[0]
+    return url[: url.index("/api/") + len("/api")] if "/api/" in url else url
+
+
+def _run(status) -> dict:
+    from tower.runner import RunInfo, json_result
+
+    info = RunInfo.from_status(status.to_json())
+    return {**json_result(info.to_result()), "runtime_status": info.runtime_status}
+
+
+@bp.function_name("api_start_run")
+@bp.route(route="runs/{pipeline}", methods=["POST"], auth_level=AUTH)
+@bp.durable_client_input(client_name="client")
+async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from tower.plan import new_run_id
+
+    pipeline = req.route_params["pipeline"]
+    try:
+        body = json.loads(req.get_body() or b"{}")
+    except ValueError as exc:
+        return _error(400, f"POST /api/runs/{pipeline}: body is not JSON ({exc})")
+    if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict) or not isinstance(body.get("services", []), list):
+        return _error(400, f'POST /api/runs/{pipeline}: expected {{"params": {{...}}, "services": ["selector", ...]}}')
+    try:
+        cat = catalog()
+        if pipeline not in cat.pipelines:
+            known = ", ".join(cat.pipelines) or "none"
+            return _error(404, f"unknown pipeline {pipeline!r} (pipelines: {known})")
+        run_id = body.get("run_id") or new_run_id(pipeline, datetime.now(timezone.utc))
+        started = await start_once(client, cat, pipeline, run_id, params=body.get("params") or None, selectors=body.get("services") or None)
+    except UsageError as exc:
+        return _error(400, str(exc))
+    except CatalogError as exc:
+        return _error(500, f"the catalog is invalid:\n{exc}")
+    if not started:
+        return _error(409, f"run {run_id!r} exists already")
+    status_url = f"{_base(req)}/runs/{run_id}"
+    return _json({"run_id": run_id, "pipeline": pipeline, "status_url": status_url}, 202, {"Location": status_url})
+
+
+@bp.function_name("api_get_run")
+@bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
+@bp.durable_client_input(client_name="client")
+async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    run_id = req.route_params["run_id"]
+    status = await client.get_status(run_id, show_input=True)
+    if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
+        return _error(404, f"no run {run_id!r}")
+    return _json(_run(status))
+
+
+@bp.function_name("api_list_runs")
+@bp.route(route="runs", methods=["GET"], auth_level=AUTH)
+@bp.durable_client_input(client_name="client")
+async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        limit = int(req.params.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        return _error(400, f"limit: expected a number, got {req.params.get('limit')!r}")
+    statuses = [s for s in await client.get_status_all() if s.name == PIPELINE_RUN]
+    statuses.sort(key=lambda s: s.created_time.timestamp() if s.created_time else 0, reverse=True)
+    runs = []
+    for status in statuses[: max(limit, 0)]:
+        run = _run(status)
+        runs.append({k: run[k] for k in ("run_id", "pipeline", "status", "started", "finished", "runtime_status")})
+    return _json(runs)
+
+
+@bp.function_name("api_cancel_run")
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=AUTH)
+@bp.durable_client_input(client_name="client")
+async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    run_id = req.route_params["run_id"]
+    status = await client.get_status(run_id)
+    if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
+        return _error(404, f"no run {run_id!r}")
+    if status.runtime_status.name not in ("Running", "Pending", "Suspended", "ContinuedAsNew"):
+        return _error(409, f"run {run_id!r} has already finished ({status.runtime_status.name})")
+    try:
+        await client.raise_event(run_id, CANCEL_EVENT, None)
+    except Exception as exc:  # it finished in between: the client raises on 410 Gone
+        return _error(409, f"run {run_id!r} could not be cancelled: {exc}")
+    return _json({"run_id": run_id, "cancelling": True, "status_url": f"{_base(req)}/runs/{run_id}"}, 202)
