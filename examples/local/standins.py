@@ -1,0 +1,125 @@
+"""Start the local stand-ins the example catalog runs against, and print the settings to export.
+
+    python examples/local/standins.py            # fakesnow on 8765, the scoring service on 8766
+    python examples/local/standins.py --port-base 9100
+
+It runs until Ctrl-C (or SIGTERM), then stops both. Snowflake is a fakesnow server (the real
+connector talks to it over HTTP); the scoring service is a small aiohttp app with the 202 pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+SCORING_SECONDS = 3.0  # how long a scoring job "runs"
+
+
+def start_fakesnow(port: int) -> subprocess.Popen:
+    fakesnow = Path(sys.executable).with_name("fakesnow")
+    process = subprocess.Popen([str(fakesnow), "-s", "-p", str(port), "--host", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                sys.exit(f"fakesnow exited (is port {port} free? is fakesnow[server] installed?)")
+            time.sleep(0.05)
+    process.terminate()
+    sys.exit(f"fakesnow did not start on port {port}")
+
+
+def create_database(port: int, database: str, schema: str) -> None:
+    """A real account has its database already; a fresh fakesnow server needs one."""
+    import snowflake.connector
+
+    with snowflake.connector.connect(user="tower", password="local", account="fakesnow", host="127.0.0.1",
+                                     port=port, protocol="http",
+                                     session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}) as conn:
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        conn.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {database}.{schema}")
+
+
+def scoring_app() -> web.Application:
+    """POST /scores → 202 + Location; GET /scores/<id> → running, then succeeded; POST .../cancel."""
+    jobs: dict[str, dict] = {}
+    by_key: dict[str, str] = {}
+    ids = itertools.count(1)
+
+    async def create(request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key", "")
+        if key not in by_key:  # same key → same job: a retried submit never scores twice
+            job_id = str(next(ids))
+            body = await request.json()
+            jobs[job_id] = {"started": time.monotonic(), "state": "running", "params": body.get("params", {})}
+            by_key[key] = job_id
+        return web.json_response({"id": by_key[key]}, status=202, headers={"Location": f"/scores/{by_key[key]}"})
+
+    async def status(request: web.Request) -> web.Response:
+        job = jobs.get(request.match_info["id"])
+        if job is None:
+            return web.json_response({"error": "no such job"}, status=404)
+        if job["state"] == "running" and time.monotonic() - job["started"] >= SCORING_SECONDS:
+            job["state"] = "succeeded"
+        if job["state"] == "running":
+            return web.json_response({"status": "running"}, status=202, headers={"Retry-After": "1"})
+        return web.json_response({"status": job["state"], "scored": 1234, "params": job["params"]})
+
+    async def cancel(request: web.Request) -> web.Response:
+        job = jobs.get(request.match_info["id"])
+        if job is not None and job["state"] == "running":
+            job["state"] = "cancelled"
+        return web.json_response({}, status=202)
+
+    app = web.Application()
+    app.add_routes([web.post("/scores", create), web.get("/scores/{id}", status),
+                    web.post("/scores/{id}/cancel", cancel)])
+    return app
+
+
+async def serve(port: int) -> None:
+    runner = web.AppRunner(scoring_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port-base", type=int, default=8765, help="fakesnow port; the service gets the next one")
+    args = parser.parse_args()
+    snow_port, http_port = args.port_base, args.port_base + 1
+    fakesnow = start_fakesnow(snow_port)
+    try:
+        create_database(snow_port, "local_demo", "sales")
+        print(f"export FAKESNOW_PORT={snow_port}")
+        print("export SNOWFLAKE_PASSWORD=local  # fakesnow accepts any password")
+        print(f"export SCORING_URL=http://127.0.0.1:{http_port}")
+        print("# stand-ins running; Ctrl-C stops them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        asyncio.run(serve(http_port))
+    finally:
+        fakesnow.terminate()
+        fakesnow.wait(timeout=5)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,212 @@
+"""The Snowflake adapter with the real connector against a fakesnow server, plus narrow boundary tests
+for what fakesnow cannot do (RUNNING queries, SYSTEM$CANCEL_QUERY, query history)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.platforms import fakesnow_server
+from tower.errors import ConfigError, NonRetryableError, RetryableError
+from tower.platforms import adapter_for
+from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
+from tower.platforms.snowflake import CANCEL_QUERY, FIND_TAGGED_QUERY, SnowflakeAdapter, status_from_query
+
+
+@pytest.fixture(scope="module")
+def settings():
+    process, port = fakesnow_server.start()
+    yield {"account": "fakesnow", "user": "tower", "password": "not-a-real-secret", "host": "127.0.0.1",
+           "port": port, "protocol": "http", "database": "refinery", "schema": "sales"}
+    fakesnow_server.stop(process)
+
+
+@pytest.fixture(scope="module")
+def adapter(settings):
+    adapter = adapter_for("snowflake", settings)
+    for sql in ("CREATE DATABASE IF NOT EXISTS refinery", "CREATE SCHEMA IF NOT EXISTS refinery.sales"):
+        finish(adapter, adapter.submit(sub(sql, service="setup")))
+    return adapter
+
+
+def sub(sql, *, service="load_orders", attempt=1, params=None, bind=None):
+    spec = {"sql": sql} if bind is None else {"sql": sql, "bind": bind}
+    return Submission(run_id="nightly-1", service=service, attempt=attempt, spec=spec, params=params or {})
+
+
+def finish(adapter, handle):
+    for _ in range(50):
+        status = adapter.poll(handle)
+        if status.done:
+            return status
+    raise AssertionError("query never finished")
+
+
+def test_create_insert_select_services(adapter):
+    steps = [
+        "CREATE OR REPLACE TABLE orders (id INT, region VARCHAR, amount INT)",
+        "INSERT INTO orders VALUES (1, 'emea', 10), (2, 'amer', 20), (3, 'emea', 5)",
+        "SELECT region, SUM(amount)::INT AS total FROM orders GROUP BY region ORDER BY region",
+    ]
+    statuses = [finish(adapter, adapter.submit(sub(sql, service=f"step{i}"))) for i, sql in enumerate(steps)]
+    assert [s.state for s in statuses] == [SUCCEEDED] * 3
+    assert statuses[2].output.splitlines() == ["REGION, TOTAL", "amer, 20", "emea, 15", "(2 rows)"]
+
+
+def test_sql_error_is_non_retryable_with_the_snowflake_message(adapter):
+    # fakesnow fails a bad statement at execute_async (Snowflake itself would report it at poll:
+    # see test_failed_query_at_poll_keeps_the_message below).
+    with pytest.raises(NonRetryableError, match="Table with name NO_SUCH_TABLE does not exist") as caught:
+        adapter.submit(sub("SELECT * FROM no_such_table"))
+    assert caught.value.platform == "snowflake"
+    assert "not-a-real-secret" not in str(caught.value)
+
+
+def test_run_params_are_bound_so_an_injection_attempt_stays_data(adapter):
+    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE notes (day VARCHAR, note VARCHAR)", service="mk")))
+    evil = "x'); DROP TABLE notes; --"
+    handle = adapter.submit(sub("INSERT INTO notes VALUES (?, ?)", service="ins", bind=["day", "note"],
+                                params={"day": "2024-01-01", "note": evil, "unused": 1}))
+    assert finish(adapter, handle).state == SUCCEEDED
+    status = finish(adapter, adapter.submit(sub("SELECT note FROM notes WHERE day = ?", service="sel",
+                                                bind=["day"], params={"day": "2024-01-01"})))
+    assert status.output.splitlines()[1] == evil  # the table survived and holds the text verbatim
+
+
+def test_a_bind_without_its_param_is_a_clear_error(adapter):
+    with pytest.raises(NonRetryableError, match=r"service 'load_orders': field 'bind' names param\(s\) 'day'"):
+        adapter.submit(sub("SELECT ?", bind=["day"]))
+
+
+def test_resubmit_without_query_history_runs_again(adapter, caplog, monkeypatch):
+    monkeypatch.setattr("tower.platforms.snowflake._HISTORY_UNREADABLE", set())
+    # fakesnow has no INFORMATION_SCHEMA.QUERY_HISTORY_BY_USER: the adapter says so and executes
+    # (at-least-once; see the module docstring for what real Snowflake guarantees).
+    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE hits (n INT)", service="mk2")))
+    insert = sub("INSERT INTO hits VALUES (1)", service="hit")
+    finish(adapter, adapter.submit(insert))
+    finish(adapter, adapter.submit(insert))
+    count = finish(adapter, adapter.submit(sub("SELECT COUNT(*) AS n FROM hits", service="count")))
+    assert count.output.splitlines()[1] == "2"
+    assert "query history not readable" in caplog.text
+
+
+def test_unreachable_account_is_retryable(settings):
+    dead = {**settings, "port": fakesnow_server.free_port(), "login_timeout": 2}
+    with pytest.raises(RetryableError, match="Snowflake status of query q1 failed"):
+        adapter_for("snowflake", dead).poll(Handle(remote_id="q1"))
+
+
+def test_missing_credentials_name_the_fields():
+    with pytest.raises(ConfigError, match="missing user, password or private_key"):
+        adapter_for("snowflake", {"account": "acme"})
+
+
+def test_private_key_that_is_not_pem_or_a_file_is_a_config_error():
+    adapter = SnowflakeAdapter({"account": "a", "user": "u", "private_key": "/no/such/key.p8"},
+                               connect=lambda **kwargs: None)
+    with pytest.raises(ConfigError, match="neither PEM text nor a readable file"):
+        adapter.poll(Handle(remote_id="q1"))
+
+
+def test_private_key_pem_reaches_the_connector_as_a_key_object():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    seen = {}
+    fake = FakeConnection({"q1": "RUNNING"})
+    SnowflakeAdapter({"account": "a", "user": "u", "private_key": pem},
+                     connect=lambda **kw: seen.update(kw) or fake).poll(Handle(remote_id="q1"))
+    assert seen["private_key"].private_numbers() == key.private_numbers()
+    assert "password" not in seen
+
+
+# ---- Boundary tests: fakesnow finishes every query at once, has no SYSTEM$CANCEL_QUERY and no query
+# history, so these drive the adapter through a stand-in connection with the connector's own interface.
+
+class FakeCursor:
+    def __init__(self, conn):
+        self.conn = conn
+        self.sfqid = None
+
+    def execute(self, sql, params=None):
+        self.conn.executed.append((sql, params))
+        self._rows = self.conn.history_rows if sql == FIND_TAGGED_QUERY else [("ok",)]
+        return self
+
+    def execute_async(self, sql, params=None):
+        self.conn.executed.append((sql, params))
+        self.sfqid = "new-query"
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+
+class FakeConnection:
+    def __init__(self, statuses, history_rows=()):
+        self.statuses = statuses
+        self.history_rows = list(history_rows)
+        self.executed = []
+        self.closed = False
+
+    def cursor(self):
+        return FakeCursor(self)
+
+    def get_query_status(self, query_id):
+        from snowflake.connector.constants import QueryStatus
+
+        return QueryStatus[self.statuses[query_id]]
+
+    def get_query_status_throw_if_error(self, query_id):
+        from snowflake.connector.errors import ProgrammingError
+
+        raise ProgrammingError(msg="Query was cancelled by user", errno=604, sfqid=query_id)
+
+    def close(self):
+        self.closed = True
+
+
+def boundary_adapter(conn):
+    return SnowflakeAdapter({"account": "a", "user": "u", "password": "p"}, connect=lambda **kw: conn)
+
+
+@pytest.mark.parametrize(
+    ("name", "state"),
+    [("RUNNING", RUNNING), ("QUEUED", RUNNING), ("RESUMING_WAREHOUSE", RUNNING), ("NO_DATA", RUNNING),
+     ("ABORTED", CANCELLED), ("FAILED_WITH_ERROR", FAILED), ("FAILED_WITH_INCIDENT", FAILED)],
+)
+def test_query_status_mapping(name, state):
+    conn = FakeConnection({"q1": name})
+    status = boundary_adapter(conn).poll(Handle(remote_id="q1"))
+    assert status.state == state
+    assert conn.closed  # short sessions: every call closes its connection
+    assert status.retryable == (name == "FAILED_WITH_INCIDENT")
+
+
+def test_failed_query_at_poll_keeps_the_message():
+    status = boundary_adapter(FakeConnection({"q1": "FAILED_WITH_ERROR"})).poll(Handle(remote_id="q1"))
+    assert status.message.endswith("Query was cancelled by user")
+    assert status_from_query("RUNNING").message == "running"
+
+
+def test_cancel_binds_the_query_id_into_system_cancel_query():
+    conn = FakeConnection({})
+    boundary_adapter(conn).cancel(Handle(remote_id="01b2-query"))
+    assert conn.executed == [(CANCEL_QUERY, ["01b2-query"])]
+    assert conn.closed
+
+
+def test_resubmit_reattaches_when_query_history_knows_the_tag():
+    conn = FakeConnection({}, history_rows=[("earlier-query",)])
+    handle = boundary_adapter(conn).submit(sub("INSERT INTO t VALUES (1)"))
+    assert handle.remote_id == "earlier-query"
+    assert conn.executed == [(FIND_TAGGED_QUERY, ["nightly-1/load_orders/1", "INSERT INTO t VALUES (1)"])]
+
+
+def test_first_submit_looks_up_then_executes_with_binds():
+    conn = FakeConnection({})
+    handle = boundary_adapter(conn).submit(sub("INSERT INTO t VALUES (?);", bind=["n"], params={"n": 7}))
+    assert handle.remote_id == "new-query"
+    assert conn.executed[1] == ("INSERT INTO t VALUES (?)", [7])

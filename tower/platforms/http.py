@@ -1,0 +1,246 @@
+"""HTTP services with the asynchronous request-reply (202) pattern, or a plain synchronous call.
+
+    submit: METHOD url (body + ``Idempotency-Key``) → 202 + Location   → poll the status URL
+                                                   → 200/201            → done at once
+    poll:   GET status URL → 202 (running) | 200 + a JSON status value | 303 (done, result elsewhere)
+    cancel: cancel_method (status URL + cancel_path), when the service says how
+
+Platform settings: ``base_url``; optional ``headers`` (sent on every request; secret values via
+``${VAR}``), ``auth: {audience, client_id?}`` (a bearer token from the app's Azure identity),
+``timeout`` (s per request, default 30), ``max_retries`` (default 4) and ``max_retry_wait`` (s spent
+waiting for 429/5xx inside one call, default 30; beyond it the call fails retryable and the
+orchestration's backoff takes over).
+
+Service fields: ``path`` (joined to base_url) or ``url``; ``method`` (default POST); ``headers`` (added
+to the submit request only, so they never have to be kept in the handle); ``body`` (a JSON
+object; the run params go in it as ``params`` unless it has its own); ``status_path`` (dotted path of
+the status value in the JSON, default ``status``); ``success_values``, ``failure_values``,
+``cancelled_values`` (compared case-insensitively; defaults below); ``cancel_path`` (appended to the
+status URL, or an absolute URL) and ``cancel_method`` (default POST, or DELETE on the status URL when
+only the method is given).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from tower.errors import ConfigError, NonRetryableError, RetryableError
+from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
+
+PLATFORM = "http"
+log = logging.getLogger(__name__)
+
+DEFAULT_SUCCESS = ("succeeded", "success", "completed", "complete", "done")
+DEFAULT_FAILURE = ("failed", "failure", "error", "faulted")
+DEFAULT_CANCELLED = ("cancelled", "canceled", "terminated")
+STATUS_URL_HEADERS = ("Location", "Operation-Location", "Azure-AsyncOperation")
+MESSAGE_FIELDS = ("error", "message", "detail", "reason")
+RETRY_STATUSES = {408, 425, 429}  # and every 5xx
+RULE_FIELDS = ("status_path", "success_values", "failure_values", "cancelled_values")
+
+
+def safe_url(url: str) -> str:
+    """The URL without query or fragment: those often carry keys (``?code=``, SAS tokens)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def value_at(document: Any, path: str) -> Any:
+    """`document` followed along a dotted path (``output.state``); None where it leads nowhere."""
+    for step in path.split(".") if path else []:
+        if isinstance(document, dict):
+            document = document.get(step)
+        elif isinstance(document, list) and step.isdigit() and int(step) < len(document):
+            document = document[int(step)]
+        else:
+            return None
+    return document
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class HttpAdapter:
+    """One HTTP platform (a base URL, its headers and auth)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        if not settings.get("base_url"):
+            raise ConfigError("http platform: field 'base_url' is required")
+        self._settings = dict(settings)
+        self._timeout = float(settings.get("timeout", 30))
+        self._max_retries = int(settings.get("max_retries", 4))
+        self._max_retry_wait = float(settings.get("max_retry_wait", 30))
+        self._session: Any = None
+
+    # -- the three operations -------------------------------------------------------------
+
+    def submit(self, submission: Submission) -> Handle:
+        spec = submission.spec
+        url = self._service_url(spec, submission.service)
+        method = str(spec.get("method", "POST")).upper()
+        body = None
+        if method not in ("GET", "HEAD", "DELETE"):
+            own = spec.get("body") or {}
+            if not isinstance(own, dict):
+                raise NonRetryableError(f"service {submission.service!r}: field 'body' must be a mapping",
+                                        platform=PLATFORM)
+            body = {"params": submission.params, **own}
+        response = self._call(method, url, json_body=body, action=f"submit of service {submission.service!r}",
+                              extra_headers={**{str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
+                                             "Idempotency-Key": submission.idempotency_key})
+        document = _json(response)
+        status_url = _status_url(response, document, url)
+        status = self._status_from(response, document, spec)
+        remote_id = str(value_at(document, "id") or (safe_url(status_url) if status_url else response.url))
+        if response.status_code == 202 or (status_url and not status.done):
+            if not status_url:
+                raise NonRetryableError(
+                    f"HTTP service {safe_url(url)} answered 202 without a Location header: cannot follow it",
+                    platform=PLATFORM)
+            log.info("service %s: HTTP job at %s", submission.service, safe_url(status_url))
+            data = {"status_url": status_url, "rules": {k: spec[k] for k in RULE_FIELDS if k in spec}}
+            if spec.get("cancel_path") or spec.get("cancel_method"):
+                method = spec.get("cancel_method") or "POST"
+                data["cancel"] = {"path": spec.get("cancel_path") or "", "method": str(method).upper()}
+            return Handle(remote_id=remote_id, url=safe_url(status_url), data=data)
+        # 200/201: the work is already done; poll will report this outcome without calling again.
+        return Handle(remote_id=remote_id, data={"final": status.to_json()})
+
+    def poll(self, handle: Handle) -> Status:
+        if "final" in handle.data:
+            return Status.from_json(handle.data["final"])
+        url = handle.data["status_url"]
+        response = self._call("GET", url, action=f"status of {handle.remote_id}")
+        return self._status_from(response, _json(response), handle.data.get("rules", {}), handle)
+
+    def cancel(self, handle: Handle) -> None:
+        spec = handle.data.get("cancel") or {}
+        if "final" in handle.data or not spec:
+            log.info("HTTP job %s: no cancel endpoint configured, nothing to stop", handle.remote_id)
+            return
+        status_url = handle.data["status_url"]
+        path = spec.get("path") or ""
+        url = path if path.startswith(("http://", "https://")) else status_url.split("?")[0].rstrip("/") + path
+        self._call(spec["method"], url, action=f"cancel of {handle.remote_id}", ok_statuses={404, 409, 410})
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _service_url(self, spec: dict, service: str) -> str:
+        if spec.get("url"):
+            return str(spec["url"])
+        if not spec.get("path"):
+            raise NonRetryableError(f"service {service!r}: needs 'path' or 'url'", platform=PLATFORM)
+        return self._settings["base_url"].rstrip("/") + "/" + str(spec["path"]).lstrip("/")
+
+    def _status_from(self, response: Any, document: Any, rules: dict, handle: Handle | None = None) -> Status:
+        """Read a response as a Status: 202 = running, 3xx = done, else the JSON status value."""
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        url = handle.url if handle else None
+        if response.status_code == 202:
+            return Status(RUNNING, url=url, poll_after=retry_after)
+        if 300 <= response.status_code < 400:
+            return Status(SUCCEEDED, url=url, output=f"result at {safe_url(response.headers.get('Location', ''))}")
+        value = value_at(document, rules.get("status_path", "status"))
+        text = tail(response.text or "")
+        if value is None:
+            return Status(SUCCEEDED, url=url, output=text)
+        word = str(value).lower()
+
+        def matches(field: str, default: tuple[str, ...]) -> bool:
+            return word in {str(v).lower() for v in rules.get(field, default)}
+
+        if matches("success_values", DEFAULT_SUCCESS):
+            return Status(SUCCEEDED, url=url, output=text)
+        if matches("failure_values", DEFAULT_FAILURE):
+            return Status(FAILED, message=_message(document, value), url=url, output=text)
+        if matches("cancelled_values", DEFAULT_CANCELLED):
+            return Status(CANCELLED, message=_message(document, value), url=url, output=text)
+        return Status(RUNNING, message=str(value), url=url, poll_after=retry_after)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        headers.update({str(k): str(v) for k, v in (self._settings.get("headers") or {}).items()})
+        auth = self._settings.get("auth")
+        if auth:
+            from tower.platforms._auth import bearer_token
+
+            audience = auth.get("audience") if isinstance(auth, dict) else None
+            if not audience:
+                raise ConfigError("http platform: 'auth' needs an 'audience' (the app id URI of the service)")
+            token = bearer_token(audience, client_id=auth.get("client_id"), platform=PLATFORM)
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _call(self, method: str, url: str, *, action: str, json_body: Any = None,
+              extra_headers: dict | None = None, ok_statuses: set[int] = frozenset()) -> Any:
+        """One request with bounded retries on 429/5xx/network errors; 4xx fails at once."""
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        headers = {**self._headers(), **(extra_headers or {})}
+        where = f"{method} {safe_url(url)}"
+        waited = 0.0
+        for attempt in range(self._max_retries + 1):
+            delay = min(0.5 * 2**attempt, 8.0)
+            try:
+                response = self._session.request(method, url, json=json_body, headers=headers,
+                                                 timeout=self._timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                problem = f"HTTP {action}: {where} failed: {type(exc).__name__}: {exc}"
+            else:
+                code = response.status_code
+                if code < 400 or code in ok_statuses:
+                    return response
+                problem = f"HTTP {action}: {where} answered {code}: {tail(response.text or '', 300)}"
+                if code not in RETRY_STATUSES and code < 500:
+                    raise NonRetryableError(problem, platform=PLATFORM)
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+                if asked is not None:
+                    delay = asked
+            if attempt == self._max_retries or waited + delay > self._max_retry_wait:
+                break
+            log.info("%s: retrying in %.1f s (%s)", where, delay, problem.split(": ", 2)[-1][:80])
+            time.sleep(delay)
+            waited += delay
+        raise RetryableError(problem, platform=PLATFORM)
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+def _status_url(response: Any, document: Any, request_url: str) -> str | None:
+    for header in STATUS_URL_HEADERS:
+        if response.headers.get(header):
+            return urljoin(request_url, response.headers[header])
+    found = value_at(document, "statusQueryGetUri")  # Durable Functions' HTTP starter
+    return urljoin(request_url, found) if isinstance(found, str) else None
+
+
+def _message(document: Any, value: Any) -> str:
+    for field in MESSAGE_FIELDS:
+        found = value_at(document, field)
+        if found:
+            return found if isinstance(found, str) else json.dumps(found)[:300]
+    return f"service reported {value}"
