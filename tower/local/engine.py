@@ -1,0 +1,706 @@
+"""The local Durable engine: runs a v2-model app's orchestrators and activities the way the Functions
+host and the Durable extension do, through the real `azure-functions-durable` SDK, with its state in
+SQLite so that a killed process picks up where it stopped.
+
+One *work loop* thread owns the orchestration state: it reads inbox messages, batches those of an
+instance into one episode, calls the SDK's handle with the context JSON, re-enacts the extension's
+processing of the returned actions (`tower.local.replay`), and commits the episode in one
+transaction. Activities run on `activity_workers` daemon threads; async functions (activities,
+HTTP functions, the management API) run on one event loop thread, `engine.loop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+from tower.errors import EngineError, InstanceNotFound, NonDeterminismError
+from tower.local import history as h
+from tower.local import store as st
+from tower.local.replay import ACTIVITY, TIMER, Work, replay
+
+POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
+FORBIDDEN_ID_CHARS = "/\\#?"
+
+
+def validate_instance_id(instance_id: str) -> None:
+    """Azure's documented instance-id rules, so an id that works here works there."""
+    if not isinstance(instance_id, str) or not 1 <= len(instance_id) <= 100:
+        raise EngineError(f"invalid instance id {instance_id!r}: it must be 1 to 100 characters long")
+    if instance_id.startswith("@"):
+        raise EngineError(f"invalid instance id {instance_id!r}: it must not start with '@'")
+    bad = sorted({c for c in instance_id if c in FORBIDDEN_ID_CHARS or ord(c) < 32})
+    if bad:
+        raise EngineError(f"invalid instance id {instance_id!r}: it must not contain {' '.join(map(repr, bad))}")
+
+
+@dataclass(frozen=True)
+class Activity:
+    fn: Callable
+    input_name: str
+    client_names: tuple[str, ...]
+
+
+@dataclass
+class _Live:
+    """In-memory state of an unfinished instance: the history and its JSON, ready for the next episode."""
+
+    id: str
+    name: str
+    execution_id: str
+    status: str
+    input: str | None
+    parent: dict | None
+    history: list[dict] = field(default_factory=list)
+    encoded: list[str] = field(default_factory=list)     # history events as JSON, IsPlayed = true
+    last_started: Any = None
+    episodes: int = 0
+    handle_cpu: float = 0.0
+    custom_status: str | None = None
+    output: str | None = None
+    held: list = field(default_factory=list)              # messages that arrived while suspended
+
+
+class Engine:
+    def __init__(self, app, home: str | os.PathLike, *, activity_workers: int = 8,
+                 log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub"):
+        from aiohttp import web
+
+        from tower.local import management
+
+        self.home = Path(home)
+        self.store = st.Store(self.home)
+        self.log = log or (lambda line: None)
+        self.hub = hub
+        self.orchestrators: dict[str, Callable[[str], str]] = {}
+        self.activities: dict[str, Activity] = {}
+        self.functions: list = []           # every other function (HTTP, timer, Service Bus...) for the host
+        for fn in app.get_functions():      # once per app object: a second call raises "not unique"
+            trigger = fn.get_trigger()
+            if trigger.type == "orchestrationTrigger":
+                self.orchestrators[fn.get_function_name()] = fn.get_user_function()
+            elif trigger.type == "activityTrigger":
+                clients = tuple(b.name for b in fn.get_bindings() if b.type == "durableClient")
+                self.activities[fn.get_function_name()] = Activity(fn.get_user_function(), trigger.name, clients)
+            else:
+                self.functions.append(fn)
+        self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0}
+        self.episode_samples: list[tuple[int, float, float]] | None = None  # (history length, handle s, engine s)
+        self.web_app = web.Application()
+        management.add_routes(self.web_app.router, self)
+        self._port = port
+        self.base_url = ""
+        self.client_binding = ""
+        self.loop = asyncio.new_event_loop()
+        self._workers = activity_workers
+        self._live: dict[str, _Live] = {}
+        self._timers: list = []             # heap of (due, seq, message)
+        self._timer_seq: dict[tuple, int] = {}
+        self._dead: set[int] = set()
+        self._hwm = 0
+        self._wake = threading.Event()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._work: Queue = Queue()
+        self._threads: list[threading.Thread] = []
+        self._runner = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Engine:
+        """Start the event loop, the management API, the activity workers and the work loop."""
+        from tower.local import management
+
+        threading.Thread(target=self.loop.run_forever, name="tower-loop", daemon=True).start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self._port))
+        except OSError as exc:
+            sock.close()
+            raise EngineError(f"cannot listen on 127.0.0.1:{self._port} ({exc.strerror}); stop whatever "
+                              "uses that port or choose another one") from None
+        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.client_binding = management.binding_string(self.base_url, self.hub)
+        self._runner = asyncio.run_coroutine_threadsafe(self._serve(sock), self.loop).result()
+        for item in self.store.pending_work():   # activities that were running when we stopped
+            self._work.put(item)
+        for i in range(self._workers):
+            self._spawn(self._activity_worker, f"tower-activity-{i}")
+        self._spawn(self._run, "tower-engine")
+        (self.home / "engine.json").write_text(json.dumps({"pid": os.getpid(), "base_url": self.base_url}))
+        self.log(f"engine: {len(self.orchestrators)} orchestrators, {len(self.activities)} activities, "
+                 f"management API at {self.base_url}")
+        return self
+
+    async def _serve(self, sock):
+        from aiohttp import web
+
+        runner = web.AppRunner(self.web_app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        return runner
+
+    def _spawn(self, target, name):
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 10) -> None:
+        """Finish the episode in progress and stop; running activities are re-run at the next start."""
+        self._stopping.set()
+        self._wake.set()
+        for _ in self._threads:
+            self._work.put(None)
+        engine_thread = next((t for t in self._threads if t.name == "tower-engine"), None)
+        if engine_thread is not None:
+            engine_thread.join(timeout)
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown_loop(), self.loop).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        (self.home / "engine.json").unlink(missing_ok=True)
+        self.log("engine: stopped")
+
+    async def _shutdown_loop(self):
+        from azure.durable_functions.models.utils.http_utils import _close_session
+
+        await self._runner.cleanup()
+        await _close_session()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ------------------------------------------------------------------ running user functions
+    def call_function(self, fn: Callable, kwargs: dict) -> Any:
+        """Run a user function from a non-loop thread: sync ones here, async ones on `loop`."""
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            return asyncio.run_coroutine_threadsafe(_awaited(result), self.loop).result()
+        return result
+
+    async def acall_function(self, fn: Callable, kwargs: dict) -> Any:
+        """Run a user function from the loop: async ones directly, sync ones in the default pool."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(**kwargs)
+        result = await self.loop.run_in_executor(None, lambda: fn(**kwargs))
+        return await result if inspect.isawaitable(result) else result
+
+    # ------------------------------------------------------------------ client API (thread-safe)
+    def start_new(self, name: str, instance_id: str | None = None, input_json: str | None = None) -> str:
+        """Start an orchestration; `input_json` is the JSON text (what DurableOrchestrationClient sends)."""
+        if name not in self.orchestrators:
+            known = ", ".join(sorted(self.orchestrators)) or "none"
+            raise EngineError(f"no orchestrator function named '{name}' (known: {known})")
+        instance_id = instance_id if instance_id is not None else uuid.uuid4().hex
+        validate_instance_id(instance_id)
+        with self.store.tx() as db:
+            self._create(db, instance_id, name, input_json, None)
+        self._wake.set()
+        return instance_id
+
+    def _create(self, db, instance_id: str, name: str, input_json: str | None, parent: dict | None) -> None:
+        row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        if row is not None and row[0] not in h.TERMINAL:
+            raise EngineError(f"an orchestration with instance id '{instance_id}' is already {row[0]}; "
+                              "wait for it to finish, terminate it, or use another id")
+        if row is not None:
+            self.store.purge(db, instance_id)     # Azure replaces a finished instance with the same id
+        execution_id = uuid.uuid4().hex
+        now = h.fmt_time(h.utcnow())
+        db.execute("INSERT INTO instances (id, name, execution_id, status, input, parent, created, updated) "
+                   "VALUES (?,?,?,?,?,?,?,?)", (instance_id, name, execution_id, h.PENDING, input_json,
+                                                json.dumps(parent) if parent else None, now, now))
+        self.store.enqueue(db, instance_id, st.START, {"name": name, "input": input_json, "parent": parent},
+                           execution_id=execution_id)
+
+    def raise_event(self, instance_id: str, event_name: str, data_json: str | None = None) -> None:
+        self._control(instance_id, st.EVENT, {"EventType": h.EVENT_RAISED, "Name": event_name,
+                                              "Input": data_json, "Timestamp": h.fmt_time(h.utcnow())})
+
+    def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        self._control(instance_id, st.TERMINATE, {"reason": reason})
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        self._control(instance_id, st.SUSPEND, {"reason": reason})
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        self._control(instance_id, st.RESUME, {"reason": reason})
+
+    def _control(self, instance_id: str, kind: str, body: dict) -> None:
+        with self.store.tx() as db:
+            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
+            if row[0] in h.TERMINAL:
+                raise EngineError(f"instance '{instance_id}' is {row[0]}: it no longer accepts {kind} requests")
+            self.store.enqueue(db, instance_id, kind, body)
+        self._wake.set()
+
+    def purge(self, instance_id: str) -> int:
+        """Delete a finished instance and its history; running ones are left alone (returns 0)."""
+        with self.store.tx() as db:
+            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            if row is None or row[0] not in h.TERMINAL:
+                return 0
+            self.store.purge(db, instance_id)
+        return 1
+
+    def purge_many(self, *, created_from=None, created_to=None, runtime_status=None) -> int:
+        statuses = [s for s in (runtime_status or h.TERMINAL) if s in h.TERMINAL]
+        rows = self.store.rows(runtime_status=statuses, created_from=created_from, created_to=created_to)
+        return sum(self.purge(r["id"]) for r in rows)
+
+    def status(self, instance_id: str, *, show_history=False, show_history_output=False,
+               show_input=True) -> dict | None:
+        row = self.store.instance_row(instance_id)
+        if row is None:
+            return None
+        return st.status_of(row, self.store, show_history=show_history,
+                            show_history_output=show_history_output, show_input=show_input)
+
+    def list(self, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
+        return [st.status_of(r, self.store) for r in self.store.rows(
+            runtime_status=runtime_status, created_from=created_from, created_to=created_to, prefix=prefix)]
+
+    def history(self, instance_id: str) -> list[dict]:
+        """The raw PascalCase history of the current execution, as the SDK receives it."""
+        return self.store.history(instance_id)
+
+    def wait(self, instance_id: str, timeout: float | None = None) -> dict:
+        """Block until the instance is Completed, Failed or Terminated; EngineError on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                status = self.status(instance_id)
+                if status is None:
+                    raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
+                if status["runtimeStatus"] in h.TERMINAL:
+                    return status
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise EngineError(f"instance '{instance_id}' is still {status['runtimeStatus']} "
+                                      f"after {timeout} s")
+                self._changed.wait(0.5 if left is None else min(0.5, left))
+
+    # ------------------------------------------------------------------ the work loop
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            wait = POLL_SECONDS
+            if self._timers:
+                wait = min(wait, max(0.0, (self._timers[0][0] - h.utcnow()).total_seconds()))
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            started = time.thread_time()
+            try:
+                self._iteration()
+            except Exception:                       # never die: reload the truth from SQLite
+                self.log("engine: work loop error, reloading state\n" + traceback.format_exc(limit=4))
+                self._reset()
+                self._stopping.wait(1.0)
+            self.stats["loop_cpu"] += time.thread_time() - started
+
+    def _reset(self) -> None:
+        self._live.clear()
+        self._timers.clear()
+        self._timer_seq.clear()
+        self._dead.clear()
+        self._hwm = 0
+
+    def _iteration(self) -> None:
+        now = h.utcnow()
+        ready: list[st.Message] = []
+        for message in self.store.messages_after(self._hwm):
+            self._hwm = message.seq
+            due = h.parse_time(message.due) if message.due else None
+            if message.kind == st.TIMER:
+                self._timer_seq[(message.instance_id, message.execution_id, message.task_id)] = message.seq
+            if due is not None and due > now:
+                heapq.heappush(self._timers, (due, message.seq, message))
+            else:
+                ready.append(message)
+        while self._timers and self._timers[0][0] <= now:
+            _, seq, message = heapq.heappop(self._timers)
+            if seq not in self._dead:
+                ready.append(message)
+            self._dead.discard(seq)
+        if not ready:
+            return
+        by_instance: dict[str, list[st.Message]] = {}
+        for message in ready:
+            by_instance.setdefault(message.instance_id, []).append(message)
+        batch = _Batch()
+        for instance_id, messages in by_instance.items():
+            self._apply(instance_id, sorted(messages, key=lambda m: m.seq), batch)
+        with self.store.tx() as db:
+            if batch.consumed:
+                db.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s in batch.consumed])
+            for op in batch.ops:
+                op(db)
+        for item in batch.work:
+            self._work.put(item)
+        if batch.wake:
+            self._wake.set()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _apply(self, instance_id: str, messages: list[st.Message], batch: _Batch) -> None:
+        """Turn one instance's ready messages into (at most a few) episodes."""
+        live = self._live.get(instance_id)
+        events: list[dict] = []
+        queue = list(messages)
+        while queue:
+            message = queue.pop(0)
+            batch.consumed.append(message.seq)
+            if message.kind == st.START:
+                live = self._begin(message, live)
+                if live is not None:
+                    events = [self._started_event(live)]
+                continue
+            if live is None:
+                live = self._load(instance_id)
+            if live is None or (message.execution_id and message.execution_id != live.execution_id):
+                continue                            # finished, purged, or from an earlier execution
+            if message.kind == st.TERMINATE:
+                live = self._flush(live, events, batch)
+                if live is not None:
+                    self._terminate(live, message.body.get("reason"), batch)
+                live, events = None, []
+                queue = []
+            elif live.status == h.SUSPENDED and message.kind != st.RESUME:
+                batch.consumed.pop()                # keep the row: it is processed after resume
+                live.held.append(message)
+            elif message.kind == st.SUSPEND:
+                live = self._flush(live, events, batch)
+                events = []
+                if live is not None:
+                    self._mark(live, h.EXECUTION_SUSPENDED, h.SUSPENDED, message.body.get("reason"), batch)
+            elif message.kind == st.RESUME:
+                if live.status == h.SUSPENDED:
+                    self._mark(live, h.EXECUTION_RESUMED, h.RUNNING, message.body.get("reason"), batch)
+                    queue = live.held + queue
+                    live.held = []
+            else:
+                events.append(_event_from(message.body))
+            if live is None:
+                queue = []
+        self._flush(live, events, batch)
+
+    def _flush(self, live: _Live | None, events: list[dict], batch: _Batch) -> _Live | None:
+        if live is None or not events:
+            return live
+        self._episode(live, list(events), batch)
+        events.clear()
+        return self._live.get(live.id)
+
+    def _begin(self, message: st.Message, live: _Live | None) -> _Live | None:
+        row = self.store.instance_row(message.instance_id)
+        if row is None or row["execution_id"] != message.execution_id or row["status"] in h.TERMINAL:
+            return live
+        body = message.body
+        live = _Live(row["id"], body["name"], message.execution_id, h.PENDING, body.get("input"), body.get("parent"))
+        self._live[live.id] = live
+        return live
+
+    def _started_event(self, live: _Live) -> dict:
+        parent = live.parent
+        return {"EventType": h.EXECUTION_STARTED, "Timestamp": h.fmt_time(h.utcnow()), "Name": live.name,
+                "Version": "", "Input": live.input,
+                "OrchestrationInstance": {"InstanceId": live.id, "ExecutionId": live.execution_id},
+                "ParentInstance": None if not parent else {
+                    "Name": parent["name"], "TaskScheduleId": parent["task_id"],
+                    "OrchestrationInstance": {"InstanceId": parent["id"], "ExecutionId": parent["execution_id"]}}}
+
+    def _load(self, instance_id: str) -> _Live | None:
+        row = self.store.instance_row(instance_id)
+        if row is None or row["status"] in h.TERMINAL or row["status"] == h.PENDING:
+            return None
+        events = self.store.history(instance_id)
+        live = _Live(row["id"], row["name"], row["execution_id"], row["status"], row["input"],
+                     json.loads(row["parent"]) if row["parent"] else None, events,
+                     [json.dumps(e) for e in events], episodes=row["episodes"], handle_cpu=row["handle_cpu"],
+                     custom_status=row["custom_status"])
+        starts = [e["Timestamp"] for e in events if e["EventType"] == h.ORCHESTRATOR_STARTED]
+        live.last_started = h.parse_time(starts[-1]) if starts else None
+        self._live[instance_id] = live
+        return live
+
+    # ------------------------------------------------------------------ one episode
+    def _episode(self, live: _Live, inbound: list[dict], batch: _Batch) -> None:
+        engine_started = time.thread_time()
+        moment = h.after(h.utcnow(), live.last_started)
+        live.last_started = moment
+        stamp = h.fmt_time(moment)
+        new = [h.event(h.ORCHESTRATOR_STARTED, stamp)]
+        for body in inbound:
+            body = dict(body)
+            new.append(h.event(body.pop("EventType"), body.pop("Timestamp", stamp), **body))
+        context = ('{"history":[' + ",".join(live.encoded + [json.dumps(e) for e in new]) + "]," +
+                   json.dumps({"input": live.input, "instanceId": live.id, "isReplaying": bool(live.encoded),
+                               "parentInstanceId": live.parent["id"] if live.parent else None,
+                               "upperSchemaVersion": 1, "upperSchemaVersionNew": 2,
+                               "maximumShortTimerDuration": "6.00:00:00",
+                               "longRunningTimerIntervalDuration": "3.00:00:00"})[1:])
+        handle_started = time.thread_time()
+        state = self._call_orchestrator(live, context)
+        handle_cpu = time.thread_time() - handle_started
+        live.episodes += 1
+        live.handle_cpu += handle_cpu
+        live.status = h.RUNNING
+        prior = len(live.history)
+        live.history.extend(new)
+        if state.get("customStatus") is not None:     # the shim only sets a non-null custom status
+            live.custom_status = json.dumps(state["customStatus"])
+        actions = state.get("actions") or [[]]
+        actions = actions[0] if actions else []
+        try:
+            outcome = replay(actions, live.history)
+            failure = state.get("error")
+        except NonDeterminismError as exc:
+            outcome, failure = None, f"Non-Deterministic workflow detected: {exc}"
+        except EngineError as exc:
+            outcome, failure = None, str(exc)
+        except Exception as exc:                       # malformed actions: fail this instance only
+            outcome, failure = None, f"the local engine could not process the actions: {exc!r}"
+        continued = False
+        if failure is not None:
+            message = f"Orchestrator function '{live.name}' failed: {failure}"
+            self._finish(live, h.FAILED, message, new, stamp, batch, details=state.get("details"))
+        elif state.get("isDone"):
+            again = [a for a in actions if a.get("actionType") == h.CONTINUE_AS_NEW_ACTION]
+            if again:
+                continued = True
+                self._continue_as_new(live, again[-1].get("input"), batch)
+            else:
+                self._finish(live, h.COMPLETED, state.get("output"), new, stamp, batch)
+        else:
+            for work in outcome.new_work:
+                new.append(self._schedule(live, work, stamp, batch))
+            for timer_id in outcome.cancelled_timers:
+                self._cancel_timer(live, timer_id, batch)
+            new.append(h.event(h.ORCHESTRATOR_COMPLETED, stamp))
+        if not continued:
+            del live.history[prior:]
+            live.history.extend(new)
+            self._commit_history(live, batch)
+        self.stats["episodes"] += 1
+        self.stats["handle_cpu"] += handle_cpu
+        if self.episode_samples is not None:
+            engine_cpu = time.thread_time() - engine_started - handle_cpu
+            self.episode_samples.append((len(live.history), handle_cpu, engine_cpu))
+
+    def _call_orchestrator(self, live: _Live, context: str) -> dict:
+        try:
+            return json.loads(self.orchestrators[live.name](context))
+        except KeyError:
+            return {"error": f"no orchestrator function named '{live.name}' is registered in this app"}
+        except Exception as exc:                       # the SDK's unhandled-exception envelope
+            text = str(exc)
+            if h.OUT_OF_PROC_MARK in text:
+                state = json.loads(text.split(h.OUT_OF_PROC_MARK, 1)[1])
+                state.setdefault("error", text.split("\n\n" + h.OUT_OF_PROC_MARK, 1)[0])
+                return state
+            return {"error": f"{type(exc).__name__}: {text}", "details": traceback.format_exc(limit=3)}
+
+    def _commit_history(self, live: _Live, batch: _Batch) -> None:
+        """Append the events not yet written (the episode's, scheduling included); save the row."""
+        known = len(live.encoded)
+        encoded = [json.dumps({**e, "IsPlayed": True}) for e in live.history[known:]]
+        rows = [(live.id, known + i, text) for i, text in enumerate(encoded)]
+        live.encoded.extend(encoded)
+        self.stats["history_events"] += len(rows)
+        snapshot = (live.status, live.output, live.custom_status, h.fmt_time(h.utcnow()), live.episodes,
+                    live.handle_cpu, len(live.encoded), live.id, live.execution_id)
+
+        def write(db):
+            db.executemany("INSERT OR REPLACE INTO history (instance_id, seq, event) VALUES (?,?,?)", rows)
+            db.execute("UPDATE instances SET status=?, output=?, custom_status=?, updated=?, episodes=?, "
+                       "handle_cpu=?, history_events=? WHERE id=? AND execution_id=?", snapshot)
+        batch.ops.append(write)
+
+    def _schedule(self, live: _Live, work: Work, stamp: str, batch: _Batch) -> dict:
+        """Record the scheduling event for new work and queue its effect for after the commit."""
+        key = (live.id, live.execution_id, work.event_id)
+        if work.kind == ACTIVITY:
+            item = (live.id, live.execution_id, work.event_id, work.name, work.input)
+            batch.ops.append(lambda db: db.execute(
+                "INSERT OR REPLACE INTO work (instance_id, execution_id, task_id, name, input) VALUES (?,?,?,?,?)",
+                item))
+            batch.work.append(item)
+            return h.event(h.TASK_SCHEDULED, stamp, work.event_id, Name=work.name, Version="", Input=work.input)
+        if work.kind == TIMER:
+            fired = {"EventType": h.TIMER_FIRED, "TimerId": work.event_id, "FireAt": work.fire_at}
+            batch.ops.append(lambda db: self.store.enqueue(db, live.id, st.TIMER, fired, execution_id=key[1],
+                                                           due=work.fire_at, task_id=work.event_id))
+            batch.wake = True
+            return h.event(h.TIMER_CREATED, stamp, work.event_id, FireAt=work.fire_at)
+        child_id = work.instance_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(map(str, key))))
+        parent = {"id": live.id, "execution_id": live.execution_id, "task_id": work.event_id, "name": live.name}
+        batch.ops.append(lambda db: self._start_child(db, child_id, work, parent))
+        batch.wake = True
+        return h.event(h.SUB_CREATED, stamp, work.event_id, Name=work.name, Version="", InstanceId=child_id,
+                       Input=work.input)
+
+    def _start_child(self, db, child_id: str, work: Work, parent: dict) -> None:
+        try:
+            validate_instance_id(child_id)
+            if work.name not in self.orchestrators:
+                known = ", ".join(sorted(self.orchestrators)) or "none"
+                raise EngineError(f"no orchestrator function named '{work.name}' (known: {known})")
+            self._create(db, child_id, work.name, work.input, parent)
+        except EngineError as exc:
+            self._notify_parent(db, parent, h.FAILED, str(exc), None)
+
+    def _cancel_timer(self, live: _Live, timer_id: int, batch: _Batch) -> None:
+        seq = self._timer_seq.pop((live.id, live.execution_id, timer_id), None)
+        if seq is not None:
+            self._dead.add(seq)
+        batch.ops.append(lambda db: db.execute(
+            "DELETE FROM inbox WHERE instance_id=? AND execution_id=? AND kind=? AND task_id=?",
+            (live.id, live.execution_id, st.TIMER, timer_id)))
+
+    def _mark(self, live: _Live, event_type: int, status: str, reason: str | None, batch: _Batch) -> None:
+        event = h.event(event_type, h.fmt_time(h.utcnow()), Input=reason)
+        live.status = status
+        live.history.append(event)
+        self._commit_history(live, batch)
+
+    # ------------------------------------------------------------------ endings
+    def _finish(self, live: _Live, status: str, output: Any, new: list[dict], stamp: str, batch: _Batch,
+                details: str | None = None) -> None:
+        result = json.dumps(output)
+        new.append(h.event(h.EXECUTION_COMPLETED, stamp, OrchestrationStatus=status, Result=result,
+                           **({"FailureDetails": details} if details else {})))
+        new.append(h.event(h.ORCHESTRATOR_COMPLETED, stamp))
+        self._end(live, status, result, batch, reason=output if status != h.COMPLETED else None)
+
+    def _terminate(self, live: _Live, reason: str | None, batch: _Batch) -> None:
+        stamp = h.fmt_time(h.after(h.utcnow(), live.last_started))
+        live.history.extend([
+            h.event(h.ORCHESTRATOR_STARTED, stamp), h.event(h.EXECUTION_TERMINATED, stamp, Input=reason),
+            h.event(h.EXECUTION_COMPLETED, stamp, OrchestrationStatus=h.TERMINATED, Result=json.dumps(reason)),
+            h.event(h.ORCHESTRATOR_COMPLETED, stamp)])
+        self._end(live, h.TERMINATED, json.dumps(reason), batch, reason=reason or "terminated")
+        self._commit_history(live, batch)
+
+    def _end(self, live: _Live, status: str, result: str, batch: _Batch, reason: str | None) -> None:
+        """Leave memory, drop pending work and timers, tell the parent; the caller writes the history."""
+        live.status, live.output = status, result
+        del self._live[live.id]
+        key = (live.id, live.execution_id)
+
+        def cleanup(db):
+            db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=?", key)
+            db.execute("DELETE FROM inbox WHERE instance_id=? AND kind=?", (live.id, st.TIMER))
+            if live.parent:
+                self._notify_parent(db, live.parent, status, reason, result)
+        batch.ops.append(cleanup)
+        batch.wake = True
+        self.log(f"{live.name}/{live.id}: {status} after {live.episodes} episodes")
+
+    def _notify_parent(self, db, parent: dict, status: str, reason: str | None, result: str | None) -> None:
+        now = h.fmt_time(h.utcnow())
+        if status == h.COMPLETED:
+            body = {"EventType": h.SUB_COMPLETED, "TaskScheduledId": parent["task_id"], "Result": result,
+                    "Timestamp": now}
+        else:
+            body = {"EventType": h.SUB_FAILED, "TaskScheduledId": parent["task_id"], "Reason": reason,
+                    "Details": None, "Timestamp": now}
+        self.store.enqueue(db, parent["id"], st.EVENT, body, execution_id=parent["execution_id"])
+
+    def _continue_as_new(self, live: _Live, input_json: str | None, batch: _Batch) -> None:
+        """Fresh history, same id, a new execution id; messages for the old execution are dropped."""
+        old = (live.id, live.execution_id)
+        execution_id = uuid.uuid4().hex
+        del self._live[live.id]
+        self.log(f"{live.name}/{live.id}: continued as new")
+        snapshot = (execution_id, input_json, live.custom_status, h.fmt_time(h.utcnow()), live.episodes,
+                    live.handle_cpu, live.id)
+        start = {"name": live.name, "input": input_json, "parent": live.parent}
+
+        def write(db):
+            db.execute("DELETE FROM history WHERE instance_id=?", (live.id,))
+            db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=?", old)
+            db.execute("DELETE FROM inbox WHERE instance_id=? AND kind=?", (live.id, st.TIMER))
+            db.execute("UPDATE instances SET execution_id=?, status='Pending', input=?, custom_status=?, "
+                       "updated=?, episodes=?, handle_cpu=?, history_events=0, output=NULL WHERE id=?", snapshot)
+            self.store.enqueue(db, live.id, st.START, start, execution_id=execution_id)
+        batch.ops.append(write)
+        batch.wake = True
+
+    # ------------------------------------------------------------------ activities
+    def _activity_worker(self) -> None:
+        while True:
+            try:
+                item = self._work.get(timeout=1)
+            except Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            if item is None or self._stopping.is_set():
+                return
+            self._run_activity(*item)
+
+    def _run_activity(self, instance_id, execution_id, task_id, name, raw_input) -> None:
+        from azure.functions._durable_functions import df_dumps, df_loads
+
+        now = h.utcnow
+        try:
+            activity = self.activities.get(name)
+            if activity is None:
+                known = ", ".join(sorted(self.activities)) or "none"
+                raise EngineError(f"The function '{name}' doesn't exist, is disabled, or is not an activity "
+                                  f"function (known activities: {known})")
+            try:
+                value = None if raw_input is None else df_loads(raw_input)
+            except ValueError:
+                value = raw_input
+            kwargs = {activity.input_name: value, **{c: self.client_binding for c in activity.client_names}}
+            body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id,
+                    "Result": df_dumps(self.call_function(activity.fn, kwargs))}
+        except Exception as exc:
+            body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,
+                    "Reason": f"Activity function '{name}' failed: {type(exc).__name__}: {exc}",
+                    "Details": "".join(traceback.format_exception(exc, limit=-3))}
+        body["Timestamp"] = h.fmt_time(now())
+        self.stats["activities"] += 1
+        key = (instance_id, execution_id, task_id)
+        with self.store.tx() as db:     # result and "no longer pending" in one transaction
+            gone = db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=? AND task_id=?", key)
+            if gone.rowcount:
+                self.store.enqueue(db, instance_id, st.EVENT, body, execution_id=execution_id)
+        self._wake.set()
+
+
+@dataclass
+class _Batch:
+    """What one loop iteration commits: consumed inbox rows, SQL steps, and work to start after."""
+
+    consumed: list[int] = field(default_factory=list)
+    ops: list[Callable] = field(default_factory=list)
+    work: list[tuple] = field(default_factory=list)
+    wake: bool = False
+
+
+def _event_from(body: dict) -> dict:
+    return dict(body)
+
+
+async def _awaited(awaitable):
+    return await awaitable

@@ -1,0 +1,180 @@
+"""The Durable extension's HTTP management API, as aiohttp routes over the local engine, so that the
+unmodified `DurableOrchestrationClient` (built from `binding_string`) works against it.
+
+Status codes follow the host's `HttpApiHandler`: 202 + management URLs on start, 400 for an unknown
+orchestrator or a bad id, 202 running / 200 finished / 404 unknown on status, 410 for operations on
+a finished instance. Request bodies arrive JSON-encoded twice (the client `json=`-posts JSON text).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from urllib.parse import quote
+
+from aiohttp import web
+
+from tower.errors import EngineError, InstanceNotFound
+from tower.local import history as h
+
+PREFIX = "/runtime/webhooks/durabletask/"
+RUNNING_STATES = frozenset({h.PENDING, h.RUNNING, h.SUSPENDED, "ContinuedAsNew"})
+_ID = "INSTANCEID"
+
+
+def binding_string(base_url: str, hub: str = "TowerHub") -> str:
+    """The `durableClient` binding JSON the host hands to client functions (the SDK reads
+    `rpcBaseUrl` and `managementUrls`; the rest is there for fidelity)."""
+    base = base_url.rstrip("/") + PREFIX
+    query = f"taskHub={hub}&connection=Storage"
+    instance = base + "instances/" + _ID
+    return json.dumps({
+        "taskHubName": hub,
+        "creationUrls": {
+            "createNewInstancePostUri": base + "orchestrators/{functionName}[/{instanceId}]?" + query,
+            "createAndWaitOnNewInstancePostUri": base + "orchestrators/{functionName}[/{instanceId}]"
+                                                 "?timeout={timeoutInSeconds}&pollingInterval={intervalInSeconds}&"
+                                                 + query,
+        },
+        "managementUrls": {
+            "id": _ID,
+            "statusQueryGetUri": f"{instance}?{query}",
+            "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
+            "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
+            "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
+            "purgeHistoryDeleteUri": f"{instance}?{query}",
+            "restartPostUri": f"{instance}/restart?{query}",
+            "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
+            "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
+        },
+        "rpcBaseUrl": base,
+        "baseUrl": base.rstrip("/"),
+        "requiredQueryStringParameters": query,
+    })
+
+
+def add_routes(router: web.UrlDispatcher, engine) -> None:
+    """Add the management routes for `engine` to an aiohttp router (the host's or the engine's own)."""
+    api = _Api(engine)
+    router.add_post(PREFIX + "orchestrators/{name}", api.start)
+    router.add_post(PREFIX + "orchestrators/{name}/{instance_id}", api.start)
+    for path in (PREFIX + "instances", PREFIX + "instances/"):
+        router.add_get(path, api.list)
+        router.add_delete(path, api.purge_many)
+    router.add_get(PREFIX + "instances/{instance_id}", api.status)
+    router.add_delete(PREFIX + "instances/{instance_id}", api.purge)
+    router.add_post(PREFIX + "instances/{instance_id}/raiseEvent/{event}", api.raise_event)
+    router.add_post(PREFIX + "instances/{instance_id}/{operation}", api.operate)
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    return default if value is None else value.lower() == "true"
+
+
+def _time(request: web.Request, name: str) -> datetime | None:
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return h.parse_time(value)
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"Message": f"'{name}' is not a valid time: {value!r}"}),
+                                 content_type="application/json") from None
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"Message": message, "ExceptionMessage": message}, status=status)
+
+
+async def _body(request: web.Request) -> str | None:
+    """The JSON text the client meant (it arrives encoded a second time), or None."""
+    raw = await request.text()
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, str) or value is None else json.dumps(value)
+
+
+class _Api:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def _links(self, request: web.Request, instance_id: str) -> dict:
+        urls = json.loads(self.engine.client_binding or binding_string(f"http://{request.host}"))
+        return {key: value.replace(_ID, quote(instance_id, safe="@:")) if key != "id" else instance_id
+                for key, value in urls["managementUrls"].items()}
+
+    async def start(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        instance_id = request.match_info.get("instance_id")
+        try:
+            instance_id = self.engine.start_new(name, instance_id, await _body(request))
+        except EngineError as exc:
+            known = name in self.engine.orchestrators and "already" in str(exc)
+            return _error(409 if known else 400, str(exc))
+        links = self._links(request, instance_id)
+        return web.json_response(links, status=202, headers={"Location": links["statusQueryGetUri"]})
+
+    async def status(self, request: web.Request) -> web.Response:
+        status = self.engine.status(
+            request.match_info["instance_id"], show_history=_flag(request, "showHistory", False),
+            show_history_output=_flag(request, "showHistoryOutput", False),
+            show_input=_flag(request, "showInput", True))
+        if status is None:
+            return web.Response(status=404)
+        code = 202 if status["runtimeStatus"] in RUNNING_STATES else 200
+        if status["runtimeStatus"] == h.FAILED and _flag(request, "returnInternalServerErrorOnFailure", False):
+            code = 500
+        return web.json_response(status, status=code)
+
+    def _filters(self, request: web.Request) -> dict:
+        statuses = [s for s in request.query.get("runtimeStatus", "").split(",") if s]
+        unknown = [s for s in statuses if s not in h.ALL_STATUSES]
+        if unknown:
+            raise web.HTTPBadRequest(text=json.dumps({"Message": f"unknown runtimeStatus {', '.join(unknown)} "
+                                                                 f"(known: {', '.join(h.ALL_STATUSES)})"}),
+                                     content_type="application/json")
+        return {"runtime_status": statuses or None, "created_from": _time(request, "createdTimeFrom"),
+                "created_to": _time(request, "createdTimeTo")}
+
+    async def list(self, request: web.Request) -> web.Response:
+        found = self.engine.list(prefix=request.query.get("instanceIdPrefix") or None, **self._filters(request))
+        return web.json_response(found)
+
+    async def purge(self, request: web.Request) -> web.Response:
+        deleted = self.engine.purge(request.match_info["instance_id"])
+        return web.json_response({"instancesDeleted": deleted}) if deleted else web.Response(status=404)
+
+    async def purge_many(self, request: web.Request) -> web.Response:
+        if not request.query.get("createdTimeFrom"):
+            return _error(400, "Please provide value for 'createdTimeFrom' parameter.")
+        deleted = self.engine.purge_many(**self._filters(request))
+        return web.json_response({"instancesDeleted": deleted}) if deleted else web.Response(status=404)
+
+    async def raise_event(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        return self._control(lambda i: self.engine.raise_event(i, request.match_info["event"], data), request)
+
+    async def operate(self, request: web.Request) -> web.Response:
+        operation = request.match_info["operation"]
+        reason = request.query.get("reason")
+        actions = {"terminate": self.engine.terminate, "suspend": self.engine.suspend, "resume": self.engine.resume}
+        if operation not in actions:
+            return _error(501 if operation in ("rewind", "restart") else 404,
+                          f"'{operation}' is not supported by the local Durable host "
+                          "(supported: terminate, suspend, resume, raiseEvent)")
+        return self._control(lambda i: actions[operation](i, reason), request)
+
+    def _control(self, act, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        try:
+            act(instance_id)
+        except InstanceNotFound as exc:
+            return _error(404, str(exc))
+        except EngineError as exc:
+            return _error(410, str(exc))
+        return web.Response(status=202)

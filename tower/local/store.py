@@ -1,0 +1,262 @@
+"""SQLite persistence for the local engine: instances, histories, the inbox, pending activity work.
+
+Everything that changes an instance goes through the `inbox` table: starts, activity results,
+timers (a message with a due time), external events, terminate/suspend/resume, sub-orchestration
+results. The engine consumes messages and commits an episode's effects (new history events,
+instance row, consumed messages, new work, new messages) in one transaction, so a crash at any
+point loses or duplicates nothing. `inbox.seq` is AUTOINCREMENT: ids never go back, and SQLite's
+single writer commits them in order, so a reader can poll `seq > high_water_mark` cheaply, even
+for messages other processes write (the CLI's `tower cancel`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tower.errors import EngineError, InstanceNotFound
+from tower.local import history as h
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, execution_id TEXT NOT NULL, status TEXT NOT NULL,
+    input TEXT, output TEXT, custom_status TEXT, parent TEXT,
+    created TEXT NOT NULL, updated TEXT NOT NULL,
+    episodes INTEGER NOT NULL DEFAULT 0, handle_cpu REAL NOT NULL DEFAULT 0,
+    history_events INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS instances_created ON instances(created);
+CREATE TABLE IF NOT EXISTS history (
+    instance_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+    PRIMARY KEY (instance_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, execution_id TEXT,
+    kind TEXT NOT NULL, body TEXT, due TEXT, task_id INTEGER);
+CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id);
+CREATE TABLE IF NOT EXISTS work (
+    instance_id TEXT NOT NULL, execution_id TEXT NOT NULL, task_id INTEGER NOT NULL,
+    name TEXT NOT NULL, input TEXT, PRIMARY KEY (instance_id, execution_id, task_id)) WITHOUT ROWID;
+"""
+
+# Inbox message kinds
+START, EVENT, TIMER, TERMINATE, SUSPEND, RESUME = "start", "event", "timer", "terminate", "suspend", "resume"
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    instance_id: str
+    execution_id: str | None
+    kind: str
+    body: dict
+    due: str | None
+    task_id: int | None
+
+
+class Store:
+    """One SQLite file, a connection per thread, WAL mode, writes serialised inside the process."""
+
+    def __init__(self, home: str | os.PathLike):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / "state.db"
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        with self._write_lock:
+            self._db().executescript(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")     # WAL + NORMAL: safe against a killed process
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def tx(self):
+        """A short write transaction (BEGIN IMMEDIATE so two writers never deadlock on upgrade)."""
+        with self._write_lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def read(self) -> sqlite3.Connection:
+        return self._db()
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- reads
+    def instance_row(self, instance_id: str) -> dict | None:
+        cur = self.read().execute("SELECT * FROM instances WHERE id = ?", (instance_id,))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
+
+    def history(self, instance_id: str) -> list[dict]:
+        rows = self.read().execute("SELECT event FROM history WHERE instance_id = ? ORDER BY seq",
+                                   (instance_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def messages_after(self, seq: int) -> list[Message]:
+        rows = self.read().execute(
+            "SELECT seq, instance_id, execution_id, kind, body, due, task_id FROM inbox WHERE seq > ? "
+            "ORDER BY seq", (seq,))
+        return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], r[6]) for r in rows]
+
+    def pending_work(self) -> list[tuple[str, str, int, str, str | None]]:
+        return list(self.read().execute(
+            "SELECT instance_id, execution_id, task_id, name, input FROM work ORDER BY instance_id, task_id"))
+
+    def rows(self, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
+        where, args = [], []
+        if runtime_status:
+            where.append(f"status IN ({','.join('?' * len(runtime_status))})")
+            args += list(runtime_status)
+        if created_from:
+            where.append("created >= ?")
+            args.append(h.fmt_time(created_from))
+        if created_to:
+            where.append("created <= ?")
+            args.append(h.fmt_time(created_to))
+        if prefix:
+            where.append("substr(id, 1, ?) = ?")
+            args += [len(prefix), prefix]
+        sql = "SELECT * FROM instances" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
+        cur = self.read().execute(sql, args)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+    # -- writes
+    def enqueue(self, db: sqlite3.Connection, instance_id: str, kind: str, body: dict | None = None, *,
+                execution_id: str | None = None, due: str | None = None, task_id: int | None = None) -> int:
+        cur = db.execute(
+            "INSERT INTO inbox (instance_id, execution_id, kind, body, due, task_id) VALUES (?,?,?,?,?,?)",
+            (instance_id, execution_id, kind, json.dumps(body) if body else None, due, task_id))
+        return cur.lastrowid
+
+    def purge(self, db: sqlite3.Connection, instance_id: str) -> None:
+        for table, column in (("instances", "id"), ("history", "instance_id"), ("inbox", "instance_id"),
+                              ("work", "instance_id")):
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (instance_id,))
+
+
+# -- for other processes (the CLI): no running engine needed --------------------------------------
+
+def status_of(row: dict, store: Store, *, show_history=False, show_history_output=False,
+              show_input=True) -> dict:
+    """The status JSON of the HTTP management API (what DurableOrchestrationStatus.from_json reads)."""
+    status = {
+        "name": row["name"], "instanceId": row["id"], "runtimeStatus": row["status"],
+        "input": _json(row["input"]) if show_input else None,
+        "customStatus": _json(row["custom_status"]), "output": _json(row["output"]),
+        "createdTime": row["created"], "lastUpdatedTime": row["updated"],
+    }
+    if show_history:
+        status["historyEvents"] = public_history(store.history(row["id"]), show_history_output)
+    return status
+
+
+def public_history(events: list[dict], with_output: bool) -> list[dict]:
+    """The condensed history the host's status API shows: scheduling events folded into results."""
+    scheduled = {e["EventId"]: e for e in events if e["EventType"] in (h.TASK_SCHEDULED, h.SUB_CREATED)}
+    shown = []
+    for e in events:
+        kind = e["EventType"]
+        if kind in (h.ORCHESTRATOR_STARTED, h.ORCHESTRATOR_COMPLETED, h.TASK_SCHEDULED, h.SUB_CREATED):
+            continue
+        item = {"EventType": h.EVENT_TYPE_NAMES.get(kind, str(kind)), "Timestamp": e["Timestamp"]}
+        if kind == h.EXECUTION_STARTED:
+            item["FunctionName"] = e.get("Name")
+            if with_output:
+                item["Input"] = _json(e.get("Input"))
+        elif kind in (h.TASK_COMPLETED, h.TASK_FAILED, h.SUB_COMPLETED, h.SUB_FAILED):
+            origin = scheduled.get(e.get("TaskScheduledId"), {})
+            item["FunctionName"] = origin.get("Name")
+            item["ScheduledTime"] = origin.get("Timestamp")
+            if kind in (h.SUB_COMPLETED, h.SUB_FAILED):
+                item["InstanceId"] = origin.get("InstanceId")
+            if kind in (h.TASK_FAILED, h.SUB_FAILED):
+                item["Reason"], item["Details"] = e.get("Reason"), e.get("Details")
+            elif with_output:
+                item["Result"] = _json(e.get("Result"))
+        elif kind in (h.TIMER_CREATED, h.TIMER_FIRED):
+            item["FireAt"] = e.get("FireAt")
+        elif kind == h.EVENT_RAISED:
+            item["Name"] = e.get("Name")
+            if with_output:
+                item["Input"] = _json(e.get("Input"))
+        elif kind == h.EXECUTION_COMPLETED:
+            item["OrchestrationStatus"] = e.get("OrchestrationStatus")
+            if with_output:
+                item["Result"] = _json(e.get("Result"))
+        elif kind in (h.EXECUTION_TERMINATED, h.EXECUTION_SUSPENDED, h.EXECUTION_RESUMED):
+            item["Reason"] = e.get("Input")
+        shown.append(item)
+    return shown
+
+
+def _json(text: str | None):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_status(home, instance_id: str, **options) -> dict | None:
+    """Status of one instance straight from `<home>/state.db` (the engine may run elsewhere)."""
+    store = Store(home)
+    try:
+        row = store.instance_row(instance_id)
+        return status_of(row, store, **options) if row else None
+    finally:
+        store.close()
+
+
+def read_list(home, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
+    store = Store(home)
+    try:
+        return [status_of(r, store) for r in store.rows(runtime_status=runtime_status, created_from=created_from,
+                                                       created_to=created_to, prefix=prefix)]
+    finally:
+        store.close()
+
+
+def _enqueue_for_running(home, instance_id: str, kind: str, body: dict) -> None:
+    store = Store(home)
+    try:
+        with store.tx() as db:
+            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
+            if row[0] in h.TERMINAL:
+                raise EngineError(f"instance '{instance_id}' is {row[0]}: it no longer accepts {kind} requests")
+            store.enqueue(db, instance_id, kind, body)
+    finally:
+        store.close()
+
+
+def enqueue_event(home, instance_id: str, name: str, data_json: str | None = None) -> None:
+    """Raise an external event through the inbox; a running engine sees it within ~100 ms."""
+    _enqueue_for_running(home, instance_id, EVENT, {
+        "EventType": h.EVENT_RAISED, "Name": name, "Input": data_json, "Timestamp": h.fmt_time(h.utcnow())})
+
+
+def enqueue_terminate(home, instance_id: str, reason: str | None = None) -> None:
+    _enqueue_for_running(home, instance_id, TERMINATE, {"reason": reason})
