@@ -8,6 +8,7 @@ Platform settings keep ``${VAR}`` references unresolved until a platform is used
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,12 @@ class Platform:
     settings: dict[str, Any] = field(default_factory=dict)  # connection fields, ${VAR} unresolved
     location: Location | None = None
 
+    def resolved_settings(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Settings with ${VAR} read from ``environ`` (default os.environ); ConfigError if one is unset."""
+        from tower.catalog.env import resolve
+
+        return resolve(self.settings, environ, where=f"platform '{self.name}'")
+
 
 @dataclass(frozen=True)
 class Service:
@@ -68,6 +75,12 @@ class Service:
     params: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)  # the platform's own fields (job_id, sql, run, ...)
     location: Location | None = None
+
+    def resolved_spec(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The spec with ${VAR} read from ``environ`` (default os.environ); ConfigError if one is unset."""
+        from tower.catalog.env import resolve
+
+        return resolve(self.spec, environ, where=f"service '{self.name}'")
 
 
 @dataclass(frozen=True)
