@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from tower import __version__
-from tower.errors import TowerError
+from tower.errors import CatalogError, TowerError
 
 # Sub-command modules, in the order `tower --help` lists them. Each has register(subparsers).
 COMMAND_MODULES = (
@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} found in the catalog", file=sys.stderr)
+        return 2
     except TowerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
