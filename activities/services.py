@@ -1,0 +1,119 @@
+"""Activities of a service run: thin calls into `tower.platforms` and the run-history store.
+
+Each one does a short piece of I/O and returns small JSON. A platform failure is raised with its
+classification inside the message (`tower.scheduler.failure_message`), because the Durable SDK
+hands the orchestrator nothing but the message; anything unclassified propagates untouched (it is a
+bug or an outage the host should report) and counts as non-retryable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import azure.durable_functions as df
+
+from tower import names
+from tower.errors import ConfigError, PlatformError, TowerError
+from tower.platforms.base import Handle, Submission
+from tower.scheduler import failure_message
+
+bp = df.Blueprint()
+log = logging.getLogger("tower.activities")
+
+
+class ServiceActivityError(TowerError):
+    """A classified failure on its way to `service_run`; its message is machine-readable JSON."""
+
+
+@contextmanager
+def _classified(platform: dict) -> Iterator[None]:
+    """Turn Tower's own errors into a classified activity failure the orchestrator can read."""
+    try:
+        yield
+    except PlatformError as exc:
+        payload = exc.to_payload()
+        payload["platform"] = payload.get("platform") or platform.get("name", "")
+        raise ServiceActivityError(failure_message(payload)) from None
+    except ConfigError as exc:
+        raise ServiceActivityError(
+            failure_message({"error": str(exc), "retryable": False, "platform": platform.get("name", "")})
+        ) from None
+
+
+def _adapter(platform: dict):
+    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use."""
+    from tower.catalog.env import resolve
+    from tower.platforms import adapter_for
+
+    where = f"platform {platform.get('name', platform['type'])!r}"
+    settings = resolve(platform.get("settings") or {}, where=where)
+    return adapter_for(platform["type"], settings)
+
+
+@bp.function_name(names.SUBMIT_SERVICE)
+@bp.activity_trigger(input_name="request")
+def submit_service(request: dict) -> dict:
+    """Start one attempt and take a first look: {handle, status}. request: {platform, submission}."""
+    with _classified(request["platform"]):
+        adapter = _adapter(request["platform"])
+        submission = Submission.from_json(request["submission"])
+        handle = adapter.submit(submission)
+        status = adapter.poll(handle)
+    return {"handle": handle.to_json(), "status": status.to_json()}
+
+
+@bp.function_name(names.POLL_SERVICE)
+@bp.activity_trigger(input_name="request")
+def poll_service(request: dict) -> dict:
+    """Where the remote work is now: a Status as JSON. request: {platform, handle}."""
+    with _classified(request["platform"]):
+        status = _adapter(request["platform"]).poll(Handle.from_json(request["handle"]))
+    return status.to_json()
+
+
+@bp.function_name(names.CANCEL_SERVICE)
+@bp.activity_trigger(input_name="request")
+def cancel_service(request: dict) -> bool:
+    """Stop the remote work (idempotent). request: {platform, handle}."""
+    with _classified(request["platform"]):
+        _adapter(request["platform"]).cancel(Handle.from_json(request["handle"]))
+    return True
+
+
+@bp.function_name(names.RECORD_SERVICE_RESULT)
+@bp.activity_trigger(input_name="request")
+def record_service_result(request: dict) -> int:
+    """Store finished services in the run-history store, so their durations feed priorities.
+
+    request: {run_id, pipeline, results: [{service, status, attempts, started, finished, ...}]}.
+    """
+    from tower.history import history_from_environment
+
+    history = history_from_environment()
+    for result in request["results"]:
+        history.record({**result, "run_id": request["run_id"], "pipeline": request["pipeline"]})
+    return len(request["results"])
+
+
+@bp.function_name(names.SIGNAL_INSTANCES)
+@bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
+async def signal_instances(request: dict, client: df.DurableOrchestrationClient) -> list[str]:
+    """Raise an event on other orchestration instances (the Python SDK has no orchestrator-side
+    send-event). Instances already finished or not found are skipped. Returns the ones reached.
+
+    request: {instances: [id, ...], event: name, data: any}.
+    """
+    reached = []
+    for instance_id in request["instances"]:
+        try:
+            await client.raise_event(instance_id, request["event"], request.get("data"))
+        except Exception as exc:  # the SDK raises bare Exception for 404 / 410
+            if "is gone" in str(exc) or "No instance" in str(exc):
+                log.info("signal %s: %s already finished", request["event"], instance_id)
+                continue
+            raise
+        reached.append(instance_id)
+    return reached

@@ -1,0 +1,88 @@
+"""One local engine for the orchestration tests (real SDK, real replay), state in a temp dir."""
+
+import json
+from datetime import datetime
+
+import pytest
+
+from tower import names
+from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
+from tower.plan import build_plan
+from tower.platforms import sim
+
+
+def make_app():
+    import azure.durable_functions as df
+    import azure.functions as func
+
+    from activities import bp as activities
+    from orchestrators import bp as orchestrators
+
+    app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    app.register_functions(orchestrators)
+    app.register_functions(activities)
+    return app
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    from tower.local.engine import Engine
+
+    home = tmp_path_factory.mktemp("tower-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOWER_HOME", str(home))
+        patch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
+        eng = Engine(make_app(), home, activity_workers=8).start()
+        try:
+            yield eng
+        finally:
+            eng.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_sim():
+    sim.forget_cancellations()
+    yield
+
+
+def sim_catalog(services: dict, limits: dict | None = None, params: dict | None = None) -> Catalog:
+    """services: {name: {deps, duration, platform, retries, backoff, timeout, outcome, fail_attempts,
+    params, type}}. Durations are seconds of simulated work, also used as expected durations."""
+    limits = limits or {}
+    used = {spec.get("platform", "sim") for spec in services.values()} | {"sim"}
+    types = {spec.get("platform", "sim"): spec.get("type", "sim") for spec in services.values()}
+    platforms = {p: Platform(p, types.get(p, "sim"), max_concurrency=limits.get(p)) for p in sorted(used)}
+    built = {}
+    for name, spec in services.items():
+        sim_spec = {k: spec[k] for k in ("duration", "outcome", "fail_attempts") if k in spec}
+        sim_spec.update(spec.get("spec", {}))
+        built[name] = Service(
+            name, spec.get("platform", "sim"), depends_on=tuple(spec.get("deps", ())),
+            timeout=spec.get("timeout"),
+            retry=RetryPolicy(retries=spec.get("retries", 0), backoff=spec.get("backoff", 0.01),
+                              max_backoff=spec.get("max_backoff", 1.0)),
+            expected_duration=spec.get("expected", spec.get("duration", 0.0)),
+            params=spec.get("params", {}), spec=sim_spec)
+    return Catalog("test.yaml", platforms, built, {"p": Pipeline("p", params=params or {})})
+
+
+_runs = iter(range(1, 10**6))
+
+
+def run_plan(engine, plan: dict, timeout: float = 30) -> dict:
+    """Start pipeline_run on the plan, wait, and return the run result."""
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    status = engine.wait(plan["run_id"], timeout)
+    assert status["runtimeStatus"] == "Completed", status
+    return status["output"]
+
+
+def run(engine, catalog: Catalog, timeout: float = 30, **plan_options) -> dict:
+    plan = build_plan(catalog, "p", run_id=f"t{next(_runs)}-{datetime.now():%H%M%S%f}", **plan_options)
+    return run_plan(engine, plan, timeout)
+
+
+def times(result: dict, name: str) -> tuple[datetime, datetime]:
+    service = result["services"][name]
+    return (datetime.fromisoformat(service["started"].replace("Z", "+00:00")),
+            datetime.fromisoformat(service["finished"].replace("Z", "+00:00")))

@@ -1,0 +1,237 @@
+"""pipeline_run and service_run on the local engine, with the simulator as the platform."""
+
+import json
+import time
+
+import pytest
+
+from tower import names
+from tower.history import SqliteRunHistory
+from tower.plan import build_plan
+from tower.platforms import sim
+
+from .conftest import run, run_plan, sim_catalog, times
+
+
+def statuses(result: dict) -> dict:
+    return {name: s["status"] for name, s in result["services"].items()}
+
+
+def test_diamond_runs_in_dependency_order_and_records_history(engine):
+    catalog = sim_catalog({"a": {"duration": 0.02}, "b": {"deps": ["a"], "duration": 0.05},
+                           "c": {"deps": ["a"], "duration": 0.02}, "d": {"deps": ["b", "c"], "duration": 0.01}})
+    result = run(engine, catalog)
+    assert result["status"] == "succeeded" and result["summary"] == ""
+    assert statuses(result) == dict.fromkeys("abcd", "succeeded")
+    assert times(result, "b")[0] >= times(result, "a")[1] and times(result, "c")[0] >= times(result, "a")[1]
+    assert times(result, "d")[0] >= max(times(result, "b")[1], times(result, "c")[1])
+    assert result["services"]["a"]["remote_id"].startswith("sim-")
+    assert result["services"]["a"]["attempts"] == 1
+    recorded = SqliteRunHistory(engine.home / "history.db").attempts(result["run_id"])
+    assert sorted(r.service for r in recorded) == ["a", "b", "c", "d"]
+    assert all(r.status == "succeeded" and r.duration >= 0 for r in recorded)
+
+
+def test_fan_out_fan_in_runs_the_fan_in_parallel(engine):
+    middle = {f"m{i}": {"deps": ["root"], "duration": 0.2} for i in range(8)}
+    catalog = sim_catalog({"root": {"duration": 0.0}, **middle, "sink": {"deps": list(middle), "duration": 0.0}})
+    result = run(engine, catalog)
+    assert result["status"] == "succeeded"
+    starts = [times(result, name)[0] for name in middle]
+    ends = [times(result, name)[1] for name in middle]
+    assert max(starts) < min(ends)  # all eight ran at once
+    assert times(result, "sink")[0] >= max(ends)
+
+
+def test_a_failure_stops_its_downstream_and_lets_other_branches_finish(engine):
+    catalog = sim_catalog({
+        "bad": {"duration": 0.01, "outcome": "fail", "retries": 2},
+        "after_bad": {"deps": ["bad"]}, "further": {"deps": ["after_bad"]},
+        "good": {"duration": 0.1}, "after_good": {"deps": ["good"], "duration": 0.01},
+    })
+    result = run(engine, catalog)
+    assert result["status"] == "failed"
+    assert statuses(result) == {"bad": "failed", "after_bad": "upstream_failed", "further": "upstream_failed",
+                                "good": "succeeded", "after_good": "succeeded"}
+    assert result["services"]["bad"]["attempts"] == 1  # non-retryable: not retried despite retries: 2
+    assert "simulated failure" in result["services"]["bad"]["error"]
+    assert result["services"]["further"]["error"] == "upstream 'bad' failed"
+    assert "bad: simulated failure" in result["summary"] and "2 service(s) not run" in result["summary"]
+
+
+def test_retryable_failures_are_retried_with_backoff_until_success(engine):
+    catalog = sim_catalog({"flaky": {"duration": 0.01, "fail_attempts": 2, "retries": 2, "backoff": 0.1,
+                                     "max_backoff": 0.15}})
+    started = time.monotonic()
+    result = run(engine, catalog)
+    assert result["services"]["flaky"]["status"] == "succeeded"
+    assert result["services"]["flaky"]["attempts"] == 3
+    assert time.monotonic() - started >= 0.25  # backoff 0.1 then 0.15 (capped), via durable timers
+
+
+def test_retries_exhausted_end_in_failure_with_the_last_error(engine):
+    catalog = sim_catalog({"flaky": {"fail_attempts": 5, "retries": 1}, "next": {"deps": ["flaky"]}})
+    result = run(engine, catalog)
+    flaky = result["services"]["flaky"]
+    assert flaky["status"] == "failed" and flaky["attempts"] == 2
+    assert flaky["error"] == "simulated failure of attempt 2 of 5 (gave up after 2 attempts)"
+    assert result["services"]["next"]["status"] == "upstream_failed"
+
+
+def test_a_non_retryable_submit_error_is_not_retried_and_keeps_its_message(engine):
+    catalog = sim_catalog({"broken": {"spec": {"duration": -1}, "retries": 3}})
+    result = run(engine, catalog)
+    broken = result["services"]["broken"]
+    assert broken["status"] == "failed" and broken["attempts"] == 1
+    assert broken["error"] == "service 'broken': sim field 'duration' must be a number >= 0, got -1"
+
+
+def test_a_missing_secret_fails_the_service_with_a_clear_message_and_no_value(engine, monkeypatch):
+    monkeypatch.delenv("TOWER_TEST_UNSET_TOKEN", raising=False)
+    catalog = sim_catalog({"s": {"retries": 2}})
+    plan = build_plan(catalog, "p", run_id="secret-run")
+    plan["platforms"]["sim"]["settings"] = {"time_scale": "${TOWER_TEST_UNSET_TOKEN}"}
+    result = run_plan(engine, plan)
+    error = result["services"]["s"]["error"]
+    assert result["services"]["s"]["attempts"] == 1
+    assert "platform 'sim'" in error and "TOWER_TEST_UNSET_TOKEN is not set" in error
+
+
+def test_a_timeout_cancels_the_remote_run_and_fails_the_service(engine):
+    catalog = sim_catalog({"slow": {"duration": 30, "timeout": 0.3, "retries": 2}, "after": {"deps": ["slow"]}})
+    started = time.monotonic()
+    result = run(engine, catalog)
+    slow = result["services"]["slow"]
+    assert time.monotonic() - started < 5
+    assert slow["status"] == "failed" and slow["error"] == "timed out after 0.3s"
+    assert slow["remote_id"] in sim.cancelled_remote_ids()
+    assert result["services"]["after"]["status"] == "upstream_failed"
+
+
+def _wait_for(engine, run_id: str, predicate, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = engine.status(run_id) or {}
+        if status.get("customStatus") and predicate(status["customStatus"]):
+            return status["customStatus"]
+        time.sleep(0.01)
+    raise AssertionError(f"condition not reached; last status {status}")
+
+
+def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
+    catalog = sim_catalog({"long": {"duration": 30}, "other": {"duration": 30},
+                           "after": {"deps": ["long"]}, "quick": {"duration": 0.0}})
+    plan = build_plan(catalog, "p", run_id="cancel-run")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("succeeded") == 1 and s["counts"].get("running") == 2)
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
+    result = engine.wait(plan["run_id"], 10)["output"]
+    assert result["status"] == "cancelled"
+    assert statuses(result) == {"long": "cancelled", "other": "cancelled", "after": "cancelled",
+                                "quick": "succeeded"}
+    assert {result["services"][n]["remote_id"] for n in ("long", "other")} <= sim.cancelled_remote_ids()
+    assert result["services"]["after"]["attempts"] == 0
+
+
+def test_concurrency_limits_are_never_exceeded(engine):
+    catalog = sim_catalog({f"x{i}": {"duration": 0.05, "platform": "x"} for i in range(8)}
+                          | {f"y{i}": {"duration": 0.05, "platform": "y"} for i in range(3)},
+                          limits={"x": 2})
+    result = run(engine, catalog)
+    events = []
+    for name in result["services"]:
+        start, end = times(result, name)
+        events += [(start, 1, name[0]), (end, -1, name[0])]
+    running = {"x": 0, "y": 0}
+    peak = {"x": 0, "y": 0}
+    for _, delta, platform in sorted(events, key=lambda e: (e[0], e[1])):  # ends before starts at a tie
+        running[platform] += delta
+        peak[platform] = max(peak[platform], running[platform])
+    assert peak == {"x": 2, "y": 3}
+
+
+def test_under_a_limit_the_longest_remaining_path_goes_first(engine):
+    catalog = sim_catalog({
+        "short1": {"duration": 0.02}, "short2": {"duration": 0.02},
+        "head": {"duration": 0.02}, "tail": {"deps": ["head"], "duration": 0.02, "expected": 5.0},
+    }, limits={"sim": 1})
+    result = run(engine, catalog)
+    order = sorted(result["services"], key=lambda n: times(result, n)[0])
+    assert order == ["head", "tail", "short1", "short2"]
+
+
+def test_params_reach_the_platform(engine):
+    from tower.platforms import OVERRIDES
+    from tower.platforms.base import FunctionAdapter, Handle, Status
+
+    seen = []
+
+    def submit(submission):
+        seen.append((submission.service, submission.attempt, submission.params, submission.idempotency_key))
+        return Handle(remote_id=f"rec-{submission.service}")
+
+    OVERRIDES["recording"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
+    try:
+        catalog = sim_catalog({"a": {"platform": "rec", "type": "recording", "params": {"table": "orders"}}},
+                              params={"date": "today", "env": "dev"})
+        result = run(engine, catalog, params=["date=2024-06-01"])
+    finally:
+        del OVERRIDES["recording"]
+    assert result["status"] == "succeeded"
+    assert seen == [("a", 1, {"date": "2024-06-01", "env": "dev", "table": "orders"},
+                     f"{result['run_id']}/a/1")]
+
+
+def test_the_plan_is_frozen_when_the_run_starts(engine, tmp_path):
+    from tower.catalog import load_catalog
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "platforms:\n  sim: {type: sim}\n"
+        "services:\n  first: {platform: sim, duration: 0.2}\n"
+        "  second: {platform: sim, depends_on: [first], duration: 0.0}\n"
+        "pipelines:\n  p: {services: ['*']}\n")
+    plan = build_plan(load_catalog(path), "p", run_id="frozen-run")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    path.write_text(  # the catalog changes under the running run: a service goes, another fails
+        "platforms:\n  sim: {type: sim}\n"
+        "services:\n  first: {platform: sim, duration: 0.0, outcome: fail}\n"
+        "pipelines:\n  p: {services: ['*']}\n")
+    assert list(load_catalog(path).services) == ["first"]
+    result = engine.wait(plan["run_id"], 10)["output"]
+    assert result["status"] == "succeeded" and list(result["services"]) == ["first", "second"]
+
+
+def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):
+    """Shim safety: with the extension's one-at-a-time await of top-level actions, a naive task_any
+    loop would hold `d` back until `c` finishes (~0.6 s); it must start when `b` finishes."""
+    catalog = sim_catalog({
+        "long": {"duration": 1.0}, "a": {"duration": 0.05}, "b": {"duration": 0.2},
+        "c": {"deps": ["a"], "duration": 0.6}, "d": {"deps": ["b"], "duration": 0.01},
+    })
+    result = run(engine, catalog)
+    gap = (times(result, "d")[0] - times(result, "b")[1]).total_seconds()
+    assert 0 <= gap < 0.1, gap
+    assert times(result, "d")[1] < times(result, "c")[1]
+
+
+@pytest.mark.slow
+def test_custom_status_stays_small_for_300_services(engine):
+    import random
+
+    rng = random.Random(7)
+    names_ = [f"service_{i:03d}" for i in range(300)]
+    services = {name: {"duration": 0.0, "deps": [d for d in names_[:i] if rng.random() < 2 / max(i, 1)]}
+                for i, name in enumerate(names_)}
+    plan = build_plan(sim_catalog(services), "p", run_id="big-run")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    sizes = []
+    while True:
+        status = engine.status(plan["run_id"], show_input=False)
+        if status["customStatus"]:
+            sizes.append(len(json.dumps(status["customStatus"]).encode()))
+        if status["runtimeStatus"] not in ("Pending", "Running"):
+            break
+        time.sleep(0.05)
+    assert status["output"]["status"] == "succeeded"
+    assert len(sizes) > 3 and max(sizes) < 2000, max(sizes)  # Azure allows 16 KB of UTF-16

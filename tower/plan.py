@@ -1,0 +1,233 @@
+"""The frozen plan of one run: everything `pipeline_run` needs, decided before it starts.
+
+A run is started with a plan, never with the catalog, so a catalog edit cannot change or break an
+in-flight run. The plan is plain JSON (small keys, still readable)::
+
+    {"v": 1, "run_id", "pipeline", "params", "created",
+     "services": {name: {"platform", "type", "deps", "timeout", "retry": {retries, backoff,
+                         max_backoff}, "expected", "spec", "params", "iid"}},
+     "platforms": {name: {"type", "max_concurrency", "settings", "poll": {first, factor, max}}}}
+
+Platform settings keep their ``${VAR}`` references: secrets are read by the activities, at use.
+``iid`` is the instance id of the service's ``service_run`` sub-orchestration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from tower import graph
+from tower.catalog.model import DEFAULT_EXPECTED_DURATION, Catalog
+from tower.errors import UsageError
+
+PLAN_VERSION = 1
+MAX_INSTANCE_ID = 100
+_FORBIDDEN_IN_ID = re.compile(r"[/\\#?\x00-\x1f\x7f]")
+# Poll cadence when the platform does not say when to look again: 1 s, x1.5 each time, at most 60 s.
+POLL_FIRST, POLL_FACTOR, POLL_MAX = 1.0, 1.5, 60.0
+MIN_SIM_POLL = 0.01  # seconds: a simulated run polls no faster than this
+
+
+def is_valid_instance_id(instance_id: str) -> bool:
+    """Azure's rules: 1-100 characters, no leading '@', none of / \\ # ? (nor control characters)."""
+    return (
+        isinstance(instance_id, str)
+        and 0 < len(instance_id) <= MAX_INSTANCE_ID
+        and not instance_id.startswith("@")
+        and not _FORBIDDEN_IN_ID.search(instance_id)
+    )
+
+
+def service_instance_id(run_id: str, service: str) -> str:
+    """`<run_id>:<service>` when Azure accepts it, else the run id (shortened if needed) and a hash."""
+    readable = f"{run_id}:{service}"
+    if is_valid_instance_id(readable):
+        return readable
+    digest = hashlib.sha256(f"{run_id}\0{service}".encode()).hexdigest()[:16]
+    return f"{run_id[: MAX_INSTANCE_ID - len(digest) - 1]}:{digest}"
+
+
+def new_run_id(pipeline: str, now: datetime) -> str:
+    """`<pipeline>-<UTC yyyymmddThhmmss>-<6 hex>`, with anything Azure refuses in a name replaced."""
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    suffix = f"-{stamp}-{secrets.token_hex(3)}"
+    name = _FORBIDDEN_IN_ID.sub("-", pipeline).lstrip("@") or "run"
+    return name[: MAX_INSTANCE_ID - len(suffix)] + suffix
+
+
+def build_plan(
+    catalog: Catalog,
+    pipeline: str,
+    *,
+    params: Mapping[str, Any] | Iterable[str] | None = None,
+    selectors: Iterable[str] | None = None,
+    run_id: str | None = None,
+    durations: Mapping[str, float] | None = None,
+    simulate: bool = False,
+    time_scale: float = 1.0,
+    now: datetime | None = None,
+) -> dict:
+    """Freeze what a run of `pipeline` will do.
+
+    params: a mapping or ``K=V`` strings; they override the pipeline's defaults and the services'
+    own params. selectors narrow the pipeline's services (``name``, ``+name``, ``tag:x``...).
+    durations: seconds per service from run history; they beat ``expected_duration`` for priorities.
+    simulate: run every service on the simulator for its expected duration x time_scale, keeping
+    each original platform's concurrency limit.
+    """
+    if pipeline not in catalog.pipelines:
+        known = ", ".join(catalog.pipelines) or "none defined"
+        raise UsageError(f"unknown pipeline {pipeline!r} in {catalog.path} (pipelines: {known})")
+    spec = catalog.pipelines[pipeline]
+    if not (isinstance(time_scale, (int, float)) and time_scale > 0):
+        raise UsageError(f"time scale must be a number > 0, got {time_scale!r}")
+    now = now or datetime.now(timezone.utc)
+    if run_id is None:
+        run_id = new_run_id(pipeline, now)
+    elif not is_valid_instance_id(run_id):
+        raise UsageError(
+            f"run id {run_id!r} is not a valid instance id (1-100 characters, not starting with '@',"
+            " without / \\ # ? or control characters)"
+        )
+
+    chosen = _select(catalog, pipeline, spec.selectors, selectors)
+    deps = graph.restrict(catalog.deps(), chosen)
+    run_params = _parse_params(params, pipeline, catalog, chosen)
+    pipeline_params = {**spec.params, **run_params}
+    durations = durations or {}
+    scale = time_scale if simulate else 1.0
+
+    services = {}
+    for name in chosen:
+        svc = catalog.services[name]
+        platform = catalog.platforms[svc.platform]
+        expected = durations.get(name)
+        if expected is None:
+            expected = svc.expected_duration if svc.expected_duration is not None else DEFAULT_EXPECTED_DURATION
+        services[name] = {
+            "platform": svc.platform,
+            "type": "sim" if simulate else platform.type,
+            "deps": list(deps[name]),
+            "timeout": svc.timeout * scale if svc.timeout is not None else None,
+            "retry": {
+                "retries": svc.retry.retries,
+                "backoff": svc.retry.backoff * scale,
+                "max_backoff": svc.retry.max_backoff * scale,
+            },
+            "expected": float(expected) * scale,
+            "spec": {"duration": float(expected)} if simulate else dict(svc.spec),
+            "params": {**spec.params, **svc.params, **run_params},
+            "iid": service_instance_id(run_id, name),
+        }
+
+    used = dict.fromkeys(services[name]["platform"] for name in chosen)
+    platforms = {}
+    for name in used:
+        platform = catalog.platforms[name]
+        poll_scale = scale if simulate else 1.0
+        platforms[name] = {
+            "type": "sim" if simulate else platform.type,
+            "max_concurrency": platform.max_concurrency,
+            "settings": {"time_scale": time_scale} if simulate else dict(platform.settings),
+            "poll": {
+                "first": max(POLL_FIRST * poll_scale, MIN_SIM_POLL) if simulate else POLL_FIRST,
+                "factor": POLL_FACTOR,
+                "max": max(POLL_MAX * poll_scale, MIN_SIM_POLL) if simulate else POLL_MAX,
+            },
+        }
+
+    return {
+        "v": PLAN_VERSION,
+        "run_id": run_id,
+        "pipeline": pipeline,
+        "params": pipeline_params,
+        "created": now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "simulated": bool(simulate),
+        "services": services,
+        "platforms": platforms,
+    }
+
+
+def _select(catalog: Catalog, pipeline: str, base: Iterable[str], narrow: Iterable[str] | None) -> list[str]:
+    """The pipeline's services, narrowed by the run's selectors; in topological order."""
+    deps = catalog.deps()
+    tags = {name: svc.tags for name, svc in catalog.services.items()}
+    try:
+        chosen = graph.select(base, deps, tags)
+        if narrow is not None:
+            narrow = list(narrow)
+            picked: set[str] = set()
+            for selector in narrow:
+                found = graph.resolve_selector(selector, deps, tags) & set(chosen)
+                if not found:
+                    raise UsageError(
+                        f"selector {selector!r} matches no service of pipeline {pipeline!r}"
+                        f" (its services: {_preview(chosen)})"
+                    )
+                picked |= found
+            chosen = [name for name in chosen if name in picked]
+    except ValueError as exc:
+        raise UsageError(f"pipeline {pipeline!r}: {exc}") from None
+    if not chosen:
+        raise UsageError(f"pipeline {pipeline!r} selects no service (check its 'services' selectors)")
+    return chosen
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _parse_params(
+    params: Mapping[str, Any] | Iterable[str] | None, pipeline: str, catalog: Catalog, chosen: list[str]
+) -> dict[str, Any]:
+    """Run params as a dict. Keys must be known to the pipeline or one of its services; a ``K=V``
+    string is converted to the type of the default it overrides (int, float, bool)."""
+    if params is None:
+        return {}
+    if isinstance(params, Mapping):
+        items = list(params.items())
+    else:
+        items = []
+        for text in params:
+            key, sep, value = str(text).partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"bad param {text!r}: write KEY=VALUE, e.g. --param date=2024-06-01")
+            items.append((key.strip(), value))
+    defaults = dict(catalog.pipelines[pipeline].params)
+    for name in chosen:
+        for key, value in catalog.services[name].params.items():
+            defaults.setdefault(key, value)
+    parsed = {}
+    for key, value in items:
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise UsageError(
+                f"unknown param {key!r} for pipeline {pipeline!r} (known params: {known};"
+                " declare it under the pipeline's 'params' in the catalog)"
+            )
+        parsed[key] = _convert(key, value, defaults[key]) if isinstance(value, str) else value
+    return parsed
+
+
+def _convert(key: str, text: str, default: Any) -> Any:
+    """Give a command-line value the type of the default it overrides."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise UsageError(f"param {key!r} must be true or false, got {text!r}")
+    for kind, label in ((int, "an integer"), (float, "a number")):
+        if isinstance(default, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise UsageError(f"param {key!r} must be {label}, got {text!r}") from None
+    return text

@@ -1,0 +1,320 @@
+"""The pipeline's scheduling state machine, pure and deterministic, so `pipeline_run` stays a thin
+loop around it and every rule here is unit-testable without Durable.
+
+Rules: a service is ready when every dependency succeeded (or was skipped); ready services take a
+free slot of their platform, longest remaining path first (file order breaks ties); a failure
+marks everything downstream ``upstream_failed`` while independent branches go on; a cancel marks
+what has not started ``cancelled`` and names what is running, so the caller can stop it.
+
+Also here: the compact custom status (`compact_status`, read back with `expand_status`), the run
+result, and the JSON form in which activities carry a classified failure to the orchestrator.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from tower import graph
+
+PENDING = "pending"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+CANCELLED = "cancelled"
+SKIPPED = "skipped"
+SERVICE_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED, SKIPPED)
+FINISHED_STATES = (SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED, SKIPPED)
+DONE_FOR_DEPENDENTS = (SUCCEEDED, SKIPPED)  # a dependency in one of these lets dependents start
+
+# One letter per state, in plan order: the status of 300 services in 300 characters.
+STATE_CODES = {PENDING: "p", RUNNING: "r", SUCCEEDED: "s", FAILED: "f",
+               UPSTREAM_FAILED: "u", CANCELLED: "c", SKIPPED: "k"}
+CODE_STATES = {code: state for state, code in STATE_CODES.items()}
+STATUS_ERRORS_SHOWN = 10  # failed services whose error the custom status carries
+STATUS_ERROR_CHARS = 160
+STATUS_RUNNING_SHOWN = 50  # running services whose start the custom status carries (longest-running first)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with a Z, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class ServiceRecord:
+    """What the scheduler knows about one service of the run (mutable: it is the run's state)."""
+
+    status: str = PENDING
+    attempts: int = 0
+    started: str | None = None
+    finished: str | None = None
+    remote_id: str | None = None
+    url: str | None = None
+    error: str | None = None
+    output: str | None = None
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "attempts": self.attempts, "started": self.started,
+                "finished": self.finished, "remote_id": self.remote_id, "url": self.url,
+                "error": self.error, "output": self.output}
+
+
+class Scheduler:
+    """One run's dispatch state, built from a frozen plan. Callers pass the time (`now`)."""
+
+    def __init__(self, plan: Mapping[str, Any], started: datetime):
+        self.plan = plan
+        self.started = started
+        services = plan["services"]
+        self.order = list(services)
+        self.position = {name: i for i, name in enumerate(self.order)}
+        self.deps = {name: tuple(svc["deps"]) for name, svc in services.items()}
+        self.dependents = graph.dependents(self.deps)
+        self.expected = {name: float(svc["expected"]) for name, svc in services.items()}
+        self.priority = graph.remaining_path(self.deps, self.expected)
+        self.platform_of = {name: svc["platform"] for name, svc in services.items()}
+        self.limits = {name: p.get("max_concurrency") for name, p in plan["platforms"].items()}
+        self.busy = dict.fromkeys(self.limits, 0)
+        self.records = {name: ServiceRecord() for name in self.order}
+        self.waiting = {name: len(deps) for name, deps in self.deps.items()}
+        self.ready: dict[str, list[tuple[float, int, str]]] = {p: [] for p in self.limits}
+        self.running_since: dict[str, datetime] = {}
+        self.cancel_requested = False
+        self.unfinished = len(self.order)
+        for name in self.order:
+            if self.waiting[name] == 0:
+                self._make_ready(name)
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _make_ready(self, name: str) -> None:
+        heapq.heappush(self.ready[self.platform_of[name]], (-self.priority[name], self.position[name], name))
+
+    def take_ready(self, now: datetime) -> list[str]:
+        """Mark running, and return, the ready services that fit a free slot of their platform,
+        highest priority first."""
+        if self.cancel_requested:
+            return []
+        taken = []
+        for platform, queue in self.ready.items():
+            limit = self.limits[platform]
+            while queue and (limit is None or self.busy[platform] < limit):
+                entry = heapq.heappop(queue)
+                self.busy[platform] += 1
+                taken.append(entry)
+        taken.sort()
+        for _, _, name in taken:
+            record = self.records[name]
+            record.status, record.started = RUNNING, iso(now)
+            self.running_since[name] = now
+        return [name for _, _, name in taken]
+
+    def finish(self, name: str, result: Mapping[str, Any], now: datetime) -> None:
+        """Take a service's result (a `service_run` output) and release what it was holding back."""
+        record = self.records[name]
+        if record.status != RUNNING:
+            raise ValueError(f"service {name!r} finished while {record.status}")
+        self.busy[self.platform_of[name]] -= 1
+        self.running_since.pop(name, None)
+        self.unfinished -= 1
+        status = result.get("status")
+        record.status = status if status in FINISHED_STATES and status != UPSTREAM_FAILED else FAILED
+        record.attempts = int(result.get("attempts") or 0)
+        record.started = result.get("started") or record.started
+        record.finished = result.get("finished") or iso(now)
+        record.remote_id, record.url = result.get("remote_id"), result.get("url")
+        record.error, record.output = result.get("error"), result.get("output")
+        if record.status == FAILED and not record.error:
+            record.error = f"ended {status!r} without an error message"
+        if record.status in DONE_FOR_DEPENDENTS:
+            for child in self.dependents[name]:
+                self.waiting[child] -= 1
+                if self.waiting[child] == 0 and self.records[child].status == PENDING:
+                    self._make_ready(child)
+        else:
+            reason = "failed" if record.status == FAILED else "was cancelled"
+            stack = list(self.dependents[name])
+            while stack:
+                other = stack.pop()
+                downstream = self.records[other]
+                if downstream.status == PENDING:
+                    downstream.status = UPSTREAM_FAILED
+                    downstream.error = f"upstream {name!r} {reason}"
+                    downstream.finished = iso(now)
+                    self.unfinished -= 1
+                    stack.extend(self.dependents[other])
+            for queue in self.ready.values():
+                queue[:] = [entry for entry in queue if self.records[entry[2]].status == PENDING]
+                heapq.heapify(queue)
+
+    def cancel(self, now: datetime) -> list[str]:
+        """Stop dispatching; mark every service not started `cancelled`; return the running ones."""
+        self.cancel_requested = True
+        for record in self.records.values():
+            if record.status == PENDING:
+                record.status, record.error, record.finished = CANCELLED, "run cancelled", iso(now)
+                self.unfinished -= 1
+        for queue in self.ready.values():
+            queue.clear()
+        return [name for name in self.order if self.records[name].status == RUNNING]
+
+    # --- where the run is --------------------------------------------------------------------
+
+    @property
+    def running(self) -> list[str]:
+        return [name for name in self.order if self.records[name].status == RUNNING]
+
+    @property
+    def done(self) -> bool:
+        return self.unfinished == 0
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(SERVICE_STATES, 0)
+        for record in self.records.values():
+            counts[record.status] += 1
+        return {state: n for state, n in counts.items() if n}
+
+    @property
+    def status(self) -> str:
+        """running, then succeeded / failed / cancelled once every service finished."""
+        if not self.done:
+            return RUNNING
+        states = {record.status for record in self.records.values()}
+        if states & {FAILED, UPSTREAM_FAILED}:
+            return FAILED
+        if CANCELLED in states:
+            return CANCELLED
+        return SUCCEEDED
+
+    def eta(self, now: datetime) -> datetime | None:
+        """Predicted finish: now + the longer of the remaining critical path of what is left and,
+        per limited platform, the work left over its slots. None once the run is done."""
+        left = {}
+        for name in self.order:
+            record = self.records[name]
+            if record.status == PENDING:
+                left[name] = self.expected[name]
+            elif record.status == RUNNING:
+                elapsed = (now - self.running_since[name]).total_seconds()
+                left[name] = max(self.expected[name] - elapsed, 0.0)
+        if not left:
+            return None
+        sub = graph.restrict(self.deps, left)
+        _, seconds = graph.critical_path(sub, left)
+        for platform, work in graph.work_by_platform(left, self.platform_of).items():
+            if self.limits.get(platform):
+                seconds = max(seconds, work / self.limits[platform])
+        return now + _seconds(seconds)
+
+    def compact_status(self, now: datetime) -> dict:
+        """The custom status: a few hundred bytes plus one character per service.
+
+        ``states`` has one letter per service in plan order (see STATE_CODES); ``running`` gives
+        the start of the longest-running services (seconds since the run started); ``errors`` the
+        first failures. Azure keeps at most 16 KB of UTF-16 custom status: this stays far below.
+        """
+        offset = self.started
+        errors = {}
+        for name in self.order:
+            record = self.records[name]
+            if record.status == FAILED and len(errors) < STATUS_ERRORS_SHOWN:
+                errors[name] = (record.error or "")[:STATUS_ERROR_CHARS]
+        return {
+            "run_id": self.plan["run_id"],
+            "status": self.status,
+            "started": iso(self.started),
+            "eta": iso(self.eta(now)),
+            "counts": self.counts(),
+            "states": "".join(STATE_CODES[self.records[name].status] for name in self.order),
+            "running": {name: round((since - offset).total_seconds(), 2)
+                        for name, since in sorted(self.running_since.items(), key=lambda item: item[1])
+                        [:STATUS_RUNNING_SHOWN]},
+            "errors": errors,
+        }
+
+    def summary(self) -> str:
+        """One line per failed service and the count of what it held back."""
+        failed = [(name, r) for name, r in self.records.items() if r.status == FAILED]
+        held = sum(1 for r in self.records.values() if r.status == UPSTREAM_FAILED)
+        lines = [f"{name}: {record.error}" for name, record in failed]
+        if held:
+            lines.append(f"{held} service(s) not run because an upstream service failed")
+        if self.status == CANCELLED:
+            lines.append("run cancelled")
+        return "\n".join(lines)
+
+    def result(self, finished: datetime) -> dict:
+        """The run result: what `pipeline_run` returns and `tower run --json` prints."""
+        return {
+            "run_id": self.plan["run_id"],
+            "pipeline": self.plan["pipeline"],
+            "status": self.status,
+            "started": iso(self.started),
+            "finished": iso(finished),
+            "summary": self.summary(),
+            "services": {name: self.records[name].to_json() for name in self.order},
+        }
+
+
+def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> dict[str, dict]:
+    """Per-service view of a compact status: {name: {status, started?, error?}}, in plan order."""
+    names = list(plan["services"])
+    codes = custom_status.get("states") or ""
+    started = parse_iso(custom_status.get("started"))
+    running = custom_status.get("running") or {}
+    errors = custom_status.get("errors") or {}
+    view = {}
+    for name, code in zip(names, codes, strict=False):
+        entry: dict[str, Any] = {"status": CODE_STATES.get(code, PENDING)}
+        if name in running and started is not None:
+            entry["started"] = iso(started + _seconds(running[name]))
+        if name in errors:
+            entry["error"] = errors[name]
+        view[name] = entry
+    return view
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+# --- failures across the activity boundary ----------------------------------------------------
+
+FAILURE_MARK = "tower-failure:"
+
+
+def failure_message(payload: Mapping[str, Any]) -> str:
+    """Exception text for an activity that fails on purpose: the SDK hands the orchestrator only a
+    message, so the classification (``PlatformError.to_payload()``) travels inside it as JSON."""
+    return FAILURE_MARK + json.dumps(dict(payload), ensure_ascii=True, separators=(",", ":"))
+
+
+def failure_from(exc: BaseException | str) -> dict:
+    """The classified failure inside an activity's error message; unmarked errors (a bug, the host
+    giving up) count as non-retryable, with the first line of what the host said."""
+    text = str(exc)
+    start = text.find(FAILURE_MARK)
+    if start >= 0:
+        try:
+            payload, _ = json.JSONDecoder().raw_decode(text, start + len(FAILURE_MARK))
+            if isinstance(payload, dict) and "error" in payload:
+                return {"error": str(payload["error"]), "retryable": bool(payload.get("retryable")),
+                        "platform": payload.get("platform", "")}
+        except ValueError:
+            pass
+    first_line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return {"error": first_line[:500], "retryable": False, "platform": ""}
