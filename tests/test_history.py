@@ -1,0 +1,139 @@
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tower.history import (
+    AttemptRecord,
+    SqliteRunHistory,
+    TableRunHistory,
+    history_from_environment,
+)
+
+
+def result(run, service, status="succeeded", duration=1.0, attempt=1, **extra):
+    return {"run_id": run, "pipeline": "nightly", "service": service, "status": status, "attempt": attempt,
+            "started": 1_700_000_000.0, "finished": 1_700_000_000.0 + duration, **extra}
+
+
+def exercise_store(store):
+    """The behaviour both stores share."""
+    for i, duration in enumerate([10.0, 12.0, 11.0, 500.0, 13.0]):
+        store.record(result(f"run-{i}", "load", duration=duration))
+    store.record(result("run-5", "load", status="failed", duration=1.0, error="boom"))
+    store.record(result("run-5", "other/svc#1", duration=4.0))
+    expected = store.expected_durations(["load", "other/svc#1", "never-ran"])
+    assert expected == {"load": 12.0, "other/svc#1": 4.0}  # median ignores the 500 s blip and failures
+
+    store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))
+    store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))
+    attempts = store.attempts("run-5")
+    assert [(a.service, a.attempt, a.status) for a in attempts] == [
+        ("load", 1, "failed"), ("load", 2, "succeeded"), ("other/svc#1", 1, "succeeded")]
+    assert attempts[0].error == "boom"
+    assert attempts[1].remote_id == "sim-1"
+    assert attempts[1].started == "2023-11-14T22:13:20Z"
+    assert attempts[1].duration == 2.5
+
+
+def test_sqlite_store(tmp_path):
+    exercise_store(SqliteRunHistory(tmp_path / "history.db"))
+
+
+def test_sqlite_keeps_only_recent_successes(tmp_path):
+    store = SqliteRunHistory(tmp_path / "h.db")
+    for i in range(20):
+        store.record(result(f"old-{i}", "load", duration=100.0))
+    for i in range(7):
+        store.record(result(f"new-{i}", "load", duration=5.0))
+    assert store.expected_durations(["load"]) == {"load": 5.0}
+
+
+def test_sqlite_shared_by_threads_and_reopened(tmp_path):
+    import threading
+
+    store = SqliteRunHistory(tmp_path / "h.db")
+    threads = [threading.Thread(target=store.record, args=(result(f"r{i}", f"s{i}"),)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(SqliteRunHistory(tmp_path / "h.db").expected_durations(f"s{i}" for i in range(8))) == 8
+
+
+def test_record_accepts_iso_times_and_derives_duration(tmp_path):
+    store = SqliteRunHistory(tmp_path / "h.db")
+    store.record({"run_id": "r", "service": "a", "status": "succeeded", "attempts": 2,
+                  "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:01:30Z"})
+    (record,) = store.attempts("r")
+    assert record == AttemptRecord("r", "", "a", "succeeded", 2, "2026-01-01T00:00:00Z",
+                                   "2026-01-01T00:01:30Z", 90.0)
+
+
+def test_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path))
+    store = history_from_environment()
+    assert isinstance(store, SqliteRunHistory) and store.path == tmp_path / "history.db"
+
+
+def test_environment_chooses_table_storage(monkeypatch):
+    monkeypatch.setenv("TOWER_HISTORY_TABLE_URL", "https://acct.table.core.windows.net/towerhistory")
+    store = history_from_environment()
+    assert isinstance(store, TableRunHistory)
+    assert store.table.table_name == "towerhistory"
+
+
+# --- Azure Table Storage, against Azurite (npm install azurite; or set AZURITE to its binary) ---
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_binary():
+    candidates = [os.environ.get("AZURITE"), shutil.which("azurite-table"),
+                  str(Path(__file__).resolve().parents[1] / "node_modules/.bin/azurite-table")]
+    return next((c for c in candidates if c and Path(c).exists()), None)
+
+
+@pytest.fixture(scope="module")
+def azurite_table_url(tmp_path_factory):
+    binary = azurite_binary()
+    if binary is None:
+        pytest.skip("Azurite is not installed (npm install azurite, or set AZURITE=path/to/azurite-table)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [binary, "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
+         "--tableHost", "127.0.0.1", "--tablePort", str(port)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("Azurite did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_table_store_against_azurite(azurite_table_url):
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    table = f"history{uuid.uuid4().hex[:8]}"
+    store = TableRunHistory(f"{azurite_table_url}/{table}", credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+    exercise_store(store)

@@ -1,0 +1,172 @@
+"""What a person sees of a run: a progress line while it runs, then a table and a text Gantt.
+
+Everything here returns plain text from plain dicts (a run result, a compact custom status), so it
+is easy to test; only `Progress` writes, and it loads `rich` only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from tower.catalog.durations import format_duration
+
+BAR_WIDTH = 48
+BAR_CHAR = {"succeeded": "█", "failed": "▓", "cancelled": "░", "running": "▒"}
+NOT_STARTED = ("pending", "upstream_failed", "skipped")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def seconds_between(start: Any, end: Any) -> float | None:
+    a, b = parse_time(start), parse_time(end)
+    return None if a is None or b is None else (b - a).total_seconds()
+
+
+def short_duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(round(seconds, 2) if seconds < 10 else seconds)
+
+
+# --- while it runs ------------------------------------------------------------------------------
+
+def progress_text(custom_status: dict | None, now: datetime) -> str:
+    """One line: done/total, running, failed, elapsed, ETA — from the compact custom status."""
+    if not custom_status:
+        return "starting…"
+    counts = custom_status.get("counts") or {}
+    total = sum(counts.values())
+    finished = sum(n for state, n in counts.items() if state not in ("pending", "running"))
+    parts = [f"{finished}/{total} done", f"{counts.get('running', 0)} running"]
+    bad = counts.get("failed", 0) + counts.get("upstream_failed", 0)
+    if bad:
+        parts.append(f"{counts.get('failed', 0)} failed, {counts.get('upstream_failed', 0)} held back")
+    if counts.get("cancelled"):
+        parts.append(f"{counts['cancelled']} cancelled")
+    elapsed = seconds_between(custom_status.get("started"), now)
+    if elapsed is not None:
+        parts.append(f"elapsed {short_duration(max(elapsed, 0.0))}")
+    eta = seconds_between(now, custom_status.get("eta"))
+    if eta is not None:
+        parts.append(f"ETA {short_duration(max(eta, 0.0))}")
+    return " · ".join(parts)
+
+
+class Progress:
+    """Shows progress on stderr: a live line on a terminal (rich), else a plain line whenever the
+    counts change, at most once a second (logs stay short)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, live: bool | None = None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self._rich = None
+        self._last_counts: Any = None
+        self._last_print = 0.0
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._rich = Live("", console=Console(file=self.stream), refresh_per_second=8, transient=True)
+            self._rich.__enter__()
+        return self
+
+    def update(self, custom_status: dict | None) -> None:
+        now = datetime.now(timezone.utc)
+        line = f"{self.label}: {progress_text(custom_status, now)}"
+        if self._rich is not None:
+            from rich.spinner import Spinner
+
+            self._rich.update(Spinner("dots", text=line))
+            return
+        counts = (custom_status or {}).get("counts")
+        if counts != self._last_counts and time.monotonic() - self._last_print >= 1.0:
+            self._last_counts, self._last_print = counts, time.monotonic()
+            print(line, file=self.stream, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+            self._rich = None
+
+
+# --- at the end -------------------------------------------------------------------------------
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def services_table(result: dict) -> str:
+    """One row per service: status, attempts, start offset, duration, remote id or error."""
+    run_start = result.get("started")
+    rows = []
+    for name, svc in result.get("services", {}).items():
+        offset = seconds_between(run_start, svc.get("started")) if svc.get("started") else None
+        duration = seconds_between(svc.get("started"), svc.get("finished"))
+        note = svc.get("error") or svc.get("remote_id") or ""
+        rows.append([name, svc.get("status", ""), str(svc.get("attempts") or 0),
+                     "-" if offset is None else f"+{short_duration(max(offset, 0.0))}",
+                     short_duration(duration) if svc.get("status") not in NOT_STARTED else "-",
+                     note.splitlines()[0][:70] if note else ""])
+    return _table(["service", "status", "tries", "start", "took", "remote id / error"], rows)
+
+
+def gantt(result: dict, width: int = BAR_WIDTH, now: datetime | None = None) -> str:
+    """A text Gantt: one row per service, bars placed and scaled on the run's own time line."""
+    services = result.get("services", {})
+    run_start = parse_time(result.get("started"))
+    run_end = parse_time(result.get("finished")) or now or datetime.now(timezone.utc)
+    if run_start is None or not services:
+        return ""
+    span = max((run_end - run_start).total_seconds(), 1e-9)
+    name_width = min(max(len(name) for name in services), 32)
+    lines = []
+    for name, svc in services.items():
+        cells = [" "] * width
+        start = parse_time(svc.get("started"))
+        if start is not None and svc.get("status") not in NOT_STARTED:
+            end = parse_time(svc.get("finished")) or run_end
+            first = int((start - run_start).total_seconds() / span * width)
+            last = int((end - run_start).total_seconds() / span * width)
+            first = min(max(first, 0), width - 1)
+            last = min(max(last, first + 1), width)
+            char = BAR_CHAR.get(svc.get("status"), "█")
+            cells[first:last] = [char] * (last - first)
+        label = name if len(name) <= name_width else name[: name_width - 1] + "…"
+        lines.append(f"{label.ljust(name_width)} │{''.join(cells)}│ {svc.get('status', '')}")
+    axis = f"{'':{name_width}} 0{short_duration(span).rjust(width + 1)}"
+    legend = f"{'':{name_width}}  █ succeeded  ▓ failed  ░ cancelled  ▒ running"
+    return "\n".join([*lines, axis, legend])
+
+
+def run_summary(result: dict) -> str:
+    """The closing report of a run: headline, table, Gantt, and what went wrong."""
+    took = seconds_between(result.get("started"), result.get("finished"))
+    headline = (f"run {result.get('run_id')} of {result.get('pipeline')}: {result.get('status')}"
+                f" in {short_duration(took)}")
+    parts = [headline, "", services_table(result), "", gantt(result)]
+    if result.get("summary") and result.get("status") != "succeeded":
+        parts += ["", result["summary"]]
+    return "\n".join(parts)
+
+
+def runs_table(runs: list[dict]) -> str:
+    """`tower runs`: id, pipeline, status, started, duration — newest first, as given."""
+    rows = []
+    for run in runs:
+        took = seconds_between(run.get("started"), run.get("finished"))
+        rows.append([run["run_id"], run.get("pipeline") or "", run.get("status") or "",
+                     run.get("started") or "", short_duration(took)])
+    return _table(["run id", "pipeline", "status", "started", "duration"], rows)

@@ -1,0 +1,223 @@
+"""Run history: one row per service attempt, and the expected durations it teaches the scheduler.
+
+    RunHistory.record(result)               store one attempt's outcome (idempotent per run/service/attempt)
+    RunHistory.expected_durations(services) median of each service's recent successful durations
+    RunHistory.attempts(run_id)             the attempts recorded for one run
+
+Two stores behind that interface: SQLite locally (``$TOWER_HOME/history.db``) and Azure Table
+Storage in Azure (``TOWER_HISTORY_TABLE_URL``, reached with the app's managed identity).
+``history_from_environment()`` picks one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
+SUCCEEDED = "succeeded"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of one service in one run. Times are ISO-8601 UTC strings."""
+
+    run_id: str
+    pipeline: str
+    service: str
+    status: str
+    attempt: int
+    started: str | None
+    finished: str | None
+    duration: float | None
+    remote_id: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> AttemptRecord:
+        """Accepts times as ISO strings or epoch seconds; derives the duration when missing."""
+        started, finished = iso(result.get("started")), iso(result.get("finished"))
+        duration = result.get("duration")
+        if duration is None and started and finished:
+            duration = (parse_iso(finished) - parse_iso(started)).total_seconds()
+        error = result.get("error")
+        return cls(
+            run_id=str(result["run_id"]),
+            pipeline=str(result.get("pipeline") or ""),
+            service=str(result["service"]),
+            status=str(result["status"]),
+            attempt=int(result.get("attempt") or result.get("attempts") or 1),
+            started=started,
+            finished=finished,
+            duration=None if duration is None else float(duration),
+            remote_id=result.get("remote_id"),
+            error=None if error is None else str(error)[:2000],
+        )
+
+
+def iso(value: Any) -> str | None:
+    """ISO-8601 UTC text for an epoch number, a datetime or ISO text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def median_recent(durations: Iterable[float]) -> float:
+    return float(statistics.median(list(durations)[:RECENT]))
+
+
+class RunHistory(Protocol):
+    def record(self, result: dict[str, Any]) -> None: ...
+
+    def expected_durations(self, services: Iterable[str]) -> dict[str, float]: ...
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]: ...
+
+
+_COLUMNS = [f.name for f in fields(AttemptRecord)]
+
+
+class SqliteRunHistory:
+    """The local store: one SQLite file, safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS attempts ("
+                " run_id TEXT NOT NULL, pipeline TEXT, service TEXT NOT NULL, status TEXT NOT NULL,"
+                " attempt INTEGER NOT NULL, started TEXT, finished TEXT, duration REAL,"
+                " remote_id TEXT, error TEXT, recorded REAL NOT NULL,"
+                " PRIMARY KEY (run_id, service, attempt))"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS by_service ON attempts (service, status, recorded)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def record(self, result: dict[str, Any]) -> None:
+        row = asdict(AttemptRecord.from_result(result))
+        with self._connect() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO attempts ({', '.join(_COLUMNS)}, recorded)"
+                f" VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
+                [row[c] for c in _COLUMNS] + [time.time()],
+            )
+
+    def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
+        expected = {}
+        db = self._connect()
+        for service in services:
+            rows = db.execute(
+                "SELECT duration FROM attempts WHERE service = ? AND status = ? AND duration IS NOT NULL"
+                " ORDER BY recorded DESC LIMIT ?",
+                (service, SUCCEEDED, RECENT),
+            ).fetchall()
+            if rows:
+                expected[service] = median_recent(r[0] for r in rows)
+        return expected
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._connect().execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM attempts WHERE run_id = ? ORDER BY started, service, attempt",
+            (run_id,),
+        ).fetchall()
+        return [AttemptRecord(*row) for row in rows]
+
+
+class TableRunHistory:
+    """Azure Table Storage: partition = service, row key = newest first, so the recent successes
+    of a service are one cheap partition query. Reached with DefaultAzureCredential unless given
+    another credential (tests pass Azurite's account key)."""
+
+    def __init__(self, table_url: str, credential: Any = None):
+        from azure.data.tables import TableClient
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        self.table = TableClient.from_table_url(table_url, credential=credential)
+        self._created = False
+
+    def _ensure_table(self) -> None:
+        if not self._created:
+            from azure.core.exceptions import ResourceExistsError
+
+            try:
+                self.table.create_table()
+            except ResourceExistsError:
+                pass
+            self._created = True
+
+    @staticmethod
+    def _key(text: str) -> str:
+        """Table keys refuse / \\ # ? and control characters."""
+        return "".join("_" if ch in "/\\#?" or ord(ch) < 32 else ch for ch in text)
+
+    def record(self, result: dict[str, Any]) -> None:
+        self._ensure_table()
+        row = AttemptRecord.from_result(result)
+        finished = parse_iso(row.finished).timestamp() if row.finished else time.time()
+        newest_first = f"{10**12 - int(finished * 1000):013d}"
+        entity = {k: v for k, v in asdict(row).items() if v is not None}
+        entity.update(PartitionKey=self._key(row.service),
+                      RowKey=self._key(f"{newest_first}_{row.run_id}_{row.attempt}"))
+        self.table.upsert_entity(entity)
+
+    def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
+        self._ensure_table()
+        expected = {}
+        for service in services:
+            entities = self.table.query_entities(
+                "PartitionKey eq @pk and status eq @status",
+                parameters={"pk": self._key(service), "status": SUCCEEDED},
+                select=["duration"], results_per_page=RECENT,
+            )
+            durations = []
+            for entity in entities:
+                if entity.get("duration") is not None:
+                    durations.append(float(entity["duration"]))
+                if len(durations) == RECENT:
+                    break
+            if durations:
+                expected[service] = median_recent(durations)
+        return expected
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        self._ensure_table()
+        entities = self.table.query_entities("run_id eq @run", parameters={"run": run_id})
+        records = [AttemptRecord(**{c: e.get(c) for c in _COLUMNS}) for e in entities]
+        return sorted(records, key=lambda r: (r.started or "", r.service, r.attempt))
+
+
+def history_from_environment(home: str | Path | None = None) -> RunHistory:
+    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in $TOWER_HOME."""
+    table_url = os.environ.get("TOWER_HISTORY_TABLE_URL")
+    if table_url:
+        return TableRunHistory(table_url)
+    home = Path(home or os.environ.get("TOWER_HOME") or ".tower")
+    return SqliteRunHistory(home / "history.db")

@@ -1,0 +1,238 @@
+"""The command platform: a service that is a local process.
+
+Spec fields:
+    run   a string (run by /bin/sh) or a list of strings (run as is, no shell)
+    cwd   working directory (optional)
+    env   extra environment variables (optional mapping)
+
+Run params reach the process as environment variables, never through the command line:
+``TOWER_PARAM_<NAME>`` (name upper-cased, anything but letters, digits and ``_`` becomes ``_``),
+plus ``TOWER_RUN_ID``, ``TOWER_SERVICE`` and ``TOWER_ATTEMPT``.
+
+The process outlives the activity that starts it: it runs in its own session under a small shell
+wrapper that writes its exit code to a file when it ends. Everything lives in
+``$TOWER_HOME/commands/<key>.*`` (``.json`` the handle, ``.log`` stdout+stderr, ``.exit`` the exit
+code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash. A second
+submit with the same idempotency key re-attaches to the process the first one started.
+
+A non-zero exit is a retryable failure: whether to try again is the service's retry policy.
+Settings: ``kill_grace`` seconds between SIGTERM and SIGKILL on cancel (default 5).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tower.errors import NonRetryableError
+from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
+
+# Runs "$@", then publishes its exit code atomically (write + rename), so a reader never sees half.
+_WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
+_TAIL_BYTES = 4096
+
+# Processes started by this process, so their exit is reaped (no zombies while we are alive).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _home() -> Path:
+    return Path(os.environ.get("TOWER_HOME") or ".tower").resolve()
+
+
+def file_key(idempotency_key: str) -> str:
+    """A file-name-safe, collision-free form of an idempotency key."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", idempotency_key)[:80]
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+def param_env_name(name: str) -> str:
+    return "TOWER_PARAM_" + re.sub(r"[^A-Za-z0-9_]", "_", str(name)).upper()
+
+
+def _argv(spec: dict, service: str) -> list[str]:
+    run = spec.get("run")
+    if isinstance(run, str) and run.strip():
+        return ["/bin/sh", "-c", run]
+    if isinstance(run, list) and run and all(isinstance(part, (str, int, float)) for part in run):
+        return [str(part) for part in run]
+    raise NonRetryableError(
+        f"service {service!r}: command field 'run' must be a non-empty string or list of strings, "
+        f"got {run!r}",
+        platform="command",
+    )
+
+
+def _environment(submission: Submission, exit_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    extra = submission.spec.get("env") or {}
+    if not isinstance(extra, dict):
+        raise NonRetryableError(
+            f"service {submission.service!r}: command field 'env' must be a mapping", platform="command"
+        )
+    env.update({str(k): str(v) for k, v in extra.items()})
+    for name, value in submission.params.items():
+        env[param_env_name(name)] = value if isinstance(value, str) else json.dumps(value)
+    env.update(
+        TOWER_RUN_ID=submission.run_id,
+        TOWER_SERVICE=submission.service,
+        TOWER_ATTEMPT=str(submission.attempt),
+        TOWER_EXIT_FILE=str(exit_file),
+    )
+    return env
+
+
+def _alive(pid: int) -> bool:
+    """Is the wrapper still running? Reaps our own children; a zombie counts as dead."""
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        _children.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _group_alive(pid: int, pgid: int) -> bool:
+    """Is anything of the process group left (the wrapper or what it started)? Zombies don't count:
+    an orphan is reaped only if PID 1 reaps, which is not a given in a container."""
+    if _alive(pid):
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - _TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    return tail(data.decode("utf-8", errors="replace").strip())
+
+
+class CommandAdapter:
+    """Runs a service as a detached local process and follows it through files."""
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        settings = settings or {}
+        self.kill_grace = float(settings.get("kill_grace", 5.0))
+
+    def submit(self, submission: Submission) -> Handle:
+        argv = _argv(submission.spec, submission.service)
+        directory = _home() / "commands"
+        directory.mkdir(parents=True, exist_ok=True)
+        key = file_key(submission.idempotency_key)
+        handle_file = directory / f"{key}.json"
+        with open(directory / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one submit per key at a time, across processes
+            if handle_file.exists():
+                return Handle.from_json(json.loads(handle_file.read_text()))
+            handle = self._start(submission, argv, directory, key)
+            tmp = handle_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(handle.to_json()))
+            tmp.replace(handle_file)
+        return handle
+
+    def _start(self, submission: Submission, argv: list[str], directory: Path, key: str) -> Handle:
+        exit_file, log_file = directory / f"{key}.exit", directory / f"{key}.log"
+        cwd = submission.spec.get("cwd")
+        if cwd is not None and not Path(cwd).is_dir():
+            raise NonRetryableError(
+                f"service {submission.service!r}: command cwd {cwd!r} is not a directory",
+                platform="command",
+            )
+        env = _environment(submission, exit_file)
+        with open(log_file, "ab") as log:
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", _WRAPPER, "tower-command", *argv],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=cwd, env=env, start_new_session=True, close_fds=True,
+            )
+        _children[child.pid] = child
+        return Handle(
+            remote_id=f"pid:{child.pid}",
+            data={
+                "pid": child.pid,
+                "pgid": child.pid,  # start_new_session: the wrapper leads its own process group
+                "started_at": time.time(),
+                "log": str(log_file),
+                "exit": str(exit_file),
+                "cancelled": str(directory / f"{key}.cancelled"),
+            },
+        )
+
+    def poll(self, handle: Handle) -> Status:
+        data = handle.data
+        exit_file, cancelled = Path(data["exit"]), Path(data["cancelled"]).exists()
+        code_text = exit_file.read_text().strip() if exit_file.exists() else None
+        if code_text is None and _alive(data["pid"]):
+            return Status(RUNNING, output=_read_tail(Path(data["log"])))
+        if code_text is None and exit_file.exists():  # it finished between the two looks
+            code_text = exit_file.read_text().strip()
+        _alive(data["pid"])  # reap our own child, so it leaves no zombie behind
+        output = _read_tail(Path(data["log"]))
+        if cancelled:
+            return Status(CANCELLED, message="cancelled", output=output)
+        if code_text is None:
+            return Status(FAILED, message="the process ended without an exit code (killed?)",
+                          retryable=True, output=output)
+        code = int(code_text)
+        if code == 0:
+            return Status(SUCCEEDED, output=output)
+        return Status(FAILED, message=f"exit code {code}", retryable=True, output=output)
+
+    def cancel(self, handle: Handle) -> None:
+        data = handle.data
+        Path(data["cancelled"]).touch()
+        if Path(data["exit"]).exists() or not _alive(data["pid"]):
+            return
+        self._signal(data["pgid"], signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        while time.monotonic() < deadline:
+            if not _group_alive(data["pid"], data["pgid"]):
+                return
+            time.sleep(0.02)
+        self._signal(data["pgid"], signal.SIGKILL)
+
+    @staticmethod
+    def _signal(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,99 @@
+"""The simulator: a platform that only pretends to run, for demos, benchmarks and what-if runs.
+
+Spec fields (all optional):
+    duration       seconds the "work" takes (float, default 0)
+    fail_attempts  the first N attempts fail with a retryable error (default 0)
+    outcome        ``succeed`` (default) or ``fail`` (a non-retryable failure, after `duration`)
+
+Settings: ``time_scale`` multiplies every duration (default 1), so a catalog of hour-long
+services simulates in seconds.
+
+Nothing runs anywhere, so the adapter keeps no state across processes: the handle carries the
+start time and the planned end, and `poll` reads the outcome off the wall clock. `poll_after` is
+the time left, so an orchestrator polls exactly once more, when the work is due to finish.
+Cancelling stops nothing remote (there is nothing); it is recorded in this process so a later poll
+reports ``cancelled`` and tests can see which handles were cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+from tower.errors import NonRetryableError
+from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
+
+OUTCOMES = ("succeed", "fail")
+
+_cancelled: set[str] = set()
+_cancelled_lock = threading.Lock()
+
+
+def cancelled_remote_ids() -> frozenset[str]:
+    """The remote ids cancelled in this process (what a real platform would have been told)."""
+    with _cancelled_lock:
+        return frozenset(_cancelled)
+
+
+def forget_cancellations() -> None:
+    """Clear the cancel record (between tests)."""
+    with _cancelled_lock:
+        _cancelled.clear()
+
+
+def _number(spec: dict, field: str, default: float, service: str) -> float:
+    value = spec.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise NonRetryableError(
+            f"service {service!r}: sim field {field!r} must be a number >= 0, got {value!r}",
+            platform="sim",
+        )
+    return float(value)
+
+
+class SimAdapter:
+    """Simulated work whose duration and outcome come from the service's spec."""
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        settings = settings or {}
+        self.time_scale = _number(settings, "time_scale", 1.0, "(platform settings)")
+
+    def submit(self, submission: Submission) -> Handle:
+        spec, service = submission.spec, submission.service
+        duration = _number(spec, "duration", 0.0, service) * self.time_scale
+        fail_attempts = int(_number(spec, "fail_attempts", 0, service))
+        outcome = spec.get("outcome", "succeed")
+        if outcome not in OUTCOMES:
+            raise NonRetryableError(
+                f"service {service!r}: sim field 'outcome' must be one of {OUTCOMES}, got {outcome!r}",
+                platform="sim",
+            )
+        if submission.attempt <= fail_attempts:
+            result = {"state": FAILED, "retryable": True,
+                      "message": f"simulated failure of attempt {submission.attempt} of {fail_attempts}"}
+        elif outcome == "fail":
+            result = {"state": FAILED, "retryable": False, "message": "simulated failure (outcome: fail)"}
+        else:
+            result = {"state": SUCCEEDED, "retryable": False, "message": ""}
+        started_at = time.time()
+        digest = hashlib.sha256(submission.idempotency_key.encode()).hexdigest()[:16]
+        return Handle(
+            remote_id=f"sim-{digest}",
+            data={"started_at": started_at, "ends_at": started_at + duration, **result},
+        )
+
+    def poll(self, handle: Handle) -> Status:
+        with _cancelled_lock:
+            if handle.remote_id in _cancelled:
+                return Status(CANCELLED, message="cancelled (simulated)")
+        remaining = handle.data["ends_at"] - time.time()
+        if remaining > 0:
+            return Status(RUNNING, poll_after=remaining)
+        return Status(handle.data["state"], message=handle.data["message"],
+                      retryable=handle.data["retryable"])
+
+    def cancel(self, handle: Handle) -> None:
+        with _cancelled_lock:
+            _cancelled.add(handle.remote_id)

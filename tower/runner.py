@@ -1,0 +1,295 @@
+"""Runs on the in-process local engine: start a pipeline run, follow it, read and steer runs.
+
+    LocalEngine(home)                 the app's functions on tower.local's engine, as a context manager
+      .start_run(plan) -> run_id      start `pipeline_run` with a frozen plan
+      .follow(run_id, on_update)      until the run ends; returns its result
+      .unfinished_runs() -> [run_id]  runs the engine resumed after a crash
+    plan_run(catalog, pipeline, ...)  a plan whose priorities use the run history's durations
+    repair_plan(plan, result)         a new run of what failed, was held back or was cancelled
+    run_info / list_runs / request_cancel   read or steer runs from any process, engine or not
+
+A run result is the dict `pipeline_run` returns (see tower.scheduler.Scheduler.result).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tower.errors import EngineError, InstanceNotFound, UsageError
+from tower.names import CANCEL_EVENT, PIPELINE_RUN
+
+# Durable runtime states, and what each means for a run that has no result of its own.
+RUNNING_STATES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
+RUN_STATUS_OF_RUNTIME = {"Failed": "failed", "Terminated": "cancelled", "Canceled": "cancelled"}
+REPAIRABLE = ("failed", "upstream_failed", "cancelled")
+JSON_SERVICE_FIELDS = ("status", "attempts", "started", "finished", "remote_id", "error")
+_RUN_ID_SUFFIX = re.compile(r"-\d{8}T\d{6}-[0-9a-f]{6}$")
+
+
+def _loads(value: Any) -> Any:
+    """Engine payloads may come as JSON text or already parsed."""
+    if isinstance(value, (str, bytes)) and value:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+def plan_run(catalog, pipeline: str, *, params=None, selectors=None, simulate=False, time_scale=1.0,
+             home: Path | None = None) -> dict:
+    """The frozen plan of a new run, with priorities from the run history where it knows better.
+    A simulated run keeps the catalog's expected durations, so a what-if is repeatable."""
+    from tower.history import history_from_environment
+    from tower.plan import build_plan
+
+    durations = {} if simulate else history_from_environment(home).expected_durations(catalog.services)
+    return build_plan(catalog, pipeline, params=params, selectors=selectors, durations=durations,
+                      simulate=simulate, time_scale=time_scale)
+
+
+def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
+    """A new run of the original (frozen) plan's failed, upstream_failed and cancelled services.
+
+    Everything else counts as satisfied: dependencies outside the repair are dropped. The specs,
+    params and limits are those of the original run, not of today's catalog."""
+    from tower.plan import new_run_id, service_instance_id
+
+    statuses = {name: svc.get("status") for name, svc in (result.get("services") or {}).items()}
+    chosen = [name for name in plan["services"] if statuses.get(name) in REPAIRABLE]
+    if not chosen:
+        raise UsageError(f"run {plan['run_id']} has nothing to repair: no failed, upstream_failed or"
+                         " cancelled service")
+    run_id = new_run_id(plan["pipeline"], now or datetime.now(timezone.utc))
+    services = {}
+    for name in chosen:
+        svc = dict(plan["services"][name])
+        svc["deps"] = [dep for dep in svc["deps"] if dep in chosen]
+        svc["iid"] = service_instance_id(run_id, name)
+        services[name] = svc
+    used = {svc["platform"] for svc in services.values()}
+    return {**plan, "run_id": run_id, "created": (now or datetime.now(timezone.utc)).isoformat()
+            .replace("+00:00", "Z"), "services": services,
+            "platforms": {name: p for name, p in plan["platforms"].items() if name in used}}
+
+
+# --- what a run looks like from outside --------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the engine's store has it: runtime state, plan, result or live custom status."""
+
+    run_id: str
+    runtime_status: str
+    created: str | None
+    updated: str | None
+    plan: dict | None
+    result: dict | None
+    custom_status: dict | None
+
+    @property
+    def finished(self) -> bool:
+        return self.runtime_status not in RUNNING_STATES
+
+    @property
+    def pipeline(self) -> str:
+        for source in (self.result, self.plan):
+            if isinstance(source, dict) and source.get("pipeline"):
+                return source["pipeline"]
+        return _RUN_ID_SUFFIX.sub("", self.run_id)
+
+    @property
+    def status(self) -> str:
+        """succeeded / failed / cancelled / running (the run's, not the orchestration's)."""
+        if isinstance(self.result, dict) and self.result.get("status"):
+            return self.result["status"]
+        if not self.finished:
+            return "running"
+        return RUN_STATUS_OF_RUNTIME.get(self.runtime_status, self.runtime_status.lower())
+
+    def to_result(self) -> dict:
+        """The run in the shape of a run result, whatever state it is in."""
+        if isinstance(self.result, dict) and "services" in self.result:
+            return self.result
+        services: dict[str, dict] = {}
+        custom = self.custom_status or {}
+        if self.plan:
+            from tower.scheduler import expand_status
+
+            services = expand_status(self.plan, custom) if custom else {
+                name: {"status": "pending"} for name in self.plan["services"]}
+        error = self.result if isinstance(self.result, str) else None
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                "started": custom.get("started") or self.created,
+                "finished": self.updated if self.finished else None,
+                "eta": custom.get("eta"), "summary": error or "", "services": services}
+
+    @classmethod
+    def from_status(cls, status: dict) -> RunInfo:
+        return cls(
+            run_id=status.get("instanceId") or "",
+            runtime_status=status.get("runtimeStatus") or "Unknown",
+            created=status.get("createdTime"),
+            updated=status.get("lastUpdatedTime"),
+            plan=_loads(status.get("input")),
+            result=_loads(status.get("output")),
+            custom_status=_loads(status.get("customStatus")) or None,
+        )
+
+
+def json_result(result: dict) -> dict:
+    """The `--json` form of a run: the run's fields and, per service, the fields people script on."""
+    return {
+        "run_id": result.get("run_id"),
+        "pipeline": result.get("pipeline"),
+        "status": result.get("status"),
+        "started": result.get("started"),
+        "finished": result.get("finished"),
+        "services": {name: {field: svc.get(field) for field in JSON_SERVICE_FIELDS}
+                     for name, svc in (result.get("services") or {}).items()},
+    }
+
+
+def run_info(home: Path, run_id: str) -> RunInfo:
+    """A run read straight from the store (no engine needed); UsageError if there is none."""
+    from tower.local.store import read_status
+
+    if not (Path(home) / "state.db").exists():
+        raise UsageError(f"no runs in {home} yet (is TOWER_HOME right? start one with `tower run PIPELINE`)")
+    try:
+        status = read_status(home, run_id)
+    except InstanceNotFound:
+        status = None
+    if not status or status.get("name") not in (None, PIPELINE_RUN):
+        raise UsageError(f"no run {run_id!r} in {home} (see `tower runs`; is TOWER_HOME right?)")
+    return RunInfo.from_status(status)
+
+
+def list_runs(home: Path, limit: int = 20) -> list[RunInfo]:
+    """Recent runs, newest first."""
+    from tower.local.store import read_list
+
+    if not (home / "state.db").exists():
+        return []
+    statuses = [s for s in read_list(home) if s.get("name") in (None, PIPELINE_RUN)]
+    statuses.sort(key=lambda s: s.get("createdTime") or "", reverse=True)
+    return [RunInfo.from_status(s) for s in statuses[:limit]]
+
+
+def engine_alive(home: Path) -> bool:
+    """Does `<home>/engine.json` name a live process?"""
+    try:
+        pid = int(json.loads((home / "engine.json").read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def request_cancel(home: Path, run_id: str) -> RunInfo:
+    """Raise the cancel event of a run; a running engine acts on it at once, a stopped one on its
+    next start (`tower resume`)."""
+    from tower.local.store import enqueue_event
+
+    info = run_info(home, run_id)
+    if not info.finished:
+        try:
+            enqueue_event(home, run_id, CANCEL_EVENT, None)
+        except EngineError:  # it ended in the meantime
+            info = run_info(home, run_id)
+    return info
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+def run_app():
+    """A fresh app with the functions a run needs (as function_app.py registers them). Fresh, because
+    the engine reads an app's functions once and a process may run several engines one after another."""
+    import azure.durable_functions as df
+
+    from activities import bp as activities
+    from orchestrators import bp as orchestrators
+
+    app = df.DFApp()
+    for blueprint in (orchestrators, activities):
+        app.register_functions(blueprint)
+    return app
+
+
+class LocalEngine:
+    """The app's Durable functions running on the local engine in this process."""
+
+    def __init__(self, home: Path, activity_workers: int = 8, app: Any = None):
+        self.home = Path(home)
+        self.activity_workers = activity_workers
+        self.app = app
+        self.engine = None
+
+    def __enter__(self) -> LocalEngine:
+        from tower.local.engine import Engine
+
+        # Activities find the run history and command logs through TOWER_HOME: make them agree.
+        os.environ["TOWER_HOME"] = str(self.home)
+        app = self.app if self.app is not None else run_app()
+        logging.disable(logging.WARNING)  # the Functions SDK warns that a non-HTTP app has no auth level
+        try:
+            self.engine = Engine(app, self.home, activity_workers=self.activity_workers)
+        finally:
+            logging.disable(logging.NOTSET)
+        self.engine.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+
+    def start_run(self, plan: dict) -> str:
+        return self.engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+
+    def cancel(self, run_id: str) -> None:
+        self.engine.raise_event(run_id, CANCEL_EVENT, None)
+
+    def info(self, run_id: str) -> RunInfo:
+        status = self.engine.status(run_id, show_input=False)
+        if status is None:
+            raise UsageError(f"no run {run_id!r}")
+        return RunInfo.from_status(status)
+
+    def unfinished_runs(self) -> list[str]:
+        runs = self.engine.list(runtime_status=list(RUNNING_STATES))
+        return [s["instanceId"] for s in runs if s.get("name") in (None, PIPELINE_RUN)]
+
+    def follow(self, run_ids: Iterable[str], on_update: Callable[[dict[str, RunInfo]], None] | None = None,
+               interval: float = 0.1) -> dict[str, RunInfo]:
+        """Watch runs until every one has ended, calling `on_update` with their latest state."""
+        pending = list(run_ids)
+        latest: dict[str, RunInfo] = {}
+        while True:
+            for run_id in pending:
+                latest[run_id] = self.info(run_id)
+            pending = [run_id for run_id in pending if not latest[run_id].finished]
+            if on_update:
+                on_update(latest)
+            if not pending:
+                return latest
+            time.sleep(interval)
+
+    def final(self, run_id: str) -> RunInfo:
+        """The ended run with its plan (for the summary)."""
+        return RunInfo.from_status(self.engine.status(run_id, show_input=True))
