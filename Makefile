@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-runtime
 STAMP_DEV := $(VENV)/.installed-dev
 DEMO_HOME ?= $(CURDIR)/.tower/demo
+AZURITE   := node_modules/.bin/azurite-table
 
 .PHONY: demo test bench lint clean help
 
@@ -28,6 +29,11 @@ $(STAMP_DEV): $(STAMP_RUN) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Azurite (npm) is the local Azure Table Storage the run-history table store is tested against.
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 18+ for the Azurite tests"; exit 1; }
+	npm install --no-save --no-package-lock --no-audit --no-fund --silent azurite@3
+
 demo: $(STAMP_RUN)
 	@rm -rf "$(DEMO_HOME)"
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml validate
@@ -35,7 +41,7 @@ demo: $(STAMP_RUN)
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml \
 		run nightly --simulate --time-scale 0.002
 
-test: $(STAMP_DEV)
+test: $(STAMP_DEV) $(AZURITE)
 	$(PY) -m pytest -q
 
 bench: $(STAMP_DEV)
@@ -46,4 +52,4 @@ lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .tower .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .tower .pytest_cache .ruff_cache *.egg-info node_modules

@@ -24,10 +24,10 @@ COMMAND_MODULES = (
 EPILOG = """\
 examples:
   tower validate                                 check ./catalog.yaml (or $TOWER_CATALOG)
-  tower --catalog examples/refinery/catalog.yaml plan nightly --concurrency databricks=2
+  tower --catalog examples/refinery/catalog.yaml plan nightly --concurrency lakehouse=2
   tower graph nightly --format mermaid
   tower run nightly --simulate --time-scale 0.001
-  tower run adhoc --param date=2026-11-24 --services +publish_reports
+  tower run adhoc --param date=2026-11-24 --services +publish_finance_pack
   tower runs; tower status RUN_ID --json; tower cancel RUN_ID; tower repair RUN_ID
   tower serve                                    local Functions host on 127.0.0.1:7071
 """
