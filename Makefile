@@ -42,6 +42,7 @@ demo: $(STAMP_RUN)
 		run nightly --simulate --time-scale 0.002
 
 test: $(STAMP_DEV) $(AZURITE)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP_DEV)
