@@ -19,11 +19,13 @@ import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskState, TimerTask
 
 from tower import names
+from tower.catalog.durations import format_duration
 from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
-from tower.scheduler import CANCELLED, FAILED, Scheduler, failure_from, iso
+from tower.scheduler import CANCELLED, FAILED, Scheduler, failure_from
+from tower.timestamps import iso
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.orchestrators")
@@ -146,16 +148,6 @@ def pipeline_run(context: df.DurableOrchestrationContext):
 
 
 # --- service_run ----------------------------------------------------------------------------------
-
-
-def human_seconds(seconds: float) -> str:
-    """15m, 1h30m, 45s, 0.05s: how a timeout reads in an error message."""
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
-    return text or "0s"
 
 
 class _Stop(Exception):
@@ -299,7 +291,7 @@ class _ServiceRun:
                 result["status"], result["error"] = CANCELLED, "cancelled"
             else:
                 result["status"] = FAILED
-                result["error"] = f"timed out after {human_seconds(self.job['timeout'])}"
+                result["error"] = f"timed out after {format_duration(self.job['timeout'])}"
         if self.deadline is not None and not self.deadline.is_completed:
             self.deadline.cancel()
         result["finished"] = iso(self.now())

@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+
+from tower.timestamps import iso, parse_iso
 
 RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
 SUCCEEDED = "succeeded"
@@ -61,21 +62,6 @@ class AttemptRecord:
             remote_id=result.get("remote_id"),
             error=None if error is None else str(error)[:2000],
         )
-
-
-def iso(value: Any) -> str | None:
-    """ISO-8601 UTC text for an epoch number, a datetime or ISO text."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, timezone.utc)
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    return str(value)
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def median_recent(durations: Iterable[float]) -> float:

@@ -16,10 +16,11 @@ import heapq
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from tower import graph
+from tower.timestamps import iso, parse_iso
 
 PENDING = "pending"
 RUNNING = "running"
@@ -39,19 +40,6 @@ CODE_STATES = {code: state for state, code in STATE_CODES.items()}
 STATUS_ERRORS_SHOWN = 10  # failed services whose error the custom status carries
 STATUS_ERROR_CHARS = 160
 STATUS_RUNNING_SHOWN = 50  # running services whose start the custom status carries (longest-running first)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass
