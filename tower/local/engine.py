@@ -174,10 +174,14 @@ class Engine:
         self.log("engine: stopped")
 
     async def _shutdown_loop(self):
-        from azure.durable_functions.models.utils.http_utils import _close_session
+        from azure.durable_functions.models.utils import http_utils
 
         await self._runner.cleanup()
-        await _close_session()
+        # The SDK keeps one module-global client session; close it only if it lives on this loop
+        # (another engine in the same process, e.g. in tests, may own it).
+        session = http_utils._client_session
+        if session is not None and getattr(session, "_loop", None) is asyncio.get_running_loop():
+            await http_utils._close_session()
 
     def __enter__(self):
         return self.start()
