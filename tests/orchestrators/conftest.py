@@ -9,19 +9,7 @@ from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.plan import build_plan
 from tower.platforms import sim
-
-
-def make_app():
-    import azure.durable_functions as df
-    import azure.functions as func
-
-    from activities import bp as activities
-    from orchestrators import bp as orchestrators
-
-    app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-    app.register_functions(orchestrators)
-    app.register_functions(activities)
-    return app
+from tower.runner import run_app
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +20,7 @@ def engine(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(home))
         patch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
-        eng = Engine(make_app(), home, activity_workers=8).start()
+        eng = Engine(run_app(), home, activity_workers=8).start()
         try:
             yield eng
         finally:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.platforms import jobs_api_server as jobs
+from tests.platforms.polling import poll_to_end
 from tower.errors import NonRetryableError, RetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, Handle, Submission
@@ -52,21 +53,11 @@ def submission(job_id=11, attempt=1, params=None, **spec):
                       spec={"job_id": job_id, **spec}, params=params or {})
 
 
-def run_to_end(adapter, handle, limit=20):
-    seen = []
-    for _ in range(limit):
-        status = adapter.poll(handle)
-        seen.append(status.state)
-        if status.done:
-            return status, seen
-    raise AssertionError(f"never finished: {seen}")
-
-
 def test_success_walks_through_running_and_keeps_the_run_page_url(api, adapter):
     api.jobs[11] = jobs.SUCCEEDS
     handle = adapter.submit(submission(params={"day": "2024-01-01", "full": True},
                                        job_parameters={"env": "dev", "day": "old"}))
-    status, seen = run_to_end(adapter, handle)
+    status, seen = poll_to_end(adapter, handle)
     assert seen == [RUNNING, RUNNING, SUCCEEDED]
     assert status.url.endswith(f"/#job/11/run/{handle.remote_id}")
     run = api.runs[int(handle.remote_id)]
@@ -85,7 +76,7 @@ def test_success_walks_through_running_and_keeps_the_run_page_url(api, adapter):
 )
 def test_terminal_outcomes_keep_the_platform_message(api, adapter, script, state, retryable, words):
     api.jobs[11] = script
-    status, _ = run_to_end(adapter, adapter.submit(submission()))
+    status, _ = poll_to_end(adapter, adapter.submit(submission()))
     assert (status.state, status.retryable) == (state, retryable)
     assert words in status.message
 
@@ -129,7 +120,7 @@ def test_429_and_503_bursts_on_poll_do_not_fail_the_run(api, adapter):
     handle = adapter.submit(submission())
     api.fail_next("runs/get", [429, 429, 503], retry_after="0")
     started = time.monotonic()
-    status, seen = run_to_end(adapter, handle)
+    status, seen = poll_to_end(adapter, handle)
     assert status.state == SUCCEEDED
     assert seen == [RUNNING, RUNNING, SUCCEEDED]  # each throttled poll still got its answer
     assert api.requests.count(("GET", "/api/2.2/jobs/runs/get")) == 3 + 3

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.platforms.async_http_service import AsyncHttpService
+from tests.platforms.polling import poll_to_end
 from tower.errors import NonRetryableError, RetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Submission
@@ -43,19 +44,9 @@ def sub(attempt=1, params=None, **spec):
                       params=params or {})
 
 
-def finish(adapter, handle, limit=10):
-    states = []
-    for _ in range(limit):
-        status = adapter.poll(handle)
-        states.append(status.state)
-        if status.done:
-            return status, states
-    raise AssertionError(f"never finished: {states}")
-
-
 def test_202_flow_to_success_passes_params_and_the_idempotency_key(state, adapter):
     handle = adapter.submit(sub(params={"day": "2024-01-01"}, body={"outcome": "succeed", "polls": 2}))
-    status, states = finish(adapter, handle)
+    status, states = poll_to_end(adapter, handle, limit=10)
     assert states == [RUNNING, RUNNING, SUCCEEDED]
     assert '"rows": 42' in status.output
     assert state.jobs[handle.remote_id].params == {"day": "2024-01-01"}
@@ -69,7 +60,7 @@ def test_running_status_carries_retry_after_as_poll_after(state, adapter):
 
 
 def test_202_flow_to_failure_keeps_the_service_message(state, adapter):
-    status, _ = finish(adapter, adapter.submit(sub(body={"outcome": "fail", "polls": 1})))
+    status, _ = poll_to_end(adapter, adapter.submit(sub(body={"outcome": "fail", "polls": 1})), limit=10)
     assert (status.state, status.message, status.retryable) == (FAILED, "disk full on node 3", False)
 
 
@@ -110,7 +101,7 @@ def test_429_with_retry_after_is_honoured(state, adapter):
     handle = adapter.submit(sub())
     assert time.monotonic() - started >= 1.0
     assert [p for m, p, _ in state.seen] == ["/jobs", "/jobs"]
-    assert finish(adapter, handle)[0].state == SUCCEEDED
+    assert poll_to_end(adapter, handle, limit=10)[0].state == SUCCEEDED
 
 
 def test_retry_after_beyond_the_bound_fails_retryable_at_once(state, adapter):

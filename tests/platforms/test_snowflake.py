@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.platforms import fakesnow_server
+from tests.platforms.polling import poll_to_end
 from tower.errors import ConfigError, NonRetryableError, RetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
@@ -34,11 +35,7 @@ def sub(sql, *, service="load_orders", attempt=1, params=None, bind=None):
 
 
 def finish(adapter, handle):
-    for _ in range(50):
-        status = adapter.poll(handle)
-        if status.done:
-            return status
-    raise AssertionError("query never finished")
+    return poll_to_end(adapter, handle, limit=50)[0]
 
 
 def test_create_insert_select_services(adapter):
