@@ -12,34 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+import fakesnow_process  # beside this file: run as a script, its directory is on sys.path
 from aiohttp import web
 
 SCORING_SECONDS = 3.0  # how long a scoring job "runs"
-
-
-def start_fakesnow(port: int) -> subprocess.Popen:
-    fakesnow = Path(sys.executable).with_name("fakesnow")
-    process = subprocess.Popen([str(fakesnow), "-s", "-p", str(port), "--host", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            if process.poll() is not None:
-                sys.exit(f"fakesnow exited (is port {port} free? is fakesnow[server] installed?)")
-            time.sleep(0.05)
-    process.terminate()
-    sys.exit(f"fakesnow did not start on port {port}")
 
 
 def create_database(port: int, database: str, schema: str) -> None:
@@ -106,7 +86,10 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=8765, help="fakesnow port; the service gets the next one")
     args = parser.parse_args()
     snow_port, http_port = args.port_base, args.port_base + 1
-    fakesnow = start_fakesnow(snow_port)
+    try:
+        fakesnow, _ = fakesnow_process.start(snow_port)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
     try:
         create_database(snow_port, "local_demo", "sales")
         print(f"export FAKESNOW_PORT={snow_port}")
@@ -116,10 +99,8 @@ def main() -> None:
         sys.stdout.flush()
         asyncio.run(serve(http_port))
     finally:
-        fakesnow.terminate()
-        fakesnow.wait(timeout=5)
+        fakesnow_process.stop(fakesnow)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -128,6 +128,12 @@ services: {}
     # --- services and dependencies ---------------------------------------------------------------
     Case("unknown-platform", with_head("  b: {platform: whh, sql: x}\n"), 10, "service 'b' field 'platform'",
          "unknown platform 'whh' (did you mean 'wh'?)"),
+    Case("undeclared-platform-type", with_head("  b: {platform: databricks, job_id: 1}\n"), 10,
+         "service 'b' field 'platform'",
+         "unknown platform 'databricks' (declare it first, e.g. platforms: {databricks: {type: databricks}})"),
+    Case("platform-type-near-a-declared-name",
+         "platforms:\n  commands: {type: command}\nservices:\n  b: {platform: command, run: x}\n", 4,
+         "service 'b' field 'platform'", "unknown platform 'command' (did you mean 'commands'?)"),
     Case("missing-platform", with_head("  b: {depends_on: [a]}\n"), 10, "service 'b'",
          "missing 'platform' (add platform: NAME (declared: sim, wh))"),
     Case("unknown-dependency", with_head("  load_orders: {platform: sim}\n  b:\n    platform: sim\n"
@@ -434,3 +440,13 @@ services:
   b: {params: {y: 1}}
 """)
     assert [(p.line, p.where) for p in found] == [(4, "defaults field 'platform'"), (5, "defaults field 'params'")]
+
+
+def test_close_match_is_the_lookup_did_you_mean_words():
+    from tower.catalog.checks import close_match, did_you_mean
+
+    assert close_match("hots", ("host", "token")) == "host"
+    assert close_match("zzz", ("host", "token")) is None
+    assert did_you_mean("hots", ("host", "token")) == "did you mean 'host'?"
+    assert did_you_mean("zzz", ("host", "token"), "known fields") == "known fields: host, token"
+    assert did_you_mean("zzz", ()) == "none are declared"

@@ -64,6 +64,13 @@ def test_success_walks_through_running_and_keeps_the_run_page_url(api, adapter):
     assert run.parameters == {"env": "dev", "day": "2024-01-01", "full": "true"}  # run params win
 
 
+def test_structured_params_reach_the_job_as_json_text(api, adapter):
+    api.jobs[11] = jobs.SUCCEEDS
+    handle = adapter.submit(submission(params={"filters": {"region": "emea"}, "days": [1, 2], "limit": None}))
+    assert api.runs[int(handle.remote_id)].parameters == {
+        "filters": '{"region": "emea"}', "days": "[1, 2]", "limit": "null"}
+
+
 @pytest.mark.parametrize(
     ("script", "state", "retryable", "words"),
     [

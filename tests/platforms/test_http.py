@@ -8,10 +8,10 @@ import pytest
 
 from tests.platforms.async_http_service import AsyncHttpService
 from tests.platforms.polling import poll_to_end
-from tower.errors import NonRetryableError, RetryableError
+from tower.errors import ConfigError, NonRetryableError, RetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Submission
-from tower.platforms.http import retry_after_seconds, safe_url, value_at
+from tower.platforms.http import retry_after_seconds, safe_text, safe_url, value_at
 
 RULES = {"status_path": "state.phase", "success_values": ["done"], "failure_values": ["failed"]}
 
@@ -177,3 +177,42 @@ def test_202_without_a_status_url_is_a_clear_error(state, service, monkeypatch):
     state.faults.append(("/jobs", 202, None))
     with pytest.raises(NonRetryableError, match="answered 202 without a Location header"):
         adapter_for("http", {"base_url": service.url}).submit(sub())
+
+
+def test_a_network_error_never_carries_the_url_query():
+    # Function keys travel in the query (?code=...); requests puts the whole URL in its exceptions.
+    adapter = adapter_for("http", {"base_url": "http://127.0.0.1:9", "max_retries": 0})
+    with pytest.raises(RetryableError, match="ConnectionError") as caught:
+        adapter.submit(sub(path="/jobs?code=SECRETKEY&x=1#frag"))
+    assert "SECRETKEY" not in str(caught.value) and "frag" not in str(caught.value)
+    assert "http://127.0.0.1:9/jobs" in str(caught.value)
+
+
+def test_safe_text_drops_queries_in_every_form():
+    url = "https://fn.example/api/run?code=K3Y(1)"
+    assert safe_text("Invalid URL 'https://fn.example/api/run?code=K3Y(1)': no", url) == \
+        "Invalid URL 'https://fn.example/api/run': no"
+    assert "K3Y" not in safe_text("Max retries exceeded with url: /api/run?code=K3Y%281%29 (Caused by x)", url)
+
+
+def test_remote_id_of_a_synchronous_answer_has_no_query(state, adapter):
+    handle = adapter.submit(sub(path="/sync?code=SECRETKEY", status_path="status"))
+    assert "SECRETKEY" not in handle.remote_id
+    assert handle.remote_id.endswith("/sync")
+
+
+def test_200_that_is_not_finished_and_has_no_status_url_is_a_clear_error(state, adapter):
+    # /sync answers 200 {"status": "done"}; with other success words "done" reads as still running.
+    with pytest.raises(NonRetryableError, match="answered 200 without a Location header and a status that is "
+                                                r"not final \(done\): cannot follow it"):
+        adapter.submit(sub(path="/sync", status_path="status", success_values=["finished"]))
+
+
+def test_auth_without_an_audience_fails_when_the_adapter_is_built(service):
+    with pytest.raises(ConfigError, match="'auth' needs an 'audience'"):
+        adapter_for("http", {"base_url": service.url, "auth": {"audience": ""}})
+
+
+def test_the_cancel_method_is_kept_upper_case(state, adapter):
+    handle = adapter.submit(sub(body={"polls": 100}, cancel_path="/cancel", cancel_method="post"))
+    assert handle.data["cancel"] == {"path": "/cancel", "method": "POST"}

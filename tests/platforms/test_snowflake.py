@@ -8,7 +8,7 @@ import pytest
 from tests.platforms import fakesnow_server
 from tests.platforms.polling import poll_to_end
 from tower.errors import ConfigError, NonRetryableError, RetryableError
-from tower.platforms import adapter_for
+from tower.platforms import adapter_for, checked_settings
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
 from tower.platforms.snowflake import CANCEL_QUERY, FIND_TAGGED_QUERY, SnowflakeAdapter, status_from_query
 
@@ -118,6 +118,29 @@ def test_private_key_pem_reaches_the_connector_as_a_key_object():
                      connect=lambda **kw: seen.update(kw) or fake).poll(Handle(remote_id="q1"))
     assert seen["private_key"].private_numbers() == key.private_numbers()
     assert "password" not in seen
+
+
+def test_the_private_key_is_read_once_per_adapter(monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    loads = []
+    real = serialization.load_pem_private_key
+    monkeypatch.setattr(serialization, "load_pem_private_key", lambda *a, **kw: loads.append(1) or real(*a, **kw))
+    conn = FakeConnection({"new-query": "RUNNING"})
+    adapter = SnowflakeAdapter({"account": "a", "user": "u", "private_key": pem}, connect=lambda **kw: conn)
+    adapter.poll(adapter.submit(sub("SELECT 1")))  # two sessions: submit, then poll
+    assert len(loads) == 1
+
+
+def test_a_port_from_the_environment_reaches_the_connector_as_a_number():
+    seen = {}
+    settings = checked_settings("snowflake", {"account": "a", "user": "u", "password": "p", "port": "8765"})
+    SnowflakeAdapter(settings, connect=lambda **kw: seen.update(kw) or FakeConnection({"q1": "RUNNING"})).poll(
+        Handle(remote_id="q1"))
+    assert seen["port"] == 8765
 
 
 # ---- Boundary tests: fakesnow finishes every query at once, has no SYSTEM$CANCEL_QUERY and no query

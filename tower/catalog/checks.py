@@ -24,12 +24,18 @@ INVALID = object()  # a value was reported as wrong; the caller skips whatever d
 Where = tuple[str, ...]
 
 
+def close_match(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` is a near miss of (a typo), or None."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str], noun: str = "use one of") -> str:
     """``did you mean 'x'?`` for a near miss, else the list of what is allowed."""
     choices = list(choices)
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    close = close_match(word, choices)
     if close:
-        return f"did you mean '{close[0]}'?"
+        return f"did you mean '{close}'?"
     if not choices:
         return "none are declared"
     return f"{noun}: " + ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
@@ -69,9 +75,8 @@ class Checker:
         for key in mapping:
             if key in allowed:
                 continue
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else None
-            hint = hint or (explain(key) if explain else None) or did_you_mean(key, allowed, "known fields")
+            hint = explain(key) if explain and not close_match(key, allowed) else None
+            hint = hint or did_you_mean(key, allowed, "known fields")
             self.add(mapping.key_location(key), where, f"unknown field '{key}'", hint)
 
     def mapping(self, value: Any, location: Location, where: Where, example: str) -> Mapping | None:

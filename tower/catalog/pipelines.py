@@ -13,6 +13,7 @@ from tower.catalog.checks import (
     check_params,
     check_string_list,
     check_text,
+    close_match,
     did_you_mean,
     kind,
 )
@@ -116,9 +117,9 @@ def _check_timezone(ck: Checker, value: Any, location: Location, where: Where):
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        hint = did_you_mean(value, sorted(zoneinfo.available_timezones()), "use an IANA name such as")
-        if not hint.startswith("did you mean"):
-            hint = "use an IANA name such as Europe/London, America/New_York or UTC"
+        zones = sorted(zoneinfo.available_timezones())
+        hint = (did_you_mean(value, zones) if close_match(value, zones)
+                else "use an IANA name such as Europe/London, America/New_York or UTC")
         ck.add(location, where, f"unknown time zone '{value}'", hint)
         return INVALID
     return value

@@ -23,6 +23,7 @@ from tower.catalog.checks import (
     check_string_map,
     check_tags,
     check_text,
+    close_match,
     did_you_mean,
     kind,
 )
@@ -200,9 +201,10 @@ def _check_platform_ref(ck: Checker, value: Any, location: Location, where: Wher
     if check_text(ck, value, location, where, "platform: warehouse") is INVALID:
         return INVALID
     if value not in types:
-        hint = did_you_mean(value, types, "declared platforms")
-        if value in PLATFORM_TYPES and not hint.startswith("did you mean"):
+        if value in PLATFORM_TYPES and not close_match(value, types):
             hint = f"declare it first, e.g. platforms: {{{value}: {{type: {value}}}}}"
+        else:
+            hint = did_you_mean(value, types, "declared platforms")
         ck.add(location, where, f"unknown platform '{value}'", hint)
         return INVALID
     return value

@@ -68,11 +68,6 @@ class Sequence(list):
         return self.item_locations[index] if index < len(self.item_locations) else self.location
 
 
-def location_of(value: Any, default: Location) -> Location:
-    """Where a Mapping or Sequence was written; ``default`` for scalars (they carry no location)."""
-    return getattr(value, "location", default)
-
-
 def plain(value: Any) -> Any:
     """The same value as ordinary dicts and lists, for the model (JSON-able, no location baggage)."""
     if isinstance(value, dict):

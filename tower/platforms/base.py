@@ -10,6 +10,7 @@ Failures raise ``tower.errors.RetryableError`` or ``NonRetryableError`` with the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -105,6 +106,12 @@ class FunctionAdapter:
 
 
 OUTPUT_TAIL_CHARS = 500
+
+
+def param_text(value: Any) -> str:
+    """A run param as the text a platform takes: strings as they are, anything else as JSON
+    (``true``, ``3``, ``{"a": 1}``, ``null``), the same on every platform."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:

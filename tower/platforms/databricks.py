@@ -6,7 +6,8 @@ workspace); optional ``retry_timeout`` (seconds the SDK keeps retrying 429/503/n
 one call, default 60) and ``http_timeout`` (seconds per request, default 30).
 
 Service fields: ``job_id`` (int), optional ``job_parameters`` (mapping). Run params are passed as
-job parameters too (run params win); every value is sent as a string, as the Jobs API wants.
+job parameters too (run params win); every value is sent as a string, as the Jobs API wants
+(``param_text``: strings as they are, anything else as JSON).
 
 Idempotency: ``run_now`` carries ``idempotency_token`` = the submission key, so a retried submit
 (after a crash or a lost reply) returns the run already started instead of starting another.
@@ -18,7 +19,7 @@ import hashlib
 import logging
 from typing import Any
 
-from tower.errors import ConfigError, NonRetryableError, RetryableError
+from tower.errors import NonRetryableError, RetryableError
 from tower.platforms.base import (
     CANCELLED,
     FAILED,
@@ -28,6 +29,7 @@ from tower.platforms.base import (
     Handle,
     Status,
     Submission,
+    param_text,
 )
 
 PLATFORM = "databricks"
@@ -104,9 +106,7 @@ class DatabricksAdapter:
     """One Databricks workspace. The SDK client is built on first use (importing it costs ~1.5 s)."""
 
     def __init__(self, settings: dict[str, Any]):
-        self._settings = dict(settings)
-        if not self._settings.get("host"):
-            raise ConfigError("databricks platform: field 'host' is required (the workspace URL)")
+        self._settings = dict(settings)  # as adapter_for checked them: host set, numbers numeric
         self._client: Any = None
 
     def _workspace(self) -> Any:
@@ -134,7 +134,7 @@ class DatabricksAdapter:
     def submit(self, submission: Submission) -> Handle:
         spec = submission.spec
         job_id = _job_id(spec.get("job_id"), submission.service)
-        parameters = {k: _text(v) for k, v in {**(spec.get("job_parameters") or {}), **submission.params}.items()}
+        parameters = {k: param_text(v) for k, v in {**(spec.get("job_parameters") or {}), **submission.params}.items()}
         with _translated(f"run-now of job {job_id} for service {submission.service!r}"):
             waiter = self._workspace().jobs.run_now(
                 job_id,
@@ -174,12 +174,6 @@ def _job_id(value: Any, service: str) -> int:
             f"service {service!r}: field 'job_id' must be a Databricks job id (a number), got {value!r}",
             platform=PLATFORM,
         ) from None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)
 
 
 class _translated:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from tower.errors import ConfigError, NonRetryableError, RetryableError
+from tower.errors import NonRetryableError, RetryableError
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
 
 PLATFORM = "http"
@@ -43,12 +44,23 @@ STATUS_URL_HEADERS = ("Location", "Operation-Location", "Azure-AsyncOperation")
 MESSAGE_FIELDS = ("error", "message", "detail", "reason")
 RETRY_STATUSES = {408, 425, 429}  # and every 5xx
 RULE_FIELDS = ("status_path", "success_values", "failure_values", "cancelled_values")
+_URL_TAIL = re.compile(r"[?#][^\s'\"]*")  # a query or fragment inside some text, up to a space or quote
 
 
 def safe_url(url: str) -> str:
     """The URL without query or fragment: those often carry keys (``?code=``, SAS tokens)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def safe_text(text: str, url: str) -> str:
+    """Some text (an exception from requests) without the query or fragment of `url` in it, in
+    whatever form it was written there (raw, percent-encoded, path-only)."""
+    parts = urlsplit(url)
+    for secret in (parts.query, parts.fragment):
+        if secret:
+            text = text.replace(secret, "")
+    return _URL_TAIL.sub("", text)
 
 
 def value_at(document: Any, path: str) -> Any:
@@ -81,8 +93,7 @@ class HttpAdapter:
     """One HTTP platform (a base URL, its headers and auth)."""
 
     def __init__(self, settings: dict[str, Any]):
-        if not settings.get("base_url"):
-            raise ConfigError("http platform: field 'base_url' is required")
+        # Settings as adapter_for checked them: base_url set, numbers numeric, auth with an audience.
         self._settings = dict(settings)
         self._timeout = float(settings.get("timeout", 30))
         self._max_retries = int(settings.get("max_retries", 4))
@@ -108,17 +119,18 @@ class HttpAdapter:
         document = _json(response)
         status_url = _status_url(response, document, url)
         status = self._status_from(response, document, spec)
-        remote_id = str(value_at(document, "id") or (safe_url(status_url) if status_url else response.url))
-        if response.status_code == 202 or (status_url and not status.done):
+        remote_id = str(value_at(document, "id") or safe_url(status_url or response.url))
+        if response.status_code == 202 or not status.done:
             if not status_url:
+                still = "" if response.status_code == 202 else f" and a status that is not final ({status.message[:100]})"
                 raise NonRetryableError(
-                    f"HTTP service {safe_url(url)} answered 202 without a Location header: cannot follow it",
-                    platform=PLATFORM)
+                    f"HTTP service {safe_url(url)} answered {response.status_code} without a Location header"
+                    f"{still}: cannot follow it", platform=PLATFORM)
             log.info("service %s: HTTP job at %s", submission.service, safe_url(status_url))
             data = {"status_url": status_url, "rules": {k: spec[k] for k in RULE_FIELDS if k in spec}}
             if spec.get("cancel_path") or spec.get("cancel_method"):
-                method = spec.get("cancel_method") or "POST"
-                data["cancel"] = {"path": spec.get("cancel_path") or "", "method": str(method).upper()}
+                cancel_method = spec.get("cancel_method") or "POST"
+                data["cancel"] = {"path": spec.get("cancel_path") or "", "method": str(cancel_method).upper()}
             return Handle(remote_id=remote_id, url=safe_url(status_url), data=data)
         # 200/201: the work is already done; poll will report this outcome without calling again.
         return Handle(remote_id=remote_id, data={"final": status.to_json()})
@@ -181,10 +193,7 @@ class HttpAdapter:
         if auth:
             from tower.platforms._auth import bearer_token
 
-            audience = auth.get("audience") if isinstance(auth, dict) else None
-            if not audience:
-                raise ConfigError("http platform: 'auth' needs an 'audience' (the app id URI of the service)")
-            token = bearer_token(audience, client_id=auth.get("client_id"), platform=PLATFORM)
+            token = bearer_token(auth["audience"], client_id=auth.get("client_id"), platform=PLATFORM)
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
@@ -204,7 +213,7 @@ class HttpAdapter:
                 response = self._session.request(method, url, json=json_body, headers=headers,
                                                  timeout=self._timeout, allow_redirects=False)
             except requests.RequestException as exc:
-                problem = f"HTTP {action}: {where} failed: {type(exc).__name__}: {exc}"
+                problem = f"HTTP {action}: {where} failed: {type(exc).__name__}: {safe_text(str(exc), url)}"
             else:
                 code = response.status_code
                 if code < 400 or code in ok_statuses:

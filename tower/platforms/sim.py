@@ -22,10 +22,9 @@ import threading
 import time
 from typing import Any
 
+from tower.catalog.fields import SIM_OUTCOMES
 from tower.errors import NonRetryableError
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
-
-OUTCOMES = ("succeed", "fail")
 
 _cancelled: set[str] = set()
 _cancelled_lock = threading.Lock()
@@ -65,9 +64,9 @@ class SimAdapter:
         duration = _number(spec, "duration", 0.0, service) * self.time_scale
         fail_attempts = int(_number(spec, "fail_attempts", 0, service))
         outcome = spec.get("outcome", "succeed")
-        if outcome not in OUTCOMES:
+        if outcome not in SIM_OUTCOMES:
             raise NonRetryableError(
-                f"service {service!r}: sim field 'outcome' must be one of {OUTCOMES}, got {outcome!r}",
+                f"service {service!r}: sim field 'outcome' must be one of {SIM_OUTCOMES}, got {outcome!r}",
                 platform="sim",
             )
         if submission.attempt <= fail_attempts:

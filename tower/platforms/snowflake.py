@@ -70,13 +70,10 @@ class SnowflakeAdapter:
     """One Snowflake account (or a fakesnow server). `connect` is injectable for boundary tests."""
 
     def __init__(self, settings: dict[str, Any], *, connect: Callable[..., Any] | None = None):
-        missing = [name for name in ("account", "user") if not settings.get(name)]
-        if not (settings.get("password") or settings.get("private_key")):
-            missing.append("password or private_key")
-        if missing:
-            raise ConfigError(f"snowflake platform: missing {', '.join(missing)} in the platform settings")
+        # Settings as adapter_for checked them: account, user and a credential set, numbers numeric.
         self._settings = dict(settings)
         self._connect_fn = connect
+        self._key: Any = None  # the private key object, read and parsed on first use, then kept
 
     # -- the three operations -------------------------------------------------------------
 
@@ -167,10 +164,10 @@ class SnowflakeAdapter:
         for name in ("warehouse", "database", "schema", "role", "host", "port", "protocol"):
             if s.get(name) not in (None, ""):
                 kwargs[name] = s[name]
-        if isinstance(kwargs.get("port"), str) and kwargs["port"].isdigit():
-            kwargs["port"] = int(kwargs["port"])  # ${VAR} settings arrive as text
         if s.get("private_key"):
-            kwargs["private_key"] = _private_key(s["private_key"], s.get("private_key_passphrase"))
+            if self._key is None:
+                self._key = _private_key(s["private_key"], s.get("private_key_passphrase"))
+            kwargs["private_key"] = self._key
         else:
             kwargs["password"] = s["password"]
         if self._connect_fn is not None:

@@ -1,0 +1,59 @@
+"""adapter_for checks resolved platform settings once, for every platform: required fields, numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tower.catalog.env import resolve
+from tower.errors import ConfigError
+from tower.platforms import adapter_for, checked_settings
+from tower.platforms.base import param_text
+
+
+@pytest.mark.parametrize(
+    ("ptype", "settings", "words"),
+    [
+        ("databricks", {"token": "t"}, "databricks platform: missing host"),
+        ("http", {"base_url": ""}, "http platform: missing base_url"),
+        ("snowflake", {"account": "acme"}, "snowflake platform: missing user, password or private_key"),
+    ],
+)
+def test_a_missing_required_setting_names_the_platform_type_and_field(ptype, settings, words):
+    with pytest.raises(ConfigError, match=words):
+        adapter_for(ptype, settings)
+
+
+def test_a_reference_that_resolves_empty_counts_as_missing():
+    settings = resolve({"base_url": "${SCORING_URL:-}"}, environ={})
+    with pytest.raises(ConfigError, match="http platform: missing base_url"):
+        adapter_for("http", settings)
+
+
+def test_number_settings_from_the_environment_become_numbers():
+    settings = resolve({"base_url": "http://x", "timeout": "${T}", "max_retries": "${R}"}, environ={"T": "2.5", "R": "3"})
+    checked = checked_settings("http", settings)
+    assert (checked["timeout"], checked["max_retries"]) == (2.5, 3)
+    assert type(checked["max_retries"]) is int
+    port = checked_settings("snowflake", {"account": "a", "user": "u", "password": "p", "port": " 8765 "})["port"]
+    assert port == 8765 and type(port) is int
+    assert "timeout" not in checked_settings("http", {"base_url": "http://x", "timeout": ""})  # ${T:-}: default
+
+
+@pytest.mark.parametrize(
+    ("ptype", "settings", "field"),
+    [
+        ("http", {"base_url": "http://x", "timeout": "abc"}, "timeout"),
+        ("databricks", {"host": "h", "retry_timeout": "soon"}, "retry_timeout"),
+        ("snowflake", {"account": "a", "user": "u", "password": "p", "port": "http"}, "port"),
+        ("sim", {"time_scale": "-1"}, "time_scale"),
+        ("command", {"kill_grace": True}, "kill_grace"),
+    ],
+)
+def test_a_setting_that_is_not_a_number_is_a_config_error_naming_it(ptype, settings, field):
+    with pytest.raises(ConfigError, match=f"{ptype} platform: setting '{field}' must be a number >= 0"):
+        adapter_for(ptype, settings)
+
+
+def test_param_text_is_json_for_everything_but_strings():
+    assert [param_text(v) for v in ("2024-01-01", True, 3, 1.5, None, {"a": 1}, [1, "b"])] == \
+        ["2024-01-01", "true", "3", "1.5", "null", '{"a": 1}', '[1, "b"]']
