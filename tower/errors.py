@@ -9,6 +9,7 @@
     │   └── NonRetryableError       auth, not found, SQL error, job FAILED: retrying won't help
     └── EngineError                 the local Durable host refused or failed something
         ├── InstanceNotFound        no orchestration instance with that id
+        ├── InstanceExists          an unfinished instance already has that id
         └── NonDeterminismError     replayed actions no longer match the recorded history
 """
 
@@ -58,11 +59,9 @@ class PlatformError(TowerError):
 
     retryable = False
 
-    def __init__(self, message: str, *, platform: str = "", retryable: bool | None = None):
+    def __init__(self, message: str, *, platform: str = ""):
         super().__init__(message)
         self.platform = platform
-        if retryable is not None:
-            self.retryable = retryable
 
     def to_payload(self) -> dict:
         """JSON form carried across the activity boundary, where the SDK keeps only the message."""
@@ -82,6 +81,10 @@ class EngineError(TowerError):
 
 
 class InstanceNotFound(EngineError):
+    pass
+
+
+class InstanceExists(EngineError):
     pass
 
 

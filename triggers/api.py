@@ -105,11 +105,13 @@ async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient
 @bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from tower.runner import RUNNING_STATES
+
     run_id = req.route_params["run_id"]
     status = await client.get_status(run_id)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
-    if status.runtime_status.name not in ("Running", "Pending", "Suspended", "ContinuedAsNew"):
+    if status.runtime_status.name not in RUNNING_STATES:
         return _error(409, f"run {run_id!r} has already finished ({status.runtime_status.name})")
     try:
         await client.raise_event(run_id, CANCEL_EVENT, None)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
+from tower.timestamps import parse_iso
 from triggers.common import catalog, log, start_once
 
 bp = df.Blueprint()
@@ -24,8 +25,10 @@ def last_tick(timer: func.TimerRequest, now: datetime) -> datetime:
     """The previous tick from the schedule monitor, else one interval ago (never later than that)."""
     status = getattr(timer, "schedule_status", None) or {}
     try:
-        last = datetime.fromisoformat(str(status["Last"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        last = parse_iso(str(status.get("Last") or ""))
+    except ValueError:
+        last = None
+    if last is None:
         return now - TICK_INTERVAL
     if last.tzinfo is None:
         last = last.replace(tzinfo=timezone.utc)

@@ -76,6 +76,24 @@ def test_an_expired_lock_makes_the_message_available_again(tmp_path):
     bus.close()
 
 
+def test_receive_locks_at_most_max_messages_and_expired_last_deliveries_take_no_slot(tmp_path):
+    bus = LocalBus(tmp_path / "bus.db", max_deliveries=1, lock_seconds=0.05)
+    bus.send("q", "stale")
+    [stale] = bus.receive("q")
+    time.sleep(0.08)
+    for body in ("1", "2", "3"):
+        bus.send("q", body)
+    batch = bus.receive("q", max_messages=2)
+    assert [(m.body, m.delivery_count) for m in batch] == [(b"1", 1), (b"2", 1)]
+    assert [m.body for m in bus.dead_letters("q")] == [b"stale"]
+    assert [(m.body, m.delivery_count, m.lock_token is None) for m in bus.active("q")] == [
+        (b"1", 1, False), (b"2", 1, False), (b"3", 0, True)]
+    for message in batch:
+        bus.complete(message)  # the lock tokens returned are the stored ones
+    assert [m.body for m in bus.active("q")] == [b"3"]
+    bus.close()
+
+
 def test_explicit_dead_letter_keeps_the_reason(bus):
     bus.send("q", "x")
     [msg] = bus.receive("q")

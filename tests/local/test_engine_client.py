@@ -157,13 +157,14 @@ def test_bad_requests_get_the_hosts_status_codes(engine):
             for method, path in [("GET", "instances/missing"), ("POST", "orchestrators/nope"),
                                  ("DELETE", "instances"), ("GET", "instances?runtimeStatus=Bogus"),
                                  ("POST", "instances/dup/rewind"), ("POST", "instances/dup/explode"),
-                                 ("GET", "instances?createdTimeFrom=yesterday")]:
+                                 ("GET", "instances?createdTimeFrom=yesterday"), ("POST", "orchestrators/waiter/dup")]:
                 async with session.request(method, base + path) as response:
                     codes[(method, path)] = (response.status, await response.text())
         return codes
     codes = run(engine, flow)
     assert codes[("GET", "instances/missing")][0] == 404
     assert codes[("POST", "orchestrators/nope")][0] == 400
+    assert codes[("POST", "orchestrators/waiter/dup")][0] == 409
     assert "createdTimeFrom" in codes[("DELETE", "instances")][1] and codes[("DELETE", "instances")][0] == 400
     assert codes[("GET", "instances?runtimeStatus=Bogus")][0] == 400
     assert codes[("POST", "instances/dup/rewind")][0] == 501

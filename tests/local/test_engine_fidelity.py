@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.local.apps import durable_app as app_module
-from tower.errors import EngineError, InstanceNotFound
+from tower.errors import EngineError, InstanceExists, InstanceNotFound
 from tower.local import history as h
 from tower.local.engine import Engine
 
@@ -213,6 +213,48 @@ def test_suspend_holds_events_until_resume(engine):
     assert kinds.index("ExecutionSuspended") < kinds.index("ExecutionResumed") < kinds.index("EventRaised")
 
 
+def test_terminating_a_suspended_instance_consumes_what_it_held(engine):
+    iid = start(engine, "waiter")
+    wait_for(lambda: engine.status(iid)["runtimeStatus"] == "Running")
+    engine.suspend(iid)
+    wait_for(lambda: engine.status(iid)["runtimeStatus"] == "Suspended")
+    engine.raise_event(iid, "go", json.dumps("held"))
+    time.sleep(0.3)
+    engine.terminate(iid, "given up")
+    assert engine.wait(iid, 5)["runtimeStatus"] == "Terminated"
+    with engine.store.read() as db:
+        assert db.execute("SELECT COUNT(*) FROM inbox WHERE instance_id = ?", (iid,)).fetchone()[0] == 0
+
+
+def test_fired_cancelled_and_orphaned_timers_leave_no_bookkeeping(engine):
+    fired = start(engine, "retrying", "k:3")                 # two retry timers fire
+    assert engine.wait(fired, 10)["output"] == "ok after 3"
+    cancelled = start(engine, "timers")                      # the hour-long deadline is cancelled
+    wait_for(lambda: any(e["EventType"] == h.TIMER_CREATED and e["EventId"] == 1
+                         for e in engine.history(cancelled)))
+    engine.raise_event(cancelled, "approve", json.dumps("ok"))
+    engine.wait(cancelled, 5)
+    orphaned = start(engine, "timers")                       # terminated with the deadline pending
+    wait_for(lambda: any(e["EventType"] == h.TIMER_CREATED and e["EventId"] == 1
+                         for e in engine.history(orphaned)))
+    time.sleep(0.2)
+    engine.terminate(orphaned)
+    engine.wait(orphaned, 5)
+    assert engine._timer_seq == {}
+
+
+def test_activity_failures_keep_no_secret_in_history_or_status(engine, monkeypatch):
+    monkeypatch.setenv("DURABLE_APP_SECRET_TOKEN", "hunter2-very-secret")
+    iid = start(engine, "leaking", "DURABLE_APP_SECRET_TOKEN")
+    status = engine.wait(iid, 5)
+    assert status["runtimeStatus"] == "Failed"
+    assert "cannot connect with ***" in status["output"]
+    failed = next(e for e in engine.history(iid) if e["EventType"] == h.TASK_FAILED)
+    assert "cannot connect with ***" in failed["Reason"] and "cannot connect with ***" in failed["Details"]
+    shown = json.dumps(engine.status(iid, show_history=True, show_history_output=True))
+    assert "hunter2" not in shown and "hunter2" not in json.dumps(engine.history(iid))
+
+
 def test_purge_removes_finished_instances_only(engine):
     done = start(engine, "sequence", {"n": 1})
     engine.wait(done, 5)
@@ -260,11 +302,11 @@ def test_fan_out_runs_activities_concurrently_and_batches_results(engine):
 def test_bad_input_is_refused_clearly(engine):
     with pytest.raises(EngineError, match=r"no orchestrator function named 'nope' \(known: .*changing.*\)"):
         engine.start_new("nope")
-    for bad in ["", "@x", "a/b", "a\\b", "a#b", "a?b", "x" * 101]:
+    for bad in ["", "@x", "a/b", "a\\b", "a#b", "a?b", "a\x7fb", "a\nb", "x" * 101]:
         with pytest.raises(EngineError, match="invalid instance id"):
             engine.start_new("sequence", bad, "{}")
     iid = start(engine, "waiter", None, "same-id")
-    with pytest.raises(EngineError, match="already"):
+    with pytest.raises(InstanceExists, match="already"):
         engine.start_new("waiter", "same-id")
     with pytest.raises(InstanceNotFound, match="no orchestration instance with id 'missing'"):
         engine.raise_event("missing", "go")

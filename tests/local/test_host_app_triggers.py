@@ -130,3 +130,19 @@ def test_schedule_tick_starts_each_due_time_once(host):
     first, second = asyncio.run_coroutine_threadsafe(run_ticks(), host.engine.loop).result(30)
     assert first == ["nightly@2026-03-29T013000Z"] and second == []
     assert wait_for_run(host, first[0])["status"] == "succeeded"
+
+
+def test_last_tick_reads_the_monitors_time_in_any_iso_form_else_one_interval_ago():
+    from types import SimpleNamespace
+
+    from triggers.schedule import TICK_INTERVAL, last_tick
+
+    now = datetime(2026, 3, 29, 1, 31, tzinfo=timezone.utc)
+    earlier = datetime(2026, 3, 29, 1, 20, tzinfo=timezone.utc)
+    for text in ("2026-03-29T01:20:00Z", "2026-03-29T01:20:00+00:00", "2026-03-29T02:20:00+01:00",
+                 "2026-03-29T01:20:00"):
+        assert last_tick(SimpleNamespace(schedule_status={"Last": text}), now) == earlier, text
+    for status in ({}, {"Last": ""}, {"Last": None}, {"Last": "yesterday"}, None):
+        assert last_tick(SimpleNamespace(schedule_status=status), now) == now - TICK_INTERVAL, status
+    recent = {"Last": "2026-03-29T01:30:30Z"}                     # never later than one interval ago
+    assert last_tick(SimpleNamespace(schedule_status=recent), now) == now - TICK_INTERVAL

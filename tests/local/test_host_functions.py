@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tower.events import EVENTS_QUEUE, LocalBusPublisher, local_bus_path
-from tower.local.bus import MAX_DELIVERY_REASON, LocalBus
+from tower.local.bus import MAX_DELIVERY_REASON, LocalBus, LockLost
 from tower.local.host import Host, load_app
 
 APP = Path(__file__).parent / "apps" / "host_app.py"
@@ -114,6 +116,8 @@ def test_a_failing_function_is_a_500_with_the_error_and_no_secret(make_host):
     assert "RuntimeError: cannot reach the store with ***" in message
     assert "hunter2" not in message and not any("hunter2" in line for line in host.lines)
     assert any(line.startswith("boom: failed") for line in host.lines)
+    host.engine.log("engine: work loop error with hunter2-very-secret")   # the engine logs through the host's sink
+    assert host.lines[-1] == "engine: work loop error with ***"
 
 
 def test_unmodified_durable_client_in_an_http_function_starts_and_reads_an_orchestration(make_host):
@@ -185,6 +189,37 @@ def test_a_poison_message_is_dead_lettered_after_max_deliveries(make_host, app_e
     assert dead.dead_letter_description == "ValueError: cannot handle poison (delivery 3)"
     assert len(records(app_env, "on_event")) == 3
     assert any("poison dead-lettered after 3 deliveries" in line for line in host.lines)
+
+
+def test_bus_errors_are_logged_and_the_trigger_keeps_reading(make_host, app_env):
+    host = make_host()
+    receive, complete = host.bus.receive, host.bus.complete
+    failures = {"receive": 1, "complete": 1}
+    settled_on: list[str] = []
+
+    def flaky_receive(*args, **kwargs):
+        if failures["receive"]:
+            failures["receive"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return receive(*args, **kwargs)
+
+    def flaky_complete(message):
+        settled_on.append(threading.current_thread().name)
+        if failures["complete"]:
+            failures["complete"] -= 1
+            raise LockLost(f"message {message.message_id}: the lock was lost or expired")
+        return complete(message)
+
+    host.bus.receive, host.bus.complete = flaky_receive, flaky_complete
+    post_event(host, {"type": "t", "data": {}, "id": "first"})
+    wait_until(lambda: records(app_env, "on_event"))
+    wait_until(lambda: settled_on)
+    post_event(host, {"type": "t", "data": {}, "id": "second"})   # the trigger still reads its queue
+    wait_until(lambda: [r["id"] for r in records(app_env, "on_event")] == ["first", "second"])
+    assert any("host error receiving from 'tower-events', retrying: OperationalError" in line for line in host.lines)
+    assert any("host error settling message first: LockLost" in line for line in host.lines)
+    assert not any("trigger stopped" in line for line in host.lines)
+    assert "tower-loop" not in settled_on                           # blocking SQLite stays off the event loop
 
 
 def test_a_bad_event_post_is_a_400(make_host):

@@ -99,3 +99,18 @@ def test_serve_refuses_a_missing_app_without_a_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert "no function_app.py here" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_on_a_taken_port_says_so_without_a_traceback(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tower", "serve", "--app", str(APP), "--port", str(port)],
+            cwd=REPO, capture_output=True, text=True, timeout=30,
+            env={**os.environ, "TOWER_HOME": str(tmp_path / "home"), "HOST_APP_RECORD": str(tmp_path / "r"),
+                 "HOST_APP_TIMER": "0 0 0 1 1 *"},
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr

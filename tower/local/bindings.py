@@ -115,10 +115,18 @@ class Route:
         return str(self.trigger.binding.get("authLevel") or "FUNCTION").upper()
 
 
+def http_routes(triggers: list[Trigger]) -> list[Route]:
+    """The HTTP triggers' routes in the order ``find_route`` tries them: most literal text first."""
+    return sorted((Route.of(t) for t in triggers if t.type == "httpTrigger"), key=lambda r: -r.literal_weight)
+
+
 def find_route(routes: list[Route], method: str, path: str):
-    """(route, route_params) for a request, or (None, allowed_methods) when none serves it."""
+    """(route, route_params) for a request, or (None, allowed_methods) when none serves it.
+
+    ``routes`` come in precedence order, as ``http_routes`` returns them.
+    """
     allowed: set[str] = set()
-    for route in sorted(routes, key=lambda r: -r.literal_weight):
+    for route in routes:
         params = route.match(path)
         if params is None:
             continue

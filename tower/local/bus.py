@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,25 +147,22 @@ class LocalBus:
         """
         now = time.time()
         out: list[Message] = []
+        ready = "entity = ? AND dead_lettered = 0 AND locked_until <= ?"
         with self._transaction():
+            self._move_to_dead_letters(  # the lock expired on the last allowed delivery
+                MAX_DELIVERY_REASON, "lock expired on the last delivery",
+                f"{ready} AND delivery_count >= ?", entity, now, self.max_deliveries,
+            )
             rows = self._db.execute(
-                "SELECT seq, delivery_count FROM messages WHERE entity = ? AND dead_lettered = 0"
-                " AND locked_until <= ? ORDER BY seq",
-                (entity, now),
+                f"SELECT {_COLUMNS} FROM messages WHERE {ready} ORDER BY seq LIMIT ?", (entity, now, max_messages)
             ).fetchall()
-            for seq, count in rows:
-                if count >= self.max_deliveries:  # lock expired on the last allowed delivery
-                    self._move_to_dead_letters(seq, MAX_DELIVERY_REASON, "lock expired on the last delivery")
-                    continue
-                token = uuid.uuid4().hex
+            for message in map(_message, rows):
+                locked = replace(message, delivery_count=message.delivery_count + 1, lock_token=uuid.uuid4().hex)
                 self._db.execute(
-                    "UPDATE messages SET delivery_count = delivery_count + 1, locked_until = ?,"
-                    " lock_token = ? WHERE seq = ?",
-                    (now + self.lock_seconds, token, seq),
+                    "UPDATE messages SET delivery_count = ?, locked_until = ?, lock_token = ? WHERE seq = ?",
+                    (locked.delivery_count, now + self.lock_seconds, locked.lock_token, locked.seq),
                 )
-                out.append(self._message(seq))
-                if len(out) >= max_messages:
-                    break
+                out.append(locked)
         return out
 
     def complete(self, message: Message) -> None:
@@ -185,7 +182,7 @@ class LocalBus:
                 "SELECT delivery_count FROM messages WHERE seq = ?", (message.seq,)
             ).fetchone()[0]
             if count >= self.max_deliveries:
-                self._move_to_dead_letters(message.seq, MAX_DELIVERY_REASON, description)
+                self._move_to_dead_letters(MAX_DELIVERY_REASON, description, "seq = ?", message.seq)
                 return False
             self._db.execute(
                 "UPDATE messages SET locked_until = 0, lock_token = NULL WHERE seq = ?", (message.seq,)
@@ -196,7 +193,7 @@ class LocalBus:
         """Move a locked message to the dead-letter store at once (a poison message)."""
         with self._transaction():
             self._locked(message)
-            self._move_to_dead_letters(message.seq, reason, description)
+            self._move_to_dead_letters(reason, description, "seq = ?", message.seq)
 
     # ------------------------------------------------------------------ inspection
 
@@ -223,47 +220,49 @@ class LocalBus:
             self._db.execute("COMMIT")
 
     def _select(self, where: str, entity: str | None) -> list[Message]:
-        sql = f"SELECT seq FROM messages WHERE {where}"
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE {where}"
         args: tuple = ()
         if entity is not None:
             sql += " AND entity = ?"
             args = (entity,)
         with self._lock:
-            seqs = [r[0] for r in self._db.execute(sql + " ORDER BY seq", args)]
-            return [self._message(s) for s in seqs]
+            return [_message(row) for row in self._db.execute(sql + " ORDER BY seq", args)]
 
     def _locked(self, message: Message) -> None:
         row = self._db.execute("SELECT lock_token FROM messages WHERE seq = ?", (message.seq,)).fetchone()
         if row is None or row[0] is None or row[0] != message.lock_token:
             raise LockLost(f"message {message.message_id} on {message.entity}: the lock was lost or expired")
 
-    def _move_to_dead_letters(self, seq: int, reason: str, description: str) -> None:
+    def _move_to_dead_letters(self, reason: str, description: str, where: str, *args) -> None:
+        """Dead-letter the messages ``where`` (an SQL condition on its ``args``) selects."""
         self._db.execute(
             "UPDATE messages SET dead_lettered = 1, locked_until = 0, lock_token = NULL,"
-            " dead_letter_reason = ?, dead_letter_description = ? WHERE seq = ?",
-            (reason, description[:4096], seq),
+            f" dead_letter_reason = ?, dead_letter_description = ? WHERE {where}",
+            (reason, description[:4096], *args),
         )
 
-    def _message(self, seq: int) -> Message:
-        row = self._db.execute(
-            "SELECT seq, entity, message_id, body, content_type, application_properties, enqueued_at,"
-            " delivery_count, lock_token, dead_letter_reason, dead_letter_description"
-            " FROM messages WHERE seq = ?",
-            (seq,),
-        ).fetchone()
-        return Message(
-            seq=row[0],
-            entity=row[1],
-            message_id=row[2],
-            body=bytes(row[3]),
-            content_type=row[4],
-            application_properties=json.loads(row[5]),
-            enqueued_at=row[6],
-            delivery_count=row[7],
-            lock_token=row[8],
-            dead_letter_reason=row[9],
-            dead_letter_description=row[10],
-        )
+
+_COLUMNS = (
+    "seq, entity, message_id, body, content_type, application_properties, enqueued_at,"
+    " delivery_count, lock_token, dead_letter_reason, dead_letter_description"
+)
+
+
+def _message(row: tuple) -> Message:
+    """A ``Message`` from a row of ``_COLUMNS``."""
+    return Message(
+        seq=row[0],
+        entity=row[1],
+        message_id=row[2],
+        body=bytes(row[3]),
+        content_type=row[4],
+        application_properties=json.loads(row[5]),
+        enqueued_at=row[6],
+        delivery_count=row[7],
+        lock_token=row[8],
+        dead_letter_reason=row[9],
+        dead_letter_description=row[10],
+    )
 
 
 class LockLost(EngineError):

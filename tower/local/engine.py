@@ -27,24 +27,26 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
-from tower.errors import EngineError, InstanceNotFound, NonDeterminismError
+from tower.errors import EngineError, InstanceExists, InstanceNotFound, NonDeterminismError
 from tower.local import history as h
 from tower.local import store as st
 from tower.local.replay import ACTIVITY, TIMER, Work, replay
+from tower.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
+from tower.redact import redact
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
-FORBIDDEN_ID_CHARS = "/\\#?"
 
 
 def validate_instance_id(instance_id: str) -> None:
-    """Azure's documented instance-id rules, so an id that works here works there."""
-    if not isinstance(instance_id, str) or not 1 <= len(instance_id) <= 100:
-        raise EngineError(f"invalid instance id {instance_id!r}: it must be 1 to 100 characters long")
+    """Azure's documented instance-id rules (tower.plan's), so an id that works here works there."""
+    if is_valid_instance_id(instance_id):
+        return
+    if not isinstance(instance_id, str) or not 1 <= len(instance_id) <= MAX_INSTANCE_ID:
+        raise EngineError(f"invalid instance id {instance_id!r}: it must be 1 to {MAX_INSTANCE_ID} characters long")
     if instance_id.startswith("@"):
         raise EngineError(f"invalid instance id {instance_id!r}: it must not start with '@'")
-    bad = sorted({c for c in instance_id if c in FORBIDDEN_ID_CHARS or ord(c) < 32})
-    if bad:
-        raise EngineError(f"invalid instance id {instance_id!r}: it must not contain {' '.join(map(repr, bad))}")
+    bad = sorted(set(_FORBIDDEN_IN_ID.findall(instance_id)))
+    raise EngineError(f"invalid instance id {instance_id!r}: it must not contain {' '.join(map(repr, bad))}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Engine:
             else:
                 self.functions.append(fn)
         self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0}
+        self._stats_lock = threading.Lock()     # "activities" is counted by the worker threads
         self.episode_samples: list[tuple[int, float, float]] | None = None  # (history length, handle s, engine s)
         self.web_app = web.Application()
         management.add_routes(self.web_app.router, self)
@@ -108,7 +111,7 @@ class Engine:
         self._workers = activity_workers
         self._live: dict[str, _Live] = {}
         self._timers: list = []             # heap of (due, seq, message)
-        self._timer_seq: dict[tuple, int] = {}
+        self._timer_seq: dict[tuple[str, str], dict[int, int]] = {}   # (id, execution) -> {timer id: seq}, heap only
         self._dead: set[int] = set()
         self._hwm = 0
         self._wake = threading.Event()
@@ -207,21 +210,23 @@ class Engine:
     # ------------------------------------------------------------------ client API (thread-safe)
     def start_new(self, name: str, instance_id: str | None = None, input_json: str | None = None) -> str:
         """Start an orchestration; `input_json` is the JSON text (what DurableOrchestrationClient sends)."""
-        if name not in self.orchestrators:
-            known = ", ".join(sorted(self.orchestrators)) or "none"
-            raise EngineError(f"no orchestrator function named '{name}' (known: {known})")
         instance_id = instance_id if instance_id is not None else uuid.uuid4().hex
-        validate_instance_id(instance_id)
         with self.store.tx() as db:
             self._create(db, instance_id, name, input_json, None)
         self._wake.set()
         return instance_id
 
     def _create(self, db, instance_id: str, name: str, input_json: str | None, parent: dict | None) -> None:
+        """Create the instance row and its start message; EngineError for an unknown name or a bad id,
+        InstanceExists when an unfinished instance has that id."""
+        if name not in self.orchestrators:
+            known = ", ".join(sorted(self.orchestrators)) or "none"
+            raise EngineError(f"no orchestrator function named '{name}' (known: {known})")
+        validate_instance_id(instance_id)
         row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
         if row is not None and row[0] not in h.TERMINAL:
-            raise EngineError(f"an orchestration with instance id '{instance_id}' is already {row[0]}; "
-                              "wait for it to finish, terminate it, or use another id")
+            raise InstanceExists(f"an orchestration with instance id '{instance_id}' is already {row[0]}; "
+                                 "wait for it to finish, terminate it, or use another id")
         if row is not None:
             self.store.purge(db, instance_id)     # Azure replaces a finished instance with the same id
         execution_id = uuid.uuid4().hex
@@ -233,8 +238,7 @@ class Engine:
                            execution_id=execution_id)
 
     def raise_event(self, instance_id: str, event_name: str, data_json: str | None = None) -> None:
-        self._control(instance_id, st.EVENT, {"EventType": h.EVENT_RAISED, "Name": event_name,
-                                              "Input": data_json, "Timestamp": h.fmt_time(h.utcnow())})
+        self._control(instance_id, st.EVENT, st.event_raised(event_name, data_json))
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
         self._control(instance_id, st.TERMINATE, {"reason": reason})
@@ -246,13 +250,7 @@ class Engine:
         self._control(instance_id, st.RESUME, {"reason": reason})
 
     def _control(self, instance_id: str, kind: str, body: dict) -> None:
-        with self.store.tx() as db:
-            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
-            if row is None:
-                raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
-            if row[0] in h.TERMINAL:
-                raise EngineError(f"instance '{instance_id}' is {row[0]}: it no longer accepts {kind} requests")
-            self.store.enqueue(db, instance_id, kind, body)
+        self.store.enqueue_if_running(instance_id, kind, body)
         self._wake.set()
 
     def purge(self, instance_id: str) -> int:
@@ -333,17 +331,24 @@ class Engine:
         for message in self.store.messages_after(self._hwm):
             self._hwm = message.seq
             due = h.parse_time(message.due) if message.due else None
-            if message.kind == st.TIMER:
-                self._timer_seq[(message.instance_id, message.execution_id, message.task_id)] = message.seq
             if due is not None and due > now:
                 heapq.heappush(self._timers, (due, message.seq, message))
+                if message.kind == st.TIMER:     # so that a cancel or the instance's end can drop it
+                    key = (message.instance_id, message.execution_id)
+                    self._timer_seq.setdefault(key, {})[message.task_id] = message.seq
             else:
                 ready.append(message)
         while self._timers and self._timers[0][0] <= now:
             _, seq, message = heapq.heappop(self._timers)
-            if seq not in self._dead:
-                ready.append(message)
-            self._dead.discard(seq)
+            if seq in self._dead:
+                self._dead.discard(seq)
+                continue
+            ready.append(message)
+            pending = self._timer_seq.get((message.instance_id, message.execution_id))
+            if pending is not None and pending.get(message.task_id) == seq:
+                del pending[message.task_id]
+                if not pending:
+                    del self._timer_seq[(message.instance_id, message.execution_id)]
         if not ready:
             return
         by_instance: dict[str, list[st.Message]] = {}
@@ -383,7 +388,8 @@ class Engine:
                 continue                            # finished, purged, or from an earlier execution
             if message.kind == st.TERMINATE:
                 live = self._flush(live, events, batch)
-                if live is not None:
+                if live is not None:     # what it held while suspended, and what came after, is moot now
+                    batch.consumed.extend(m.seq for m in live.held + queue)
                     self._terminate(live, message.body.get("reason"), batch)
                 live, events = None, []
                 queue = []
@@ -401,7 +407,7 @@ class Engine:
                     queue = live.held + queue
                     live.held = []
             else:
-                events.append(_event_from(message.body))
+                events.append(message.body)      # _episode copies it
             if live is None:
                 queue = []
         self._flush(live, events, batch)
@@ -563,16 +569,12 @@ class Engine:
 
     def _start_child(self, db, child_id: str, work: Work, parent: dict) -> None:
         try:
-            validate_instance_id(child_id)
-            if work.name not in self.orchestrators:
-                known = ", ".join(sorted(self.orchestrators)) or "none"
-                raise EngineError(f"no orchestrator function named '{work.name}' (known: {known})")
             self._create(db, child_id, work.name, work.input, parent)
         except EngineError as exc:
             self._notify_parent(db, parent, h.FAILED, str(exc), None)
 
     def _cancel_timer(self, live: _Live, timer_id: int, batch: _Batch) -> None:
-        seq = self._timer_seq.pop((live.id, live.execution_id, timer_id), None)
+        seq = self._timer_seq.get((live.id, live.execution_id), {}).pop(timer_id, None)
         if seq is not None:
             self._dead.add(seq)
         batch.ops.append(lambda db: db.execute(
@@ -607,6 +609,7 @@ class Engine:
         """Leave memory, drop pending work and timers, tell the parent; the caller writes the history."""
         live.status, live.output = status, result
         del self._live[live.id]
+        self._drop_timers(live)
         key = (live.id, live.execution_id)
 
         def cleanup(db):
@@ -617,6 +620,10 @@ class Engine:
         batch.ops.append(cleanup)
         batch.wake = True
         self.log(f"{live.name}/{live.id}: {status} after {live.episodes} episodes")
+
+    def _drop_timers(self, live: _Live) -> None:
+        """The execution is over: its pending timers must not fire (their rows go in the same batch)."""
+        self._dead.update(self._timer_seq.pop((live.id, live.execution_id), {}).values())
 
     def _notify_parent(self, db, parent: dict, status: str, reason: str | None, result: str | None) -> None:
         now = h.fmt_time(h.utcnow())
@@ -633,6 +640,7 @@ class Engine:
         old = (live.id, live.execution_id)
         execution_id = uuid.uuid4().hex
         del self._live[live.id]
+        self._drop_timers(live)
         self.log(f"{live.name}/{live.id}: continued as new")
         snapshot = (execution_id, input_json, live.custom_status, h.fmt_time(h.utcnow()), live.episodes,
                     live.handle_cpu, live.id)
@@ -664,7 +672,6 @@ class Engine:
     def _run_activity(self, instance_id, execution_id, task_id, name, raw_input) -> None:
         from azure.functions._durable_functions import df_dumps, df_loads
 
-        now = h.utcnow
         try:
             activity = self.activities.get(name)
             if activity is None:
@@ -679,11 +686,12 @@ class Engine:
             body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id,
                     "Result": df_dumps(self.call_function(activity.fn, kwargs))}
         except Exception as exc:
-            body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,
-                    "Reason": f"Activity function '{name}' failed: {type(exc).__name__}: {exc}",
-                    "Details": "".join(traceback.format_exception(exc, limit=-3))}
-        body["Timestamp"] = h.fmt_time(now())
-        self.stats["activities"] += 1
+            body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,   # kept in history: no secrets
+                    "Reason": redact(f"Activity function '{name}' failed: {type(exc).__name__}: {exc}"),
+                    "Details": redact("".join(traceback.format_exception(exc, limit=-3)))}
+        body["Timestamp"] = h.fmt_time(h.utcnow())
+        with self._stats_lock:
+            self.stats["activities"] += 1
         key = (instance_id, execution_id, task_id)
         with self.store.tx() as db:     # result and "no longer pending" in one transaction
             gone = db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=? AND task_id=?", key)
@@ -700,10 +708,6 @@ class _Batch:
     ops: list[Callable] = field(default_factory=list)
     work: list[tuple] = field(default_factory=list)
     wake: bool = False
-
-
-def _event_from(body: dict) -> dict:
-    return dict(body)
 
 
 async def _awaited(awaitable):

@@ -30,24 +30,24 @@ from aiohttp import web
 
 from tower.errors import ConfigError, UsageError
 from tower.events import encode_event, local_bus_path
-from tower.local.bindings import ROUTE_PREFIX, Route, Trigger, find_route, read_triggers, resolve_setting
+from tower.local.bindings import (
+    ROUTE_PREFIX,
+    Trigger,
+    find_route,
+    http_routes,
+    read_triggers,
+    resolve_setting,
+)
 from tower.local.bus import DEFAULT_MAX_DELIVERIES, LocalBus, Message, subscription_path
+from tower.local.history import utcnow
 from tower.local.ncrontab import NCrontab
+from tower.redact import redact
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7071
 EVENTS_ROUTE = "events"  # POST /api/events: the local way in for Service Bus messages
 BUS_POLL_SECONDS = 0.1
 SHUTDOWN_GRACE_SECONDS = 10.0
-_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY", "CONNECTION")
-
-
-def redact(text: str, env=None) -> str:
-    """Mask the values of secret-looking settings, so an error message cannot carry them out."""
-    env = os.environ if env is None else env
-    for name, value in env.items():
-        if len(value) >= 6 and any(word in name.upper() for word in _SECRET_WORDS):
-            text = text.replace(value, "***")
-    return text
+BUS_RETRY_SECONDS = 1.0  # after a bus error (say, a locked file), wait this long before the next poll
 
 
 def _stderr(line: str) -> None:
@@ -73,7 +73,7 @@ class Invoker:
         try:
             result = await self.call(trigger.fn, kwargs)
         except Exception as exc:
-            self.log(f"{trigger.name}: failed {_ms(started)} ms: {redact(_describe(exc))}")
+            self.log(f"{trigger.name}: failed {_ms(started)} ms: {_describe(exc)}")
             raise
         self.log(f"{trigger.name}: ok {_ms(started)} ms")
         return result
@@ -105,7 +105,7 @@ class HttpFunctions:
     """Serves ``/api/<route>``: the app's HTTP triggers, then the local ``POST /api/events``."""
 
     def __init__(self, triggers: list[Trigger], invoke: Invoker, events):
-        self.routes = [Route.of(t) for t in triggers if t.type == "httpTrigger"]
+        self.routes = http_routes(triggers)
         self.invoke = invoke
         self.events = events  # async (payload dict) -> response dict, or None when no bus trigger
 
@@ -215,7 +215,7 @@ class TimerRunner:
         return [_supervised(self._run(t, schedule), t.name, self.log) for t, schedule in self.timers]
 
     async def _run(self, trigger: Trigger, schedule: NCrontab) -> None:
-        now = _utcnow()
+        now = utcnow()
         last, next_ = self.state.get(trigger.name)
         if trigger.binding.get("runOnStartup"):
             await self._fire(trigger, schedule, last, now, past_due=False)
@@ -223,20 +223,20 @@ class TimerRunner:
         if next_ is not None and next_ <= now:  # an occurrence was missed while nothing ran
             await self._fire(trigger, schedule, last, next_, past_due=True)
             last = next_
-        next_ = schedule.next_after(_utcnow())
+        next_ = schedule.next_after(utcnow())
         while True:
             self.state.put(trigger.name, last, next_)
-            await asyncio.sleep(max(0.0, (next_ - _utcnow()).total_seconds()))
-            await self._fire(trigger, schedule, last, next_, past_due=_utcnow() - next_ > _PAST_DUE)
+            await asyncio.sleep(max(0.0, (next_ - utcnow()).total_seconds()))
+            await self._fire(trigger, schedule, last, next_, past_due=utcnow() - next_ > _PAST_DUE)
             last = next_
-            next_ = schedule.next_after(max(next_, _utcnow()))
+            next_ = schedule.next_after(max(next_, utcnow()))
 
     async def _fire(self, trigger, schedule, last, scheduled, *, past_due) -> None:
         from azure.functions.timer import (
             TimerRequest,  # the worker's own class (func.TimerRequest is abstract)
         )
 
-        status = {"Next": schedule.next_after(scheduled).isoformat(), "LastUpdated": _utcnow().isoformat()}
+        status = {"Next": schedule.next_after(scheduled).isoformat(), "LastUpdated": utcnow().isoformat()}
         if last is not None:  # the previous occurrence, as the host's schedule monitor records it
             status["Last"] = last.isoformat()
         request = TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
@@ -261,10 +261,6 @@ def _supervised(coro, name: str, log) -> asyncio.Task:
             log(f"{name}: host error, trigger stopped: {_describe(exc)}\n{traceback.format_exc()}")
 
     return asyncio.ensure_future(run())
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # ----------------------------------------------------------------------------------------- Service Bus
@@ -311,7 +307,12 @@ class BusPump:
     async def _run(self, trigger: Trigger, entity: str) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            messages = await loop.run_in_executor(None, lambda: self.bus.receive(entity, max_messages=self.batch))
+            try:
+                messages = await loop.run_in_executor(None, lambda: self.bus.receive(entity, max_messages=self.batch))
+            except Exception as exc:  # a busy or broken bus file: report it and poll again, never stop
+                self.log(f"{trigger.name}: host error receiving from '{entity}', retrying: {_describe(exc)}")
+                await asyncio.sleep(BUS_RETRY_SECONDS)
+                continue
             if not messages:
                 await asyncio.sleep(BUS_POLL_SECONDS)
                 continue
@@ -322,18 +323,27 @@ class BusPump:
             argument = _servicebus_message(message)
         except Exception as exc:  # a host bug, not the function's: say so loudly
             self.log(f"{trigger.name}: host error building the message: {_describe(exc)}")
-            self.bus.abandon(message, _describe(exc))
+            await self._settle(trigger, message, self.bus.abandon, redact(_describe(exc)))
             return
         try:
             await self.invoke(trigger, {trigger.arg: argument})
         except Exception as exc:
-            if not self.bus.abandon(message, redact(_describe(exc))):
+            if await self._settle(trigger, message, self.bus.abandon, redact(_describe(exc))) is False:
                 self.log(
                     f"{trigger.name}: message {message.message_id} dead-lettered after "
                     f"{message.delivery_count} deliveries (see `tower events dead-letters`)"
                 )
             return
-        self.bus.complete(message)
+        await self._settle(trigger, message, self.bus.complete)
+
+    async def _settle(self, trigger: Trigger, message: Message, settle, *args):
+        """Complete or abandon off the event loop (they are blocking SQLite calls). A lost lock or a
+        bus error is logged, not raised: the message comes back when its lock expires."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, settle, message, *args)
+        except Exception as exc:
+            self.log(f"{trigger.name}: host error settling message {message.message_id}: {_describe(exc)}")
+            return None
 
 
 def _servicebus_message(message: Message):
@@ -399,7 +409,7 @@ class Host:
             raise UsageError(f"--host {host}: the local host listens on {DEFAULT_HOST} only (it enforces no auth)")
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.log = log
+        self.log = log = _redacting(log)  # every component logs through it: one place masks secrets
         self.engine = Engine(app, self.home, activity_workers=8, log=log, port=port)
         self.triggers = read_triggers(self.engine.functions)
         self.bus = LocalBus(local_bus_path(self.home), max_deliveries=max_deliveries, lock_seconds=bus_lock_seconds)
@@ -463,16 +473,17 @@ class Host:
             await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_SECONDS)
 
 
+def _redacting(log):
+    return lambda line: log(redact(line))
+
+
 def serve(app_path: str | Path = ".", *, home: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
     """`tower serve`: run until Ctrl-C or SIGTERM, then shut down cleanly (state stays in SQLite)."""
     local = Host(load_app(app_path), home, host=host, port=port)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            local.start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pass --port)") from None
+        local.start()  # a taken port is an EngineError that says so
         _stderr(f"tower serve: listening on {local.base_url} (state in {Path(home).resolve()}); Ctrl-C to stop")
         while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
             pass

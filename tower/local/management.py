@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tower.errors import EngineError, InstanceNotFound
+from tower.errors import EngineError, InstanceExists, InstanceNotFound
 from tower.local import history as h
 
 PREFIX = "/runtime/webhooks/durabletask/"
-RUNNING_STATES = frozenset({h.PENDING, h.RUNNING, h.SUSPENDED, "ContinuedAsNew"})
+RUNNING_STATES = frozenset(h.ALL_STATUSES) - h.TERMINAL
 _ID = "INSTANCEID"
 
 
@@ -113,9 +113,10 @@ class _Api:
         instance_id = request.match_info.get("instance_id")
         try:
             instance_id = self.engine.start_new(name, instance_id, await _body(request))
-        except EngineError as exc:
-            known = name in self.engine.orchestrators and "already" in str(exc)
-            return _error(409 if known else 400, str(exc))
+        except InstanceExists as exc:
+            return _error(409, str(exc))
+        except EngineError as exc:        # an unknown orchestrator or a bad id
+            return _error(400, str(exc))
         links = self._links(request, instance_id)
         return web.json_response(links, status=202, headers={"Location": links["statusQueryGetUri"]})
 

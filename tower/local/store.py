@@ -149,6 +149,17 @@ class Store:
             (instance_id, execution_id, kind, json.dumps(body) if body else None, due, task_id))
         return cur.lastrowid
 
+    def enqueue_if_running(self, instance_id: str, kind: str, body: dict) -> None:
+        """Enqueue a message for an unfinished instance, in its own transaction: InstanceNotFound for
+        an unknown id, EngineError for a finished instance."""
+        with self.tx() as db:
+            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            if row is None:
+                raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
+            if row[0] in h.TERMINAL:
+                raise EngineError(f"instance '{instance_id}' is {row[0]}: it no longer accepts {kind} requests")
+            self.enqueue(db, instance_id, kind, body)
+
     def purge(self, db: sqlite3.Connection, instance_id: str) -> None:
         for table, column in (("instances", "id"), ("history", "instance_id"), ("inbox", "instance_id"),
                               ("work", "instance_id")):
@@ -229,33 +240,46 @@ def read_status(home, instance_id: str, **options) -> dict | None:
         store.close()
 
 
-def read_list(home, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
+def read_list(home, *, runtime_status=None, created_from=None, created_to=None, prefix=None,
+              name=None, limit=None, show_input=True) -> list[dict]:
+    """Statuses straight from `<home>/state.db`, oldest first, filtered like the engine's list. Or, with
+    `name` / `limit` / show_input=False (not combined with those filters): the newest `limit` instances
+    of function `name`, newest first, their inputs left unread; all done in SQL."""
     store = Store(home)
     try:
-        return [status_of(r, store) for r in store.rows(runtime_status=runtime_status, created_from=created_from,
-                                                       created_to=created_to, prefix=prefix)]
+        if name is None and limit is None and show_input:
+            rows = store.rows(runtime_status=runtime_status, created_from=created_from, created_to=created_to,
+                              prefix=prefix)
+        elif runtime_status or created_from or created_to or prefix:
+            raise TypeError("read_list: name/limit/show_input do not combine with the other filters")
+        else:
+            columns = "*" if show_input else "id, name, status, output, custom_status, created, updated"
+            cur = store.read().execute(
+                f"SELECT {columns} FROM instances WHERE ? IS NULL OR name = ? ORDER BY created DESC LIMIT ?",
+                (name, name, -1 if limit is None else limit))
+            names = [c[0] for c in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur]
+        return [status_of(r, store, show_input=show_input) for r in rows]
     finally:
         store.close()
+
+
+def event_raised(name: str, data_json: str | None) -> dict:
+    """The inbox body of an external event (an EventRaised history event, stamped now)."""
+    return {"EventType": h.EVENT_RAISED, "Name": name, "Input": data_json, "Timestamp": h.fmt_time(h.utcnow())}
 
 
 def _enqueue_for_running(home, instance_id: str, kind: str, body: dict) -> None:
     store = Store(home)
     try:
-        with store.tx() as db:
-            row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
-            if row is None:
-                raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
-            if row[0] in h.TERMINAL:
-                raise EngineError(f"instance '{instance_id}' is {row[0]}: it no longer accepts {kind} requests")
-            store.enqueue(db, instance_id, kind, body)
+        store.enqueue_if_running(instance_id, kind, body)
     finally:
         store.close()
 
 
 def enqueue_event(home, instance_id: str, name: str, data_json: str | None = None) -> None:
     """Raise an external event through the inbox; a running engine sees it within ~100 ms."""
-    _enqueue_for_running(home, instance_id, EVENT, {
-        "EventType": h.EVENT_RAISED, "Name": name, "Input": data_json, "Timestamp": h.fmt_time(h.utcnow())})
+    _enqueue_for_running(home, instance_id, EVENT, event_raised(name, data_json))
 
 
 def enqueue_terminate(home, instance_id: str, reason: str | None = None) -> None:

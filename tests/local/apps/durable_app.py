@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -49,6 +50,14 @@ def make_app() -> df.DFApp:
         if n < int(key.split(":")[1]):
             raise RuntimeError(f"transient failure #{n}")
         return f"ok after {n}"
+
+    @bp.activity_trigger(input_name="setting")
+    def leaky(setting: str) -> str:
+        raise RuntimeError(f"cannot connect with {os.environ[setting]}")
+
+    @bp.orchestration_trigger(context_name="context")
+    def leaking(context: df.DurableOrchestrationContext):
+        return (yield context.call_activity("leaky", context.get_input()))
 
     @bp.activity_trigger(input_name="name")
     @bp.durable_client_input(client_name="client")
