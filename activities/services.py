@@ -8,6 +8,9 @@ bug or an outage the host should report) and counts as non-retryable.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +18,7 @@ from contextlib import contextmanager
 import azure.durable_functions as df
 
 from tower import names
+from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
 from tower.platforms.base import Handle, Submission
 from tower.scheduler import failure_message
@@ -42,14 +46,38 @@ def _classified(platform: dict) -> Iterator[None]:
         ) from None
 
 
+# Waits before a signal is tried again when its instance does not exist yet: a service_run started
+# in the same episode as the cancel may not be created when the signal goes out (~2 s in all).
+SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
+
+
 def _adapter(platform: dict):
-    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use."""
-    from tower.catalog.env import resolve
-    from tower.platforms import adapter_for
+    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use.
+
+    Adapters are kept per process for the same type and resolved settings, so their clients
+    (HTTP session, Databricks workspace client) serve every activity; stand-ins registered in
+    ``tower.platforms.OVERRIDES`` are asked each time.
+    """
+    from tower.platforms import OVERRIDES, adapter_for
 
     where = f"platform {platform.get('name', platform['type'])!r}"
     settings = resolve(platform.get("settings") or {}, where=where)
-    return adapter_for(platform["type"], settings)
+    if platform["type"] in OVERRIDES:
+        return adapter_for(platform["type"], settings)
+    return _cached_adapter(platform["type"], json.dumps(settings, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_adapter(platform_type: str, settings_json: str):
+    from tower.platforms import adapter_for
+
+    return adapter_for(platform_type, json.loads(settings_json))
+
+
+def _submission(data: dict) -> Submission:
+    """The submission of a request, its ``${VAR}`` spec fields read now (the plan keeps them unread:
+    it is stored in the run's history)."""
+    return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
 
 
 @bp.function_name(names.SUBMIT_SERVICE)
@@ -58,7 +86,7 @@ def submit_service(request: dict) -> dict:
     """Start one attempt and take a first look: {handle, status}. request: {platform, submission}."""
     with _classified(request["platform"]):
         adapter = _adapter(request["platform"])
-        submission = Submission.from_json(request["submission"])
+        submission = _submission(request["submission"])
         handle = adapter.submit(submission)
         status = adapter.poll(handle)
     return {"handle": handle.to_json(), "status": status.to_json()}
@@ -91,9 +119,8 @@ def record_service_result(request: dict) -> int:
     """
     from tower.history import history_from_environment
 
-    history = history_from_environment()
-    for result in request["results"]:
-        history.record({**result, "run_id": request["run_id"], "pipeline": request["pipeline"]})
+    history_from_environment().record_many(
+        [{**result, "run_id": request["run_id"], "pipeline": request["pipeline"]} for result in request["results"]])
     return len(request["results"])
 
 
@@ -106,14 +133,26 @@ async def signal_instances(request: dict, client: df.DurableOrchestrationClient)
 
     request: {instances: [id, ...], event: name, data: any}.
     """
+    return await raise_events(client, request["instances"], request["event"], request.get("data"))
+
+
+async def raise_events(client, instances: list[str], event: str, data=None,
+                       retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS) -> list[str]:
+    """Raise `event` on each instance; returns the ones reached. A finished instance is skipped; one
+    not found is tried again after each of `retry_delays` (it may be about to start) before it is."""
     reached = []
-    for instance_id in request["instances"]:
-        try:
-            await client.raise_event(instance_id, request["event"], request.get("data"))
-        except Exception as exc:  # the SDK raises bare Exception for 404 / 410
-            if "is gone" in str(exc) or "No instance" in str(exc):
-                log.info("signal %s: %s already finished", request["event"], instance_id)
-                continue
-            raise
-        reached.append(instance_id)
+    for instance_id in instances:
+        for delay in (*retry_delays, None):
+            try:
+                await client.raise_event(instance_id, event, data)
+            except Exception as exc:  # the SDK raises bare Exception for 404 / 410
+                if "No instance" in str(exc) and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                if "is gone" in str(exc) or "No instance" in str(exc):
+                    log.info("signal %s: %s already finished or never started", event, instance_id)
+                    break
+                raise
+            reached.append(instance_id)
+            break
     return reached

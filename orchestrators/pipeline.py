@@ -20,6 +20,7 @@ from azure.durable_functions.models.Task import TaskState, TimerTask
 
 from tower import names
 from tower.catalog.durations import format_duration
+from tower.catalog.model import RetryPolicy
 from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
@@ -75,6 +76,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     """Run every service of the plan the moment its dependencies succeeded; returns the run result."""
     plan = context.get_input()
     scheduler = Scheduler(plan, context.current_utc_datetime)
+    recording = not plan.get("simulated")  # a what-if must not teach real runs its durations
     cancel_event = context.wait_for_external_event(names.CANCEL_EVENT)
     watching_cancel = True
     running: dict[int, tuple[str, object]] = {}  # id(task) -> (service, task)
@@ -124,7 +126,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
         else:
             result = task.result
         scheduler.finish(name, result, context.current_utc_datetime)
-        if result.get("attempts"):
+        if recording and result.get("attempts"):
             to_record.append(_history_row(name, result))
         if not context.is_replaying:
             log.info("run %s: %s %s", plan["run_id"], name, scheduler.records[name].status)
@@ -132,16 +134,19 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     # History is written once, at the end: every activity completion would cost the parent one more
     # full replay. Signals still in flight are awaited too, so none is lost when the run ends.
     finished = context.current_utc_datetime
+    record = None
     if to_record:
-        bookkeeping.append(context.call_activity(names.RECORD_SERVICE_RESULT, {
-            "run_id": plan["run_id"], "pipeline": plan["pipeline"], "results": to_record}))
+        record = context.call_activity(names.RECORD_SERVICE_RESULT, {
+            "run_id": plan["run_id"], "pipeline": plan["pipeline"], "results": to_record})
+        bookkeeping.append(record)
     outcome = scheduler.result(finished)
     context.set_custom_status(scheduler.compact_status(finished))
     try:
         yield context.task_all(bookkeeping)
-    except Exception as exc:  # history is a nicety: a store outage must not fail a finished run
+    except Exception as exc:  # bookkeeping is a nicety: a store outage must not fail a finished run
         if not context.is_replaying:
-            log.warning("run %s: could not record run history: %s", plan["run_id"], failure_from(exc)["error"])
+            what = "record run history" if record is not None and _failed(record) else "deliver a cancel signal"
+            log.warning("run %s: could not %s: %s", plan["run_id"], what, failure_from(exc)["error"])
     if not context.is_replaying:
         log.info("run %s: %s", plan["run_id"], outcome["status"])
     return outcome
@@ -218,8 +223,8 @@ class _ServiceRun:
             self.result["remote_id"] = handle["remote_id"]
             self.result["url"] = status.get("url") or handle.get("url")
             self.show()
-            poll = self.job["platform"].get("poll") or {}
-            interval, factor, longest = poll.get("first", 1.0), poll.get("factor", 1.5), poll.get("max", 60.0)
+            poll = self.job["platform"]["poll"]
+            interval, factor, longest = poll["first"], poll["factor"], poll["max"]
             errors = 0
             while status["state"] not in TERMINAL_STATES:
                 delay = status.get("poll_after")
@@ -257,8 +262,8 @@ class _ServiceRun:
                 log.warning("%s/%s: %s", self.job["run_id"], self.job["service"], note)
 
     def run(self):
-        retry = self.job.get("retry") or {}
-        retries = int(retry.get("retries") or 0)
+        retry = RetryPolicy(**self.job["retry"])
+        retries = retry.retries
         result = self.result
         try:
             number = 0
@@ -269,7 +274,7 @@ class _ServiceRun:
                     result["output"] = status.get("output") or result["output"]
                     result["url"] = status.get("url") or result["url"]
                     if status["state"] in (REMOTE_SUCCEEDED, REMOTE_SKIPPED):
-                        result["status"] = status["state"]
+                        result["status"], result["error"] = status["state"], None  # an earlier attempt's is moot
                         break
                     if status["state"] == REMOTE_CANCELLED:
                         result["status"] = CANCELLED
@@ -283,9 +288,8 @@ class _ServiceRun:
                     if failure["retryable"] and retries:
                         result["error"] = f"{failure['error']} (gave up after {number} attempts)"
                     break
-                backoff = min(retry.get("backoff", 30.0) * 2 ** (number - 1), retry.get("max_backoff", 600.0))
                 self.show()
-                yield from self.wait(backoff)
+                yield from self.wait(retry.delay(number))
         except _Stop as stop:
             if stop.reason == "cancel":
                 result["status"], result["error"] = CANCELLED, "cancelled"

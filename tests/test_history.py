@@ -75,11 +75,20 @@ def test_record_accepts_iso_times_and_derives_duration(tmp_path):
                                    "2026-01-01T00:01:30Z", 90.0)
 
 
+def test_record_many_stores_every_result_in_one_go(tmp_path):
+    store = SqliteRunHistory(tmp_path / "h.db")
+    store.record_many([result("r", "a", duration=2.0), result("r", "b", duration=3.0)])
+    assert [(a.service, a.duration) for a in store.attempts("r")] == [("a", 2.0), ("b", 3.0)]
+    assert store.expected_durations(["a", "b"]) == {"a": 2.0, "b": 3.0}
+
+
 def test_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
     monkeypatch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
     monkeypatch.setenv("TOWER_HOME", str(tmp_path))
     store = history_from_environment()
     assert isinstance(store, SqliteRunHistory) and store.path == tmp_path / "history.db"
+    assert history_from_environment() is store  # one store per process and location
+    assert history_from_environment(tmp_path / "other") is not store
 
 
 def test_environment_chooses_table_storage(monkeypatch):
@@ -87,6 +96,7 @@ def test_environment_chooses_table_storage(monkeypatch):
     store = history_from_environment()
     assert isinstance(store, TableRunHistory)
     assert store.table.table_name == "towerhistory"
+    assert history_from_environment() is store  # no new credential and client per call
 
 
 # --- Azure Table Storage, against Azurite (npm install azurite; or set AZURITE to its binary) ---

@@ -7,7 +7,14 @@ import pytest
 
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.errors import UsageError
-from tower.plan import MAX_INSTANCE_ID, build_plan, is_valid_instance_id, new_run_id, service_instance_id
+from tower.plan import (
+    MAX_INSTANCE_ID,
+    build_plan,
+    fit_instance_id,
+    is_valid_instance_id,
+    new_run_id,
+    service_instance_id,
+)
 
 NOW = datetime(2024, 6, 1, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -42,7 +49,7 @@ def test_plan_freezes_services_platforms_and_params():
     assert list(plan["services"]) == ["extract", "transform", "report"]
     transform = plan["services"]["transform"]
     assert transform == {
-        "platform": "dbx", "type": "databricks", "deps": ["extract"], "timeout": 900.0,
+        "platform": "dbx", "deps": ["extract"], "timeout": 900.0,
         "retry": {"retries": 2, "backoff": 30, "max_backoff": 120}, "expected": 100.0,
         "spec": {"job_id": 7}, "params": {"date": "2024-06-01", "limit": 10, "full": False},
         "iid": "nightly-1:transform",
@@ -51,7 +58,7 @@ def test_plan_freezes_services_platforms_and_params():
     assert plan["services"]["report"]["expected"] == 60.0  # the default when nothing says
     assert plan["params"] == {"date": "2024-06-01", "limit": 10, "full": False}
     assert plan["platforms"]["dbx"]["settings"]["token"] == "${DATABRICKS_TOKEN}"  # never resolved
-    assert plan["platforms"]["dbx"]["max_concurrency"] == 2
+    assert plan["platforms"]["dbx"]["max_concurrency"] == 2 and plan["platforms"]["dbx"]["type"] == "databricks"
     json.dumps(plan)  # plain JSON
 
 
@@ -91,10 +98,31 @@ def test_history_durations_override_expected_durations():
     assert plan["services"]["extract"]["expected"] == 10.0
 
 
+def test_history_durations_may_be_asked_for_the_selected_services_only():
+    asked = []
+
+    def durations(names):
+        asked.append(list(names))
+        return {"transform": 42.5}
+
+    plan = build_plan(catalog(), "nightly", selectors=["transform+"], durations=durations, run_id="r")
+    assert asked == [["transform", "report"]]
+    assert plan["services"]["transform"]["expected"] == 42.5
+
+
+def test_long_or_odd_instance_ids_are_fitted_with_a_hash():
+    assert fit_instance_id("plain", "k") == "plain"
+    fitted = fit_instance_id("a/b" + "x" * 200, "k1", suffix="@2026-03-29T013000Z")
+    assert is_valid_instance_id(fitted) and len(fitted) == MAX_INSTANCE_ID
+    assert fitted.startswith("a-bxx") and fitted.endswith("@2026-03-29T013000Z")
+    assert fitted != fit_instance_id("a/b" + "x" * 200, "k2", suffix="@2026-03-29T013000Z")
+    assert is_valid_instance_id(fit_instance_id("@lead", "k"))
+
+
 def test_simulate_runs_everything_on_the_simulator_and_keeps_the_limits():
     plan = build_plan(catalog(), "nightly", simulate=True, time_scale=0.01, run_id="r")
     transform = plan["services"]["transform"]
-    assert transform["type"] == "sim" and transform["platform"] == "dbx"
+    assert plan["platforms"][transform["platform"]]["type"] == "sim" and transform["platform"] == "dbx"
     assert transform["spec"] == {"duration": 100.0}  # the sim adapter scales it by its time_scale
     assert transform["expected"] == pytest.approx(1.0) and transform["timeout"] == pytest.approx(9.0)
     assert plan["platforms"]["dbx"] == {

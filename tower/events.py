@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.errors import ConfigError, UsageError
+from tower.paths import tower_home
 
 EVENTS_QUEUE = "tower-events"  # the queue the app's events trigger listens on
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"  # the trigger's `connection`: an app-setting prefix
@@ -148,19 +149,13 @@ def publisher_from_settings(
         return ServiceBusPublisher(namespace, entity)
     from tower.local.bus import LocalBus
 
-    home = home if home is not None else (env.get("TOWER_HOME") or ".tower")
+    home = home if home is not None else tower_home(env)
     return LocalBusPublisher(LocalBus(local_bus_path(home)), entity)
 
 
 def event_run_id(pipeline: str, message_id: str) -> str:
     """The instance id of the run an event starts: ``<pipeline>@evt-<message id>``, hashed when the id
     is too long or holds characters Azure refuses, so one message always maps to one run."""
-    import hashlib
+    from tower.plan import fit_instance_id
 
-    from tower.plan import is_valid_instance_id
-
-    run_id = f"{pipeline}@evt-{message_id}"
-    if is_valid_instance_id(run_id):
-        return run_id
-    digest = hashlib.sha256(f"{pipeline}\0{message_id}".encode()).hexdigest()[:24]
-    return f"{pipeline[:70]}@evt-{digest}"  # pipeline names are catalog identifiers: always valid
+    return fit_instance_id(f"{pipeline}@evt-{message_id}", f"{pipeline}\0{message_id}")

@@ -1,16 +1,18 @@
 """Run history: one row per service attempt, and the expected durations it teaches the scheduler.
 
     RunHistory.record(result)               store one attempt's outcome (idempotent per run/service/attempt)
+    RunHistory.record_many(results)         the same for several at once (one transaction in SQLite)
     RunHistory.expected_durations(services) median of each service's recent successful durations
     RunHistory.attempts(run_id)             the attempts recorded for one run
 
 Two stores behind that interface: SQLite locally (``$TOWER_HOME/history.db``) and Azure Table
 Storage in Azure (``TOWER_HISTORY_TABLE_URL``, reached with the app's managed identity).
-``history_from_environment()`` picks one.
+``history_from_environment()`` picks one, once per process and location.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import statistics
@@ -21,10 +23,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from tower.paths import tower_home
+from tower.scheduler import SUCCEEDED
 from tower.timestamps import iso, parse_iso
 
 RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
-SUCCEEDED = "succeeded"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def median_recent(durations: Iterable[float]) -> float:
 class RunHistory(Protocol):
     def record(self, result: dict[str, Any]) -> None: ...
 
+    def record_many(self, results: Iterable[dict[str, Any]]) -> None: ...
+
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]: ...
 
     def attempts(self, run_id: str) -> list[AttemptRecord]: ...
@@ -105,12 +110,16 @@ class SqliteRunHistory:
         return db
 
     def record(self, result: dict[str, Any]) -> None:
-        row = asdict(AttemptRecord.from_result(result))
-        with self._connect() as db:
-            db.execute(
+        self.record_many([result])
+
+    def record_many(self, results: Iterable[dict[str, Any]]) -> None:
+        rows = [asdict(AttemptRecord.from_result(result)) for result in results]
+        recorded = time.time()
+        with self._connect() as db:  # one transaction
+            db.executemany(
                 f"INSERT OR REPLACE INTO attempts ({', '.join(_COLUMNS)}, recorded)"
                 f" VALUES ({', '.join('?' * len(_COLUMNS))}, ?)",
-                [row[c] for c in _COLUMNS] + [time.time()],
+                [[row[c] for c in _COLUMNS] + [recorded] for row in rows],
             )
 
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
@@ -174,6 +183,10 @@ class TableRunHistory:
                       RowKey=self._key(f"{newest_first}_{row.run_id}_{row.attempt}"))
         self.table.upsert_entity(entity)
 
+    def record_many(self, results: Iterable[dict[str, Any]]) -> None:
+        for result in results:  # partitions are per service: a batch would hold one entity anyway
+            self.record(result)
+
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
         self._ensure_table()
         expected = {}
@@ -201,9 +214,15 @@ class TableRunHistory:
 
 
 def history_from_environment(home: str | Path | None = None) -> RunHistory:
-    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in $TOWER_HOME."""
+    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME).
+
+    One store per location and process: its credential, client and connections are reused."""
     table_url = os.environ.get("TOWER_HISTORY_TABLE_URL")
     if table_url:
-        return TableRunHistory(table_url)
-    home = Path(home or os.environ.get("TOWER_HOME") or ".tower")
-    return SqliteRunHistory(home / "history.db")
+        return _store("table", table_url)
+    return _store("sqlite", str((Path(home) if home else tower_home()).absolute() / "history.db"))
+
+
+@functools.lru_cache(maxsize=16)
+def _store(kind: str, location: str) -> RunHistory:
+    return TableRunHistory(location) if kind == "table" else SqliteRunHistory(location)

@@ -4,11 +4,12 @@ A run is started with a plan, never with the catalog, so a catalog edit cannot c
 in-flight run. The plan is plain JSON (small keys, still readable)::
 
     {"v": 1, "run_id", "pipeline", "params", "created",
-     "services": {name: {"platform", "type", "deps", "timeout", "retry": {retries, backoff,
-                         max_backoff}, "expected", "spec", "params", "iid"}},
+     "services": {name: {"platform", "deps", "timeout", "retry": {retries, backoff, max_backoff},
+                         "expected", "spec", "params", "iid"}},
      "platforms": {name: {"type", "max_concurrency", "settings", "poll": {first, factor, max}}}}
 
-Platform settings keep their ``${VAR}`` references: secrets are read by the activities, at use.
+Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
+at use (the plan is stored in the run's history).
 ``iid`` is the instance id of the service's ``service_run`` sub-orchestration.
 """
 
@@ -17,13 +18,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from tower import graph
-from tower.catalog.model import DEFAULT_EXPECTED_DURATION, Catalog
+from tower.catalog.checks import did_you_mean
+from tower.catalog.model import Catalog
 from tower.errors import UsageError
+from tower.timestamps import iso
 
 PLAN_VERSION = 1
 MAX_INSTANCE_ID = 100
@@ -43,13 +46,20 @@ def is_valid_instance_id(instance_id: str) -> bool:
     )
 
 
+def fit_instance_id(readable: str, hash_key: str, suffix: str = "") -> str:
+    """``readable + suffix`` when Azure accepts it as an instance id. Else `readable` with what Azure
+    refuses replaced, cut to fit, then ``~`` and a hash of `hash_key` (which must tell the ids apart),
+    then `suffix` whole (it must be valid inside an id)."""
+    if is_valid_instance_id(readable + suffix):
+        return readable + suffix
+    digest = hashlib.sha256(hash_key.encode()).hexdigest()[:16]
+    head = _FORBIDDEN_IN_ID.sub("-", readable).lstrip("@")
+    return f"{head[: MAX_INSTANCE_ID - len(digest) - len(suffix) - 1]}~{digest}{suffix}"
+
+
 def service_instance_id(run_id: str, service: str) -> str:
-    """`<run_id>:<service>` when Azure accepts it, else the run id (shortened if needed) and a hash."""
-    readable = f"{run_id}:{service}"
-    if is_valid_instance_id(readable):
-        return readable
-    digest = hashlib.sha256(f"{run_id}\0{service}".encode()).hexdigest()[:16]
-    return f"{run_id[: MAX_INSTANCE_ID - len(digest) - 1]}:{digest}"
+    """`<run_id>:<service>`, fitted to Azure's rules (see fit_instance_id)."""
+    return fit_instance_id(f"{run_id}:{service}", f"{run_id}\0{service}")
 
 
 def new_run_id(pipeline: str, now: datetime) -> str:
@@ -67,7 +77,7 @@ def build_plan(
     params: Mapping[str, Any] | Iterable[str] | None = None,
     selectors: Iterable[str] | None = None,
     run_id: str | None = None,
-    durations: Mapping[str, float] | None = None,
+    durations: Mapping[str, float] | Callable[[list[str]], Mapping[str, float]] | None = None,
     simulate: bool = False,
     time_scale: float = 1.0,
     now: datetime | None = None,
@@ -77,12 +87,11 @@ def build_plan(
     params: a mapping or ``K=V`` strings; they override the pipeline's defaults and the services'
     own params. selectors narrow the pipeline's services (``name``, ``+name``, ``tag:x``...).
     durations: seconds per service from run history; they beat ``expected_duration`` for priorities.
+    It may be a function of the selected services' names (asked only for those, once selected).
     simulate: run every service on the simulator for its expected duration x time_scale, keeping
     each original platform's concurrency limit.
     """
-    if pipeline not in catalog.pipelines:
-        known = ", ".join(catalog.pipelines) or "none defined"
-        raise UsageError(f"unknown pipeline {pipeline!r} in {catalog.path} (pipelines: {known})")
+    chosen = select_services(catalog, pipeline, selectors)
     spec = catalog.pipelines[pipeline]
     if not (isinstance(time_scale, (int, float)) and time_scale > 0):
         raise UsageError(f"time scale must be a number > 0, got {time_scale!r}")
@@ -95,23 +104,22 @@ def build_plan(
             " without / \\ # ? or control characters)"
         )
 
-    chosen = _select(catalog, pipeline, spec.selectors, selectors)
     deps = graph.restrict(catalog.deps(), chosen)
     run_params = _parse_params(params, pipeline, catalog, chosen)
     pipeline_params = {**spec.params, **run_params}
+    if callable(durations):
+        durations = durations(chosen)
     durations = durations or {}
     scale = time_scale if simulate else 1.0
 
     services = {}
     for name in chosen:
         svc = catalog.services[name]
-        platform = catalog.platforms[svc.platform]
         expected = durations.get(name)
         if expected is None:
-            expected = svc.expected_duration if svc.expected_duration is not None else DEFAULT_EXPECTED_DURATION
+            expected = svc.expected
         services[name] = {
             "platform": svc.platform,
-            "type": "sim" if simulate else platform.type,
             "deps": list(deps[name]),
             "timeout": svc.timeout * scale if svc.timeout is not None else None,
             "retry": {
@@ -129,15 +137,14 @@ def build_plan(
     platforms = {}
     for name in used:
         platform = catalog.platforms[name]
-        poll_scale = scale if simulate else 1.0
         platforms[name] = {
             "type": "sim" if simulate else platform.type,
             "max_concurrency": platform.max_concurrency,
             "settings": {"time_scale": time_scale} if simulate else dict(platform.settings),
-            "poll": {
-                "first": max(POLL_FIRST * poll_scale, MIN_SIM_POLL) if simulate else POLL_FIRST,
+            "poll": {  # scale is 1 unless simulated, and then MIN_SIM_POLL keeps a fast run sane
+                "first": max(POLL_FIRST * scale, MIN_SIM_POLL),
                 "factor": POLL_FACTOR,
-                "max": max(POLL_MAX * poll_scale, MIN_SIM_POLL) if simulate else POLL_MAX,
+                "max": max(POLL_MAX * scale, MIN_SIM_POLL),
             },
         }
 
@@ -146,23 +153,34 @@ def build_plan(
         "run_id": run_id,
         "pipeline": pipeline,
         "params": pipeline_params,
-        "created": now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "created": iso(now),
         "simulated": bool(simulate),
         "services": services,
         "platforms": platforms,
     }
 
 
-def _select(catalog: Catalog, pipeline: str, base: Iterable[str], narrow: Iterable[str] | None) -> list[str]:
-    """The pipeline's services, narrowed by the run's selectors; in topological order."""
+def names_hint(word: str, choices: Iterable[str], noun: str) -> str:
+    """``did you mean 'x'? <noun>: a, b`` for a near miss, else ``<noun>: a, b``: for "unknown ..." errors."""
+    choices = list(choices)
+    listing = f"{noun}: {', '.join(choices) or 'none'}"
+    suggestion = did_you_mean(word, choices, noun)
+    return f"{suggestion} {listing}" if suggestion.startswith("did you mean") else listing
+
+
+def select_services(catalog: Catalog, pipeline: str, selectors: Iterable[str] | None = None) -> list[str]:
+    """The pipeline's services, narrowed by a run's selectors; in topological order. UsageError for
+    an unknown pipeline, a selector that matches none of its services, or an empty selection."""
+    if pipeline not in catalog.pipelines:
+        raise UsageError(f"unknown pipeline {pipeline!r} in {catalog.path}"
+                         f" ({names_hint(pipeline, catalog.pipelines, 'pipelines')})")
     deps = catalog.deps()
     tags = {name: svc.tags for name, svc in catalog.services.items()}
     try:
-        chosen = graph.select(base, deps, tags)
-        if narrow is not None:
-            narrow = list(narrow)
+        chosen = graph.select(catalog.pipelines[pipeline].selectors, deps, tags)
+        if selectors is not None:
             picked: set[str] = set()
-            for selector in narrow:
+            for selector in selectors:
                 found = graph.resolve_selector(selector, deps, tags) & set(chosen)
                 if not found:
                     raise UsageError(
@@ -174,7 +192,7 @@ def _select(catalog: Catalog, pipeline: str, base: Iterable[str], narrow: Iterab
     except ValueError as exc:
         raise UsageError(f"pipeline {pipeline!r}: {exc}") from None
     if not chosen:
-        raise UsageError(f"pipeline {pipeline!r} selects no service (check its 'services' selectors)")
+        raise UsageError(f"pipeline {pipeline!r} selects no services (check its 'services:' selectors)")
     return chosen
 
 

@@ -45,21 +45,18 @@ def _loads(value: Any) -> Any:
     return value
 
 
-def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 # --- plans ------------------------------------------------------------------------------------
 
-def plan_run(catalog, pipeline: str, *, params=None, selectors=None, simulate=False, time_scale=1.0,
-             home: Path | None = None) -> dict:
-    """The frozen plan of a new run, with priorities from the run history where it knows better.
-    A simulated run keeps the catalog's expected durations, so a what-if is repeatable."""
+def plan_run(catalog, pipeline: str, *, params=None, selectors=None, run_id: str | None = None,
+             simulate=False, time_scale=1.0, home: Path | None = None) -> dict:
+    """The frozen plan of a new run, with priorities from the run history where it knows better
+    (asked about the selected services only). A simulated run keeps the catalog's expected
+    durations, so a what-if is repeatable."""
     from tower.history import history_from_environment
     from tower.plan import build_plan
 
-    durations = {} if simulate else history_from_environment(home).expected_durations(catalog.services)
-    return build_plan(catalog, pipeline, params=params, selectors=selectors, durations=durations,
+    durations = None if simulate else history_from_environment(home).expected_durations
+    return build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, durations=durations,
                       simulate=simulate, time_scale=time_scale)
 
 
@@ -69,13 +66,15 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
     Everything else counts as satisfied: dependencies outside the repair are dropped. The specs,
     params and limits are those of the original run, not of today's catalog."""
     from tower.plan import new_run_id, service_instance_id
+    from tower.timestamps import iso
 
     statuses = {name: svc.get("status") for name, svc in (result.get("services") or {}).items()}
     chosen = [name for name in plan["services"] if statuses.get(name) in REPAIRABLE]
     if not chosen:
         raise UsageError(f"run {plan['run_id']} has nothing to repair: no failed, upstream_failed or"
                          " cancelled service")
-    run_id = new_run_id(plan["pipeline"], now or datetime.now(timezone.utc))
+    now = now or datetime.now(timezone.utc)
+    run_id = new_run_id(plan["pipeline"], now)
     services = {}
     for name in chosen:
         svc = dict(plan["services"][name])
@@ -83,8 +82,7 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
         svc["iid"] = service_instance_id(run_id, name)
         services[name] = svc
     used = {svc["platform"] for svc in services.values()}
-    return {**plan, "run_id": run_id, "created": (now or datetime.now(timezone.utc)).isoformat()
-            .replace("+00:00", "Z"), "services": services,
+    return {**plan, "run_id": run_id, "created": iso(now), "services": services,
             "platforms": {name: p for name, p in plan["platforms"].items() if name in used}}
 
 
@@ -181,14 +179,18 @@ def run_info(home: Path, run_id: str) -> RunInfo:
 
 
 def list_runs(home: Path, limit: int = 20) -> list[RunInfo]:
-    """Recent runs, newest first."""
-    from tower.local.store import read_list
+    """Recent runs, newest first. Plans are read only for runs without a result (their pipeline)."""
+    from tower.local.store import read_list, read_status
 
     if not (home / "state.db").exists():
         return []
-    statuses = [s for s in read_list(home) if s.get("name") in (None, PIPELINE_RUN)]
-    statuses.sort(key=lambda s: s.get("createdTime") or "", reverse=True)
-    return [RunInfo.from_status(s) for s in statuses[:limit]]
+    runs = []
+    for status in read_list(home, name=PIPELINE_RUN, limit=limit, show_input=False):
+        run = RunInfo.from_status(status)
+        if not isinstance(run.result, dict):  # no result (yet): its plan names the pipeline
+            run = RunInfo.from_status(read_status(home, run.run_id) or status)
+        runs.append(run)
+    return runs
 
 
 def engine_alive(home: Path) -> bool:

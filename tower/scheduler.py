@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,11 +54,6 @@ class ServiceRecord:
     url: str | None = None
     error: str | None = None
     output: str | None = None
-
-    def to_json(self) -> dict:
-        return {"status": self.status, "attempts": self.attempts, "started": self.started,
-                "finished": self.finished, "remote_id": self.remote_id, "url": self.url,
-                "error": self.error, "output": self.output}
 
 
 class Scheduler:
@@ -145,9 +140,6 @@ class Scheduler:
                     downstream.finished = iso(now)
                     self.unfinished -= 1
                     stack.extend(self.dependents[other])
-            for queue in self.ready.values():
-                queue[:] = [entry for entry in queue if self.records[entry[2]].status == PENDING]
-                heapq.heapify(queue)
 
     def cancel(self, now: datetime) -> list[str]:
         """Stop dispatching; mark every service not started `cancelled`; return the running ones."""
@@ -161,10 +153,6 @@ class Scheduler:
         return [name for name in self.order if self.records[name].status == RUNNING]
 
     # --- where the run is --------------------------------------------------------------------
-
-    @property
-    def running(self) -> list[str]:
-        return [name for name in self.order if self.records[name].status == RUNNING]
 
     @property
     def done(self) -> bool:
@@ -206,7 +194,7 @@ class Scheduler:
         for platform, work in graph.work_by_platform(left, self.platform_of).items():
             if self.limits.get(platform):
                 seconds = max(seconds, work / self.limits[platform])
-        return now + _seconds(seconds)
+        return now + timedelta(seconds=seconds)
 
     def compact_status(self, now: datetime) -> dict:
         """The custom status: a few hundred bytes plus one character per service.
@@ -254,7 +242,7 @@ class Scheduler:
             "started": iso(self.started),
             "finished": iso(finished),
             "summary": self.summary(),
-            "services": {name: self.records[name].to_json() for name in self.order},
+            "services": {name: asdict(self.records[name]) for name in self.order},
         }
 
 
@@ -269,15 +257,11 @@ def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> 
     for name, code in zip(names, codes, strict=False):
         entry: dict[str, Any] = {"status": CODE_STATES.get(code, PENDING)}
         if name in running and started is not None:
-            entry["started"] = iso(started + _seconds(running[name]))
+            entry["started"] = iso(started + timedelta(seconds=running[name]))
         if name in errors:
             entry["error"] = errors[name]
         view[name] = entry
     return view
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
 
 
 # --- failures across the activity boundary ----------------------------------------------------

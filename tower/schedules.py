@@ -16,17 +16,16 @@ one, ``none`` only those within ``TICK_GRACE`` of now.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from tower.catalog.model import Schedule
 from tower.errors import ConfigError
+from tower.plan import fit_instance_id
 
 MAX_CATCHUP = 1000  # runs started for one pipeline by one tick, at most
 TICK_GRACE = timedelta(seconds=90)  # with catchup=none, how late a run may still start
 _DST_MARGIN = timedelta(hours=3)  # larger than any DST shift: wall time vs UTC never differ more
-MAX_INSTANCE_ID = 100  # Azure's limit on instance ids
 
 
 def due_runs(schedule: Schedule, last_tick: datetime, now: datetime) -> list[datetime]:
@@ -64,12 +63,7 @@ def due_runs(schedule: Schedule, last_tick: datetime, now: datetime) -> list[dat
 def scheduled_run_id(pipeline: str, when: datetime) -> str:
     """The idempotent instance id of a scheduled run: ``<pipeline>@<UTC time, no colons>``."""
     stamp = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
-    run_id = f"{pipeline}@{stamp}"
-    if len(run_id) <= MAX_INSTANCE_ID:
-        return run_id
-    digest = hashlib.sha256(pipeline.encode()).hexdigest()[:12]
-    keep = MAX_INSTANCE_ID - len(stamp) - len(digest) - 2
-    return f"{pipeline[:keep]}~{digest}@{stamp}"
+    return fit_instance_id(pipeline, pipeline, suffix=f"@{stamp}")
 
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:

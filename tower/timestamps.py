@@ -17,8 +17,13 @@ def iso(value: Any) -> str | None:
     return str(value)
 
 
-def parse_iso(text: str | None) -> datetime | None:
-    """The datetime of ISO text (Z or an offset); None for None or empty text."""
-    if not text:
+def parse_iso(value: Any) -> datetime | None:
+    """The datetime of ISO text (Z or an offset), of an epoch number, or a datetime as is; None for
+    None or empty text."""
+    if value is None or value == "":
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -4,8 +4,6 @@ and starting a run exactly once per instance id."""
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from tower.names import PIPELINE_RUN
 
@@ -16,8 +14,9 @@ _cache: dict[str, tuple[float, object]] = {}
 def catalog():
     """The catalog at $TOWER_CATALOG (else ./catalog.yaml); CatalogError if it is invalid."""
     from tower.catalog import load_catalog
+    from tower.paths import catalog_path
 
-    path = Path(os.environ.get("TOWER_CATALOG") or "catalog.yaml")
+    path = catalog_path()
     key = str(path.resolve())
     mtime = path.stat().st_mtime if path.exists() else -1.0
     cached = _cache.get(key)
@@ -31,15 +30,13 @@ async def start_once(client, catalog, pipeline: str, run_id: str, *, params=None
 
     Checked first because the extension would *replace* a finished instance with the same id.
     """
-    from tower.history import history_from_environment
-    from tower.plan import build_plan
+    from tower.runner import plan_run
 
     existing = await client.get_status(run_id)
     if existing and existing.runtime_status is not None:
         log.info("%s: run %s exists already (%s): not started again", pipeline, run_id, existing.runtime_status.value)
         return False
-    durations = history_from_environment().expected_durations(catalog.services)
-    plan = build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, durations=durations)
+    plan = plan_run(catalog, pipeline, params=params, selectors=selectors, run_id=run_id)
     await client.start_new(PIPELINE_RUN, run_id, plan)
     log.info("%s: started run %s", pipeline, run_id)
     return True

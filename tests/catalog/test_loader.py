@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tower.catalog import RetryPolicy, Schedule, load_catalog
+from tower.catalog.env import resolve
 from tower.errors import CatalogError, ConfigError
 
 REFINERY = Path(__file__).resolve().parents[2] / "examples" / "refinery" / "catalog.yaml"
@@ -155,16 +156,16 @@ def test_settings_are_resolved_at_use_not_at_load(write):
           load: {platform: warehouse, sql: "call load('${REGION:-eu}')"}
     """))  # loads although SNOWFLAKE_PASSWORD is not set
     warehouse = catalog.platforms["warehouse"]
-    with pytest.raises(ConfigError) as caught:
-        warehouse.resolved_settings({})
+    with pytest.raises(ConfigError) as caught:  # as the activities read them, at use
+        resolve(warehouse.settings, {}, where="platform 'warehouse'")
     assert str(caught.value) == (
         "platform 'warehouse' field 'password': environment variable SNOWFLAKE_PASSWORD is not set"
         " (export it or use ${SNOWFLAKE_PASSWORD:-default})"
     )
-    settings = warehouse.resolved_settings({"SNOWFLAKE_PASSWORD": "s3cret"})
+    settings = resolve(warehouse.settings, {"SNOWFLAKE_PASSWORD": "s3cret"}, where="platform 'warehouse'")
     assert settings == {"account": "acme", "user": "tower", "password": "s3cret"}
     assert warehouse.settings["password"] == "${SNOWFLAKE_PASSWORD}"  # the model is untouched
-    assert catalog.services["load"].resolved_spec({"REGION": "us"}) == {"sql": "call load('us')"}
+    assert resolve(catalog.services["load"].spec, {"REGION": "us"}) == {"sql": "call load('us')"}
 
 
 @pytest.mark.parametrize(

@@ -221,7 +221,8 @@ def test_resume_finishes_a_run_after_a_crash(work, capsys):
 
 
 def test_gantt_bars_are_placed_and_scaled_on_the_run_time_line():
-    from tower.cli.render import gantt, parse_time, progress_text
+    from tower.cli.render import gantt, progress_text
+    from tower.timestamps import parse_iso
 
     result = {"started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:10Z", "services": {
         "a": {"status": "succeeded", "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:05Z"},
@@ -234,5 +235,18 @@ def test_gantt_bars_are_placed_and_scaled_on_the_run_time_line():
     assert rows[3].endswith("10s")
     status = {"counts": {"succeeded": 3, "running": 2, "failed": 1, "upstream_failed": 2, "pending": 2},
               "started": "2026-01-01T00:00:00Z", "eta": "2026-01-01T00:00:20Z"}
-    assert progress_text(status, parse_time("2026-01-01T00:00:05Z")) == (
+    assert progress_text(status, parse_iso("2026-01-01T00:00:05Z")) == (
         "6/10 done · 2 running · 1 failed, 2 held back · elapsed 5s · ETA 15s")
+
+
+def test_times_are_read_from_iso_text_epoch_seconds_or_datetimes():
+    from datetime import datetime, timezone
+
+    from tower.cli.render import seconds_between, short_duration
+    from tower.timestamps import parse_iso
+
+    moment = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+    assert parse_iso("2023-11-14T22:13:20Z") == parse_iso(1_700_000_000) == parse_iso(moment) == moment
+    assert parse_iso(None) is None and parse_iso("") is None
+    assert seconds_between(1_700_000_000, "2023-11-14T22:13:22.5Z") == 2.5
+    assert [short_duration(s) for s in (None, 0.04, 2.46, 9.96, 75)] == ["-", "0s", "2.5s", "10s", "1m15s"]

@@ -66,6 +66,7 @@ def test_retryable_failures_are_retried_with_backoff_until_success(engine):
     result = run(engine, catalog)
     assert result["services"]["flaky"]["status"] == "succeeded"
     assert result["services"]["flaky"]["attempts"] == 3
+    assert result["services"]["flaky"]["error"] is None  # the failed attempts' error is not kept
     assert time.monotonic() - started >= 0.25  # backoff 0.1 then 0.15 (capped), via durable timers
 
 
@@ -180,6 +181,47 @@ def test_params_reach_the_platform(engine):
     assert result["status"] == "succeeded"
     assert seen == [("a", 1, {"date": "2024-06-01", "env": "dev", "table": "orders"},
                      f"{result['run_id']}/a/1")]
+
+
+def test_env_references_in_a_service_spec_reach_the_platform_resolved(engine, monkeypatch):
+    from tower.platforms import OVERRIDES
+    from tower.platforms.base import FunctionAdapter, Handle, Status
+
+    monkeypatch.setenv("TOWER_TEST_API_KEY", "k-123")
+    seen = []
+
+    def submit(submission):
+        seen.append(submission.spec)
+        return Handle(remote_id="rec-1")
+
+    OVERRIDES["recording"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
+    try:
+        catalog = sim_catalog({"a": {"platform": "rec", "type": "recording",
+                                     "spec": {"headers": {"X-Api-Key": "${TOWER_TEST_API_KEY}"}}}})
+        plan = build_plan(catalog, "p", run_id="spec-env-run")
+        result = run_plan(engine, plan)
+    finally:
+        del OVERRIDES["recording"]
+    assert result["status"] == "succeeded"
+    assert seen == [{"headers": {"X-Api-Key": "k-123"}}]
+    assert plan["services"]["a"]["spec"]["headers"] == {"X-Api-Key": "${TOWER_TEST_API_KEY}"}  # as stored
+
+
+def test_a_simulated_run_leaves_the_run_history_alone(engine):
+    catalog = sim_catalog({"a": {"duration": 5.0}, "b": {"deps": ["a"], "duration": 5.0}})
+    result = run(engine, catalog, simulate=True, time_scale=0.001)
+    assert result["status"] == "succeeded"
+    assert SqliteRunHistory(engine.home / "history.db").attempts(result["run_id"]) == []
+
+
+def test_recent_runs_are_listed_newest_first_without_their_services(engine):
+    from tower.runner import list_runs
+
+    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0}})
+    first, second = run(engine, catalog), run(engine, catalog)
+    runs = list_runs(engine.home, limit=2)
+    assert [info.run_id for info in runs] == [second["run_id"], first["run_id"]]
+    assert all(info.pipeline == "p" and info.status == "succeeded" for info in runs)
 
 
 def test_the_plan_is_frozen_when_the_run_starts(engine, tmp_path):

@@ -2,13 +2,13 @@
 
 The loader (``tower.catalog.loader``) builds these from YAML after validation succeeded, so every
 field here is already the right type: durations are seconds (float), cron strings were parsed once.
-Platform settings keep ``${VAR}`` references unresolved until a platform is used
-(``Platform.resolved_settings``), so a missing variable is an error at use, not at load.
+Platform settings and service specs keep ``${VAR}`` references unresolved: the activities read
+them when a service runs (``tower.catalog.env.resolve``), so a missing variable is an error at use,
+not at load.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,12 +56,6 @@ class Platform:
     settings: dict[str, Any] = field(default_factory=dict)  # connection fields, ${VAR} unresolved
     location: Location | None = None
 
-    def resolved_settings(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Settings with ${VAR} read from ``environ`` (default os.environ); ConfigError if one is unset."""
-        from tower.catalog.env import resolve
-
-        return resolve(self.settings, environ, where=f"platform '{self.name}'")
-
 
 @dataclass(frozen=True)
 class Service:
@@ -76,11 +70,10 @@ class Service:
     spec: dict[str, Any] = field(default_factory=dict)  # the platform's own fields (job_id, sql, run, ...)
     location: Location | None = None
 
-    def resolved_spec(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The spec with ${VAR} read from ``environ`` (default os.environ); ConfigError if one is unset."""
-        from tower.catalog.env import resolve
-
-        return resolve(self.spec, environ, where=f"service '{self.name}'")
+    @property
+    def expected(self) -> float:
+        """Seconds a run is expected to take by the catalog: expected_duration, else the default."""
+        return float(self.expected_duration if self.expected_duration is not None else DEFAULT_EXPECTED_DURATION)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from tower.cli.common import catalog_path, print_json
 from tower.errors import CatalogError
 
@@ -26,13 +24,9 @@ def validate(args) -> int:
     try:
         catalog = load_catalog(path)
     except CatalogError as exc:
-        problems = exc.problems
         if args.json:
-            print_json({"ok": False, "catalog": str(path), "problems": [_problem_json(p) for p in problems]})
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
-        return 2
+            print_json({"ok": False, "catalog": str(path), "problems": [_problem_json(p) for p in exc.problems]})
+        raise  # main prints the problems on stderr and exits 2
     counts = {
         "services": len(catalog.services),
         "pipelines": len(catalog.pipelines),

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-DEFAULT_CATALOG = "catalog.yaml"
+from tower import paths
+from tower.paths import tower_home as tower_home  # re-exported: the sub-commands import it from here
 
 
 def catalog_path(args) -> Path:
     """--catalog, else $TOWER_CATALOG, else ./catalog.yaml."""
-    return Path(getattr(args, "catalog", None) or os.environ.get("TOWER_CATALOG") or DEFAULT_CATALOG)
-
-
-def tower_home() -> Path:
-    """Where local state lives: $TOWER_HOME, else ./.tower."""
-    return Path(os.environ.get("TOWER_HOME") or ".tower")
+    return paths.catalog_path(getattr(args, "catalog", None))
 
 
 def load_catalog(args):

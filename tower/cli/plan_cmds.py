@@ -7,11 +7,11 @@ before deploying anything.
 from __future__ import annotations
 
 import argparse
-import difflib
 from dataclasses import dataclass
 
 from tower import graph
 from tower.cli.common import load_catalog, print_json
+from tower.cli.render import table
 from tower.errors import UsageError
 
 FORMATS = {"text": graph.render_text, "mermaid": graph.render_mermaid, "dot": graph.render_dot}
@@ -27,7 +27,7 @@ class PipelineGraph:
     """A pipeline's selected services as plain mappings, ready for `tower.graph`.
 
     deps is restricted to the selection (dependencies outside it count as satisfied);
-    durations fall back to DEFAULT_EXPECTED_DURATION, and `assumed` lists where they did.
+    durations are the catalog's (Service.expected), and `assumed` lists where it had none.
     """
 
     pipeline: str
@@ -38,40 +38,18 @@ class PipelineGraph:
     assumed: tuple[str, ...]
 
 
-def _did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | None = None) -> PipelineGraph:
     """Select a pipeline's services from the catalog; ``concurrency`` overrides platform limits."""
-    from tower.catalog.model import DEFAULT_EXPECTED_DURATION
+    from tower.plan import select_services
 
-    if pipeline not in catalog.pipelines:
-        known = ", ".join(catalog.pipelines) or "none"
-        raise UsageError(
-            f"unknown pipeline {pipeline!r} in {catalog.path} ({_did_you_mean(pipeline, catalog.pipelines)}"
-            f"pipelines: {known})"
-        )
-    tags = {name: svc.tags for name, svc in catalog.services.items()}
-    try:
-        selected = graph.select(catalog.pipelines[pipeline].selectors, catalog.deps(), tags)
-    except ValueError as exc:
-        raise UsageError(f"pipeline {pipeline!r}: {exc}") from None
-    if not selected:
-        raise UsageError(f"pipeline {pipeline!r} selects no services (check its 'services:' selectors)")
+    selected = select_services(catalog, pipeline)
     services = {name: catalog.services[name] for name in selected}
     limits = {name: platform.max_concurrency for name, platform in catalog.platforms.items()}
     limits.update(concurrency or {})
     return PipelineGraph(
         pipeline=pipeline,
         deps=graph.restrict(catalog.deps(), selected),
-        durations={
-            name: float(
-                svc.expected_duration if svc.expected_duration is not None else DEFAULT_EXPECTED_DURATION
-            )
-            for name, svc in services.items()
-        },
+        durations={name: svc.expected for name, svc in services.items()},
         platform_of={name: svc.platform for name, svc in services.items()},
         limits=limits,
         assumed=tuple(name for name, svc in services.items() if svc.expected_duration is None),
@@ -80,6 +58,8 @@ def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | 
 
 def parse_concurrency(values: list[str], platforms) -> dict[str, int | None]:
     """``PLATFORM=N`` overrides; N = 0 or ``none`` means unlimited."""
+    from tower.plan import names_hint
+
     limits: dict[str, int | None] = {}
     for value in values:
         platform, sep, text = value.partition("=")
@@ -88,8 +68,7 @@ def parse_concurrency(values: list[str], platforms) -> dict[str, int | None]:
             raise UsageError(f"--concurrency {value!r}: write PLATFORM=N, e.g. --concurrency databricks=4")
         if platform not in platforms:
             raise UsageError(
-                f"--concurrency {value!r}: unknown platform {platform!r} "
-                f"({_did_you_mean(platform, platforms)}platforms: {', '.join(platforms) or 'none'})"
+                f"--concurrency {value!r}: unknown platform {platform!r} ({names_hint(platform, platforms, 'platforms')})"
             )
         if text in ("0", "none"):
             limits[platform] = None
@@ -151,14 +130,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
 def format_plan(report: dict) -> str:
     """The human form of plan_report: short sections, aligned columns, durations as people write them."""
     from tower.catalog.durations import format_duration as fmt
@@ -169,8 +140,8 @@ def format_plan(report: dict) -> str:
         "",
         f"critical path: {_count(len(report['critical_path']), 'service')}, {fmt(report['critical_path_length'])}",
     ]
-    lines += _table(
-        [[s["service"], s["platform"], fmt(s["expected_duration"])] for s in report["critical_path"]]
+    lines += table(
+        [[s["service"], s["platform"], fmt(s["expected_duration"])] for s in report["critical_path"]], indent="  "
     )
     lines += ["", "platforms:"]
     rows = [["platform", "limit", "services", "work", "work/limit"]]
@@ -178,7 +149,7 @@ def format_plan(report: dict) -> str:
         per_slot = "-" if p["work_per_slot"] is None else fmt(p["work_per_slot"])
         limit = "none" if p["limit"] is None else str(p["limit"])
         rows.append([p["platform"], limit, str(p["services"]), fmt(p["work"]), per_slot])
-    lines += _table(rows)
+    lines += table(rows, indent="  ")
     lines += [
         "",
         f"total work:   {fmt(report['total_work'])}",
@@ -190,7 +161,7 @@ def format_plan(report: dict) -> str:
     for key, label in SCHEDULES:
         ratio = report["ratio_to_lower_bound"][key]
         rows.append([label, fmt(report["makespan"][key]), "-" if ratio is None else f"{ratio:.2f}x"])
-    lines += _table(rows)
+    lines += table(rows, indent="  ")
     assumed = report["assumed_expected_duration"]
     if assumed:
         from tower.catalog.model import DEFAULT_EXPECTED_DURATION

@@ -12,27 +12,21 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from tower.catalog.durations import format_duration
+from tower.timestamps import parse_iso
 
 BAR_WIDTH = 48
 BAR_CHAR = {"succeeded": "█", "failed": "▓", "cancelled": "░", "running": "▒"}
 NOT_STARTED = ("pending", "upstream_failed", "skipped")
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def seconds_between(start: Any, end: Any) -> float | None:
-    a, b = parse_time(start), parse_time(end)
+    """Seconds from `start` to `end` (ISO text, epoch seconds or datetimes); None if one is missing."""
+    a, b = parse_iso(start), parse_iso(end)
     return None if a is None or b is None else (b - a).total_seconds()
 
 
 def short_duration(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(round(seconds, 2) if seconds < 10 else seconds)
+    return "-" if seconds is None else format_duration(seconds)
 
 
 # --- while it runs ------------------------------------------------------------------------------
@@ -101,11 +95,14 @@ class Progress:
 
 # --- at the end -------------------------------------------------------------------------------
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def table(rows: list[list[str]], indent: str = "", rule: bool = False) -> list[str]:
+    """Rows as lines of left-aligned columns; with `rule`, the first row is a header, underlined."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(*rows, strict=True)]
+    lines = [indent + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    if rule:
+        lines.insert(1, indent + "  ".join("-" * w for w in widths))
+    return lines
 
 
 def services_table(result: dict) -> str:
@@ -120,14 +117,14 @@ def services_table(result: dict) -> str:
                      "-" if offset is None else f"+{short_duration(max(offset, 0.0))}",
                      short_duration(duration) if svc.get("status") not in NOT_STARTED else "-",
                      note.splitlines()[0][:70] if note else ""])
-    return _table(["service", "status", "tries", "start", "took", "remote id / error"], rows)
+    return "\n".join(table([["service", "status", "tries", "start", "took", "remote id / error"], *rows], rule=True))
 
 
 def gantt(result: dict, width: int = BAR_WIDTH, now: datetime | None = None) -> str:
     """A text Gantt: one row per service, bars placed and scaled on the run's own time line."""
     services = result.get("services", {})
-    run_start = parse_time(result.get("started"))
-    run_end = parse_time(result.get("finished")) or now or datetime.now(timezone.utc)
+    run_start = parse_iso(result.get("started"))
+    run_end = parse_iso(result.get("finished")) or now or datetime.now(timezone.utc)
     if run_start is None or not services:
         return ""
     span = max((run_end - run_start).total_seconds(), 1e-9)
@@ -135,9 +132,9 @@ def gantt(result: dict, width: int = BAR_WIDTH, now: datetime | None = None) -> 
     lines = []
     for name, svc in services.items():
         cells = [" "] * width
-        start = parse_time(svc.get("started"))
+        start = parse_iso(svc.get("started"))
         if start is not None and svc.get("status") not in NOT_STARTED:
-            end = parse_time(svc.get("finished")) or run_end
+            end = parse_iso(svc.get("finished")) or run_end
             first = int((start - run_start).total_seconds() / span * width)
             last = int((end - run_start).total_seconds() / span * width)
             first = min(max(first, 0), width - 1)
@@ -151,11 +148,12 @@ def gantt(result: dict, width: int = BAR_WIDTH, now: datetime | None = None) -> 
     return "\n".join([*lines, axis, legend])
 
 
-def run_summary(result: dict) -> str:
-    """The closing report of a run: headline, table, Gantt, and what went wrong."""
-    took = seconds_between(result.get("started"), result.get("finished"))
-    headline = (f"run {result.get('run_id')} of {result.get('pipeline')}: {result.get('status')}"
-                f" in {short_duration(took)}")
+def run_summary(result: dict, detail: str | None = None) -> str:
+    """The report of a run: headline, table, Gantt, and what went wrong. `detail` follows the status
+    in the headline; by default, how long the run took."""
+    if detail is None:
+        detail = f" in {short_duration(seconds_between(result.get('started'), result.get('finished')))}"
+    headline = f"run {result.get('run_id')} of {result.get('pipeline')}: {result.get('status')}{detail}"
     parts = [headline, "", services_table(result), "", gantt(result)]
     if result.get("summary") and result.get("status") != "succeeded":
         parts += ["", result["summary"]]
@@ -169,4 +167,4 @@ def runs_table(runs: list[dict]) -> str:
         took = seconds_between(run.get("started"), run.get("finished"))
         rows.append([run["run_id"], run.get("pipeline") or "", run.get("status") or "",
                      run.get("started") or "", short_duration(took)])
-    return _table(["run id", "pipeline", "status", "started", "duration"], rows)
+    return "\n".join(table([["run id", "pipeline", "status", "started", "duration"], *rows], rule=True))

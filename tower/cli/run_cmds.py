@@ -206,7 +206,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from tower.cli.render import gantt, progress_text, services_table
+    from tower.cli.render import progress_text, run_summary
     from tower.runner import json_result, run_info
 
     info = run_info(tower_home(), args.run_id)
@@ -219,12 +219,10 @@ def cmd_status(args) -> int:
         return 0
     from datetime import datetime, timezone
 
-    headline = f"run {info.run_id} of {info.pipeline}: {info.status}"
+    detail = ""
     if not info.finished and info.custom_status:
-        headline += f" ({progress_text(info.custom_status, datetime.now(timezone.utc))})"
-    print("\n".join([headline, "", services_table(result), "", gantt(result)]))
-    if result.get("summary") and info.status != "succeeded":
-        print("\n" + result["summary"])
+        detail = f" ({progress_text(info.custom_status, datetime.now(timezone.utc))})"
+    print(run_summary(result, detail))
     return 0
 
 

@@ -33,7 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from tower.errors import NonRetryableError
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
+from tower.platforms.base import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    Handle,
+    Status,
+    Submission,
+    param_text,
+    tail,
+)
 
 # Runs "$@", then publishes its exit code atomically (write + rename), so a reader never sees half.
 _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
@@ -44,7 +54,9 @@ _children: dict[int, subprocess.Popen] = {}
 
 
 def _home() -> Path:
-    return Path(os.environ.get("TOWER_HOME") or ".tower").resolve()
+    from tower.paths import tower_home
+
+    return tower_home().resolve()
 
 
 def file_key(idempotency_key: str) -> str:
@@ -80,7 +92,7 @@ def _environment(submission: Submission, exit_file: Path) -> dict[str, str]:
         )
     env.update({str(k): str(v) for k, v in extra.items()})
     for name, value in submission.params.items():
-        env[param_env_name(name)] = value if isinstance(value, str) else json.dumps(value)
+        env[param_env_name(name)] = param_text(value)
     env.update(
         TOWER_RUN_ID=submission.run_id,
         TOWER_SERVICE=submission.service,
@@ -104,11 +116,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    state = _proc_state(pid)
+    return state is None or state[0] != "Z"
+
+
+def _proc_state(pid: int | str) -> tuple[str, int] | None:
+    """(state letter, process group) from /proc/<pid>/stat; None when it cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _group_alive(pid: int, pgid: int) -> bool:
@@ -125,11 +143,8 @@ def _group_alive(pid: int, pgid: int) -> bool:
         return True
     for entry in proc.iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
+            state = _proc_state(entry.name)
+            if state is not None and state[1] == pgid and state[0] != "Z":
                 return True
     return False
 

@@ -1,0 +1,73 @@
+"""The service activities' plumbing: adapters kept per process, signals that wait for their instance."""
+
+import asyncio
+
+import pytest
+
+from activities import services
+from tower.platforms import OVERRIDES
+from tower.platforms.base import FunctionAdapter, Handle, Status
+from tower.platforms.sim import SimAdapter
+
+
+def test_adapters_are_kept_per_type_and_resolved_settings():
+    platform = {"name": "s", "type": "sim", "settings": {"time_scale": 0.25}}
+    adapter = services._adapter(platform)
+    assert isinstance(adapter, SimAdapter) and services._adapter(dict(platform)) is adapter
+    assert services._adapter({**platform, "settings": {"time_scale": 0.5}}) is not adapter
+
+
+def test_an_override_is_asked_each_time():
+    built = []
+
+    def factory(settings):
+        built.append(settings)
+        return FunctionAdapter(submit=lambda s: Handle("x"), poll=lambda h: Status("succeeded"))
+
+    OVERRIDES["factory"] = factory
+    try:
+        platform = {"name": "f", "type": "factory", "settings": {"a": 1}}
+        assert services._adapter(platform) is not services._adapter(platform)
+    finally:
+        del OVERRIDES["factory"]
+    assert built == [{"a": 1}, {"a": 1}]
+
+
+def test_a_submission_spec_is_resolved_at_use(monkeypatch):
+    monkeypatch.setenv("TOWER_TEST_TOKEN", "t0k")
+    data = {"run_id": "r", "service": "s", "attempt": 1, "params": {},
+            "spec": {"headers": {"Authorization": "Bearer ${TOWER_TEST_TOKEN}"}, "body": ["${TOWER_TEST_TOKEN:-x}"]}}
+    submission = services._submission(data)
+    assert submission.spec == {"headers": {"Authorization": "Bearer t0k"}, "body": ["t0k"]}
+    assert data["spec"]["headers"]["Authorization"] == "Bearer ${TOWER_TEST_TOKEN}"  # the request is untouched
+    monkeypatch.delenv("TOWER_TEST_TOKEN")
+    with pytest.raises(Exception, match="service 's' field 'headers.Authorization': environment variable"):
+        services._submission(data)
+
+
+class FakeClient:
+    """raise_event answers 404 for an instance until it has been asked `missing_for` times."""
+
+    def __init__(self, missing_for: dict[str, int], gone: tuple[str, ...] = ()):
+        self.missing_for, self.gone, self.raised = dict(missing_for), gone, []
+
+    async def raise_event(self, instance_id, event, data=None):
+        if instance_id in self.gone:
+            raise Exception(f"Instance with ID {instance_id} is gone: either completed or failed")
+        if self.missing_for.get(instance_id, 0) > 0:
+            self.missing_for[instance_id] -= 1
+            raise Exception(f"No instance with ID {instance_id} found.")
+        self.raised.append((instance_id, event, data))
+
+
+def test_a_signal_waits_briefly_for_an_instance_about_to_start():
+    client = FakeClient({"late": 2, "never": 99}, gone=("done",))
+    reached = asyncio.run(services.raise_events(client, ["late", "never", "done", "now"], "cancel",
+                                                retry_delays=(0.0, 0.0, 0.0)))
+    assert reached == ["late", "now"]
+    assert client.missing_for["never"] == 99 - 4  # the first try and one per delay, then given up
+    assert client.raised == [("late", "cancel", None), ("now", "cancel", None)]
+
+
+def test_signal_retries_are_bounded_to_about_two_seconds():
+    assert 1.5 <= sum(services.SIGNAL_RETRY_DELAYS) <= 2.5
