@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,8 +21,9 @@ import azure.durable_functions as df
 from tower import names
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
-from tower.platforms.base import Handle, Submission
+from tower.platforms.base import Handle, Status, Submission
 from tower.scheduler import failure_message
+from tower.timestamps import iso
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.activities")
@@ -80,6 +82,12 @@ def _submission(data: dict) -> Submission:
     return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
 
 
+def _observed(status: Status) -> dict:
+    """A status as JSON with the moment it was read: a `poll_after` hint counts from then, not from
+    whenever the orchestrator gets to it."""
+    return {**status.to_json(), "observed_at": iso(time.time())}
+
+
 @bp.function_name(names.SUBMIT_SERVICE)
 @bp.activity_trigger(input_name="request")
 def submit_service(request: dict) -> dict:
@@ -89,7 +97,7 @@ def submit_service(request: dict) -> dict:
         submission = _submission(request["submission"])
         handle = adapter.submit(submission)
         status = adapter.poll(handle)
-    return {"handle": handle.to_json(), "status": status.to_json()}
+    return {"handle": handle.to_json(), "status": _observed(status)}
 
 
 @bp.function_name(names.POLL_SERVICE)
@@ -98,7 +106,7 @@ def poll_service(request: dict) -> dict:
     """Where the remote work is now: a Status as JSON. request: {platform, handle}."""
     with _classified(request["platform"]):
         status = _adapter(request["platform"]).poll(Handle.from_json(request["handle"]))
-    return status.to_json()
+    return _observed(status)
 
 
 @bp.function_name(names.CANCEL_SERVICE)

@@ -26,7 +26,7 @@ from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
 from tower.scheduler import CANCELLED, FAILED, Scheduler, failure_from
-from tower.timestamps import iso
+from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.orchestrators")
@@ -230,6 +230,8 @@ class _ServiceRun:
                 delay = status.get("poll_after")
                 if delay is None:
                     delay, interval = interval, min(interval * factor, longest)
+                elif status.get("observed_at"):  # the platform's hint counts from when it was asked
+                    delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
                 yield from self.wait(delay)
                 polled = self.context.call_activity(names.POLL_SERVICE, self.request(handle=handle))
                 yield from self.race(polled)

@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -9,6 +10,7 @@ from tower import names
 from tower.history import SqliteRunHistory
 from tower.plan import build_plan
 from tower.platforms import sim
+from tower.timestamps import parse_iso
 
 from .conftest import run, run_plan, sim_catalog, times
 
@@ -242,6 +244,19 @@ def test_the_plan_is_frozen_when_the_run_starts(engine, tmp_path):
     assert list(load_catalog(path).services) == ["first"]
     result = engine.wait(plan["run_id"], 10)["output"]
     assert result["status"] == "succeeded" and list(result["services"]) == ["first", "second"]
+
+
+def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
+    """The simulator says when it will be done (poll_after); the poll timer fires at that moment,
+    not poll_after after the (later) episode that read the answer."""
+    result = run(engine, sim_catalog({"only": {"duration": 0.2}}))
+    assert result["status"] == "succeeded"
+    history = engine.history(f"{result['run_id']}:only")
+    submitted = next(json.loads(e["Result"]) for e in history if e["EventType"] == 5)  # TaskCompleted
+    fire_at = next(e["FireAt"] for e in history if e["EventType"] == 10)  # TimerCreated
+    status = submitted["status"]
+    due = parse_iso(status["observed_at"]) + timedelta(seconds=status["poll_after"])
+    assert abs((parse_iso(fire_at) - due).total_seconds()) < 50e-6
 
 
 def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):
