@@ -4,10 +4,10 @@ registers the blueprints; every function lives in `orchestrators/`, `activities/
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities import bp as activities
+from activities import blueprints as activities
 from orchestrators import bp as orchestrators
 from triggers import blueprints as triggers
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (orchestrators, activities, *triggers):
+for blueprint in (orchestrators, *activities, *triggers):
     app.register_functions(blueprint)

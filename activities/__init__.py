@@ -1,5 +1,7 @@
-"""Activity blueprints: submit / poll / cancel a service, record results, signal instances."""
+"""Activity blueprints: a service's submit / poll / cancel, and a run's ledger steps."""
 
-from activities.services import bp
+from activities import runs, services
 
-__all__ = ["bp"]
+blueprints = (services.bp, runs.bp)
+
+__all__ = ["blueprints"]

@@ -8,7 +8,6 @@ bug or an outage the host should report) and counts as non-retryable.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -46,11 +45,6 @@ def _classified(platform: dict) -> Iterator[None]:
         raise ServiceActivityError(
             failure_message({"error": str(exc), "retryable": False, "platform": platform.get("name", "")})
         ) from None
-
-
-# Waits before a signal is tried again when its instance does not exist yet: a service_run started
-# in the same episode as the cancel may not be created when the signal goes out (~2 s in all).
-SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
 
 
 def _adapter(platform: dict):
@@ -116,51 +110,3 @@ def cancel_service(request: dict) -> bool:
     with _classified(request["platform"]):
         _adapter(request["platform"]).cancel(Handle.from_json(request["handle"]))
     return True
-
-
-@bp.function_name(names.RECORD_SERVICE_RESULT)
-@bp.activity_trigger(input_name="request")
-def record_service_result(request: dict) -> int:
-    """Store finished services in the run-history store, so their durations feed priorities.
-
-    request: {run_id, pipeline, results: [{service, status, attempts, started, finished, ...}]}.
-    """
-    from tower.history import history_from_environment
-
-    history_from_environment().record_many(
-        [{**result, "run_id": request["run_id"], "pipeline": request["pipeline"]} for result in request["results"]])
-    return len(request["results"])
-
-
-@bp.function_name(names.SIGNAL_INSTANCES)
-@bp.activity_trigger(input_name="request")
-@bp.durable_client_input(client_name="client")
-async def signal_instances(request: dict, client: df.DurableOrchestrationClient) -> list[str]:
-    """Raise an event on other orchestration instances (the Python SDK has no orchestrator-side
-    send-event). Instances already finished or not found are skipped. Returns the ones reached.
-
-    request: {instances: [id, ...], event: name, data: any}.
-    """
-    return await raise_events(client, request["instances"], request["event"], request.get("data"))
-
-
-async def raise_events(client, instances: list[str], event: str, data=None,
-                       retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS) -> list[str]:
-    """Raise `event` on each instance; returns the ones reached. A finished instance is skipped; one
-    not found is tried again after each of `retry_delays` (it may be about to start) before it is."""
-    reached = []
-    for instance_id in instances:
-        for delay in (*retry_delays, None):
-            try:
-                await client.raise_event(instance_id, event, data)
-            except Exception as exc:  # the SDK raises bare Exception for 404 / 410
-                if "No instance" in str(exc) and delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-                if "is gone" in str(exc) or "No instance" in str(exc):
-                    log.info("signal %s: %s already finished or never started", event, instance_id)
-                    break
-                raise
-            reached.append(instance_id)
-            break
-    return reached

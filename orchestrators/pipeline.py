@@ -1,13 +1,17 @@
 """`pipeline_run` (one run of a frozen plan) and `service_run` (one service: submit, poll, done).
 
 Both are deterministic generators: time comes from `context.current_utc_datetime`, there is no I/O,
-and they log only when not replaying. The scheduling rules live in `tower.scheduler`; this module
-is the Durable plumbing around them.
+and they log only when not replaying.
 
-Shim safety (ARCHITECTURE decision 2): the Durable extension awaits the orchestrator's top-level
-actions one after the other. Every yield that starts new work therefore carries a zero-delay timer,
-so that action completes at once and a service that becomes ready is never held behind an earlier
-`task_any`. In `service_run`, a timer that lost a race is cancelled for the same reason.
+No history grows with the pipeline (ARCHITECTURE decision 8): `pipeline_run` does not hear of each
+service. It opens the run in the ledger (`tower.ledger`), which starts the first services, and
+waits for the end or a cancel. Each `service_run` is its own orchestration; when it ends, it reports
+to the ledger, and that report starts the services that became ready, by the rules of
+`tower.scheduler`. So a decision costs one short transaction, not a replay of the whole run, and a
+dependent starts one activity after its last dependency ended.
+
+Shim safety (ARCHITECTURE decision 2): `pipeline_run` yields one action at a time, and in
+`service_run` a timer that lost a race is cancelled, so no top-level action waits behind another.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
-from tower.scheduler import CANCELLED, FAILED, Scheduler, failure_from
+from tower.scheduler import CANCELLED, FAILED, RUNNING, failure_from
 from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.orchestrators")
 
 MAX_POLL_ERRORS = 5  # transient poll failures in a row before a service is given up on
+# Ledger steps are short and idempotent: a store hiccup is tried again, 1 s apart, for ~10 s.
+LEDGER_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=10)
 
 
 def _failed(task) -> bool:
@@ -41,115 +47,33 @@ def _failed(task) -> bool:
 # --- pipeline_run ---------------------------------------------------------------------------------
 
 
-def service_input(plan: dict, name: str) -> dict:
-    """What `service_run` gets: one service of the plan with its platform entry."""
-    service = plan["services"][name]
-    platform = {"name": service["platform"], **plan["platforms"][service["platform"]]}
-    return {
-        "run_id": plan["run_id"],
-        "pipeline": plan["pipeline"],
-        "service": name,
-        "platform": platform,
-        "spec": service["spec"],
-        "params": service["params"],
-        "timeout": service["timeout"],
-        "retry": service["retry"],
-    }
-
-
-def _history_row(name: str, result: dict) -> dict:
-    """One finished service for the run-history store; its duration is its last attempt's."""
-    return {
-        "service": name,
-        "status": result["status"],
-        "attempt": result.get("attempts") or 1,
-        "started": result.get("attempt_started") or result.get("started"),
-        "finished": result.get("finished"),
-        "remote_id": result.get("remote_id"),
-        "error": result.get("error"),
-    }
-
-
 @bp.function_name(names.PIPELINE_RUN)
 @bp.orchestration_trigger(context_name="context")
 def pipeline_run(context: df.DurableOrchestrationContext):
-    """Run every service of the plan the moment its dependencies succeeded; returns the run result."""
+    """Open the run in the ledger, wait for its end (or a cancel), return the run result."""
     plan = context.get_input()
-    scheduler = Scheduler(plan, context.current_utc_datetime)
-    recording = not plan.get("simulated")  # a what-if must not teach real runs its durations
-    cancel_event = context.wait_for_external_event(names.CANCEL_EVENT)
-    watching_cancel = True
-    running: dict[int, tuple[str, object]] = {}  # id(task) -> (service, task)
-    to_record: list[dict] = []  # finished services for the run-history store
-    bookkeeping: list = []  # cancel signals in flight, then the history write
-    new_bookkeeping: list = []
-
-    while not scheduler.done:
-        now = context.current_utc_datetime
-        started = scheduler.take_ready(now)
-        for name in started:
-            task = context.call_sub_orchestrator(
-                names.SERVICE_RUN, service_input(plan, name), instance_id=plan["services"][name]["iid"]
-            )
-            running[id(task)] = (name, task)
-        if not context.is_replaying:  # the status is only read at the end of an episode
-            context.set_custom_status(scheduler.compact_status(now))
-        if not running and not new_bookkeeping:
-            raise RuntimeError(f"run {plan['run_id']}: services left that can never start (inconsistent plan)")
-
-        waiting = [task for _, task in running.values()]
-        if watching_cancel:
-            waiting.append(cancel_event)
-        if started or new_bookkeeping:
-            waiting += [*new_bookkeeping, context.create_timer(now)]
-            bookkeeping += new_bookkeeping
-            new_bookkeeping = []
-        winner = yield context.task_any(waiting)
-
-        if winner is cancel_event:
-            watching_cancel = False
-            to_stop = scheduler.cancel(context.current_utc_datetime)
-            if not context.is_replaying:
-                log.info("run %s: cancel requested, stopping %d running service(s)", plan["run_id"], len(to_stop))
-            if to_stop:
-                signal = context.call_activity(names.SIGNAL_INSTANCES, {
-                    "instances": [plan["services"][name]["iid"] for name in to_stop],
-                    "event": names.CANCEL_EVENT})
-                new_bookkeeping.append(signal)
-            continue
-        entry = running.pop(id(winner), None)
-        if entry is None:
-            continue  # the zero-delay timer, or bookkeeping
-        name, task = entry
-        if _failed(task):
-            result = {"status": FAILED, "error": failure_from(task.result)["error"]}
-        else:
-            result = task.result
-        scheduler.finish(name, result, context.current_utc_datetime)
-        if recording and result.get("attempts"):
-            to_record.append(_history_row(name, result))
-        if not context.is_replaying:
-            log.info("run %s: %s %s", plan["run_id"], name, scheduler.records[name].status)
-
-    # History is written once, at the end: every activity completion would cost the parent one more
-    # full replay. Signals still in flight are awaited too, so none is lost when the run ends.
-    finished = context.current_utc_datetime
-    record = None
-    if to_record:
-        record = context.call_activity(names.RECORD_SERVICE_RESULT, {
-            "run_id": plan["run_id"], "pipeline": plan["pipeline"], "results": to_record})
-        bookkeeping.append(record)
-    outcome = scheduler.result(finished)
-    context.set_custom_status(scheduler.compact_status(finished))
-    try:
-        yield context.task_all(bookkeeping)
-    except Exception as exc:  # bookkeeping is a nicety: a store outage must not fail a finished run
-        if not context.is_replaying:
-            what = "record run history" if record is not None and _failed(record) else "deliver a cancel signal"
-            log.warning("run %s: could not %s: %s", plan["run_id"], what, failure_from(exc)["error"])
+    run_id = plan["run_id"]
+    started = context.current_utc_datetime
+    finished = context.wait_for_external_event(names.RUN_FINISHED_EVENT)
+    cancel = context.wait_for_external_event(names.CANCEL_EVENT)
+    context.set_custom_status({"run_id": run_id, "status": RUNNING, "started": iso(started)})
+    step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"plan": plan, "started": iso(started)})
     if not context.is_replaying:
-        log.info("run %s: %s", plan["run_id"], outcome["status"])
-    return outcome
+        log.info("run %s: %d service(s) started", run_id, step["started"])
+    if not step["done"]:
+        winner = yield context.task_any([finished, cancel])
+        if winner is cancel:
+            step = yield context.call_activity_with_retry(names.CANCEL_RUN, LEDGER_RETRY, {"run_id": run_id})
+            if not context.is_replaying:
+                log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step["stopping"])
+            if not step["done"]:
+                yield finished
+    result = yield context.call_activity_with_retry(
+        names.RUN_RESULT, LEDGER_RETRY, {"run_id": run_id, "finished": iso(context.current_utc_datetime)})
+    context.set_custom_status({"run_id": run_id, "status": result["status"], "started": result["started"]})
+    if not context.is_replaying:
+        log.info("run %s: %s", run_id, result["status"])
+    return result
 
 
 # --- service_run ----------------------------------------------------------------------------------
@@ -305,6 +229,9 @@ class _ServiceRun:
         if not self.context.is_replaying:
             log.info("%s/%s: %s after %d attempt(s)", self.job["run_id"], self.job["service"],
                      result["status"], result["attempts"])
+        report = {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
+                  "simulated": self.job.get("simulated", False), "result": result}
+        yield self.context.call_activity_with_retry(names.FINISH_SERVICE, LEDGER_RETRY, report)
         return result
 
 
@@ -312,6 +239,7 @@ class _ServiceRun:
 @bp.orchestration_trigger(context_name="context")
 def service_run(context: df.DurableOrchestrationContext):
     """One service of a run: submit, poll with durable timers, retry with backoff, honour the
-    deadline and a `cancel` event. Returns {status, attempts, started, finished, remote_id, url,
-    error, output}; it never fails, so the pipeline always learns why."""
+    deadline and a `cancel` event, then report to the run's ledger (which starts what became ready).
+    Returns {status, attempts, started, finished, remote_id, url, error, output}; a service's own
+    failure is in that result, never raised, so the run always learns why."""
     return (yield from _ServiceRun(context, context.get_input()).run())

@@ -1,10 +1,10 @@
-"""The service activities' plumbing: adapters kept per process, signals that wait for their instance."""
+"""The activities' plumbing: adapters kept per process, signals that wait for their instance."""
 
 import asyncio
 
 import pytest
 
-from activities import services
+from activities import runs, services
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.platforms.sim import SimAdapter
@@ -62,7 +62,7 @@ class FakeClient:
 
 def test_a_signal_waits_briefly_for_an_instance_about_to_start():
     client = FakeClient({"late": 2, "never": 99}, gone=("done",))
-    reached = asyncio.run(services.raise_events(client, ["late", "never", "done", "now"], "cancel",
+    reached = asyncio.run(runs.raise_events(client, ["late", "never", "done", "now"], "cancel",
                                                 retry_delays=(0.0, 0.0, 0.0)))
     assert reached == ["late", "now"]
     assert client.missing_for["never"] == 99 - 4  # the first try and one per delay, then given up
@@ -70,4 +70,4 @@ def test_a_signal_waits_briefly_for_an_instance_about_to_start():
 
 
 def test_signal_retries_are_bounded_to_about_two_seconds():
-    assert 1.5 <= sum(services.SIGNAL_RETRY_DELAYS) <= 2.5
+    assert 1.5 <= sum(runs.SIGNAL_RETRY_DELAYS) <= 2.5

@@ -8,8 +8,11 @@ SERVICE_RUN = "service_run"
 SUBMIT_SERVICE = "submit_service"
 POLL_SERVICE = "poll_service"
 CANCEL_SERVICE = "cancel_service"
-RECORD_SERVICE_RESULT = "record_service_result"
-SIGNAL_INSTANCES = "signal_instances"
+OPEN_RUN = "open_run"
+FINISH_SERVICE = "finish_service"
+CANCEL_RUN = "cancel_run"
+RUN_RESULT = "run_result"
 
 # External events
 CANCEL_EVENT = "cancel"
+RUN_FINISHED_EVENT = "run_finished"

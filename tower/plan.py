@@ -62,6 +62,23 @@ def service_instance_id(run_id: str, service: str) -> str:
     return fit_instance_id(f"{run_id}:{service}", f"{run_id}\0{service}")
 
 
+def service_job(plan: dict, name: str) -> dict:
+    """What one `service_run` gets: one service of a frozen plan with its platform entry."""
+    service = plan["services"][name]
+    platform = {"name": service["platform"], **plan["platforms"][service["platform"]]}
+    return {
+        "run_id": plan["run_id"],
+        "pipeline": plan["pipeline"],
+        "service": name,
+        "platform": platform,
+        "spec": service["spec"],
+        "params": service["params"],
+        "timeout": service["timeout"],
+        "retry": service["retry"],
+        "simulated": bool(plan.get("simulated")),
+    }
+
+
 def new_run_id(pipeline: str, now: datetime) -> str:
     """`<pipeline>-<UTC yyyymmddThhmmss>-<6 hex>`, with anything Azure refuses in a name replaced."""
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")

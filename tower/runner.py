@@ -149,6 +149,18 @@ class RunInfo:
             custom_status=_loads(status.get("customStatus")) or None,
         )
 
+    def with_live_status(self, home: Path | None = None) -> RunInfo:
+        """A running run's per-service state comes from the run ledger (`pipeline_run` itself does
+        not follow each service: tower.ledger)."""
+        if self.finished:
+            return self
+        from dataclasses import replace
+
+        from tower.ledger import ledger_from_environment, live_status
+
+        status = live_status(ledger_from_environment(home), self.run_id, datetime.now(timezone.utc))
+        return replace(self, custom_status=status) if status else self
+
 
 def json_result(result: dict) -> dict:
     """The `--json` form of a run: the run's fields and, per service, the fields people script on."""
@@ -175,7 +187,7 @@ def run_info(home: Path, run_id: str) -> RunInfo:
         status = None
     if not status or status.get("name") not in (None, PIPELINE_RUN):
         raise UsageError(f"no run {run_id!r} in {home} (see `tower runs`; is TOWER_HOME right?)")
-    return RunInfo.from_status(status)
+    return RunInfo.from_status(status).with_live_status(home)
 
 
 def list_runs(home: Path, limit: int = 20) -> list[RunInfo]:
@@ -224,11 +236,11 @@ def run_app():
     the engine reads an app's functions once and a process may run several engines one after another."""
     import azure.durable_functions as df
 
-    from activities import bp as activities
+    from activities import blueprints as activities
     from orchestrators import bp as orchestrators
 
     app = df.DFApp()
-    for blueprint in (orchestrators, activities):
+    for blueprint in (orchestrators, *activities):
         app.register_functions(blueprint)
     return app
 
@@ -271,7 +283,7 @@ class LocalEngine:
         status = self.engine.status(run_id, show_input=False)
         if status is None:
             raise UsageError(f"no run {run_id!r}")
-        return RunInfo.from_status(status)
+        return RunInfo.from_status(status).with_live_status(self.home)
 
     def unfinished_runs(self) -> list[str]:
         runs = self.engine.list(runtime_status=list(RUNNING_STATES))

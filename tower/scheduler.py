@@ -78,9 +78,42 @@ class Scheduler:
         self.running_since: dict[str, datetime] = {}
         self.cancel_requested = False
         self.unfinished = len(self.order)
+        self.changed: set[str] = set()  # services whose record changed since `take_changes`
         for name in self.order:
             if self.waiting[name] == 0:
                 self._make_ready(name)
+
+    @classmethod
+    def restore(cls, plan: Mapping[str, Any], started: datetime, records: Mapping[str, Mapping[str, Any]],
+                cancel_requested: bool = False) -> Scheduler:
+        """A scheduler in the state its records describe: everything else (slots taken, dependencies
+        still awaited, the ready queues) follows from them."""
+        scheduler = cls(plan, started)
+        scheduler.cancel_requested = cancel_requested
+        scheduler.records = {name: ServiceRecord(**records[name]) if name in records else ServiceRecord()
+                             for name in scheduler.order}
+        scheduler.busy = dict.fromkeys(scheduler.limits, 0)
+        scheduler.ready = {p: [] for p in scheduler.limits}
+        scheduler.running_since = {}
+        scheduler.unfinished = 0
+        for name in scheduler.order:
+            record = scheduler.records[name]
+            scheduler.waiting[name] = sum(
+                scheduler.records[dep].status not in DONE_FOR_DEPENDENTS for dep in scheduler.deps[name])
+            if record.status == RUNNING:
+                scheduler.busy[scheduler.platform_of[name]] += 1
+                scheduler.running_since[name] = parse_iso(record.started) or started
+            if record.status in (PENDING, RUNNING):
+                scheduler.unfinished += 1
+            if record.status == PENDING and scheduler.waiting[name] == 0 and not cancel_requested:
+                scheduler._make_ready(name)
+        return scheduler
+
+    def take_changes(self) -> dict[str, dict]:
+        """The records changed since the last call, as JSON, for a store that keeps the state."""
+        changed = {name: asdict(self.records[name]) for name in self.changed}
+        self.changed.clear()
+        return changed
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -104,6 +137,7 @@ class Scheduler:
             record = self.records[name]
             record.status, record.started = RUNNING, iso(now)
             self.running_since[name] = now
+            self.changed.add(name)
         return [name for _, _, name in taken]
 
     def finish(self, name: str, result: Mapping[str, Any], now: datetime) -> None:
@@ -114,6 +148,7 @@ class Scheduler:
         self.busy[self.platform_of[name]] -= 1
         self.running_since.pop(name, None)
         self.unfinished -= 1
+        self.changed.add(name)
         status = result.get("status")
         record.status = status if status in FINISHED_STATES and status != UPSTREAM_FAILED else FAILED
         record.attempts = int(result.get("attempts") or 0)
@@ -139,15 +174,17 @@ class Scheduler:
                     downstream.error = f"upstream {name!r} {reason}"
                     downstream.finished = iso(now)
                     self.unfinished -= 1
+                    self.changed.add(other)
                     stack.extend(self.dependents[other])
 
     def cancel(self, now: datetime) -> list[str]:
         """Stop dispatching; mark every service not started `cancelled`; return the running ones."""
         self.cancel_requested = True
-        for record in self.records.values():
+        for name, record in self.records.items():
             if record.status == PENDING:
                 record.status, record.error, record.finished = CANCELLED, "run cancelled", iso(now)
                 self.unfinished -= 1
+                self.changed.add(name)
         for queue in self.ready.values():
             queue.clear()
         return [name for name in self.order if self.records[name].status == RUNNING]

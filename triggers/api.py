@@ -36,10 +36,13 @@ def _base(req: func.HttpRequest) -> str:
     return url[: url.index("/api/") + len("/api")] if "/api/" in url else url
 
 
-def _run(status) -> dict:
+def _run(status, live: bool = False) -> dict:
+    """A run as the API shows it; `live` adds the per-service state of a running run (run ledger)."""
     from tower.runner import RunInfo, json_result
 
     info = RunInfo.from_status(status.to_json())
+    if live:
+        info = info.with_live_status()
     return {**json_result(info.to_result()), "runtime_status": info.runtime_status}
 
 
@@ -81,7 +84,7 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     status = await client.get_status(run_id, show_input=True)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
-    return _json(_run(status))
+    return _json(_run(status, live=True))
 
 
 @bp.function_name("api_list_runs")

@@ -83,6 +83,10 @@ def test_api_starts_reads_lists_and_cancels_runs(host):
     assert run_id in [r["run_id"] for r in call(host, "GET", "/api/runs")[1]]
 
     _, slow, _ = call(host, "POST", "/api/runs/forever", {})
+    deadline = time.monotonic() + 10
+    while (live := call(host, "GET", f"/api/runs/{slow['run_id']}")[1])["services"].get("slow", {}).get("status") != "running":
+        assert time.monotonic() < deadline, live  # a running run shows its services' state
+        time.sleep(0.05)
     assert call(host, "POST", f"/api/runs/{slow['run_id']}/cancel")[0] == 202
     assert wait_for_run(host, slow["run_id"])["status"] == "cancelled"
     assert call(host, "POST", f"/api/runs/{slow['run_id']}/cancel")[0] == 409

@@ -1,0 +1,127 @@
+"""Activities that keep a run's ledger (`tower.ledger`) and act on what it decides: start the
+service runs that became ready, stop running ones on cancel, wake `pipeline_run` when all ended.
+
+They run in the Functions host with a Durable client, because a Python orchestrator cannot start
+another top-level orchestration or raise an event on one. Each is idempotent (activities run at
+least once): the ledger ignores a repeated change, and starting a service run that exists is
+refused by the host and skipped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+import azure.durable_functions as df
+
+from tower import names
+from tower.ledger import Step, cancel_run, finish_service, ledger_from_environment, open_run, run_result
+from tower.plan import service_job
+from tower.timestamps import parse_iso
+
+bp = df.Blueprint()
+log = logging.getLogger("tower.activities")
+
+# Waits before an event is tried again when its instance does not exist yet: a service run started
+# just before a cancel may not be created when the signal goes out (~2 s in all).
+SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
+    """Start, stop and wake what `step` names; returns the step as JSON for the orchestrator."""
+    for instance_id, job in step.start.items():
+        try:
+            await client.start_new(names.SERVICE_RUN, instance_id, job)
+        except Exception as exc:  # the SDK raises a bare Exception with the host's message
+            if "already" not in str(exc):
+                raise
+            log.info("run %s: service run %s already started", run_id, instance_id)
+    if step.stop:
+        await raise_events(client, step.stop, names.CANCEL_EVENT)
+    if step.done:
+        await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
+    return {"started": len(step.start), "stopping": len(step.stop), "done": step.done, "status": step.status}
+
+
+@bp.function_name(names.OPEN_RUN)
+@bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
+async def open_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """Put the run in the ledger and start its first services. request: {plan, started}."""
+    plan = request["plan"]
+    inputs = {name: service_job(plan, name) for name in plan["services"]}
+    step = open_run(ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
+    return await _act(client, plan["run_id"], step)
+
+
+@bp.function_name(names.FINISH_SERVICE)
+@bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
+async def finish_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """A service run ended: keep its attempt in the run history (not for a what-if), record it in
+    the ledger and start what became ready. request: {run_id, pipeline, simulated, result}."""
+    result = request["result"]
+    if not request.get("simulated") and result.get("attempts"):
+        from tower.history import history_from_environment
+
+        history_from_environment().record(history_row(request, result))
+    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, _now())
+    return await _act(client, request["run_id"], step)
+
+
+@bp.function_name(names.CANCEL_RUN)
+@bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
+async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id}."""
+    step = cancel_run(ledger_from_environment(), request["run_id"], _now())
+    return await _act(client, request["run_id"], step)
+
+
+@bp.function_name(names.RUN_RESULT)
+@bp.activity_trigger(input_name="request")
+def run_result_activity(request: dict) -> dict:
+    """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
+    return run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
+
+
+def history_row(request: dict, result: dict) -> dict:
+    """One finished service for the run-history store; its duration is its last attempt's."""
+    return {
+        "run_id": request["run_id"],
+        "pipeline": request["pipeline"],
+        "service": result["service"],
+        "status": result["status"],
+        "attempt": result.get("attempts") or 1,
+        "started": result.get("attempt_started") or result.get("started"),
+        "finished": result.get("finished"),
+        "remote_id": result.get("remote_id"),
+        "error": result.get("error"),
+    }
+
+
+async def raise_events(client, instances: list[str], event: str, data=None,
+                       retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS) -> list[str]:
+    """Raise `event` on each instance; returns the ones reached. A finished instance is skipped; one
+    not found is tried again after each of `retry_delays` (it may be about to start) before it is."""
+    reached = []
+    for instance_id in instances:
+        for delay in (*retry_delays, None):
+            try:
+                await client.raise_event(instance_id, event, data)
+            except Exception as exc:  # the SDK raises bare Exception for 404 / 410
+                if "No instance" in str(exc) and delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                if "is gone" in str(exc) or "No instance" in str(exc):
+                    log.info("signal %s: %s already finished or never started", event, instance_id)
+                    break
+                raise
+            reached.append(instance_id)
+            break
+    return reached
