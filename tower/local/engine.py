@@ -287,12 +287,12 @@ class Engine:
         """Block until the instance is Completed, Failed or Terminated; EngineError on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
-            while True:
-                status = self.status(instance_id)
+            while True:  # without the input while waiting: a big plan would be parsed at every wake
+                status = self.status(instance_id, show_input=False)
                 if status is None:
                     raise InstanceNotFound(f"no orchestration instance with id '{instance_id}'")
                 if status["runtimeStatus"] in h.TERMINAL:
-                    return status
+                    return self.status(instance_id)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise EngineError(f"instance '{instance_id}' is still {status['runtimeStatus']} "

@@ -1,0 +1,235 @@
+"""The run ledger (SQLite): dispatch steps, idempotency, optimistic concurrency, restore."""
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tower import ledger as lg
+from tower.errors import EngineError
+from tower.ledger import SqliteRunLedger, cancel_run, finish_service, live_status, open_run, run_result
+from tower.scheduler import Scheduler
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def plan_of(deps: dict, limit: int | None = None, expected: dict | None = None, run_id: str = "r1") -> dict:
+    expected = expected or {}
+    return {
+        "run_id": run_id, "pipeline": "p",
+        "platforms": {"x": {"max_concurrency": limit}},
+        "services": {name: {"deps": list(d), "expected": expected.get(name, 1.0), "platform": "x",
+                            "iid": f"{run_id}:{name}"} for name, d in deps.items()},
+    }
+
+
+def inputs_of(plan: dict) -> dict:
+    return {name: {"service": name} for name in plan["services"]}
+
+
+def ok(name: str, status: str = "succeeded", **extra) -> dict:
+    return {"service": name, "status": status, "attempts": 1, "started": None, "finished": None, **extra}
+
+
+DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return SqliteRunLedger(tmp_path / "ledger.db")
+
+
+def test_a_diamond_is_dispatched_as_its_dependencies_end(ledger):
+    plan = plan_of(DIAMOND)
+    step = open_run(ledger, plan, inputs_of(plan), T0)
+    assert step.start == {"r1:a": {"service": "a"}} and not step.done
+    step = finish_service(ledger, "r1", "a", ok("a"), T0)
+    assert set(step.start) == {"r1:b", "r1:c"}
+    assert finish_service(ledger, "r1", "b", ok("b"), T0).start == {}
+    step = finish_service(ledger, "r1", "c", ok("c"), T0)
+    assert list(step.start) == ["r1:d"] and not step.done
+    step = finish_service(ledger, "r1", "d", ok("d", output="4 rows"), T0 + timedelta(seconds=3))
+    assert step.done and step.status == "succeeded"
+    result = run_result(ledger, "r1", T0 + timedelta(seconds=4))
+    assert {n: s["status"] for n, s in result["services"].items()} == dict.fromkeys("abcd", "succeeded")
+    assert result["services"]["d"]["output"] == "4 rows"
+
+
+def test_a_repeated_report_changes_nothing_and_asks_to_start_what_runs(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    first = finish_service(ledger, "r1", "a", ok("a"), T0)
+    version = ledger.version("r1")
+    again = finish_service(ledger, "r1", "a", ok("a", status="failed"), T0)
+    assert ledger.version("r1") == version
+    assert again.start == first.start  # the first report may have died before starting them
+    assert live_status(ledger, "r1", T0)["states"] == "srrp"
+
+
+def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    assert open_run(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5)).start == {"r1:a": {"service": "a"}}
+    assert ledger.version("r1") == 1
+
+
+def test_a_failure_holds_back_its_downstream(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)
+    finish_service(ledger, "r1", "b", ok("b", status="failed", error="boom"), T0)
+    step = finish_service(ledger, "r1", "c", ok("c"), T0)
+    assert step.done and step.status == "failed" and step.start == {}
+    result = run_result(ledger, "r1", T0)
+    assert result["services"]["d"]["status"] == "upstream_failed"
+    assert "b: boom" in result["summary"]
+
+
+def test_cancel_stops_dispatch_and_names_the_running(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)
+    step = cancel_run(ledger, "r1", T0)
+    assert sorted(step.stop) == ["r1:b", "r1:c"] and not step.done
+    assert finish_service(ledger, "r1", "b", ok("b", status="cancelled"), T0).start == {}
+    step = finish_service(ledger, "r1", "c", ok("c"), T0)
+    assert step.done and step.status == "cancelled"
+    assert run_result(ledger, "r1", T0)["services"]["d"]["status"] == "cancelled"
+
+
+def test_a_cancel_with_nothing_pending_is_still_kept(ledger, tmp_path):
+    plan = plan_of({"a": [], "b": []})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    assert sorted(cancel_run(ledger, "r1", T0).stop) == ["r1:a", "r1:b"]
+    other = SqliteRunLedger(tmp_path / "ledger.db")  # another host: no cache, reads the store
+    assert live_status(other, "r1", T0)["status"] == "running"
+    assert finish_service(other, "r1", "a", ok("a"), T0).start == {}
+    assert other.load("r1").meta["cancel"] is True
+
+
+def test_limits_and_longest_remaining_path_first(ledger):
+    deps = {"short": [], "long": [], "tail": ["long"], "mid": []}
+    plan = plan_of(deps, limit=1, expected={"short": 1, "long": 5, "tail": 5, "mid": 3})
+    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["r1:long"]
+    assert list(finish_service(ledger, "r1", "long", ok("long"), T0).start) == ["r1:tail"]
+    assert list(finish_service(ledger, "r1", "tail", ok("tail"), T0).start) == ["r1:mid"]
+    assert list(finish_service(ledger, "r1", "mid", ok("mid"), T0).start) == ["r1:short"]
+
+
+def test_two_hosts_sharing_a_ledger_see_each_others_changes(ledger, tmp_path):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    other = SqliteRunLedger(tmp_path / "ledger.db")
+    finish_service(other, "r1", "a", ok("a"), T0)        # this host's cached state is now stale
+    finish_service(ledger, "r1", "b", ok("b"), T0)
+    step = finish_service(other, "r1", "c", ok("c"), T0)
+    assert list(step.start) == ["r1:d"]
+    assert live_status(ledger, "r1", T0)["states"] == "sssr"
+
+
+def test_a_stale_save_is_refused_and_writes_nothing(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    assert ledger.save("r1", 1, {"started": "x", "cancel": False}, {"a": {"status": "succeeded"}})
+    assert not ledger.save("r1", 1, {"started": "y", "cancel": True}, {"b": {"status": "failed"}})
+    snapshot = ledger.load("r1")
+    assert snapshot.version == 2 and snapshot.meta == {"started": "x", "cancel": False}
+    assert snapshot.records["b"]["status"] == "pending"
+
+
+def test_concurrent_reports_from_threads_lose_nothing(ledger, tmp_path):
+    names = [f"s{i}" for i in range(40)]
+    plan = plan_of({**{n: [] for n in names}, "join": names})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    hosts = [SqliteRunLedger(tmp_path / "ledger.db") for _ in range(4)]
+    steps = []
+
+    def report(i):
+        steps.append(finish_service(hosts[i % 4], "r1", names[i], ok(names[i]), T0))
+
+    threads = [threading.Thread(target=report, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum("r1:join" in step.start for step in steps) == 1  # started by exactly one report
+    assert live_status(ledger, "r1", T0)["counts"] == {"running": 1, "succeeded": 40}
+
+
+def test_a_save_that_loses_a_race_is_applied_again_on_the_new_state(ledger, tmp_path):
+    plan = plan_of({"a": [], "b": [], "join": ["a", "b"]})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    rival = SqliteRunLedger(tmp_path / "ledger.db")
+    saves = []
+
+    class Racing(SqliteRunLedger):
+        def save(self, run_id, version, meta, records):
+            if not saves:  # another host reports `b` between this host's read and its write
+                finish_service(rival, "r1", "b", ok("b"), T0)
+            saves.append(super().save(run_id, version, meta, records))
+            return saves[-1]
+
+    step = finish_service(Racing(tmp_path / "ledger.db"), "r1", "a", ok("a"), T0)
+    assert saves == [False, True]
+    assert list(step.start) == ["r1:join"]  # decided on the state that has both reports
+    assert live_status(ledger, "r1", T0)["states"] == "ssr"
+
+
+def _report_all(path: str, names: list[str], out) -> None:
+    host = SqliteRunLedger(path)
+    out.put([list(finish_service(host, "r1", name, ok(name), T0).start) for name in names])
+
+
+def test_reports_from_two_processes_conflict_and_retry_without_losing_any(ledger, tmp_path):
+    import multiprocessing
+
+    names = [f"s{i}" for i in range(60)]
+    plan = plan_of({**{n: [] for n in names}, "join": names})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [context.Process(target=_report_all, args=(str(tmp_path / "ledger.db"), names[i::2], out))
+               for i in range(2)]
+    for worker in workers:
+        worker.start()
+    starts = [start for _ in workers for start in out.get(timeout=60)]
+    for worker in workers:
+        worker.join(30)
+    assert sum(start == ["r1:join"] for start in starts) == 1
+    assert ledger.load("r1").version == 1 + len(names)  # every report saved once
+    assert live_status(ledger, "r1", T0)["counts"] == {"running": 1, "succeeded": 60}
+
+
+def test_restore_rebuilds_the_same_dispatch_state():
+    deps = {"a": [], "b": ["a"], "c": [], "d": ["b", "c"], "e": ["c"]}
+    plan = plan_of(deps, limit=2, expected={"a": 1, "b": 4, "c": 2, "d": 1, "e": 3})
+    live = Scheduler(plan, T0)
+    live.take_ready(T0)
+    live.finish("c", ok("c"), T0)
+    live.take_ready(T0)
+    records = {name: {**vars(record)} for name, record in live.records.items()}
+    restored = Scheduler.restore(plan, T0, records)
+    assert restored.busy == live.busy and restored.waiting == live.waiting
+    assert restored.unfinished == live.unfinished
+    assert sorted(restored.ready["x"]) == sorted(live.ready["x"])
+    live.finish("a", ok("a"), T0)
+    restored.finish("a", ok("a"), T0)
+    assert restored.take_ready(T0) == live.take_ready(T0)
+
+
+def test_an_unknown_run_or_service_is_a_clear_error(ledger):
+    with pytest.raises(EngineError, match="'nope' is not in the run ledger"):
+        finish_service(ledger, "nope", "a", ok("a"), T0)
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    with pytest.raises(EngineError, match="no service 'zz'"):
+        ledger.service_input("r1", "zz")
+    assert live_status(ledger, "nope", T0) is None
+
+
+def test_the_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOWER_LEDGER_TABLE_URL", raising=False)
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path))
+    chosen = lg.ledger_from_environment()
+    assert isinstance(chosen, SqliteRunLedger) and chosen.path == tmp_path.absolute() / "ledger.db"
+    assert lg.ledger_from_environment() is chosen

@@ -1,0 +1,317 @@
+"""TableRunLedger against Azurite's real Table API: the RunLedger contract, limits, and concurrency."""
+
+import json
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
+from tower import ledger as dispatch
+from tower.errors import EngineError
+from tower.ledger import Snapshot, ledger_from_environment
+from tower.ledger_table import (
+    MAX_ENTITY,
+    TableRunLedger,
+    pack,
+    partition_key,
+    stored_size,
+    unpack,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def table_url(azurite_table_url):
+    return f"{azurite_table_url}/ledger{uuid.uuid4().hex[:8]}"
+
+
+def open_ledger(table_url: str) -> TableRunLedger:
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    return TableRunLedger(table_url, credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+
+
+@pytest.fixture
+def ledger(table_url):
+    return open_ledger(table_url)
+
+
+def run_of(names, run_id="run-1"):
+    """(core, meta, inputs, records) of a run whose services are `names`, a chain in that order."""
+    services = {name: {"deps": [prev] if prev is not None else [], "expected": 1.0, "platform": "sim",
+                       "iid": f"{run_id}:{i}"}
+                for i, (prev, name) in enumerate(zip([None, *names[:-1]], names, strict=True))}
+    core = {"run_id": run_id, "pipeline": "p", "simulated": False,
+            "platforms": {"sim": {"max_concurrency": None}}, "services": services}
+    inputs = {name: {"service": name, "position": i} for i, name in enumerate(names)}
+    records = {name: {"status": "pending", "attempts": 0} for name in names}
+    return core, {"started": "2026-01-01T00:00:00Z", "cancel": False}, inputs, records
+
+
+def test_create_load_round_trip(ledger):
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    assert ledger.version("run-1") is None and ledger.load("run-1") is None
+    assert ledger.create("run-1", core, meta, inputs, records) is True
+    assert ledger.version("run-1") == 1
+    assert ledger.load("run-1") == Snapshot(1, core, meta, records)
+    assert ledger.service_input("run-1", "b") == {"service": "b", "position": 1}
+    with pytest.raises(EngineError, match="has no service 'zzz'"):
+        ledger.service_input("run-1", "zzz")
+    with pytest.raises(EngineError, match="'nope' is not in the run ledger"):
+        ledger.service_input("nope", "a")
+
+
+def test_create_twice_keeps_the_first(ledger, table_url):
+    core, meta, inputs, records = run_of(["a", "b"])
+    assert ledger.create("run-1", core, meta, inputs, records) is True
+    other_meta = {**meta, "cancel": True}
+    other_inputs = {name: {"other": True} for name in inputs}
+    assert ledger.create("run-1", core, other_meta, other_inputs, records) is False
+    assert open_ledger(table_url).create("run-1", core, other_meta, other_inputs, records) is False
+    assert ledger.load("run-1").meta == meta
+    assert ledger.service_input("run-1", "a") == inputs["a"]
+
+
+def test_a_conflict_on_insert_means_the_run_exists(table_url):
+    core, meta, inputs, records = run_of(["a", "b"])
+    first, late = open_ledger(table_url), open_ledger(table_url)
+    late._run_entity = lambda *args, **kwargs: None  # its check ran before `first` inserted the run
+    assert first.create("run-1", core, meta, inputs, records) is True
+    assert late.create("run-1", core, {**meta, "cancel": True}, inputs, records) is False
+    assert first.load("run-1") == Snapshot(1, core, meta, records)
+
+
+def test_concurrent_creates_one_wins(table_url):
+    core, meta, inputs, records = run_of([f"s{i}" for i in range(120)])  # two transactions each
+    ledgers = [open_ledger(table_url) for _ in range(3)]
+    barrier, outcomes = threading.Barrier(3), []
+
+    def create(ledger):
+        barrier.wait()
+        outcomes.append(ledger.create("run-1", core, meta, inputs, records))
+
+    threads = [threading.Thread(target=create, args=(ledger,)) for ledger in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False, False, True]
+    assert ledgers[0].load("run-1") == Snapshot(1, core, meta, records)
+
+
+def test_save_bumps_version_and_writes_only_given_records(ledger, table_url):
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    ledger.create("run-1", core, meta, inputs, records)
+    running = {"status": "running", "attempts": 0, "started": "2026-01-01T00:00:01Z"}
+    assert ledger.save("run-1", 1, {**meta, "cancel": True}, {"b": running}) is True
+    snapshot = open_ledger(table_url).load("run-1")
+    assert snapshot.version == 2 and snapshot.meta == {**meta, "cancel": True}
+    assert snapshot.records == {**records, "b": running}
+    assert ledger.save("run-1", 2, meta, {}) is True  # meta alone still bumps the version
+    assert ledger.version("run-1") == 3
+    with pytest.raises(EngineError, match="no service 'zzz'"):
+        ledger.save("run-1", 3, meta, {"zzz": running})
+    assert ledger.version("run-1") == 3
+
+
+def test_save_with_a_stale_version_writes_nothing(ledger, table_url):
+    core, meta, inputs, records = run_of(["a", "b"])
+    ledger.create("run-1", core, meta, inputs, records)
+    assert ledger.save("run-1", 1, meta, {"a": {"status": "running"}}) is True
+    before = ledger.load("run-1")
+    stale = {"a": {"status": "failed"}, "b": {"status": "failed"}}
+    assert ledger.save("run-1", 1, {**meta, "cancel": True}, stale) is False  # this object knows v2
+    assert open_ledger(table_url).save("run-1", 1, {**meta, "cancel": True}, stale) is False  # fresh object
+    assert ledger.save("missing-run", 1, meta, stale) is False
+    assert ledger.load("run-1") == before
+
+
+def test_two_ledgers_racing_one_wins(table_url):
+    first, second = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b"])
+    first.create("run-1", core, meta, inputs, records)
+    # In turn: both saw version 1 (and cached its ETag); the second save finds the ETag moved.
+    assert first.version("run-1") == second.version("run-1") == 1
+    assert first.save("run-1", 1, meta, {"a": {"status": "running", "by": "first"}}) is True
+    assert second.save("run-1", 1, meta, {"a": {"status": "running", "by": "second"}}) is False
+    assert second.load("run-1").records["a"]["by"] == "first"
+    # At the same time, from two threads, several rounds.
+    for version in range(2, 7):
+        assert first.version("run-1") == second.version("run-1") == version
+        barrier, outcomes = threading.Barrier(2), {}
+
+        def save(who, ledger, version=version, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            outcomes[who] = ledger.save("run-1", version, meta, {"b": {"status": "running", "by": who}})
+
+        threads = [threading.Thread(target=save, args=(who, ledger))
+                   for who, ledger in (("first", first), ("second", second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes.values()) == [False, True]
+        (winner,) = [who for who, won in outcomes.items() if won]
+        snapshot = first.load("run-1")
+        assert snapshot.version == version + 1 and snapshot.records["b"]["by"] == winner
+
+
+def test_long_json_round_trips(ledger):
+    core, meta, inputs, records = run_of(["a", "b"])
+    inputs["a"] = {"sql": "select 1 -- " + "x" * 80_000 + " ☃ 𝄞 \"quoted\""}
+    long_record = {"status": "failed", "error": "".join(f"line {i}: Traceback ü\n" for i in range(6_000))}
+    assert len(json.dumps(inputs["a"])) > 70_000 and len(json.dumps(long_record)) > 100_000
+    assert ledger.create("run-1", core, meta, inputs, records)
+    assert ledger.service_input("run-1", "a") == inputs["a"]
+    assert ledger.save("run-1", 1, meta, {"b": long_record})
+    assert ledger.load("run-1").records["b"] == long_record
+    assert ledger.save("run-1", 2, meta, {"b": {"status": "succeeded"}})  # shorter again: old parts ignored
+    assert ledger.load("run-1").records["b"] == {"status": "succeeded"}
+
+
+def test_a_5000_service_core_fits_one_entity():
+    names = [f"warehouse.load_customer_table_{i}" for i in range(5000)]
+    core = run_of(names, run_id="nightly-20260101-000000-abcdef")[0]
+    assert 2 * len(json.dumps(core)) > MAX_ENTITY  # as UTF-16 text it would not fit
+    entity = {"PartitionKey": "nightly-20260101-000000-abcdef", "RowKey": "run", **pack("core", core)}
+    assert stored_size(entity) < MAX_ENTITY / 4
+    assert unpack(entity, "core") == core
+
+
+@pytest.mark.slow
+def test_a_5000_service_run_round_trips(ledger):
+    names = [f"warehouse.load_customer_table_{i}" for i in range(5000)]
+    core, meta, inputs, records = run_of(names, run_id="nightly-20260101-000000-abcdef")
+    assert ledger.create(core["run_id"], core, meta, inputs, records)
+    assert ledger.load(core["run_id"]) == Snapshot(1, core, meta, records)
+    assert ledger.service_input(core["run_id"], names[-1]) == inputs[names[-1]]
+
+
+def test_200_changed_records_in_one_save(ledger, table_url):
+    names = [f"s{i}" for i in range(250)]
+    core, meta, inputs, records = run_of(names)
+    assert ledger.create("run-1", core, meta, inputs, records)  # 251 entities: three transactions
+    assert ledger.load("run-1") == Snapshot(1, core, meta, records)
+    changed = {name: {"status": "succeeded", "attempts": 1, "output": name} for name in names[:200]}
+    assert ledger.save("run-1", 1, meta, changed) is True
+    snapshot = open_ledger(table_url).load("run-1")
+    assert snapshot.version == 2
+    assert snapshot.records == {**records, **changed}
+    assert open_ledger(table_url).service_input("run-1", "s249") == inputs["s249"]
+
+
+def test_awkward_service_names_and_run_ids(ledger):
+    names = ["a/b", "c#d", "e?f", "g\\h", "tab\tname", "Ünïcødé ☃ 𝄞", "quote'it", "%41", "run", "svc-000000"]
+    for run_id in ["run/1#x?y", "run~2Fx", "ünï'code%20☃"]:
+        core, meta, inputs, records = run_of(names, run_id=run_id)
+        assert ledger.create(run_id, core, meta, inputs, records)
+        changed = {name: {"status": "running", "name": name} for name in names}
+        assert ledger.save(run_id, 1, meta, changed)
+        assert ledger.load(run_id) == Snapshot(2, core, meta, changed)
+        for name in names:
+            assert ledger.service_input(run_id, name) == inputs[name]
+    assert partition_key("run/1#x?y") == "run~2F1~23x~3Fy"
+    assert partition_key("run~2Fx") != partition_key("run/x")
+
+
+def test_a_create_that_died_half_way_is_finished_by_the_next(table_url):
+    names = [f"s{i}" for i in range(150)]
+    core, meta, inputs, records = run_of(names)
+    dying = open_ledger(table_url)
+    real_submit, calls = dying.table.submit_transaction, []
+
+    def submit_then_die(batch):
+        calls.append(len(batch))
+        if len(calls) > 1:
+            raise ConnectionError("host died")
+        return real_submit(batch)
+
+    dying.table.submit_transaction = submit_then_die
+    with pytest.raises(ConnectionError):
+        dying.create("run-1", core, meta, inputs, records)
+    assert calls == [100, 51]
+    other = open_ledger(table_url)
+    assert other.version("run-1") is None and other.load("run-1") is None  # half a run is no run
+    assert other.create("run-1", core, meta, inputs, records) is True
+    assert other.load("run-1") == Snapshot(1, core, meta, records)
+    assert other.create("run-1", core, meta, inputs, records) is False
+
+
+def test_a_create_finished_by_another_while_still_writing_gives_way(table_url):
+    names = [f"s{i}" for i in range(250)]
+    core, meta, inputs, records = run_of(names)
+    slow, other = open_ledger(table_url), open_ledger(table_url)
+    real_submit, calls, outcomes = slow.table.submit_transaction, [], []
+
+    def submit_slowly(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:  # another host opens the same run between our transactions
+            outcomes.append(other.create("run-1", core, {**meta, "by": "other"}, inputs, records))
+        return real_submit(batch)
+
+    slow.table.submit_transaction = submit_slowly
+    assert slow.create("run-1", core, meta, inputs, records) is False  # its next insert conflicts
+    assert outcomes == [True]
+    assert slow.load("run-1") == Snapshot(1, core, {**meta, "by": "other"}, records)
+
+
+def test_entities_over_1_mib_are_refused_with_a_clear_error(ledger):
+    import os
+
+    core, meta, inputs, records = run_of(["a"])
+    ledger.create("run-1", core, meta, inputs, records)
+    noise = os.urandom(1_000_000).hex()  # does not compress
+    with pytest.raises(EngineError, match=r"run 'run-1', service 'a' \(record\): [\d,]+ bytes .* over the 1 MiB"):
+        ledger.save("run-1", 1, meta, {"a": {"status": "failed", "error": noise}})
+    assert ledger.version("run-1") == 1
+
+
+def diamond_plan(run_id):
+    services = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    return {"run_id": run_id, "pipeline": "p", "platforms": {"sim": {"max_concurrency": None}},
+            "services": {name: {"deps": deps, "expected": 1.0, "platform": "sim", "iid": f"{run_id}:{name}"}
+                         for name, deps in services.items()}}
+
+
+def done(name, at):
+    return {"status": "succeeded", "attempts": 1, "started": (at - timedelta(seconds=1)).isoformat(),
+            "finished": at.isoformat(), "output": f"{name} ok"}
+
+
+def test_dispatch_on_a_diamond_across_two_hosts(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    plan = diamond_plan("diamond-1")
+    inputs = {name: {"service": name} for name in plan["services"]}
+
+    step = dispatch.open_run(host1, plan, inputs, T0)
+    assert step.start == {"diamond-1:a": {"service": "a"}} and not step.done
+    assert dispatch.open_run(host2, plan, inputs, T0).start == step.start  # opened once, asked again
+
+    step = dispatch.finish_service(host2, "diamond-1", "a", done("a", T0 + timedelta(seconds=1)), T0)
+    assert step.start == {"diamond-1:b": {"service": "b"}, "diamond-1:c": {"service": "c"}}
+    step = dispatch.finish_service(host1, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
+    assert step.start == {} and not step.done
+    repeated = dispatch.finish_service(host2, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
+    assert set(repeated.start) == {"diamond-1:c"}  # a repeated report asks again for what runs
+    step = dispatch.finish_service(host1, "diamond-1", "c", done("c", T0 + timedelta(seconds=3)), T0)
+    assert step.start == {"diamond-1:d": {"service": "d"}}
+    step = dispatch.finish_service(host2, "diamond-1", "d", done("d", T0 + timedelta(seconds=4)), T0)
+    assert step.done and step.status == "succeeded"
+
+    result = dispatch.run_result(host1, "diamond-1", T0 + timedelta(seconds=5))
+    assert result["status"] == "succeeded"
+    assert {name: svc["output"] for name, svc in result["services"].items()} == {
+        name: f"{name} ok" for name in "abcd"}
+    assert host2.load("diamond-1").version == 5  # created, then one save per finished service
+    assert dispatch.live_status(host2, "diamond-1", T0)["states"] == "ssss"
+
+
+def test_environment_chooses_table_storage(monkeypatch):
+    monkeypatch.setenv("TOWER_LEDGER_TABLE_URL", "https://acct.table.core.windows.net/towerledger")
+    ledger = ledger_from_environment()
+    assert isinstance(ledger, TableRunLedger)
+    assert ledger.table.table_name == "towerledger"
+    assert ledger_from_environment() is ledger
