@@ -63,8 +63,14 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def finish_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """A service run ended: keep its attempt in the run history (not for a what-if), record it in
-    the ledger and start what became ready. request: {run_id, pipeline, simulated, result}."""
+    """A service run ended. request: {run_id, pipeline, simulated, result}; see `report_service`."""
+    return await report_service(client, request)
+
+
+async def report_service(client: df.DurableOrchestrationClient, request: dict) -> dict:
+    """Keep a finished service's attempt in the run history (not for a what-if), record its end in
+    the ledger and start what became ready. Also called by the submit and poll activities the
+    moment they see a service succeed."""
     result = request["result"]
     if not request.get("simulated") and result.get("attempts"):
         from tower.history import history_from_environment

@@ -1,6 +1,7 @@
-"""Activities of a service run: thin calls into `tower.platforms` and the run-history store.
+"""Activities of a service run: thin calls into `tower.platforms` (submit, poll, cancel).
 
-Each one does a short piece of I/O and returns small JSON. A platform failure is raised with its
+Each one does a short piece of I/O and returns small JSON. Submit and poll also report a service
+that they see succeed to the run ledger at once (`activities.runs.report_service`). A platform failure is raised with its
 classification inside the message (`tower.scheduler.failure_message`), because the Durable SDK
 hands the orchestrator nothing but the message; anything unclassified propagates untouched (it is a
 bug or an outage the host should report) and counts as non-retryable.
@@ -8,11 +9,13 @@ bug or an outage the host should report) and counts as non-retryable.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import azure.durable_functions as df
@@ -20,8 +23,9 @@ import azure.durable_functions as df
 from tower import names
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
-from tower.platforms.base import Handle, Status, Submission
-from tower.scheduler import failure_message
+from tower.platforms.base import SKIPPED, SUCCEEDED, Handle, Status, Submission
+from tower.redact import redact
+from tower.scheduler import failure_message, settled
 from tower.timestamps import iso
 
 bp = df.Blueprint()
@@ -84,29 +88,77 @@ def _observed(status: Status) -> dict:
 
 @bp.function_name(names.SUBMIT_SERVICE)
 @bp.activity_trigger(input_name="request")
-def submit_service(request: dict) -> dict:
-    """Start one attempt and take a first look: {handle, status}. request: {platform, submission}."""
-    with _classified(request["platform"]):
-        adapter = _adapter(request["platform"])
-        submission = _submission(request["submission"])
-        handle = adapter.submit(submission)
-        status = adapter.poll(handle)
-    return {"handle": handle.to_json(), "status": _observed(status)}
+@bp.durable_client_input(client_name="client")
+async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """Start one attempt and take a first look: {handle, status}. request: {platform, submission,
+    report?} (see `_report_if_done`)."""
+
+    def submit():
+        with _classified(request["platform"]):
+            adapter = _adapter(request["platform"])
+            handle = adapter.submit(_submission(request["submission"]))
+            return handle, adapter.poll(handle)
+
+    handle, status = await _platform_call(submit)
+    observed = _observed(status)
+    await _report_if_done(client, request, observed, remote_id=handle.remote_id, url=handle.url)
+    return {"handle": handle.to_json(), "status": observed}
 
 
 @bp.function_name(names.POLL_SERVICE)
 @bp.activity_trigger(input_name="request")
-def poll_service(request: dict) -> dict:
-    """Where the remote work is now: a Status as JSON. request: {platform, handle}."""
-    with _classified(request["platform"]):
-        status = _adapter(request["platform"]).poll(Handle.from_json(request["handle"]))
-    return _observed(status)
+@bp.durable_client_input(client_name="client")
+async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """Where the remote work is now: a Status as JSON. request: {platform, handle, report?}."""
+
+    def poll():
+        with _classified(request["platform"]):
+            return _adapter(request["platform"]).poll(Handle.from_json(request["handle"]))
+
+    observed = _observed(await _platform_call(poll))
+    await _report_if_done(client, request, observed)
+    return observed
+
+
+async def _report_if_done(client, request: dict, observed: dict, **known) -> None:
+    """When the work succeeded (or was skipped), report the service's end to the run ledger right
+    here, so its dependents start one activity earlier than `service_run` could start them;
+    `observed["reported"]` tells `service_run` not to report again. request["report"]: {run_id,
+    pipeline, simulated, result} with the result so far. A report that fails is left to
+    `service_run`, which reports with retries."""
+    report = request.get("report")
+    if not report or observed["state"] not in (SUCCEEDED, SKIPPED):
+        return
+    from activities.runs import report_service
+
+    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, observed,
+                     iso(time.time()))
+    try:
+        await report_service(client, {**report, "result": result})
+    except Exception as exc:  # noqa: BLE001 - service_run reports again, with retries
+        log.warning("%s/%s: early report failed, service_run will report: %s", report["run_id"],
+                    result.get("service"), redact(str(exc)))
+        return
+    observed["reported"] = True
 
 
 @bp.function_name(names.CANCEL_SERVICE)
 @bp.activity_trigger(input_name="request")
-def cancel_service(request: dict) -> bool:
+async def cancel_service(request: dict) -> bool:
     """Stop the remote work (idempotent). request: {platform, handle}."""
-    with _classified(request["platform"]):
-        _adapter(request["platform"]).cancel(Handle.from_json(request["handle"]))
+
+    def cancel():
+        with _classified(request["platform"]):
+            _adapter(request["platform"]).cancel(Handle.from_json(request["handle"]))
+
+    await _platform_call(cancel)
     return True
+
+
+# Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,
+# never on the worker's event loop, which the async activities (they need the Durable client) share.
+_PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
+
+
+async def _platform_call(fn):
+    return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, fn)

@@ -29,7 +29,7 @@ from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
-from tower.scheduler import CANCELLED, FAILED, RUNNING, failure_from
+from tower.scheduler import CANCELLED, FAILED, RUNNING, failure_from, settled
 from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
@@ -100,6 +100,7 @@ class _ServiceRun:
         self.result = {"service": job["service"], "status": None, "attempts": 0, "started": iso(self.began),
                        "attempt_started": None, "finished": None, "remote_id": None, "url": None,
                        "error": None, "output": None}
+        self.reported = False  # submit or poll already told the ledger the service succeeded
 
     def now(self) -> datetime:
         return self.context.current_utc_datetime
@@ -127,6 +128,12 @@ class _ServiceRun:
     def request(self, **fields) -> dict:
         return {"platform": self.platform, **fields}
 
+    def report(self) -> dict:
+        """What FINISH_SERVICE gets, with the result so far; submit and poll get it too, so that
+        they can report a success the moment they see it (then `reported` is set)."""
+        return {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
+                "simulated": self.job.get("simulated", False), "result": dict(self.result)}
+
     def show(self) -> None:
         r = self.result
         self.context.set_custom_status({"s": r["status"] or "running", "a": r["attempts"],
@@ -139,7 +146,8 @@ class _ServiceRun:
                       "spec": self.job["spec"], "params": self.job["params"]}
         handle = None
         try:
-            submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(submission=submission))
+            submit = self.context.call_activity(names.SUBMIT_SERVICE,
+                                                self.request(submission=submission, report=self.report()))
             yield from self.race(submit)
             if _failed(submit):
                 return None, failure_from(submit.result)
@@ -157,7 +165,7 @@ class _ServiceRun:
                 elif status.get("observed_at"):  # the platform's hint counts from when it was asked
                     delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
                 yield from self.wait(delay)
-                polled = self.context.call_activity(names.POLL_SERVICE, self.request(handle=handle))
+                polled = self.context.call_activity(names.POLL_SERVICE, self.request(handle=handle, report=self.report()))
                 yield from self.race(polled)
                 if _failed(polled):
                     failure = failure_from(polled.result)
@@ -197,11 +205,12 @@ class _ServiceRun:
                 number += 1
                 status, failure = yield from self.attempt(number)
                 if status is not None:
+                    if status["state"] in (REMOTE_SUCCEEDED, REMOTE_SKIPPED):
+                        result.update(settled(result, status, iso(self.now())))
+                        self.reported = bool(status.get("reported"))
+                        break
                     result["output"] = status.get("output") or result["output"]
                     result["url"] = status.get("url") or result["url"]
-                    if status["state"] in (REMOTE_SUCCEEDED, REMOTE_SKIPPED):
-                        result["status"], result["error"] = status["state"], None  # an earlier attempt's is moot
-                        break
                     if status["state"] == REMOTE_CANCELLED:
                         result["status"] = CANCELLED
                         result["error"] = status.get("message") or "cancelled on the platform"
@@ -229,9 +238,8 @@ class _ServiceRun:
         if not self.context.is_replaying:
             log.info("%s/%s: %s after %d attempt(s)", self.job["run_id"], self.job["service"],
                      result["status"], result["attempts"])
-        report = {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
-                  "simulated": self.job.get("simulated", False), "result": result}
-        yield self.context.call_activity_with_retry(names.FINISH_SERVICE, LEDGER_RETRY, report)
+        if not self.reported:
+            yield self.context.call_activity_with_retry(names.FINISH_SERVICE, LEDGER_RETRY, self.report())
         return result
 
 

@@ -301,6 +301,14 @@ def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> 
     return view
 
 
+def settled(result: Mapping[str, Any], status: Mapping[str, Any], finished: str) -> dict:
+    """The final result of a service whose attempt ended `succeeded` or `skipped` (a remote status):
+    what `service_run` returns, and what the activity that saw the end reports to the run ledger."""
+    return {**result, "status": status["state"], "error": None,  # an earlier attempt's error is moot
+            "output": status.get("output") or result.get("output"), "url": status.get("url") or result.get("url"),
+            "finished": finished}
+
+
 # --- failures across the activity boundary ----------------------------------------------------
 
 FAILURE_MARK = "tower-failure:"

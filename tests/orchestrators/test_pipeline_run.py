@@ -265,6 +265,39 @@ def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
     assert abs((parse_iso(fire_at) - due).total_seconds()) < 50e-6
 
 
+def _scheduled(engine, instance_id: str) -> list[str]:
+    return [e["Name"] for e in engine.history(instance_id) if e["EventType"] == 4]  # TaskScheduled
+
+
+def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engine):
+    result = run(engine, sim_catalog({"a": {"duration": 0.2}, "b": {"deps": ["a"], "duration": 0.0}}))
+    assert statuses(result) == {"a": "succeeded", "b": "succeeded"}
+    a, b = f"{result['run_id']}:a", f"{result['run_id']}:b"
+    assert _scheduled(engine, a) == [names.SUBMIT_SERVICE, names.POLL_SERVICE]  # no separate report
+    assert _scheduled(engine, b) == [names.SUBMIT_SERVICE]  # zero duration: the submit saw it end
+    a_ended = next(e["Timestamp"] for e in engine.history(a) if e["EventType"] == 1)  # ExecutionCompleted
+    b_began = next(e["Timestamp"] for e in engine.history(b) if e["EventType"] == 0)  # ExecutionStarted
+    assert parse_iso(b_began) < parse_iso(a_ended)  # b started while a's orchestration was finishing
+    assert result["services"]["a"]["remote_id"] and result["services"]["a"]["finished"] <= b_began
+
+
+def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, monkeypatch):
+    import activities.runs
+
+    real, calls = activities.runs.report_service, []
+
+    async def failing_first(client, request):
+        calls.append(request["result"]["service"])
+        if len(calls) == 1:
+            raise RuntimeError("ledger unavailable")
+        return await real(client, request)
+
+    monkeypatch.setattr(activities.runs, "report_service", failing_first)
+    result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
+    assert result["status"] == "succeeded" and calls == ["only", "only"]
+    assert _scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE, names.FINISH_SERVICE]
+
+
 def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):
     """Shim safety: with the extension's one-at-a-time await of top-level actions, a naive task_any
     loop would hold `d` back until `c` finishes (~0.6 s); it must start when `b` finishes."""
