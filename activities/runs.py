@@ -34,7 +34,7 @@ def _now() -> datetime:
 
 async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
     """Start, stop and wake what `step` names; returns the step as JSON for the orchestrator."""
-    for instance_id, job in step.start.items():
+    for instance_id, job in step.start.items():  # one by one, in priority order: the most urgent first
         try:
             await client.start_new(names.SERVICE_RUN, instance_id, job)
         except Exception as exc:  # the SDK raises a bare Exception with the host's message
