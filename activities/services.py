@@ -23,7 +23,7 @@ import azure.durable_functions as df
 from tower import names
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
-from tower.platforms.base import SKIPPED, SUCCEEDED, Handle, Status, Submission
+from tower.platforms.base import SKIPPED, SUCCEEDED, TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.scheduler import failure_message, settled
 from tower.timestamps import iso
@@ -90,14 +90,14 @@ def _observed(status: Status) -> dict:
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """Start one attempt and take a first look: {handle, status}. request: {platform, submission,
-    report?} (see `_report_if_done`)."""
+    """Start one attempt and watch it for up to `linger` seconds: {handle, status}.
+    request: {platform, submission, linger?, report?} (see `linger`, `_report_if_done`)."""
 
     def submit():
         with _classified(request["platform"]):
             adapter = _adapter(request["platform"])
             handle = adapter.submit(_submission(request["submission"]))
-            return handle, adapter.poll(handle)
+            return handle, linger(adapter, handle, adapter.poll(handle), request.get("linger") or 0.0)
 
     handle, status = await _platform_call(submit)
     observed = _observed(status)
@@ -118,6 +118,26 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
     observed = _observed(await _platform_call(poll))
     await _report_if_done(client, request, observed)
     return observed
+
+
+LINGER_FIRST_LOOK = 0.05  # seconds to the first look again when the platform gives no hint (then x2)
+
+
+def linger(adapter, handle: Handle, status: Status, budget: float) -> Status:
+    """Watch just-submitted work here while its end is due within `budget` seconds: sub-second
+    work (many SQL statements) then needs no durable timer, and its dependents start a timer and
+    two orchestrator episodes sooner. The platform's `poll_after` sets the next look; without one,
+    looks are 0.05 s apart, doubling. Work not done within the budget is left to durable timers."""
+    deadline = time.monotonic() + budget
+    pause_without_hint = LINGER_FIRST_LOOK
+    while status.state not in TERMINAL_STATES:
+        pause = max(status.poll_after if status.poll_after is not None else pause_without_hint, 0.001)
+        if time.monotonic() + pause > deadline:
+            break
+        time.sleep(pause)
+        pause_without_hint *= 2
+        status = adapter.poll(handle)
+    return status
 
 
 async def _report_if_done(client, request: dict, observed: dict, **known) -> None:

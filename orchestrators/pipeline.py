@@ -96,7 +96,8 @@ class _ServiceRun:
         self.began = context.current_utc_datetime
         self.cancel_event = context.wait_for_external_event(names.CANCEL_EVENT)
         timeout = job.get("timeout")
-        self.deadline = context.create_timer(self.began + timedelta(seconds=timeout)) if timeout else None
+        self.deadline_at = self.began + timedelta(seconds=timeout) if timeout else None
+        self.deadline = context.create_timer(self.deadline_at) if timeout else None
         self.result = {"service": job["service"], "status": None, "attempts": 0, "started": iso(self.began),
                        "attempt_started": None, "finished": None, "remote_id": None, "url": None,
                        "error": None, "output": None}
@@ -128,6 +129,14 @@ class _ServiceRun:
     def request(self, **fields) -> dict:
         return {"platform": self.platform, **fields}
 
+    def linger(self) -> float:
+        """How long the submit may watch the work itself: the platform's budget, never past the
+        deadline (a success seen after it would contradict the timeout)."""
+        budget = self.job["platform"]["poll"].get("linger", 0.0)  # plans made before it had none
+        if self.deadline is not None:
+            budget = min(budget, (self.deadline_at - self.now()).total_seconds())
+        return max(budget, 0.0)
+
     def report(self) -> dict:
         """What FINISH_SERVICE gets, with the result so far; submit and poll get it too, so that
         they can report a success the moment they see it (then `reported` is set)."""
@@ -146,8 +155,8 @@ class _ServiceRun:
                       "spec": self.job["spec"], "params": self.job["params"]}
         handle = None
         try:
-            submit = self.context.call_activity(names.SUBMIT_SERVICE,
-                                                self.request(submission=submission, report=self.report()))
+            submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
+                submission=submission, linger=self.linger(), report=self.report()))
             yield from self.race(submit)
             if _failed(submit):
                 return None, failure_from(submit.result)

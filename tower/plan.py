@@ -6,7 +6,7 @@ in-flight run. The plan is plain JSON (small keys, still readable)::
     {"v": 1, "run_id", "pipeline", "params", "created",
      "services": {name: {"platform", "deps", "timeout", "retry": {retries, backoff, max_backoff},
                          "expected", "spec", "params", "iid"}},
-     "platforms": {name: {"type", "max_concurrency", "settings", "poll": {first, factor, max}}}}
+     "platforms": {name: {"type", "max_concurrency", "settings", "poll": {first, factor, max, linger}}}}
 
 Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
 at use (the plan is stored in the run's history).
@@ -33,6 +33,9 @@ MAX_INSTANCE_ID = 100
 _FORBIDDEN_IN_ID = re.compile(r"[/\\#?\x00-\x1f\x7f]")
 # Poll cadence when the platform does not say when to look again: 1 s, x1.5 each time, at most 60 s.
 POLL_FIRST, POLL_FACTOR, POLL_MAX = 1.0, 1.5, 60.0
+# Work that ends within this many seconds of its submit is watched in the submit activity itself
+# (see activities.services.linger): a durable timer would cost more than the wait.
+POLL_LINGER = 0.5
 MIN_SIM_POLL = 0.01  # seconds: a simulated run polls no faster than this
 
 
@@ -162,6 +165,7 @@ def build_plan(
                 "first": max(POLL_FIRST * scale, MIN_SIM_POLL),
                 "factor": POLL_FACTOR,
                 "max": max(POLL_MAX * scale, MIN_SIM_POLL),
+                "linger": POLL_LINGER,
             },
         }
 

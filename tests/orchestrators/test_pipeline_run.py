@@ -255,7 +255,7 @@ def test_the_plan_is_frozen_when_the_run_starts(engine, tmp_path):
 def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
     """The simulator says when it will be done (poll_after); the poll timer fires at that moment,
     not poll_after after the (later) episode that read the answer."""
-    result = run(engine, sim_catalog({"only": {"duration": 0.2}}))
+    result = run(engine, sim_catalog({"only": {"duration": 0.8}}))  # longer than the submit lingers
     assert result["status"] == "succeeded"
     history = engine.history(f"{result['run_id']}:only")
     submitted = next(json.loads(e["Result"]) for e in history if e["EventType"] == 5)  # TaskCompleted
@@ -270,7 +270,7 @@ def _scheduled(engine, instance_id: str) -> list[str]:
 
 
 def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engine):
-    result = run(engine, sim_catalog({"a": {"duration": 0.2}, "b": {"deps": ["a"], "duration": 0.0}}))
+    result = run(engine, sim_catalog({"a": {"duration": 0.7}, "b": {"deps": ["a"], "duration": 0.0}}))
     assert statuses(result) == {"a": "succeeded", "b": "succeeded"}
     a, b = f"{result['run_id']}:a", f"{result['run_id']}:b"
     assert _scheduled(engine, a) == [names.SUBMIT_SERVICE, names.POLL_SERVICE]  # no separate report
@@ -279,6 +279,25 @@ def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engin
     b_began = next(e["Timestamp"] for e in engine.history(b) if e["EventType"] == 0)  # ExecutionStarted
     assert parse_iso(b_began) < parse_iso(a_ended)  # b started while a's orchestration was finishing
     assert result["services"]["a"]["remote_id"] and result["services"]["a"]["finished"] <= b_began
+
+
+def test_work_that_ends_within_the_linger_budget_is_watched_by_the_submit(engine):
+    result = run(engine, sim_catalog({"quick": {"duration": 0.2}, "slow": {"duration": 0.7}}))
+    assert statuses(result) == {"quick": "succeeded", "slow": "succeeded"}
+    kinds = {name: [e["EventType"] for e in engine.history(f"{result['run_id']}:{name}")] for name in result["services"]}
+    assert 10 not in kinds["quick"] and 10 in kinds["slow"]  # TimerCreated: only the slow one waits durably
+    assert _scheduled(engine, f"{result['run_id']}:quick") == [names.SUBMIT_SERVICE]
+    started, finished = times(result, "quick")
+    assert 0.2 <= (finished - started).total_seconds() < 0.4
+
+
+def test_the_submit_never_lingers_past_the_deadline(engine):
+    start = time.monotonic()
+    result = run(engine, sim_catalog({"late": {"duration": 0.4, "timeout": 0.15}}))
+    late = result["services"]["late"]
+    assert late["status"] == "failed" and late["error"].startswith("timed out after")
+    assert late["remote_id"] in sim.cancelled_remote_ids()
+    assert time.monotonic() - start < 0.4  # the submit gave up watching at the deadline
 
 
 def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, monkeypatch):

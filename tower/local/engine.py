@@ -6,7 +6,7 @@ One *work loop* thread owns the orchestration state: it reads inbox messages, ba
 instance into one episode, calls the SDK's handle with the context JSON, re-enacts the extension's
 processing of the returned actions (`tower.local.replay`), and commits the episode in one
 transaction. Activities run on `activity_workers` daemon threads; async functions (activities,
-HTTP functions, the management API) run on one event loop thread, `engine.loop`.
+HTTP functions, the management API) run on the process's one event loop thread, `engine.loop`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Engine:
         self._port = port
         self.base_url = ""
         self.client_binding = ""
-        self.loop = asyncio.new_event_loop()
+        self.loop = _process_loop.acquire()
         self._workers = activity_workers
         self._live: dict[str, _Live] = {}
         self._timers: list = []             # heap of (due, seq, message)
@@ -126,7 +126,6 @@ class Engine:
         """Start the event loop, the management API, the activity workers and the work loop."""
         from tower.local import management
 
-        threading.Thread(target=self.loop.run_forever, name="tower-loop", daemon=True).start()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -163,6 +162,8 @@ class Engine:
 
     def stop(self, timeout: float = 10) -> None:
         """Finish the episode in progress and stop; running activities are re-run at the next start."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._wake.set()
         for _ in self._threads:
@@ -171,20 +172,11 @@ class Engine:
         if engine_thread is not None:
             engine_thread.join(timeout)
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._shutdown_loop(), self.loop).result(timeout)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout)
+            self._runner = None
+        _process_loop.release(timeout)
         (self.home / "engine.json").unlink(missing_ok=True)
         self.log("engine: stopped")
-
-    async def _shutdown_loop(self):
-        from azure.durable_functions.models.utils import http_utils
-
-        await self._runner.cleanup()
-        # The SDK keeps one module-global client session; close it only if it lives on this loop
-        # (another engine in the same process, e.g. in tests, may own it).
-        session = http_utils._client_session
-        if session is not None and getattr(session, "_loop", None) is asyncio.get_running_loop():
-            await http_utils._close_session()
 
     def __enter__(self):
         return self.start()
@@ -193,13 +185,6 @@ class Engine:
         self.stop()
 
     # ------------------------------------------------------------------ running user functions
-    def call_function(self, fn: Callable, kwargs: dict) -> Any:
-        """Run a user function from a non-loop thread: sync ones here, async ones on `loop`."""
-        result = fn(**kwargs)
-        if inspect.isawaitable(result):
-            return asyncio.run_coroutine_threadsafe(_awaited(result), self.loop).result()
-        return result
-
     async def acall_function(self, fn: Callable, kwargs: dict) -> Any:
         """Run a user function from the loop: async ones directly, sync ones in the default pool."""
         if inspect.iscoroutinefunction(fn):
@@ -670,34 +655,89 @@ class Engine:
             self._run_activity(*item)
 
     def _run_activity(self, instance_id, execution_id, task_id, name, raw_input) -> None:
-        from azure.functions._durable_functions import df_dumps, df_loads
-
+        """Run one activity. A sync one runs on this worker thread; an async one runs on the event
+        loop and frees this thread at once (as in the Functions worker, an awaiting activity holds
+        no thread), its result recorded when it completes."""
+        key = (instance_id, execution_id, task_id)
         try:
             activity = self.activities.get(name)
             if activity is None:
                 known = ", ".join(sorted(self.activities)) or "none"
                 raise EngineError(f"The function '{name}' doesn't exist, is disabled, or is not an activity "
                                   f"function (known activities: {known})")
+            from azure.functions._durable_functions import df_loads
+
             try:
                 value = None if raw_input is None else df_loads(raw_input)
             except ValueError:
                 value = raw_input
             kwargs = {activity.input_name: value, **{c: self.client_binding for c in activity.client_names}}
-            body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id,
-                    "Result": df_dumps(self.call_function(activity.fn, kwargs))}
+            result = activity.fn(**kwargs)
         except Exception as exc:
+            self._activity_done(key, name, error=exc)
+            return
+        if not inspect.isawaitable(result):
+            self._activity_done(key, name, value=result)
+            return
+        future = asyncio.run_coroutine_threadsafe(_awaited(result), self.loop)
+        future.add_done_callback(lambda done: self._activity_done(
+            key, name, value=None if done.exception() else done.result(), error=done.exception()))
+
+    def _activity_done(self, key: tuple, name: str, value: Any = None, error: BaseException | None = None) -> None:
+        from azure.functions._durable_functions import df_dumps
+
+        instance_id, execution_id, task_id = key
+        try:
+            if error is None:
+                body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id, "Result": df_dumps(value)}
+        except Exception as exc:  # a result that is not JSON
+            error = exc
+        if error is not None:
             body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,   # kept in history: no secrets
-                    "Reason": redact(f"Activity function '{name}' failed: {type(exc).__name__}: {exc}"),
-                    "Details": redact("".join(traceback.format_exception(exc, limit=-3)))}
+                    "Reason": redact(f"Activity function '{name}' failed: {type(error).__name__}: {error}"),
+                    "Details": redact("".join(traceback.format_exception(error, limit=-3)))}
         body["Timestamp"] = h.fmt_time(h.utcnow())
         with self._stats_lock:
             self.stats["activities"] += 1
-        key = (instance_id, execution_id, task_id)
         with self.store.tx() as db:     # result and "no longer pending" in one transaction
             gone = db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=? AND task_id=?", key)
             if gone.rowcount:
                 self.store.enqueue(db, instance_id, st.EVENT, body, execution_id=execution_id)
         self._wake.set()
+
+
+class _ProcessLoop:
+    """The one event loop of the process, as in the Functions Python worker: every engine's async
+    functions and management API run on it. One loop matters beyond tidiness: the Durable SDK's
+    client keeps one module-global aiohttp session, which only works on the loop that created it.
+    Started by the first engine, stopped (closing that session) when the last one stops."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
+
+    def acquire(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="tower-loop", daemon=True).start()
+            self._users += 1
+            return self._loop
+
+    def release(self, timeout: float) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._loop is None:
+                return
+            loop, self._loop = self._loop, None
+        from azure.durable_functions.models.utils import http_utils
+
+        asyncio.run_coroutine_threadsafe(http_utils._close_session(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+_process_loop = _ProcessLoop()
 
 
 @dataclass
