@@ -3,8 +3,9 @@ service runs that became ready, stop running ones on cancel, wake `pipeline_run`
 
 They run in the Functions host with a Durable client, because a Python orchestrator cannot start
 another top-level orchestration or raise an event on one. Each is idempotent (activities run at
-least once): the ledger ignores a repeated change, and starting a service run that exists is
-refused by the host and skipped here.
+least once): the ledger ignores a repeated change, and a service run the ledger has running is
+started again only if its instance does not exist (see `_act`). Ledger and history calls block, so
+they run off the event loop that every async activity shares.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from datetime import datetime, timezone
 import azure.durable_functions as df
 
 from tower import names
-from tower.ledger import Step, cancel_run, finish_service, ledger_from_environment, open_run, run_result
+from tower.ledger import (
+    Step,
+    cancel_run,
+    finish_service,
+    ledger_from_environment,
+    open_run,
+    reconcile_run,
+    run_result,
+)
 from tower.plan import service_job
+from tower.redact import redact
+from tower.scheduler import FAILED
 from tower.timestamps import parse_iso
 
 bp = df.Blueprint()
@@ -26,6 +37,7 @@ log = logging.getLogger("tower.activities")
 # Waits before an event is tried again when its instance does not exist yet: a service run started
 # just before a cancel may not be created when the signal goes out (~2 s in all).
 SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
+ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 
 
 def _now() -> datetime:
@@ -33,19 +45,47 @@ def _now() -> datetime:
 
 
 async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
-    """Start, stop and wake what `step` names; returns the step as JSON for the orchestrator."""
-    for instance_id, job in step.start.items():  # one by one, in priority order: the most urgent first
-        try:
-            await client.start_new(names.SERVICE_RUN, instance_id, job)
-        except Exception as exc:  # the SDK raises a bare Exception with the host's message
-            if "already" not in str(exc):
-                raise
-            log.info("run %s: service run %s already started", run_id, instance_id)
+    """Do what `step` asks; returns a summary for the orchestrator.
+
+    `start`: start, one by one in priority order (the most urgent first). `ensure`: look each up;
+    start it if it does not exist (a report died before starting it), report it if it ended without
+    its end reaching the ledger (its report failed, or it was terminated); never start an ended
+    one again, which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
+    """
+    started, done, status = 0, step.done, step.status
+    for instance_id, job in step.start.items():
+        started += await _start(client, run_id, instance_id, job)
+    for instance_id, job in step.ensure.items():
+        instance = await client.get_status(instance_id)
+        runtime = getattr(instance.runtime_status, "value", instance.runtime_status) if instance else None
+        if runtime is None:
+            started += await _start(client, run_id, instance_id, job)
+        elif runtime in ENDED:
+            log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
+                        run_id, instance_id, runtime)
+            result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
+                "service": job["service"], "status": FAILED, "attempts": 0,
+                "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
+            later = await asyncio.to_thread(finish_service, ledger_from_environment(), run_id, job["service"],
+                                            _redacted(result), _now())
+            summary = await _act(client, run_id, later)
+            started, done, status = started + summary["started"], summary["done"], summary["status"]
     if step.stop:
         await raise_events(client, step.stop, names.CANCEL_EVENT)
     if step.done:
         await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
-    return {"started": len(step.start), "stopping": len(step.stop), "done": step.done, "status": step.status}
+    return {"started": started, "stopping": len(step.stop), "done": done, "status": status}
+
+
+async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
+    try:
+        await client.start_new(names.SERVICE_RUN, instance_id, job)
+    except Exception as exc:  # the SDK raises a bare Exception with the host's message
+        if "already" not in str(exc):
+            raise
+        log.info("run %s: service run %s already started", run_id, instance_id)
+        return 0
+    return 1
 
 
 @bp.function_name(names.OPEN_RUN)
@@ -55,14 +95,14 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     """Put the run in the ledger and start its first services. request: {plan, started}."""
     plan = request["plan"]
     inputs = {name: service_job(plan, name) for name in plan["services"]}
-    step = open_run(ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
+    step = await asyncio.to_thread(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
     return await _act(client, plan["run_id"], step)
 
 
-@bp.function_name(names.FINISH_SERVICE)
+@bp.function_name(names.REPORT_SERVICE)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def finish_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def report_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """A service run ended. request: {run_id, pipeline, simulated, result}; see `report_service`."""
     return await report_service(client, request)
 
@@ -71,12 +111,25 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
     """Keep a finished service's attempt in the run history (not for a what-if), record its end in
     the ledger and start what became ready. Also called by the submit and poll activities the
     moment they see a service succeed."""
-    result = request["result"]
-    if not request.get("simulated") and result.get("attempts"):
-        from tower.history import history_from_environment
+    result = _redacted(request["result"])
 
-        history_from_environment().record(history_row(request, result))
-    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, _now())
+    def record() -> Step:
+        if not request.get("simulated") and result.get("attempts"):
+            from tower.history import history_from_environment
+
+            history_from_environment().record(history_row(request, result))
+        return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, _now())
+
+    return await _act(client, request["run_id"], await asyncio.to_thread(record))
+
+
+@bp.function_name(names.RECONCILE_RUN)
+@bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
+async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+    """Now and then while a run goes on: dispatch what is ready and check on what the ledger has
+    running (see `_act`), so a lost start or a lost report cannot hang the run. request: {run_id}."""
+    step = await asyncio.to_thread(reconcile_run, ledger_from_environment(), request["run_id"], _now())
     return await _act(client, request["run_id"], step)
 
 
@@ -85,7 +138,7 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
 @bp.durable_client_input(client_name="client")
 async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id}."""
-    step = cancel_run(ledger_from_environment(), request["run_id"], _now())
+    step = await asyncio.to_thread(cancel_run, ledger_from_environment(), request["run_id"], _now())
     return await _act(client, request["run_id"], step)
 
 
@@ -94,6 +147,11 @@ async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClie
 def run_result_activity(request: dict) -> dict:
     """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
     return run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
+
+
+def _redacted(result: dict) -> dict:
+    """A result whose error and output can be shown to anyone who may read run status."""
+    return {**result, **{key: redact(result[key]) for key in ("error", "output") if result.get(key)}}
 
 
 def history_row(request: dict, result: dict) -> dict:

@@ -17,16 +17,18 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import azure.durable_functions as df
 
 from tower import names
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
-from tower.platforms.base import SKIPPED, SUCCEEDED, TERMINAL_STATES, Handle, Status, Submission
+from tower.ledger import is_cancelled, ledger_from_environment
+from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.scheduler import failure_message, settled
-from tower.timestamps import iso
+from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.activities")
@@ -80,6 +82,10 @@ def _submission(data: dict) -> Submission:
     return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
 
 
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _observed(status: Status) -> dict:
     """A status as JSON with the moment it was read: a `poll_after` hint counts from then, not from
     whenever the orchestrator gets to it."""
@@ -90,15 +96,20 @@ def _observed(status: Status) -> dict:
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """Start one attempt and watch it for up to `linger` seconds: {handle, status}.
-    request: {platform, submission, linger?, report?} (see `linger`, `_report_if_done`)."""
+    """Start one attempt and watch it until `watch_until` (see `linger`): {handle, status}; the
+    handle is None when the run was cancelled before the submit (nothing is started then).
+    request: {platform, submission, watch_until?, report?} (see `_report_if_done`)."""
 
     def submit():
         with _classified(request["platform"]):
             adapter = _adapter(request["platform"])
             handle = adapter.submit(_submission(request["submission"]))
-            return handle, linger(adapter, handle, adapter.poll(handle), request.get("linger") or 0.0)
+            budget = (parse_iso(request["watch_until"]) - now()).total_seconds() if request.get("watch_until") else 0
+            return handle, linger(adapter, handle, adapter.poll(handle), budget)
 
+    report = request.get("report")
+    if report and await asyncio.to_thread(is_cancelled, ledger_from_environment(), report["run_id"]):
+        return {"handle": None, "status": {"state": CANCELLED, "message": "run cancelled before it was submitted"}}
     handle, status = await _platform_call(submit)
     observed = _observed(status)
     await _report_if_done(client, request, observed, remote_id=handle.remote_id, url=handle.url)
@@ -145,14 +156,16 @@ async def _report_if_done(client, request: dict, observed: dict, **known) -> Non
     here, so its dependents start one activity earlier than `service_run` could start them;
     `observed["reported"]` tells `service_run` not to report again. request["report"]: {run_id,
     pipeline, simulated, result} with the result so far. A report that fails is left to
-    `service_run`, which reports with retries."""
+    `service_run`, which reports with retries. A success seen after the service's deadline
+    (`report["before"]`) is not reported here."""
     report = request.get("report")
     if not report or observed["state"] not in (SUCCEEDED, SKIPPED):
         return
+    if report.get("before") and now() > parse_iso(report["before"]):
+        return  # past the deadline: service_run decides (it times the service out)
     from activities.runs import report_service
 
-    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, observed,
-                     iso(time.time()))
+    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, observed, iso(now()))
     try:
         await report_service(client, {**report, "result": result})
     except Exception as exc:  # noqa: BLE001 - service_run reports again, with retries

@@ -3,15 +3,15 @@
 Both are deterministic generators: time comes from `context.current_utc_datetime`, there is no I/O,
 and they log only when not replaying.
 
-No history grows with the pipeline (ARCHITECTURE decision 8): `pipeline_run` does not hear of each
+No history grows with the pipeline (docs/architecture.md, "Dispatch"): `pipeline_run` does not hear of each
 service. It opens the run in the ledger (`tower.ledger`), which starts the first services, and
 waits for the end or a cancel. Each `service_run` is its own orchestration; when it ends, it reports
 to the ledger, and that report starts the services that became ready, by the rules of
 `tower.scheduler`. So a decision costs one short transaction, not a replay of the whole run, and a
 dependent starts one activity after its last dependency ended.
 
-Shim safety (ARCHITECTURE decision 2): `pipeline_run` yields one action at a time, and in
-`service_run` a timer that lost a race is cancelled, so no top-level action waits behind another.
+Shim safety (docs/architecture.md, "Dispatch"): no orchestrator holds one service behind another,
+and a timer that lost a race is cancelled, so no top-level action waits behind a pending one.
 """
 
 from __future__ import annotations
@@ -38,10 +38,18 @@ log = logging.getLogger("tower.orchestrators")
 MAX_POLL_ERRORS = 5  # transient poll failures in a row before a service is given up on
 # Ledger steps are short and idempotent: a store hiccup is tried again, 1 s apart, for ~10 s.
 LEDGER_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=10)
+RECONCILE_FIRST, RECONCILE_MAX = 60.0, 1800.0  # seconds: pipeline_run checks a long run this often
 
 
 def _failed(task) -> bool:
     return task.state is TaskState.FAILED
+
+
+def _reported(task) -> bool:
+    """Did this submit or poll activity report the service's success to the ledger itself?"""
+    if _failed(task) or not isinstance(task.result, dict):
+        return False
+    return bool(task.result.get("reported") or (task.result.get("status") or {}).get("reported"))
 
 
 # --- pipeline_run ---------------------------------------------------------------------------------
@@ -50,7 +58,10 @@ def _failed(task) -> bool:
 @bp.function_name(names.PIPELINE_RUN)
 @bp.orchestration_trigger(context_name="context")
 def pipeline_run(context: df.DurableOrchestrationContext):
-    """Open the run in the ledger, wait for its end (or a cancel), return the run result."""
+    """Open the run in the ledger, wait for its end (or a cancel), return the run result.
+
+    While it waits it reconciles the run now and then (after 1 min, doubling up to 30 min), so that
+    a start or a report lost to an outage, or a terminated service run, cannot hang the run."""
     plan = context.get_input()
     run_id = plan["run_id"]
     started = context.current_utc_datetime
@@ -60,14 +71,20 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"plan": plan, "started": iso(started)})
     if not context.is_replaying:
         log.info("run %s: %d service(s) started", run_id, step["started"])
-    if not step["done"]:
-        winner = yield context.task_any([finished, cancel])
-        if winner is cancel:
-            step = yield context.call_activity_with_retry(names.CANCEL_RUN, LEDGER_RETRY, {"run_id": run_id})
-            if not context.is_replaying:
-                log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step["stopping"])
-            if not step["done"]:
-                yield finished
+    pause = float(plan.get("reconcile_after") or RECONCILE_FIRST)
+    while not step["done"]:
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=pause))
+        winner = yield context.task_any([finished, timer] + ([] if cancel.is_completed else [cancel]))
+        if winner is timer:
+            step = yield context.call_activity_with_retry(names.RECONCILE_RUN, LEDGER_RETRY, {"run_id": run_id})
+            pause = min(pause * 2, RECONCILE_MAX)
+            continue
+        timer.cancel()  # a timer left pending would hold later actions (shim safety)
+        if winner is finished:
+            break
+        step = yield context.call_activity_with_retry(names.CANCEL_RUN, LEDGER_RETRY, {"run_id": run_id})
+        if not context.is_replaying:
+            log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step["stopping"])
     result = yield context.call_activity_with_retry(
         names.RUN_RESULT, LEDGER_RETRY, {"run_id": run_id, "finished": iso(context.current_utc_datetime)})
     context.set_custom_status({"run_id": run_id, "status": result["status"], "started": result["started"]})
@@ -119,8 +136,11 @@ class _ServiceRun:
         if isinstance(work, TimerTask):
             if not work.is_completed:
                 work.cancel()
-        elif not work.is_completed:
-            yield self.context.task_any([work])
+        else:
+            if not work.is_completed:
+                yield self.context.task_any([work])
+            if _reported(work):  # it saw the work succeed and told the ledger: that stands
+                return work
         raise _Stop("cancel" if winner is self.cancel_event else "deadline")
 
     def wait(self, seconds: float):
@@ -129,19 +149,18 @@ class _ServiceRun:
     def request(self, **fields) -> dict:
         return {"platform": self.platform, **fields}
 
-    def linger(self) -> float:
-        """How long the submit may watch the work itself: the platform's budget, never past the
+    def watch_until(self) -> str:
+        """Until when the submit may watch the work itself: the platform's linger, never past the
         deadline (a success seen after it would contradict the timeout)."""
-        budget = self.job["platform"]["poll"].get("linger", 0.0)  # plans made before it had none
-        if self.deadline is not None:
-            budget = min(budget, (self.deadline_at - self.now()).total_seconds())
-        return max(budget, 0.0)
+        until = self.now() + timedelta(seconds=self.job["platform"]["poll"].get("linger", 0.0))
+        return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
     def report(self) -> dict:
-        """What FINISH_SERVICE gets, with the result so far; submit and poll get it too, so that
-        they can report a success the moment they see it (then `reported` is set)."""
+        """What REPORT_SERVICE gets, with the result so far; submit and poll get it too, so that they
+        can report a success the moment they see it (not after the deadline; then `reported` is set)."""
         return {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
-                "simulated": self.job.get("simulated", False), "result": dict(self.result)}
+                "simulated": self.job.get("simulated", False), "result": dict(self.result),
+                "before": iso(self.deadline_at) if self.deadline_at else None}
 
     def show(self) -> None:
         r = self.result
@@ -156,11 +175,13 @@ class _ServiceRun:
         handle = None
         try:
             submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
-                submission=submission, linger=self.linger(), report=self.report()))
+                submission=submission, watch_until=self.watch_until(), report=self.report()))
             yield from self.race(submit)
             if _failed(submit):
                 return None, failure_from(submit.result)
             handle, status = submit.result["handle"], submit.result["status"]
+            if handle is None:  # the run was cancelled before the work was submitted
+                return status, None
             self.result["remote_id"] = handle["remote_id"]
             self.result["url"] = status.get("url") or handle.get("url")
             self.show()
@@ -187,7 +208,7 @@ class _ServiceRun:
                 errors, status = 0, polled.result
             return status, None
         except _Stop:
-            if handle is None and submit.is_completed and not _failed(submit):
+            if handle is None and submit.is_completed and not _failed(submit) and submit.result["handle"]:
                 handle = submit.result["handle"]
                 self.result["remote_id"] = handle["remote_id"]
             if handle is not None:
@@ -248,7 +269,12 @@ class _ServiceRun:
             log.info("%s/%s: %s after %d attempt(s)", self.job["run_id"], self.job["service"],
                      result["status"], result["attempts"])
         if not self.reported:
-            yield self.context.call_activity_with_retry(names.FINISH_SERVICE, LEDGER_RETRY, self.report())
+            try:
+                yield self.context.call_activity_with_retry(names.REPORT_SERVICE, LEDGER_RETRY, self.report())
+            except Exception as exc:  # the ledger is out of reach: pipeline_run's reconcile reads this result
+                if not self.context.is_replaying:
+                    log.error("%s/%s: could not report to the run ledger: %s", self.job["run_id"],
+                              self.job["service"], failure_from(exc)["error"])
         return result
 
 

@@ -1,5 +1,7 @@
 import uuid
 
+import pytest
+
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tower.history import (
     AttemptRecord,
@@ -88,7 +90,7 @@ def test_environment_chooses_table_storage(monkeypatch):
     monkeypatch.setenv("TOWER_HISTORY_TABLE_URL", "https://acct.table.core.windows.net/towerhistory")
     store = history_from_environment()
     assert isinstance(store, TableRunHistory)
-    assert store.table.table_name == "towerhistory"
+    assert store._table.client.table_name == "towerhistory"
     assert history_from_environment() is store  # no new credential and client per call
 
 
@@ -98,3 +100,16 @@ def test_table_store_against_azurite(azurite_table_url):
     table = f"history{uuid.uuid4().hex[:8]}"
     store = TableRunHistory(f"{azurite_table_url}/{table}", credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
     exercise_store(store)
+
+
+def test_in_azure_a_store_without_its_table_is_a_clear_error(monkeypatch):
+    from tower.errors import ConfigError
+
+    monkeypatch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc123")
+    with pytest.raises(ConfigError, match="TOWER_HISTORY_TABLE_URL is not set.*Storage Table Data Contributor"):
+        history_from_environment()
+    monkeypatch.setenv("TOWER_HISTORY_TABLE_URL", "https://acct.table.core.windows.net/h?sv=2024&sig=abc")
+    with pytest.raises(ConfigError, match="without a query string \\(no SAS token\\)") as error:
+        history_from_environment()
+    assert "sig=abc" not in str(error.value)

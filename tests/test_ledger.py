@@ -7,8 +7,17 @@ import pytest
 
 from tower import ledger as lg
 from tower.errors import EngineError
-from tower.ledger import SqliteRunLedger, cancel_run, finish_service, live_status, open_run, run_result
+from tower.ledger import (
+    SqliteRunLedger,
+    cancel_run,
+    finish_service,
+    live_status,
+    open_run,
+    reconcile_run,
+    run_result,
+)
 from tower.scheduler import Scheduler
+from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -62,14 +71,15 @@ def test_a_repeated_report_changes_nothing_and_asks_to_start_what_runs(ledger):
     version = ledger.version("r1")
     again = finish_service(ledger, "r1", "a", ok("a", status="failed"), T0)
     assert ledger.version("r1") == version
-    assert again.start == first.start  # the first report may have died before starting them
+    assert again.start == {} and again.ensure == first.start  # the first may have died before starting them
     assert live_status(ledger, "r1", T0)["states"] == "srrp"
 
 
 def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     plan = plan_of(DIAMOND)
     open_run(ledger, plan, inputs_of(plan), T0)
-    assert open_run(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5)).start == {"r1:a": {"service": "a"}}
+    again = open_run(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5))
+    assert again.start == {} and again.ensure == {"r1:a": {"service": "a"}}
     assert ledger.version("r1") == 1
 
 
@@ -198,6 +208,40 @@ def test_reports_from_two_processes_conflict_and_retry_without_losing_any(ledger
     assert sum(start == ["r1:join"] for start in starts) == 1
     assert ledger.load("r1").version == 1 + len(names)  # every report saved once
     assert live_status(ledger, "r1", T0)["counts"] == {"running": 1, "succeeded": 60}
+
+
+def test_a_save_that_landed_in_parts_is_completed_by_the_next_change(ledger, tmp_path):
+    """A Table save of many records may land in several transactions: here the failure of `a`
+    landed, its cascade did not, and the dispatch of `c` (ready after `b`) did not either."""
+    plan = plan_of({"a": [], "b": [], "after_a": ["a"], "after_both": ["after_a", "b"], "c": ["b"]})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    record = ledger.load("r1").records
+    assert ledger.save("r1", 1, {"started": iso(T0), "cancel": False},
+                       {"a": {**record["a"], "status": "failed", "error": "boom"},
+                        "b": {**record["b"], "status": "succeeded"}})
+    other = SqliteRunLedger(tmp_path / "ledger.db")  # a host that reads what is stored
+    step = reconcile_run(other, "r1", T0)
+    assert list(step.start) == ["r1:c"] and not step.ensure
+    states = {n: r["status"] for n, r in other.load("r1").records.items()}
+    assert states == {"a": "failed", "b": "succeeded", "after_a": "upstream_failed",
+                      "after_both": "upstream_failed", "c": "running"}
+
+
+def test_a_host_behind_by_a_few_versions_reads_only_what_changed(ledger, tmp_path):
+    names = [f"s{i}" for i in range(30)]
+    plan = plan_of({n: [] for n in names})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    other = SqliteRunLedger(tmp_path / "ledger.db")
+    other.location = "another process"  # its own cache, as on another host
+    finish_service(other, "r1", "s0", ok("s0"), T0)  # `other` caches version 2
+    finish_service(ledger, "r1", "s1", ok("s1"), T0)  # version 3, written by the first host
+    assert set(ledger.load("r1", since=3).records) == {"s1"}
+    reads = []
+    real_load = other.load
+    other.load = lambda run_id, since=None: reads.append(since) or real_load(run_id, since)
+    finish_service(other, "r1", "s2", ok("s2"), T0)
+    assert reads == [2]  # only the records written since the version it knew
+    assert live_status(ledger, "r1", T0)["counts"] == {"running": 27, "succeeded": 3}
 
 
 def test_restore_rebuilds_the_same_dispatch_state():

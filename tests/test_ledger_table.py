@@ -288,14 +288,14 @@ def test_dispatch_on_a_diamond_across_two_hosts(table_url):
 
     step = dispatch.open_run(host1, plan, inputs, T0)
     assert step.start == {"diamond-1:a": {"service": "a"}} and not step.done
-    assert dispatch.open_run(host2, plan, inputs, T0).start == step.start  # opened once, asked again
+    assert dispatch.open_run(host2, plan, inputs, T0).ensure == step.start  # opened once, asked again
 
     step = dispatch.finish_service(host2, "diamond-1", "a", done("a", T0 + timedelta(seconds=1)), T0)
     assert step.start == {"diamond-1:b": {"service": "b"}, "diamond-1:c": {"service": "c"}}
     step = dispatch.finish_service(host1, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
     assert step.start == {} and not step.done
     repeated = dispatch.finish_service(host2, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
-    assert set(repeated.start) == {"diamond-1:c"}  # a repeated report asks again for what runs
+    assert set(repeated.ensure) == {"diamond-1:c"}  # a repeated report asks again for what runs
     step = dispatch.finish_service(host1, "diamond-1", "c", done("c", T0 + timedelta(seconds=3)), T0)
     assert step.start == {"diamond-1:d": {"service": "d"}}
     step = dispatch.finish_service(host2, "diamond-1", "d", done("d", T0 + timedelta(seconds=4)), T0)
@@ -313,5 +313,5 @@ def test_environment_chooses_table_storage(monkeypatch):
     monkeypatch.setenv("TOWER_LEDGER_TABLE_URL", "https://acct.table.core.windows.net/towerledger")
     ledger = ledger_from_environment()
     assert isinstance(ledger, TableRunLedger)
-    assert ledger.table.table_name == "towerledger"
+    assert ledger._table.client.table_name == "towerledger"
     assert ledger_from_environment() is ledger

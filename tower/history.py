@@ -13,7 +13,6 @@ Storage in Azure (``TOWER_HISTORY_TABLE_URL``, reached with the app's managed id
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
 import statistics
 import threading
@@ -23,8 +22,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from tower.paths import tower_home
 from tower.scheduler import SUCCEEDED
+from tower.stores import Table, location, sqlite_connection
 from tower.timestamps import iso, parse_iso
 
 RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
@@ -102,12 +101,7 @@ class SqliteRunHistory:
             db.execute("CREATE INDEX IF NOT EXISTS by_service ON attempts (service, status, recorded)")
 
     def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
+        return sqlite_connection(self._local, self.path)
 
     def record(self, result: dict[str, Any]) -> None:
         self.record_many([result])
@@ -149,24 +143,11 @@ class TableRunHistory:
     another credential (tests pass Azurite's account key)."""
 
     def __init__(self, table_url: str, credential: Any = None):
-        from azure.data.tables import TableClient
+        self._table = Table(table_url, credential)
 
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-        self.table = TableClient.from_table_url(table_url, credential=credential)
-        self._created = False
-
-    def _ensure_table(self) -> None:
-        if not self._created:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self.table.create_table()
-            except ResourceExistsError:
-                pass
-            self._created = True
+    @property
+    def table(self):
+        return self._table.ready()
 
     @staticmethod
     def _key(text: str) -> str:
@@ -174,7 +155,6 @@ class TableRunHistory:
         return "".join("_" if ch in "/\\#?" or ord(ch) < 32 else ch for ch in text)
 
     def record(self, result: dict[str, Any]) -> None:
-        self._ensure_table()
         row = AttemptRecord.from_result(result)
         finished = parse_iso(row.finished).timestamp() if row.finished else time.time()
         newest_first = f"{10**12 - int(finished * 1000):013d}"
@@ -188,7 +168,6 @@ class TableRunHistory:
             self.record(result)
 
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
-        self._ensure_table()
         expected = {}
         for service in services:
             entities = self.table.query_entities(
@@ -207,22 +186,18 @@ class TableRunHistory:
         return expected
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
-        self._ensure_table()
         entities = self.table.query_entities("run_id eq @run", parameters={"run": run_id})
         records = [AttemptRecord(**{c: e.get(c) for c in _COLUMNS}) for e in entities]
         return sorted(records, key=lambda r: (r.started or "", r.service, r.attempt))
 
 
 def history_from_environment(home: str | Path | None = None) -> RunHistory:
-    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME).
-
-    One store per location and process: its credential, client and connections are reused."""
-    table_url = os.environ.get("TOWER_HISTORY_TABLE_URL")
-    if table_url:
-        return _store("table", table_url)
-    return _store("sqlite", str((Path(home) if home else tower_home()).absolute() / "history.db"))
+    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
+    (required in Azure: `tower.stores.location`). One store per location and process: its
+    credential, client and connections are reused."""
+    return _store(*location("TOWER_HISTORY_TABLE_URL", "history.db", home))
 
 
 @functools.lru_cache(maxsize=16)
-def _store(kind: str, location: str) -> RunHistory:
-    return TableRunHistory(location) if kind == "table" else SqliteRunHistory(location)
+def _store(kind: str, where: str) -> RunHistory:
+    return TableRunHistory(where) if kind == "table" else SqliteRunHistory(where)

@@ -1,22 +1,25 @@
 """The run ledger: a run's dispatch state, kept outside any orchestration history.
 
 Out-of-process orchestrators replay their whole history on every episode, so one orchestrator that
-hears of every service costs O(N) per decision and O(N²) per run (ARCHITECTURE decision 8). Tower
+hears of every service costs O(N) per decision and O(N²) per run (docs/architecture.md, "Dispatch"). Tower
 therefore keeps the scheduler's state here, one record per service, and changes it in short
 transactions from activities: `pipeline_run` opens the run, each `service_run` reports its end, and
 the report starts whatever became ready. No history grows with the pipeline, while the rules stay
 those of `tower.scheduler` (start-when-ready, per-platform limits, longest remaining path first,
 failure and cancel policy).
 
-    open_run(ledger, plan, now) -> Step            create the run, take the first ready services
+    open_run(ledger, plan, inputs, now) -> Step    create the run, take the first ready services
     finish_service(ledger, run_id, name, result, now) -> Step   one service ended
+    reconcile_run(ledger, run_id, now) -> Step     dispatch what is ready, name what should run
     cancel_run(ledger, run_id, now) -> Step        stop dispatching; Step.stop names what runs
+    is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before each submit)
     run_result(ledger, run_id, finished) -> dict   the run result once every service ended
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
 
 Every change is idempotent, so an activity may run twice. Changes use optimistic concurrency (a
-version per run), so several hosts may share one ledger; within a process the last state is kept
-in memory and reused while the stored version says nobody else changed it.
+version per run), so several hosts may share one ledger. Within a process the last state is kept
+in memory: reused as is while the stored version says nobody else changed it, else brought up to
+date with only the records written since, so a change reads and writes O(its services), not O(N).
 
 Two stores: SQLite locally (``$TOWER_HOME/ledger.db``) and Azure Table Storage in Azure
 (``TOWER_LEDGER_TABLE_URL``, managed identity). `ledger_from_environment()` picks one.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -38,8 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from tower.errors import EngineError
-from tower.paths import tower_home
 from tower.scheduler import RUNNING, Scheduler
+from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
 
 T = TypeVar("T")
@@ -47,22 +49,26 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A run as stored: `core` is the slim plan the scheduler needs, `records` one dict per service."""
+    """A run as stored: `core` is the slim plan the scheduler needs (None in a `since` load),
+    `records` one dict per service."""
 
     version: int
-    core: dict
+    core: dict | None
     meta: dict
     records: dict[str, dict]
 
 
 class RunLedger(Protocol):
+    location: str  # where it keeps its runs (a file, a table URL): the same place, the same runs
+
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
                records: Mapping[str, dict]) -> bool:
         """Store a new run at version 1; False (and nothing written) if it exists."""
 
     def version(self, run_id: str) -> int | None: ...
 
-    def load(self, run_id: str) -> Snapshot | None: ...
+    def load(self, run_id: str, since: int | None = None) -> Snapshot | None:
+        """The run; with `since`, only the records written at that version or later (and no core)."""
 
     def save(self, run_id: str, version: int, meta: dict, records: Mapping[str, dict]) -> bool:
         """Write changed records and meta if the run is still at `version` (then it is version + 1);
@@ -75,17 +81,16 @@ class RunLedger(Protocol):
 
 @dataclass
 class Step:
-    """What a change asks the caller to do: start these service runs (instance id -> input), stop
-    these (instance ids), and whether the run has ended (`status` then says how)."""
+    """What a change asks the caller to do. `start`: service runs to start now (instance id ->
+    input), most urgent first. `ensure`: service runs the ledger has running, to start only if their
+    instance does not exist (a report that died half way may not have started them). `stop`:
+    running service runs to cancel. `done` once every service ended (`status` then says how)."""
 
     start: dict[str, dict] = field(default_factory=dict)
+    ensure: dict[str, dict] = field(default_factory=dict)
     stop: list[str] = field(default_factory=list)
     done: bool = False
     status: str = RUNNING
-    simulated: bool = False
-
-    def to_json(self) -> dict:
-        return {"start": self.start, "stop": self.stop, "done": self.done, "status": self.status}
 
 
 def core_of(plan: Mapping[str, Any]) -> dict:
@@ -101,36 +106,42 @@ def core_of(plan: Mapping[str, Any]) -> dict:
 
 
 def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime) -> Step:
-    """Create the run (once) and return the service runs to start: the first ready services, or,
-    when it already existed, every service it had started (starting one twice is refused by the host)."""
+    """Create the run (once) and start its first ready services; when it exists already (the
+    activity runs again), see `reconcile_run`."""
     run_id = plan["run_id"]
     core = core_of(plan)
-    with _lock:
+    with _run_lock(ledger, run_id):
         if ledger.version(run_id) is None:
             scheduler = Scheduler(core, now)
-            scheduler.take_ready(now)
-            if not any(record.status == RUNNING for record in scheduler.records.values()):
+            started = scheduler.take_ready(now)
+            if not started:
                 raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
-            records = {name: _record(scheduler, name) for name in scheduler.order}
-            meta = {"started": iso(now), "cancel": False}
-            if ledger.create(run_id, core, meta, inputs, records):
+            records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
+            if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
                 scheduler.changed.clear()
                 _remember(ledger, run_id, 1, scheduler)
-    return _change(ledger, run_id, lambda scheduler: _running_step(ledger, scheduler))
+                return _step(ledger, scheduler, start=started)
+    return reconcile_run(ledger, run_id, now)
 
 
 def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:
-    """Record a service's end and take what became ready. A repeated report changes nothing and asks
-    again for every running service to be started (the first report may have died half way)."""
+    """Record a service's end and take what became ready. A repeated report changes nothing of
+    that service; like `reconcile_run` it then dispatches what is ready and asks that every running
+    service exists."""
 
     def change(scheduler: Scheduler) -> Step:
         if scheduler.records[name].status != RUNNING:
-            return _running_step(ledger, scheduler)
+            return _reconciled(ledger, scheduler, now)
         scheduler.finish(name, result, now)
-        started = scheduler.take_ready(now)
-        return _step(ledger, scheduler, start=started)
+        return _step(ledger, scheduler, start=scheduler.take_ready(now))
 
-    return _change(ledger, run_id, change)
+    return _change(ledger, run_id, now, change)
+
+
+def reconcile_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
+    """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
+    every running service in `ensure` (a lost start)."""
+    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
 def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
@@ -140,12 +151,18 @@ def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
         running = scheduler.cancel(now)
         return _step(ledger, scheduler, stop=[scheduler.plan["services"][n]["iid"] for n in running])
 
-    return _change(ledger, run_id, change)
+    return _change(ledger, run_id, now, change)
+
+
+def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
+    """Has a cancel been asked for this run? (A run the ledger does not know is not cancelled.)"""
+    snapshot = ledger.load(run_id, since=NO_RECORDS)
+    return bool(snapshot and snapshot.meta.get("cancel"))
 
 
 def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
     """The run result (`Scheduler.result`), with each service's output."""
-    return _change(ledger, run_id, lambda scheduler: scheduler.result(finished))
+    return _change(ledger, run_id, finished, lambda scheduler: scheduler.result(finished))
 
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
@@ -153,59 +170,89 @@ def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
     snapshot = ledger.load(run_id)
     if snapshot is None:
         return None
-    return _restore(snapshot).compact_status(now)
+    return _restore(snapshot, snapshot.records, now).compact_status(now)
 
 
-def _record(scheduler: Scheduler, name: str) -> dict:
-    return asdict(scheduler.records[name])
+def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=()) -> Step:
+    run_id, services = scheduler.plan["run_id"], scheduler.plan["services"]
+
+    def jobs(names):
+        return {services[n]["iid"]: ledger.service_input(run_id, n) for n in names}
+
+    return Step(start=jobs(start), ensure=jobs(ensure), stop=list(stop), done=scheduler.done, status=scheduler.status)
 
 
-def _step(ledger: RunLedger, scheduler: Scheduler, start=(), stop=()) -> Step:
-    run_id = scheduler.plan["run_id"]
-    services = scheduler.plan["services"]
-    return Step(start={services[n]["iid"]: ledger.service_input(run_id, n) for n in start}, stop=list(stop),
-                done=scheduler.done, status=scheduler.status, simulated=bool(scheduler.plan.get("simulated")))
-
-
-def _running_step(ledger: RunLedger, scheduler: Scheduler) -> Step:
-    return _step(ledger, scheduler, start=[n for n in scheduler.order if scheduler.records[n].status == RUNNING])
+def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime) -> Step:
+    started = scheduler.take_ready(now)
+    running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
+    return _step(ledger, scheduler, start=started, ensure=running)
 
 
 # --- optimistic changes with an in-process cache ------------------------------------------------
 
-_lock = threading.RLock()  # one change at a time per process; other processes are caught by versions
-_cache: OrderedDict[tuple[int, str], tuple[int, Scheduler]] = OrderedDict()
-CACHED_RUNS = 32
+# A change holds its run's lock: changes of one run queue up in this process (other processes are
+# caught by the version), different runs go on side by side. Striped, so the locks stay few.
+_LOCKS = tuple(threading.RLock() for _ in range(64))
+_cache_lock = threading.Lock()
+_cache: OrderedDict[tuple[str, str], tuple[int, Scheduler]] = OrderedDict()
+CACHED_SCHEDULERS = 32
 SAVE_ATTEMPTS = 20
+NO_RECORDS = 2**62  # a `since` no record reaches: load the run's version and meta only
 
 
-def _restore(snapshot: Snapshot) -> Scheduler:
-    started = parse_iso(snapshot.meta["started"])
-    return Scheduler.restore(snapshot.core, started, snapshot.records, bool(snapshot.meta.get("cancel")))
+def _key(ledger: RunLedger, run_id: str) -> tuple[str, str]:
+    """A cached run is known by where its ledger is, not by the ledger object (ids are reused)."""
+    return ledger.location, run_id
+
+
+def _run_lock(ledger: RunLedger, run_id: str) -> threading.RLock:
+    return _LOCKS[hash(_key(ledger, run_id)) % len(_LOCKS)]
+
+
+def _restore(snapshot: Snapshot, records: Mapping[str, dict], now: datetime) -> Scheduler:
+    return Scheduler.restore(snapshot.core, parse_iso(snapshot.meta["started"]), records,
+                             bool(snapshot.meta.get("cancel")), now=now)
 
 
 def _remember(ledger: RunLedger, run_id: str, version: int, scheduler: Scheduler) -> None:
-    key = (id(ledger), run_id)
-    _cache[key] = (version, scheduler)
-    _cache.move_to_end(key)
-    while len(_cache) > CACHED_RUNS:
-        _cache.popitem(last=False)
+    key = _key(ledger, run_id)
+    with _cache_lock:
+        _cache[key] = (version, scheduler)
+        _cache.move_to_end(key)
+        while len(_cache) > CACHED_SCHEDULERS:
+            _cache.popitem(last=False)
 
 
-def _change(ledger: RunLedger, run_id: str, change: Callable[[Scheduler], T]) -> T:
+def _current(ledger: RunLedger, run_id: str, now: datetime) -> tuple[int, Scheduler]:
+    """The run's scheduler at its stored version: the cached one if nobody changed the run since,
+    else the cached one brought up to date with the records written since (a few), else loaded."""
+    with _cache_lock:
+        cached = _cache.pop(_key(ledger, run_id), None)
+    version = ledger.version(run_id)
+    if version is None:
+        raise EngineError(f"run {run_id!r} is not in the run ledger")
+    if cached is not None and cached[0] == version:
+        return cached
+    if cached is not None:
+        known, scheduler = cached
+        snapshot = ledger.load(run_id, since=known)  # written at `known` too: a save may land in parts
+        if snapshot is not None:
+            records = {name: asdict(record) for name, record in scheduler.records.items()}
+            records.update(snapshot.records)
+            snapshot = Snapshot(snapshot.version, scheduler.plan, snapshot.meta, records)
+    else:
+        snapshot = ledger.load(run_id)
+    if snapshot is None:
+        raise EngineError(f"run {run_id!r} is not in the run ledger")
+    return snapshot.version, _restore(snapshot, snapshot.records, now)
+
+
+def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Scheduler], T]) -> T:
     """Apply `change` to the run's scheduler and store what it changed; on a version conflict,
     reload and apply it again."""
-    with _lock:
+    with _run_lock(ledger, run_id):
         for _ in range(SAVE_ATTEMPTS):
-            cached = _cache.pop((id(ledger), run_id), None)
-            version = ledger.version(run_id)
-            if version is None:
-                raise EngineError(f"run {run_id!r} is not in the run ledger")
-            if cached is not None and cached[0] == version:
-                scheduler = cached[1]
-            else:
-                snapshot = ledger.load(run_id)
-                version, scheduler = snapshot.version, _restore(snapshot)
+            version, scheduler = _current(ledger, run_id, now)
             was_cancelled = scheduler.cancel_requested
             outcome = change(scheduler)
             changes = scheduler.take_changes()
@@ -222,34 +269,31 @@ def _change(ledger: RunLedger, run_id: str, change: Callable[[Scheduler], T]) ->
 # --- SQLite -----------------------------------------------------------------------------------------
 
 class SqliteRunLedger:
-    """The local ledger: one SQLite file (WAL), shared by threads and processes."""
+    """The local ledger: one SQLite file (WAL), shared by threads and processes. Each record keeps
+    the version that last wrote it (`written`), so a host can read just what changed."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.location = str(self.path.absolute())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
                        " core TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS run_services (run_id TEXT NOT NULL, position INTEGER NOT NULL,"
-                       " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL,"
+                       " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
                        " PRIMARY KEY (run_id, name))")
+            db.execute("CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)")
 
     def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
+        return sqlite_connection(self._local, self.path)
 
     def create(self, run_id, core, meta, inputs, records) -> bool:
         with self._connect() as db:
             inserted = db.execute("INSERT OR IGNORE INTO runs VALUES (?, 1, ?, ?, ?)",
                                   (run_id, json.dumps(core), json.dumps(meta), time.time())).rowcount
             if inserted:
-                db.executemany("INSERT INTO run_services VALUES (?, ?, ?, ?, ?)",
+                db.executemany("INSERT INTO run_services VALUES (?, ?, ?, ?, ?, 1)",
                                [(run_id, i, name, json.dumps(inputs[name]), json.dumps(records[name]))
                                 for i, name in enumerate(core["services"])])
         return bool(inserted)
@@ -258,15 +302,15 @@ class SqliteRunLedger:
         row = self._connect().execute("SELECT version FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] if row else None
 
-    def load(self, run_id):
+    def load(self, run_id, since=None):
         db = self._connect()
         with db:  # one read transaction: the records belong to the version
             row = db.execute("SELECT version, core, meta FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
             records = {name: json.loads(record) for name, record in db.execute(
-                "SELECT name, record FROM run_services WHERE run_id = ?", (run_id,))}
-        return Snapshot(row[0], json.loads(row[1]), json.loads(row[2]), records)
+                "SELECT name, record FROM run_services WHERE run_id = ? AND written >= ?", (run_id, since or 0))}
+        return Snapshot(row[0], None if since is not None else json.loads(row[1]), json.loads(row[2]), records)
 
     def save(self, run_id, version, meta, records) -> bool:
         with self._connect() as db:
@@ -274,8 +318,8 @@ class SqliteRunLedger:
                                  (json.dumps(meta), run_id, version)).rowcount
             if not updated:
                 return False
-            db.executemany("UPDATE run_services SET record = ? WHERE run_id = ? AND name = ?",
-                           [(json.dumps(record), run_id, name) for name, record in records.items()])
+            db.executemany("UPDATE run_services SET record = ?, written = ? WHERE run_id = ? AND name = ?",
+                           [(json.dumps(record), version + 1, run_id, name) for name, record in records.items()])
         return True
 
     def service_input(self, run_id, name):
@@ -287,18 +331,15 @@ class SqliteRunLedger:
 
 
 def ledger_from_environment(home: str | Path | None = None) -> RunLedger:
-    """TOWER_LEDGER_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME).
-    One ledger per location and process."""
-    table_url = os.environ.get("TOWER_LEDGER_TABLE_URL")
-    if table_url:
-        return _ledger("table", table_url)
-    return _ledger("sqlite", str((Path(home) if home else tower_home()).absolute() / "ledger.db"))
+    """TOWER_LEDGER_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
+    (required in Azure: `tower.stores.location`). One ledger per location and process."""
+    return _ledger(*location("TOWER_LEDGER_TABLE_URL", "ledger.db", home))
 
 
 @functools.lru_cache(maxsize=16)
-def _ledger(kind: str, location: str) -> RunLedger:
+def _ledger(kind: str, where: str) -> RunLedger:
     if kind == "table":
         from tower.ledger_table import TableRunLedger
 
-        return TableRunLedger(location)
-    return SqliteRunLedger(location)
+        return TableRunLedger(where)
+    return SqliteRunLedger(where)

@@ -1,6 +1,8 @@
 """The run ledger in Azure Table Storage: the `RunLedger` Tower uses in Azure (``TOWER_LEDGER_TABLE_URL``).
 
-One partition per run, so every change of a run is an entity group transaction in one partition:
+One partition per run, so every change of a run is an entity group transaction in one partition
+(each service entity keeps the version that last wrote it, `written`, so a host whose cached state
+is a few versions old reads only what changed):
 
     PartitionKey  run id, key-safe (Table keys refuse / \\ # ? and control characters)
     RowKey "run"  version, meta (JSON), core (JSON), run_id, created, services (count)
@@ -28,6 +30,7 @@ from typing import Any
 
 from tower.errors import EngineError
 from tower.ledger import Snapshot
+from tower.stores import Table
 
 RUN_ROW = "run"
 TEXT_PART = 32_000  # characters: a string property holds 32K UTF-16 units, and our JSON is ASCII
@@ -36,7 +39,7 @@ MAX_ENTITY = 1024 * 1024  # bytes, as Table Storage counts them
 MAX_BATCH_OPERATIONS = 100
 MAX_BATCH_SIZE = 2_500_000  # `stored_size` per transaction; its JSON request (4 MiB at most) is no bigger
 READ_ATTEMPTS = 5
-CACHED_RUNS = 256
+CACHED_ETAGS = 256  # runs whose last ETag and row keys this object keeps
 
 
 def partition_key(run_id: str) -> str:
@@ -124,27 +127,15 @@ class TableRunLedger:
     Creates only insert, so a conflict tells a create that another got there first."""
 
     def __init__(self, table_url: str, credential: Any = None):
-        from azure.data.tables import TableClient
-
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-        self.table = TableClient.from_table_url(table_url, credential=credential)
-        self._created = False
+        self._table = Table(table_url, credential)
+        self.location = table_url
         self._lock = threading.Lock()
         self._etags: OrderedDict[str, tuple[int, str]] = OrderedDict()  # run id -> (version, ETag)
         self._rows: OrderedDict[str, dict[str, str]] = OrderedDict()  # run id -> {service: RowKey}
 
-    def _ensure_table(self) -> None:
-        if not self._created:
-            from azure.core.exceptions import ResourceExistsError
-
-            try:
-                self.table.create_table()
-            except ResourceExistsError:
-                pass
-            self._created = True
+    @property
+    def table(self):
+        return self._table.ready()
 
     # --- small caches ---------------------------------------------------------------------------
 
@@ -152,7 +143,7 @@ class TableRunLedger:
         with self._lock:
             cache[run_id] = value
             cache.move_to_end(run_id)
-            while len(cache) > CACHED_RUNS:
+            while len(cache) > CACHED_ETAGS:
                 cache.popitem(last=False)
 
     def _remember_etag(self, run_id: str, version: int, etag: str | None) -> None:
@@ -171,7 +162,6 @@ class TableRunLedger:
         """The run entity (None if there is none), its ETag remembered for `save`."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        self._ensure_table()
         try:
             entity = self.table.get_entity(partition_key(run_id), RUN_ROW, select=select)
         except ResourceNotFoundError:
@@ -200,7 +190,7 @@ class TableRunLedger:
         pk = partition_key(run_id)
         run = {"PartitionKey": pk, "RowKey": RUN_ROW, "run_id": run_id, "version": 1, "meta": json.dumps(meta),
                "created": time.time(), "services": len(core["services"]), **pack("core", core)}
-        services = [{"PartitionKey": pk, "RowKey": service_row(i), "name": name, "position": i,
+        services = [{"PartitionKey": pk, "RowKey": service_row(i), "name": name, "position": i, "written": 1,
                      **pack("input", inputs[name]), **pack("record", records[name])}
                     for i, name in enumerate(core["services"])]
         self._check_size(run_id, run, "the core of the plan")
@@ -271,23 +261,32 @@ class TableRunLedger:
             return None
         return int(entity["version"])
 
-    def load(self, run_id: str) -> Snapshot | None:
-        self._ensure_table()
+    def load(self, run_id: str, since: int | None = None) -> Snapshot | None:
+        """The run; with `since`, only the service entities written at that version or later. The run
+        entity's ETag is read again at the end, so records read across pages belong to the version."""
+        pk = partition_key(run_id)
         for _ in range(READ_ATTEMPTS):
-            run, services = None, []
-            for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key(run_id)}):
-                if entity["RowKey"] == RUN_ROW:
-                    run = entity
-                else:
-                    services.append(entity)
+            if since is None:
+                run, services = None, []
+                for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": pk}):
+                    if entity["RowKey"] == RUN_ROW:
+                        run = entity
+                    else:
+                        services.append(entity)
+            else:
+                run = self._run_entity(run_id, select=["version", "meta"])
+                services = list(self.table.query_entities(
+                    "PartitionKey eq @pk and written ge @since", parameters={"pk": pk, "since": since}))
             if run is None or int(run["version"]) < 1:
                 return None
             seen = run.metadata.get("etag")
             again = self._run_entity(run_id, select=["version"])  # nobody saved while we read the pages
             if again is None or again.metadata.get("etag") != seen:
                 continue
-            core = unpack(run, "core")
-            self._remember_rows(run_id, core)
+            core = None
+            if since is None:
+                core = unpack(run, "core")
+                self._remember_rows(run_id, core)
             records = {entity["name"]: unpack(entity, "record") for entity in services}
             return Snapshot(int(run["version"]), core, json.loads(run["meta"]), records)
         raise EngineError(f"run {run_id!r}: the run ledger kept changing while it was read "
@@ -315,7 +314,7 @@ class TableRunLedger:
         bump = {"PartitionKey": pk, "RowKey": RUN_ROW, "version": version + 1, "meta": json.dumps(meta)}
         updates = []
         for name, record in records.items():
-            entity = {"PartitionKey": pk, "RowKey": rows[name], **pack("record", record)}
+            entity = {"PartitionKey": pk, "RowKey": rows[name], "written": version + 1, **pack("record", record)}
             self._check_size(run_id, entity, f"service {name!r} (record)")
             updates.append(("update", entity, {"mode": UpdateMode.MERGE}))
         first, *rest = batches([

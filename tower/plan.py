@@ -10,7 +10,8 @@ in-flight run. The plan is plain JSON (small keys, still readable)::
 
 Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
 at use (the plan is stored in the run's history).
-``iid`` is the instance id of the service's ``service_run`` sub-orchestration.
+``iid`` is the instance id of the service's ``service_run`` orchestration (started by the run ledger's
+activities, see tower.ledger).
 """
 
 from __future__ import annotations

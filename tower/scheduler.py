@@ -85,13 +85,30 @@ class Scheduler:
 
     @classmethod
     def restore(cls, plan: Mapping[str, Any], started: datetime, records: Mapping[str, Mapping[str, Any]],
-                cancel_requested: bool = False) -> Scheduler:
+                cancel_requested: bool = False, now: datetime | None = None) -> Scheduler:
         """A scheduler in the state its records describe: everything else (slots taken, dependencies
-        still awaited, the ready queues) follows from them."""
+        still awaited, the ready queues) follows from them. What the records imply but do not say yet
+        (a save that landed in parts) is applied now and counted as changed: a pending service behind
+        a failed or cancelled one is `upstream_failed`, and after a cancel one not started is
+        `cancelled`."""
         scheduler = cls(plan, started)
         scheduler.cancel_requested = cancel_requested
         scheduler.records = {name: ServiceRecord(**records[name]) if name in records else ServiceRecord()
                              for name in scheduler.order}
+        stamp = iso(now or started)
+        for name in graph.topological_order(scheduler.deps):
+            record = scheduler.records[name]
+            if record.status != PENDING:
+                continue
+            blocker = next((dep for dep in scheduler.deps[name]
+                            if scheduler.records[dep].status in (FAILED, UPSTREAM_FAILED, CANCELLED)), None)
+            if blocker is not None:
+                reason = "was cancelled" if scheduler.records[blocker].status == CANCELLED else "failed"
+                record.status, record.error, record.finished = UPSTREAM_FAILED, f"upstream {blocker!r} {reason}", stamp
+                scheduler.changed.add(name)
+            elif cancel_requested:
+                record.status, record.error, record.finished = CANCELLED, "run cancelled", stamp
+                scheduler.changed.add(name)
         scheduler.busy = dict.fromkeys(scheduler.limits, 0)
         scheduler.ready = {p: [] for p in scheduler.limits}
         scheduler.running_since = {}

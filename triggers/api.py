@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timezone
 
@@ -42,7 +43,7 @@ def _run(status, live: bool = False) -> dict:
 
     info = RunInfo.from_status(status.to_json())
     if live:
-        info = info.with_live_status()
+        info = info.with_live_status()  # blocking: call through asyncio.to_thread
     return {**json_result(info.to_result()), "runtime_status": info.runtime_status}
 
 
@@ -84,7 +85,7 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     status = await client.get_status(run_id, show_input=True)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
-    return _json(_run(status, live=True))
+    return _json(await asyncio.to_thread(_run, status, True))
 
 
 @bp.function_name("api_list_runs")

@@ -314,7 +314,7 @@ def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine
     monkeypatch.setattr(activities.runs, "report_service", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
     assert result["status"] == "succeeded" and calls == ["only", "only"]
-    assert _scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE, names.FINISH_SERVICE]
+    assert _scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE, names.REPORT_SERVICE]
 
 
 def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):

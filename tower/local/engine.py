@@ -132,6 +132,8 @@ class Engine:
             sock.bind(("127.0.0.1", self._port))
         except OSError as exc:
             sock.close()
+            self._stopping.set()  # nothing was started: give back the process loop, and stop() is a no-op
+            _process_loop.release(timeout=10)
             raise EngineError(f"cannot listen on 127.0.0.1:{self._port} ({exc.strerror}); stop whatever "
                               "uses that port or choose another one") from None
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -680,8 +682,7 @@ class Engine:
             self._activity_done(key, name, value=result)
             return
         future = asyncio.run_coroutine_threadsafe(_awaited(result), self.loop)
-        future.add_done_callback(lambda done: self._activity_done(
-            key, name, value=None if done.exception() else done.result(), error=done.exception()))
+        future.add_done_callback(lambda done: self._activity_done(key, name, *_outcome(done)))
 
     def _activity_done(self, key: tuple, name: str, value: Any = None, error: BaseException | None = None) -> None:
         from azure.functions._durable_functions import df_dumps
@@ -748,6 +749,14 @@ class _Batch:
     ops: list[Callable] = field(default_factory=list)
     work: list[tuple] = field(default_factory=list)
     wake: bool = False
+
+
+def _outcome(done) -> tuple[Any, BaseException | None]:
+    """(value, error) of a finished future; a cancelled one is an error too (the host gave up on it)."""
+    if done.cancelled():
+        return None, EngineError("the activity was cancelled before it finished")
+    error = done.exception()
+    return (None, error) if error is not None else (done.result(), None)
 
 
 async def _awaited(awaitable):
