@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 
 import azure.durable_functions as df
 
@@ -29,7 +28,7 @@ from tower.ledger import (
 from tower.plan import service_job
 from tower.redact import redact
 from tower.scheduler import FAILED
-from tower.timestamps import parse_iso
+from tower.timestamps import parse_iso, utcnow
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.activities")
@@ -38,10 +37,6 @@ log = logging.getLogger("tower.activities")
 # just before a cancel may not be created when the signal goes out (~2 s in all).
 SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
 ENDED = ("Completed", "Failed", "Terminated", "Canceled")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
@@ -67,7 +62,7 @@ async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -
                 "service": job["service"], "status": FAILED, "attempts": 0,
                 "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
             later = await asyncio.to_thread(finish_service, ledger_from_environment(), run_id, job["service"],
-                                            _redacted(result), _now())
+                                            _redacted(result), utcnow())
             summary = await _act(client, run_id, later)
             started, done, status = started + summary["started"], summary["done"], summary["status"]
     if step.stop:
@@ -118,7 +113,7 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
             from tower.history import history_from_environment
 
             history_from_environment().record(history_row(request, result))
-        return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, _now())
+        return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
 
     return await _act(client, request["run_id"], await asyncio.to_thread(record))
 
@@ -129,7 +124,7 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
 async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Now and then while a run goes on: dispatch what is ready and check on what the ledger has
     running (see `_act`), so a lost start or a lost report cannot hang the run. request: {run_id}."""
-    step = await asyncio.to_thread(reconcile_run, ledger_from_environment(), request["run_id"], _now())
+    step = await asyncio.to_thread(reconcile_run, ledger_from_environment(), request["run_id"], utcnow())
     return await _act(client, request["run_id"], step)
 
 
@@ -138,7 +133,7 @@ async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationC
 @bp.durable_client_input(client_name="client")
 async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id}."""
-    step = await asyncio.to_thread(cancel_run, ledger_from_environment(), request["run_id"], _now())
+    step = await asyncio.to_thread(cancel_run, ledger_from_environment(), request["run_id"], utcnow())
     return await _act(client, request["run_id"], step)
 
 

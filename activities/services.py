@@ -1,10 +1,10 @@
 """Activities of a service run: thin calls into `tower.platforms` (submit, poll, cancel).
 
 Each one does a short piece of I/O and returns small JSON. Submit and poll also report a service
-that they see succeed to the run ledger at once (`activities.runs.report_service`). A platform failure is raised with its
-classification inside the message (`tower.scheduler.failure_message`), because the Durable SDK
-hands the orchestrator nothing but the message; anything unclassified propagates untouched (it is a
-bug or an outage the host should report) and counts as non-retryable.
+they see succeed to the run ledger at once (`activities.runs.report_service`). A platform failure
+is raised with its classification inside the message (`tower.scheduler.failure_message`), because
+the Durable SDK hands the orchestrator nothing but the message; anything unclassified propagates
+untouched (it is a bug or an outage the host should report) and counts as non-retryable.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 import azure.durable_functions as df
 
+from activities import runs
 from tower import names
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
@@ -28,7 +28,7 @@ from tower.ledger import is_cancelled, ledger_from_environment
 from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.scheduler import failure_message, settled
-from tower.timestamps import iso, parse_iso
+from tower.timestamps import iso, parse_iso, utcnow
 
 bp = df.Blueprint()
 log = logging.getLogger("tower.activities")
@@ -82,10 +82,6 @@ def _submission(data: dict) -> Submission:
     return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _observed(status: Status) -> dict:
     """A status as JSON with the moment it was read: a `poll_after` hint counts from then, not from
     whenever the orchestrator gets to it."""
@@ -100,17 +96,21 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient) -
     handle is None when the run was cancelled before the submit (nothing is started then).
     request: {platform, submission, watch_until?, report?} (see `_report_if_done`)."""
 
+    report = request.get("report")
+
     def submit():
+        if report and is_cancelled(ledger_from_environment(), report["run_id"]):
+            return None, Status(CANCELLED, message="run cancelled before it was submitted")
         with _classified(request["platform"]):
             adapter = _adapter(request["platform"])
             handle = adapter.submit(_submission(request["submission"]))
-            budget = (parse_iso(request["watch_until"]) - now()).total_seconds() if request.get("watch_until") else 0
+            until = parse_iso(request.get("watch_until"))
+            budget = (until - utcnow()).total_seconds() if until else 0.0
             return handle, linger(adapter, handle, adapter.poll(handle), budget)
 
-    report = request.get("report")
-    if report and await asyncio.to_thread(is_cancelled, ledger_from_environment(), report["run_id"]):
-        return {"handle": None, "status": {"state": CANCELLED, "message": "run cancelled before it was submitted"}}
     handle, status = await _platform_call(submit)
+    if handle is None:
+        return {"handle": None, "status": status.to_json()}
     observed = _observed(status)
     await _report_if_done(client, request, observed, remote_id=handle.remote_id, url=handle.url)
     return {"handle": handle.to_json(), "status": observed}
@@ -161,14 +161,12 @@ async def _report_if_done(client, request: dict, observed: dict, **known) -> Non
     report = request.get("report")
     if not report or observed["state"] not in (SUCCEEDED, SKIPPED):
         return
-    if report.get("before") and now() > parse_iso(report["before"]):
+    if report.get("before") and utcnow() > parse_iso(report["before"]):
         return  # past the deadline: service_run decides (it times the service out)
-    from activities.runs import report_service
-
-    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, observed, iso(now()))
+    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, observed, iso(utcnow()))
     try:
-        await report_service(client, {**report, "result": result})
-    except Exception as exc:  # noqa: BLE001 - service_run reports again, with retries
+        await runs.report_service(client, {**report, "result": result})
+    except Exception as exc:  # service_run reports again, with retries
         log.warning("%s/%s: early report failed, service_run will report: %s", report["run_id"],
                     result.get("service"), redact(str(exc)))
         return

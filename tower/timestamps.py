@@ -27,3 +27,8 @@ def parse_iso(value: Any) -> datetime | None:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, timezone.utc)
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC (activities and tools; orchestrators use their context's clock)."""
+    return datetime.now(timezone.utc)
