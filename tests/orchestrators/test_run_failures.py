@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 import pytest
 
 import activities.runs
-from tests.orchestrators.conftest import run, sim_catalog
 from tower import names
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment
 from tower.plan import build_plan
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
+
+from .conftest import run, sim_catalog
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -40,24 +41,6 @@ def timed_adapter(work_seconds: float, submit_seconds: float = 0.0, submitted: t
     return FunctionAdapter(submit=submit, poll=poll)
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    """A local engine with the app's functions, as in tests/orchestrators/conftest.py."""
-    from tower.local.engine import Engine
-    from tower.runner import run_app
-
-    home = tmp_path_factory.mktemp("review-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TOWER_HOME", str(home))
-        patch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
-        patch.delenv("TOWER_LEDGER_TABLE_URL", raising=False)
-        eng = Engine(run_app(), home, activity_workers=8).start()
-        try:
-            yield eng
-        finally:
-            eng.stop()
-
-
 @pytest.fixture
 def table(azurite_table_url):
     """A fresh table in Azurite."""
@@ -75,64 +58,55 @@ def platform():
     OVERRIDES.pop("timed", None)
 
 
-def service_ended(local, run_id: str, service: str, timeout: float = 10) -> dict:
+def service_ended(engine, run_id: str, service: str, timeout: float = 10) -> dict:
     """The status of the ended service_run orchestration (it may start late and end after the run)."""
     deadline = time.monotonic() + timeout
-    while local.status(f"{run_id}:{service}", show_input=False) is None:
+    while engine.status(f"{run_id}:{service}", show_input=False) is None:
         assert time.monotonic() < deadline, f"{run_id}:{service} never started"
         time.sleep(0.01)
-    return local.wait(f"{run_id}:{service}", max(deadline - time.monotonic(), 0.1))
+    return engine.wait(f"{run_id}:{service}", max(deadline - time.monotonic(), 0.1))
 
 
-def service_output(local, run_id: str, service: str) -> dict:
+def service_output(engine, run_id: str, service: str) -> dict:
     """What the service_run orchestration itself returned."""
-    return service_ended(local, run_id, service)["output"]
+    return service_ended(engine, run_id, service)["output"]
 
 
-# Found in review (A): the submit lingers past the service's deadline. `linger()` (orchestrators/pipeline.py)
-# caps the budget at the deadline as seen by the orchestrator, but activities/services.py:linger
-# starts counting only after adapter.submit() and the first poll returned, so a slow submit
-# pushes the watch past the deadline; the success seen there is reported to the ledger (dependents
-# start) while service_run, whose deadline timer fired, ends the service "timed out".
-def test_a_slow_submit_never_watches_past_the_deadline(local, platform):
+# A slow submit must not watch the work past the service's deadline (the watch ends at an absolute
+# time the orchestrator sets), nor report a success it sees after it.
+def test_a_slow_submit_never_watches_past_the_deadline(engine, platform):
     platform(timed_adapter(work_seconds=0.25, submit_seconds=0.2))
     catalog = sim_catalog({"late": {"platform": "tp", "type": "timed", "timeout": 0.3},
                            "after": {"deps": ["late"], "duration": 0.0}})
-    result = run(local, catalog)
-    own = service_output(local, result["run_id"], "late")
+    result = run(engine, catalog)
+    own = service_output(engine, result["run_id"], "late")
     assert own["status"] == "failed" and own["error"].startswith("timed out")  # what service_run decided
     # ...but the ledger took the success the submit saw after the deadline, and ran `after`:
     assert result["services"]["late"]["status"] == "failed", result["services"]["late"]
     assert result["services"]["after"]["status"] == "upstream_failed"
 
 
-# Found in review (B): an early-reported success is contradicted when cancel (or the deadline) won the race in
-# service_run (orchestrators/pipeline.py:109-124). The lingering submit saw the work succeed and
-# reported it (ledger: succeeded), but service_run raises _Stop, cancels the finished remote work and
-# reports "cancelled": the ledger ignores that report, yet report_service first overwrites the
-# run-history row (activities/runs.py:75-78), so history and run result disagree.
-def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(local, platform):
+# A success the watching submit reported stands when a cancel wins the race in service_run at that
+# moment: ledger, service result and run history agree.
+def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, platform):
     submitted = threading.Event()
     platform(timed_adapter(work_seconds=0.35, submitted=submitted))
     catalog = sim_catalog({"only": {"platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-b-{uuid.uuid4().hex[:6]}")
-    local.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
     assert submitted.wait(5)
-    local.raise_event(plan["run_id"], names.CANCEL_EVENT, None)  # arrives while the submit lingers
-    result = local.wait(plan["run_id"], 10)["output"]
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)  # arrives while the submit lingers
+    result = engine.wait(plan["run_id"], 10)["output"]
     in_ledger = result["services"]["only"]["status"]
-    own = service_output(local, plan["run_id"], "only")["status"]
-    history = {r.service: r.status for r in SqliteRunHistory(local.home / "history.db").attempts(plan["run_id"])}
+    own = service_output(engine, plan["run_id"], "only")["status"]
+    history = {r.service: r.status for r in SqliteRunHistory(engine.home / "history.db").attempts(plan["run_id"])}
     assert (in_ledger, own, history["only"]) == (in_ledger, in_ledger, in_ledger), \
         f"ledger {in_ledger}, service_run {own}, history {history['only']}"
 
 
-# Found in review (C): a cancel is lost for a service the ledger started but whose service_run is created more than
-# ~2 s later (activities/runs.py:28, 37-45): cancel_run names it in `stop`, raise_events gives up on
-# "No instance" after SIGNAL_RETRY_DELAYS, and when the start finally happens (a report starting a
-# large fan-out one by one, or a report retried after dying between the save and the start) the
-# service runs in full in a cancelled run, and the run even ends "succeeded".
-def test_a_service_started_after_the_cancel_submits_nothing(local, monkeypatch):
+# A service the ledger started but whose service_run is created after the cancel signal gave up
+# (~2 s of "No instance") must submit nothing: the submit reads the run's cancel flag first.
+def test_a_service_started_after_the_cancel_submits_nothing(engine, monkeypatch):
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.2}})
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
     b_iid = plan["services"]["b"]["iid"]
@@ -144,30 +118,27 @@ def test_a_service_started_after_the_cancel_submits_nothing(local, monkeypatch):
         return await real_act(client, run_id, step)
 
     monkeypatch.setattr(activities.runs, "_act", slow_start)
-    ledger = ledger_from_environment(local.home)
-    local.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    ledger = ledger_from_environment(engine.home)
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
     deadline = time.monotonic() + 10
     while (ledger.version(plan["run_id"]) is None
            or ledger.load(plan["run_id"]).records["b"]["status"] != "running"):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    local.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
     while not ledger.load(plan["run_id"]).meta["cancel"]:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(sum(activities.runs.SIGNAL_RETRY_DELAYS) + 0.5)  # the cancel signal to b has given up
     release.set()
-    result = local.wait(plan["run_id"], 10)["output"]
+    result = engine.wait(plan["run_id"], 10)["output"]
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
     assert result["status"] == "cancelled"
 
 
-# Found in review (D): a service's end that never reaches the ledger hangs the run forever
-# (orchestrators/pipeline.py:250-251). When FINISH_SERVICE fails LEDGER_RETRY times (a ledger outage of
-# ~10 s), service_run fails, the ledger keeps the service "running", and nothing will ever raise
-# run_finished: pipeline_run waits with no timer, even after the ledger is back. (A later repeated
-# report of another service would start the failed service_run again: NonRunningStates replaces it.)
-def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(local, monkeypatch):
+# A service whose end never reaches the ledger (its report failed LEDGER_RETRY times) must not hang
+# the run: pipeline_run's reconcile finds the ended service run and records its result.
+def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkeypatch):
     import azure.durable_functions as df
 
     import orchestrators.pipeline
@@ -179,30 +150,26 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(local, monkeyp
 
     async def outage(client, request):
         calls.append(request["result"]["service"])
-        if len(calls) <= 3:  # the early report and both FINISH_SERVICE tries
+        if len(calls) <= 3:  # the early report and both REPORT_SERVICE tries
             raise RuntimeError("ledger unavailable")
         return await real(client, request)
 
     monkeypatch.setattr(activities.runs, "report_service", outage)
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
-    plan["reconcile_after"] = 0.5  # a fix that looks again on a timer may look soon here (ignored today)
-    local.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
     try:
-        service_ended(local, plan["run_id"], "only")  # today: Failed, its end never recorded
+        service_ended(engine, plan["run_id"], "only")
         time.sleep(1.0)  # the ledger is back
-        status = local.wait(plan["run_id"], 5)  # EngineError today: still Running, forever
+        status = engine.wait(plan["run_id"], 5)
         assert status["output"]["services"]["only"]["status"] == "succeeded"
     finally:
-        if local.status(plan["run_id"])["runtimeStatus"] not in ("Completed", "Failed", "Terminated"):
-            local.terminate(plan["run_id"], "review test cleanup")
+        if engine.status(plan["run_id"])["runtimeStatus"] not in ("Completed", "Failed", "Terminated"):
+            engine.terminate(plan["run_id"], "review test cleanup")
 
 
-# Found in review (E): in Table Storage a change of more than 99 records is saved in several transactions, only the
-# first atomic with the version bump (tower/ledger_table.py:321-333). When a later one fails (a
-# transient error, not only a crash), the retried report finds the failed service already finished
-# and returns at once (tower/ledger.py:127-128), and Scheduler.restore does not re-derive
-# upstream_failed (tower/scheduler.py:99-109): the rest of the cascade stays pending forever, the
-# run never ends.
+# A Table save of more than 99 records lands in several transactions; when a later one fails, the
+# retried report must complete the cascade (restore derives upstream_failed from the records).
 def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
     from azure.core.exceptions import HttpResponseError
 
@@ -263,10 +230,7 @@ def _cancelling_app():
     return app
 
 
-# Found in review (F): the engine's async activity path never records an activity whose coroutine ends cancelled
-# (tower/local/engine.py:682-684): the concurrent future is then cancelled, `done.exception()` raises
-# CancelledError inside the done-callback (swallowed by the future), the work row stays and the
-# orchestration waits for ever (until the engine restarts). Nothing reports a failure.
+# An async activity whose coroutine ends cancelled is recorded as failed, not left pending forever.
 def test_an_async_activity_ending_cancelled_is_recorded_as_failed(tmp_path):
     import logging
 
@@ -274,12 +238,12 @@ def test_an_async_activity_ending_cancelled_is_recorded_as_failed(tmp_path):
 
     logging.disable(logging.WARNING)
     try:
-        local = Engine(_cancelling_app(), tmp_path / "home").start()
+        engine = Engine(_cancelling_app(), tmp_path / "home").start()
     finally:
         logging.disable(logging.NOTSET)
     try:
-        instance = local.start_new("calls_it", "cancel-inside", json.dumps(None))
-        status = local.wait(instance, 3)  # EngineError today: still Running
+        instance = engine.start_new("calls_it", "cancel-inside", json.dumps(None))
+        status = engine.wait(instance, 3)
         assert status["output"].startswith("failed:")
     finally:
-        local.stop()
+        engine.stop()
