@@ -11,7 +11,8 @@ in-flight run. The plan is plain JSON (small keys, still readable)::
 Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
 at use (the plan is stored in the run's history).
 ``iid`` is the instance id of the service's ``service_run`` orchestration (started by the run ledger's
-activities, see tower.ledger).
+activities, see tower.ledger). An optional ``reconcile_after`` (seconds, default 60) sets when
+`pipeline_run` first reconciles a run that is still going (tests shorten it).
 """
 
 from __future__ import annotations
