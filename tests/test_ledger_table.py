@@ -315,3 +315,18 @@ def test_environment_chooses_table_storage(monkeypatch):
     assert isinstance(ledger, TableRunLedger)
     assert ledger._table.client.table_name == "towerledger"
     assert ledger_from_environment() is ledger
+
+
+def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    host2.location = "another host"  # its own cache, as in another process
+    plan = diamond_plan("behind-1")
+    dispatch.open_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.finish_service(host2, "behind-1", "a", done("a", T0), T0)  # host2 caches version 2
+    dispatch.finish_service(host1, "behind-1", "b", done("b", T0), T0)  # version 3
+    assert set(host2.load("behind-1", since=3).records) == {"b"}
+    assert not dispatch.is_cancelled(host2, "behind-1")
+    step = dispatch.cancel_run(host1, "behind-1", T0)
+    assert step.stop == ["behind-1:c"]
+    assert dispatch.is_cancelled(host2, "behind-1")
+    assert dispatch.live_status(host2, "behind-1", T0)["states"] == "ssrc"

@@ -67,6 +67,9 @@ class RunLedger(Protocol):
 
     def version(self, run_id: str) -> int | None: ...
 
+    def meta(self, run_id: str) -> dict | None:
+        """The run's meta ({started, cancel}), None if there is no such run."""
+
     def load(self, run_id: str, since: int | None = None) -> Snapshot | None:
         """The run; with `since`, only the records written at that version or later (and no core)."""
 
@@ -156,8 +159,8 @@ def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
 
 def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
     """Has a cancel been asked for this run? (A run the ledger does not know is not cancelled.)"""
-    snapshot = ledger.load(run_id, since=NO_RECORDS)
-    return bool(snapshot and snapshot.meta.get("cancel"))
+    meta = ledger.meta(run_id)
+    return bool(meta and meta.get("cancel"))
 
 
 def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
@@ -197,7 +200,6 @@ _cache_lock = threading.Lock()
 _cache: OrderedDict[tuple[str, str], tuple[int, Scheduler]] = OrderedDict()
 CACHED_SCHEDULERS = 32
 SAVE_ATTEMPTS = 20
-NO_RECORDS = 2**62  # a `since` no record reaches: load the run's version and meta only
 
 
 def _key(ledger: RunLedger, run_id: str) -> tuple[str, str]:
@@ -301,6 +303,10 @@ class SqliteRunLedger:
     def version(self, run_id):
         row = self._connect().execute("SELECT version FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] if row else None
+
+    def meta(self, run_id):
+        row = self._connect().execute("SELECT meta FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def load(self, run_id, since=None):
         db = self._connect()

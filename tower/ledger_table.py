@@ -261,6 +261,12 @@ class TableRunLedger:
             return None
         return int(entity["version"])
 
+    def meta(self, run_id: str) -> dict | None:
+        entity = self._run_entity(run_id, select=["version", "meta"])
+        if entity is None or int(entity["version"]) < 1:
+            return None
+        return json.loads(entity["meta"])
+
     def load(self, run_id: str, since: int | None = None) -> Snapshot | None:
         """The run; with `since`, only the service entities written at that version or later. The run
         entity's ETag is read again at the end, so records read across pages belong to the version."""
