@@ -169,11 +169,11 @@ def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
 
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
-    """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run."""
-    snapshot = ledger.load(run_id)
-    if snapshot is None:
+    """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run.
+    Read through the same cache as changes, so following a big run does not reload it each time."""
+    if ledger.version(run_id) is None:
         return None
-    return _restore(snapshot, snapshot.records, now).compact_status(now)
+    return _change(ledger, run_id, now, lambda scheduler: scheduler.compact_status(now))
 
 
 def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=()) -> Step:
