@@ -341,6 +341,16 @@ class Engine:
         by_instance: dict[str, list[st.Message]] = {}
         for message in ready:
             by_instance.setdefault(message.instance_id, []).append(message)
+        # New instances first, committed and their work handed out before the rest: a service that
+        # was just started gets its first activity going while the others' episodes run.
+        starting = [i for i, messages in by_instance.items() if any(m.kind == st.START for m in messages)]
+        for group in (starting, [i for i in by_instance if i not in set(starting)]):
+            if group:
+                self._run_batch({i: by_instance[i] for i in group})
+        with self._changed:
+            self._changed.notify_all()
+
+    def _run_batch(self, by_instance: dict[str, list[st.Message]]) -> None:
         batch = _Batch()
         for instance_id, messages in by_instance.items():
             self._apply(instance_id, sorted(messages, key=lambda m: m.seq), batch)
@@ -353,8 +363,6 @@ class Engine:
             self._work.put(item)
         if batch.wake:
             self._wake.set()
-        with self._changed:
-            self._changed.notify_all()
 
     def _apply(self, instance_id: str, messages: list[st.Message], batch: _Batch) -> None:
         """Turn one instance's ready messages into (at most a few) episodes."""
