@@ -211,8 +211,8 @@ def _run_lock(ledger: RunLedger, run_id: str) -> threading.RLock:
     return _LOCKS[hash(_key(ledger, run_id)) % len(_LOCKS)]
 
 
-def _restore(snapshot: Snapshot, records: Mapping[str, dict], now: datetime) -> Scheduler:
-    return Scheduler.restore(snapshot.core, parse_iso(snapshot.meta["started"]), records,
+def _restore(snapshot: Snapshot, now: datetime) -> Scheduler:
+    return Scheduler.restore(snapshot.core, parse_iso(snapshot.meta["started"]), snapshot.records,
                              bool(snapshot.meta.get("cancel")), now=now)
 
 
@@ -246,7 +246,7 @@ def _current(ledger: RunLedger, run_id: str, now: datetime) -> tuple[int, Schedu
         snapshot = ledger.load(run_id)
     if snapshot is None:
         raise EngineError(f"run {run_id!r} is not in the run ledger")
-    return snapshot.version, _restore(snapshot, snapshot.records, now)
+    return snapshot.version, _restore(snapshot, now)
 
 
 def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Scheduler], T]) -> T:
@@ -310,12 +310,15 @@ class SqliteRunLedger:
 
     def load(self, run_id, since=None):
         db = self._connect()
-        with db:  # one read transaction: the records belong to the version
+        db.execute("BEGIN")  # one read transaction (a WAL snapshot): the records belong to the version
+        try:
             row = db.execute("SELECT version, core, meta FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
             records = {name: json.loads(record) for name, record in db.execute(
                 "SELECT name, record FROM run_services WHERE run_id = ? AND written >= ?", (run_id, since or 0))}
+        finally:
+            db.commit()
         return Snapshot(row[0], None if since is not None else json.loads(row[1]), json.loads(row[2]), records)
 
     def save(self, run_id, version, meta, records) -> bool:

@@ -157,8 +157,9 @@ class RunInfo:
         from dataclasses import replace
 
         from tower.ledger import ledger_from_environment, live_status
+        from tower.timestamps import utcnow
 
-        status = live_status(ledger_from_environment(home), self.run_id, datetime.now(timezone.utc))
+        status = live_status(ledger_from_environment(home), self.run_id, utcnow())
         return replace(self, custom_status=status) if status else self
 
 

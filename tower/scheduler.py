@@ -95,20 +95,12 @@ class Scheduler:
         scheduler.cancel_requested = cancel_requested
         scheduler.records = {name: ServiceRecord(**records[name]) if name in records else ServiceRecord()
                              for name in scheduler.order}
-        stamp = iso(now or started)
-        for name in graph.topological_order(scheduler.deps):
-            record = scheduler.records[name]
-            if record.status != PENDING:
-                continue
-            blocker = next((dep for dep in scheduler.deps[name]
-                            if scheduler.records[dep].status in (FAILED, UPSTREAM_FAILED, CANCELLED)), None)
-            if blocker is not None:
-                reason = "was cancelled" if scheduler.records[blocker].status == CANCELLED else "failed"
-                record.status, record.error, record.finished = UPSTREAM_FAILED, f"upstream {blocker!r} {reason}", stamp
-                scheduler.changed.add(name)
-            elif cancel_requested:
-                record.status, record.error, record.finished = CANCELLED, "run cancelled", stamp
-                scheduler.changed.add(name)
+        now = now or started
+        for name in graph.topological_order(scheduler.deps):  # upstream first: messages name the origin
+            if scheduler.records[name].status in (FAILED, UPSTREAM_FAILED, CANCELLED):
+                scheduler._hold_back_downstream(name, now)
+        if cancel_requested:
+            scheduler._cancel_pending(now)
         scheduler.busy = dict.fromkeys(scheduler.limits, 0)
         scheduler.ready = {p: [] for p in scheduler.limits}
         scheduler.running_since = {}
@@ -181,30 +173,38 @@ class Scheduler:
                 if self.waiting[child] == 0 and self.records[child].status == PENDING:
                     self._make_ready(child)
         else:
-            reason = "failed" if record.status == FAILED else "was cancelled"
-            stack = list(self.dependents[name])
-            while stack:
-                other = stack.pop()
-                downstream = self.records[other]
-                if downstream.status == PENDING:
-                    downstream.status = UPSTREAM_FAILED
-                    downstream.error = f"upstream {name!r} {reason}"
-                    downstream.finished = iso(now)
-                    self.unfinished -= 1
-                    self.changed.add(other)
-                    stack.extend(self.dependents[other])
+            self._hold_back_downstream(name, now)
+
+    def _hold_back_downstream(self, name: str, now: datetime) -> None:
+        """Everything still pending downstream of `name` (failed, cancelled or held back itself)
+        becomes `upstream_failed`."""
+        reason = "was cancelled" if self.records[name].status == CANCELLED else "failed"
+        stack = list(self.dependents[name])
+        while stack:
+            other = stack.pop()
+            downstream = self.records[other]
+            if downstream.status == PENDING:
+                downstream.status = UPSTREAM_FAILED
+                downstream.error = f"upstream {name!r} {reason}"
+                downstream.finished = iso(now)
+                self.unfinished -= 1
+                self.changed.add(other)
+                stack.extend(self.dependents[other])
 
     def cancel(self, now: datetime) -> list[str]:
         """Stop dispatching; mark every service not started `cancelled`; return the running ones."""
         self.cancel_requested = True
+        self._cancel_pending(now)
+        for queue in self.ready.values():
+            queue.clear()
+        return [name for name in self.order if self.records[name].status == RUNNING]
+
+    def _cancel_pending(self, now: datetime) -> None:
         for name, record in self.records.items():
             if record.status == PENDING:
                 record.status, record.error, record.finished = CANCELLED, "run cancelled", iso(now)
                 self.unfinished -= 1
                 self.changed.add(name)
-        for queue in self.ready.values():
-            queue.clear()
-        return [name for name in self.order if self.records[name].status == RUNNING]
 
     # --- where the run is --------------------------------------------------------------------
 

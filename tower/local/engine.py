@@ -343,10 +343,11 @@ class Engine:
             by_instance.setdefault(message.instance_id, []).append(message)
         # New instances first, committed and their work handed out before the rest: a service that
         # was just started gets its first activity going while the others' episodes run.
-        starting = [i for i, messages in by_instance.items() if any(m.kind == st.START for m in messages)]
-        for group in (starting, [i for i in by_instance if i not in set(starting)]):
+        starting = {i: messages for i, messages in by_instance.items() if any(m.kind == st.START for m in messages)}
+        others = {i: messages for i, messages in by_instance.items() if i not in starting}
+        for group in (starting, others):
             if group:
-                self._run_batch({i: by_instance[i] for i in group})
+                self._run_batch(group)
         with self._changed:
             self._changed.notify_all()
 
@@ -696,11 +697,11 @@ class Engine:
         from azure.functions._durable_functions import df_dumps
 
         instance_id, execution_id, task_id = key
-        try:
-            if error is None:
+        if error is None:
+            try:
                 body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id, "Result": df_dumps(value)}
-        except Exception as exc:  # a result that is not JSON
-            error = exc
+            except Exception as exc:  # a result that is not JSON
+                error = exc
         if error is not None:
             body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,   # kept in history: no secrets
                     "Reason": redact(f"Activity function '{name}' failed: {type(error).__name__}: {error}"),
