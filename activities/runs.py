@@ -15,6 +15,7 @@ import logging
 
 import azure.durable_functions as df
 
+from activities import remote
 from tower import names
 from tower.ledger import (
     Step,
@@ -42,14 +43,17 @@ ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
     """Do what `step` asks; returns a summary for the orchestrator.
 
-    `start`: start, one by one in priority order (the most urgent first). `ensure`: look each up;
+    `start`: submit each service's first attempt (all at once, see `remote.submit_first`), then
+    start their service runs one by one in priority order (the most urgent first). `ensure`: look each up;
     start it if it does not exist (a report died before starting it), report it if it ended without
     its end reaching the ledger (its report failed, or it was terminated); never start an ended
     one again, which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
     """
     started, done, status = 0, step.done, step.status
+    submits = {instance_id: asyncio.ensure_future(remote.submit_first(job)) for instance_id, job in step.start.items()}
     for instance_id, job in step.start.items():
-        started += await _start(client, run_id, instance_id, job)
+        first = await submits[instance_id]
+        started += await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
     for instance_id, job in step.ensure.items():
         instance = await client.get_status(instance_id)
         runtime = getattr(instance.runtime_status, "value", instance.runtime_status) if instance else None

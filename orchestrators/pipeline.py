@@ -1,14 +1,15 @@
-"""`pipeline_run` (one run of a frozen plan) and `service_run` (one service: submit, poll, done).
+"""`pipeline_run` (one run of a frozen plan) and `service_run` (one service: watch, retry, done).
 
 Both are deterministic generators: time comes from `context.current_utc_datetime`, there is no I/O,
 and they log only when not replaying.
 
 No history grows with the pipeline (docs/architecture.md, "Dispatch"): `pipeline_run` does not hear of each
 service. It opens the run in the ledger (`tower.ledger`), which starts the first services, and
-waits for the end or a cancel. Each `service_run` is its own orchestration; when it ends, it reports
-to the ledger, and that report starts the services that became ready, by the rules of
-`tower.scheduler`. So a decision costs one short transaction, not a replay of the whole run, and a
-dependent starts one activity after its last dependency ended.
+waits for the end or a cancel. Each `service_run` is its own orchestration, started with its first
+attempt already submitted; when it ends, it reports to the ledger, and that report submits and
+starts the services that became ready, by the rules of `tower.scheduler`. So a decision costs one
+short transaction, not a replay of the whole run, and a dependent's work is submitted in the
+activity that saw its last dependency end.
 
 Shim safety (docs/architecture.md, "Dispatch"): no orchestrator holds one service behind another,
 and a timer that lost a race is cancelled, so no top-level action waits behind a pending one.
@@ -25,6 +26,7 @@ from azure.durable_functions.models.Task import TaskState, TimerTask
 from tower import names
 from tower.catalog.durations import format_duration
 from tower.catalog.model import RetryPolicy
+from tower.plan import submission_of
 from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
@@ -110,7 +112,8 @@ class _ServiceRun:
     def __init__(self, context: df.DurableOrchestrationContext, job: dict):
         self.context, self.job = context, job
         self.platform = job["platform"]
-        self.began = context.current_utc_datetime
+        self.first = job.get("first")  # attempt 1, submitted when the service was dispatched
+        self.began = parse_iso(self.first["at"]) if self.first else context.current_utc_datetime
         self.cancel_event = context.wait_for_external_event(names.CANCEL_EVENT)
         timeout = job.get("timeout")
         self.deadline_at = self.began + timedelta(seconds=timeout) if timeout else None
@@ -150,8 +153,9 @@ class _ServiceRun:
         return {"platform": self.platform, **fields}
 
     def watch_until(self) -> str:
-        """Until when the submit may watch the work itself: the platform's linger, never past the
-        deadline (a success seen after it would contradict the timeout)."""
+        """Until when the first look (a submit, or the first poll of work submitted at dispatch) may
+        watch the work itself: the platform's linger, never past the deadline (a success seen after
+        it would contradict the timeout)."""
         until = self.now() + timedelta(seconds=self.job["platform"]["poll"].get("linger", 0.0))
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
@@ -169,19 +173,22 @@ class _ServiceRun:
 
     def attempt(self, number: int):
         """One attempt: submit, then poll until terminal. Returns (status json, failure or None)."""
-        self.result["attempts"], self.result["attempt_started"] = number, iso(self.now())
-        submission = {"run_id": self.job["run_id"], "service": self.job["service"], "attempt": number,
-                      "spec": self.job["spec"], "params": self.job["params"]}
-        handle = None
+        submitted = self.first if number == 1 else None
+        self.result["attempts"] = number
+        self.result["attempt_started"] = submitted["at"] if submitted else iso(self.now())
+        handle = submit = None
         try:
-            submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
-                submission=submission, watch_until=self.watch_until(), report=self.report()))
-            yield from self.race(submit)
-            if _failed(submit):
-                return None, failure_from(submit.result)
-            handle, status = submit.result["handle"], submit.result["status"]
-            if handle is None:  # the run was cancelled before the work was submitted
-                return status, None
+            if submitted:  # submitted at dispatch: the first poll checks the cancel flag and watches
+                handle, status = submitted["handle"], {"state": RUNNING, "poll_after": 0.0, "first": True}
+            else:
+                submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
+                    submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report()))
+                yield from self.race(submit)
+                if _failed(submit):
+                    return None, failure_from(submit.result)
+                handle, status = submit.result["handle"], submit.result["status"]
+                if handle is None:  # the run was cancelled before the work was submitted
+                    return status, None
             self.result["remote_id"] = handle["remote_id"]
             self.result["url"] = status.get("url") or handle.get("url")
             self.show()
@@ -194,8 +201,11 @@ class _ServiceRun:
                     delay, interval = interval, min(interval * factor, longest)
                 elif status.get("observed_at"):  # the platform's hint counts from when it was asked
                     delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
-                yield from self.wait(delay)
-                polled = self.context.call_activity(names.POLL_SERVICE, self.request(handle=handle, report=self.report()))
+                if delay > 0:
+                    yield from self.wait(delay)
+                first = {"first": True, "watch_until": self.watch_until()} if status.get("first") else {}
+                polled = self.context.call_activity(names.POLL_SERVICE, self.request(
+                    handle=handle, report=self.report(), **first))
                 yield from self.race(polled)
                 if _failed(polled):
                     failure = failure_from(polled.result)
@@ -208,7 +218,8 @@ class _ServiceRun:
                 errors, status = 0, polled.result
             return status, None
         except _Stop:
-            if handle is None and submit.is_completed and not _failed(submit) and submit.result["handle"]:
+            if handle is None and submit is not None and submit.is_completed and not _failed(submit) \
+                    and submit.result["handle"]:
                 handle = submit.result["handle"]
                 self.result["remote_id"] = handle["remote_id"]
             if handle is not None:

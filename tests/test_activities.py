@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from activities import runs, services
+from activities import remote, runs
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.platforms.sim import SimAdapter
@@ -12,9 +12,9 @@ from tower.platforms.sim import SimAdapter
 
 def test_adapters_are_kept_per_type_and_resolved_settings():
     platform = {"name": "s", "type": "sim", "settings": {"time_scale": 0.25}}
-    adapter = services._adapter(platform)
-    assert isinstance(adapter, SimAdapter) and services._adapter(dict(platform)) is adapter
-    assert services._adapter({**platform, "settings": {"time_scale": 0.5}}) is not adapter
+    adapter = remote.adapter(platform)
+    assert isinstance(adapter, SimAdapter) and remote.adapter(dict(platform)) is adapter
+    assert remote.adapter({**platform, "settings": {"time_scale": 0.5}}) is not adapter
 
 
 def test_an_override_is_asked_each_time():
@@ -27,7 +27,7 @@ def test_an_override_is_asked_each_time():
     OVERRIDES["factory"] = factory
     try:
         platform = {"name": "f", "type": "factory", "settings": {"a": 1}}
-        assert services._adapter(platform) is not services._adapter(platform)
+        assert remote.adapter(platform) is not remote.adapter(platform)
     finally:
         del OVERRIDES["factory"]
     assert built == [{"a": 1}, {"a": 1}]
@@ -37,12 +37,12 @@ def test_a_submission_spec_is_resolved_at_use(monkeypatch):
     monkeypatch.setenv("TOWER_TEST_TOKEN", "t0k")
     data = {"run_id": "r", "service": "s", "attempt": 1, "params": {},
             "spec": {"headers": {"Authorization": "Bearer ${TOWER_TEST_TOKEN}"}, "body": ["${TOWER_TEST_TOKEN:-x}"]}}
-    submission = services._submission(data)
+    submission = remote.submission(data)
     assert submission.spec == {"headers": {"Authorization": "Bearer t0k"}, "body": ["t0k"]}
     assert data["spec"]["headers"]["Authorization"] == "Bearer ${TOWER_TEST_TOKEN}"  # the request is untouched
     monkeypatch.delenv("TOWER_TEST_TOKEN")
     with pytest.raises(Exception, match="service 's' field 'headers.Authorization': environment variable"):
-        services._submission(data)
+        remote.submission(data)
 
 
 class FakeClient:

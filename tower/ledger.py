@@ -12,7 +12,7 @@ failure and cancel policy).
     finish_service(ledger, run_id, name, result, now) -> Step   one service ended
     reconcile_run(ledger, run_id, now) -> Step     dispatch what is ready, name what should run
     cancel_run(ledger, run_id, now) -> Step        stop dispatching; Step.stop names what runs
-    is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before each submit)
+    is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before work starts)
     run_result(ledger, run_id, finished) -> dict   the run result once every service ended
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
 

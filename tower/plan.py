@@ -35,8 +35,8 @@ MAX_INSTANCE_ID = 100
 _FORBIDDEN_IN_ID = re.compile(r"[/\\#?\x00-\x1f\x7f]")
 # Poll cadence when the platform does not say when to look again: 1 s, x1.5 each time, at most 60 s.
 POLL_FIRST, POLL_FACTOR, POLL_MAX = 1.0, 1.5, 60.0
-# Work that ends within this many seconds of its submit is watched in the submit activity itself
-# (see activities.services.linger): a durable timer would cost more than the wait.
+# Work that ends within this many seconds of the first look at it is watched by that submit or poll
+# activity itself (see activities.remote.linger): a durable timer would cost more than the wait.
 POLL_LINGER = 0.5
 MIN_SIM_POLL = 0.01  # seconds: a simulated run polls no faster than this
 
@@ -82,6 +82,13 @@ def service_job(plan: dict, name: str) -> dict:
         "retry": service["retry"],
         "simulated": bool(plan.get("simulated")),
     }
+
+
+def submission_of(job: dict, attempt: int) -> dict:
+    """One attempt of a service job as a platform submission (``Submission`` JSON): one shape, so a
+    submit at dispatch and one by `service_run` carry the same idempotency key."""
+    return {"run_id": job["run_id"], "service": job["service"], "attempt": attempt,
+            "spec": job["spec"], "params": job["params"]}
 
 
 def new_run_id(pipeline: str, now: datetime) -> str:

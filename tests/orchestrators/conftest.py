@@ -74,3 +74,8 @@ def times(result: dict, name: str) -> tuple[datetime, datetime]:
     service = result["services"][name]
     return (datetime.fromisoformat(service["started"].replace("Z", "+00:00")),
             datetime.fromisoformat(service["finished"].replace("Z", "+00:00")))
+
+
+def scheduled(engine, instance_id: str) -> list[str]:
+    """The activities an orchestration scheduled, in order."""
+    return [e["Name"] for e in engine.history(instance_id) if e["EventType"] == 4]  # TaskScheduled

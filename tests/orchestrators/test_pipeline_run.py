@@ -13,7 +13,7 @@ from tower.plan import build_plan
 from tower.platforms import sim
 from tower.timestamps import parse_iso
 
-from .conftest import run, run_plan, sim_catalog, times
+from .conftest import run, run_plan, scheduled, sim_catalog, times
 
 
 def statuses(result: dict) -> dict:
@@ -258,23 +258,20 @@ def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
     result = run(engine, sim_catalog({"only": {"duration": 0.8}}))  # longer than the submit lingers
     assert result["status"] == "succeeded"
     history = engine.history(f"{result['run_id']}:only")
-    submitted = next(json.loads(e["Result"]) for e in history if e["EventType"] == 5)  # TaskCompleted
+    # the first look (a poll: the work was submitted at dispatch) watched it, then said when to look again
+    status = next(json.loads(e["Result"]) for e in history if e["EventType"] == 5)  # TaskCompleted
     fire_at = next(e["FireAt"] for e in history if e["EventType"] == 10)  # TimerCreated
-    status = submitted["status"]
     due = parse_iso(status["observed_at"]) + timedelta(seconds=status["poll_after"])
     assert abs((parse_iso(fire_at) - due).total_seconds()) < 50e-6
-
-
-def _scheduled(engine, instance_id: str) -> list[str]:
-    return [e["Name"] for e in engine.history(instance_id) if e["EventType"] == 4]  # TaskScheduled
 
 
 def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engine):
     result = run(engine, sim_catalog({"a": {"duration": 0.7}, "b": {"deps": ["a"], "duration": 0.0}}))
     assert statuses(result) == {"a": "succeeded", "b": "succeeded"}
     a, b = f"{result['run_id']}:a", f"{result['run_id']}:b"
-    assert _scheduled(engine, a) == [names.SUBMIT_SERVICE, names.POLL_SERVICE]  # no separate report
-    assert _scheduled(engine, b) == [names.SUBMIT_SERVICE]  # zero duration: the submit saw it end
+    # submitted at dispatch; the first look watched 0.5 s, the next saw the end: no separate report
+    assert scheduled(engine, a) == [names.POLL_SERVICE, names.POLL_SERVICE]
+    assert scheduled(engine, b) == [names.POLL_SERVICE]  # zero duration: the first look saw it end
     a_ended = next(e["Timestamp"] for e in engine.history(a) if e["EventType"] == 1)  # ExecutionCompleted
     b_began = next(e["Timestamp"] for e in engine.history(b) if e["EventType"] == 0)  # ExecutionStarted
     assert parse_iso(b_began) < parse_iso(a_ended)  # b started while a's orchestration was finishing
@@ -286,7 +283,7 @@ def test_work_that_ends_within_the_linger_budget_is_watched_by_the_submit(engine
     assert statuses(result) == {"quick": "succeeded", "slow": "succeeded"}
     kinds = {name: [e["EventType"] for e in engine.history(f"{result['run_id']}:{name}")] for name in result["services"]}
     assert 10 not in kinds["quick"] and 10 in kinds["slow"]  # TimerCreated: only the slow one waits durably
-    assert _scheduled(engine, f"{result['run_id']}:quick") == [names.SUBMIT_SERVICE]
+    assert scheduled(engine, f"{result['run_id']}:quick") == [names.POLL_SERVICE]
     started, finished = times(result, "quick")
     assert 0.2 <= (finished - started).total_seconds() < 0.4
 
@@ -314,7 +311,7 @@ def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine
     monkeypatch.setattr(activities.runs, "report_service", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
     assert result["status"] == "succeeded" and calls == ["only", "only"]
-    assert _scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE, names.REPORT_SERVICE]
+    assert scheduled(engine, f"{result['run_id']}:only") == [names.POLL_SERVICE, names.REPORT_SERVICE]
 
 
 def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):

@@ -16,10 +16,10 @@ from tower import names
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment
 from tower.plan import build_plan
-from tower.platforms import OVERRIDES
+from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
 
-from .conftest import run, sim_catalog
+from .conftest import run, scheduled, sim_catalog
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -105,8 +105,9 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
 
 
 # A service the ledger started but whose service_run is created after the cancel signal gave up
-# (~2 s of "No instance") must submit nothing: the submit reads the run's cancel flag first.
-def test_a_service_started_after_the_cancel_submits_nothing(engine, monkeypatch):
+# (~2 s of "No instance") must end cancelled with its work stopped: its first look at the work
+# submitted at dispatch (or its own submit) reads the run's cancel flag.
+def test_a_service_started_after_the_cancel_gave_up_ends_cancelled_and_stopped(engine, monkeypatch):
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.2}})
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
     b_iid = plan["services"]["b"]["iid"]
@@ -133,6 +134,7 @@ def test_a_service_started_after_the_cancel_submits_nothing(engine, monkeypatch)
     release.set()
     result = engine.wait(plan["run_id"], 10)["output"]
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
+    assert result["services"]["b"]["remote_id"] in sim.cancelled_remote_ids()
     assert result["status"] == "cancelled"
 
 
@@ -247,3 +249,24 @@ def test_an_async_activity_ending_cancelled_is_recorded_as_failed(tmp_path):
         assert status["output"].startswith("failed:")
     finally:
         engine.stop()
+
+
+# A submit at dispatch that fails (here: the connection drops) is not the end: the service run
+# submits the same attempt itself, with the same idempotency key, so the platform can never run
+# it twice, and the service's attempts do not count the lost submit.
+def test_a_failed_submit_at_dispatch_is_made_again_by_the_service_run_with_the_same_key(engine, platform):
+    keys = []
+    work = timed_adapter(work_seconds=0.05)
+
+    def flaky_submit(submission):
+        keys.append(submission.idempotency_key)
+        if len(keys) == 1:
+            raise ConnectionError("connection reset by peer")
+        return work.submit(submission)
+
+    platform(FunctionAdapter(submit=flaky_submit, poll=work.poll))
+    result = run(engine, sim_catalog({"only": {"platform": "tp", "type": "timed"}}))
+    only = result["services"]["only"]
+    assert (result["status"], only["status"], only["attempts"]) == ("succeeded", "succeeded", 1)
+    assert keys == [f"{result['run_id']}/only/1"] * 2
+    assert scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE]

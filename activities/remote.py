@@ -1,0 +1,135 @@
+"""Calls to the remote platforms, shared by the service activities and the ledger activities (which
+submit a service's first attempt the moment it is dispatched): adapters kept per process, platform
+calls off the event loop, failures classified for the orchestrator, and short watches.
+
+Registers no functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from tower.catalog.env import resolve
+from tower.errors import ConfigError, PlatformError, TowerError
+from tower.plan import submission_of
+from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
+from tower.redact import redact
+from tower.scheduler import failure_message
+from tower.timestamps import iso
+
+log = logging.getLogger("tower.activities")
+
+
+class ServiceActivityError(TowerError):
+    """A classified failure on its way to `service_run`; its message is machine-readable JSON."""
+
+
+@contextmanager
+def classified(platform: dict) -> Iterator[None]:
+    """Turn Tower's own errors into a classified activity failure the orchestrator can read."""
+    try:
+        yield
+    except PlatformError as exc:
+        payload = exc.to_payload()
+        payload["platform"] = payload.get("platform") or platform.get("name", "")
+        raise ServiceActivityError(failure_message(payload)) from None
+    except ConfigError as exc:
+        raise ServiceActivityError(
+            failure_message({"error": str(exc), "retryable": False, "platform": platform.get("name", "")})
+        ) from None
+
+
+def adapter(platform: dict):
+    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use.
+
+    Adapters are kept per process for the same type and resolved settings, so their clients
+    (HTTP session, Databricks workspace client) serve every activity; stand-ins registered in
+    ``tower.platforms.OVERRIDES`` are asked each time.
+    """
+    from tower.platforms import OVERRIDES, adapter_for
+
+    where = f"platform {platform.get('name', platform['type'])!r}"
+    settings = resolve(platform.get("settings") or {}, where=where)
+    if platform["type"] in OVERRIDES:
+        return adapter_for(platform["type"], settings)
+    return _cached_adapter(platform["type"], json.dumps(settings, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_adapter(platform_type: str, settings_json: str):
+    from tower.platforms import adapter_for
+
+    return adapter_for(platform_type, json.loads(settings_json))
+
+
+def submission(data: dict) -> Submission:
+    """The submission of a request, its ``${VAR}`` spec fields read now (the plan keeps them unread:
+    it is stored in the run's history)."""
+    return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
+
+
+def observed(status: Status) -> dict:
+    """A status as JSON with the moment it was read: a `poll_after` hint counts from then, not from
+    whenever the orchestrator gets to it."""
+    return {**status.to_json(), "observed_at": iso(time.time())}
+
+
+LINGER_FIRST_LOOK = 0.05  # seconds to the first look again when the platform gives no hint (then x2)
+
+
+def linger(platform_adapter, handle: Handle, status: Status, budget: float) -> Status:
+    """Watch just-started work here while its end is due within `budget` seconds: sub-second work
+    (many SQL statements) then needs no durable timer, and its dependents start a timer and two
+    orchestrator episodes sooner. The platform's `poll_after` sets the next look; without one, looks
+    are 0.05 s apart, doubling. Work not done within the budget is left to durable timers."""
+    deadline = time.monotonic() + budget
+    pause_without_hint = LINGER_FIRST_LOOK
+    while status.state not in TERMINAL_STATES:
+        pause = max(status.poll_after if status.poll_after is not None else pause_without_hint, 0.001)
+        if time.monotonic() + pause > deadline:
+            break
+        time.sleep(pause)
+        pause_without_hint *= 2
+        status = platform_adapter.poll(handle)
+    return status
+
+
+async def submit_first(job: dict) -> dict | None:
+    """Submit a just-dispatched service's first attempt from here, before its `service_run` exists:
+    {handle, at} for its input, so the work starts one orchestration start and one activity sooner
+    (in Azure, two queue hops). None when the submit failed: `service_run` then submits itself, with
+    the same idempotency key (so nothing runs twice), and classifies the failure."""
+    at = iso(time.time())
+    try:
+        handle = await platform_call(lambda: adapter(job["platform"]).submit(submission(submission_of(job, 1))))
+    except Exception as exc:  # service_run submits again and reports the failure properly
+        log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
+                 redact(str(exc)))
+        return None
+    return {"handle": handle.to_json(), "at": at}
+
+
+# Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,
+# never on the worker's event loop, which the async activities (they need the Durable client) share.
+_PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
+
+
+async def platform_call(fn):
+    return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, fn)
+
+
+async def call(platform: dict, fn):
+    """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified."""
+
+    def classified_fn():
+        with classified(platform):
+            return fn(adapter(platform))
+
+    return await platform_call(classified_fn)
