@@ -1,5 +1,6 @@
-"""Activities that keep a run's ledger (`tower.ledger`) and act on what it decides: start the
-service runs that became ready, stop running ones on cancel, wake `pipeline_run` when all ended.
+"""Activities that keep a run's ledger (`tower.ledger`) and act on what it decides: submit the
+services that became ready and start their service runs, stop running ones on cancel, wake
+`pipeline_run` when all ended.
 
 They run in the Functions host with a Durable client, because a Python orchestrator cannot start
 another top-level orchestration or raise an event on one. Each is idempotent (activities run at
@@ -44,13 +45,14 @@ async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -
     """Do what `step` asks; returns a summary for the orchestrator.
 
     `start`: submit each service's first attempt (all at once, see `remote.submit_first`), then
-    start their service runs one by one in priority order (the most urgent first). `ensure`: look each up;
-    start it if it does not exist (a report died before starting it), report it if it ended without
-    its end reaching the ledger (its report failed, or it was terminated); never start an ended
-    one again, which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
+    start their service runs one by one in priority order (the most urgent first). `ensure`: look
+    each up; start it if it does not exist (a report died before starting it; its service run then
+    submits with the same idempotency key), report it if it ended without its end reaching the
+    ledger (its report failed, or it was terminated); never start an ended one again, which would
+    run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
     """
     started, done, status = 0, step.done, step.status
-    submits = {instance_id: asyncio.ensure_future(remote.submit_first(job)) for instance_id, job in step.start.items()}
+    submits = {iid: asyncio.ensure_future(remote.submit_first(job)) for iid, job in step.start.items()}
     for instance_id, job in step.start.items():
         first = await submits[instance_id]
         started += await _start(client, run_id, instance_id, {**job, "first": first} if first else job)

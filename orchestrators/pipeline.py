@@ -172,14 +172,15 @@ class _ServiceRun:
                                         "rid": r["remote_id"], "url": r["url"]})
 
     def attempt(self, number: int):
-        """One attempt: submit, then poll until terminal. Returns (status json, failure or None)."""
+        """One attempt: submit (unless it was submitted at dispatch), then poll until terminal.
+        Returns (status json, failure or None)."""
         submitted = self.first if number == 1 else None
         self.result["attempts"] = number
         self.result["attempt_started"] = submitted["at"] if submitted else iso(self.now())
         handle = submit = None
         try:
-            if submitted:  # submitted at dispatch: the first poll checks the cancel flag and watches
-                handle, status = submitted["handle"], {"state": RUNNING, "poll_after": 0.0, "first": True}
+            if submitted:
+                handle, status = submitted["handle"], {"state": RUNNING, "poll_after": 0.0}
             else:
                 submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
                     submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report()))
@@ -195,6 +196,7 @@ class _ServiceRun:
             poll = self.job["platform"]["poll"]
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
             errors = 0
+            first_look = submitted is not None  # that poll reads the cancel flag and watches, as a submit does
             while status["state"] not in TERMINAL_STATES:
                 delay = status.get("poll_after")
                 if delay is None:
@@ -203,7 +205,8 @@ class _ServiceRun:
                     delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
                 if delay > 0:
                     yield from self.wait(delay)
-                first = {"first": True, "watch_until": self.watch_until()} if status.get("first") else {}
+                first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
+                first_look = False
                 polled = self.context.call_activity(names.POLL_SERVICE, self.request(
                     handle=handle, report=self.report(), **first))
                 yield from self.race(polled)
