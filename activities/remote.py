@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
+from tower.ledger import is_cancelled, ledger_from_environment
 from tower.plan import submission_of
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
@@ -104,16 +105,23 @@ def linger(platform_adapter, handle: Handle, status: Status, budget: float) -> S
 async def submit_first(job: dict) -> dict | None:
     """Submit a just-dispatched service's first attempt from here, before its `service_run` exists:
     {handle, at} for its input, so the work starts one orchestration start and one activity sooner
-    (in Azure, two queue hops). None when the submit failed: `service_run` then submits itself, with
-    the same idempotency key (so nothing runs twice), and classifies the failure."""
+    (in Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right
+    before the submit) or the submit failed: `service_run` then submits itself, with the same
+    idempotency key (so nothing runs twice), after reading the flag, and classifies any failure."""
     at = iso(time.time())
+
+    def submit() -> Handle | None:
+        if is_cancelled(ledger_from_environment(), job["run_id"]):
+            return None
+        return adapter(job["platform"]).submit(submission(submission_of(job, 1)))
+
     try:
-        handle = await platform_call(lambda: adapter(job["platform"]).submit(submission(submission_of(job, 1))))
+        handle = await platform_call(submit)
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
                  redact(str(exc)))
         return None
-    return {"handle": handle.to_json(), "at": at}
+    return {"handle": handle.to_json(), "at": at} if handle else None
 
 
 # Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,

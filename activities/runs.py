@@ -44,22 +44,25 @@ ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
     """Do what `step` asks; returns a summary for the orchestrator.
 
-    `start`: submit each service's first attempt (all at once, see `remote.submit_first`), then
-    start their service runs one by one in priority order (the most urgent first). `ensure`: look
-    each up; start it if it does not exist (a report died before starting it; its service run then
-    submits with the same idempotency key), report it if it ended without its end reaching the
-    ledger (its report failed, or it was terminated); never start an ended one again, which would
-    run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
+    `start`: dispatch each service (`_dispatch`), all at once, the most urgent first in line; every
+    dispatch settles before an error is raised, so a retry of this activity never submits beside a
+    submit still in flight. `ensure`: look each up; start it if it does not exist (a report died
+    before starting it; its service run then submits with the same idempotency key) unless it is in
+    `step.dispatching` (its dispatch may still be submitting); report it if it ended without its end
+    reaching the ledger (its report failed, or it was terminated); never start an ended one again,
+    which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
     """
-    started, done, status = 0, step.done, step.status
-    submits = {iid: asyncio.ensure_future(remote.submit_first(job)) for iid, job in step.start.items()}
-    for instance_id, job in step.start.items():
-        first = await submits[instance_id]
-        started += await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
+    done, status = step.done, step.status
+    outcomes = await asyncio.gather(*(_dispatch(client, run_id, iid, job) for iid, job in step.start.items()),
+                                    return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    started = sum(outcomes)
     for instance_id, job in step.ensure.items():
         instance = await client.get_status(instance_id)
-        runtime = getattr(instance.runtime_status, "value", instance.runtime_status) if instance else None
-        if runtime is None:
+        runtime = _runtime(instance)
+        if runtime is None and instance_id not in step.dispatching:
             started += await _start(client, run_id, instance_id, job)
         elif runtime in ENDED:
             log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
@@ -76,6 +79,19 @@ async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -
     if step.done:
         await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
     return {"started": started, "stopping": len(step.stop), "done": done, "status": status}
+
+
+def _runtime(instance) -> str | None:
+    """An instance's runtime status as text (None: no such instance)."""
+    runtime = getattr(instance, "runtime_status", None) if instance else None
+    return getattr(runtime, "value", runtime)
+
+
+async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
+    """Submit a ready service's first attempt (`remote.submit_first`), then start its service run
+    with the handle."""
+    first = await remote.submit_first(job)
+    return await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
 
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:

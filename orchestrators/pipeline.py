@@ -159,12 +159,15 @@ class _ServiceRun:
         until = self.now() + timedelta(seconds=self.job["platform"]["poll"].get("linger", 0.0))
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
-    def report(self) -> dict:
+    def report(self, first_look: bool = False) -> dict:
         """What REPORT_SERVICE gets, with the result so far; submit and poll get it too, so that they
-        can report a success the moment they see it (not after the deadline; then `reported` is set)."""
+        can report a success the moment they see it (then `reported` is set), but not after the
+        deadline, except at the first look at work submitted at dispatch: the deadline counts from
+        that submit, and a service run started late (queues, an outage) must not fail work that
+        was done by then."""
+        before = iso(self.deadline_at) if self.deadline_at and not first_look else None
         return {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
-                "simulated": self.job.get("simulated", False), "result": dict(self.result),
-                "before": iso(self.deadline_at) if self.deadline_at else None}
+                "simulated": self.job.get("simulated", False), "result": dict(self.result), "before": before}
 
     def show(self) -> None:
         r = self.result
@@ -196,7 +199,7 @@ class _ServiceRun:
             poll = self.job["platform"]["poll"]
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
             errors = 0
-            first_look = submitted is not None  # that poll reads the cancel flag and watches, as a submit does
+            first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
             while status["state"] not in TERMINAL_STATES:
                 delay = status.get("poll_after")
                 if delay is None:
@@ -206,9 +209,8 @@ class _ServiceRun:
                 if delay > 0:
                     yield from self.wait(delay)
                 first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
-                first_look = False
                 polled = self.context.call_activity(names.POLL_SERVICE, self.request(
-                    handle=handle, report=self.report(), **first))
+                    handle=handle, report=self.report(first_look), **first))
                 yield from self.race(polled)
                 if _failed(polled):
                     failure = failure_from(polled.result)
@@ -218,7 +220,7 @@ class _ServiceRun:
                         return None, failure
                     status = {"state": "running", "poll_after": None}
                     continue
-                errors, status = 0, polled.result
+                errors, status, first_look = 0, polled.result, False
             return status, None
         except _Stop:
             if handle is None and submit is not None and submit.is_completed and not _failed(submit) \

@@ -83,6 +83,17 @@ def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     assert ledger.version("r1") == 1
 
 
+def test_a_reconcile_leaves_a_recent_dispatch_to_finish_its_submit(ledger):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=1))  # b and c dispatched
+    soon = reconcile_run(ledger, "r1", T0 + timedelta(minutes=2))
+    assert set(soon.ensure) == {"r1:b", "r1:c"} and soon.dispatching == {"r1:b", "r1:c"}
+    later = reconcile_run(ledger, "r1", T0 + timedelta(minutes=1) + lg.DISPATCH_GRACE + timedelta(seconds=1))
+    assert set(later.ensure) == {"r1:b", "r1:c"} and later.dispatching == frozenset()
+    assert finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=2)).dispatching == frozenset()
+
+
 def test_a_failure_holds_back_its_downstream(ledger):
     plan = plan_of(DIAMOND)
     open_run(ledger, plan, inputs_of(plan), T0)

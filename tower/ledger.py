@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -87,10 +87,13 @@ class Step:
     """What a change asks the caller to do. `start`: service runs to start now (instance id ->
     input), most urgent first. `ensure`: service runs the ledger has running, to start only if their
     instance does not exist (a report that died half way may not have started them). `stop`:
-    running service runs to cancel. `done` once every service ended (`status` then says how)."""
+    running service runs to cancel. `done` once every service ended (`status` then says how).
+    `dispatching`: the instance ids in `ensure` taken off the ready queue less than
+    `DISPATCH_GRACE` ago, whose dispatch may still be submitting: not started when missing."""
 
     start: dict[str, dict] = field(default_factory=dict)
     ensure: dict[str, dict] = field(default_factory=dict)
+    dispatching: frozenset[str] = frozenset()
     stop: list[str] = field(default_factory=list)
     done: bool = False
     status: str = RUNNING
@@ -141,10 +144,25 @@ def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[st
     return _change(ledger, run_id, now, change)
 
 
+# A dispatch submits before it starts the service run, and no activity outlives the host's
+# functionTimeout (host.json: 10 minutes): a service run missing for longer was lost, not late.
+DISPATCH_GRACE = timedelta(minutes=10)
+
+
 def reconcile_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
     """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
-    every running service in `ensure` (a lost start)."""
-    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
+    every running service in `ensure` (a lost start); those dispatched less than `DISPATCH_GRACE`
+    ago are `dispatching` (a slow submit is not a lost start: starting their service run now
+    could submit beside it)."""
+
+    def change(scheduler: Scheduler) -> Step:
+        step = _reconciled(ledger, scheduler, now)
+        step.dispatching = frozenset(
+            scheduler.plan["services"][name]["iid"] for name, record in scheduler.records.items()
+            if record.status == RUNNING and record.started and parse_iso(record.started) > now - DISPATCH_GRACE)
+        return step
+
+    return _change(ledger, run_id, now, change)
 
 
 def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:

@@ -79,3 +79,7 @@ def times(result: dict, name: str) -> tuple[datetime, datetime]:
 def scheduled(engine, instance_id: str) -> list[str]:
     """The activities an orchestration scheduled, in order."""
     return [e["Name"] for e in engine.history(instance_id) if e["EventType"] == 4]  # TaskScheduled
+
+
+def statuses(result: dict) -> dict:
+    return {name: s["status"] for name, s in result["services"].items()}

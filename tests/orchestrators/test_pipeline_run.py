@@ -13,11 +13,7 @@ from tower.plan import build_plan
 from tower.platforms import sim
 from tower.timestamps import parse_iso
 
-from .conftest import run, run_plan, scheduled, sim_catalog, times
-
-
-def statuses(result: dict) -> dict:
-    return {name: s["status"] for name, s in result["services"].items()}
+from .conftest import run, run_plan, scheduled, sim_catalog, statuses, times
 
 
 def test_diamond_runs_in_dependency_order_and_records_history(engine):

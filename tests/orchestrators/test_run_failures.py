@@ -1,4 +1,4 @@
-"""Failure and concurrency cases of a run (found in review of the run-ledger change, each failed
+"""Failure and concurrency cases of a run (found in review of the run-ledger and submit-at-dispatch changes, each failed
 before its fix): deadlines and cancels racing early reports, starts and reports lost to outages,
 saves that land in parts, async activities that end cancelled."""
 
@@ -11,15 +11,16 @@ from datetime import datetime, timezone
 
 import pytest
 
+import activities.remote
 import activities.runs
 from tower import names
 from tower.history import SqliteRunHistory
-from tower.ledger import ledger_from_environment
+from tower.ledger import is_cancelled, ledger_from_environment
 from tower.plan import build_plan
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
 
-from .conftest import run, scheduled, sim_catalog
+from .conftest import run, scheduled, sim_catalog, statuses
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -104,10 +105,10 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
         f"ledger {in_ledger}, service_run {own}, history {history['only']}"
 
 
-# A service the ledger started but whose service_run is created after the cancel signal gave up
-# (~2 s of "No instance") must end cancelled with its work stopped: its first look at the work
-# submitted at dispatch (or its own submit) reads the run's cancel flag.
-def test_a_service_started_after_the_cancel_gave_up_ends_cancelled_and_stopped(engine, monkeypatch):
+# A service the ledger started but whose dispatch comes after the cancel signal gave up (~2 s of
+# "No instance") must submit nothing: the submit at dispatch, and then service_run's own submit,
+# read the run's cancel flag first.
+def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, monkeypatch):
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.2}})
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
     b_iid = plan["services"]["b"]["iid"]
@@ -134,7 +135,7 @@ def test_a_service_started_after_the_cancel_gave_up_ends_cancelled_and_stopped(e
     release.set()
     result = engine.wait(plan["run_id"], 10)["output"]
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
-    assert result["services"]["b"]["remote_id"] in sim.cancelled_remote_ids()
+    assert result["services"]["b"]["remote_id"] is None
     assert result["status"] == "cancelled"
 
 
@@ -270,3 +271,146 @@ def test_a_failed_submit_at_dispatch_is_made_again_by_the_service_run_with_the_s
     assert (result["status"], only["status"], only["attempts"]) == ("succeeded", "succeeded", 1)
     assert keys == [f"{result['run_id']}/only/1"] * 2
     assert scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE]
+
+
+# The deadline counts from the submit at dispatch. A slow submit of one service (here 1 s) must not
+# hold back the service run of another (dispatches do not wait for each other), and a service run
+# that starts late anyway must not fail work its first look finds done, well inside its timeout.
+def test_work_done_well_in_time_is_not_timed_out_because_its_service_run_started_late(engine, platform):
+    platform(timed_adapter(work_seconds=0.0, submit_seconds=1.0))
+    catalog = sim_catalog({"slow_submit": {"platform": "tp", "type": "timed", "expected": 10.0},
+                           "quick": {"duration": 0.0, "timeout": 0.5}})
+    result = run(engine, catalog)
+    quick = result["services"]["quick"]
+    assert quick["status"] == "succeeded", f"quick {quick['status']}: {quick['error']}"
+
+
+# A dispatch whose submit is slow (an HTTP submit can take minutes with its retries) is not a lost
+# start: the reconcile meanwhile (after `reconcile_after`, 1 min in Azure) must not start its service
+# run, whose submit would go out beside the one in flight (same key, but a platform's dedup need not
+# be atomic: Snowflake's is a lookup by query tag), nor replace a service run that already ended.
+def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platform):
+    work, lock, in_flight, overlaps = timed_adapter(work_seconds=0.0), threading.Lock(), {}, []
+
+    def slow_submit(submission):
+        key = submission.idempotency_key
+        with lock:
+            in_flight[key] = in_flight.get(key, 0) + 1
+            if in_flight[key] > 1:
+                overlaps.append(key)
+        time.sleep(1.0)
+        with lock:
+            in_flight[key] -= 1
+        return work.submit(submission)
+
+    platform(FunctionAdapter(submit=slow_submit, poll=work.poll))
+    catalog = sim_catalog({"a": {"duration": 0.0},
+                           "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 10.0},
+                           "quick": {"deps": ["a"], "duration": 0.0}})
+    plan = build_plan(catalog, "p", run_id=f"review-e-{uuid.uuid4().hex[:6]}")
+    plan["reconcile_after"] = 0.3  # as in Azure after 1 min, here while the submit is in flight
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    result = engine.wait(plan["run_id"], 20)["output"]
+    assert statuses(result) == {"a": "succeeded", "slow": "succeeded", "quick": "succeeded"}
+    assert overlaps == [], f"submitted beside a submit in flight: {overlaps}"
+    assert scheduled(engine, f"{plan['run_id']}:slow") == [names.POLL_SERVICE]  # one service run, which polled
+
+
+# A service taken off the ready queue just before a cancel, whose submit at dispatch waits its turn
+# (a busy platform pool), must submit nothing: a platform that cannot stop work (an HTTP service
+# without a cancel endpoint, where the submit is the work) would run it in full.
+def test_no_work_is_submitted_after_the_run_was_cancelled(engine, platform, monkeypatch):
+    ledger = ledger_from_environment(engine.home)
+    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
+    plan = build_plan(catalog, "p", run_id=f"review-f-{uuid.uuid4().hex[:6]}")
+    work, after_cancel = timed_adapter(work_seconds=0.3), []
+
+    def submit(submission):  # cancel is a no-op, as for an HTTP service without a cancel endpoint
+        after_cancel.append(is_cancelled(ledger, submission.run_id))
+        return work.submit(submission)
+
+    platform(FunctionAdapter(submit=submit, poll=work.poll))
+    real_submit_first, release = activities.remote.submit_first, threading.Event()
+
+    async def busy_pool(job):  # b's submit waits for a platform thread
+        while job["service"] == "b" and not release.is_set():
+            await asyncio.sleep(0.02)
+        return await real_submit_first(job)
+
+    monkeypatch.setattr(activities.remote, "submit_first", busy_pool)
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    deadline = time.monotonic() + 10
+    while ledger.version(plan["run_id"]) is None or ledger.load(plan["run_id"]).records["b"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    while not ledger.load(plan["run_id"]).meta["cancel"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    result = engine.wait(plan["run_id"], 10)["output"]
+    service_ended(engine, plan["run_id"], "b")
+    assert result["status"] == "cancelled"
+    assert True not in after_cancel, "b's work was submitted after the run was cancelled"
+
+
+# A service whose cancel signal found no instance (its service run was being started) is stopped by
+# its first look at the work, which reads the run's cancel flag; when that look fails retryably
+# (here the platform's cancel answers 503 once), the next look must read the flag again.
+def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypatch):
+    from tower.errors import RetryableError
+
+    ledger = ledger_from_environment(engine.home)
+    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
+    plan = build_plan(catalog, "p", run_id=f"review-g-{uuid.uuid4().hex[:6]}")
+    work, cancels = timed_adapter(work_seconds=1.5), []
+
+    def cancel(handle):
+        cancels.append(handle.remote_id)
+        if len(cancels) == 1:
+            raise RetryableError("cancel answered 503 Service Unavailable", platform="tp")
+
+    platform(FunctionAdapter(submit=work.submit, poll=work.poll, cancel=cancel))
+    real_start, release = activities.runs._start, threading.Event()
+
+    async def slow_start(client, run_id, instance_id, job):  # b's service run is created late
+        while job["service"] == "b" and not release.is_set():
+            await asyncio.sleep(0.02)
+        return await real_start(client, run_id, instance_id, job)
+
+    monkeypatch.setattr(activities.runs, "_start", slow_start)
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    deadline = time.monotonic() + 10
+    while ledger.version(plan["run_id"]) is None or ledger.load(plan["run_id"]).records["b"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    while not ledger.load(plan["run_id"]).meta["cancel"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(sum(activities.runs.SIGNAL_RETRY_DELAYS) + 0.5)  # the cancel signal to b has given up
+    release.set()
+    result = engine.wait(plan["run_id"], 10)["output"]
+    b = service_ended(engine, plan["run_id"], "b")["output"]
+    assert b["status"] == "cancelled", f"b {b['status']} after the run was cancelled (cancel calls: {len(cancels)})"
+    assert result["status"] == "cancelled"
+
+
+# The deadline counts from the submit at dispatch. When the service run itself starts after it
+# (queues, an outage), work its first look finds done stands: it was done in time as far as anyone
+# can tell, and Tower's own delay must not fail it. Work still running then is timed out.
+def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engine, monkeypatch):
+    real_start = activities.runs._start
+
+    async def late_start(client, run_id, instance_id, job):
+        if job["service"] in ("done", "running"):
+            await asyncio.sleep(0.4)
+        return await real_start(client, run_id, instance_id, job)
+
+    monkeypatch.setattr(activities.runs, "_start", late_start)
+    result = run(engine, sim_catalog({"done": {"duration": 0.0, "timeout": 0.2},
+                                      "running": {"duration": 5.0, "timeout": 0.2}}))
+    assert result["services"]["done"]["status"] == "succeeded", result["services"]["done"]
+    running = result["services"]["running"]
+    assert running["status"] == "failed" and running["error"].startswith("timed out after")
+    assert running["remote_id"] in sim.cancelled_remote_ids()
