@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from tower.catalog.env import resolve
@@ -102,26 +102,40 @@ def linger(platform_adapter, handle: Handle, status: Status, budget: float) -> S
     return status
 
 
-async def submit_first(job: dict) -> dict | None:
-    """Submit a just-dispatched service's first attempt from here, before its `service_run` exists:
-    {handle, at} for its input, so the work starts one orchestration start and one activity sooner
-    (in Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right
-    before the submit) or the submit failed: `service_run` then submits itself, with the same
-    idempotency key (so nothing runs twice), after reading the flag, and classifies any failure."""
+def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
+    """Submit a just-dispatched service's first attempt, before its `service_run` exists: {handle,
+    at} for its input, so the work starts one orchestration start and one activity sooner (in
+    Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right before
+    the submit, unless the caller has just seen it unset) or the submit failed: `service_run` then
+    submits itself, with the same idempotency key (so nothing runs twice), after reading the flag,
+    and classifies any failure. Blocks: call it on a platform thread."""
     at = iso(time.time())
-
-    def submit() -> Handle | None:
-        if is_cancelled(ledger_from_environment(), job["run_id"]):
-            return None
-        return adapter(job["platform"]).submit(submission(submission_of(job, 1)))
-
     try:
-        handle = await platform_call(submit)
+        if read_cancel and is_cancelled(ledger_from_environment(), job["run_id"]):
+            return None
+        handle = adapter(job["platform"]).submit(submission(submission_of(job, 1)))
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
                  redact(str(exc)))
         return None
-    return {"handle": handle.to_json(), "at": at} if handle else None
+    return {"handle": handle.to_json(), "at": at}
+
+
+def submit_all(jobs: dict[str, dict], here_first: bool = False) -> dict[str, Future]:
+    """Submits at dispatch of `jobs` (instance id -> job, most urgent first) on the platform pool,
+    each reading the run's cancel flag (a busy pool may start them late). `here_first`: the caller is
+    the thread whose ledger change just took them off the ready queue; the most urgent is submitted
+    here and now, with no hand-off and no flag read (the change saw the run not cancelled: its save
+    was conditional on the version a cancel would have changed). Nothing here waits for the pool: a
+    pool thread that did could deadlock it."""
+    submitted = {}
+    for instance_id, job in jobs.items():
+        if here_first and not submitted:
+            submitted[instance_id] = done = Future()
+            done.set_result(first_attempt(job, read_cancel=False))
+        else:
+            submitted[instance_id] = _PLATFORM_THREADS.submit(first_attempt, job)
+    return submitted
 
 
 # Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,

@@ -5,7 +5,7 @@ services that became ready and start their service runs, stop running ones on ca
 They run in the Functions host with a Durable client, because a Python orchestrator cannot start
 another top-level orchestration or raise an event on one. Each is idempotent (activities run at
 least once): the ledger ignores a repeated change, and a service run the ledger has running is
-started again only if its instance does not exist (see `_act`). Ledger and history calls block, so
+started again only if its instance does not exist (see `act`). Ledger and history calls block, so
 they run off the event loop that every async activity shares.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Future
 
 import azure.durable_functions as df
 
@@ -41,10 +42,12 @@ SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
 ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 
 
-async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
+async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
+              submitted: dict[str, Future] | None = None) -> dict:
     """Do what `step` asks; returns a summary for the orchestrator.
 
-    `start`: dispatch each service (`_dispatch`), all at once, the most urgent first in line; every
+    `start`: submit each service's first attempt (`remote.submit_all`, unless `settle` did) and
+    start its service run with the handle, all side by side, the most urgent first in line; every
     dispatch settles before an error is raised, so a retry of this activity never submits beside a
     submit still in flight. `ensure`: look each up; start it if it does not exist (a report died
     before starting it; its service run then submits with the same idempotency key) unless it is in
@@ -53,8 +56,10 @@ async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -
     which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
     """
     done, status = step.done, step.status
-    outcomes = await asyncio.gather(*(_dispatch(client, run_id, iid, job) for iid, job in step.start.items()),
-                                    return_exceptions=True)
+    submitted = remote.submit_all(step.start) if submitted is None else submitted
+    outcomes = await asyncio.gather(
+        *(_dispatch(client, run_id, iid, job, submitted[iid]) for iid, job in step.start.items()),
+        return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -72,7 +77,7 @@ async def _act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -
                 "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
             later = await asyncio.to_thread(finish_service, ledger_from_environment(), run_id, job["service"],
                                             _redacted(result), utcnow())
-            summary = await _act(client, run_id, later)
+            summary = await act(client, run_id, later)
             started, done, status = started + summary["started"], summary["done"], summary["status"]
     if step.stop:
         await raise_events(client, step.stop, names.CANCEL_EVENT)
@@ -87,10 +92,10 @@ def _runtime(instance) -> str | None:
     return getattr(runtime, "value", runtime)
 
 
-async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
-    """Submit a ready service's first attempt (`remote.submit_first`), then start its service run
-    with the handle."""
-    first = await remote.submit_first(job)
+async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict,
+                    submit: Future) -> int:
+    """Start a ready service's run with the handle of its first attempt, once `submit` is done."""
+    first = await asyncio.wrap_future(submit)
     return await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
 
 
@@ -113,7 +118,7 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     plan = request["plan"]
     inputs = {name: service_job(plan, name) for name in plan["services"]}
     step = await asyncio.to_thread(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
-    return await _act(client, plan["run_id"], step)
+    return await act(client, plan["run_id"], step)
 
 
 @bp.function_name(names.REPORT_SERVICE)
@@ -126,18 +131,21 @@ async def report_service_activity(request: dict, client: df.DurableOrchestration
 
 async def report_service(client: df.DurableOrchestrationClient, request: dict) -> dict:
     """Keep a finished service's attempt in the run history (not for a what-if), record its end in
-    the ledger and start what became ready. Also called by the submit and poll activities the
-    moment they see a service succeed."""
+    the ledger, submit and start what became ready (`settle`, then `act`)."""
+    return await act(client, request["run_id"], *await asyncio.to_thread(settle, request))
+
+
+def settle(request: dict) -> tuple[Step, dict]:
+    """The blocking part of a report, on one thread with no hand-off: the history row, the ledger
+    change, and the submits at dispatch of what became ready (`remote.submit_all`). The submit and
+    poll activities call it on the thread that saw the service succeed."""
     result = _redacted(request["result"])
+    if not request.get("simulated") and result.get("attempts"):
+        from tower.history import history_from_environment
 
-    def record() -> Step:
-        if not request.get("simulated") and result.get("attempts"):
-            from tower.history import history_from_environment
-
-            history_from_environment().record(history_row(request, result))
-        return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
-
-    return await _act(client, request["run_id"], await asyncio.to_thread(record))
+        history_from_environment().record(history_row(request, result))
+    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
+    return step, remote.submit_all(step.start, here_first=True)
 
 
 @bp.function_name(names.RECONCILE_RUN)
@@ -145,9 +153,9 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
 @bp.durable_client_input(client_name="client")
 async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Now and then while a run goes on: dispatch what is ready and check on what the ledger has
-    running (see `_act`), so a lost start or a lost report cannot hang the run. request: {run_id}."""
+    running (see `act`), so a lost start or a lost report cannot hang the run. request: {run_id}."""
     step = await asyncio.to_thread(reconcile_run, ledger_from_environment(), request["run_id"], utcnow())
-    return await _act(client, request["run_id"], step)
+    return await act(client, request["run_id"], step)
 
 
 @bp.function_name(names.CANCEL_RUN)
@@ -156,7 +164,7 @@ async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationC
 async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id}."""
     step = await asyncio.to_thread(cancel_run, ledger_from_environment(), request["run_id"], utcnow())
-    return await _act(client, request["run_id"], step)
+    return await act(client, request["run_id"], step)
 
 
 @bp.function_name(names.RUN_RESULT)

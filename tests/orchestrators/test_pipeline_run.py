@@ -296,15 +296,15 @@ def test_the_submit_never_lingers_past_the_deadline(engine):
 def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, monkeypatch):
     import activities.runs
 
-    real, calls = activities.runs.report_service, []
+    real, calls = activities.runs.settle, []
 
-    async def failing_first(client, request):
+    def failing_first(request):
         calls.append(request["result"]["service"])
         if len(calls) == 1:
             raise RuntimeError("ledger unavailable")
-        return await real(client, request)
+        return real(request)
 
-    monkeypatch.setattr(activities.runs, "report_service", failing_first)
+    monkeypatch.setattr(activities.runs, "settle", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
     assert result["status"] == "succeeded" and calls == ["only", "only"]
     assert scheduled(engine, f"{result['run_id']}:only") == [names.POLL_SERVICE, names.REPORT_SERVICE]

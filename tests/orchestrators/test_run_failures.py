@@ -15,7 +15,7 @@ import activities.remote
 import activities.runs
 from tower import names
 from tower.history import SqliteRunHistory
-from tower.ledger import is_cancelled, ledger_from_environment
+from tower.ledger import ledger_from_environment
 from tower.plan import build_plan
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
@@ -105,21 +105,23 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
         f"ledger {in_ledger}, service_run {own}, history {history['only']}"
 
 
-# A service the ledger started but whose dispatch comes after the cancel signal gave up (~2 s of
-# "No instance") must submit nothing: the submit at dispatch, and then service_run's own submit,
-# read the run's cancel flag first.
+# A service the ledger took off the ready queue but whose submit at dispatch waits its turn on a busy
+# platform pool until after the cancel (and after the cancel signal to its service run, which does
+# not exist yet, gave up: ~2 s of "No instance") must submit nothing: that submit, and then
+# service_run's own, read the run's cancel flag first. (A platform that cannot stop work, such as an
+# HTTP service whose submit is the work, would otherwise run it in full.)
 def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, monkeypatch):
-    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.2}})
+    catalog = sim_catalog({"a": {"duration": 0.0}, "c": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
+                           "b": {"deps": ["a"], "duration": 0.2}})  # c first in line, b on the pool
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
-    b_iid = plan["services"]["b"]["iid"]
-    real_act, release = activities.runs._act, threading.Event()
+    real_first_attempt, release = activities.remote.first_attempt, threading.Event()
 
-    async def slow_start(client, run_id, step):
-        while b_iid in step.start and not release.is_set():  # the start of b is slow
-            await asyncio.sleep(0.02)
-        return await real_act(client, run_id, step)
+    def busy_pool(job, read_cancel=True):
+        if job["service"] == "b":
+            release.wait(10)
+        return real_first_attempt(job, read_cancel)
 
-    monkeypatch.setattr(activities.runs, "_act", slow_start)
+    monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
     ledger = ledger_from_environment(engine.home)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
     deadline = time.monotonic() + 10
@@ -135,7 +137,7 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
     release.set()
     result = engine.wait(plan["run_id"], 10)["output"]
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
-    assert result["services"]["b"]["remote_id"] is None
+    assert result["services"]["b"]["remote_id"] is None  # nothing was submitted
     assert result["status"] == "cancelled"
 
 
@@ -149,15 +151,15 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
     # the same outage, shorter: 2 tries 10 ms apart instead of 10 tries 1 s apart
     monkeypatch.setattr(orchestrators.pipeline, "LEDGER_RETRY",
                         df.RetryOptions(first_retry_interval_in_milliseconds=10, max_number_of_attempts=2))
-    real, calls = activities.runs.report_service, []
+    real, calls = activities.runs.settle, []
 
-    async def outage(client, request):
+    def outage(request):
         calls.append(request["result"]["service"])
         if len(calls) <= 3:  # the early report and both REPORT_SERVICE tries
             raise RuntimeError("ledger unavailable")
-        return await real(client, request)
+        return real(request)
 
-    monkeypatch.setattr(activities.runs, "report_service", outage)
+    monkeypatch.setattr(activities.runs, "settle", outage)
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
@@ -314,44 +316,6 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
     assert statuses(result) == {"a": "succeeded", "slow": "succeeded", "quick": "succeeded"}
     assert overlaps == [], f"submitted beside a submit in flight: {overlaps}"
     assert scheduled(engine, f"{plan['run_id']}:slow") == [names.POLL_SERVICE]  # one service run, which polled
-
-
-# A service taken off the ready queue just before a cancel, whose submit at dispatch waits its turn
-# (a busy platform pool), must submit nothing: a platform that cannot stop work (an HTTP service
-# without a cancel endpoint, where the submit is the work) would run it in full.
-def test_no_work_is_submitted_after_the_run_was_cancelled(engine, platform, monkeypatch):
-    ledger = ledger_from_environment(engine.home)
-    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
-    plan = build_plan(catalog, "p", run_id=f"review-f-{uuid.uuid4().hex[:6]}")
-    work, after_cancel = timed_adapter(work_seconds=0.3), []
-
-    def submit(submission):  # cancel is a no-op, as for an HTTP service without a cancel endpoint
-        after_cancel.append(is_cancelled(ledger, submission.run_id))
-        return work.submit(submission)
-
-    platform(FunctionAdapter(submit=submit, poll=work.poll))
-    real_submit_first, release = activities.remote.submit_first, threading.Event()
-
-    async def busy_pool(job):  # b's submit waits for a platform thread
-        while job["service"] == "b" and not release.is_set():
-            await asyncio.sleep(0.02)
-        return await real_submit_first(job)
-
-    monkeypatch.setattr(activities.remote, "submit_first", busy_pool)
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    deadline = time.monotonic() + 10
-    while ledger.version(plan["run_id"]) is None or ledger.load(plan["run_id"]).records["b"]["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-    while not ledger.load(plan["run_id"]).meta["cancel"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    release.set()
-    result = engine.wait(plan["run_id"], 10)["output"]
-    service_ended(engine, plan["run_id"], "b")
-    assert result["status"] == "cancelled"
-    assert True not in after_cancel, "b's work was submitted after the run was cancelled"
 
 
 # A service whose cancel signal found no instance (its service run was being started) is stopped by
