@@ -121,21 +121,19 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
     return {"handle": handle.to_json(), "at": at}
 
 
-def submit_all(jobs: dict[str, dict], here_first: bool = False) -> dict[str, Future]:
-    """Submits at dispatch of `jobs` (instance id -> job, most urgent first) on the platform pool,
-    each reading the run's cancel flag (a busy pool may start them late). `here_first`: the caller is
-    the thread whose ledger change just took them off the ready queue; the most urgent is submitted
-    here and now, with no hand-off and no flag read (the change saw the run not cancelled: its save
-    was conditional on the version a cancel would have changed). Nothing here waits for the pool: a
-    pool thread that did could deadlock it."""
-    submitted = {}
-    for instance_id, job in jobs.items():
-        if here_first and not submitted:
-            submitted[instance_id] = done = Future()
-            done.set_result(first_attempt(job, read_cancel=False))
-        else:
-            submitted[instance_id] = _PLATFORM_THREADS.submit(first_attempt, job)
-    return submitted
+# Instance ids whose dispatch (submit at dispatch, then the start of the service run) is under way
+# in this process: an `ensure` in the meantime (a repeated report) must not start them, or their
+# service run would submit beside the submit in flight. The dispatch removes them when it is done.
+DISPATCHING: set[str] = set()
+
+
+def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:
+    """Submits at dispatch of `jobs` (instance id -> job, most urgent first in line) on the platform
+    pool, each reading the run's cancel flag first (a busy pool may start them late); the ids join
+    `DISPATCHING`. Callable from a pool thread: nothing here waits for the pool (a pool thread that
+    did could deadlock it)."""
+    DISPATCHING.update(jobs)
+    return {instance_id: _PLATFORM_THREADS.submit(first_attempt, job) for instance_id, job in jobs.items()}
 
 
 # Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,

@@ -40,6 +40,7 @@ log = logging.getLogger("tower.activities")
 # just before a cancel may not be created when the signal goes out (~2 s in all).
 SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
 ENDED = ("Completed", "Failed", "Terminated", "Canceled")
+START_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries to start a service run submitted at dispatch
 
 
 async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
@@ -50,8 +51,8 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
     start its service run with the handle, all side by side, the most urgent first in line; every
     dispatch settles before an error is raised, so a retry of this activity never submits beside a
     submit still in flight. `ensure`: look each up; start it if it does not exist (a report died
-    before starting it; its service run then submits with the same idempotency key) unless it is in
-    `step.dispatching` (its dispatch may still be submitting); report it if it ended without its end
+    before starting it; its service run then submits with the same idempotency key) unless its
+    dispatch may still be submitting (`step.dispatching`, `remote.DISPATCHING`); report it if it ended without its end
     reaching the ledger (its report failed, or it was terminated); never start an ended one again,
     which would run the service twice. `stop`: send `cancel`. `done`: wake pipeline_run.
     """
@@ -67,7 +68,7 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
     for instance_id, job in step.ensure.items():
         instance = await client.get_status(instance_id)
         runtime = _runtime(instance)
-        if runtime is None and instance_id not in step.dispatching:
+        if runtime is None and instance_id not in step.dispatching and instance_id not in remote.DISPATCHING:
             started += await _start(client, run_id, instance_id, job)
         elif runtime in ENDED:
             log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
@@ -94,9 +95,23 @@ def _runtime(instance) -> str | None:
 
 async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict,
                     submit: Future) -> int:
-    """Start a ready service's run with the handle of its first attempt, once `submit` is done."""
-    first = await asyncio.wrap_future(submit)
-    return await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
+    """Start a ready service's run with the handle of its first attempt, once `submit` is done.
+    A start that fails is tried again here, after each of `START_RETRY_DELAYS`: only this call
+    has the handle (a later start would submit again and, if the run was cancelled meanwhile,
+    leave the work submitted here running)."""
+    try:
+        first = await asyncio.wrap_future(submit)
+        for delay in (*START_RETRY_DELAYS, None):
+            try:
+                return await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
+            except Exception as exc:
+                if delay is None:
+                    raise
+                log.warning("run %s: starting service run %s failed, trying again: %s", run_id, instance_id,
+                            redact(str(exc)))
+                await asyncio.sleep(delay)
+    finally:
+        remote.DISPATCHING.discard(instance_id)
 
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
@@ -136,16 +151,17 @@ async def report_service(client: df.DurableOrchestrationClient, request: dict) -
 
 
 def settle(request: dict) -> tuple[Step, dict]:
-    """The blocking part of a report, on one thread with no hand-off: the history row, the ledger
-    change, and the submits at dispatch of what became ready (`remote.submit_all`). The submit and
-    poll activities call it on the thread that saw the service succeed."""
+    """The blocking part of a report: the history row, the ledger change, and the submits at
+    dispatch of what became ready handed to the platform pool (`remote.submit_all`). The submit and
+    poll activities call it on the thread that saw the service succeed, so the ledger change
+    follows the success with no hand-off."""
     result = _redacted(request["result"])
     if not request.get("simulated") and result.get("attempts"):
         from tower.history import history_from_environment
 
         history_from_environment().record(history_row(request, result))
     step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
-    return step, remote.submit_all(step.start, here_first=True)
+    return step, remote.submit_all(step.start)
 
 
 @bp.function_name(names.RECONCILE_RUN)

@@ -73,9 +73,17 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
 
 
 def _cancelled(request: dict) -> bool:
-    """Has the run of this request been cancelled? (Read from the run ledger.)"""
+    """Has the run of this request been cancelled? (Read from the run ledger.) A ledger that cannot
+    be read now counts as "not cancelled": the flag is a safety net behind the cancel signal, and a
+    store hiccup must not fail or stop healthy work."""
     report = request.get("report")
-    return bool(report) and is_cancelled(ledger_from_environment(), report["run_id"])
+    if not report:
+        return False
+    try:
+        return is_cancelled(ledger_from_environment(), report["run_id"])
+    except Exception as exc:
+        log.warning("%s: could not read the run's cancel flag, going on: %s", report["run_id"], redact(str(exc)))
+        return False
 
 
 def _budget(request: dict) -> float:

@@ -88,8 +88,9 @@ class Step:
     input), most urgent first. `ensure`: service runs the ledger has running, to start only if their
     instance does not exist (a report that died half way may not have started them). `stop`:
     running service runs to cancel. `done` once every service ended (`status` then says how).
-    `dispatching`: the instance ids in `ensure` taken off the ready queue less than
-    `DISPATCH_GRACE` ago, whose dispatch may still be submitting: not started when missing."""
+    `dispatching` (from `reconcile_run`): the instance ids in `ensure` taken off the ready queue less
+    than `DISPATCH_GRACE` ago, whose dispatch may still be submitting on some host: not started when
+    missing, since their service run would submit beside it."""
 
     start: dict[str, dict] = field(default_factory=dict)
     ensure: dict[str, dict] = field(default_factory=dict)
@@ -151,15 +152,15 @@ DISPATCH_GRACE = timedelta(minutes=10)
 
 def reconcile_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
     """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
-    every running service in `ensure` (a lost start); those dispatched less than `DISPATCH_GRACE`
-    ago are `dispatching` (a slow submit is not a lost start: starting their service run now
-    could submit beside it)."""
+    every running service in `ensure` (a lost start). Those dispatched less than `DISPATCH_GRACE`
+    ago are `dispatching`: a reconcile runs on a timer, on any host, and a slow submit there is not
+    a lost start (a report repeated after a crash starts them at once: a crash ends its submits)."""
 
     def change(scheduler: Scheduler) -> Step:
         step = _reconciled(ledger, scheduler, now)
         step.dispatching = frozenset(
             scheduler.plan["services"][name]["iid"] for name, record in scheduler.records.items()
-            if record.status == RUNNING and record.started and parse_iso(record.started) > now - DISPATCH_GRACE)
+            if record.status == RUNNING and parse_iso(record.started) > now - DISPATCH_GRACE)
         return step
 
     return _change(ledger, run_id, now, change)

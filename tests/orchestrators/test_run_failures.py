@@ -1,9 +1,12 @@
-"""Failure and concurrency cases of a run (found in review of the run-ledger and submit-at-dispatch changes, each failed
-before its fix): deadlines and cancels racing early reports, starts and reports lost to outages,
-saves that land in parts, async activities that end cancelled."""
+"""Failure and concurrency cases of a run, found in review of the run-ledger and submit-at-dispatch
+changes (each failed before its fix): deadlines and cancels racing early reports and dispatches,
+starts and reports lost to outages, slow and hanging submits, saves that land in parts, async
+activities that end cancelled."""
 
 import asyncio
+import concurrent.futures
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -13,7 +16,9 @@ import pytest
 
 import activities.remote
 import activities.runs
+import activities.services
 from tower import names
+from tower.errors import EngineError
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment
 from tower.plan import build_plan
@@ -40,6 +45,43 @@ def timed_adapter(work_seconds: float, submit_seconds: float = 0.0, submitted: t
         return Status("running", poll_after=left) if left > 0 else Status("succeeded")
 
     return FunctionAdapter(submit=submit, poll=poll)
+
+
+def slow_submits(seconds: float) -> tuple[FunctionAdapter, list[str]]:
+    """A platform whose submits take `seconds` (the work then ends at once), and the idempotency
+    keys submitted while a submit with the same key was still in flight."""
+    work, lock, in_flight, overlaps = timed_adapter(work_seconds=0.0), threading.Lock(), {}, []
+
+    def submit(submission):
+        key = submission.idempotency_key
+        with lock:
+            in_flight[key] = in_flight.get(key, 0) + 1
+            if in_flight[key] > 1:
+                overlaps.append(key)
+        time.sleep(seconds)
+        with lock:
+            in_flight[key] -= 1
+        return work.submit(submission)
+
+    return FunctionAdapter(submit=submit, poll=work.poll), overlaps
+
+
+def cancel_while_b_runs(engine, plan: dict) -> None:
+    """Once the ledger has b running, cancel the run; return when a cancel signal to b's service
+    run, if it does not exist yet, has given up (~2 s of "No instance")."""
+    ledger = ledger_from_environment(engine.home)
+    wait_until(lambda: ledger.version(plan["run_id"]) is not None
+               and ledger.load(plan["run_id"]).records["b"]["status"] == "running", what="b running")
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
+    time.sleep(sum(activities.runs.SIGNAL_RETRY_DELAYS) + 0.5)
+
+
+def wait_until(condition, timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -122,18 +164,8 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
         return real_first_attempt(job, read_cancel)
 
     monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
-    ledger = ledger_from_environment(engine.home)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    deadline = time.monotonic() + 10
-    while (ledger.version(plan["run_id"]) is None
-           or ledger.load(plan["run_id"]).records["b"]["status"] != "running"):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-    while not ledger.load(plan["run_id"]).meta["cancel"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(sum(activities.runs.SIGNAL_RETRY_DELAYS) + 0.5)  # the cancel signal to b has given up
+    cancel_while_b_runs(engine, plan)
     release.set()
     result = engine.wait(plan["run_id"], 10)["output"]
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
@@ -292,20 +324,8 @@ def test_work_done_well_in_time_is_not_timed_out_because_its_service_run_started
 # run, whose submit would go out beside the one in flight (same key, but a platform's dedup need not
 # be atomic: Snowflake's is a lookup by query tag), nor replace a service run that already ended.
 def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platform):
-    work, lock, in_flight, overlaps = timed_adapter(work_seconds=0.0), threading.Lock(), {}, []
-
-    def slow_submit(submission):
-        key = submission.idempotency_key
-        with lock:
-            in_flight[key] = in_flight.get(key, 0) + 1
-            if in_flight[key] > 1:
-                overlaps.append(key)
-        time.sleep(1.0)
-        with lock:
-            in_flight[key] -= 1
-        return work.submit(submission)
-
-    platform(FunctionAdapter(submit=slow_submit, poll=work.poll))
+    adapter, overlaps = slow_submits(1.0)
+    platform(adapter)
     catalog = sim_catalog({"a": {"duration": 0.0},
                            "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 10.0},
                            "quick": {"deps": ["a"], "duration": 0.0}})
@@ -324,7 +344,6 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
 def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypatch):
     from tower.errors import RetryableError
 
-    ledger = ledger_from_environment(engine.home)
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-g-{uuid.uuid4().hex[:6]}")
     work, cancels = timed_adapter(work_seconds=1.5), []
@@ -344,15 +363,7 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypa
 
     monkeypatch.setattr(activities.runs, "_start", slow_start)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    deadline = time.monotonic() + 10
-    while ledger.version(plan["run_id"]) is None or ledger.load(plan["run_id"]).records["b"]["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-    while not ledger.load(plan["run_id"]).meta["cancel"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(sum(activities.runs.SIGNAL_RETRY_DELAYS) + 0.5)  # the cancel signal to b has given up
+    cancel_while_b_runs(engine, plan)
     release.set()
     result = engine.wait(plan["run_id"], 10)["output"]
     b = service_ended(engine, plan["run_id"], "b")["output"]
@@ -378,3 +389,156 @@ def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engi
     running = result["services"]["running"]
     assert running["status"] == "failed" and running["error"].startswith("timed out after")
     assert running["remote_id"] in sim.cancelled_remote_ids()
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# A store hiccup (SQLite "database is locked", a Table 503) while the first look reads the run's
+# cancel flag must not fail healthy work: an unreadable flag counts as unset.
+def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, monkeypatch):
+    real, calls = activities.services.is_cancelled, []
+
+    def hiccup(ledger, run_id):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(ledger, run_id)
+
+    monkeypatch.setattr(activities.services, "is_cancelled", hiccup)
+    result = run(engine, sim_catalog({"only": {"duration": 0.05}}))
+    only = result["services"]["only"]
+    assert calls, "the first look did not read the cancel flag"
+    assert only["status"] == "succeeded", f"only {only['status']}: {only['error']}"
+
+
+# A repeated report (REPORT_SERVICE after an early report whose starts failed, or an activity retry)
+# names every running service in `ensure`; it must not start the service run of one whose submit at
+# dispatch, by another report, is still in flight (its submit would go out beside that one).
+def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_submitting(engine, platform,
+                                                                                      monkeypatch):
+    adapter, overlaps = slow_submits(1.5)
+    platform(adapter)
+    real_act, failed = activities.runs.act, []
+
+    async def act_whose_reply_is_lost(client, run_id, step, submitted=None):
+        outcome = await real_act(client, run_id, step, submitted)
+        if any(job["service"] == "c" for job in step.start.values()) and not failed:
+            failed.append(run_id)  # c was started, but the Durable HTTP API's reply never came back
+            raise Exception("timed out waiting for the reply (injected)")
+        return outcome
+
+    monkeypatch.setattr(activities.runs, "act", act_whose_reply_is_lost)
+    # a's early report dispatches b (first in line) and slow (1.5 s on the pool);
+    # b ends at once, its early report dispatches c, and its `act` fails, so b's service run reports again
+    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
+                           "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 1.0},
+                           "c": {"deps": ["b"], "duration": 0.0}})
+    result = run(engine, catalog)
+    assert failed, "b's early report never failed: the scenario did not happen"
+    assert result["status"] == "succeeded", result
+    assert overlaps == [], f"submitted beside a submit at dispatch still in flight: {overlaps}"
+    assert scheduled(engine, f"{result['run_id']}:slow") == [names.POLL_SERVICE]
+
+
+# Only the dispatch has the handle of the work it submitted, so a failed start of its service run is
+# tried again in place: a service run started later without it would know nothing of that work and,
+# if the run was cancelled meanwhile, submit nothing and leave the work running on its platform.
+def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_failed(engine, platform, monkeypatch):
+    submits, cancels = [], []
+
+    def submit(submission):
+        submits.append(f"work-{len(submits)}")
+        return Handle(remote_id=submits[-1], data={"ends_at": time.time() + 30})
+
+    def poll(handle):
+        if handle.remote_id in cancels:
+            return Status("cancelled", message="cancelled")
+        left = handle.data["ends_at"] - time.time()
+        return Status("running", poll_after=left) if left > 0 else Status("succeeded")
+
+    platform(FunctionAdapter(submit=submit, poll=poll, cancel=lambda handle: cancels.append(handle.remote_id)))
+    real_start, starts, release = activities.runs._start, [], threading.Event()
+
+    async def flaky_start(client, run_id, instance_id, job):
+        if job["service"] == "b":
+            starts.append("first" in job)
+            if len(starts) == 1:
+                raise Exception("500 Internal Server Error (injected)")
+            while not release.is_set():
+                await asyncio.sleep(0.02)
+        return await real_start(client, run_id, instance_id, job)
+
+    monkeypatch.setattr(activities.runs, "_start", flaky_start)
+    ledger = ledger_from_environment(engine.home)
+    catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
+    plan = build_plan(catalog, "p", run_id=f"review-s3-{uuid.uuid4().hex[:6]}")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
+    release.set()
+    result = engine.wait(plan["run_id"], 15)["output"]
+    assert result["status"] == "cancelled", result
+    orphans = [remote_id for remote_id in submits if remote_id not in cancels]
+    assert orphans == [], f"work submitted at dispatch and never cancelled after the run was cancelled: {orphans}"
+
+
+# One slow submit at dispatch (an HTTP or Databricks submit can take minutes with its retries) must
+# not hold back the service run of another dependent of the same report.
+def test_a_slow_submit_at_dispatch_does_not_hold_back_the_other_dependents(engine, platform):
+    platform(timed_adapter(work_seconds=0.0, submit_seconds=1.5))
+    catalog = sim_catalog({"a": {"duration": 0.0},
+                           "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 10.0},
+                           "quick": {"deps": ["a"], "duration": 0.0, "expected": 0.1}})
+    result = run(engine, catalog)
+    a_end = _at(result["services"]["a"]["finished"])
+    quick_end = _at(result["services"]["quick"]["finished"])
+    assert (quick_end - a_end).total_seconds() < 0.75, \
+        f"quick (0 s of work) ended {(quick_end - a_end).total_seconds():.2f} s after its only dependency"
+
+
+# Submits that hang (a platform outage, SDK retries for minutes) must not stall other runs: they never
+# occupy the event loop's default executor (min(32, CPUs + 4) threads), which every ledger step of
+# every activity in the worker needs. Here as many services as that pool has threads fail, each
+# freeing its platform's slot for a service whose submit hangs; an unrelated run must still finish.
+def test_hanging_submits_after_failures_do_not_stall_other_runs(engine, platform):
+    threads = concurrent.futures.ThreadPoolExecutor()._max_workers  # the loop's default executor size
+    hanging, release = [], threading.Event()
+
+    def submit(submission):
+        if submission.service.startswith("s"):
+            hanging.append(threading.current_thread().name)
+            release.wait(20)
+        return Handle(remote_id=f"{submission.service}-{uuid.uuid4().hex[:6]}", data={"service": submission.service})
+
+    def poll(handle):
+        if handle.data["service"].startswith("f"):
+            return Status("failed", message="boom", retryable=False)
+        return Status("succeeded")
+
+    platform(FunctionAdapter(submit=submit, poll=poll))
+    services = {}
+    for i in range(threads):  # per platform (one slot): f_i first, s_i waits for the slot
+        services[f"f{i}"] = {"platform": f"tp{i}", "type": "timed", "expected": 10.0}
+        services[f"s{i}"] = {"platform": f"tp{i}", "type": "timed", "expected": 1.0}
+    catalog = sim_catalog(services, limits={f"tp{i}": 1 for i in range(threads)})
+    busy = build_plan(catalog, "p", run_id=f"review-s5-{uuid.uuid4().hex[:6]}")
+    probe = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-s5p-{uuid.uuid4().hex[:6]}")
+    engine.start_new(names.PIPELINE_RUN, busy["run_id"], json.dumps(busy))
+    try:
+        wait_until(lambda: len(hanging) >= threads, what="every s_i submitting")
+        began = time.monotonic()
+        engine.start_new(names.PIPELINE_RUN, probe["run_id"], json.dumps(probe))
+        try:
+            status = engine.wait(probe["run_id"], 3)
+        except EngineError:
+            status = {"runtimeStatus": "not finished after 3 s"}
+        assert status["runtimeStatus"] == "Completed", \
+            f"a one-service run, started while {threads} submits hang on {sorted(set(hanging))}: {status['runtimeStatus']}"
+        assert time.monotonic() - began < 3
+    finally:
+        release.set()
+        engine.wait(busy["run_id"], 20)
+        engine.wait(probe["run_id"], 20)
