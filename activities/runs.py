@@ -47,7 +47,7 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
               submitted: dict[str, Future] | None = None) -> dict:
     """Do what `step` asks; returns a summary for the orchestrator.
 
-    `start`: submit each service's first attempt (`remote.submit_all`, unless `settle` did) and
+    `start`: submit each service's first attempt (`remote.submit_all`, unless `report_here` did) and
     start its service run with the handle, all side by side, the most urgent first in line; every
     dispatch settles before an error is raised, so a retry of this activity never submits beside a
     submit still in flight. `ensure`: look each up; start it if it does not exist (a report died
@@ -140,28 +140,60 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def report_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """A service run ended. request: {run_id, pipeline, simulated, result}; see `report_service`."""
-    return await report_service(client, request)
+    """A service run ended: keep its attempt in the run history (not for a what-if), record its end
+    in the ledger, submit and start what became ready. request: {run_id, pipeline, simulated,
+    result}."""
+    return await act(client, request["run_id"], await asyncio.to_thread(record_report, request))
 
 
-async def report_service(client: df.DurableOrchestrationClient, request: dict) -> dict:
-    """Keep a finished service's attempt in the run history (not for a what-if), record its end in
-    the ledger, submit and start what became ready (`settle`, then `act`)."""
-    return await act(client, request["run_id"], *await asyncio.to_thread(settle, request))
-
-
-def settle(request: dict) -> tuple[Step, dict]:
-    """The blocking part of a report: the history row, the ledger change, and the submits at
-    dispatch of what became ready handed to the platform pool (`remote.submit_all`). The submit and
-    poll activities call it on the thread that saw the service succeed, so the ledger change
-    follows the success with no hand-off."""
+def record_report(request: dict) -> Step:
+    """The blocking part of a report: the history row, then the ledger change."""
     result = _redacted(request["result"])
     if not request.get("simulated") and result.get("attempts"):
         from tower.history import history_from_environment
 
         history_from_environment().record(history_row(request, result))
-    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
-    return step, remote.submit_all(step.start)
+    return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
+
+
+def report_here(request: dict, client: df.DurableOrchestrationClient, loop: asyncio.AbstractEventLoop) -> Future:
+    """A report from the platform thread that saw the service succeed (the submit and poll
+    activities' early report), with no hand-off on the critical path: the ledger change, the other
+    dependents' submits handed to the pool, then the most urgent dependent's submit right here
+    (`remote.submit_here`). Then `act` starts on the event loop (or after `remote.HOLD_BACK`, if
+    that submit is slow: it must not hold back the other service runs long; waking the loop before
+    it would make this thread wait for the GIL while the loop works). Returns the future of `act`."""
+    step = record_report(request)
+    acting = _OnceOnLoop(loop, lambda: act(client, request["run_id"], step, submitted))
+
+    def start() -> None:
+        loop.call_soon_threadsafe(acting.start)
+
+    submitted = remote.submit_all(step.start, here_first=True, then=start)
+    remote.submit_here(step.start, submitted)
+    start()
+    return acting.future
+
+
+class _OnceOnLoop:
+    """A coroutine started on `loop` by the first of several callers; `future` gets its outcome."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, make):
+        self.loop, self.make, self.future, self.started = loop, make, Future(), False
+
+    def start(self) -> None:  # called on the loop only, so no lock is needed
+        if self.started:
+            return
+        self.started = True
+        asyncio.ensure_future(self.make()).add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            self.future.cancel()
+        elif task.exception() is not None:
+            self.future.set_exception(task.exception())
+        else:
+            self.future.set_result(task.result())
 
 
 @bp.function_name(names.RECONCILE_RUN)

@@ -1,7 +1,7 @@
 """Activities of a service run: thin calls into `tower.platforms` (submit, poll, cancel).
 
 Each one does a short piece of I/O and returns small JSON. Submit and poll also report a service
-they see succeed to the run ledger at once (`activities.runs.settle`). A platform failure
+they see succeed to the run ledger at once (`activities.runs.report_here`). A platform failure
 is raised with its classification inside the message (`tower.scheduler.failure_message`), because
 the Durable SDK hands the orchestrator nothing but the message; anything unclassified propagates
 untouched (it is a bug or an outage the host should report) and counts as non-retryable.
@@ -9,7 +9,9 @@ untouched (it is a bug or an outage the host should report) and counts as non-re
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import Future
 
 import azure.durable_functions as df
 
@@ -31,20 +33,23 @@ log = logging.getLogger("tower.activities")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Start one attempt and watch it until `watch_until` (see `linger`): {handle, status}; the
     handle is None when the run was cancelled before the submit (nothing is started then).
-    request: {platform, submission, watch_until?, report?} (see `_settle_if_done`)."""
+    request: {platform, submission, watch_until?, report?} (see `_report_if_done`)."""
+
+    loop = asyncio.get_running_loop()
 
     def submit(adapter):
         if _cancelled(request):
             return None, Status(CANCELLED, message="run cancelled before it was submitted"), None
         handle = adapter.submit(remote.submission(request["submission"]))
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request))
-        return handle, status, _settle_if_done(request, status, remote_id=handle.remote_id, url=handle.url)
+        return handle, status, _report_if_done(request, status, client, loop, remote_id=handle.remote_id,
+                                               url=handle.url)
 
-    handle, status, settlement = await remote.call(request["platform"], submit)
+    handle, status, acting = await remote.call(request["platform"], submit)
     if handle is None:
         return {"handle": None, "status": status.to_json()}
     observed = remote.observed(status)
-    await _act_on(client, request, observed, settlement)
+    await _reported(request, observed, acting)
     return {"handle": handle.to_json(), "status": observed}
 
 
@@ -57,18 +62,18 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
     work until then (see `linger`)."""
-    handle = Handle.from_json(request["handle"])
+    handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
 
     def poll(adapter):
         if request.get("first") and _cancelled(request):
             adapter.cancel(handle)
             return Status(CANCELLED, message="run cancelled while the service was starting"), None
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request))
-        return status, _settle_if_done(request, status)
+        return status, _report_if_done(request, status, client, loop)
 
-    status, settlement = await remote.call(request["platform"], poll)
+    status, acting = await remote.call(request["platform"], poll)
     observed = remote.observed(status)
-    await _act_on(client, request, observed, settlement)
+    await _reported(request, observed, acting)
     return observed
 
 
@@ -92,14 +97,14 @@ def _budget(request: dict) -> float:
     return (until - utcnow()).total_seconds() if until else 0.0
 
 
-def _settle_if_done(request: dict, status: Status, **known) -> tuple | None:
+def _report_if_done(request: dict, status: Status, client, loop, **known) -> Future | None:
     """When the work succeeded (or was skipped), report the service's end to the run ledger right
-    here, on the thread that saw it, and submit what became ready (`runs.settle`): its dependents'
-    work starts one orchestrator episode and one activity earlier than `service_run` could start
-    it, with no hand-off between threads. request["report"]: {run_id, pipeline, simulated, result,
-    before} with the result so far. Not after the service's deadline (`before`): `service_run`
-    decides then (it times the service out). A report that fails is left to `service_run`, which
-    reports with retries. Returns what `_act_on` needs, or None."""
+    here, on the thread that saw it (`runs.report_here`): its dependents' work starts one
+    orchestrator episode and one activity earlier than `service_run` could start it, with no
+    hand-off. request["report"]: {run_id, pipeline, simulated, result, before} with the result so
+    far. Not after the service's deadline (`before`): `service_run` decides then (it times the
+    service out). A report that fails is left to `service_run`, which reports with retries.
+    Returns the future of the report's `act`, or None."""
     report = request.get("report")
     if not report or status.state not in (SUCCEEDED, SKIPPED):
         return None
@@ -107,21 +112,21 @@ def _settle_if_done(request: dict, status: Status, **known) -> tuple | None:
         return None
     result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, status.to_json(), iso(utcnow()))
     try:
-        return runs.settle({**report, "result": result})
+        return runs.report_here({**report, "result": result}, client, loop)
     except Exception as exc:  # service_run reports again, with retries
         log.warning("%s/%s: early report failed, service_run will report: %s", report["run_id"],
                     result.get("service"), redact(str(exc)))
         return None
 
 
-async def _act_on(client, request: dict, observed: dict, settlement: tuple | None) -> None:
-    """Start what an early report dispatched (`runs.act`); `observed["reported"]` then tells
-    `service_run` not to report again. If that fails, `service_run` reports again (the repeated
+async def _reported(request: dict, observed: dict, acting: Future | None) -> None:
+    """Wait for what an early report started (`act`); `observed["reported"]` then tells
+    `service_run` not to report again. If it failed, `service_run` reports again (the repeated
     report starts the service runs that are missing)."""
-    if settlement is None:
+    if acting is None:
         return
     try:
-        await runs.act(client, request["report"]["run_id"], *settlement)
+        await asyncio.wrap_future(acting)
     except Exception as exc:
         log.warning("%s: starting what an early report dispatched failed, service_run will report: %s",
                     request["report"]["run_id"], redact(str(exc)))

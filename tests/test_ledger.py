@@ -278,7 +278,8 @@ def test_an_unknown_run_or_service_is_a_clear_error(ledger):
     plan = plan_of(DIAMOND)
     open_run(ledger, plan, inputs_of(plan), T0)
     with pytest.raises(EngineError, match="no service 'zz'"):
-        ledger.service_input("r1", "zz")
+        ledger.service_inputs("r1", ["a", "zz"])
+    assert ledger.service_inputs("r1", ["d", "a"]) == {"d": {"service": "d"}, "a": {"service": "a"}}
     assert live_status(ledger, "nope", T0) is None
 
 

@@ -296,7 +296,7 @@ def test_the_submit_never_lingers_past_the_deadline(engine):
 def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, monkeypatch):
     import activities.runs
 
-    real, calls = activities.runs.settle, []
+    real, calls = activities.runs.record_report, []
 
     def failing_first(request):
         calls.append(request["result"]["service"])
@@ -304,7 +304,7 @@ def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine
             raise RuntimeError("ledger unavailable")
         return real(request)
 
-    monkeypatch.setattr(activities.runs, "settle", failing_first)
+    monkeypatch.setattr(activities.runs, "record_report", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
     assert result["status"] == "succeeded" and calls == ["only", "only"]
     assert scheduled(engine, f"{result['run_id']}:only") == [names.POLL_SERVICE, names.REPORT_SERVICE]

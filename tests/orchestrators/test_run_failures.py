@@ -183,7 +183,7 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
     # the same outage, shorter: 2 tries 10 ms apart instead of 10 tries 1 s apart
     monkeypatch.setattr(orchestrators.pipeline, "LEDGER_RETRY",
                         df.RetryOptions(first_retry_interval_in_milliseconds=10, max_number_of_attempts=2))
-    real, calls = activities.runs.settle, []
+    real, calls = activities.runs.record_report, []
 
     def outage(request):
         calls.append(request["result"]["service"])
@@ -191,7 +191,7 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
             raise RuntimeError("ledger unavailable")
         return real(request)
 
-    monkeypatch.setattr(activities.runs, "settle", outage)
+    monkeypatch.setattr(activities.runs, "record_report", outage)
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
