@@ -128,51 +128,50 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
 DISPATCHING: set[str] = set()
 
 
-def submit_all(jobs: dict[str, dict], here_first: bool = False, then=None) -> dict[str, Future]:
+def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:
     """Submits at dispatch of `jobs` (instance id -> job, most urgent first in line) on the platform
     pool, each reading the run's cancel flag first (a busy pool may start them late); the ids join
     `DISPATCHING`. Callable from a pool thread: nothing here waits for the pool (a pool thread that
-    did could deadlock it).
-
-    `here_first`: the caller submits the most urgent itself (`submit_here`) and gets an unset
-    future for it; one pool task hands the others to the pool (waking one thread, not one per job,
-    while the caller submits), then calls `then` once the most urgent is submitted or `HOLD_BACK`
-    passed, whichever comes first."""
+    did could deadlock it)."""
     DISPATCHING.update(jobs)
-    if not here_first:
-        return {instance_id: _PLATFORM_THREADS.submit(first_attempt, job) for instance_id, job in jobs.items()}
-    submitted = {instance_id: Future() for instance_id in jobs}
-    rest = list(jobs.items())[1:]
-    if rest:
-        _PLATFORM_THREADS.submit(_hand_out, rest, submitted, next(iter(submitted.values())), then)
-    return submitted
+    return {instance_id: _PLATFORM_THREADS.submit(first_attempt, job) for instance_id, job in jobs.items()}
 
 
-HOLD_BACK = 0.05  # seconds what `then` starts may wait for the most urgent submit of a dispatch
-
-
-def _hand_out(jobs: list[tuple[str, dict]], submitted: dict[str, Future], first: Future, then) -> None:
-    for instance_id, job in jobs:
-        target = submitted[instance_id]  # first_attempt never raises
-        _PLATFORM_THREADS.submit(first_attempt, job).add_done_callback(
-            lambda done, target=target: target.set_result(done.result()))
-    if then is not None:
-        futures_wait([first], timeout=HOLD_BACK)  # completed by the caller's thread, not by the pool
-        then()
-
-
-def submit_here(jobs: dict[str, dict], submitted: dict[str, Future]) -> None:
-    """The most urgent submit of `submit_all(jobs, here_first=True)`, on this thread: right after the
-    ledger change that took it off the ready queue, so with no flag read (that change saw the run
-    not cancelled: its save was conditional on the version a cancel would have changed)."""
-    if not jobs:
+def submit_urgent_here(jobs: dict[str, dict], submitted: dict[str, Future], then) -> None:
+    """Submits at dispatch, by the thread whose ledger change just took `jobs` off the ready queue:
+    the most urgent right here, with no hand-off and no flag read (that change saw the run not
+    cancelled: its save was conditional on the version a cancel would have changed); the others by
+    one pool task, which wakes one thread, not one per job, while this one submits. Their outcomes
+    go to `submitted` (a future per job). That pool task calls `then` once the most urgent is
+    submitted or `HOLD_BACK` passed, whichever comes first. The ids join `DISPATCHING`."""
+    DISPATCHING.update(jobs)
+    items = list(jobs.items())
+    if not items:
         return
-    instance_id, job = next(iter(jobs.items()))
+    (urgent, job), rest = items[0], items[1:]
+    if rest:
+        _PLATFORM_THREADS.submit(_hand_out, rest, submitted, submitted[urgent], then)
     outcome = None
     try:
         outcome = first_attempt(job, read_cancel=False)
     finally:
-        submitted[instance_id].set_result(outcome)  # whatever happens, its dispatch goes on
+        submitted[urgent].set_result(outcome)  # whatever happens, its dispatch goes on
+
+
+HOLD_BACK = 0.05  # seconds the rest of a dispatch may wait for its most urgent submit
+
+
+def _hand_out(jobs: list[tuple[str, dict]], submitted: dict[str, Future], urgent: Future, then) -> None:
+    for instance_id, job in jobs:
+        _PLATFORM_THREADS.submit(first_attempt, job).add_done_callback(
+            lambda done, target=submitted[instance_id]: target.set_result(_outcome(done)))
+    futures_wait([urgent], timeout=HOLD_BACK)  # completed by the reporting thread, not by the pool
+    then()
+
+
+def _outcome(done: Future) -> dict | None:
+    """A submit's outcome; None (service_run submits itself) if it did not end normally."""
+    return None if done.cancelled() or done.exception() is not None else done.result()
 
 
 # Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,

@@ -31,7 +31,7 @@ log = logging.getLogger("tower.activities")
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """Start one attempt and watch it until `watch_until` (see `linger`): {handle, status}; the
+    """Start one attempt and watch it until `watch_until` (see `remote.linger`): {handle, status}; the
     handle is None when the run was cancelled before the submit (nothing is started then).
     request: {platform, submission, watch_until?, report?} (see `_report_if_done`)."""
 
@@ -61,7 +61,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
     watch_until?, report?}. The first look at work submitted at dispatch (`first`) reads the run's
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
-    work until then (see `linger`)."""
+    work until then (see `remote.linger`)."""
     handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
 
     def poll(adapter):

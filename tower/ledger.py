@@ -116,7 +116,7 @@ def core_of(plan: Mapping[str, Any]) -> dict:
 
 def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime) -> Step:
     """Create the run (once) and start its first ready services; when it exists already (the
-    activity runs again), see `reconcile_run`."""
+    activity runs again), dispatch what is ready and name what runs, as `reconcile_run` does."""
     run_id = plan["run_id"]
     core = core_of(plan)
     with _run_lock(ledger, run_id):
@@ -130,7 +130,8 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
                 scheduler.changed.clear()
                 _remember(ledger, run_id, 1, scheduler)
                 return _step(ledger, scheduler, start=started)
-    return reconcile_run(ledger, run_id, now)
+    # a repeated open is this activity run again, its dispatches settled: no grace (see reconcile_run)
+    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
 def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:

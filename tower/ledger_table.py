@@ -26,6 +26,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tower.errors import EngineError
@@ -39,8 +40,9 @@ MAX_ENTITY = 1024 * 1024  # bytes, as Table Storage counts them
 MAX_BATCH_OPERATIONS = 100
 MAX_BATCH_SIZE = 2_500_000  # `stored_size` per transaction; its JSON request (4 MiB at most) is no bigger
 READ_ATTEMPTS = 5
-ROWS_PER_QUERY = 14  # row keys per query filter (the service allows 15 comparisons, one is the partition)
 CACHED_ETAGS = 256  # runs whose last ETag and row keys this object keeps
+# Point reads of service inputs run on these threads, several at once; they wait on nothing else.
+_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tower-ledger-read")
 
 
 def partition_key(run_id: str) -> str:
@@ -340,23 +342,23 @@ class TableRunLedger:
         return True
 
     def service_inputs(self, run_id: str, names: Sequence[str]) -> dict[str, dict]:
+        """Point reads, several at once (a filter on many row keys would scan the run's partition)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         rows = self._service_rows(run_id)
         unknown = [name for name in names if name not in rows]
         if unknown:
             raise EngineError(f"run {run_id!r} has no service {unknown[0]!r} in the run ledger")
-        pk, inputs = partition_key(run_id), {}
-        for at in range(0, len(names), ROWS_PER_QUERY):
-            chunk = [rows[name] for name in names[at:at + ROWS_PER_QUERY]]
-            keys = " or ".join(f"RowKey eq @r{i}" for i in range(len(chunk)))
-            parameters = {"pk": pk, **{f"r{i}": row for i, row in enumerate(chunk)}}
-            # (the SDK substitutes only parameters that whitespace sets apart: "( ... )", not "(...)")
-            for entity in self.table.query_entities(f"PartitionKey eq @pk and ( {keys} )", parameters=parameters):
-                inputs[entity["name"]] = unpack(entity, "input")
-        missing = [name for name in names if name not in inputs]
-        if missing:
-            raise EngineError(f"run {run_id!r}: service {missing[0]!r} is missing from the run ledger "
-                              f"({self.table.table_name}); start the run again")
-        return inputs
+        pk = partition_key(run_id)
+
+        def read(name: str) -> tuple[str, dict]:
+            try:
+                return name, unpack(self.table.get_entity(pk, rows[name]), "input")
+            except ResourceNotFoundError:
+                raise EngineError(f"run {run_id!r}: service {name!r} is missing from the run ledger "
+                                  f"({self.table.table_name}, row {rows[name]}); start the run again") from None
+
+        return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(read, names))
 
     def _check_size(self, run_id: str, entity: Mapping[str, Any], what: str) -> None:
         size = stored_size(entity)
