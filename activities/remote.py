@@ -179,10 +179,6 @@ def _outcome(done: Future) -> dict | None:
 _PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
 
 
-async def platform_call(fn):
-    return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, fn)
-
-
 async def call(platform: dict, fn):
     """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified."""
 
@@ -190,4 +186,4 @@ async def call(platform: dict, fn):
         with classified(platform):
             return fn(adapter(platform))
 
-    return await platform_call(classified_fn)
+    return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, classified_fn)

@@ -90,3 +90,7 @@ class InstanceExists(EngineError):
 
 class NonDeterminismError(EngineError):
     pass
+
+
+class RunNotInLedger(EngineError):
+    """The run ledger has no such run (never opened there, or another ledger's)."""

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower.errors import EngineError
+from tower.errors import EngineError, RunNotInLedger
 from tower.scheduler import RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
@@ -158,15 +158,7 @@ def reconcile_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
     every running service in `ensure` (a lost start). Those dispatched less than `DISPATCH_GRACE`
     ago are `dispatching`: a reconcile runs on a timer, on any host, and a slow submit there is not
     a lost start (a report repeated after a crash starts them at once: a crash ends its submits)."""
-
-    def change(scheduler: Scheduler) -> Step:
-        step = _reconciled(ledger, scheduler, now)
-        step.dispatching = frozenset(
-            scheduler.plan["services"][name]["iid"] for name, record in scheduler.records.items()
-            if record.status == RUNNING and parse_iso(record.started) > now - DISPATCH_GRACE)
-        return step
-
-    return _change(ledger, run_id, now, change)
+    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, DISPATCH_GRACE))
 
 
 def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
@@ -193,9 +185,10 @@ def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
     """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run.
     Read through the same cache as changes, so following a big run does not reload it each time."""
-    if ledger.version(run_id) is None:
+    try:
+        return _change(ledger, run_id, now, lambda scheduler: scheduler.compact_status(now))
+    except RunNotInLedger:
         return None
-    return _change(ledger, run_id, now, lambda scheduler: scheduler.compact_status(now))
 
 
 def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=()) -> Step:
@@ -208,10 +201,16 @@ def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=())
     return Step(start=jobs(start), ensure=jobs(ensure), stop=list(stop), done=scheduler.done, status=scheduler.status)
 
 
-def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime) -> Step:
+def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, grace: timedelta | None = None) -> Step:
+    """Take what is ready; name every other running service in `ensure`, those taken off the ready
+    queue less than `grace` ago also in `dispatching`."""
     started = scheduler.take_ready(now)
     running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
-    return _step(ledger, scheduler, start=started, ensure=running)
+    step = _step(ledger, scheduler, start=started, ensure=running)
+    if grace is not None:
+        step.dispatching = frozenset(scheduler.plan["services"][n]["iid"] for n in running
+                                     if parse_iso(scheduler.records[n].started) > now - grace)
+    return step
 
 
 # --- optimistic changes with an in-process cache ------------------------------------------------
@@ -254,21 +253,20 @@ def _current(ledger: RunLedger, run_id: str, now: datetime) -> tuple[int, Schedu
     with _cache_lock:
         cached = _cache.pop(_key(ledger, run_id), None)
     version = ledger.version(run_id)
-    if version is None:
-        raise EngineError(f"run {run_id!r} is not in the run ledger")
     if cached is not None and cached[0] == version:
         return cached
-    if cached is not None:
+    snapshot = None
+    if version is not None and cached is not None:
         known, scheduler = cached
         snapshot = ledger.load(run_id, since=known)  # written at `known` too: a save may land in parts
         if snapshot is not None:
             records = {name: asdict(record) for name, record in scheduler.records.items()}
             records.update(snapshot.records)
             snapshot = Snapshot(snapshot.version, scheduler.plan, snapshot.meta, records)
-    else:
+    elif version is not None:
         snapshot = ledger.load(run_id)
     if snapshot is None:
-        raise EngineError(f"run {run_id!r} is not in the run ledger")
+        raise RunNotInLedger(f"run {run_id!r} is not in the run ledger")
     return snapshot.version, _restore(snapshot, now)
 
 

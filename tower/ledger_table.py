@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tower.errors import EngineError
+from tower.errors import EngineError, RunNotInLedger
 from tower.ledger import Snapshot
 from tower.stores import Table
 
@@ -177,7 +177,7 @@ class TableRunLedger:
         if rows is None:
             entity = self._run_entity(run_id)
             if entity is None or int(entity["version"]) < 1:
-                raise EngineError(f"run {run_id!r} is not in the run ledger ({self.table.table_name})")
+                raise RunNotInLedger(f"run {run_id!r} is not in the run ledger ({self.table.table_name})")
             rows = self._remember_rows(run_id, unpack(entity, "core"))
         return rows
 
