@@ -18,7 +18,8 @@ from concurrent.futures import Future
 import azure.durable_functions as df
 
 from activities import remote
-from tower import names
+from tower import durable_errors, names
+from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
 from tower.ledger import (
     Step,
     cancel_run,
@@ -119,7 +120,7 @@ async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id
     try:
         await client.start_new(names.SERVICE_RUN, instance_id, job)
     except Exception as exc:  # the SDK raises a bare Exception with the host's message
-        if "already" not in str(exc):
+        if not isinstance(durable_errors.translate(exc), InstanceExists):
             raise
         log.info("run %s: service run %s already started", run_id, instance_id)
         return 0
@@ -265,10 +266,11 @@ async def raise_events(client, instances: list[str], event: str, data=None,
             try:
                 await client.raise_event(instance_id, event, data)
             except Exception as exc:  # the SDK raises bare Exception for 404 / 410
-                if "No instance" in str(exc) and delay is not None:
+                error = durable_errors.translate(exc)
+                if isinstance(error, InstanceNotFound) and delay is not None:
                     await asyncio.sleep(delay)
                     continue
-                if "is gone" in str(exc) or "No instance" in str(exc):
+                if isinstance(error, (InstanceGone, InstanceNotFound)):
                     log.info("signal %s: %s already finished or never started", event, instance_id)
                     break
                 raise

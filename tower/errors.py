@@ -10,6 +10,7 @@
     └── EngineError                 the local Durable host refused or failed something
         ├── InstanceNotFound        no orchestration instance with that id
         ├── InstanceExists          an unfinished instance already has that id
+        ├── InstanceGone            the instance has finished: it takes no more events (HTTP 410)
         └── NonDeterminismError     replayed actions no longer match the recorded history
 """
 
@@ -86,6 +87,10 @@ class InstanceNotFound(EngineError):
 
 class InstanceExists(EngineError):
     pass
+
+
+class InstanceGone(EngineError):
+    """The instance finished (Completed, Failed or Terminated) and accepts no more events."""
 
 
 class NonDeterminismError(EngineError):

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower.errors import CatalogError, UsageError
+from tower import durable_errors
+from tower.errors import CatalogError, InstanceGone, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
 from triggers.common import catalog, start_once
 
@@ -120,5 +121,7 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     try:
         await client.raise_event(run_id, CANCEL_EVENT, None)
     except Exception as exc:  # it finished in between: the client raises on 410 Gone
-        return _error(409, f"run {run_id!r} could not be cancelled: {exc}")
+        if not isinstance(durable_errors.translate(exc), InstanceGone):
+            raise
+        return _error(409, f"run {run_id!r} could not be cancelled: it has just finished")
     return _json({"run_id": run_id, "cancelling": True, "status_url": f"{_base(req)}/runs/{run_id}"}, 202)

@@ -49,6 +49,15 @@ def validate_instance_id(instance_id: str) -> None:
     raise EngineError(f"invalid instance id {instance_id!r}: it must not contain {' '.join(map(repr, bad))}")
 
 
+def already_exists_message(status: str) -> str:
+    """What DurableTask.AzureStorage throws (`OrchestrationAlreadyExistsException`) when a start
+    names an instance that is Running, Pending, Suspended or ContinuedAsNew: the extension's default
+    `overridableExistingInstanceStates` (NonRunningStates) dedupes only those; a Completed, Failed or
+    Terminated instance is replaced (AzureStorageOrchestrationService.CreateTaskOrchestrationAsync,
+    OverridableStates.cs)."""
+    return f"An Orchestration instance with the status {status} already exists."
+
+
 @dataclass(frozen=True)
 class Activity:
     fn: Callable
@@ -212,8 +221,7 @@ class Engine:
         validate_instance_id(instance_id)
         row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
         if row is not None and row[0] not in h.TERMINAL:
-            raise InstanceExists(f"an orchestration with instance id '{instance_id}' is already {row[0]}; "
-                                 "wait for it to finish, terminate it, or use another id")
+            raise InstanceExists(already_exists_message(row[0]))
         if row is not None:
             self.store.purge(db, instance_id)     # Azure replaces a finished instance with the same id
         execution_id = uuid.uuid4().hex

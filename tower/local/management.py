@@ -8,6 +8,7 @@ a finished instance. Request bodies arrive JSON-encoded twice (the client `json=
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from urllib.parse import quote
@@ -16,10 +17,19 @@ from aiohttp import web
 
 from tower.errors import EngineError, InstanceExists, InstanceNotFound
 from tower.local import history as h
+from tower.local import store as st
 
 PREFIX = "/runtime/webhooks/durabletask/"
 RUNNING_STATES = frozenset(h.ALL_STATUSES) - h.TERMINAL
 _ID = "INSTANCEID"
+# Instance queries (HttpApiHandler.HandleGetStatusRequestAsync, OrchestrationStatusQueryCondition):
+# `top` is the page size, 100 by default; the token comes back in, and goes out as, this header.
+PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000      # Table Storage returns at most 1,000 entities per request
+CONTINUATION_HEADER = "x-ms-continuation-token"
+# The extension's catch-all (HttpApiHandler.HandleRequestAsync): any exception it does not map,
+# a duplicate start included, is a 500 with this message and the exception's own text and type.
+SOMETHING_WENT_WRONG = "Something went wrong while processing your request"
+ALREADY_EXISTS_TYPE = "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException"
 
 
 def binding_string(base_url: str, hub: str = "TowerHub") -> str:
@@ -83,6 +93,29 @@ def _time(request: web.Request, name: str) -> datetime | None:
                                  content_type="application/json") from None
 
 
+def _int(request: web.Request, name: str, default: int) -> int:
+    """An integer query parameter; one that does not parse is ignored, as the extension ignores it."""
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        return default
+
+
+def _token(last_id: str) -> str:
+    """An opaque continuation token: where the next page starts."""
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+
+
+def _after(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(text=json.dumps({"Message": f"invalid {CONTINUATION_HEADER} header"}),
+                                 content_type="application/json") from None
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"Message": message, "ExceptionMessage": message}, status=status)
 
@@ -113,8 +146,9 @@ class _Api:
         instance_id = request.match_info.get("instance_id")
         try:
             instance_id = self.engine.start_new(name, instance_id, await _body(request))
-        except InstanceExists as exc:
-            return _error(409, str(exc))
+        except InstanceExists as exc:      # not mapped by the extension: its catch-all 500
+            return web.json_response({"Message": SOMETHING_WENT_WRONG, "ExceptionMessage": str(exc),
+                                      "ExceptionType": ALREADY_EXISTS_TYPE, "StackTrace": None}, status=500)
         except EngineError as exc:        # an unknown orchestrator or a bad id
             return _error(400, str(exc))
         links = self._links(request, instance_id)
@@ -143,8 +177,17 @@ class _Api:
                 "created_to": _time(request, "createdTimeTo")}
 
     async def list(self, request: web.Request) -> web.Response:
-        found = self.engine.list(prefix=request.query.get("instanceIdPrefix") or None, **self._filters(request))
-        return web.json_response(found)
+        """One page, as the extension answers: `top` (default 100) instances in id order, inputs
+        shown unless `showInput=false`, and a continuation token header while more remain. (The
+        Python SDK's get_status_all/get_status_by read the first page only.)"""
+        top = _int(request, "top", PAGE_SIZE)
+        rows, last = self.engine.store.page(prefix=request.query.get("instanceIdPrefix") or None,
+                                            after=_after(request.headers.get(CONTINUATION_HEADER)),
+                                            top=min(top, MAX_PAGE_SIZE) if top > 0 else PAGE_SIZE,
+                                            show_input=_flag(request, "showInput", True), **self._filters(request))
+        found = [st.status_of(r, self.engine.store) for r in rows]
+        headers = {CONTINUATION_HEADER: _token(last)} if last is not None else {}
+        return web.json_response(found, headers=headers)
 
     async def purge(self, request: web.Request) -> web.Response:
         deleted = self.engine.purge(request.match_info["instance_id"])

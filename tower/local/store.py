@@ -141,6 +141,37 @@ class Store:
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur]
 
+    def page(self, *, runtime_status=None, created_from=None, created_to=None, prefix=None,
+             after: str | None = None, top: int = 100, show_input: bool = True) -> tuple[list[dict], str | None]:
+        """One page of an instance query, in instance-id order (the Azure Storage backend reads the
+        Instances table, whose PartitionKey is the instance id, and Table Storage returns entities in
+        key order): at most `top` rows with ids after `after`, and the last id when more remain."""
+        where, args = [], []
+        if runtime_status:
+            where.append(f"status IN ({','.join('?' * len(runtime_status))})")
+            args += list(runtime_status)
+        if created_from:
+            where.append("created >= ?")
+            args.append(h.fmt_time(created_from))
+        if created_to:
+            where.append("created <= ?")
+            args.append(h.fmt_time(created_to))
+        if prefix:   # a key range, as the backend turns the prefix into a PartitionKey range
+            where.append("id >= ? AND substr(id, 1, ?) = ?")
+            args += [prefix, len(prefix), prefix]
+        if after is not None:
+            where.append("id > ?")
+            args.append(after)
+        columns = "*" if show_input else "id, name, status, NULL AS input, output, custom_status, created, updated"
+        sql = (f"SELECT {columns} FROM instances" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY id LIMIT ?")
+        cur = self.read().execute(sql, [*args, top + 1])
+        names = [c[0] for c in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur]
+        more = len(rows) > top
+        rows = rows[:top]
+        return rows, (rows[-1]["id"] if more else None)
+
     # -- writes
     def enqueue(self, db: sqlite3.Connection, instance_id: str, kind: str, body: dict | None = None, *,
                 execution_id: str | None = None, due: str | None = None, task_id: int | None = None) -> int:
