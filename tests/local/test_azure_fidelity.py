@@ -77,6 +77,7 @@ def test_a_start_on_a_running_instance_fails_with_the_extensions_500(engine):
 
     async def flow(client):
         await client.start_new("waiter", "dup", 1)
+        await _until(lambda: _status(client, "dup", "Running"))
         with pytest.raises(Exception) as caught:
             await client.start_new("waiter", "dup", 2)
         async with aiohttp.ClientSession() as session, \
@@ -160,3 +161,95 @@ async def _until(predicate, timeout=10.0):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+# ---------------------------------------------------------------------------------------- payloads
+
+def _payload_app():
+    """An orchestration whose payload sizes come from its input: "echo" bytes for the activity's
+    result, "status" bytes of custom status, "out" bytes of output, "wait" for an event first."""
+    app = df.DFApp()
+    bp = df.Blueprint()
+
+    @bp.activity_trigger(input_name="size")
+    def blob(size: int) -> str:
+        return "r" * size
+
+    @bp.orchestration_trigger(context_name="context")
+    def payloads(context: df.DurableOrchestrationContext):
+        sizes = context.get_input()
+        if sizes.get("status"):
+            context.set_custom_status("s" * sizes["status"])
+        if sizes.get("echo"):
+            yield context.call_activity("blob", sizes["echo"])
+        if sizes.get("wait"):
+            yield context.wait_for_external_event("go")
+        return "o" * sizes.get("out", 1)
+
+    app.register_functions(bp)
+    return app
+
+
+MIB = 1024 * 1024
+
+
+def test_azure_storage_accepts_big_payloads_and_counts_the_blob_offloads(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOWER_LOCAL_BACKEND", raising=False)
+    with Engine(_payload_app(), tmp_path / "home") as engine:
+        assert engine.backend == "azureStorage"
+        engine.start_new("payloads", "big", json.dumps({"echo": 2 * MIB, "out": 50_000, "pad": "p" * 47_000}))
+        assert engine.wait("big", 30)["runtimeStatus"] == "Completed"
+        engine.start_new("payloads", "small", json.dumps({"echo": 10}))
+        assert engine.wait("small", 30)["runtimeStatus"] == "Completed"
+    stats = engine.stats
+    assert stats["max_payload_bytes"] >= 2 * MIB
+    # over 45 KB: the big start's input, the activity's result, the output (the inputs to blob are ints)
+    assert stats["payloads_over_45kb"] == 3
+    kinds = stats["payloads"]
+    assert kinds["activity_output"]["over_45kb"] == 1 and kinds["activity_output"]["count"] == 2
+    assert kinds["orchestration_input"]["over_45kb"] == 1 and kinds["orchestration_output"]["over_45kb"] == 1
+    assert kinds["activity_input"] == {"count": 2, "max_bytes": 7, "over_45kb": 0}
+
+
+def test_the_durable_task_scheduler_profile_refuses_payloads_over_1_mib(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOWER_LOCAL_BACKEND", "durableTaskScheduler")
+    with Engine(_payload_app(), tmp_path / "home") as engine:
+        assert engine.payload_limit == MIB
+
+        async def flow(client):
+            errors = []
+            try:                                              # a start over the limit: refused
+                await client.start_new("payloads", "huge-input", {"pad": "p" * MIB})
+            except Exception as exc:
+                errors.append(exc)
+            await client.start_new("payloads", "waits", {"wait": True})
+            try:
+                await client.raise_event("waits", "go", "e" * (MIB + 1))
+            except Exception as exc:
+                errors.append(exc)
+            return errors
+        refused, event_refused = run(engine, flow)
+        assert type(refused) is Exception and refused.args[0]["ExceptionType"] == "Grpc.Core.RpcException"
+        assert "ResourceExhausted" in refused.args[0]["ExceptionMessage"]
+        assert engine.status("huge-input") is None                      # nothing half-started
+        assert type(event_refused) is Exception
+        engine.raise_event("waits", "go", "1")
+        assert engine.wait("waits", 10)["runtimeStatus"] == "Completed"
+
+        engine.start_new("payloads", "big-result", json.dumps({"echo": MIB + 10}))
+        failed = engine.wait("big-result", 30)
+        assert failed["runtimeStatus"] == "Failed"
+        assert "activity output is 1048588 bytes" in failed["output"]    # the task failed, then the run
+        for iid, sizes, kind in [("big-output", {"out": MIB + 1}, "orchestration output"),
+                                 ("big-status", {"status": MIB}, "custom status")]:
+            engine.start_new("payloads", iid, json.dumps(sizes))
+            status = engine.wait(iid, 30)
+            assert status["runtimeStatus"] == "Failed" and f"{kind} is" in status["output"], status["output"]
+        engine.start_new("payloads", "under", json.dumps({"echo": MIB - 100, "out": MIB - 100}))
+        assert engine.wait("under", 30)["runtimeStatus"] == "Completed"
+
+
+def test_an_unknown_backend_profile_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOWER_LOCAL_BACKEND", "cosmos")
+    with pytest.raises(Exception, match="TOWER_LOCAL_BACKEND='cosmos' is not a backend profile.*azureStorage"):
+        Engine(_payload_app(), tmp_path / "home")

@@ -36,6 +36,44 @@ from tower.redact import redact
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
 
+# The Functions host's HTTP request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, 100 MB by
+# default): aiohttp's own 1 MiB default would refuse bodies Azure takes.
+HTTP_MAX_REQUEST_BYTES = 100 * 1024 * 1024
+
+# Backend profiles (TOWER_LOCAL_BACKEND): what the task hub's storage does with big payloads.
+AZURE_STORAGE, DURABLE_TASK_SCHEDULER = "azureStorage", "durableTaskScheduler"
+BACKENDS = (AZURE_STORAGE, DURABLE_TASK_SCHEDULER)
+# Azure Storage compresses a message over 45 KB into a blob and keeps a reference in the queue
+# message / table row (DurableTask.AzureStorage MessageManager.MaxStorageQueuePayloadSizeInBytes):
+# accepted, but each one costs a blob upload and a download per read. Counted in `stats`.
+BLOB_OFFLOAD_BYTES = 45 * 1024
+# The Durable Task Scheduler moves every payload in a gRPC message capped at 1 MiB; its large-payload
+# offload is .NET only ("Large payload support with Durable Task Scheduler": Python, JavaScript,
+# PowerShell, Java "not available: use external storage and pass references").
+DTS_MESSAGE_LIMIT = 1024 * 1024
+# Payload kinds counted in stats["payloads"]
+PAYLOAD_KINDS = ("orchestration_input", "orchestration_output", "activity_input", "activity_output",
+                 "custom_status", "event")
+
+
+class PayloadTooLarge(EngineError):
+    """A payload over the backend's message limit (the Durable Task Scheduler's 1 MiB)."""
+
+
+def too_large_message(kind: str, size: int) -> str:
+    """The gRPC failure the scheduler's channel reports for a message over its limit."""
+    return (f'Status(StatusCode="ResourceExhausted", Detail="Received message larger than max '
+            f'({size} vs. {DTS_MESSAGE_LIMIT})"): the {kind.replace("_", " ")} is {size} bytes, over the '
+            "Durable Task Scheduler's 1 MiB message limit; pass a reference to stored data instead")
+
+
+def backend_from_env() -> str:
+    value = os.environ.get("TOWER_LOCAL_BACKEND") or AZURE_STORAGE
+    if value not in BACKENDS:
+        raise EngineError(f"TOWER_LOCAL_BACKEND={value!r} is not a backend profile of the local host; "
+                          f"use one of {', '.join(BACKENDS)}")
+    return value
+
 
 def validate_instance_id(instance_id: str) -> None:
     """Azure's documented instance-id rules (tower.plan's), so an id that works here works there."""
@@ -87,7 +125,8 @@ class _Live:
 
 class Engine:
     def __init__(self, app, home: str | os.PathLike, *, activity_workers: int = 8,
-                 log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub"):
+                 log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub",
+                 backend: str | None = None):
         from aiohttp import web
 
         from tower.local import management
@@ -108,10 +147,16 @@ class Engine:
                 self.activities[fn.get_function_name()] = Activity(fn.get_user_function(), trigger.name, clients)
             else:
                 self.functions.append(fn)
-        self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0}
+        self.backend = backend or backend_from_env()
+        if self.backend not in BACKENDS:
+            raise EngineError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        self.payload_limit = DTS_MESSAGE_LIMIT if self.backend == DURABLE_TASK_SCHEDULER else None
+        self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0,
+                      "max_payload_bytes": 0, "payloads_over_45kb": 0,
+                      "payloads": {kind: {"count": 0, "max_bytes": 0, "over_45kb": 0} for kind in PAYLOAD_KINDS}}
         self._stats_lock = threading.Lock()     # "activities" is counted by the worker threads
         self.episode_samples: list[tuple[int, float, float]] | None = None  # (history length, handle s, engine s)
-        self.web_app = web.Application()
+        self.web_app = web.Application(client_max_size=HTTP_MAX_REQUEST_BYTES)
         management.add_routes(self.web_app.router, self)
         self._port = port
         self.base_url = ""
@@ -195,6 +240,25 @@ class Engine:
     def __exit__(self, *exc):
         self.stop()
 
+    # ------------------------------------------------------------------ payloads
+    def _payload(self, kind: str, text: str | None) -> str | None:
+        """Count one payload crossing the task hub; the failure text when the backend refuses it."""
+        if text is None:
+            return None
+        size = len(text) if text.isascii() else len(text.encode())
+        with self._stats_lock:
+            stats, per_kind = self.stats, self.stats["payloads"][kind]
+            per_kind["count"] += 1
+            if size > per_kind["max_bytes"]:
+                per_kind["max_bytes"] = size
+                stats["max_payload_bytes"] = max(stats["max_payload_bytes"], size)
+            if size > BLOB_OFFLOAD_BYTES:
+                per_kind["over_45kb"] += 1
+                stats["payloads_over_45kb"] += 1
+        if self.payload_limit is not None and size > self.payload_limit:
+            return too_large_message(kind, size)
+        return None
+
     # ------------------------------------------------------------------ running user functions
     async def acall_function(self, fn: Callable, kwargs: dict) -> Any:
         """Run a user function from the loop: async ones directly, sync ones in the default pool."""
@@ -222,6 +286,9 @@ class Engine:
         row = db.execute("SELECT status FROM instances WHERE id = ?", (instance_id,)).fetchone()
         if row is not None and row[0] not in h.TERMINAL:
             raise InstanceExists(already_exists_message(row[0]))
+        refused = self._payload("orchestration_input", input_json)   # a sub-orchestration's too
+        if refused:
+            raise PayloadTooLarge(refused)
         if row is not None:
             self.store.purge(db, instance_id)     # Azure replaces a finished instance with the same id
         execution_id = uuid.uuid4().hex
@@ -233,6 +300,9 @@ class Engine:
                            execution_id=execution_id)
 
     def raise_event(self, instance_id: str, event_name: str, data_json: str | None = None) -> None:
+        refused = self._payload("event", data_json)
+        if refused:
+            raise PayloadTooLarge(refused)
         self._control(instance_id, st.EVENT, st.event_raised(event_name, data_json))
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
@@ -479,13 +549,15 @@ class Engine:
         live.status = h.RUNNING
         prior = len(live.history)
         live.history.extend(new)
+        oversize = None
         if state.get("customStatus") is not None:     # the shim only sets a non-null custom status
             live.custom_status = json.dumps(state["customStatus"])
+            oversize = self._payload("custom_status", live.custom_status)
         actions = state.get("actions") or [[]]
         actions = actions[0] if actions else []
         try:
             outcome = replay(actions, live.history)
-            failure = state.get("error")
+            failure = state.get("error") or self._oversize(state, actions, outcome) or oversize
         except NonDeterminismError as exc:
             outcome, failure = None, f"Non-Deterministic workflow detected: {exc}"
         except EngineError as exc:
@@ -518,6 +590,17 @@ class Engine:
         if self.episode_samples is not None:
             engine_cpu = time.thread_time() - engine_started - handle_cpu
             self.episode_samples.append((len(live.history), handle_cpu, engine_cpu))
+
+    def _oversize(self, state: dict, actions: list[dict], outcome) -> str | None:
+        """Count what this episode sends (new work's inputs, the output or the next input); the first
+        refusal, if any. On the scheduler the orchestrator's whole response is one gRPC message: a
+        payload over the limit fails the completion, so the orchestration fails here."""
+        refused = [self._payload("activity_input", w.input) for w in outcome.new_work if w.kind == ACTIVITY]
+        if state.get("isDone"):
+            again = [a for a in actions if a.get("actionType") == h.CONTINUE_AS_NEW_ACTION]
+            refused.append(self._payload("orchestration_input", again[-1].get("input")) if again
+                           else self._payload("orchestration_output", json.dumps(state.get("output"))))
+        return next((r for r in refused if r), None)
 
     def _call_orchestrator(self, live: _Live, context: str) -> dict:
         try:
@@ -710,6 +793,10 @@ class Engine:
                 body = {"EventType": h.TASK_COMPLETED, "TaskScheduledId": task_id, "Result": df_dumps(value)}
             except Exception as exc:  # a result that is not JSON
                 error = exc
+            else:                     # on the scheduler, a result over its limit fails the task
+                refused = self._payload("activity_output", body["Result"])
+                if refused:
+                    error = PayloadTooLarge(refused)
         if error is not None:
             body = {"EventType": h.TASK_FAILED, "TaskScheduledId": task_id,   # kept in history: no secrets
                     "Reason": redact(f"Activity function '{name}' failed: {type(error).__name__}: {error}"),

@@ -18,6 +18,7 @@ from aiohttp import web
 from tower.errors import EngineError, InstanceExists, InstanceNotFound
 from tower.local import history as h
 from tower.local import store as st
+from tower.local.engine import PayloadTooLarge
 
 PREFIX = "/runtime/webhooks/durabletask/"
 RUNNING_STATES = frozenset(h.ALL_STATUSES) - h.TERMINAL
@@ -30,6 +31,7 @@ CONTINUATION_HEADER = "x-ms-continuation-token"
 # a duplicate start included, is a 500 with this message and the exception's own text and type.
 SOMETHING_WENT_WRONG = "Something went wrong while processing your request"
 ALREADY_EXISTS_TYPE = "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException"
+RPC_EXCEPTION_TYPE = "Grpc.Core.RpcException"     # a payload over the scheduler's message limit
 
 
 def binding_string(base_url: str, hub: str = "TowerHub") -> str:
@@ -116,6 +118,11 @@ def _after(token: str | None) -> str | None:
                                  content_type="application/json") from None
 
 
+def _internal_error(exc: Exception, exception_type: str) -> web.Response:
+    return web.json_response({"Message": SOMETHING_WENT_WRONG, "ExceptionMessage": str(exc),
+                              "ExceptionType": exception_type, "StackTrace": None}, status=500)
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"Message": message, "ExceptionMessage": message}, status=status)
 
@@ -147,8 +154,9 @@ class _Api:
         try:
             instance_id = self.engine.start_new(name, instance_id, await _body(request))
         except InstanceExists as exc:      # not mapped by the extension: its catch-all 500
-            return web.json_response({"Message": SOMETHING_WENT_WRONG, "ExceptionMessage": str(exc),
-                                      "ExceptionType": ALREADY_EXISTS_TYPE, "StackTrace": None}, status=500)
+            return _internal_error(exc, ALREADY_EXISTS_TYPE)
+        except PayloadTooLarge as exc:
+            return _internal_error(exc, RPC_EXCEPTION_TYPE)
         except EngineError as exc:        # an unknown orchestrator or a bad id
             return _error(400, str(exc))
         links = self._links(request, instance_id)
@@ -217,6 +225,8 @@ class _Api:
         instance_id = request.match_info["instance_id"]
         try:
             act(instance_id)
+        except PayloadTooLarge as exc:
+            return _internal_error(exc, RPC_EXCEPTION_TYPE)
         except InstanceNotFound as exc:
             return _error(404, str(exc))
         except EngineError as exc:
