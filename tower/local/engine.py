@@ -35,6 +35,14 @@ from tower.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
 from tower.redact import redact
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
+# Several engines (processes) over one home cooperate as the Azure Storage backend's workers do: one
+# lease (a single partition) decides which engine runs orchestrations, renewed with each heartbeat;
+# activity work items are taken by any engine, one owner each. A host whose heartbeat is older than
+# LEASE_SECONDS, or whose process is gone, is dead: its lease and its work items are taken over.
+# (DurableTask.AzureStorage: LeaseRenewInterval 10 s, LeaseInterval 30 s.)
+HEARTBEAT_SECONDS = 1.0
+LEASE_SECONDS = 30.0
+ORCHESTRATION_LEASE = "orchestrations"
 
 # The Functions host's HTTP request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, 100 MB by
 # default): aiohttp's own 1 MiB default would refuse bodies Azure takes.
@@ -126,7 +134,7 @@ class _Live:
 class Engine:
     def __init__(self, app, home: str | os.PathLike, *, activity_workers: int = 8,
                  log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub",
-                 backend: str | None = None):
+                 backend: str | None = None, orchestrations: bool = True, max_activities: int | None = None):
         from aiohttp import web
 
         from tower.local import management
@@ -163,6 +171,12 @@ class Engine:
         self.client_binding = ""
         self.loop = _process_loop.acquire()
         self._workers = activity_workers
+        self.host_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.orchestrations = orchestrations    # False: an activities-only worker
+        self.max_activities = max_activities    # in flight at once, async ones included (None: no cap)
+        self._leader = False                    # holds the orchestration lease
+        self._next_beat = 0.0
+        self._inflight = 0                      # claimed activity work items not yet done
         self._live: dict[str, _Live] = {}
         self._timers: list = []             # heap of (due, seq, message)
         self._timer_seq: dict[tuple[str, str], dict[int, int]] = {}   # (id, execution) -> {timer id: seq}, heap only
@@ -193,15 +207,30 @@ class Engine:
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.client_binding = management.binding_string(self.base_url, self.hub)
         self._runner = asyncio.run_coroutine_threadsafe(self._serve(sock), self.loop).result()
-        for item in self.store.pending_work():   # activities that were running when we stopped
-            self._work.put(item)
+        self._beat()            # join the hosts: take the lease if free, take over dead hosts' work
         for i in range(self._workers):
             self._spawn(self._activity_worker, f"tower-activity-{i}")
         self._spawn(self._run, "tower-engine")
         (self.home / "engine.json").write_text(json.dumps({"pid": os.getpid(), "base_url": self.base_url}))
         self.log(f"engine: {len(self.orchestrators)} orchestrators, {len(self.activities)} activities, "
                  f"management API at {self.base_url}")
+        if not self._leader:
+            self.log(self.follower_line())
         return self
+
+    @property
+    def is_leader(self) -> bool:
+        """Does this engine hold the orchestration lease (run the home's orchestrations) now?"""
+        return self._leader
+
+    def follower_line(self) -> str:
+        """One line naming the engine that runs this home's orchestrations, when it is not this one."""
+        holder = self.store.lease_holder(ORCHESTRATION_LEASE)
+        if holder is None:
+            return f"engine: activities only (no engine in {self.home} runs orchestrations yet)"
+        return (f"engine: orchestrations in {self.home} are run by the engine of pid {holder['pid']} "
+                f"(started {holder['started']}: {holder['command']}); this one runs activities and takes "
+                "over if that one stops")
 
     async def _serve(self, sock):
         from aiohttp import web
@@ -231,7 +260,13 @@ class Engine:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout)
             self._runner = None
         _process_loop.release(timeout)
-        (self.home / "engine.json").unlink(missing_ok=True)
+        self.store.leave(self.host_id)     # lease and unfinished work items go to the other hosts
+        engine_file = self.home / "engine.json"
+        try:
+            if json.loads(engine_file.read_text()).get("base_url") == self.base_url:
+                engine_file.unlink()
+        except (OSError, ValueError):
+            pass
         self.log("engine: stopped")
 
     def __enter__(self):
@@ -376,12 +411,54 @@ class Engine:
                 break
             started = time.thread_time()
             try:
-                self._iteration()
+                if time.monotonic() >= self._next_beat:
+                    self._beat()
+                if self._leader:
+                    self._iteration()
+                self._claim()
+            except _LeaseLost:
+                self.log("engine: another engine took the orchestration lease; " + self.follower_line())
+                self._leader = False
+                self._reset()
             except Exception:                       # never die: reload the truth from SQLite
                 self.log("engine: work loop error, reloading state\n" + traceback.format_exc(limit=4))
                 self._reset()
                 self._stopping.wait(1.0)
             self.stats["loop_cpu"] += time.thread_time() - started
+
+    # ------------------------------------------------------------------ hosts, lease, work items
+    def _beat(self) -> None:
+        """Heartbeat; take over dead hosts' work; renew the lease, or take it when it is free."""
+        first = self._next_beat == 0.0
+        self._next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        held = self.store.beat(self.host_id, _command_line(), ORCHESTRATION_LEASE if self.orchestrations else None,
+                               LEASE_SECONDS, _alive, sweep=first)
+        if held and not self._leader:
+            self._reset()                           # whatever another engine did: read it all again
+            self._leader = True
+            self.log(f"engine: runs the orchestrations of {self.home}")
+        elif not held and self._leader:
+            raise _LeaseLost
+
+    def _capacity(self) -> int:
+        if self.max_activities is None:
+            return 1 << 30
+        with self._stats_lock:
+            return max(self.max_activities - self._inflight, 0)
+
+    def _claim(self) -> None:
+        """Take work items no host owns (left by a stopped or dead host, or over another's capacity)."""
+        room = self._capacity()
+        if room <= 0:
+            return
+        waiting = self.store.unclaimed_work(min(room, 256))
+        if not waiting:
+            return
+        taken = self.store.claim(self.host_id, waiting)
+        with self._stats_lock:
+            self._inflight += len(taken)
+        for item in taken:
+            self._work.put(item)
 
     def _reset(self) -> None:
         self._live.clear()
@@ -430,14 +507,19 @@ class Engine:
             self._changed.notify_all()
 
     def _run_batch(self, by_instance: dict[str, list[st.Message]]) -> None:
-        batch = _Batch()
+        batch = _Batch(room=self._capacity())
         for instance_id, messages in by_instance.items():
             self._apply(instance_id, sorted(messages, key=lambda m: m.seq), batch)
         with self.store.tx() as db:
+            if not self.store.holds(db, ORCHESTRATION_LEASE, self.host_id):   # the fence: one owner
+                raise _LeaseLost
             if batch.consumed:
                 db.executemany("DELETE FROM inbox WHERE seq = ?", [(s,) for s in batch.consumed])
             for op in batch.ops:
                 op(db)
+        if batch.work:
+            with self._stats_lock:
+                self._inflight += len(batch.work)
         for item in batch.work:
             self._work.put(item)
         if batch.wake:
@@ -636,10 +718,14 @@ class Engine:
         key = (live.id, live.execution_id, work.event_id)
         if work.kind == ACTIVITY:
             item = (live.id, live.execution_id, work.event_id, work.name, work.input)
+            owner = None
+            if batch.room > 0:              # taken by this engine at once; the rest waits for any host
+                batch.room -= 1
+                owner = self.host_id
+                batch.work.append(item)
             batch.ops.append(lambda db: db.execute(
-                "INSERT OR REPLACE INTO work (instance_id, execution_id, task_id, name, input) VALUES (?,?,?,?,?)",
-                item))
-            batch.work.append(item)
+                "INSERT OR REPLACE INTO work (instance_id, execution_id, task_id, name, input, owner) "
+                "VALUES (?,?,?,?,?,?)", (*item, owner)))
             return h.event(h.TASK_SCHEDULED, stamp, work.event_id, Name=work.name, Version="", Input=work.input)
         if work.kind == TIMER:
             fired = {"EventType": h.TIMER_FIRED, "TimerId": work.event_id, "FireAt": work.fire_at}
@@ -804,7 +890,8 @@ class Engine:
         body["Timestamp"] = h.fmt_time(h.utcnow())
         with self._stats_lock:
             self.stats["activities"] += 1
-        with self.store.tx() as db:     # result and "no longer pending" in one transaction
+            self._inflight -= 1
+        with self.store.tx() as db:     # result and "no longer pending" in one transaction: one result
             gone = db.execute("DELETE FROM work WHERE instance_id=? AND execution_id=? AND task_id=?", key)
             if gone.rowcount:
                 self.store.enqueue(db, instance_id, st.EVENT, body, execution_id=execution_id)
@@ -847,12 +934,34 @@ _process_loop = _ProcessLoop()
 
 @dataclass
 class _Batch:
-    """What one loop iteration commits: consumed inbox rows, SQL steps, and work to start after."""
+    """What one loop iteration commits: consumed inbox rows, SQL steps, and the work items this
+    engine takes (up to `room`; the others wait in the table for any host)."""
 
     consumed: list[int] = field(default_factory=list)
     ops: list[Callable] = field(default_factory=list)
     work: list[tuple] = field(default_factory=list)
     wake: bool = False
+    room: int = 0
+
+
+class _LeaseLost(Exception):
+    """Another engine holds the orchestration lease now: this one must not commit an episode."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command_line() -> str:
+    import sys
+
+    return " ".join([os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python", *sys.argv[1:]])[:300]
 
 
 def _outcome(done) -> tuple[Any, BaseException | None]:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id);
 CREATE TABLE IF NOT EXISTS work (
     instance_id TEXT NOT NULL, execution_id TEXT NOT NULL, task_id INTEGER NOT NULL,
-    name TEXT NOT NULL, input TEXT, PRIMARY KEY (instance_id, execution_id, task_id)) WITHOUT ROWID;
+    name TEXT NOT NULL, input TEXT, owner TEXT, PRIMARY KEY (instance_id, execution_id, task_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hosts (
+    id TEXT PRIMARY KEY, machine TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL,
+    command TEXT NOT NULL, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
+# Work items not yet taken by any host (an index over the few that wait, not the many that run).
+UNCLAIMED_INDEX = "CREATE INDEX IF NOT EXISTS work_unclaimed ON work(instance_id) WHERE owner IS NULL"
 
 # Inbox message kinds
 START, EVENT, TIMER, TERMINATE, SUSPEND, RESUME = "start", "event", "timer", "terminate", "suspend", "resume"
@@ -67,7 +75,11 @@ class Store:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         with self._write_lock:
-            self._db().executescript(SCHEMA)
+            db = self._db()
+            db.executescript(SCHEMA)
+            if "owner" not in {r[1] for r in db.execute("PRAGMA table_info(work)")}:   # a home from before
+                db.execute("ALTER TABLE work ADD COLUMN owner TEXT")
+            db.execute(UNCLAIMED_INDEX)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -118,9 +130,10 @@ class Store:
             "ORDER BY seq", (seq,))
         return [Message(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], r[6]) for r in rows]
 
-    def pending_work(self) -> list[tuple[str, str, int, str, str | None]]:
+    def unclaimed_work(self, limit: int) -> list[tuple[str, str, int, str, str | None]]:
         return list(self.read().execute(
-            "SELECT instance_id, execution_id, task_id, name, input FROM work ORDER BY instance_id, task_id"))
+            "SELECT instance_id, execution_id, task_id, name, input FROM work WHERE owner IS NULL "
+            "ORDER BY instance_id, task_id LIMIT ?", (limit,)))
 
     def rows(self, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
         where, args = [], []
@@ -171,6 +184,61 @@ class Store:
         more = len(rows) > top
         rows = rows[:top]
         return rows, (rows[-1]["id"] if more else None)
+
+    # -- hosts over one home: heartbeats, the orchestration lease, work-item owners
+    def beat(self, host_id: str, command: str, lease: str | None, lease_seconds: float, alive,
+             sweep: bool = False) -> bool:
+        """Record this host's heartbeat; drop dead hosts (stale heartbeat, or a process of this machine
+        that is gone) with their leases, giving their work items back; then renew or take `lease` if
+        it is free or expired. True when this host holds `lease` afterwards. `sweep` also frees work
+        items of owners that are not registered at all (a home written before hosts were recorded)."""
+        now = time.time()
+        machine = socket.gethostname()
+        with self.tx() as db:
+            if not db.execute("UPDATE hosts SET heartbeat=? WHERE id=?", (now, host_id)).rowcount:
+                db.execute("INSERT INTO hosts (id, machine, pid, started, command, heartbeat) VALUES (?,?,?,?,?,?)",
+                           (host_id, machine, os.getpid(), h.fmt_time(h.utcnow()), command, now))
+            dead = [hid for hid, m, pid, beat in db.execute(
+                        "SELECT id, machine, pid, heartbeat FROM hosts WHERE id != ?", (host_id,))
+                    if beat < now - lease_seconds or (m == machine and not alive(pid))]
+            for hid in dead:
+                db.execute("DELETE FROM hosts WHERE id=?", (hid,))
+                db.execute("DELETE FROM leases WHERE owner=?", (hid,))
+                db.execute("UPDATE work SET owner=NULL WHERE owner=?", (hid,))
+            if sweep:
+                db.execute("UPDATE work SET owner=NULL WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM hosts)")
+            if lease is None:
+                return False
+            row = db.execute("SELECT owner, expires FROM leases WHERE name=?", (lease,)).fetchone()
+            if row is not None and row[0] != host_id and row[1] >= now:
+                return False
+            db.execute("INSERT OR REPLACE INTO leases (name, owner, expires) VALUES (?,?,?)",
+                       (lease, host_id, now + lease_seconds))
+            return True
+
+    def holds(self, db: sqlite3.Connection, lease: str, host_id: str) -> bool:
+        row = db.execute("SELECT owner FROM leases WHERE name=?", (lease,)).fetchone()
+        return row is not None and row[0] == host_id
+
+    def lease_holder(self, lease: str) -> dict | None:
+        cur = self.read().execute("SELECT hosts.* FROM leases JOIN hosts ON hosts.id = leases.owner "
+                                  "WHERE leases.name=?", (lease,))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
+
+    def claim(self, host_id: str, items: list[tuple]) -> list[tuple]:
+        """Take the given work items for `host_id`; those another host took first are left out."""
+        with self.tx() as db:
+            return [item for item in items if db.execute(
+                "UPDATE work SET owner=? WHERE instance_id=? AND execution_id=? AND task_id=? AND owner IS NULL",
+                (host_id, *item[:3])).rowcount]
+
+    def leave(self, host_id: str) -> None:
+        """A host stops: its lease and its unfinished work items go to the others at once."""
+        with self.tx() as db:
+            db.execute("DELETE FROM hosts WHERE id=?", (host_id,))
+            db.execute("DELETE FROM leases WHERE owner=?", (host_id,))
+            db.execute("UPDATE work SET owner=NULL WHERE owner=?", (host_id,))
 
     # -- writes
     def enqueue(self, db: sqlite3.Connection, instance_id: str, kind: str, body: dict | None = None, *,

@@ -201,5 +201,24 @@ def make_app() -> df.DFApp:
                 for i in range(job["fan"])]
         return total + sum((yield context.task_all(wave)))
 
+    @bp.activity_trigger(input_name="job")
+    def stamp(job: dict) -> int:
+        """A side effect per run that says which process ran it: 'i pid'."""
+        time.sleep(job.get("secs", 0))
+        with open(job["file"], "a") as out:
+            out.write(f"{job['i']} {os.getpid()}\n")
+        return job["i"]
+
+    @bp.orchestration_trigger(context_name="context")
+    def stamped(context: df.DurableOrchestrationContext):
+        """Steps with a short timer between them, then a fan-out (what a run's services look like)."""
+        job = context.get_input()
+        total = 0
+        for i in range(job["steps"]):
+            total += yield context.call_activity("stamp", {**job, "i": i})
+            yield context.create_timer(context.current_utc_datetime + timedelta(milliseconds=30))
+        wave = [context.call_activity("stamp", {**job, "i": 100 + i}) for i in range(job["fan"])]
+        return total + sum((yield context.task_all(wave)))
+
     app.register_functions(bp)
     return app
