@@ -21,7 +21,7 @@ import logging
 from datetime import datetime, timedelta
 
 import azure.durable_functions as df
-from azure.durable_functions.models.Task import TaskState, TimerTask
+from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerTask
 
 from tower import names
 from tower.catalog.durations import format_duration
@@ -136,7 +136,7 @@ class _ServiceRun:
         winner = yield self.context.task_any([work, *guards])
         if winner is work:
             return work
-        if isinstance(work, TimerTask):
+        if isinstance(work, (TimerTask, LongTimerTask)):   # over maximumShortTimerDuration: a LongTimerTask
             if not work.is_completed:
                 work.cancel()
         else:

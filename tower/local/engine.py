@@ -23,6 +23,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -43,6 +44,13 @@ POLL_SECONDS = 0.1          # how often the inbox is polled for messages from ot
 HEARTBEAT_SECONDS = 1.0
 LEASE_SECONDS = 30.0
 ORCHESTRATION_LEASE = "orchestrations"
+# What the extension tells the out-of-process SDK about durable timers on Azure Storage: a timer
+# further away than the maximum short timer becomes the SDK's LongTimerTask, a chain of timers of at
+# most the interval (AzureStorageDurabilityProvider.MaximumDelayTime 6 days, LongRunningTimerInterval
+# 3 days; the SDK's create_timer). The Durable Task Scheduler sends neither, and the SDK then makes
+# one plain timer, so the scheduler profile leaves them out too.
+MAXIMUM_SHORT_TIMER = timedelta(days=6)
+LONG_TIMER_INTERVAL = timedelta(days=3)
 
 # The Functions host's HTTP request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, 100 MB by
 # default): aiohttp's own 1 MiB default would refuse bodies Azure takes.
@@ -95,6 +103,16 @@ def validate_instance_id(instance_id: str) -> None:
     raise EngineError(f"invalid instance id {instance_id!r}: it must not contain {' '.join(map(repr, bad))}")
 
 
+def timespan(value: timedelta) -> str:
+    """A .NET TimeSpan in its constant ("c") format, d.hh:mm:ss.fffffff, as the host serialises it."""
+    ticks = round(value.total_seconds() * 10_000_000)
+    seconds, fraction = divmod(ticks, 10_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    return f"{days}.{hour:02d}:{minute:02d}:{second:02d}" + (f".{fraction:07d}" if fraction else "")
+
+
 def already_exists_message(status: str) -> str:
     """What DurableTask.AzureStorage throws (`OrchestrationAlreadyExistsException`) when a start
     names an instance that is Running, Pending, Suspended or ContinuedAsNew: the extension's default
@@ -134,7 +152,9 @@ class _Live:
 class Engine:
     def __init__(self, app, home: str | os.PathLike, *, activity_workers: int = 8,
                  log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub",
-                 backend: str | None = None, orchestrations: bool = True, max_activities: int | None = None):
+                 backend: str | None = None, orchestrations: bool = True, max_activities: int | None = None,
+                 maximum_short_timer: timedelta = MAXIMUM_SHORT_TIMER,
+                 long_timer_interval: timedelta = LONG_TIMER_INTERVAL):
         from aiohttp import web
 
         from tower.local import management
@@ -159,6 +179,10 @@ class Engine:
         if self.backend not in BACKENDS:
             raise EngineError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         self.payload_limit = DTS_MESSAGE_LIMIT if self.backend == DURABLE_TASK_SCHEDULER else None
+        timers = {} if self.backend == DURABLE_TASK_SCHEDULER else {
+            "maximumShortTimerDuration": timespan(maximum_short_timer),
+            "longRunningTimerIntervalDuration": timespan(long_timer_interval)}
+        self._context_tail = json.dumps({"upperSchemaVersion": 1, "upperSchemaVersionNew": 2, **timers})[1:-1]
         self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0,
                       "max_payload_bytes": 0, "payloads_over_45kb": 0,
                       "payloads": {kind: {"count": 0, "max_bytes": 0, "over_45kb": 0} for kind in PAYLOAD_KINDS}}
@@ -619,10 +643,8 @@ class Engine:
             new.append(h.event(body.pop("EventType"), body.pop("Timestamp", stamp), **body))
         context = ('{"history":[' + ",".join(live.encoded + [json.dumps(e) for e in new]) + "]," +
                    json.dumps({"input": live.input, "instanceId": live.id, "isReplaying": bool(live.encoded),
-                               "parentInstanceId": live.parent["id"] if live.parent else None,
-                               "upperSchemaVersion": 1, "upperSchemaVersionNew": 2,
-                               "maximumShortTimerDuration": "6.00:00:00",
-                               "longRunningTimerIntervalDuration": "3.00:00:00"})[1:])
+                               "parentInstanceId": live.parent["id"] if live.parent else None})[1:-1] +
+                   "," + self._context_tail + "}")
         handle_started = time.thread_time()
         state = self._call_orchestrator(live, context)
         handle_cpu = time.thread_time() - handle_started

@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TOWER_HOME"] = args.home      # as LocalEngine: activities find the home through it
     logging.disable(logging.WARNING)          # the SDK's warning about a non-HTTP app's auth level
     try:
-        app = load_app(args.app)
+        engine = Engine(load_app(args.app), args.home, orchestrations=not args.activities_only,
+                        max_activities=args.max_activities, activity_workers=args.activity_workers,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         logging.disable(logging.NOTSET)
-    engine = Engine(app, args.home, orchestrations=not args.activities_only, max_activities=args.max_activities,
-                    activity_workers=args.activity_workers, log=lambda line: print(line, file=sys.stderr, flush=True))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
