@@ -16,7 +16,7 @@ from tower.events import (
     event_run_id,
     publisher_from_settings,
 )
-from tower.plan import is_valid_instance_id
+from tower.plan import is_safe_instance_id
 
 
 def test_encode_then_decode_round_trips():
@@ -52,8 +52,13 @@ def test_publisher_is_service_bus_only_with_a_namespace_and_never_takes_a_connec
         ServiceBusPublisher("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=secret")
 
 
-def test_event_run_ids_are_stable_and_always_valid():
-    assert event_run_id("on_files", "msg-7") == "on_files@evt-msg-7"
+def test_event_run_ids_are_stable_url_safe_and_distinct():
+    assert event_run_id("on_files", "msg-7") == "run~on_files:msg-7"
+    assert event_run_id("on_files", "evt-7") == "run~on_files:evt-7"  # no second 'evt-'
     odd = event_run_id("on_files", "a/b#c?" + "x" * 200)
-    assert is_valid_instance_id(odd) and odd == event_run_id("on_files", "a/b#c?" + "x" * 200)
+    assert is_safe_instance_id(odd) and odd == event_run_id("on_files", "a/b#c?" + "x" * 200)
     assert odd != event_run_id("on_files", "a/b#c?" + "x" * 199)
+    for message_id in ("a b", "a%20b", "a+b", "caf\u00e9", "id/../other"):  # what a URL would read otherwise
+        run_id = event_run_id("on_files", message_id)
+        assert is_safe_instance_id(run_id) and run_id.startswith("run~on_files:")
+    assert event_run_id("on_files", "a b") != event_run_id("on_files", "a%20b")

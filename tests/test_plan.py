@@ -1,19 +1,26 @@
 """The frozen plan: selection, params, durations, simulation, instance ids."""
 
 import json
+import re
+import urllib.parse
 from datetime import datetime, timezone
 
 import pytest
 
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.errors import UsageError
+from tower.events import event_run_id
 from tower.plan import (
     MAX_INSTANCE_ID,
+    RUN_PREFIX,
     build_plan,
     fit_instance_id,
+    given_run_id,
+    is_safe_instance_id,
     is_valid_instance_id,
     new_run_id,
     service_instance_id,
+    timed_run_id,
 )
 
 NOW = datetime(2024, 6, 1, 3, 4, 5, tzinfo=timezone.utc)
@@ -52,7 +59,7 @@ def test_plan_freezes_services_platforms_and_params():
         "platform": "dbx", "deps": ["extract"], "timeout": 900.0,
         "retry": {"retries": 2, "backoff": 30, "max_backoff": 120}, "expected": 100.0,
         "spec": {"job_id": 7}, "params": {"date": "2024-06-01", "limit": 10, "full": False},
-        "iid": "nightly-1:transform",
+        "iid": service_instance_id("nightly-1", "transform"),
     }
     assert plan["services"]["extract"]["params"]["region"] == "eu"
     assert plan["services"]["report"]["expected"] == 60.0  # the default when nothing says
@@ -83,8 +90,9 @@ def test_bad_input_is_a_usage_error_that_says_what_to_do():
         build_plan(catalog(), "nightly", params=["date"])
     with pytest.raises(UsageError, match="param 'limit' must be an integer, got 'ten'"):
         build_plan(catalog(), "nightly", params=["limit=ten"])
-    with pytest.raises(UsageError, match="not a valid instance id"):
-        build_plan(catalog(), "nightly", run_id="a/b")
+    for bad in ("a/b", "a b", "a%2Fb", "@x", "x."):
+        with pytest.raises(UsageError, match="letters, digits and"):
+            build_plan(catalog(), "nightly", run_id=bad)
 
 
 def test_key_value_params_take_the_type_of_their_default():
@@ -110,13 +118,26 @@ def test_history_durations_may_be_asked_for_the_selected_services_only():
     assert plan["services"]["transform"]["expected"] == 42.5
 
 
-def test_long_or_odd_instance_ids_are_fitted_with_a_hash():
-    assert fit_instance_id("plain", "k") == "plain"
-    fitted = fit_instance_id("a/b" + "x" * 200, "k1", suffix="@2026-03-29T013000Z")
-    assert is_valid_instance_id(fitted) and len(fitted) == MAX_INSTANCE_ID
-    assert fitted.startswith("a-bxx") and fitted.endswith("@2026-03-29T013000Z")
-    assert fitted != fit_instance_id("a/b" + "x" * 200, "k2", suffix="@2026-03-29T013000Z")
-    assert is_valid_instance_id(fit_instance_id("@lead", "k"))
+def test_free_form_parts_of_ids_are_kept_only_when_url_safe_else_rewritten_and_hashed():
+    assert fit_instance_id("run~", "plain") == "run~plain"
+    fitted = fit_instance_id("run~", "a/b" + "x" * 200, "@20260329T013000Z")
+    assert is_safe_instance_id(fitted) and len(fitted) == MAX_INSTANCE_ID
+    assert fitted.startswith("run~a-bxx") and fitted.endswith("@20260329T013000Z")
+    assert fitted != fit_instance_id("run~", "a/b" + "x" * 199 + "y", "@20260329T013000Z")
+    # characters Azure accepts but a URL path would read differently are never kept as they are
+    for odd in ("a b", "a%2Fb", "a+b", "caf\u00e9", "x.", "a'b"):
+        fitted = fit_instance_id("run~", odd)
+        assert is_safe_instance_id(fitted) and fitted != "run~" + odd
+        assert urllib.parse.quote(fitted, safe="~:@") == fitted  # nothing to encode
+    assert fit_instance_id("run~", "a b") != fit_instance_id("run~", "a-b")  # rewritten ids stay distinct
+
+
+def test_a_run_id_a_caller_gives_gets_the_run_prefix_or_a_clear_error():
+    assert given_run_id("backfill-2026-11-24") == "run~backfill-2026-11-24"
+    assert given_run_id("run~backfill-2026-11-24") == "run~backfill-2026-11-24"  # resending the id given back
+    for bad in ("", "a/b", "a b", "50%", "x" * 97, "x.", "run~", 7, None):
+        with pytest.raises(UsageError, match="run_id"):
+            given_run_id(bad)
 
 
 def test_simulate_runs_everything_on_the_simulator_and_keeps_the_limits():
@@ -131,23 +152,36 @@ def test_simulate_runs_everything_on_the_simulator_and_keeps_the_limits():
     assert "${DATABRICKS_TOKEN}" not in json.dumps(plan)
 
 
-def test_generated_run_ids_are_readable_and_valid():
+def test_generated_run_ids_have_one_shape_with_the_run_prefix():
     run_id = new_run_id("nightly", NOW)
-    assert run_id.startswith("nightly-20240601T030405-") and len(run_id) == len("nightly-20240601T030405-") + 6
+    assert re.fullmatch(r"run~nightly@20240601T030405Z-[0-9a-f]{6}", run_id)
     assert new_run_id("nightly", NOW) != run_id
+    assert run_id.startswith(timed_run_id("nightly", NOW))  # a scheduled run's id, plus a random tail
     odd = new_run_id("@a/b#c?" + "x" * 200, NOW)
-    assert is_valid_instance_id(odd) and len(odd) == MAX_INSTANCE_ID
-    assert build_plan(catalog(), "nightly")["run_id"].startswith("nightly-")
+    assert is_safe_instance_id(odd) and len(odd) == MAX_INSTANCE_ID and odd.startswith("run~")
+    assert build_plan(catalog(), "nightly")["run_id"].startswith("run~nightly@")
 
 
-@pytest.mark.parametrize("service", ["plain", "a/b", "q?x", "#hash", "x" * 150, "back\\slash"])
-@pytest.mark.parametrize("run_id", ["r1", "y" * 100])
-def test_service_instance_ids_are_always_valid_and_distinct(run_id, service):
+@pytest.mark.parametrize("service", ["plain", "a/b", "q?x", "#hash", "x" * 150, "back\\slash", "sp ace"])
+@pytest.mark.parametrize("run_id", ["run~r1", "run~" + "y" * 96])
+def test_service_instance_ids_are_safe_distinct_and_hash_led(run_id, service):
     iid = service_instance_id(run_id, service)
-    assert is_valid_instance_id(iid)
+    assert is_safe_instance_id(iid)
     assert iid != service_instance_id(run_id, service + "2")
-    if run_id == "r1" and service == "plain":
-        assert iid == "r1:plain"
+    assert re.match(r"[0-9a-f]{16}~", iid) and not iid.startswith(RUN_PREFIX)
+    if run_id == "run~r1" and service == "plain":
+        assert iid.endswith("~run~r1:plain")
+
+
+def test_a_runs_service_runs_never_sort_among_runs():
+    runs = [new_run_id("a", NOW), timed_run_id("zz", NOW), event_run_id("m", "msg"), given_run_id("0x")]
+    services = [service_instance_id(run, name) for run in runs for name in ("a", "zz", "0")]
+    assert all(r.startswith(RUN_PREFIX) for r in runs)
+    assert max(services) < min(runs)  # the Azure Storage backend lists instances in id order
+    assert not any(s.startswith(RUN_PREFIX) for s in services)
+    # the services of one run spread over the id space instead of sitting next to each other
+    firsts = {service_instance_id(runs[0], f"svc{i}")[0] for i in range(64)}
+    assert len(firsts) >= 12
 
 
 def test_instance_id_rules_match_azure():

@@ -87,8 +87,8 @@ def test_bad_zone_and_naive_datetimes_are_refused():
 
 def test_scheduled_run_ids_are_stable_valid_instance_ids():
     when = utc(2026, 3, 29, 1, 30)
-    assert scheduled_run_id("nightly", when) == "nightly@2026-03-29T013000Z"
-    assert scheduled_run_id("nightly", when.astimezone(timezone(timedelta(hours=1)))) == "nightly@2026-03-29T013000Z"
+    assert scheduled_run_id("nightly", when) == "run~nightly@20260329T013000Z"
+    assert scheduled_run_id("nightly", when.astimezone(timezone(timedelta(hours=1)))) == "run~nightly@20260329T013000Z"
     long_id = scheduled_run_id("p" * 200, when)
-    assert len(long_id) == MAX_INSTANCE_ID and long_id.endswith("@2026-03-29T013000Z")
+    assert len(long_id) == MAX_INSTANCE_ID and long_id.endswith("@20260329T013000Z")
     assert long_id != scheduled_run_id("p" * 199 + "q", when)

@@ -22,16 +22,30 @@ from typing import Any, Protocol
 from tower.errors import ConfigError, UsageError
 from tower.paths import tower_home
 
-EVENTS_QUEUE = "tower-events"  # the queue the app's events trigger listens on
+QUEUE_SETTING = "TOWER_EVENTS_QUEUE"  # the app setting naming the queue the events trigger listens on
+QUEUE_BINDING = f"%{QUEUE_SETTING}%"  # resolved from app settings by the Functions host (and `tower serve`)
+EVENTS_QUEUE = "tower-events"  # its default (`tower serve`, `tower events send`, the Bicep template)
+RUN_REQUESTED = "tower.run.requested"  # the one event type Tower itself defines: start a named pipeline
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"  # the trigger's `connection`: an app-setting prefix
 NAMESPACE_SETTING = f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace"
 CONTENT_TYPE = "application/json"
 MAX_MESSAGE_ID = 128  # Service Bus limit on MessageId
 
 
+def events_queue(env: Mapping[str, str] | None = None) -> str:
+    """The events queue: ``TOWER_EVENTS_QUEUE``, else ``tower-events``."""
+    env = os.environ if env is None else env
+    return env.get(QUEUE_SETTING, "").strip() or EVENTS_QUEUE
+
+
 class Publisher(Protocol):
     def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
         """Publish one event; returns its message id."""
+        ...
+
+    def send_raw(self, body: bytes, *, message_id: str, application_properties: Mapping[str, Any],
+                 content_type: str | None) -> str:
+        """Send a message as it was received (a redriven one): same id, body and properties."""
         ...
 
 
@@ -79,23 +93,27 @@ def decode_event(body: bytes | str, application_properties: Mapping[str, Any] | 
 class ServiceBusPublisher:
     """Publishes to a Service Bus queue or topic with Microsoft Entra ID (no keys, no connection string)."""
 
-    def __init__(self, namespace: str, entity: str = EVENTS_QUEUE, *, credential=None):
+    def __init__(self, namespace: str, entity: str | None = None, *, credential=None):
         if not namespace or "://" in namespace or ";" in namespace:
             raise ConfigError(
                 f"{NAMESPACE_SETTING}: expected a fully-qualified namespace such as "
                 "'tower-dev.servicebus.windows.net' (connection strings are not supported)"
             )
         self.namespace = namespace
-        self.entity = entity
+        self.entity = entity or events_queue()
         self._credential = credential
         self._client = None
 
     def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
+        message_id, body, props = encode_event(event_type, data, message_id)
+        return self.send_raw(body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE)
+
+    def send_raw(self, body: bytes, *, message_id: str, application_properties: Mapping[str, Any],
+                 content_type: str | None) -> str:
         from azure.servicebus import ServiceBusMessage
 
-        message_id, body, props = encode_event(event_type, data, message_id)
         message = ServiceBusMessage(
-            body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE
+            body, message_id=message_id, application_properties=dict(application_properties), content_type=content_type
         )
         with self._servicebus().get_queue_sender(self.entity) as sender:  # a topic is addressed alike
             sender.send_messages(message)
@@ -121,15 +139,18 @@ class ServiceBusPublisher:
 class LocalBusPublisher:
     """Publishes to the local SQLite bus that ``tower serve`` feeds its Service Bus triggers from."""
 
-    def __init__(self, bus, entity: str = EVENTS_QUEUE):
+    def __init__(self, bus, entity: str | None = None):
         self.bus = bus
-        self.entity = entity
+        self.entity = entity or events_queue()
 
     def send(self, event_type: str, data: Any = None, *, message_id: str | None = None) -> str:
         message_id, body, props = encode_event(event_type, data, message_id)
-        return self.bus.send(
-            self.entity, body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE
-        )
+        return self.send_raw(body, message_id=message_id, application_properties=props, content_type=CONTENT_TYPE)
+
+    def send_raw(self, body: bytes, *, message_id: str, application_properties: Mapping[str, Any],
+                 content_type: str | None) -> str:
+        return self.bus.send(self.entity, body, message_id=message_id,
+                             application_properties=dict(application_properties), content_type=content_type)
 
     def close(self) -> None:
         self.bus.close()
@@ -140,10 +161,12 @@ def local_bus_path(home: str | Path) -> Path:
 
 
 def publisher_from_settings(
-    env: Mapping[str, str] | None = None, *, entity: str = EVENTS_QUEUE, home: str | Path | None = None
+    env: Mapping[str, str] | None = None, *, entity: str | None = None, home: str | Path | None = None
 ) -> Publisher:
-    """Service Bus when the namespace setting is present, else the local bus under $TOWER_HOME."""
+    """Service Bus when the namespace setting is present, else the local bus under $TOWER_HOME;
+    to `entity`, else the events queue (``TOWER_EVENTS_QUEUE``)."""
     env = os.environ if env is None else env
+    entity = entity or events_queue(env)
     namespace = env.get(NAMESPACE_SETTING, "").strip()
     if namespace:
         return ServiceBusPublisher(namespace, entity)
@@ -154,8 +177,8 @@ def publisher_from_settings(
 
 
 def event_run_id(pipeline: str, message_id: str) -> str:
-    """The instance id of the run an event starts: ``<pipeline>@evt-<message id>``, hashed when the id
-    is too long or holds characters Azure refuses, so one message always maps to one run."""
-    from tower.plan import fit_instance_id
+    """The instance id of the run an event starts: ``run~<pipeline>:<message id>`` (see
+    tower.plan.run_instance_id), so one message always maps to one run and a redelivery finds it."""
+    from tower.plan import run_instance_id
 
-    return fit_instance_id(f"{pipeline}@evt-{message_id}", f"{pipeline}\0{message_id}")
+    return run_instance_id(pipeline, ":", message_id)

@@ -51,20 +51,90 @@ def is_valid_instance_id(instance_id: str) -> bool:
     )
 
 
-def fit_instance_id(readable: str, hash_key: str, suffix: str = "") -> str:
-    """``readable + suffix`` when Azure accepts it as an instance id. Else `readable` with what Azure
-    refuses replaced, cut to fit, then ``~`` and a hash of `hash_key` (which must tell the ids apart),
-    then `suffix` whole (it must be valid inside an id)."""
-    if is_valid_instance_id(readable + suffix):
-        return readable + suffix
-    digest = hashlib.sha256(hash_key.encode()).hexdigest()[:16]
-    head = _FORBIDDEN_IN_ID.sub("-", readable).lstrip("@")
-    return f"{head[: MAX_INSTANCE_ID - len(digest) - len(suffix) - 1]}~{digest}{suffix}"
+# Tower's own instance ids are stricter than Azure's. The Durable SDK puts an instance id into its
+# management URLs as is (azure-functions-durable 1.7.0, DurableOrchestrationClient: _get_start_new_url,
+# _get_raise_event_url, RpcManagementOptions.to_url...: no quoting), so an id holding '%', '+', a space
+# or non-ASCII text would address another instance than the one Tower computed. Every id Tower makes
+# is therefore built of characters that never need encoding in a URL path and that Table keys accept:
+# letters, digits and . _ : @ - ~ (never ending in '.', which some front ends strip). Free-form parts
+# (message ids, run ids a caller gives) are kept only when they are of that alphabet already; otherwise
+# what is outside it becomes '-' and a hash of the original keeps distinct inputs distinct.
+#
+# The shapes are disjoint (docs/architecture.md, "Instance ids"):
+#   runs          run~<pipeline>@<yyyymmddThhmmssZ>             scheduled (the due time)
+#                 run~<pipeline>@<yyyymmddThhmmssZ>-<6 hex>     started by hand (CLI, API, repair)
+#                 run~<pipeline>:<message id>                   started by an event
+#                 run~<name>                                    a run id a caller chose (API `run_id`)
+#   service runs  <16 hex>~<run id>:<service>                   hash-led
+# Runs share the fixed prefix `run~`, so an `instanceIdPrefix` query lists them and nothing else, and
+# in the instance-id order of the Azure Storage backend they sort together, after every service run
+# (hex digits sort before 'r'). Service runs start with a hash, so a run's thousands of service runs
+# spread over the Instances and History tables' partitions instead of piling onto adjacent keys.
+RUN_PREFIX = "run~"
+_SAFE_PART = re.compile(r"[A-Za-z0-9._:@-]+")
+_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9._:@-]")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:@~-]+")
+HASH_CHARS = 16  # 64 bits of SHA-256: the part of an id that keeps cut or rewritten ids distinct
+MAX_GIVEN_RUN_ID = MAX_INSTANCE_ID - len(RUN_PREFIX)
+
+
+def is_safe_instance_id(instance_id: str) -> bool:
+    """An id Tower can use as is: valid in Azure, nothing to encode in a URL, not ending in '.'."""
+    return (is_valid_instance_id(instance_id) and bool(_SAFE_ID.fullmatch(instance_id))
+            and not instance_id.endswith("."))
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:HASH_CHARS]
+
+
+def fit_instance_id(prefix: str, free: str, suffix: str = "", hash_key: str | None = None) -> str:
+    """``prefix + free + suffix`` when `free` is of the safe alphabet and the whole fits; else `free`
+    with what is outside the alphabet replaced by '-', cut to fit, then ``~`` and a hash of
+    `hash_key` (default: `free`, which must tell the ids apart), then `suffix` whole. `prefix` and
+    `suffix` are Tower's own (safe) text."""
+    whole = prefix + free + suffix
+    if _SAFE_PART.fullmatch(free) and is_safe_instance_id(whole):
+        return whole
+    digest = _digest(free if hash_key is None else hash_key)
+    head = _UNSAFE_CHAR.sub("-", free)[: MAX_INSTANCE_ID - len(prefix) - len(digest) - 1 - len(suffix)]
+    return f"{prefix}{head}~{digest}{suffix}"
+
+
+def run_instance_id(pipeline: str, separator: str, tail: str) -> str:
+    """``run~<pipeline><separator><tail>``: '@' and a time (Tower's own text, kept whole at the end),
+    or ':' and a free-form message id (rewritten and hashed when needed)."""
+    if separator == "@":
+        return fit_instance_id(RUN_PREFIX, pipeline, f"@{tail}")
+    return fit_instance_id(RUN_PREFIX, f"{pipeline}{separator}{tail}")
+
+
+def timed_run_id(pipeline: str, when: datetime, nonce: str = "") -> str:
+    """``run~<pipeline>@<UTC yyyymmddThhmmssZ><nonce>``: the one shape of scheduled runs (no nonce:
+    the due time makes the id) and of runs started by hand (a random nonce)."""
+    return run_instance_id(pipeline, "@", when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + nonce)
+
+
+def given_run_id(value: Any) -> str:
+    """The instance id of a run whose id a caller chose (the API's ``run_id``): ``run~<value>``
+    (a value that already starts with ``run~`` stays as is); UsageError when it is not of the safe
+    alphabet, rather than an id that a URL or the Durable API would read differently."""
+    if not isinstance(value, str):
+        raise UsageError(f"run_id: expected a string, got {type(value).__name__}")
+    name = value[len(RUN_PREFIX):] if value.startswith(RUN_PREFIX) else value
+    if not name or len(name) > MAX_GIVEN_RUN_ID or not _SAFE_PART.fullmatch(name) or name.endswith("."):
+        raise UsageError(
+            f"run_id {value!r}: use 1-{MAX_GIVEN_RUN_ID} letters, digits and . _ : @ - (not ending in"
+            " '.'), e.g. 'backfill-2026-11-24'; the run's id is then 'run~' and that name"
+        )
+    return RUN_PREFIX + name
 
 
 def service_instance_id(run_id: str, service: str) -> str:
-    """`<run_id>:<service>`, fitted to Azure's rules (see fit_instance_id)."""
-    return fit_instance_id(f"{run_id}:{service}", f"{run_id}\0{service}")
+    """``<16 hex>~<run_id>:<service>``, cut to 100 characters: hash-led (see above), still readable."""
+    digest = _digest(f"{run_id}\0{service}")
+    readable = re.sub(r"[^A-Za-z0-9._:@~-]", "-", f"{run_id}:{service}")
+    return f"{digest}~{readable}"[:MAX_INSTANCE_ID].rstrip(".")
 
 
 def service_job(plan: dict, name: str) -> dict:
@@ -92,11 +162,8 @@ def submission_of(job: dict, attempt: int) -> dict:
 
 
 def new_run_id(pipeline: str, now: datetime) -> str:
-    """`<pipeline>-<UTC yyyymmddThhmmss>-<6 hex>`, with anything Azure refuses in a name replaced."""
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    suffix = f"-{stamp}-{secrets.token_hex(3)}"
-    name = _FORBIDDEN_IN_ID.sub("-", pipeline).lstrip("@") or "run"
-    return name[: MAX_INSTANCE_ID - len(suffix)] + suffix
+    """A run started by hand: ``run~<pipeline>@<UTC yyyymmddThhmmssZ>-<6 hex>`` (see timed_run_id)."""
+    return timed_run_id(pipeline, now, f"-{secrets.token_hex(3)}")
 
 
 def build_plan(
@@ -127,10 +194,10 @@ def build_plan(
     now = now or datetime.now(timezone.utc)
     if run_id is None:
         run_id = new_run_id(pipeline, now)
-    elif not is_valid_instance_id(run_id):
+    elif not is_safe_instance_id(run_id):
         raise UsageError(
-            f"run id {run_id!r} is not a valid instance id (1-100 characters, not starting with '@',"
-            " without / \\ # ? or control characters)"
+            f"run id {run_id!r}: 1-{MAX_INSTANCE_ID} letters, digits and . _ : @ - ~ (not starting with"
+            " '@' nor ending in '.'); see tower.plan.given_run_id"
         )
 
     deps = graph.restrict(catalog.deps(), chosen)

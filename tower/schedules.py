@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from tower.catalog.model import Schedule
 from tower.errors import ConfigError
-from tower.plan import fit_instance_id
+from tower.plan import timed_run_id
 
 MAX_CATCHUP = 1000  # runs started for one pipeline by one tick, at most
 TICK_GRACE = timedelta(seconds=90)  # with catchup=none, how late a run may still start
@@ -61,9 +61,9 @@ def due_runs(schedule: Schedule, last_tick: datetime, now: datetime) -> list[dat
 
 
 def scheduled_run_id(pipeline: str, when: datetime) -> str:
-    """The idempotent instance id of a scheduled run: ``<pipeline>@<UTC time, no colons>``."""
-    stamp = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
-    return fit_instance_id(pipeline, pipeline, suffix=f"@{stamp}")
+    """The idempotent instance id of a scheduled run: ``run~<pipeline>@<UTC yyyymmddThhmmssZ>`` of
+    the due time, the shape of runs started by hand without their random tail (tower.plan)."""
+    return timed_run_id(pipeline, when)
 
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:

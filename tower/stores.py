@@ -1,4 +1,4 @@
-"""What the run history and the run ledger share: where each lives (SQLite under $TOWER_HOME
+"""What Tower's stores (run history, run ledger, rejected events...) share: where each lives (SQLite under $TOWER_HOME
 locally, an Azure Table in Azure), their SQLite connections and their Table clients."""
 
 from __future__ import annotations
@@ -7,13 +7,54 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from tower.errors import ConfigError
 from tower.paths import tower_home
 
-IN_AZURE = "WEBSITE_INSTANCE_ID"  # set by App Service / Functions on every instance
+# Variables the platform sets on Azure hosts, read off Azure/azure-functions-host
+# (EnvironmentExtensions.cs and its tests): App Service plans (Dedicated, Premium, Windows
+# Consumption) set WEBSITE_INSTANCE_ID; every Functions plan sets WEBSITE_SKU (Dynamic,
+# ElasticPremium, FlexConsumption...); Flex Consumption runs in "Legion" containers WITHOUT
+# WEBSITE_INSTANCE_ID but with WEBSITE_SKU=FlexConsumption and LEGION_SERVICE_HOST; Kubernetes and
+# Container Apps hosting set WEBSITE_POD_NAME / CONTAINER_APP_NAME. CONTAINER_NAME alone proves
+# nothing (plenty of container runtimes set it). Core Tools (`func start` on a laptop) sets
+# FUNCTIONS_CORETOOLS_ENVIRONMENT: local, whatever else is set.
+AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SKU", "LEGION_SERVICE_HOST", "WEBSITE_POD_NAME", "CONTAINER_APP_NAME")
+CORE_TOOLS = "FUNCTIONS_CORETOOLS_ENVIRONMENT"
+
+
+def azure_marker(env: Mapping[str, str] | None = None) -> str | None:
+    """The variable that shows this process runs on an Azure host (any plan), or None (a laptop,
+    `tower serve`, Core Tools)."""
+    env = os.environ if env is None else env
+    if env.get(CORE_TOOLS, "").lower() == "true":
+        return None
+    return next((name for name in AZURE_MARKERS if env.get(name)), None)
+
+
+# Every store Tower keeps in Table Storage in Azure: setting -> what it holds.
+TABLE_SETTINGS = {
+    "TOWER_LEDGER_TABLE_URL": "the run ledger",
+    "TOWER_HISTORY_TABLE_URL": "run history",
+    "TOWER_REJECTED_TABLE_URL": "rejected events",
+}
+
+
+def require_tables(env: Mapping[str, str] | None = None) -> None:
+    """On an Azure host, every table setting must be there: one ConfigError naming all that are
+    missing, raised when the app loads (so it stops at once instead of failing run by run)."""
+    env = os.environ if env is None else env
+    marker = azure_marker(env)
+    missing = [f"{name} ({what})" for name, what in TABLE_SETTINGS.items() if not env.get(name)]
+    if marker and missing:
+        raise ConfigError(f"this is an Azure host ({marker} is set) but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set: Tower keeps these in Table Storage "
+                          "there (a SQLite file would be one per instance). Set each to "
+                          "https://<account>.table.core.windows.net/<table> and give the app's identity the "
+                          "'Storage Table Data Contributor' role on the account")
 
 
 def location(setting: str, filename: str, home: str | Path | None = None) -> tuple[str, str]:
@@ -26,9 +67,11 @@ def location(setting: str, filename: str, home: str | Path | None = None) -> tup
             raise ConfigError(f"{setting}: give the table URL without a query string (no SAS token): "
                               "Tower reaches Table Storage with the app's managed identity")
         return "table", url
-    if os.environ.get(IN_AZURE):
-        raise ConfigError(f"{setting} is not set: in Azure, Tower keeps this store in Table Storage; set it "
-                          "to https://<account>.table.core.windows.net/<table> and give the app's identity "
+    marker = azure_marker()
+    if marker:
+        raise ConfigError(f"{setting} is not set, and this is an Azure host ({marker} is set): a SQLite "
+                          "file here would be one per instance. Set it to "
+                          "https://<account>.table.core.windows.net/<table> and give the app's identity "
                           "the 'Storage Table Data Contributor' role on the account")
     return "sqlite", str((Path(home) if home else tower_home()).absolute() / filename)
 

@@ -51,14 +51,37 @@ def test_abandon_redelivers_with_a_higher_count_then_dead_letters(bus):
     for _ in range(3):
         [msg] = bus.receive("q")
         counts.append(msg.delivery_count)
-        went_back = bus.abandon(msg, "ValueError: bad data")
+        went_back = bus.abandon(msg)
     assert counts == [1, 2, 3]
     assert went_back is False
     assert bus.receive("q") == []
     [dead] = bus.dead_letters("q")
     assert (dead.message_id, dead.delivery_count) == ("p", 3)
     assert dead.dead_letter_reason == MAX_DELIVERY_REASON
-    assert dead.dead_letter_description == "ValueError: bad data"
+    # what Service Bus writes: a generic description, nothing of the function's error
+    assert dead.dead_letter_description == "Message could not be consumed after 3 delivery attempts."
+
+
+def test_redrive_sends_dead_letters_back_as_new_messages_and_purge_deletes_them(tmp_path):
+    bus = LocalBus(tmp_path / "bus.db", max_deliveries=1)
+    for entity, message_id in (("q", "a"), ("q", "b"), ("other", "c")):
+        bus.send(entity, f"body-{message_id}", message_id=message_id, application_properties={"type": "t"},
+                 content_type="application/json")
+        [msg] = bus.receive(entity)
+        assert bus.abandon(msg) is False
+    assert [m.message_id for m in bus.dead_letters()] == ["a", "b", "c"]
+
+    [redriven] = bus.redrive("q", ["b"])
+    assert redriven.message_id == "b" and [m.message_id for m in bus.dead_letters()] == ["a", "c"]
+    [again] = bus.receive("q")
+    assert (again.message_id, again.body, again.delivery_count) == ("b", b"body-b", 1)
+    assert (again.application_properties, again.content_type) == ({"type": "t"}, "application/json")
+    bus.complete(again)
+
+    assert [m.message_id for m in bus.purge_dead_letters(entity="other")] == ["c"]
+    assert [m.message_id for m in bus.redrive()] == ["a"]
+    assert bus.dead_letters() == [] and [m.message_id for m in bus.active()] == ["a"]
+    assert bus.purge_dead_letters() == []
 
 
 def test_an_expired_lock_makes_the_message_available_again(tmp_path):

@@ -132,7 +132,7 @@ def test_schedule_tick_starts_each_due_time_once(host):
         return first, second
 
     first, second = asyncio.run_coroutine_threadsafe(run_ticks(), host.engine.loop).result(30)
-    assert first == ["nightly@2026-03-29T013000Z"] and second == []
+    assert first == ["run~nightly@20260329T013000Z"] and second == []
     assert wait_for_run(host, first[0])["status"] == "succeeded"
 
 

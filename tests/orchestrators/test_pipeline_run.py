@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tower import names
+from tower.plan import service_instance_id
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment, live_status
 from tower.plan import build_plan
@@ -253,7 +254,7 @@ def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
     not poll_after after the (later) episode that read the answer."""
     result = run(engine, sim_catalog({"only": {"duration": 0.8}}))  # longer than the submit lingers
     assert result["status"] == "succeeded"
-    history = engine.history(f"{result['run_id']}:only")
+    history = engine.history(service_instance_id(result['run_id'], "only"))
     # the first look (a poll: the work was submitted at dispatch) watched it, then said when to look again
     status = next(json.loads(e["Result"]) for e in history if e["EventType"] == 5)  # TaskCompleted
     fire_at = next(e["FireAt"] for e in history if e["EventType"] == 10)  # TimerCreated
@@ -264,7 +265,7 @@ def test_a_poll_hint_counts_from_when_the_platform_was_asked(engine):
 def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engine):
     result = run(engine, sim_catalog({"a": {"duration": 0.7}, "b": {"deps": ["a"], "duration": 0.0}}))
     assert statuses(result) == {"a": "succeeded", "b": "succeeded"}
-    a, b = f"{result['run_id']}:a", f"{result['run_id']}:b"
+    a, b = service_instance_id(result['run_id'], "a"), service_instance_id(result['run_id'], "b")
     # submitted at dispatch; the first look watched 0.5 s, the next saw the end: no separate report
     assert scheduled(engine, a) == [names.POLL_SERVICE, names.POLL_SERVICE]
     assert scheduled(engine, b) == [names.POLL_SERVICE]  # zero duration: the first look saw it end
@@ -277,9 +278,9 @@ def test_the_poll_that_sees_a_success_reports_it_and_starts_the_dependents(engin
 def test_work_that_ends_within_the_linger_budget_is_watched_by_the_submit(engine):
     result = run(engine, sim_catalog({"quick": {"duration": 0.2}, "slow": {"duration": 0.7}}))
     assert statuses(result) == {"quick": "succeeded", "slow": "succeeded"}
-    kinds = {name: [e["EventType"] for e in engine.history(f"{result['run_id']}:{name}")] for name in result["services"]}
+    kinds = {name: [e["EventType"] for e in engine.history(service_instance_id(result['run_id'], name))] for name in result["services"]}
     assert 10 not in kinds["quick"] and 10 in kinds["slow"]  # TimerCreated: only the slow one waits durably
-    assert scheduled(engine, f"{result['run_id']}:quick") == [names.POLL_SERVICE]
+    assert scheduled(engine, service_instance_id(result['run_id'], "quick")) == [names.POLL_SERVICE]
     started, finished = times(result, "quick")
     assert 0.2 <= (finished - started).total_seconds() < 0.4
 
@@ -307,7 +308,7 @@ def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine
     monkeypatch.setattr(activities.runs, "record_report", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
     assert result["status"] == "succeeded" and calls == ["only", "only"]
-    assert scheduled(engine, f"{result['run_id']}:only") == [names.POLL_SERVICE, names.REPORT_SERVICE]
+    assert scheduled(engine, service_instance_id(result['run_id'], "only")) == [names.POLL_SERVICE, names.REPORT_SERVICE]
 
 
 def test_a_ready_service_starts_at_once_while_unrelated_work_runs(engine):

@@ -19,6 +19,7 @@ import activities.remote
 import activities.runs
 import activities.services
 from tower import names
+from tower.plan import service_instance_id
 from tower.errors import EngineError
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment, open_run
@@ -106,10 +107,10 @@ def platform():
 def service_ended(engine, run_id: str, service: str, timeout: float = 10) -> dict:
     """The status of the ended service_run orchestration (it may start late and end after the run)."""
     deadline = time.monotonic() + timeout
-    while engine.status(f"{run_id}:{service}", show_input=False) is None:
+    while engine.status(service_instance_id(run_id, service), show_input=False) is None:
         assert time.monotonic() < deadline, f"{run_id}:{service} never started"
         time.sleep(0.01)
-    return engine.wait(f"{run_id}:{service}", max(deadline - time.monotonic(), 0.1))
+    return engine.wait(service_instance_id(run_id, service), max(deadline - time.monotonic(), 0.1))
 
 
 def service_output(engine, run_id: str, service: str) -> dict:
@@ -306,7 +307,7 @@ def test_a_failed_submit_at_dispatch_is_made_again_by_the_service_run_with_the_s
     only = result["services"]["only"]
     assert (result["status"], only["status"], only["attempts"]) == ("succeeded", "succeeded", 1)
     assert keys == [f"{result['run_id']}/only/1"] * 2
-    assert scheduled(engine, f"{result['run_id']}:only") == [names.SUBMIT_SERVICE]
+    assert scheduled(engine, service_instance_id(result['run_id'], "only")) == [names.SUBMIT_SERVICE]
 
 
 # The deadline counts from the submit at dispatch. A slow submit of one service (here 1 s) must not
@@ -337,7 +338,7 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
     result = engine.wait(plan["run_id"], 20)["output"]
     assert statuses(result) == {"a": "succeeded", "slow": "succeeded", "quick": "succeeded"}
     assert overlaps == [], f"submitted beside a submit in flight: {overlaps}"
-    assert scheduled(engine, f"{plan['run_id']}:slow") == [names.POLL_SERVICE]  # one service run, which polled
+    assert scheduled(engine, service_instance_id(plan['run_id'], "slow")) == [names.POLL_SERVICE]  # one service run, which polled
 
 
 # A service whose cancel signal found no instance (its service run was being started) is stopped by
@@ -441,7 +442,7 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
     assert failed, "b's early report never failed: the scenario did not happen"
     assert result["status"] == "succeeded", result
     assert overlaps == [], f"submitted beside a submit at dispatch still in flight: {overlaps}"
-    assert scheduled(engine, f"{result['run_id']}:slow") == [names.POLL_SERVICE]
+    assert scheduled(engine, service_instance_id(result['run_id'], "slow")) == [names.POLL_SERVICE]
 
 
 # Only the dispatch has the handle of the work it submitted, so a failed start of its service run is

@@ -6,6 +6,12 @@ count raised on every lock, abandon → redelivery, and a message moved to the d
 its delivery count reaches ``max_deliveries`` (10, the Service Bus default). Messages survive a
 restart of the process; several processes may share the file (``tower events send`` while
 ``tower serve`` runs).
+
+It is no kinder than Service Bus: a message dead-lettered for its delivery count carries the reason
+``MaxDeliveryCountExceeded`` and a generic description, never the function's error (the Functions
+host abandons a failed message without a reason; Service Bus writes its own). Dead letters can be
+sent back to their queue (redrive, as Service Bus Explorer does: a new copy with the same id, body
+and properties, delivery count 0) or purged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ from tower.errors import EngineError
 DEFAULT_MAX_DELIVERIES = 10  # Service Bus MaxDeliveryCount default
 DEFAULT_LOCK_SECONDS = 60.0  # Service Bus LockDuration default
 MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"  # the reason Service Bus writes on its DLQ messages
+
+
+def max_delivery_description(count: int) -> str:
+    """Service Bus's own description of such a dead letter: generic, nothing of the function's error."""
+    return f"Message could not be consumed after {count} delivery attempts."
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -150,7 +161,7 @@ class LocalBus:
         ready = "entity = ? AND dead_lettered = 0 AND locked_until <= ?"
         with self._transaction():
             self._move_to_dead_letters(  # the lock expired on the last allowed delivery
-                MAX_DELIVERY_REASON, "lock expired on the last delivery",
+                MAX_DELIVERY_REASON, max_delivery_description(self.max_deliveries),
                 f"{ready} AND delivery_count >= ?", entity, now, self.max_deliveries,
             )
             rows = self._db.execute(
@@ -171,18 +182,16 @@ class LocalBus:
             self._locked(message)
             self._db.execute("DELETE FROM messages WHERE seq = ?", (message.seq,))
 
-    def abandon(self, message: Message, description: str = "") -> bool:
-        """Give the message back for redelivery; returns False when it went to the dead letters.
-
-        ``description`` (say, the trigger's error) is kept on the dead-lettered message.
-        """
+    def abandon(self, message: Message) -> bool:
+        """Give the message back for redelivery; returns False when it went to the dead letters
+        (with Service Bus's reason and description: the function's error is not kept)."""
         with self._transaction():
             self._locked(message)
             count = self._db.execute(
                 "SELECT delivery_count FROM messages WHERE seq = ?", (message.seq,)
             ).fetchone()[0]
             if count >= self.max_deliveries:
-                self._move_to_dead_letters(MAX_DELIVERY_REASON, description, "seq = ?", message.seq)
+                self._move_to_dead_letters(MAX_DELIVERY_REASON, max_delivery_description(count), "seq = ?", message.seq)
                 return False
             self._db.execute(
                 "UPDATE messages SET locked_until = 0, lock_token = NULL WHERE seq = ?", (message.seq,)
@@ -204,6 +213,39 @@ class LocalBus:
     def active(self, entity: str | None = None) -> list[Message]:
         """Messages still waiting for (or in) delivery."""
         return self._select("dead_lettered = 0", entity)
+
+    # ------------------------------------------------------------------ dead-letter maintenance
+
+    def redrive(self, entity: str | None = None, message_ids: list[str] | None = None) -> list[Message]:
+        """Send dead letters back to the entity they died on (all, or those of `entity` / with these
+        message ids): each becomes a new message with its id, body and properties, delivery count 0.
+        Returns the redriven dead letters."""
+        with self._transaction():
+            dead = self._dead(entity, message_ids)
+            self._db.executemany(
+                "INSERT INTO messages (entity, message_id, body, content_type, application_properties,"
+                " enqueued_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(m.entity, m.message_id, m.body, m.content_type, json.dumps(m.application_properties), time.time())
+                 for m in dead],
+            )
+            self._db.executemany("DELETE FROM messages WHERE seq = ?", [(m.seq,) for m in dead])
+        return dead
+
+    def purge_dead_letters(self, entity: str | None = None, message_ids: list[str] | None = None) -> list[Message]:
+        """Delete dead letters (all, or those of `entity` / with these message ids); returns them."""
+        with self._transaction():
+            dead = self._dead(entity, message_ids)
+            self._db.executemany("DELETE FROM messages WHERE seq = ?", [(m.seq,) for m in dead])
+        return dead
+
+    def _dead(self, entity: str | None, message_ids: list[str] | None) -> list[Message]:
+        sql, args = f"SELECT {_COLUMNS} FROM messages WHERE dead_lettered = 1", []
+        if entity is not None:
+            sql, args = sql + " AND entity = ?", [entity]
+        if message_ids is not None:
+            sql += f" AND message_id IN ({', '.join('?' * len(message_ids))})"
+            args += list(message_ids)
+        return [_message(row) for row in self._db.execute(sql + " ORDER BY seq", args)]
 
     # ------------------------------------------------------------------ internals
 

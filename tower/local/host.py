@@ -323,12 +323,12 @@ class BusPump:
             argument = _servicebus_message(message)
         except Exception as exc:  # a host bug, not the function's: say so loudly
             self.log(f"{trigger.name}: host error building the message: {_describe(exc)}")
-            await self._settle(trigger, message, self.bus.abandon, redact(_describe(exc)))
+            await self._settle(trigger, message, self.bus.abandon)
             return
         try:
             await self.invoke(trigger, {trigger.arg: argument})
         except Exception as exc:
-            if await self._settle(trigger, message, self.bus.abandon, redact(_describe(exc))) is False:
+            if await self._settle(trigger, message, self.bus.abandon) is False:
                 self.log(
                     f"{trigger.name}: message {message.message_id} dead-lettered after "
                     f"{message.delivery_count} deliveries (see `tower events dead-letters`)"
