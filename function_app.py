@@ -6,8 +6,10 @@ import azure.functions as func
 
 from activities import blueprints as activities
 from orchestrators import bp as orchestrators
+from tower.stores import require_tables
 from triggers import blueprints as triggers
 
+require_tables()  # on an Azure host, stop here with one clear error rather than use SQLite files
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (orchestrators, *activities, *triggers):
     app.register_functions(blueprint)

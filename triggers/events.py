@@ -1,21 +1,37 @@
 """The events trigger: a Service Bus message starts every pipeline listening for its event type.
 
 The run's instance id comes from the message id, so a redelivered (or resent) message finds its run
-already there and starts nothing twice. A message that can never work (no event type, bad params)
-fails, is retried by Service Bus and ends in the dead-letter queue with the reason.
+already there and starts nothing twice; a twin delivered at the same moment that wins the race to
+start it is the same duplicate, not a failure.
+
+A message that can never work (undecodable, no event type, a ``tower.run.requested`` naming an
+unknown pipeline, params a pipeline refuses) is completed, not failed: failing it would only have
+Service Bus deliver it `maxDeliveryCount` times and dead-letter it with its own generic reason
+(a Python function cannot dead-letter with a reason of its own). It is logged at error level with the
+reason and kept in the rejected-events store (`tower.rejected`), listed by `GET /api/events/rejected`
+and `tower events rejected`. Transient failures (storage or the Durable API unreachable, an invalid
+catalog file, a missing setting) still raise, so Service Bus delivers the message again.
+
+    GET /api/events/rejected[?limit=N&queue=Q]   rejected messages, newest first, with the reason
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import json
+import time
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower.events import EVENTS_QUEUE, SERVICE_BUS_CONNECTION
+from tower.errors import InstanceExists, TowerError, UsageError
+from tower.events import QUEUE_BINDING, RUN_REQUESTED, SERVICE_BUS_CONNECTION
 from triggers.common import catalog, log, start_once
 
 bp = df.Blueprint()
+REQUEST_FIELDS = ("pipeline", "params", "services")
+DEFAULT_REJECTED_LIMIT = 50
 
 
 def listeners(cat, event_type: str) -> list[str]:
@@ -37,25 +53,120 @@ def run_params(cat, pipeline: str, data) -> dict:
     return {k: v for k, v in data.items() if k in known}
 
 
+def requested_runs(cat, event_type: str, data) -> list[tuple[str, dict | None, list | None]]:
+    """(pipeline, params, selectors) of each run an event asks for; UsageError when it can never work.
+
+    ``tower.run.requested`` names one pipeline (``{"pipeline", "params", "services"}``), which
+    starts whatever its `on_event` says; any other type starts every pipeline listening for it,
+    with the data fields they declare as params."""
+    if event_type != RUN_REQUESTED:
+        return [(name, run_params(cat, name, data), None) for name in listeners(cat, event_type)]
+    example = f'{{"pipeline": "<name>", "params": {{...}}, "services": ["selector", ...]}}'
+    if not isinstance(data, dict) or not isinstance(data.get("pipeline"), str):
+        raise UsageError(f"{RUN_REQUESTED}: the data must be {example}")
+    unknown = sorted(set(data) - set(REQUEST_FIELDS))
+    if unknown:
+        raise UsageError(f"{RUN_REQUESTED}: unknown field(s) {', '.join(unknown)}; expected {example}")
+    pipeline, params, services = data["pipeline"], data.get("params"), data.get("services")
+    if pipeline not in cat.pipelines:
+        raise UsageError(f"{RUN_REQUESTED}: unknown pipeline {pipeline!r} (pipelines: {', '.join(cat.pipelines) or 'none'})")
+    if params is not None and not isinstance(params, dict):
+        raise UsageError(f"{RUN_REQUESTED}: params must be an object, got {type(params).__name__}")
+    if services is not None and not (isinstance(services, list) and all(isinstance(s, str) for s in services)):
+        raise UsageError(f"{RUN_REQUESTED}: services must be a list of selectors")
+    return [(pipeline, params or None, services or None)]
+
+
 async def handle(client, message: func.ServiceBusMessage) -> list[str]:
-    """Start the runs an event asks for; returns the run ids started."""
+    """Start the runs an event asks for; returns the run ids started (duplicates are not).
+
+    A message that can never work is rejected (kept with the reason, see the module's docstring)
+    and the call returns normally, so the host completes it."""
     from tower.events import decode_event, event_run_id
 
-    event_type, data = decode_event(message.get_body(), message.application_properties)
-    cat = catalog()
-    started = []
-    names = listeners(cat, event_type)
-    if not names:
-        log.info("event %s (%s): no pipeline listens for it", event_type, message.message_id)
-    for name in names:
-        run_id = event_run_id(name, message.message_id)
-        if await start_once(client, cat, name, run_id, params=run_params(cat, name, data)):
-            started.append(run_id)
+    message_id = message.message_id or f"seq-{message.sequence_number}"
+    try:
+        event_type, data = decode_event(message.get_body(), message.application_properties)
+    except UsageError as exc:
+        await reject(message, message_id, None, str(exc))
+        return []
+    cat = catalog()  # CatalogError: the deployed catalog is broken, not the message; redelivered
+    try:
+        runs = requested_runs(cat, event_type, data)
+    except UsageError as exc:
+        await reject(message, message_id, event_type, str(exc))
+        return []
+    if not runs:
+        log.info("event %s (%s): no pipeline listens for it", event_type, message_id)
+    started, refused = [], []
+    for pipeline, params, selectors in runs:
+        run_id = event_run_id(pipeline, message_id)
+        try:
+            if await start_exactly_once(client, cat, pipeline, run_id, params, selectors):
+                started.append(run_id)
+        except UsageError as exc:  # the message's params or selectors: starting again cannot help
+            refused.append(f"{pipeline}: {exc}")
+    if refused:
+        await reject(message, message_id, event_type, "; ".join(refused))
     return started
 
 
+async def start_exactly_once(client, cat, pipeline: str, run_id: str, params, selectors) -> bool:
+    """`start_once`, where a twin of this message (a redelivery racing it, the same message sent
+    twice) that started the run first makes this one a duplicate: False, not an error to redeliver.
+
+    The extension answers a start on an existing running id with HTTP 500, which the SDK raises as a
+    bare Exception of the response body (azure-functions-durable 1.7.0, `start_new`); so any failure
+    to start is checked against the instance itself before it is treated as transient."""
+    try:
+        return await start_once(client, cat, pipeline, run_id, params=params, selectors=selectors)
+    except InstanceExists:
+        log.info("%s: run %s was started by a twin of this event: a duplicate, not started again", pipeline, run_id)
+        return False
+    except TowerError:
+        raise
+    except Exception:
+        existing = await client.get_status(run_id)  # raises in turn when the Durable API is unreachable
+        if existing and existing.runtime_status is not None:
+            log.info("%s: run %s was started by a twin of this event (%s): a duplicate, not started again",
+                     pipeline, run_id, existing.runtime_status.value)
+            return False
+        raise
+
+
+async def reject(message: func.ServiceBusMessage, message_id: str, event_type: str | None, reason: str) -> None:
+    """Log at error level and keep the message with the reason; a failure to keep it raises (the
+    message is then redelivered rather than lost)."""
+    from tower.events import events_queue
+    from tower.rejected import RejectedEvent, rejected_from_environment
+
+    queue = events_queue()
+    log.error("event %s (message %s on %s) rejected, not retried: %s", event_type or "?", message_id, queue, reason)
+    event = RejectedEvent(
+        queue=queue, message_id=message_id, reason=reason, body=bytes(message.get_body()),
+        application_properties=dict(message.application_properties or {}), content_type=message.content_type,
+        event_type=event_type, delivery_count=message.delivery_count or 1, rejected_at=time.time(),
+    )
+    await asyncio.to_thread(lambda: rejected_from_environment().add(event))
+
+
 @bp.function_name("on_event")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection=SERVICE_BUS_CONNECTION)
+@bp.service_bus_queue_trigger(arg_name="message", queue_name=QUEUE_BINDING, connection=SERVICE_BUS_CONNECTION)
 @bp.durable_client_input(client_name="client")
 async def on_event(message: func.ServiceBusMessage, client: df.DurableOrchestrationClient) -> None:
     await handle(client, message)
+
+
+@bp.function_name("api_rejected_events")
+@bp.route(route="events/rejected", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_rejected(req: func.HttpRequest) -> func.HttpResponse:
+    from tower.rejected import rejected_from_environment
+
+    try:
+        limit = int(req.params.get("limit", DEFAULT_REJECTED_LIMIT))
+    except ValueError:
+        return func.HttpResponse(json.dumps({"error": f"limit: expected a number, got {req.params.get('limit')!r}"}),
+                                 status_code=400, mimetype="application/json")
+    queue = req.params.get("queue") or None
+    events = await asyncio.to_thread(lambda: rejected_from_environment().list(queue, limit))
+    return func.HttpResponse(json.dumps([e.to_json() for e in events]), mimetype="application/json")

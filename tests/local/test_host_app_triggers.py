@@ -48,6 +48,7 @@ def host(tmp_path, monkeypatch):
     catalog.write_text(textwrap.dedent(CATALOG))
     monkeypatch.setenv("TOWER_CATALOG", str(catalog))
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOWER_EVENTS_QUEUE", EVENTS_QUEUE)  # an app setting in Azure; `tower serve` defaults it
     local = Host(load_app(REPO / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
     yield local
     local.stop()
