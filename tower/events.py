@@ -3,7 +3,10 @@
 An event is a JSON body ``{"type": ..., "data": ...}`` with the type repeated in the application
 property ``type`` (so subscriptions can filter without reading bodies) and a message id that makes
 it idempotent: the events trigger derives the run's instance id from it, so a redelivered or resent
-message never starts a second run.
+message never starts a second run. It goes to the queue the app setting ``TOWER_EVENTS_QUEUE`` names
+(``tower-events`` by default). ``tower.run.requested`` is Tower's own type: its data names a pipeline
+to start (``{"pipeline", "params", "services"}``); any other type starts the pipelines whose
+``on_event`` matches it. What the trigger does with a message that can never work: triggers/events.py.
 
 In Azure the publisher authenticates with ``DefaultAzureCredential`` (managed identity) against the
 namespace in ``ServiceBusConnection__fullyQualifiedNamespace``, the same identity-based setting the

@@ -120,7 +120,7 @@ def given_run_id(value: Any) -> str:
     (a value that already starts with ``run~`` stays as is); UsageError when it is not of the safe
     alphabet, rather than an id that a URL or the Durable API would read differently."""
     if not isinstance(value, str):
-        raise UsageError(f"run_id: expected a string, got {type(value).__name__}")
+        raise UsageError(f"run_id: expected a string of letters, digits and . _ : @ -, got {type(value).__name__}")
     name = value[len(RUN_PREFIX):] if value.startswith(RUN_PREFIX) else value
     if not name or len(name) > MAX_GIVEN_RUN_ID or not _SAFE_PART.fullmatch(name) or name.endswith("."):
         raise UsageError(

@@ -128,7 +128,7 @@ class SqliteRejected:
         sql += " ORDER BY rejected_at DESC"
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, max(limit, 0)]
-        return [_event(dict(zip(_COLUMNS, r))) for r in self._connect().execute(sql, args)]
+        return [_event(dict(zip(_COLUMNS, r, strict=True))) for r in self._connect().execute(sql, args)]
 
     def remove(self, queue: str, message_id: str) -> bool:
         with self._connect() as db:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 

@@ -52,7 +52,7 @@ def _run(status, live: bool = False) -> dict:
 @bp.route(route="runs/{pipeline}", methods=["POST"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from tower.plan import new_run_id
+    from tower.plan import given_run_id, new_run_id
 
     pipeline = req.route_params["pipeline"]
     try:
@@ -66,7 +66,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         if pipeline not in cat.pipelines:
             known = ", ".join(cat.pipelines) or "none"
             return _error(404, f"unknown pipeline {pipeline!r} (pipelines: {known})")
-        run_id = body.get("run_id") or new_run_id(pipeline, datetime.now(timezone.utc))
+        run_id = given_run_id(body["run_id"]) if "run_id" in body else new_run_id(pipeline, datetime.now(timezone.utc))
         started = await start_once(client, cat, pipeline, run_id, params=body.get("params") or None, selectors=body.get("services") or None)
     except UsageError as exc:
         return _error(400, str(exc))

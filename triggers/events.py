@@ -61,7 +61,7 @@ def requested_runs(cat, event_type: str, data) -> list[tuple[str, dict | None, l
     with the data fields they declare as params."""
     if event_type != RUN_REQUESTED:
         return [(name, run_params(cat, name, data), None) for name in listeners(cat, event_type)]
-    example = f'{{"pipeline": "<name>", "params": {{...}}, "services": ["selector", ...]}}'
+    example = '{"pipeline": "<name>", "params": {...}, "services": ["selector", ...]}'
     if not isinstance(data, dict) or not isinstance(data.get("pipeline"), str):
         raise UsageError(f"{RUN_REQUESTED}: the data must be {example}")
     unknown = sorted(set(data) - set(REQUEST_FIELDS))

@@ -188,6 +188,17 @@ def test_a_twin_that_started_the_run_first_makes_this_delivery_a_duplicate(make_
     assert wait_for_run(host, run_id)["status"] == "succeeded"
 
 
+def test_a_run_id_given_to_the_api_is_checked_and_gets_the_run_prefix(make_host):
+    host = make_host()
+    for bad in ("a b", "a/b", "50%", "x" * 97, 7):
+        status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": bad})
+        assert status == 400 and "run_id" in reply["error"] and "letters, digits" in str(reply["error"]), (bad, reply)
+    status, started, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "backfill-7"})
+    assert status == 202 and started["run_id"] == "run~backfill-7"
+    assert wait_for_run(host, "run~backfill-7")["status"] == "succeeded"
+    assert call(host, "POST", "/api/runs/adhoc", {"run_id": "run~backfill-7"})[0] == 409  # the id given back
+
+
 def test_the_events_queue_is_an_app_setting(env, monkeypatch):
     from tower.errors import ConfigError
 

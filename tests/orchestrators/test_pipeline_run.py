@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tower import names
-from tower.plan import service_instance_id
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment, live_status
-from tower.plan import build_plan
+from tower.plan import build_plan, service_instance_id
 from tower.platforms import sim
 from tower.timestamps import parse_iso
 

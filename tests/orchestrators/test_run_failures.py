@@ -19,11 +19,10 @@ import activities.remote
 import activities.runs
 import activities.services
 from tower import names
-from tower.plan import service_instance_id
 from tower.errors import EngineError
 from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment, open_run
-from tower.plan import build_plan, service_job
+from tower.plan import build_plan, service_instance_id, service_job
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.timestamps import iso, utcnow

@@ -82,9 +82,8 @@ def _usage(parser) -> int:
 
 
 def serve_command(args) -> int:
-    from tower.local.host import serve
-
     from tower.events import EVENTS_QUEUE, QUEUE_SETTING
+    from tower.local.host import serve
 
     if getattr(args, "catalog", None):  # the app reads its catalog from TOWER_CATALOG
         os.environ["TOWER_CATALOG"] = str(Path(args.catalog).resolve())

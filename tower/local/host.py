@@ -327,7 +327,7 @@ class BusPump:
             return
         try:
             await self.invoke(trigger, {trigger.arg: argument})
-        except Exception as exc:
+        except Exception:
             if await self._settle(trigger, message, self.bus.abandon) is False:
                 self.log(
                     f"{trigger.name}: message {message.message_id} dead-lettered after "
