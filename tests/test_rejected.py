@@ -8,11 +8,17 @@ import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tower.errors import ConfigError
-from tower.rejected import RejectedEvent, SqliteRejected, TableRejected, rejected_from_environment
+from tower.rejected import (
+    MAX_TABLE_BODY,
+    RejectedEvent,
+    SqliteRejected,
+    TableRejected,
+    rejected_from_environment,
+)
 
 
-def event(message_id: str, at: float, queue: str = "tower-events", **fields) -> RejectedEvent:
-    return RejectedEvent(queue=queue, message_id=message_id, reason=f"bad {message_id}", body=b'{"x": 1}',
+def event(message_id: str, at: float, queue: str = "tower-events", body: bytes = b'{"x": 1}', **fields) -> RejectedEvent:
+    return RejectedEvent(queue=queue, message_id=message_id, reason=f"bad {message_id}", body=body,
                          application_properties={"type": "t"}, content_type="application/json",
                          event_type="t", delivery_count=1, rejected_at=at, **fields)
 
@@ -38,14 +44,21 @@ def exercise(store) -> None:
 
 
 def test_sqlite_store(tmp_path):
-    exercise(SqliteRejected(tmp_path / "rejected.db"))
+    store = SqliteRejected(tmp_path / "rejected.db")
+    exercise(store)
+    store.add(event("huge", 500.0, body=b"x" * (MAX_TABLE_BODY + 1)))  # a file keeps it whole
+    assert not store.list(limit=1)[0].truncated and len(store.list(limit=1)[0].body) == MAX_TABLE_BODY + 1
 
 
 def test_table_store_against_azurite(azurite_table_url):
     from azure.core.credentials import AzureNamedKeyCredential
 
     table = f"rejected{uuid.uuid4().hex[:8]}"
-    exercise(TableRejected(f"{azurite_table_url}/{table}", credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)))
+    store = TableRejected(f"{azurite_table_url}/{table}", credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+    exercise(store)
+    store.add(event("huge", 500.0, body=b"x" * (MAX_TABLE_BODY + 1)))  # a Service Bus message may be 256 KB
+    huge = store.list(limit=1)[0]
+    assert huge.truncated and len(huge.body) == MAX_TABLE_BODY and huge.to_json()["body_truncated"] is True
 
 
 def test_in_azure_the_table_setting_is_required(monkeypatch, tmp_path):

@@ -34,7 +34,8 @@ from tower.timestamps import iso
 SETTING = "TOWER_REJECTED_TABLE_URL"
 FILENAME = "rejected.db"
 PARTITION = "rejected"  # one partition: a handful of rows, listed whole
-MAX_BODY = 32_000  # characters kept of a body (a Table string property holds 32K UTF-16 characters)
+MAX_TABLE_BODY = 64_000  # bytes of a body kept in a Table (a binary property holds 64 KiB; a Service
+# Bus message up to 256 KB on Standard): a longer one is cut and marked, and cannot be redriven
 MAX_REASON = 4_000
 
 
@@ -51,6 +52,7 @@ class RejectedEvent:
     event_type: str | None = None
     delivery_count: int = 1
     rejected_at: float = 0.0
+    truncated: bool = False  # the body was cut to fit the store: it cannot be redriven as it was
 
     def to_json(self) -> dict:
         """The API's and `tower events rejected --json`'s view: the body as text (base64 if binary)."""
@@ -61,7 +63,7 @@ class RejectedEvent:
         return {
             "id": self.message_id, "queue": self.queue, "type": self.event_type, "reason": self.reason,
             "rejected": iso(self.rejected_at), "deliveries": self.delivery_count,
-            "body": body, "body_encoding": encoding,
+            "body": body, "body_encoding": encoding, "body_truncated": self.truncated,
             "application_properties": dict(self.application_properties), "content_type": self.content_type,
         }
 
@@ -92,11 +94,12 @@ def _event(row: Mapping[str, Any]) -> RejectedEvent:
         application_properties=json.loads(row.get("application_properties") or "{}"),
         content_type=row.get("content_type"), event_type=row.get("event_type"),
         delivery_count=int(row.get("delivery_count") or 1), rejected_at=float(row["rejected_at"]),
+        truncated=bool(row.get("truncated")),
     )
 
 
 _COLUMNS = ("queue", "message_id", "reason", "body", "application_properties", "content_type", "event_type",
-            "delivery_count", "rejected_at")
+            "delivery_count", "rejected_at", "truncated")
 
 
 class SqliteRejected:
@@ -109,7 +112,7 @@ class SqliteRejected:
                 "CREATE TABLE IF NOT EXISTS rejected (queue TEXT NOT NULL, message_id TEXT NOT NULL,"
                 " reason TEXT NOT NULL, body BLOB NOT NULL, application_properties TEXT NOT NULL,"
                 " content_type TEXT, event_type TEXT, delivery_count INTEGER NOT NULL,"
-                " rejected_at REAL NOT NULL, PRIMARY KEY (queue, message_id))"
+                " rejected_at REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (queue, message_id))"
             )
 
     def _connect(self):
@@ -137,7 +140,7 @@ class SqliteRejected:
 
 class TableRejected:
     """Azure Table Storage: one partition, row key a hash of (queue, message id) (message ids may hold
-    characters a row key refuses); the body as a binary property, cut to fit."""
+    characters a row key refuses); the body as a binary property, cut (and marked) to fit."""
 
     def __init__(self, table_url: str, credential: Any = None):
         self._table = Table(table_url, credential)
@@ -148,7 +151,8 @@ class TableRejected:
 
     def add(self, event: RejectedEvent) -> None:
         row = _row(event)
-        row["body"] = row["body"][:MAX_BODY * 2]  # a binary property holds 64 KiB
+        if len(row["body"]) > MAX_TABLE_BODY:
+            row["body"], row["truncated"] = row["body"][:MAX_TABLE_BODY], True
         entity = {k: v for k, v in row.items() if v is not None}
         entity.update(PartitionKey=PARTITION, RowKey=self._key(event.queue, event.message_id))
         self._table.ready().upsert_entity(entity)

@@ -18,6 +18,7 @@ import azure.functions as func
 from tower import durable_errors
 from tower.errors import CatalogError, InstanceGone, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
+from tower.plan import is_safe_instance_id
 from triggers.common import catalog, start_once
 
 bp = df.Blueprint()
@@ -83,6 +84,8 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 @bp.durable_client_input(client_name="client")
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["run_id"]
+    if not is_safe_instance_id(run_id):  # no run has such an id, and the SDK would put it in a URL as is
+        return _error(404, f"no run {run_id!r}")
     status = await client.get_status(run_id, show_input=True)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
@@ -113,6 +116,8 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     from tower.runner import RUNNING_STATES
 
     run_id = req.route_params["run_id"]
+    if not is_safe_instance_id(run_id):  # as in get_run
+        return _error(404, f"no run {run_id!r}")
     status = await client.get_status(run_id)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")

@@ -197,6 +197,10 @@ def test_a_run_id_given_to_the_api_is_checked_and_gets_the_run_prefix(make_host)
     assert status == 202 and started["run_id"] == "run~backfill-7"
     assert wait_for_run(host, "run~backfill-7")["status"] == "succeeded"
     assert call(host, "POST", "/api/runs/adhoc", {"run_id": "run~backfill-7"})[0] == 409  # the id given back
+    # an id the SDK would have to encode never reaches it: a URL that decodes to one names no run
+    for odd in ("run~backfill-7%3FshowHistory=true", "run~backfill-7%20", "a%2Fb"):
+        assert call(host, "GET", f"/api/runs/{odd}")[0] == 404, odd
+        assert call(host, "POST", f"/api/runs/{odd}/cancel")[0] == 404, odd
 
 
 def test_the_events_queue_is_an_app_setting(env, monkeypatch):

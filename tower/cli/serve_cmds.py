@@ -191,6 +191,9 @@ def redrive_command(args) -> int:
     from tower.events import publisher_from_settings
 
     store, events = _chosen_rejected(args)
+    for cut in [e for e in events if e.truncated]:
+        err(f"{cut.message_id}: not redriven, its body was too large to keep whole; send it again from its publisher")
+    events = [e for e in events if not e.truncated]
     for event in reversed(events):  # oldest first: the order they were sent in
         publisher = publisher_from_settings(entity=event.queue, home=tower_home())
         try:
