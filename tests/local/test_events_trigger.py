@@ -188,6 +188,34 @@ def test_a_twin_that_started_the_run_first_makes_this_delivery_a_duplicate(make_
     assert wait_for_run(host, run_id)["status"] == "succeeded"
 
 
+def test_a_start_that_fails_with_no_instance_behind_it_is_transient_and_raises(make_host):
+    from triggers.common import catalog
+    from triggers.events import start_exactly_once
+
+    host = make_host()
+    run_id = event_run_id("on_files", "unlucky")
+
+    class Unreachable:
+        """The real client, except that starting fails as an unreachable Durable API does."""
+
+        def __init__(self, client):
+            self.client = client
+
+        async def start_new(self, *args, **kwargs):
+            raise ConnectionResetError("the Durable API went away")
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    async def start():
+        client = Unreachable(df.DurableOrchestrationClient(host.engine.client_binding))
+        return await start_exactly_once(client, catalog(), "on_files", run_id, None, None)
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run_coroutine_threadsafe(start(), host.engine.loop).result(timeout=30)
+    assert rejected(host) == {}
+
+
 def test_a_run_id_given_to_the_api_is_checked_and_gets_the_run_prefix(make_host):
     host = make_host()
     for bad in ("a b", "a/b", "50%", "x" * 97, 7):
