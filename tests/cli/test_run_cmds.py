@@ -104,7 +104,7 @@ def test_real_run_passes_params_and_prints_a_summary(work, capsys):
     lines = out.splitlines()
     assert any(line.startswith("report") and "succeeded" in line for line in lines)
     assert any(line.startswith("extract") and "│" in line and "█" in line for line in lines)  # the Gantt
-    assert "started run nightly-" in err
+    assert "started run run~nightly@" in err
 
 
 @pytest.mark.slow
