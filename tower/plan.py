@@ -88,31 +88,25 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:HASH_CHARS]
 
 
-def fit_instance_id(prefix: str, free: str, suffix: str = "", hash_key: str | None = None) -> str:
+def fit_instance_id(prefix: str, free: str, suffix: str = "") -> str:
     """``prefix + free + suffix`` when `free` is of the safe alphabet and the whole fits; else `free`
-    with what is outside the alphabet replaced by '-', cut to fit, then ``~`` and a hash of
-    `hash_key` (default: `free`, which must tell the ids apart), then `suffix` whole. `prefix` and
-    `suffix` are Tower's own (safe) text."""
+    with what is outside the alphabet replaced by '-', cut to fit, then ``~`` and a hash of `free`
+    (so distinct inputs keep distinct ids), then `suffix` whole. `prefix` and `suffix` are Tower's
+    own (safe) text."""
     whole = prefix + free + suffix
     if _SAFE_PART.fullmatch(free) and is_safe_instance_id(whole):
         return whole
-    digest = _digest(free if hash_key is None else hash_key)
+    digest = _digest(free)
     head = _UNSAFE_CHAR.sub("-", free)[: MAX_INSTANCE_ID - len(prefix) - len(digest) - 1 - len(suffix)]
     return f"{prefix}{head}~{digest}{suffix}"
 
 
-def run_instance_id(pipeline: str, separator: str, tail: str) -> str:
-    """``run~<pipeline><separator><tail>``: '@' and a time (Tower's own text, kept whole at the end),
-    or ':' and a free-form message id (rewritten and hashed when needed)."""
-    if separator == "@":
-        return fit_instance_id(RUN_PREFIX, pipeline, f"@{tail}")
-    return fit_instance_id(RUN_PREFIX, f"{pipeline}{separator}{tail}")
-
-
 def timed_run_id(pipeline: str, when: datetime, nonce: str = "") -> str:
     """``run~<pipeline>@<UTC yyyymmddThhmmssZ><nonce>``: the one shape of scheduled runs (no nonce:
-    the due time makes the id) and of runs started by hand (a random nonce)."""
-    return run_instance_id(pipeline, "@", when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + nonce)
+    the due time makes the id) and of runs started by hand (a random nonce). The time stays whole at
+    the end when a long pipeline name has to be cut."""
+    stamp = when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return fit_instance_id(RUN_PREFIX, pipeline, f"@{stamp}{nonce}")
 
 
 def given_run_id(value: Any) -> str:
