@@ -115,23 +115,24 @@ async def start_exactly_once(client, cat, pipeline: str, run_id: str, params, se
     """`start_once`, where a twin of this message (a redelivery racing it, the same message sent
     twice) that started the run first makes this one a duplicate: False, not an error to redeliver.
 
-    The extension answers a start on an existing running id with HTTP 500, which the SDK raises as a
-    bare Exception of the response body (azure-functions-durable 1.7.0, `start_new`); so any failure
-    to start is checked against the instance itself before it is treated as transient."""
+    The extension answers a start on a running id with HTTP 500, which the SDK raises as a bare
+    Exception of the response body (azure-functions-durable 1.7.0, `start_new`); tower.durable_errors
+    knows its exact text. Any other failure to start is checked against the instance itself (another
+    backend's wording) before it is treated as transient."""
+    from tower import durable_errors
+
     try:
         return await start_once(client, cat, pipeline, run_id, params=params, selectors=selectors)
-    except InstanceExists:
-        log.info("%s: run %s was started by a twin of this event: a duplicate, not started again", pipeline, run_id)
-        return False
-    except TowerError:
-        raise
-    except Exception:
-        existing = await client.get_status(run_id)  # raises in turn when the Durable API is unreachable
-        if existing and existing.runtime_status is not None:
-            log.info("%s: run %s was started by a twin of this event (%s): a duplicate, not started again",
-                     pipeline, run_id, existing.runtime_status.value)
-            return False
-        raise
+    except TowerError as exc:
+        if not isinstance(exc, InstanceExists):
+            raise
+    except Exception as exc:
+        if not isinstance(durable_errors.translate(exc), InstanceExists):
+            existing = await client.get_status(run_id)  # raises in turn when the Durable API is unreachable
+            if not (existing and existing.runtime_status is not None):
+                raise
+    log.info("%s: run %s was started by a twin of this event: a duplicate, not started again", pipeline, run_id)
+    return False
 
 
 async def reject(message: func.ServiceBusMessage, message_id: str, event_type: str | None, reason: str) -> None:
