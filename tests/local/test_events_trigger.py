@@ -231,6 +231,30 @@ def test_a_run_id_given_to_the_api_is_checked_and_gets_the_run_prefix(make_host)
         assert call(host, "POST", f"/api/runs/{odd}/cancel")[0] == 404, odd
 
 
+def test_in_the_task_hub_runs_are_one_prefix_and_sort_after_every_service_run(make_host):
+    """On the strict host, whose instance queries page in id order like the Azure Storage backend."""
+    import urllib.request
+
+    from tower.local.management import PREFIX
+
+    host = make_host()
+    started = [call(host, "POST", "/api/runs/adhoc", {})[1]["run_id"] for _ in range(3)]
+    send(host, {"type": "files.landed", "data": {"day": "d1"}}, "m 1/é")  # a message id no URL takes as is
+    settle(host)
+    started.append(event_run_id("on_files", "m 1/é"))
+    for run_id in started:
+        assert wait_for_run(host, run_id)["status"] == "succeeded"
+
+    def page(query: str) -> list[str]:
+        with urllib.request.urlopen(f"{host.base_url}{PREFIX}instances?showInput=false&{query}", timeout=10) as reply:
+            return [i["instanceId"] for i in json.loads(reply.read())]
+
+    assert sorted(page("instanceIdPrefix=run~")) == sorted(started)
+    everything = page("top=100")
+    assert len(everything) == 2 * len(started)            # each run and its one service run
+    assert everything[-len(started):] == sorted(started)  # id order: every service run first
+
+
 def test_the_events_queue_is_an_app_setting(env, monkeypatch):
     from tower.errors import ConfigError
 
