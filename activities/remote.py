@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 
+from tower import telemetry
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
 from tower.ledger import is_cancelled, ledger_from_environment
@@ -114,7 +115,9 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
     try:
         if read_cancel and is_cancelled(ledger_from_environment(), job["run_id"]):
             return None
-        handle = adapter(job["platform"]).submit(submission(submission_of(job, 1)))
+        about = {"run_id": job["run_id"], "service": job["service"], "attempt": 1}
+        handle = telemetry.traced(adapter(job["platform"]), job["platform"], about).submit(
+            submission(submission_of(job, 1)))
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
                  redact(str(exc)))
@@ -179,11 +182,13 @@ def _outcome(done: Future) -> dict | None:
 _PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
 
 
-async def call(platform: dict, fn):
-    """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified."""
+async def call(platform: dict, fn, about: dict | None = None):
+    """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified;
+    with telemetry on, its platform calls are dependency spans of the service attempt `about`
+    ({run_id, service, attempt}, see `telemetry.about`)."""
 
     def classified_fn():
         with classified(platform):
-            return fn(adapter(platform))
+            return fn(telemetry.traced(adapter(platform), platform, about))
 
     return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, classified_fn)

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 import azure.durable_functions as df
 
 from activities import remote
-from tower import durable_errors, names
+from tower import durable_errors, names, telemetry
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
 from tower.ledger import (
     Step,
@@ -135,6 +135,7 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     plan = request["plan"]
     inputs = {name: service_job(plan, name) for name in plan["services"]}
     step = await asyncio.to_thread(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
+    telemetry.run_started(plan, request["started"])
     return await act(client, plan["run_id"], step)
 
 
@@ -155,7 +156,9 @@ def record_report(request: dict) -> Step:
         from tower.history import history_from_environment
 
         history_from_environment().record(history_row(request, result))
-    return finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
+    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
+    telemetry.service_finished(request, result)
+    return step
 
 
 def report_here(request: dict, client: df.DurableOrchestrationClient, loop: asyncio.AbstractEventLoop) -> Future:
@@ -233,7 +236,9 @@ async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClie
 @bp.activity_trigger(input_name="request")
 def run_result_activity(request: dict) -> dict:
     """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
-    return run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
+    result = run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
+    telemetry.run_finished(result)
+    return result
 
 
 def _redacted(result: dict) -> dict:

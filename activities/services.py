@@ -16,7 +16,7 @@ from concurrent.futures import Future
 import azure.durable_functions as df
 
 from activities import remote, runs
-from tower import names
+from tower import names, telemetry
 from tower.ledger import is_cancelled, ledger_from_environment
 from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, Handle, Status
 from tower.redact import redact
@@ -45,7 +45,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient) -
         return handle, status, _report_if_done(request, status, client, loop, remote_id=handle.remote_id,
                                                url=handle.url)
 
-    handle, status, acting = await remote.call(request["platform"], submit)
+    handle, status, acting = await remote.call(request["platform"], submit, telemetry.about(request))
     if handle is None:
         return {"handle": None, "status": status.to_json()}
     observed = remote.observed(status)
@@ -71,7 +71,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request))
         return status, _report_if_done(request, status, client, loop)
 
-    status, acting = await remote.call(request["platform"], poll)
+    status, acting = await remote.call(request["platform"], poll, telemetry.about(request))
     observed = remote.observed(status)
     await _reported(request, observed, acting)
     return observed
@@ -137,7 +137,8 @@ async def _reported(request: dict, observed: dict, acting: Future | None) -> Non
 @bp.function_name(names.CANCEL_SERVICE)
 @bp.activity_trigger(input_name="request")
 async def cancel_service(request: dict) -> bool:
-    """Stop the remote work (idempotent). request: {platform, handle}."""
+    """Stop the remote work (idempotent). request: {platform, handle, run_id, service, attempt}."""
 
-    await remote.call(request["platform"], lambda adapter: adapter.cancel(Handle.from_json(request["handle"])))
+    await remote.call(request["platform"], lambda adapter: adapter.cancel(Handle.from_json(request["handle"])),
+                      telemetry.about(request))
     return True

@@ -234,7 +234,8 @@ class _ServiceRun:
     def cancel_remote(self, handle: dict):
         """Best effort: a failed cancel is noted in the error, never raised."""
         try:
-            yield self.context.call_activity(names.CANCEL_SERVICE, self.request(handle=handle))
+            yield self.context.call_activity(names.CANCEL_SERVICE, self.request(
+                handle=handle, run_id=self.job["run_id"], service=self.job["service"], attempt=self.result["attempts"]))
         except Exception as exc:
             note = f"could not cancel remote run {handle.get('remote_id')}: {failure_from(exc)['error']}"
             self.result["output"] = note

@@ -114,8 +114,10 @@ def cmd_resume(args) -> int:
 
 
 def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool = False) -> int:
+    from tower import telemetry
     from tower.runner import LocalEngine
 
+    telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set: the portal view, locally
     with LocalEngine(home) as local:
         run_ids = [local.start_run(plan) for plan in plans]
         if resume:
@@ -129,6 +131,7 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
             err(f"{'resuming' if resume else 'started'} run {run_id}")
         _follow(local, run_ids)
         results = [local.final(run_id).to_result() for run_id in run_ids]
+    telemetry.flush()
     _report(results, as_json, as_list=resume)
     return 0 if all(r.get("status") == "succeeded" for r in results) else 1
 

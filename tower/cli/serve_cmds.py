@@ -82,8 +82,11 @@ def _usage(parser) -> int:
 
 
 def serve_command(args) -> int:
+    from tower import telemetry
     from tower.events import EVENTS_QUEUE, QUEUE_SETTING
     from tower.local.host import serve
+
+    telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set (function_app.py asks too)
 
     if getattr(args, "catalog", None):  # the app reads its catalog from TOWER_CATALOG
         os.environ["TOWER_CATALOG"] = str(Path(args.catalog).resolve())
