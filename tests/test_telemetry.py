@@ -174,6 +174,54 @@ def test_an_unreachable_endpoint_neither_fails_nor_holds_up_a_run(databricks):
     assert TOKEN not in stderr
 
 
+TICK_SCRIPT = """
+import sys, time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from tower import telemetry
+from tower.local.host import Host, TimerState, load_app
+
+home = Path(sys.argv[1])
+home.mkdir(parents=True, exist_ok=True)
+now = datetime.now(timezone.utc)
+state = TimerState(home / "timers.db")  # a tick missed while the host was down: it fires on start
+state.put("schedule_tick", now - timedelta(minutes=3), now - timedelta(minutes=1))
+state.close()
+host = Host(load_app(sys.argv[2]), home, port=0, log=lambda line: None).start()
+try:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = [r for r in host.engine.list(prefix="every@") if r.get("name") == "pipeline_run"]
+        if runs and all(r["runtimeStatus"] == "Completed" for r in runs):
+            break
+        time.sleep(0.1)
+    print(",".join(r["instanceId"] for r in runs), telemetry.enabled())
+    telemetry.flush()
+finally:
+    host.stop()
+"""
+
+
+@pytest.mark.slow
+def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp_path):
+    (tmp_path / "catalog.yaml").write_text(
+        "platforms:\n  lake: {type: sim}\nservices:\n  extract: {platform: lake, duration: 0.01}\n"
+        "pipelines:\n  every: {services: [extract], schedule: '* * * * *'}\n")
+    with IngestionStandIn() as ingestion:
+        done = subprocess.run([sys.executable, "-c", TICK_SCRIPT, str(tmp_path / "home"), str(REPO / "function_app.py")],
+                              cwd=tmp_path, env=_env(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=ingestion.connection_string),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_ids, enabled = done.stdout.split()
+    assert enabled == "True" and run_ids.startswith("every@")  # function_app.py configured telemetry
+    ticks = [_base(e)["properties"] for e in _of(ingestion.envelopes, "Event") if _base(e)["name"] == "tower.schedule.tick"]
+    assert len(ticks) == 1 and ticks[0]["started"] == str(len(run_ids.split(",")))
+    assert ticks[0]["at"].endswith("Z")
+    (run,) = _of(ingestion.envelopes, "Request")
+    assert _base(run)["properties"]["tower.trigger"] == "schedule"
+    assert _operation(run) == telemetry.trace_id(_base(run)["properties"]["tower.run_id"])
+
+
 def test_without_the_setting_nothing_is_configured_or_imported(tmp_path):
     """`tower validate` and `tower plan` never pay for the distro, even with the setting; without it
     `configure()` sets nothing up and imports nothing."""
