@@ -33,9 +33,11 @@ log = logging.getLogger("tower.activities")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
     """Start one attempt and watch it until `watch_until` (see `remote.linger`): {handle, status}; the
     handle is None when the run was cancelled before the submit (nothing is started then).
-    request: {platform, submission, watch_until?, report?} (see `_report_if_done`)."""
+    request: {platform, submission, watch_until?, report?, previous?} (see `_report_if_done`);
+    `previous`: the attempt that failed before this one, for telemetry."""
 
     loop = asyncio.get_running_loop()
+    telemetry.attempt_failed(request)
 
     def submit(adapter):
         if _cancelled(request):

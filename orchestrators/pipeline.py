@@ -122,6 +122,7 @@ class _ServiceRun:
                        "attempt_started": None, "finished": None, "remote_id": None, "url": None,
                        "error": None, "output": None}
         self.reported = False  # submit or poll already told the ledger the service succeeded
+        self.previous = None  # the attempt that failed before this one: its submit reports it (telemetry)
 
     def now(self) -> datetime:
         return self.context.current_utc_datetime
@@ -186,7 +187,8 @@ class _ServiceRun:
                 handle, status = submitted["handle"], {"state": RUNNING, "poll_after": 0.0}
             else:
                 submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
-                    submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report()))
+                    submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report(),
+                    previous=self.previous))
                 yield from self.race(submit)
                 if _failed(submit):
                     return None, failure_from(submit.result)
@@ -271,6 +273,8 @@ class _ServiceRun:
                         result["error"] = f"{failure['error']} (gave up after {number} attempts)"
                     break
                 self.show()
+                self.previous = {"attempt": number, "started": result["attempt_started"], "finished": iso(self.now()),
+                                 "error": result["error"], "remote_id": result["remote_id"], "url": result["url"]}
                 yield from self.wait(retry.delay(number))
         except _Stop as stop:
             if stop.reason == "cancel":

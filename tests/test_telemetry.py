@@ -28,7 +28,7 @@ platforms:
   lake: {{type: sim}}
   dbx: {{type: databricks, host: "{dbx}", token: "${{TOWER_TEST_DATABRICKS_TOKEN}}"}}
 services:
-  extract: {{platform: lake, expected_duration: 2s, duration: 0.05}}
+  extract: {{platform: lake, expected_duration: 2s, duration: 0.05, fail_attempts: 1, retries: {{attempts: 1, backoff: 0.2}}}}
   load: {{platform: lake, expected_duration: 1s, depends_on: [extract], duration: 0.05}}
   ingest: {{platform: dbx, job_id: {job}, expected_duration: 5s}}
   publish: {{platform: lake, depends_on: [ingest]}}
@@ -103,20 +103,21 @@ def test_a_run_is_one_transaction_in_application_insights(databricks):
     assert (props["tower.services"], props["tower.failed"], props["tower.trigger"]) == ("4", "1", "manual")
     assert 0 < float(props["tower.critical_path_s"]) <= float(props["tower.duration_s"])
 
-    # each service that ran: one span per attempt, under the run; the failure carries its error
-    services = {_base(d)["name"]: d for d in _of(envelopes, "RemoteDependency")
-                if _base(d)["name"].startswith("service ")}
-    assert set(services) == {"service extract", "service load", "service ingest"}  # publish never ran
-    for name, dep in services.items():
-        service = name.split(" ", 1)[1]
-        assert _parent(dep) == base["id"]
-        assert _base(dep)["type"] == "InProc"
-        assert _base(dep)["id"] == f"{telemetry.attempt_span_id(run_id, service, 1):016x}"
-        assert _base(dep)["properties"]["tower.attempt"] == "1"
-    assert _base(services["service extract"])["success"] is True
-    assert _base(services["service extract"])["properties"]["tower.platform"] == "lake"
-    assert _base(services["service extract"])["properties"]["tower.expected_s"] == "2.0"
-    failure = _base(services["service ingest"])
+    # each service that ran: one span per attempt, under the run; a failure carries its error
+    attempts = {}
+    for dep in _of(envelopes, "RemoteDependency"):
+        if _base(dep)["name"].startswith("service "):
+            props = _base(dep)["properties"]
+            attempts[props["tower.service"], int(props["tower.attempt"])] = dep
+            assert _parent(dep) == base["id"] and _base(dep)["type"] == "InProc"
+            assert _base(dep)["id"] == f"{telemetry.attempt_span_id(run_id, *list(attempts)[-1]):016x}"
+    assert set(attempts) == {("extract", 1), ("extract", 2), ("load", 1), ("ingest", 1)}  # publish never ran
+    retried, extracted = _base(attempts["extract", 1]), _base(attempts["extract", 2])
+    assert retried["success"] is False and "simulated failure of attempt 1" in retried["properties"]["tower.error"]
+    assert extracted["success"] is True and extracted["properties"]["tower.outcome"] == "succeeded"
+    assert (extracted["properties"]["tower.platform"], extracted["properties"]["tower.expected_s"]) == ("lake", "2.0")
+    assert attempts["extract", 1]["time"] < attempts["extract", 2]["time"]
+    failure = _base(attempts["ingest", 1])
     assert failure["success"] is False
     assert failure["properties"]["tower.outcome"] == "failed"
     assert failure["properties"]["tower.error_class"] == "platform"
@@ -130,6 +131,7 @@ def test_a_run_is_one_transaction_in_application_insights(databricks):
     ingest_calls = [d for d in calls if _base(d)["name"].startswith("dbx ")]
     assert {_base(d)["type"] for d in ingest_calls} == {"databricks"}
     assert {_parent(d) for d in ingest_calls} == {failure["id"]}
+    assert {_parent(d) for d in calls} == {_base(a)["id"] for a in attempts.values()}  # every attempt made calls
 
     # custom events with the properties the workbook and alerts query
     events = {}
@@ -148,6 +150,7 @@ def test_a_run_is_one_transaction_in_application_insights(databricks):
     assert (ended["ingest"]["status"], ended["ingest"]["platform"], ended["ingest"]["error_class"]) == (
         "failed", "dbx", "platform")
     assert ended["load"]["status"] == "succeeded" and ended["load"]["attempts"] == "1"
+    assert ended["extract"]["status"] == "succeeded" and ended["extract"]["attempts"] == "2"
 
     # one operation id for the whole run: requests, dependencies and events alike
     about_run = _of(envelopes, "Request") + _of(envelopes, "RemoteDependency") + _of(envelopes, "Event")

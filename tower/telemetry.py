@@ -352,20 +352,50 @@ def _service_finished(t: _Telemetry, request: dict, result: dict) -> None:
     platform = svc.get("platform") or ""
     expected = float(svc.get("expected") or 0.0)
     if attempt > 0 and attempt_started is not None:
-        t.span(f"service {service}", "INTERNAL", attempt_started, finished, {
-            "tower.run_id": run_id, "tower.pipeline": request.get("pipeline"), "tower.service": service,
-            "tower.platform": platform, "tower.attempt": attempt, "tower.remote_id": result.get("remote_id"),
-            "tower.url": result.get("url"), "tower.outcome": status, "tower.error_class": error_class,
-            "tower.error": _capped(error), "tower.expected_s": expected,
-            "tower.duration_s": _seconds(attempt_started, finished),
-        }, parent=t.context(run_id), chosen=(None, attempt_span_id(run_id, service, attempt)),
-            error=_capped(error) or status if status not in ("succeeded", "skipped") else None)
+        _attempt_span(t, request.get("pipeline"), platform, expected, {
+            **result, "run_id": run_id, "attempt": attempt, "started": attempt_started, "finished": finished,
+            "error_class": error_class})
     t.event(SERVICE_FINISHED, {
         "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "platform": platform,
         "status": status, "attempts": attempt, "started": iso(started), "finished": iso(finished),
         "duration_s": _seconds(started, finished), "expected_s": expected, "error_class": error_class,
         "remote_id": result.get("remote_id"),
     }, context=t.context(run_id, attempt_span_id(run_id, service, attempt) if attempt else None))
+
+
+def _attempt_span(t: _Telemetry, pipeline: str | None, platform: str, expected: float, attempt: dict) -> None:
+    """`service <name>`: one attempt, under the run's span, with the span id its platform calls
+    already named as their parent. attempt: {run_id, service, attempt, started, finished (datetimes),
+    status, error, error_class, remote_id, url}."""
+    run_id, service, number, status = attempt["run_id"], attempt["service"], attempt["attempt"], attempt["status"]
+    error = _capped(attempt.get("error"))
+    t.span(f"service {service}", "INTERNAL", attempt["started"], attempt["finished"], {
+        "tower.run_id": run_id, "tower.pipeline": pipeline, "tower.service": service, "tower.platform": platform,
+        "tower.attempt": number, "tower.remote_id": attempt.get("remote_id"), "tower.url": attempt.get("url"),
+        "tower.outcome": status, "tower.error_class": attempt.get("error_class"), "tower.error": error,
+        "tower.expected_s": expected, "tower.duration_s": _seconds(attempt["started"], attempt["finished"]),
+    }, parent=t.context(run_id), chosen=(None, attempt_span_id(run_id, service, number)),
+        error=error or status if status not in ("succeeded", "skipped") else None)
+
+
+@_guarded
+def attempt_failed(t: _Telemetry, request: Mapping[str, Any]) -> None:
+    """The span of an attempt that failed and is being tried again, from the submit of the next
+    one (request["previous"], set by `service_run`): the report covers only the last attempt."""
+    previous, who = request.get("previous"), about(request)
+    if not previous or not who or _seen(("service", who["run_id"], who["service"], previous["attempt"])):
+        return
+    pipeline = (request.get("report") or {}).get("pipeline")
+    t.emitter.later(_attempt_failed, t, who, pipeline, dict(previous))
+
+
+def _attempt_failed(t: _Telemetry, who: dict, pipeline: str | None, previous: dict) -> None:
+    svc = ((t.core(who["run_id"]) or {}).get("services") or {}).get(who["service"]) or {}
+    started = parse_iso(previous.get("started")) or parse_iso(previous.get("finished"))
+    _attempt_span(t, pipeline, svc.get("platform") or "", float(svc.get("expected") or 0.0), {
+        **previous, "run_id": who["run_id"], "service": who["service"], "status": "failed", "started": started,
+        "finished": parse_iso(previous.get("finished")) or started,
+        "error_class": error_class_of("failed", previous.get("error"))})
 
 
 @_guarded
