@@ -131,7 +131,7 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
             err(f"{'resuming' if resume else 'started'} run {run_id}")
         _follow(local, run_ids)
         results = [local.final(run_id).to_result() for run_id in run_ids]
-    telemetry.flush()
+    telemetry.flush(timeout=5.0)  # what the run's end emitted, before the process goes
     _report(results, as_json, as_list=resume)
     return 0 if all(r.get("status") == "succeeded" for r in results) else 1
 
