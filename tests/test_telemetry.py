@@ -225,6 +225,42 @@ def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp
     assert _operation(run) == telemetry.trace_id(_base(run)["properties"]["tower.run_id"])
 
 
+GUARD_SCRIPT = """
+from tower import telemetry
+assert telemetry.configure() and telemetry.configure()  # once per process: the second call is a no-op
+telemetry.service_finished({}, {})  # malformed on purpose: an emit that breaks is swallowed
+telemetry.run_finished({"run_id": "r"})
+telemetry.run_started({"run_id": "r"}, "not a time")
+telemetry.attempt_failed({"previous": {"attempt": 1}})
+
+class Broken:
+    def submit(self, submission):
+        raise ValueError("the platform said no")
+
+adapter = telemetry.traced(Broken(), {"name": "dbx", "type": "databricks"}, {"run_id": "r", "service": "s", "attempt": 1})
+try:
+    adapter.submit(None)
+except ValueError as exc:
+    print("raised:", exc)
+telemetry.flush()
+"""
+
+
+@pytest.mark.slow
+def test_telemetry_never_fails_its_caller_and_a_failed_platform_call_is_a_failed_dependency(tmp_path):
+    with IngestionStandIn() as ingestion:
+        done = subprocess.run([sys.executable, "-c", GUARD_SCRIPT], cwd=tmp_path, capture_output=True, text=True,
+                              env=_env(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=ingestion.connection_string),
+                              timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "raised: the platform said no"  # the caller sees the platform's own error
+    (call,) = [e for e in _of(ingestion.envelopes, "RemoteDependency") if _base(e)["name"] == "dbx submit"]
+    assert _base(call)["success"] is False and _base(call)["type"] == "databricks"
+    assert _operation(call) == telemetry.trace_id("r")
+    assert _parent(call) == f"{telemetry.attempt_span_id('r', 's', 1):016x}"
+    assert not _of(ingestion.envelopes, "Request") and not _of(ingestion.envelopes, "Event")
+
+
 def test_without_the_setting_nothing_is_configured_or_imported(tmp_path):
     """`tower validate` and `tower plan` never pay for the distro, even with the setting; without it
     `configure()` sets nothing up and imports nothing."""
