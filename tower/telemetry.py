@@ -310,7 +310,9 @@ def _guarded(fn: Callable) -> Callable:
 
 @_guarded
 def run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
-    """`tower.run.started`, from the activity that opens the run (it has the plan)."""
+    """`tower.run.started`, from the activity that opens the run (it has the plan); once per process."""
+    if _seen(("started", plan["run_id"])):
+        return
     t.emitter.later(_run_started, t, plan, started)
 
 
