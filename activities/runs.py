@@ -80,6 +80,7 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
                 "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
             later = await asyncio.to_thread(finish_service, ledger_from_environment(), run_id, job["service"],
                                             _redacted(result), utcnow())
+            telemetry.service_finished({"run_id": run_id, "pipeline": job["pipeline"]}, _redacted(result))
             summary = await act(client, run_id, later)
             started, done, status = started + summary["started"], summary["done"], summary["status"]
     if step.stop:
