@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 from tests.appinsights_standin import IngestionStandIn
 from tests.platforms import jobs_api_server as jobs
 from tower import telemetry
+from tower.events import event_run_id
+from tower.plan import new_run_id, timed_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "dapi-telemetry-secret-42"
@@ -41,7 +44,8 @@ def _env(work: Path, **extra) -> dict:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("DATABRICKS_", "ARM_", "APPLICATIONINSIGHTS_", "OTEL_"))}
     env.update(PYTHONPATH=str(REPO), TOWER_HOME=str(work / "home"), TOWER_CATALOG=str(work / "catalog.yaml"),
-               DATABRICKS_CONFIG_FILE="/nonexistent/databrickscfg", TOWER_TEST_DATABRICKS_TOKEN=TOKEN, **extra)
+               DATABRICKS_CONFIG_FILE="/nonexistent/databrickscfg", TOWER_TEST_DATABRICKS_TOKEN=TOKEN,
+               TOWER_EVENTS_QUEUE="tower-events", **extra)
     env.pop("TOWER_HISTORY_TABLE_URL", None)
     env.pop("TOWER_LEDGER_TABLE_URL", None)
     return env
@@ -194,7 +198,7 @@ host = Host(load_app(sys.argv[2]), home, port=0, log=lambda line: None).start()
 try:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        runs = [r for r in host.engine.list(prefix="every@") if r.get("name") == "pipeline_run"]
+        runs = [r for r in host.engine.list(prefix="run~every@") if r.get("name") == "pipeline_run"]
         if runs and all(r["runtimeStatus"] == "Completed" for r in runs):
             break
         time.sleep(0.1)
@@ -216,7 +220,7 @@ def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     run_ids, enabled = done.stdout.split()
-    assert enabled == "True" and run_ids.startswith("every@")  # function_app.py configured telemetry
+    assert enabled == "True" and run_ids.startswith("run~every@")  # function_app.py configured telemetry
     ticks = [_base(e)["properties"] for e in _of(ingestion.envelopes, "Event") if _base(e)["name"] == "tower.schedule.tick"]
     assert len(ticks) == 1 and ticks[0]["started"] == str(len(run_ids.split(",")))
     assert ticks[0]["at"].endswith("Z")
@@ -227,6 +231,8 @@ def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp
 
 GUARD_SCRIPT = """
 from tower import telemetry
+from tower.events import event_run_id
+from tower.plan import new_run_id, timed_run_id
 assert telemetry.configure() and telemetry.configure()  # once per process: the second call is a no-op
 telemetry.service_finished({}, {})  # malformed on purpose: an emit that breaks is swallowed
 telemetry.run_finished({"run_id": "r"})
@@ -332,9 +338,9 @@ def test_error_classes_and_triggers():
     assert telemetry.error_class_of("failed", "its service run ended terminated: x") == "service_run"
     assert telemetry.error_class_of("failed", "job failed") == "platform"
     assert telemetry.error_class_of("cancelled", "cancelled") == "cancelled"
-    assert telemetry.trigger_of("nightly@2026-12-06T040000Z") == "schedule"
-    assert telemetry.trigger_of("nightly@evt-42") == "event"
-    assert telemetry.trigger_of("nightly-20261206T044000-abc123") == "manual"
+    assert telemetry.trigger_of(timed_run_id("nightly", datetime(2026, 12, 6, 4, tzinfo=timezone.utc))) == "schedule"
+    assert telemetry.trigger_of(event_run_id("nightly", "42")) == "event"
+    assert telemetry.trigger_of(new_run_id("nightly", datetime(2026, 12, 6, 4, tzinfo=timezone.utc))) == "manual"
     assert telemetry.trigger_of("nightly-x", {"trigger": "api"}) == "api"
 
 

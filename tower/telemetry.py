@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -613,14 +614,19 @@ def _seen(key: tuple) -> bool:
 
 def trigger_of(run_id: str, plan: Mapping[str, Any] | None = None) -> str:
     """How a run was started: the plan's `trigger` when it says, else what its id shows
-    (`<pipeline>@evt-<message>`: event; `<pipeline>@<time>`: schedule; otherwise on demand)."""
+    (tower.plan's shapes: `run~<pipeline>@<stamp>` schedule, `run~<pipeline>@<stamp>-<nonce>` by
+    hand, `run~<pipeline>:<message id>` event; any other id was given by a caller: manual)."""
     if plan and plan.get("trigger"):
         return str(plan["trigger"])
-    if "@evt-" in run_id:
-        return "event"
-    if "@" in run_id:
+    if _SCHEDULED_ID.search(run_id):
         return "schedule"
+    if _EVENT_ID.match(run_id):
+        return "event"
     return "manual"
+
+
+_SCHEDULED_ID = re.compile(r"@\d{8}T\d{6}Z$")
+_EVENT_ID = re.compile(r"run~[A-Za-z0-9_-]+:")
 
 
 def error_class_of(status: str, error: str | None) -> str:
