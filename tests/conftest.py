@@ -49,3 +49,18 @@ def azurite_table_url(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- Two hosts over one home: another engine process beside the test's (tests/local/hosts.py) ---
+
+@pytest.fixture
+def other_host():
+    """`other_host(home, app="module:factory", activities_only=True, max_activities=None, env=None)`
+    starts another host process over `home` (stopped at teardown) and returns its HostProcess (pid,
+    leader, stderr()). Give the test's own engine `max_activities=1` so the next work item goes there."""
+    import contextlib
+
+    from tests.local.hosts import host_process
+
+    with contextlib.ExitStack() as stack:
+        yield lambda home, **options: stack.enter_context(host_process(home, **options))

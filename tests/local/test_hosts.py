@@ -139,18 +139,18 @@ def test_a_killed_lease_holder_is_taken_over_at_once(tmp_path):
             engine.stop()
 
 
-def test_an_activities_only_worker_process_runs_the_apps_activities(tmp_path):
+def test_an_activities_only_worker_process_runs_the_apps_activities(tmp_path, other_host):
     """The supported way to put per-process guards under test: a second worker process that never
     runs orchestrations and takes the work items the first host has no room for."""
     home, side = tmp_path / "home", tmp_path / "side.txt"
     app_module.reset()
     engine = Engine(app_module.make_app(), home, max_activities=1).start()
     try:
-        with host_process(home, APP, activities_only=True) as worker:
-            assert not worker.leader and engine.is_leader
-            engine.start_new("stamped", "x", job(side, steps=1, fan=6, secs=0.2))
-            assert engine.wait("x", 60)["output"] == expected(1, 6)
-            assert worker.pid in {pid for _i, pid in stamps(side)}
+        worker = other_host(home, app=APP, activities_only=True)
+        assert not worker.leader and engine.is_leader
+        engine.start_new("stamped", "x", job(side, steps=1, fan=6, secs=0.2))
+        assert engine.wait("x", 60)["output"] == expected(1, 6)
+        assert worker.pid in {pid for _i, pid in stamps(side)}
     finally:
         engine.stop()
 
@@ -160,3 +160,45 @@ def _until(predicate, timeout=10.0):
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_tower_serve_and_tower_run_on_one_home_as_the_readme_lists_them(tmp_path):
+    """Issue 12, as a user met it: `tower serve` running, then `tower run` (twice at once) in the
+    same home. Each run succeeds once; neither process sees a non-deterministic replay."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.local.test_host_serve import REPO, free_port, stop_serve
+
+    catalog = REPO / "examples" / "refinery" / "catalog.yaml"
+    env = {**os.environ, "TOWER_HOME": str(tmp_path / "home"), "TOWER_CATALOG": str(catalog)}
+    env.pop("TOWER_HISTORY_TABLE_URL", None)
+    env.pop("TOWER_LEDGER_TABLE_URL", None)
+    port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "tower", "serve", "--port", str(port)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances",
+                                       timeout=1).read()
+                break
+            except OSError:
+                assert serve.poll() is None and time.monotonic() < deadline, "tower serve did not start"
+                time.sleep(0.1)
+        command = [sys.executable, "-m", "tower", "run", "nightly", "--simulate", "--time-scale", "0.002", "--json"]
+        runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+        outputs = [run.communicate(timeout=120) for run in runs]
+    finally:
+        code, serve_log = stop_serve(serve)
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+        result = json.loads(out)
+        assert result["status"] == "succeeded", result
+        assert all(s["attempts"] == 1 for s in result["services"].values()), result["services"]
+        assert "Non-Deterministic" not in err
+    assert code == 0 and "Non-Deterministic" not in serve_log and "duplicate" not in serve_log, serve_log
