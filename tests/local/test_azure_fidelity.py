@@ -205,10 +205,11 @@ def test_azure_storage_accepts_big_payloads_and_counts_the_blob_offloads(tmp_pat
     assert stats["max_payload_bytes"] >= 2 * MIB
     # over 45 KB: the big start's input, the activity's result, the output (the inputs to blob are ints)
     assert stats["payloads_over_45kb"] == 3
-    kinds = stats["payloads"]
-    assert kinds["activity_output"]["over_45kb"] == 1 and kinds["activity_output"]["count"] == 2
-    assert kinds["orchestration_input"]["over_45kb"] == 1 and kinds["orchestration_output"]["over_45kb"] == 1
-    assert kinds["activity_input"] == {"count": 2, "max_bytes": 7, "over_45kb": 0}
+    assert stats["activity_output_over_45kb"] == 1 and stats["activity_output_payloads"] == 2
+    assert stats["orchestration_input_over_45kb"] == 1 and stats["orchestration_output_over_45kb"] == 1
+    assert (stats["activity_input_payloads"], stats["activity_input_max_bytes"], stats["activity_input_over_45kb"]) \
+        == (2, 7, 0)
+    assert all(isinstance(value, (int, float)) for value in stats.values())   # benchmarks subtract them
 
 
 def test_the_durable_task_scheduler_profile_refuses_payloads_over_1_mib(tmp_path, monkeypatch):

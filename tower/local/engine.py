@@ -67,7 +67,7 @@ BLOB_OFFLOAD_BYTES = 45 * 1024
 # offload is .NET only ("Large payload support with Durable Task Scheduler": Python, JavaScript,
 # PowerShell, Java "not available: use external storage and pass references").
 DTS_MESSAGE_LIMIT = 1024 * 1024
-# Payload kinds counted in stats["payloads"]
+# Payload kinds, counted in stats["<kind>_payloads"], ["<kind>_max_bytes"], ["<kind>_over_45kb"]
 PAYLOAD_KINDS = ("orchestration_input", "orchestration_output", "activity_input", "activity_output",
                  "custom_status", "event")
 
@@ -184,8 +184,9 @@ class Engine:
             "longRunningTimerIntervalDuration": timespan(long_timer_interval)}
         self._context_tail = json.dumps({"upperSchemaVersion": 1, "upperSchemaVersionNew": 2, **timers})[1:-1]
         self.stats = {"episodes": 0, "handle_cpu": 0.0, "loop_cpu": 0.0, "activities": 0, "history_events": 0,
-                      "max_payload_bytes": 0, "payloads_over_45kb": 0,
-                      "payloads": {kind: {"count": 0, "max_bytes": 0, "over_45kb": 0} for kind in PAYLOAD_KINDS}}
+                      "max_payload_bytes": 0, "payloads_over_45kb": 0}
+        for kind in PAYLOAD_KINDS:      # every stat a number: "<kind>_payloads", "_max_bytes", "_over_45kb"
+            self.stats.update({f"{kind}_payloads": 0, f"{kind}_max_bytes": 0, f"{kind}_over_45kb": 0})
         self._stats_lock = threading.Lock()     # "activities" is counted by the worker threads
         self.episode_samples: list[tuple[int, float, float]] | None = None  # (history length, handle s, engine s)
         self.web_app = web.Application(client_max_size=HTTP_MAX_REQUEST_BYTES)
@@ -306,13 +307,13 @@ class Engine:
             return None
         size = len(text) if text.isascii() else len(text.encode())
         with self._stats_lock:
-            stats, per_kind = self.stats, self.stats["payloads"][kind]
-            per_kind["count"] += 1
-            if size > per_kind["max_bytes"]:
-                per_kind["max_bytes"] = size
+            stats = self.stats
+            stats[f"{kind}_payloads"] += 1
+            if size > stats[f"{kind}_max_bytes"]:
+                stats[f"{kind}_max_bytes"] = size
                 stats["max_payload_bytes"] = max(stats["max_payload_bytes"], size)
             if size > BLOB_OFFLOAD_BYTES:
-                per_kind["over_45kb"] += 1
+                stats[f"{kind}_over_45kb"] += 1
                 stats["payloads_over_45kb"] += 1
         if self.payload_limit is not None and size > self.payload_limit:
             return too_large_message(kind, size)
