@@ -54,6 +54,10 @@ def test_two_engines_in_one_process_split_the_work_and_each_item_runs_once(tmp_p
         assert first.stats["activities"] > 0 and second.stats["activities"] > 0   # work items: both
         seen = Counter(i for (i, _pid), n in stamps(side).items() for _ in range(n))
         assert seen == Counter({i: 6 for i in [*range(3), *range(100, 106)]})   # each item once per run
+        second.stop()                  # it wrote engine.json last: the one still running names itself
+        _until(lambda: (home / "engine.json").exists(), timeout=5)
+        first.stop()
+        assert not (home / "engine.json").exists()
     finally:
         second.stop()
         first.stop()

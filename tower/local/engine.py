@@ -236,12 +236,16 @@ class Engine:
         for i in range(self._workers):
             self._spawn(self._activity_worker, f"tower-activity-{i}")
         self._spawn(self._run, "tower-engine")
-        (self.home / "engine.json").write_text(json.dumps({"pid": os.getpid(), "base_url": self.base_url}))
+        self._announce()
         self.log(f"engine: {len(self.orchestrators)} orchestrators, {len(self.activities)} activities, "
                  f"management API at {self.base_url}")
         if not self._leader:
             self.log(self.follower_line())
         return self
+
+    def _announce(self) -> None:
+        """`<home>/engine.json` names a live engine of this home (`tower status` asks whether one runs)."""
+        (self.home / "engine.json").write_text(json.dumps({"pid": os.getpid(), "base_url": self.base_url}))
 
     @property
     def is_leader(self) -> bool:
@@ -458,6 +462,8 @@ class Engine:
         self._next_beat = time.monotonic() + HEARTBEAT_SECONDS
         held = self.store.beat(self.host_id, _command_line(), ORCHESTRATION_LEASE if self.orchestrations else None,
                                LEASE_SECONDS, _alive, sweep=first)
+        if not (self.home / "engine.json").exists():     # the engine that wrote it stopped; this one runs
+            self._announce()
         if held and not self._leader:
             self._reset()                           # whatever another engine did: read it all again
             self._leader = True
