@@ -7,6 +7,11 @@ instance into one episode, calls the SDK's handle with the context JSON, re-enac
 processing of the returned actions (`tower.local.replay`), and commits the episode in one
 transaction. Activities run on `activity_workers` daemon threads; async functions (activities,
 HTTP functions, the management API) run on the process's one event loop thread, `engine.loop`.
+
+Several engines (processes) may share a home, as the Azure Storage backend's workers share a task
+hub: the one holding the home's orchestration lease runs the work loop's episodes (and checks the
+lease in each commit), every engine takes activity work items (one owner each), and a stopped or
+dead engine's share is taken over (`Store.beat`). `python -m tower.local.worker` starts another.
 """
 
 from __future__ import annotations
@@ -275,7 +280,8 @@ class Engine:
         self._threads.append(thread)
 
     def stop(self, timeout: float = 10) -> None:
-        """Finish the episode in progress and stop; running activities are re-run at the next start."""
+        """Finish the episode in progress and stop; the lease and the activities still running go to
+        the other engines of this home at once (re-run there, or here at the next start)."""
         if self._stopping.is_set():
             return
         self._stopping.set()

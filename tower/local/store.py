@@ -6,7 +6,10 @@ results. The engine consumes messages and commits an episode's effects (new hist
 instance row, consumed messages, new work, new messages) in one transaction, so a crash at any
 point loses or duplicates nothing. `inbox.seq` is AUTOINCREMENT: ids never go back, and SQLite's
 single writer commits them in order, so a reader can poll `seq > high_water_mark` cheaply, even
-for messages other processes write (the CLI's `tower cancel`).
+for messages other processes write (the CLI's `tower cancel`, another engine's client calls).
+
+Engines sharing the file register in `hosts` (heartbeat), one of them holds the `orchestrations`
+row of `leases`, and each `work` item records the host that took it (`owner`, NULL while waiting).
 """
 
 from __future__ import annotations
