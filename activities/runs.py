@@ -31,6 +31,7 @@ from tower.ledger import (
 )
 from tower.plan import service_job
 from tower.redact import redact
+from tower.runs_index import run_ended
 from tower.scheduler import FAILED
 from tower.timestamps import parse_iso, utcnow
 
@@ -239,6 +240,7 @@ def run_result_activity(request: dict) -> dict:
     """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
     result = run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
     telemetry.run_finished(result)
+    run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)
     return result
 
 

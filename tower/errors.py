@@ -4,6 +4,7 @@
     ├── CatalogError                the catalog is invalid: carries every Problem found
     ├── ConfigError                 a setting is missing or wrong when used (e.g. an unset ${VAR})
     ├── UsageError                  bad command-line or API input (unknown pipeline, bad --param)
+    ├── RunExists                   a run id was used already (the runs index): nothing started
     ├── PlatformError               a remote platform call failed; `retryable` says what to do
     │   ├── RetryableError          throttling, 5xx, network: worth another attempt
     │   └── NonRetryableError       auth, not found, SQL error, job FAILED: retrying won't help
@@ -53,6 +54,14 @@ class ConfigError(TowerError):
 
 class UsageError(TowerError):
     """Bad input from the command line or an API request."""
+
+
+class RunExists(TowerError):
+    """A start of a run id the runs index has seen: started nothing. `row` is its index row."""
+
+    def __init__(self, row, message: str | None = None):
+        self.row = row
+        super().__init__(message or f"run {row.run_id!r} exists already ({row.status}): not started again")
 
 
 class PlatformError(TowerError):

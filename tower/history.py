@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +80,9 @@ class RunHistory(Protocol):
 
     def attempts(self, run_id: str) -> list[AttemptRecord]: ...
 
+    def delete_before(self, cutoff: datetime) -> int:
+        """Delete attempts that finished (else were recorded) before `cutoff` (retention)."""
+
 
 _COLUMNS = [f.name for f in fields(AttemptRecord)]
 
@@ -136,6 +140,10 @@ class SqliteRunHistory:
         ).fetchall()
         return [AttemptRecord(*row) for row in rows]
 
+    def delete_before(self, cutoff: datetime) -> int:
+        with self._connect() as db:
+            return db.execute("DELETE FROM attempts WHERE recorded < ?", (cutoff.timestamp(),)).rowcount
+
 
 class TableRunHistory:
     """Azure Table Storage: partition = service, row key = newest first, so the recent successes
@@ -189,6 +197,19 @@ class TableRunHistory:
         entities = self.table.query_entities("run_id eq @run", parameters={"run": run_id})
         records = [AttemptRecord(**{c: e.get(c) for c in _COLUMNS}) for e in entities]
         return sorted(records, key=lambda r: (r.started or "", r.service, r.attempt))
+
+    def delete_before(self, cutoff: datetime) -> int:
+        """No PartitionKey in the filter: the server reads the whole table (once a day, small rows)."""
+        old = self.table.query_entities("finished lt @cutoff", parameters={"cutoff": iso(cutoff)},
+                                        select=["PartitionKey", "RowKey"])
+        by_partition: dict[str, list[dict]] = {}
+        for entity in old:
+            by_partition.setdefault(entity["PartitionKey"], []).append(
+                {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"]})
+        for keys in by_partition.values():
+            for at in range(0, len(keys), 100):  # a transaction holds 100 operations of one partition
+                self.table.submit_transaction([("delete", key) for key in keys[at:at + 100]])
+        return sum(len(keys) for keys in by_partition.values())
 
 
 def history_from_environment(home: str | Path | None = None) -> RunHistory:

@@ -81,6 +81,9 @@ class RunLedger(Protocol):
         """The inputs of these services' runs (as given to `create`), in one read or a few: a step
         that starts a wide fan-out must not read once per service."""
 
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs, if there (retention); returns how many were there."""
+
 
 # --- the dispatch steps -------------------------------------------------------------------------
 
@@ -363,6 +366,17 @@ class SqliteRunLedger:
         if missing:
             raise EngineError(f"run {run_id!r} has no service {missing[0]!r} in the run ledger")
         return inputs
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (retention: tower.runs_index.purge); returns how many there were."""
+        deleted = 0
+        with self._connect() as db:
+            for at in range(0, len(run_ids), SQLITE_CHUNK):
+                chunk = list(run_ids[at:at + SQLITE_CHUNK])
+                marks = ", ".join("?" * len(chunk))
+                db.execute(f"DELETE FROM run_services WHERE run_id IN ({marks})", chunk)
+                deleted += db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
+        return deleted
 
 
 SQLITE_CHUNK = 500  # names per IN (...) query, well under SQLite's limit on parameters

@@ -360,6 +360,19 @@ class TableRunLedger:
 
         return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(read, names))
 
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs' partitions (retention: tower.runs_index.purge): a keyed read of each
+        run's row keys, then batches of 100 deletes; returns how many runs were there."""
+        deleted = 0
+        for run_id in run_ids:
+            pk = partition_key(run_id)
+            keys = [{"PartitionKey": pk, "RowKey": e["RowKey"]} for e in self.table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"])]
+            for at in range(0, len(keys), MAX_BATCH_OPERATIONS):
+                self.table.submit_transaction([("delete", key) for key in keys[at:at + MAX_BATCH_OPERATIONS]])
+            deleted += bool(keys)
+        return deleted
+
     def _check_size(self, run_id: str, entity: Mapping[str, Any], what: str) -> None:
         size = stored_size(entity)
         if size > MAX_ENTITY:

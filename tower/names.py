@@ -14,6 +14,9 @@ RECONCILE_RUN = "reconcile_run"
 CANCEL_RUN = "cancel_run"
 RUN_RESULT = "run_result"
 
+# Triggers
+PURGE = "purge"
+
 # External events
 CANCEL_EVENT = "cancel"
 RUN_FINISHED_EVENT = "run_finished"

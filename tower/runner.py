@@ -7,6 +7,7 @@
     plan_run(catalog, pipeline, ...)  a plan whose priorities use the run history's durations
     repair_plan(plan, result)         a new run of what failed, was held back or was cancelled
     run_info / list_runs / request_cancel   read or steer runs from any process, engine or not
+    purge(home, older_than)           delete finished runs' details (tower.runs_index, retention)
 
 A run result is the dict `pipeline_run` returns (see tower.scheduler.Scheduler.result).
 """
@@ -191,19 +192,62 @@ def run_info(home: Path, run_id: str) -> RunInfo:
     return RunInfo.from_status(status).with_live_status(home)
 
 
-def list_runs(home: Path, limit: int = 20) -> list[RunInfo]:
-    """Recent runs, newest first. Plans are read only for runs without a result (their pipeline)."""
-    from tower.local.store import read_list, read_status
+def list_runs(home: Path, limit: int = 20, **filters) -> list:
+    """Recent runs, newest first, from the runs index (RunRow; filters as `RunsIndex.list`)."""
+    from tower.runs_index import index_from_environment
 
-    if not (home / "state.db").exists():
-        return []
-    runs = []
-    for status in read_list(home, name=PIPELINE_RUN, limit=limit, show_input=False):
-        run = RunInfo.from_status(status)
-        if not isinstance(run.result, dict):  # no result (yet): its plan names the pipeline
-            run = RunInfo.from_status(read_status(home, run.run_id) or status)
-        runs.append(run)
-    return runs
+    return index_from_environment(home).list(limit=limit, **filters)[0]
+
+
+class LocalDurableSide:
+    """The purge's view of the local engine's store (tower.runs_index.DurableSide); an engine may
+    be running: each instance is deleted in its own transaction, only if it is still finished."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+
+    async def runtime(self, instance_id: str) -> str | None:
+        from tower.local.store import read_status
+
+        if not (self.home / "state.db").exists():
+            return None
+        status = read_status(self.home, instance_id, show_input=False)
+        return status.get("runtimeStatus") if status else None
+
+    async def purge(self, created_before: datetime) -> int:
+        from tower.local import history as h
+        from tower.local.store import Store
+
+        if not (self.home / "state.db").exists():
+            return 0
+        store, deleted = Store(self.home), 0
+        try:
+            for row in store.rows(runtime_status=sorted(h.TERMINAL), created_to=created_before):
+                with store.tx() as db:
+                    found = db.execute("SELECT status FROM instances WHERE id = ?", (row["id"],)).fetchone()
+                    if found and found[0] in h.TERMINAL:
+                        store.purge(db, row["id"])
+                        deleted += 1
+        finally:
+            store.close()
+        return deleted
+
+
+def purge(home: Path, older_than_days: int, now: datetime | None = None) -> dict[str, int]:
+    """`tower purge`: delete the details of runs older than this (tower.runs_index.purge)."""
+    import asyncio
+
+    from tower.history import history_from_environment
+    from tower.ledger import ledger_from_environment
+    from tower.runs_index import index_from_environment
+    from tower.runs_index import purge as purge_stores
+
+    async def here(fn, *args):
+        return fn(*args)
+
+    return asyncio.run(purge_stores(index_from_environment(home), ledger_from_environment(home),
+                                    history_from_environment(home), LocalDurableSide(home),
+                                    now or datetime.now(timezone.utc), older_than_days, to_thread=here))
 
 
 def engine_alive(home: Path) -> bool:
@@ -274,8 +318,34 @@ class LocalEngine:
             self.engine.stop()
             self.engine = None
 
-    def start_run(self, plan: dict) -> str:
-        return self.engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    def start_run(self, plan: dict, trigger: str = "cli", repair_of: str | None = None, again: bool = False) -> str:
+        """Claim the run id in the runs index, then start `pipeline_run` (tower.runs_index.start_once:
+        RunExists if the id was used). A repair first links its original run to it, which refuses a
+        second repair unless `again` (undone if the repair does not start)."""
+        import asyncio
+
+        from tower.runs_index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+        from tower.timestamps import utcnow
+
+        index, run_id = index_from_environment(self.home), plan["run_id"]
+
+        async def start() -> None:
+            self.engine.start_new(PIPELINE_RUN, run_id, json.dumps(plan))
+
+        async def exists() -> bool:
+            return self.engine.status(run_id, show_input=False) is not None
+
+        async def here(fn, *args):  # the index is local SQLite: no thread needed
+            return fn(*args)
+
+        previous = link_repair(index, repair_of, run_id, again) if repair_of else None
+        try:
+            asyncio.run(start_once(index, row_for(plan, trigger, utcnow(), repair_of), start, exists, to_thread=here))
+        except BaseException:
+            if repair_of:
+                unlink_repair(index, repair_of, run_id, previous)
+            raise
+        return run_id
 
     def cancel(self, run_id: str) -> None:
         self.engine.raise_event(run_id, CANCEL_EVENT, None)

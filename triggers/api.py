@@ -1,8 +1,11 @@
 """The HTTP API: start a run, read one, list them, cancel one. Function-level keys in Azure.
 
-    POST /api/runs/{pipeline}        body {"params": {...}, "services": [selectors]} -> 202 + run id
+    POST /api/runs/{pipeline}        body {"params": {...}, "services": [selectors], "run_id": id}
+                                     -> 202 + run id; 409 if that run id was used before
     GET  /api/runs/{run_id}          the run: status and per-service results
-    GET  /api/runs[?limit=N]         recent runs, newest first
+    GET  /api/runs[?pipeline=&status=&since=&limit=&continuation=]
+                                     runs newest first, from the runs index (tower.runs_index);
+                                     {"runs": [...], "continuation": token or null}
     POST /api/runs/{run_id}/cancel   ask a running run to cancel -> 202
 """
 
@@ -16,10 +19,10 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from tower import durable_errors
-from tower.errors import CatalogError, InstanceGone, UsageError
+from tower.errors import CatalogError, InstanceGone, RunExists, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
 from tower.plan import is_safe_instance_id
-from triggers.common import catalog, start_once
+from triggers.common import catalog, start_new_run
 
 bp = df.Blueprint()
 AUTH = func.AuthLevel.FUNCTION
@@ -68,13 +71,14 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
             known = ", ".join(cat.pipelines) or "none"
             return _error(404, f"unknown pipeline {pipeline!r} (pipelines: {known})")
         run_id = given_run_id(body["run_id"]) if "run_id" in body else new_run_id(pipeline, datetime.now(timezone.utc))
-        started = await start_once(client, cat, pipeline, run_id, params=body.get("params") or None, selectors=body.get("services") or None)
+        await start_new_run(client, cat, pipeline, run_id, trigger="api", params=body.get("params") or None,
+                            selectors=body.get("services") or None)
+    except RunExists as exc:
+        return _error(409, str(exc))
     except UsageError as exc:
         return _error(400, str(exc))
     except CatalogError as exc:
         return _error(500, f"the catalog is invalid:\n{exc}")
-    if not started:
-        return _error(409, f"run {run_id!r} exists already")
     status_url = f"{_base(req)}/runs/{run_id}"
     return _json({"run_id": run_id, "pipeline": pipeline, "status_url": status_url}, 202, {"Location": status_url})
 
@@ -83,30 +87,34 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from tower.runs_index import index_from_environment
+
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):  # no run has such an id, and the SDK would put it in a URL as is
         return _error(404, f"no run {run_id!r}")
+    row = await asyncio.to_thread(lambda: index_from_environment().get(run_id))
     status = await client.get_status(run_id, show_input=True)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
+        if row is not None:  # its details were purged: what the runs index keeps
+            return _json(row.to_json())
         return _error(404, f"no run {run_id!r}")
-    return _json(await asyncio.to_thread(_run, status, True))
+    links = {key: getattr(row, key) for key in ("repair_of", "repaired_by") if row is not None}
+    return _json({**await asyncio.to_thread(_run, status, True), **links})
 
 
 @bp.function_name("api_list_runs")
 @bp.route(route="runs", methods=["GET"], auth_level=AUTH)
-@bp.durable_client_input(client_name="client")
-async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """Runs newest first from the runs index (never a Durable instance query: tower.runs_index)."""
+    from tower.runs_index import index_from_environment, list_query
+
     try:
-        limit = int(req.params.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        return _error(400, f"limit: expected a number, got {req.params.get('limit')!r}")
-    statuses = [s for s in await client.get_status_all() if s.name == PIPELINE_RUN]
-    statuses.sort(key=lambda s: s.created_time.timestamp() if s.created_time else 0, reverse=True)
-    runs = []
-    for status in statuses[: max(limit, 0)]:
-        run = _run(status)
-        runs.append({k: run[k] for k in ("run_id", "pipeline", "status", "started", "finished", "runtime_status")})
-    return _json(runs)
+        query = list_query(req.params)
+    except UsageError as exc:
+        return _error(400, f"GET /api/runs: {exc}")
+    index = await asyncio.to_thread(index_from_environment)
+    rows, continuation = await asyncio.to_thread(lambda: index.list(**query))
+    return _json({"runs": [row.to_json() for row in rows], "continuation": continuation})
 
 
 @bp.function_name("api_cancel_run")

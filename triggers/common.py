@@ -3,8 +3,11 @@ and starting a run exactly once per instance id."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import datetime, timezone
 
+from tower.errors import RunExists
 from tower.names import PIPELINE_RUN
 
 log = logging.getLogger("tower.triggers")
@@ -25,18 +28,40 @@ def catalog():
     return _cache[key][1]
 
 
-async def start_once(client, catalog, pipeline: str, run_id: str, *, params=None, selectors=None) -> bool:
-    """Start `pipeline` as instance `run_id` unless that instance already exists; True if started.
-
-    Checked first because the extension would *replace* a finished instance with the same id.
-    """
-    from tower.runner import plan_run
-
-    existing = await client.get_status(run_id)
-    if existing and existing.runtime_status is not None:
-        log.info("%s: run %s exists already (%s): not started again", pipeline, run_id, existing.runtime_status.value)
+async def start_once(client, catalog, pipeline: str, run_id: str, *, trigger: str, params=None,
+                     selectors=None) -> bool:
+    """Start `pipeline` as run `run_id` unless that id was used; True if started, False (logged) if
+    not. A repeated tick, a redelivered message, a catch-up after a purge all land here."""
+    try:
+        await start_new_run(client, catalog, pipeline, run_id, trigger=trigger, params=params, selectors=selectors)
+    except RunExists as exc:
+        log.info("%s: %s", pipeline, exc)
         return False
-    plan = plan_run(catalog, pipeline, params=params, selectors=selectors, run_id=run_id)
-    await client.start_new(PIPELINE_RUN, run_id, plan)
-    log.info("%s: started run %s", pipeline, run_id)
     return True
+
+
+async def start_new_run(client, catalog, pipeline: str, run_id: str, *, trigger: str, params=None, selectors=None) -> dict:
+    """Plan the run (bad input fails here, before anything is claimed), claim its id in the runs
+    index, then start `pipeline_run`; returns the plan. RunExists if the id was used.
+
+    The runs index decides, not Durable: the extension would *replace* a finished instance with
+    the same id, and a purged one looks unused (tower.runs_index.start_once)."""
+    from tower.runner import plan_run
+    from tower.runs_index import index_from_environment, row_for
+    from tower.runs_index import start_once as claim_and_start
+
+    plan = await asyncio.to_thread(plan_run, catalog, pipeline, params=params, selectors=selectors, run_id=run_id)
+    index = await asyncio.to_thread(index_from_environment)
+    row = row_for(plan, trigger, datetime.now(timezone.utc))
+    await claim_and_start(index, row, lambda: start_pipeline_run(client, plan), lambda: instance_exists(client, run_id))
+    log.info("%s: started run %s (%s)", pipeline, run_id, trigger)
+    return plan
+
+
+async def start_pipeline_run(client, plan: dict) -> None:
+    await client.start_new(PIPELINE_RUN, plan["run_id"], plan)
+
+
+async def instance_exists(client, instance_id: str) -> bool:
+    status = await client.get_status(instance_id)
+    return bool(status and status.runtime_status is not None)

@@ -122,7 +122,7 @@ async def start_exactly_once(client, cat, pipeline: str, run_id: str, params, se
     from tower import durable_errors
 
     try:
-        return await start_once(client, cat, pipeline, run_id, params=params, selectors=selectors)
+        return await start_once(client, cat, pipeline, run_id, trigger="event", params=params, selectors=selectors)
     except TowerError as exc:
         if not isinstance(exc, InstanceExists):
             raise

@@ -48,7 +48,7 @@ async def tick(client, timer, now: datetime) -> list[str]:
             continue
         for when in due_runs(pipeline.schedule, since, now):
             run_id = scheduled_run_id(name, when)
-            if await start_once(client, cat, name, run_id):
+            if await start_once(client, cat, name, run_id, trigger="schedule"):
                 started.append(run_id)
     return started
 

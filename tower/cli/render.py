@@ -161,10 +161,22 @@ def run_summary(result: dict, detail: str | None = None) -> str:
 
 
 def runs_table(runs: list[dict]) -> str:
-    """`tower runs`: id, pipeline, status, started, duration — newest first, as given."""
+    """`tower runs`: id, pipeline, trigger, status, started, duration, repair links: newest first, as given."""
     rows = []
     for run in runs:
         took = seconds_between(run.get("started"), run.get("finished"))
-        rows.append([run["run_id"], run.get("pipeline") or "", run.get("status") or "",
-                     run.get("started") or "", short_duration(took)])
-    return "\n".join(table([["run id", "pipeline", "status", "started", "duration"], *rows], rule=True))
+        links = [f"repaired by {run['repaired_by']}"] if run.get("repaired_by") else []
+        links += [f"repair of {run['repair_of']}"] if run.get("repair_of") else []
+        rows.append([run["run_id"], run.get("pipeline") or "", run.get("trigger") or "", run.get("status") or "",
+                     _to_second(run.get("started")), short_duration(took),
+                     "; ".join(links)])
+    return "\n".join(table([["run id", "pipeline", "trigger", "status", "started", "duration", "repair"], *rows],
+                           rule=True))
+
+
+def _to_second(text: str | None) -> str:
+    """ISO time to the second, for tables: 2026-12-06T04:39:15Z."""
+    from tower.timestamps import parse_iso
+
+    when = parse_iso(text) if text else None
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else ""

@@ -1,4 +1,4 @@
-"""`tower run / runs / status / cancel / repair / resume`: runs on the local engine.
+"""`tower run / runs / status / cancel / repair / resume / purge`: runs on the local engine.
 
 State lives in $TOWER_HOME (default ./.tower): the engine's store, run history, command logs.
 """
@@ -32,6 +32,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return int(text)
+
+
+def _days(text: str) -> float:
+    from tower.catalog.durations import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected an age > 0, e.g. 30d, got {text!r}")
+    return seconds / 86400
+
+
 def register(subparsers) -> None:
     run = subparsers.add_parser("run", help="run a pipeline locally and follow it", description=RUN_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,8 +65,16 @@ def register(subparsers) -> None:
     _add_json(run, "print the run result as one JSON object on stdout")
     run.set_defaults(handler=cmd_run)
 
-    runs = subparsers.add_parser("runs", help="list recent runs, newest first")
-    runs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20)")
+    runs = subparsers.add_parser(
+        "runs", help="list runs, newest first (from the runs index)",
+        description="List runs newest first from the runs index ($TOWER_HOME/runs.db), which keeps a "
+                    "row per run even after `tower purge` removed its details.")
+    runs.add_argument("--pipeline", metavar="NAME", help="only this pipeline's runs")
+    runs.add_argument("--status", metavar="STATUS",
+                      help="only runs in this state (starting, running, succeeded, failed, cancelled)")
+    runs.add_argument("--since", metavar="WHEN", help="only runs started since: an ISO time or an age (7d, 12h)")
+    runs.add_argument("--limit", type=_limit, default=20, metavar="N", help="at most N runs (1-1000, default 20)")
+    runs.add_argument("--continuation", metavar="TOKEN", help="the next page: the token the previous page printed")
     _add_json(runs, "print the runs as JSON")
     runs.set_defaults(handler=cmd_runs)
 
@@ -65,11 +91,25 @@ def register(subparsers) -> None:
         "repair", help="re-run a finished run's failed, upstream_failed and cancelled services",
         description="Start a new run of the services of RUN_ID that failed, were held back by a "
                     "failure, or were cancelled; the services that succeeded count as done. The new "
-                    "run uses RUN_ID's frozen plan (same specs and params), and is followed like "
-                    "`tower run`.")
+                    "run uses the plan frozen when RUN_ID started (same specs and params): catalog "
+                    "edits since are not applied (for those, `tower run` the services again). RUN_ID "
+                    "then points to its repair, and a second repair of it is refused unless --again. "
+                    "Followed like `tower run`.")
     repair.add_argument("run_id", metavar="RUN_ID")
+    repair.add_argument("--again", action="store_true", help="repair RUN_ID even though it was repaired before")
     _add_json(repair, "print the new run's result as one JSON object on stdout")
     repair.set_defaults(handler=cmd_repair)
+
+    purge = subparsers.add_parser(
+        "purge", help="delete the details of runs older than the retention",
+        description="Delete what finished runs older than --older-than leave in $TOWER_HOME: engine "
+                    "instances, ledger and history rows. `tower runs` keeps listing them (as a tombstone, "
+                    "14 days longer) so their run ids are never started again. In Azure a daily timer does "
+                    "this with TOWER_RETENTION_DAYS.")
+    purge.add_argument("--older-than", type=_days, default=None, metavar="AGE",
+                       help="e.g. 30d, 12h (default: TOWER_RETENTION_DAYS days, else 30d)")
+    _add_json(purge, "print what was deleted as JSON")
+    purge.set_defaults(handler=cmd_purge)
 
     resume = subparsers.add_parser("resume", help="continue the runs left unfinished (after a crash or Ctrl-C)")
     _add_json(resume, "print the results as a JSON list on stdout")
@@ -96,6 +136,7 @@ def cmd_run(args) -> int:
 
 def cmd_repair(args) -> int:
     from tower.runner import repair_plan, run_info
+    from tower.runs_index import index_from_environment, record_end
 
     home = tower_home()
     info = run_info(home, args.run_id)
@@ -103,23 +144,29 @@ def cmd_repair(args) -> int:
         raise UsageError(f"run {args.run_id} is still {info.status}: wait for it, or `tower cancel` it first")
     if not isinstance(info.plan, dict) or not isinstance(info.result, dict):
         raise UsageError(f"run {args.run_id} ended without a result ({info.runtime_status}); start a new run")
+    index = index_from_environment(home)
+    if index.get(args.run_id) is None:  # a run from before the runs index: give it its row
+        result = info.result
+        record_end(index, args.run_id, info.pipeline, info.status, result.get("finished"), {}, result.get("started"))
     plan = repair_plan(info.plan, info.result)
-    err(f"repairing {args.run_id}: {len(plan['services'])} service(s): {', '.join(list(plan['services'])[:10])}"
-        + (" …" if len(plan["services"]) > 10 else ""))
-    return _start_and_follow(home, [plan], args.json)
+    names = list(plan["services"])
+    err(f"repairing {args.run_id} with the plan frozen when it started (catalog edits are not applied): "
+        f"{len(names)} service(s): {', '.join(names[:10])}" + (" …" if len(names) > 10 else ""))
+    return _start_and_follow(home, [plan], args.json, trigger="repair", repair_of=args.run_id, again=args.again)
 
 
 def cmd_resume(args) -> int:
     return _start_and_follow(tower_home(), [], args.json, resume=True)
 
 
-def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool = False) -> int:
+def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool = False, trigger: str = "cli",
+                      repair_of: str | None = None, again: bool = False) -> int:
     from tower import telemetry
     from tower.runner import LocalEngine
 
     telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set: the portal view, locally
     with LocalEngine(home) as local:
-        run_ids = [local.start_run(plan) for plan in plans]
+        run_ids = [local.start_run(plan, trigger, repair_of, again) for plan in plans]
         if resume:
             run_ids = local.unfinished_runs()
             if not run_ids:
@@ -193,32 +240,64 @@ def _report(results: list[dict], as_json: bool, as_list: bool = False) -> None:
 
 def cmd_runs(args) -> int:
     from tower.cli.render import runs_table
-    from tower.runner import list_runs
+    from tower.runs_index import index_from_environment, list_query
 
     home = tower_home()
-    runs = [info.to_result() for info in list_runs(home, limit=max(args.limit, 1))]
-    rows = [{"run_id": r["run_id"], "pipeline": r["pipeline"], "status": r["status"],
-             "started": r["started"], "finished": r["finished"]} for r in runs]
+    query = list_query({name: value for name in ("pipeline", "status", "since", "continuation")
+                        if (value := getattr(args, name))} | {"limit": str(args.limit)})
+    rows, continuation = index_from_environment(home).list(**query)
     if args.json:
-        print_json(rows)
+        print_json([row.to_json() for row in rows])
     elif rows:
-        print(runs_table(rows))
+        print(runs_table([row.to_json() for row in rows]))
+    elif args.continuation or any(query.get(k) for k in ("pipeline", "status", "since")):
+        err("no runs match")
     else:
         err(f"no runs in {home} yet (start one with `tower run PIPELINE`)")
+    if continuation:
+        from shlex import quote
+
+        err(f"more: tower runs --continuation {quote(continuation)}" + "".join(
+            f" --{name} {quote(getattr(args, name))}" for name in ("pipeline", "status", "since") if getattr(args, name))
+            + (f" --limit {args.limit}" if args.limit != 20 else ""))
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from tower.runner import purge
+    from tower.runs_index import retention_days
+
+    days = args.older_than if args.older_than is not None else retention_days()
+    report = purge(tower_home(), days)
+    if args.json:
+        print_json(report)
+    else:
+        err(f"purged what is older than {days:g} days: {report['instances']} engine instance(s), "
+            f"{report['ledger_runs']} ledger run(s), {report['history_rows']} history row(s), "
+            f"{report['index_rows']} index row(s); {report['settled']} unfinished run(s) settled")
     return 0
 
 
 def cmd_status(args) -> int:
     from tower.cli.render import progress_text, run_summary
     from tower.runner import json_result, run_info
+    from tower.runs_index import index_from_environment
 
-    info = run_info(tower_home(), args.run_id)
+    home = tower_home()
+    row = index_from_environment(home).get(args.run_id)
+    try:
+        info = run_info(home, args.run_id)
+    except UsageError:
+        if row is None:
+            raise
+        return _tombstone(row, args.json)
     result = info.to_result()
+    links = {key: getattr(row, key) for key in ("repair_of", "repaired_by") if row is not None and getattr(row, key)}
     if args.json:
         data = json_result(result)
         if not info.finished:
             data["eta"] = result.get("eta")
-        print_json(data)
+        print_json({**data, **links})
         return 0
     from datetime import datetime, timezone
 
@@ -226,6 +305,21 @@ def cmd_status(args) -> int:
     if not info.finished and info.custom_status:
         detail = f" ({progress_text(info.custom_status, datetime.now(timezone.utc))})"
     print(run_summary(result, detail))
+    for key, text in (("repair_of", "repair of"), ("repaired_by", "repaired by")):
+        if key in links:
+            print(f"{text} {links[key]} (tower status {links[key]})")
+    return 0
+
+
+def _tombstone(row, as_json: bool) -> int:
+    """A run whose details were purged: what the runs index still knows."""
+    if as_json:
+        print_json(row.to_json())
+        return 0
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(row.counts.items()))
+    print(f"run {row.run_id} ({row.pipeline}, {row.trigger}): {row.status}, started {row.started}, "
+          f"finished {row.finished or '-'}" + (f"; services: {counts}" if counts else ""))
+    print("its details were purged (tower purge / TOWER_RETENTION_DAYS); the runs index keeps this row")
     return 0
 
 
