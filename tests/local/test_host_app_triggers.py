@@ -81,7 +81,7 @@ def test_api_starts_reads_lists_and_cancels_runs(host):
     assert started["status_url"] == f"{host.base_url}/api/runs/{run_id}" == headers["Location"]
     run = wait_for_run(host, run_id)
     assert run["status"] == "succeeded" and set(run["services"]) == {"extract", "load"}
-    assert run_id in [r["run_id"] for r in call(host, "GET", "/api/runs")[1]]
+    assert run_id in [r["run_id"] for r in call(host, "GET", "/api/runs")[1]["runs"]]
 
     _, slow, _ = call(host, "POST", "/api/runs/forever", {})
     deadline = time.monotonic() + 10
@@ -113,7 +113,7 @@ def test_an_event_starts_its_pipeline_once_per_message_id(host):
     while host.bus.active(EVENTS_QUEUE):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    runs = [r["run_id"] for r in call(host, "GET", "/api/runs")[1]]
+    runs = [r["run_id"] for r in call(host, "GET", "/api/runs")[1]["runs"]]
     assert runs.count(run_id) == 1 and len(runs) == 1
     assert host.bus.dead_letters() == []
 
