@@ -176,10 +176,93 @@ def test_runs_status_and_repair(work, capsys):
 
     code, out, _ = tower(capsys, "runs", "--json")
     runs = json.loads(out)
-    assert [(r["run_id"], r["status"]) for r in runs] == [
-        (repaired["run_id"], "succeeded"), (first["run_id"], "failed")]
+    assert [(r["run_id"], r["status"], r["trigger"]) for r in runs] == [
+        (repaired["run_id"], "succeeded", "repair"), (first["run_id"], "failed", "cli")]
+    assert runs[0]["repair_of"] == first["run_id"] and runs[1]["repaired_by"] == repaired["run_id"]
+    assert runs[1]["counts"] == {"succeeded": 1, "failed": 1, "upstream_failed": 1}
     code, out, _ = tower(capsys, "runs")
-    assert first["run_id"] in out and "fixable" in out
+    assert first["run_id"] in out and "fixable" in out and f"repaired by {repaired['run_id']}" in out
+
+    code, out, _ = tower(capsys, "status", first["run_id"], "--json")
+    assert json.loads(out)["repaired_by"] == repaired["run_id"]
+    code, out, _ = tower(capsys, "status", first["run_id"])
+    assert f"repaired by {repaired['run_id']}" in out
+
+    code, out, err = tower(capsys, "repair", first["run_id"])  # a second repair re-runs nothing
+    assert code == 2 and f"already repaired by {repaired['run_id']}" in err and "--again" in err
+    assert len(json.loads(tower(capsys, "runs", "--json")[1])) == 2
+
+    (work / "fixed").unlink()
+    code, out, err = tower(capsys, "repair", first["run_id"], "--again", "--json")
+    assert code == 1 and "plan frozen when it started (catalog edits are not applied)" in err
+    again = json.loads(out)
+    code, out, _ = tower(capsys, "status", first["run_id"], "--json")
+    assert json.loads(out)["repaired_by"] == again["run_id"]
+
+
+def test_runs_filters_and_pages(work, capsys):
+    for pipeline in ("nightly", "broken", "nightly"):
+        tower(capsys, "run", pipeline, "--json")
+    code, out, _ = tower(capsys, "runs", "--json")
+    runs = json.loads(out)
+    assert [r["pipeline"] for r in runs] == ["nightly", "broken", "nightly"]
+    assert [r["started"] for r in runs] == sorted((r["started"] for r in runs), reverse=True)
+
+    code, out, _ = tower(capsys, "runs", "--pipeline", "nightly", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == [runs[0]["run_id"], runs[2]["run_id"]]
+    code, out, _ = tower(capsys, "runs", "--status", "failed", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == [runs[1]["run_id"]]
+
+    code, out, err = tower(capsys, "runs", "--limit", "2", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == [runs[0]["run_id"], runs[1]["run_id"]]
+    token = err.split("--continuation ", 1)[1].split()[0].strip("'")
+    code, out, err = tower(capsys, "runs", "--limit", "2", "--continuation", token, "--json")
+    assert [r["run_id"] for r in json.loads(out)] == [runs[2]["run_id"]] and "more:" not in err
+
+    code, out, err = tower(capsys, "runs", "--since", "2999-01-01")
+    assert (code, out) == (0, "") and "no runs match" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["runs", "--limit", "0"], "expected a whole number from 1 to 1000"),
+    (["runs", "--since", "yesterday"], "since: expected an ISO time"),
+    (["purge", "--older-than", "soon"], "invalid duration 'soon'"),
+])
+def test_runs_and_purge_refuse_bad_options(work, capsys, argv, message):
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_purge_leaves_a_tombstone_that_no_start_gets_past(work, capsys):
+    from tower.errors import RunExists
+    from tower.local.store import read_status
+    from tower.runner import LocalEngine, plan_run, run_info
+
+    code, out, _ = tower(capsys, "run", "nightly", "--simulate", "--time-scale", "0.001", "--json")
+    run_id = json.loads(out)["run_id"]
+    time.sleep(1.1)
+    code, out, err = tower(capsys, "purge", "--older-than", "1s", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["instances"] == 5 and report["ledger_runs"] == 1  # the run and its 4 services
+    assert read_status(work / "home", run_id) is None
+
+    code, out, _ = tower(capsys, "runs", "--json")
+    assert [(r["run_id"], r["status"], r["purged"]) for r in json.loads(out)] == [(run_id, "succeeded", True)]
+    code, out, _ = tower(capsys, "status", run_id)
+    assert code == 0 and "succeeded" in out and "details were purged" in out
+
+    from tower.catalog import load_catalog
+
+    plan = plan_run(load_catalog(work / "catalog.yaml"), "nightly", run_id=run_id, simulate=True,
+                    time_scale=0.001, home=work / "home")
+    with LocalEngine(work / "home") as local, pytest.raises(RunExists, match="exists already \\(succeeded\\)"):
+        local.start_run(plan)  # as a late redelivery would: the purged id is not run again
+    assert read_status(work / "home", run_id) is None
+    with pytest.raises(Exception, match="no run"):
+        run_info(work / "home", run_id)
 
 
 @pytest.mark.slow

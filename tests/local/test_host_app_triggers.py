@@ -9,7 +9,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -151,3 +151,103 @@ def test_last_tick_reads_the_monitors_time_in_any_iso_form_else_one_interval_ago
         assert last_tick(SimpleNamespace(schedule_status=status), now) == now - TICK_INTERVAL, status
     recent = {"Last": "2026-03-29T01:30:30Z"}                     # never later than one interval ago
     assert last_tick(SimpleNamespace(schedule_status=recent), now) == now - TICK_INTERVAL
+
+
+def on_host(host: Host, coroutine_function):
+    """Run `coroutine_function(client)` on the host's loop with the app's Durable client."""
+    import azure.durable_functions as df
+
+    async def call_it():
+        return await coroutine_function(df.DurableOrchestrationClient(host.engine.client_binding))
+
+    return asyncio.run_coroutine_threadsafe(call_it(), host.engine.loop).result(30)
+
+
+def test_a_run_id_starts_once_whether_running_finished_or_purged(host):
+    from tower.runs_index import index_from_environment
+
+    status, slow, _ = call(host, "POST", "/api/runs/forever", {"run_id": "mine-1"})
+    assert status == 202
+    status, reply, _ = call(host, "POST", "/api/runs/forever", {"run_id": "mine-1"})  # running
+    assert status == 409 and "'mine-1' exists already (running)" in reply["error"]
+    call(host, "POST", "/api/runs/mine-1/cancel")
+    assert wait_for_run(host, "mine-1")["status"] == "cancelled"
+
+    status, _, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})
+    assert status == 202
+    first = host.engine.status("mine-2", show_input=False)
+    assert wait_for_run(host, "mine-2")["status"] == "succeeded"
+    status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})  # finished: the host
+    assert status == 409 and "(succeeded)" in reply["error"]                        # would replace it
+    time.sleep(0.3)
+    assert host.engine.status("mine-2", show_input=False)["createdTime"] == first["createdTime"]
+
+    from triggers.purge import purge_now
+
+    report = on_host(host, lambda client: purge_now(client, datetime.now(timezone.utc) + timedelta(days=31)))
+    assert report["instances"] >= 4  # both runs and their service runs
+    assert host.engine.status("mine-2") is None
+    status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})  # purged: still used
+    assert status == 409 and host.engine.status("mine-2") is None
+    status, tombstone, _ = call(host, "GET", "/api/runs/mine-2")
+    assert status == 200 and tombstone["status"] == "succeeded" and tombstone["purged"] is True
+    assert index_from_environment().get("mine-2").counts == {"succeeded": 2}
+
+
+def test_a_start_that_fails_can_be_retried(host, monkeypatch):
+    import triggers.common as common
+
+    async def refused(client, plan):
+        raise RuntimeError("the Durable host is unreachable")
+
+    real = common.start_pipeline_run
+    monkeypatch.setattr(common, "start_pipeline_run", refused)
+    with pytest.raises(RuntimeError, match="unreachable"):
+        on_host(host, lambda client: common.start_new_run(client, common.catalog(), "adhoc", "retry-1", trigger="api"))
+    assert call(host, "GET", "/api/runs")[1]["runs"] == []  # no half-started run
+    monkeypatch.setattr(common, "start_pipeline_run", real)
+    assert call(host, "POST", "/api/runs/adhoc", {"run_id": "retry-1"})[0] == 202
+    assert wait_for_run(host, "retry-1")["status"] == "succeeded"
+
+
+def test_an_event_redelivered_after_a_purge_starts_nothing(host):
+    from triggers.events import handle
+    from triggers.purge import purge_now
+
+    class Message:
+        message_id, application_properties = "msg-9", {}
+
+        @staticmethod
+        def get_body():
+            return json.dumps({"type": "files.landed", "data": {"day": "d1"}}).encode()
+
+    started = on_host(host, lambda client: handle(client, Message()))
+    assert started == [event_run_id("on_files", "msg-9")]
+    wait_for_run(host, started[0])
+    on_host(host, lambda client: purge_now(client, datetime.now(timezone.utc) + timedelta(days=31)))
+    assert host.engine.status(started[0]) is None
+    assert on_host(host, lambda client: handle(client, Message())) == []
+    assert host.engine.status(started[0]) is None
+
+
+def test_api_lists_runs_newest_first_with_filters_and_pages(host):
+    ids = []
+    for pipeline in ("adhoc", "nightly", "adhoc"):
+        status, started, _ = call(host, "POST", f"/api/runs/{pipeline}", {})
+        ids.append(started["run_id"])
+        wait_for_run(host, started["run_id"])
+    status, page, _ = call(host, "GET", "/api/runs")
+    assert status == 200 and [r["run_id"] for r in page["runs"]] == ids[::-1] and page["continuation"] is None
+    assert {r["trigger"] for r in page["runs"]} == {"api"}
+    assert [r["run_id"] for r in call(host, "GET", "/api/runs?pipeline=adhoc")[1]["runs"]] == [ids[2], ids[0]]
+    assert call(host, "GET", "/api/runs?status=failed")[1]["runs"] == []
+    _, first, _ = call(host, "GET", "/api/runs?limit=2")
+    assert [r["run_id"] for r in first["runs"]] == [ids[2], ids[1]]
+    from urllib.parse import quote
+
+    _, second, _ = call(host, "GET", f"/api/runs?limit=2&continuation={quote(first['continuation'])}")
+    assert [r["run_id"] for r in second["runs"]] == [ids[0]] and second["continuation"] is None
+    status, reply, _ = call(host, "GET", "/api/runs?limit=0")
+    assert status == 400 and "limit" in reply["error"]
+    status, reply, _ = call(host, "GET", "/api/runs?pipline=adhoc")
+    assert status == 400 and "unknown query parameter 'pipline'" in reply["error"]
