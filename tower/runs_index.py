@@ -126,7 +126,9 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
     to_thread = to_thread or asyncio.to_thread
     existing = await to_thread(index.insert, row)
     if existing is not None:
-        if existing.status != STARTING or await exists():
+        if existing.status != STARTING:
+            raise RunExists(existing)
+        if await exists():  # its starter died after the start worked
             await to_thread(mark_running, index, row.run_id)
             raise RunExists(existing)
         log.warning("run %s: its start claimed at %s did not finish; starting it now", row.run_id, existing.started)
@@ -337,7 +339,7 @@ class SqliteRunsIndex:
 
 def _since_key(since: datetime) -> str:
     """Listing keys of runs started at `since` or later sort before this one."""
-    return f"{10**13 - int(since.timestamp() * 1000):013d}~\U0010ffff"
+    return f"{10**13 - int(since.timestamp() * 1000):013d}~\uffff"  # after any run id (UTF-16 order, as Azure compares)
 
 
 # --- Azure Table Storage -------------------------------------------------------------------------
@@ -469,23 +471,18 @@ class TableRunsIndex:
         return page, (page[-1].listing_key if len(rows) > limit else None)
 
     def delete_before(self, cutoff):
-        deleted = 0
-        month = cutoff
-        oldest = cutoff - timedelta(days=366 * 3)
-        while month > oldest:
-            old = self.table.query_entities(
-                "PartitionKey eq @pk and RowKey gt @key", parameters={"pk": month_partition(month),
-                                                                     "key": _since_key(cutoff)})
+        """Walks back month partitions from the cutoff's (three years at most: the daily purge leaves
+        only a day's worth behind each time); the claim decides, its copy may be a change behind."""
+        deleted, month = 0, cutoff
+        while month > cutoff - timedelta(days=3 * 366):
+            old = self.table.query_entities("PartitionKey eq @pk and RowKey gt @key", select=["run_id", "RowKey"],
+                                            parameters={"pk": month_partition(month), "key": _since_key(cutoff)})
             for entity in old:
-                row = self._row(entity)
-                if row.status in UNFINISHED:
-                    continue
-                current = self.get(row.run_id)
-                if current is not None and current.status not in UNFINISHED:
-                    self.delete(current)
-                else:
-                    self._delete_copy(row)
-                deleted += 1
+                current = self.get(entity["run_id"])
+                if current is None:
+                    self.table.delete_entity(month_partition(month), entity["RowKey"])
+                elif current.status not in UNFINISHED:
+                    deleted += self.delete(current)
             month = _month_start(month) - timedelta(seconds=1)
         return deleted
 
