@@ -131,7 +131,8 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
         if await exists():  # its starter died after the start worked
             await to_thread(mark_running, index, row.run_id)
             raise RunExists(existing)
-        log.warning("run %s: its start claimed at %s did not finish; starting it now", row.run_id, existing.started)
+        log.warning("run %s: claimed at %s but no instance yet (its starter died, or is starting it right now): "
+                    "starting it", row.run_id, existing.started)
         if not await to_thread(index.replace, existing, replace(row, repaired_by=existing.repaired_by)):
             raise RunExists(await to_thread(index.get, row.run_id) or existing)
     try:

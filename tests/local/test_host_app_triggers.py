@@ -251,3 +251,17 @@ def test_api_lists_runs_newest_first_with_filters_and_pages(host):
     assert status == 400 and "limit" in reply["error"]
     status, reply, _ = call(host, "GET", "/api/runs?pipline=adhoc")
     assert status == 400 and "unknown query parameter 'pipline'" in reply["error"]
+
+
+def test_simultaneous_starts_of_one_run_id_start_it_once(host):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tower.history import history_from_environment
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: call(host, "POST", "/api/runs/adhoc", {"run_id": "twin"}), range(8)))
+    codes = sorted(code for code, _, _ in replies)
+    assert codes == [202] + [409] * 7, [reply for _, reply, _ in replies]
+    assert wait_for_run(host, "twin")["status"] == "succeeded"
+    attempts = history_from_environment().attempts("twin")
+    assert sorted(a.service for a in attempts) == ["extract", "load"]  # each ran once
