@@ -48,6 +48,7 @@ def work(tmp_path, monkeypatch):
     monkeypatch.setenv("TOWER_CATALOG", str(tmp_path / "catalog.yaml"))
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
+    monkeypatch.delenv("TOWER_RUNS_TABLE_URL", raising=False)
     return tmp_path
 
 
