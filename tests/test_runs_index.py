@@ -271,6 +271,7 @@ def test_purge_settles_keeps_running_runs_whole_and_leaves_tombstones(tmp_path):
     index.insert(row("long", NOW - 35 * day, status=ri.RUNNING))         # still running after 35 days
     index.insert(row("crashed", NOW - 38 * day, status=ri.RUNNING))      # pipeline_run failed: no run_result
     index.insert(row("never", NOW - 2 * day))                            # claimed, never started
+    index.insert(row("lost", NOW - 3 * day, status=ri.RUNNING))          # its task hub was replaced
     index.insert(row("recent", NOW - day, status="succeeded"))
     for run_id in ("done", "long", "recent"):
         core = {"run_id": run_id, "pipeline": "p", "simulated": False, "platforms": {}, "services": {}}
@@ -289,11 +290,12 @@ def test_purge_settles_keeps_running_runs_whole_and_leaves_tombstones(tmp_path):
     assert durable.purged_before == [NOW - 35 * day]  # not one service run of the running run goes
     assert set(durable.instances) == {"long", "long:a", "recent"}
     assert index.get("crashed").status == "failed" and index.get("never") is None
+    assert index.get("lost").status == "failed"
     assert ledger.version("done") is None and ledger.version("long") == 1 and ledger.version("recent") == 1
     assert [a.run_id for a in history.attempts("done")] == [] and len(history.attempts("recent")) == 1
     assert index.get("done").purged and not index.get("recent").purged
     assert index.get("ancient") is None  # past the tombstone: 30 + 14 days
-    assert report == {"settled": 2, "instances": 3, "ledger_runs": 1, "history_rows": 1, "index_rows": 1}
+    assert report == {"settled": 3, "instances": 3, "ledger_runs": 1, "history_rows": 1, "index_rows": 1}
 
     durable2 = Durable()
     with pytest.raises(RunExists, match="succeeded"):  # a late redelivery of a purged run

@@ -556,8 +556,8 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
     """Delete what runs leave behind once they are `retention` days old; returns what it deleted.
 
     1. Runs the index still has starting or running are settled first: an orchestration that ended
-       without `run_result` (failed or terminated) gets its end; a claim whose start never happened
-       is freed. Those left really run.
+       without `run_result` (failed or terminated), or that Durable no longer has (a new task hub),
+       gets its end; a claim whose start never happened is freed. Those left really run.
     2. Durable instances (pipeline and service runs) that are finished and were created before the
        cutoff and before the oldest running run started: so no service run of a running run goes
        (its ledger record may still need it, activities.runs.act's `ensure`).
@@ -577,6 +577,11 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
             settled += 1
         elif runtime is None and row.status == STARTING and parse_iso(row.started) < now - STALE_CLAIM:
             await to_thread(release, index, row.run_id)
+            settled += 1
+        elif runtime is None and parse_iso(row.started) < now - STALE_CLAIM:  # e.g. a new task hub
+            log.warning("run %s: the index has it running but Durable has no such instance: recorded as failed",
+                        row.run_id)
+            await to_thread(record_end, index, row.run_id, row.pipeline, "failed", iso(now), row.counts)
             settled += 1
         else:
             floor = min(floor, parse_iso(row.started))

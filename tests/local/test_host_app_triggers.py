@@ -261,7 +261,7 @@ def test_simultaneous_starts_of_one_run_id_start_it_once(host):
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: call(host, "POST", "/api/runs/adhoc", {"run_id": "twin"}), range(8)))
     codes = sorted(code for code, _, _ in replies)
-    assert codes == [202] + [409] * 7, [reply for _, reply, _ in replies]
+    assert codes == [202] + [409] * 7, [reply for code, reply, _ in replies if code not in (202, 409)]
     assert wait_for_run(host, "twin")["status"] == "succeeded"
     attempts = history_from_environment().attempts("twin")
     assert sorted(a.service for a in attempts) == ["extract", "load"]  # each ran once

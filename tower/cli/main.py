@@ -17,7 +17,7 @@ from tower.errors import CatalogError, TowerError
 COMMAND_MODULES = (
     "tower.cli.catalog_cmds",  # validate
     "tower.cli.plan_cmds",  # graph, plan
-    "tower.cli.run_cmds",  # run, runs, status, cancel, repair, resume
+    "tower.cli.run_cmds",  # run, runs, status, cancel, repair, resume, purge
     "tower.cli.serve_cmds",  # serve, events
 )
 
@@ -29,6 +29,8 @@ examples:
   tower run nightly --simulate --time-scale 0.001
   tower run adhoc --param date=2026-11-24 --services +publish_finance_pack
   tower runs; tower status RUN_ID --json; tower cancel RUN_ID; tower repair RUN_ID
+  tower runs --pipeline nightly --status failed --since 7d
+  tower purge --older-than 30d                   delete old runs' details (their ids stay used)
   tower serve                                    local Functions host on 127.0.0.1:7071
 """
 
