@@ -344,3 +344,27 @@ def test_ledger_and_history_delete_what_retention_asks(stores):
                        ((NOW - timedelta(days=40)).timestamp(),))
     assert history.delete_before(NOW - timedelta(days=30)) == 110
     assert history.attempts("old") == [] and len(history.attempts("new")) == 110
+
+
+def test_threads_opening_a_fresh_index_at_once_all_get_it(tmp_path):
+    """The first requests after a start open runs.db together: switching a new file to WAL does not
+    wait on the busy timeout, so without a retry some of them failed with 'database is locked'."""
+    import threading
+
+    failures = []
+    for attempt in range(60):
+        path, barrier = tmp_path / f"runs{attempt}.db", threading.Barrier(8)
+
+        def open_and_claim(path=path, barrier=barrier):
+            barrier.wait()
+            try:
+                ri.SqliteRunsIndex(path).insert(row("r-1"))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=open_and_claim) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,24 @@ def sqlite_connection(local: threading.local, path: Path) -> sqlite3.Connection:
     db = getattr(local, "db", None)
     if db is None:
         db = sqlite3.connect(path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         local.db = db
     return db
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch a new file to WAL. The switch takes an exclusive lock without waiting on the busy
+    timeout, so connections opening a fresh file at once (the first requests after a start) get
+    SQLITE_BUSY: wait a little and try again."""
+    for delay in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, None):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or delay is None:
+                raise
+            time.sleep(delay)
 
 
 class Table:
