@@ -160,6 +160,17 @@ def test_a_claim_whose_starter_died_is_taken_over_unless_the_run_started(index):
     assert durable.starts == 0 and index.get("started").status == ri.RUNNING
 
 
+def test_a_failed_starter_releases_only_its_own_claim(index):
+    mine = row("r-1", NOW - timedelta(seconds=2))
+    index.insert(mine)
+    theirs = row("r-1", NOW)  # another starter took the claim over meanwhile
+    assert index.replace(index.get("r-1"), theirs)
+    ri.release(index, mine)  # my start failed
+    assert index.get("r-1") == theirs
+    ri.release(index, theirs)
+    assert index.get("r-1") is None
+
+
 def test_the_end_of_a_run_the_index_never_saw_makes_its_row(index):
     ri.record_end(index, "old", "p", "failed", iso(NOW), {"failed": 1}, started=iso(NOW - timedelta(hours=1)))
     found = index.get("old")

@@ -141,7 +141,7 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
         if await exists():
             await to_thread(mark_running, index, row.run_id)
             raise RunExists(await to_thread(index.get, row.run_id) or row) from None
-        await to_thread(release, index, row.run_id)
+        await to_thread(release, index, row)
         raise
     await to_thread(mark_running, index, row.run_id)
     return True
@@ -167,22 +167,25 @@ def mark_running(index: RunsIndex, run_id: str) -> None:
     change(index, run_id, lambda row: replace(row, status=RUNNING) if row.status == STARTING else None)
 
 
-def release(index: RunsIndex, run_id: str) -> None:
-    """Delete a claim whose start failed, so that a retry can start the run."""
-    row = index.get(run_id)
-    if row is not None and row.status == STARTING:
+def release(index: RunsIndex, claim: RunRow) -> None:
+    """Delete a claim whose start failed, so that a retry can start the run; only this claim (not
+    one another starter took over since: its start time differs)."""
+    row = index.get(claim.run_id)
+    if row is not None and row.status == STARTING and row.started == claim.started:
         index.delete(row)
 
 
 def record_end(index: RunsIndex, run_id: str, pipeline: str, status: str, finished: str | None,
                counts: dict[str, int], started: str | None = None) -> RunRow:
     """The run ended: its status, end time and counts (a row is made if the run had none)."""
-    updated = change(index, run_id, lambda row: replace(row, status=status, finished=finished, counts=counts))
-    if updated is not None:
-        return updated
     row = RunRow(run_id=run_id, pipeline=pipeline, trigger="unknown", params_digest="", status=status,
                  started=started or finished or iso(datetime.now(timezone.utc)), finished=finished, counts=counts)
-    return index.insert(row) or row
+    while True:
+        updated = change(index, run_id, lambda old: replace(old, status=status, finished=finished, counts=counts))
+        if updated is not None:
+            return updated
+        if index.insert(row) is None:  # else it was made in between: change that one
+            return row
 
 
 def run_ended(result: dict, home: str | Path | None = None) -> None:
@@ -576,7 +579,7 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
             await to_thread(record_end, index, row.run_id, row.pipeline, ENDED_RUNTIMES[runtime], iso(now), row.counts)
             settled += 1
         elif runtime is None and row.status == STARTING and parse_iso(row.started) < now - STALE_CLAIM:
-            await to_thread(release, index, row.run_id)
+            await to_thread(release, index, row)
             settled += 1
         elif runtime is None and parse_iso(row.started) < now - STALE_CLAIM:  # e.g. a new task hub
             log.warning("run %s: the index has it running but Durable has no such instance: recorded as failed",
