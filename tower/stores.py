@@ -41,6 +41,7 @@ TABLE_SETTINGS = {
     "TOWER_LEDGER_TABLE_URL": "the run ledger",
     "TOWER_HISTORY_TABLE_URL": "run history",
     "TOWER_REJECTED_TABLE_URL": "rejected events",
+    "TOWER_RUNS_TABLE_URL": "the runs index",
 }
 
 

@@ -167,31 +167,31 @@ def test_a_run_id_starts_once_whether_running_finished_or_purged(host):
     from tower.runs_index import index_from_environment
 
     status, slow, _ = call(host, "POST", "/api/runs/forever", {"run_id": "mine-1"})
-    assert status == 202
+    assert status == 202 and slow["run_id"] == "run~mine-1"
     status, reply, _ = call(host, "POST", "/api/runs/forever", {"run_id": "mine-1"})  # running
-    assert status == 409 and "'mine-1' exists already (running)" in reply["error"]
-    call(host, "POST", "/api/runs/mine-1/cancel")
-    assert wait_for_run(host, "mine-1")["status"] == "cancelled"
+    assert status == 409 and "'run~mine-1' exists already (running)" in reply["error"]
+    call(host, "POST", "/api/runs/run~mine-1/cancel")
+    assert wait_for_run(host, "run~mine-1")["status"] == "cancelled"
 
     status, _, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})
     assert status == 202
-    first = host.engine.status("mine-2", show_input=False)
-    assert wait_for_run(host, "mine-2")["status"] == "succeeded"
+    first = host.engine.status("run~mine-2", show_input=False)
+    assert wait_for_run(host, "run~mine-2")["status"] == "succeeded"
     status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})  # finished: the host
     assert status == 409 and "(succeeded)" in reply["error"]                        # would replace it
     time.sleep(0.3)
-    assert host.engine.status("mine-2", show_input=False)["createdTime"] == first["createdTime"]
+    assert host.engine.status("run~mine-2", show_input=False)["createdTime"] == first["createdTime"]
 
     from triggers.purge import purge_now
 
     report = on_host(host, lambda client: purge_now(client, datetime.now(timezone.utc) + timedelta(days=31)))
     assert report["instances"] >= 4  # both runs and their service runs
-    assert host.engine.status("mine-2") is None
+    assert host.engine.status("run~mine-2") is None
     status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "mine-2"})  # purged: still used
-    assert status == 409 and host.engine.status("mine-2") is None
-    status, tombstone, _ = call(host, "GET", "/api/runs/mine-2")
+    assert status == 409 and host.engine.status("run~mine-2") is None
+    status, tombstone, _ = call(host, "GET", "/api/runs/run~mine-2")
     assert status == 200 and tombstone["status"] == "succeeded" and tombstone["purged"] is True
-    assert index_from_environment().get("mine-2").counts == {"succeeded": 2}
+    assert index_from_environment().get("run~mine-2").counts == {"succeeded": 2}
 
 
 def test_a_start_that_fails_can_be_retried(host, monkeypatch):
@@ -203,11 +203,12 @@ def test_a_start_that_fails_can_be_retried(host, monkeypatch):
     real = common.start_pipeline_run
     monkeypatch.setattr(common, "start_pipeline_run", refused)
     with pytest.raises(RuntimeError, match="unreachable"):
-        on_host(host, lambda client: common.start_new_run(client, common.catalog(), "adhoc", "retry-1", trigger="api"))
+        on_host(host, lambda client: common.start_new_run(client, common.catalog(), "adhoc", "run~retry-1",
+                                                          trigger="api"))
     assert call(host, "GET", "/api/runs")[1]["runs"] == []  # no half-started run
     monkeypatch.setattr(common, "start_pipeline_run", real)
     assert call(host, "POST", "/api/runs/adhoc", {"run_id": "retry-1"})[0] == 202
-    assert wait_for_run(host, "retry-1")["status"] == "succeeded"
+    assert wait_for_run(host, "run~retry-1")["status"] == "succeeded"
 
 
 def test_an_event_redelivered_after_a_purge_starts_nothing(host):
@@ -262,6 +263,6 @@ def test_simultaneous_starts_of_one_run_id_start_it_once(host):
         replies = list(pool.map(lambda _: call(host, "POST", "/api/runs/adhoc", {"run_id": "twin"}), range(8)))
     codes = sorted(code for code, _, _ in replies)
     assert codes == [202] + [409] * 7, [reply for code, reply, _ in replies if code not in (202, 409)]
-    assert wait_for_run(host, "twin")["status"] == "succeeded"
-    attempts = history_from_environment().attempts("twin")
+    assert wait_for_run(host, "run~twin")["status"] == "succeeded"
+    attempts = history_from_environment().attempts("run~twin")
     assert sorted(a.service for a in attempts) == ["extract", "load"]  # each ran once
