@@ -312,14 +312,20 @@ def cmd_status(args) -> int:
 
 
 def _tombstone(row, as_json: bool) -> int:
-    """A run whose details were purged: what the runs index still knows."""
+    """A run the engine does not have (its details were purged, or it is being started): what the
+    runs index knows."""
     if as_json:
         print_json(row.to_json())
         return 0
     counts = ", ".join(f"{n} {state}" for state, n in sorted(row.counts.items()))
     print(f"run {row.run_id} ({row.pipeline}, {row.trigger}): {row.status}, started {row.started}, "
           f"finished {row.finished or '-'}" + (f"; services: {counts}" if counts else ""))
-    print("its details were purged (tower purge / TOWER_RETENTION_DAYS); the runs index keeps this row")
+    if row.purged:
+        print("its details were purged (tower purge / TOWER_RETENTION_DAYS); the runs index keeps this row")
+    elif row.status == "starting":
+        print("it is being started (or its start failed: starting it again will take it over)")
+    else:
+        print(f"the engine in {tower_home()} has no record of it; the runs index keeps this row")
     return 0
 
 
