@@ -136,6 +136,13 @@ def test_schedule_tick_starts_each_due_time_once(host):
     assert first == ["run~nightly@20260329T013000Z"] and second == []
     assert wait_for_run(host, first[0])["status"] == "succeeded"
 
+    from triggers.purge import purge_now  # a catch-up over the same times after a purge: nothing
+
+    on_host(host, lambda client: purge_now(client, datetime.now(timezone.utc) + timedelta(days=31)))
+    assert host.engine.status(first[0]) is None
+    assert asyncio.run_coroutine_threadsafe(run_ticks(), host.engine.loop).result(30) == ([], [])
+    assert host.engine.status(first[0]) is None
+
 
 def test_last_tick_reads_the_monitors_time_in_any_iso_form_else_one_interval_ago():
     from types import SimpleNamespace
