@@ -146,7 +146,7 @@ module identity 'modules/identity.bicep' = {
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
-    name: take('sttower${replace(env, '-', '')}${token}', 24)
+    name: 'st${take(replace(env, '-', ''), 9)}${token}' // 3-24 lowercase letters and digits
     location: location
     tags: allTags
     skuName: storageSku
@@ -188,7 +188,7 @@ module serviceBus 'modules/servicebus.bicep' = {
 module keyVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
-    name: take('kv-tower-${env}-${token}', 24)
+    name: 'kv${take(replace(env, '-', ''), 9)}${token}' // 3-24 characters, no trailing hyphen
     location: location
     tags: allTags
     enablePurgeProtection: keyVaultPurgeProtection

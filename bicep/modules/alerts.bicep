@@ -1,6 +1,9 @@
 // Alerts over Tower's telemetry (customEvents of the telemetry contract, see docs/monitoring.md)
 // and the action group they notify. Each rule's query is a file in ../queries, the same text the
 // monitoring guide shows, so what the portal runs and what the docs explain cannot drift apart.
+//
+// Alert rules are stateful (autoMitigate): one notification when a rule fires for a pipeline or a
+// service, none while it stays fired, and a resolution when its window is clear again.
 
 @description('Prefix of the alert rule names, e.g. the environment name.')
 param namePrefix string
@@ -52,7 +55,8 @@ var rules = [
     operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT5M'
-    window: 'PT5M'
+    window: 'PT10M' // twice the frequency: an event ingested a few minutes late is still seen
+    lookback: ''
     dimension: 'pipeline'
   }
   {
@@ -64,7 +68,8 @@ var rules = [
     operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT5M'
-    window: 'PT5M'
+    window: 'PT10M'
+    lookback: ''
     dimension: 'service'
   }
   {
@@ -76,7 +81,8 @@ var rules = [
     operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT15M'
-    window: 'P2D'
+    window: 'PT15M'
+    lookback: 'P2D' // the query looks at runs started in the last 2 days
     dimension: 'pipeline'
   }
   {
@@ -89,6 +95,7 @@ var rules = [
     threshold: 1
     frequency: 'PT5M'
     window: 'PT5M'
+    lookback: ''
     dimension: ''
   }
 ]
@@ -108,6 +115,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
     ]
     evaluationFrequency: rule.frequency
     windowSize: rule.window
+    overrideQueryTimeRange: empty(rule.lookback) ? null : rule.lookback
     autoMitigate: true
     criteria: {
       allOf: [

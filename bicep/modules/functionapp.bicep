@@ -239,10 +239,16 @@ var commonSettings = {
   'AzureFunctionsJobHost__logging__logLevel__Host.Triggers.DurableTask': 'Warning'
 }
 
-// Flex Consumption takes the runtime from functionAppConfig and refuses these two settings.
+// Flex Consumption takes the runtime from functionAppConfig and refuses these settings. On
+// Elastic Premium the app runs from the package a deployment uploads (no Azure Files content
+// share, which would need an account key), built remotely from requirements.txt; they are set here
+// so that a later provision does not remove what `func azure functionapp publish` set.
 var elasticPremiumSettings = isFlex ? {} : {
   FUNCTIONS_EXTENSION_VERSION: '~4'
   FUNCTIONS_WORKER_RUNTIME: 'python'
+  WEBSITE_RUN_FROM_PACKAGE: '1'
+  SCM_DO_BUILD_DURING_DEPLOYMENT: 'true'
+  ENABLE_ORYX_BUILD: 'true'
 }
 
 var storageBackendSettings = useScheduler ? {} : {

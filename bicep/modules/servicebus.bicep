@@ -130,8 +130,8 @@ resource topicRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-0
 @description('Name of the namespace.')
 output name string = namespace.name
 
-@description('Fully qualified namespace host, e.g. <name>.servicebus.windows.net (ServiceBusConnection__fullyQualifiedNamespace).')
 // serviceBusEndpoint is https://<name>.servicebus.windows.net:443/ (another suffix in sovereign clouds)
+@description('Fully qualified namespace host, e.g. <name>.servicebus.windows.net (ServiceBusConnection__fullyQualifiedNamespace).')
 output fullyQualifiedNamespace string = split(split(replace(namespace.properties.serviceBusEndpoint, 'https:', ''), '/')[2], ':')[0]
 
 @description('Name of the events queue.')

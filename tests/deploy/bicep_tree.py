@@ -70,6 +70,7 @@ class BicepFile:
             source = _PARAM_ASSIGNMENT.sub(lambda m: "var  " + m.group(1), source)
         self.source = source.encode()
         self.tree = _parser().parse(self.source)
+        self._string_variables: dict[str, str] | None = None
 
     # --- plumbing ---
 
@@ -121,9 +122,10 @@ class BicepFile:
                 out.append(self.src(child)[1:])
         return "".join(out)
 
-    @functools.cache
     def string_variables(self) -> dict[str, str]:
-        found = {}
+        if self._string_variables is not None:
+            return self._string_variables
+        found = self._string_variables = {}
         for var in self.top("variable_declaration"):
             name, value = var.named_children[0], var.named_children[-1]
             if value.type == "string" and not any(c.type == "interpolation" for c in value.named_children):
