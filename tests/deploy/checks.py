@@ -74,12 +74,21 @@ def syntax(file: BicepFile) -> list[str]:
 
 
 def documented(file: BicepFile) -> list[str]:
-    """@description on every parameter and output; an @allowed default is one of the allowed values."""
+    """@description on every parameter and output; an @allowed parameter's default is allowed."""
     problems = []
     for param in file.params().values():
         if not any(d.startswith("@description(") for d in param.decorators):
             problems.append(f"{file.where(param.line)}: parameter '{param.name}' has no @description "
                             "(add @description('...') above it: what it is and what it changes)")
+    for decl in file.top("parameter_declaration"):
+        param = file.params()[file.src(decl.named_children[0])]
+        allowed = next((d for d in param.decorators if d.startswith("@allowed(")), None)
+        default = decl.named_children[-1]
+        if allowed and param.has_default and default.type in {"string", "number"}:
+            literal = f"'{file.string_value(default)}'" if default.type == "string" else file.src(default)
+            if not re.search(rf"(^|\s){re.escape(literal)}(\s|$)", allowed[len("@allowed(["):-2]):
+                problems.append(f"{file.where(param.line)}: parameter '{param.name}' defaults to {literal}, "
+                                "which its @allowed list does not contain (add it there or change the default)")
     for out in file.outputs():
         if not any(d.startswith("@description(") for d in out.decorators):
             problems.append(f"{file.where(out.line)}: output '{out.name}' has no @description "

@@ -5,11 +5,8 @@ settings example and the catalog variables of each environment file."""
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-import yaml
-
 from tests.deploy.bicep_tree import BICEP, ROOT, BicepFile, load, param_files
 from tests.deploy.code_settings import Scan
 
@@ -203,17 +200,31 @@ def test_host_json_app_setting_references_are_set():
 
 # --- local.settings.example.json --------------------------------------------------------------------
 
-def test_local_settings_example_matches_the_code(scan):
-    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+def local_settings_problems(scan: Scan, values: dict) -> list[str]:
     host = (ROOT / "host.json").read_text()
     needed = {r.name for r in scan.reads if r.kind == "binding"} | set(re.findall(r'"%([A-Za-z_]\w*)%"', host))
     needed |= {f"{r.name}__fullyQualifiedNamespace" for r in scan.reads if r.kind == "connection"}
-    missing = sorted(needed - values.keys())
-    assert missing == [], f"local.settings.example.json lacks {missing}: `func start` cannot resolve them"
+    problems = [f"local.settings.example.json: {name} is missing, and `func start` cannot resolve it "
+                "(add it to Values)" for name in sorted(needed - values.keys())]
     catalog_vars = set(re.findall(r"\$\{([A-Za-z_]\w*)", (ROOT / "examples/refinery/catalog.yaml").read_text()))
-    explained = {r.name for r in scan.reads} | HOST_SETTINGS | catalog_vars | needed
-    unexplained = sorted(values.keys() - explained - NOT_READ_YET)
-    assert unexplained == [], f"local.settings.example.json sets {unexplained}, which nothing reads"
+    explained = {r.name for r in scan.reads} | HOST_SETTINGS | catalog_vars | needed | NOT_READ_YET
+    problems += [f"local.settings.example.json: {name} is read by nothing (remove it, or fix its name)"
+                 for name in sorted(values.keys() - explained)]
+    return problems
+
+
+def test_local_settings_example_matches_the_code(scan):
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert local_settings_problems(scan, values) == []
+
+
+def test_local_settings_mistakes_are_caught(scan):
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    values.pop("TOWER_TASK_HUB")
+    values["TOWER_CATALOGUE"] = "x"
+    assert local_settings_problems(scan, values) == [
+        "local.settings.example.json: TOWER_TASK_HUB is missing, and `func start` cannot resolve it (add it to Values)",
+        "local.settings.example.json: TOWER_CATALOGUE is read by nothing (remove it, or fix its name)"]
 
 
 # --- catalog variables per environment ---------------------------------------------------------------
@@ -263,10 +274,3 @@ def test_a_catalog_variable_left_out_is_caught():
     text = path.read_text().replace("  SNOWFLAKE_ACCOUNT: 'myorg-test'\n", "  SNOWFLAKE_ACCOUNT: 'myorg-test'\n  SNOWFLAKE_PASSWORD: 'x'\n", 1)
     assert any("catalogSettings.SNOWFLAKE_PASSWORD looks like a secret" in p for p in catalog_problems(BicepFile(path, text)))
 
-
-def test_yaml_catalog_loads():
-    assert yaml.safe_load((ROOT / "examples/refinery/catalog.yaml").read_text())["platforms"]
-
-
-def test_paths_are_relative_to_project():
-    assert Path(ROOT / "host.json").exists()

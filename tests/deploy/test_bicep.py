@@ -57,6 +57,14 @@ def test_undescribed_parameter_is_caught():
     assert len(problems) == 1 and "parameter 'storageSku'" in problems[0] and "bicep/main.bicep:" in problems[0]
 
 
+def test_default_outside_its_allowed_values_is_caught():
+    problems = checks.documented(broken(MAIN, "param instanceMemoryMB int = 2048", "param instanceMemoryMB int = 1024"))
+    assert len(problems) == 1 and "'instanceMemoryMB' defaults to 1024" in problems[0]
+    problems = checks.documented(broken(MAIN, "param durableBackend string = 'azureStorage'",
+                                        "param durableBackend string = 'azureTables'"))
+    assert len(problems) == 1 and "'durableBackend' defaults to 'azureTables'" in problems[0]
+
+
 @pytest.mark.parametrize("path", param_files(), ids=ids(param_files()))
 def test_parameter_files_set_what_main_needs(path):
     assert checks.env_file(load(MAIN), load(path)) == []
