@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+
 from tests.deploy.bicep_tree import BICEP, ROOT, BicepFile, load, param_files
 from tests.deploy.code_settings import Scan
 
