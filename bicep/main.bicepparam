@@ -12,6 +12,7 @@ param hostingPlan = readEnvironmentVariable('TOWER_HOSTING_PLAN', 'FlexConsumpti
 param durableBackend = readEnvironmentVariable('TOWER_DURABLE_BACKEND', 'azureStorage')
 // the signed-in user may put the platform secrets into Key Vault
 param secretsOfficerPrincipalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
+param secretsOfficerPrincipalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', 'User')
 param catalogSettings = json(readEnvironmentVariable('TOWER_CATALOG_SETTINGS', '{}'))
 param keyVaultSecrets = json(readEnvironmentVariable('TOWER_KEY_VAULT_SECRETS', '{}'))
 param authClientId = readEnvironmentVariable('TOWER_AUTH_CLIENT_ID', '')
