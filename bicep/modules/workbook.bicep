@@ -57,7 +57,7 @@ var panels = [
   }
 ]
 
-var parameters = {
+var parameterItem = {
   type: 9
   name: 'parameters'
   content: {
@@ -144,7 +144,7 @@ var header = {
 
 var workbookContent = {
   version: 'Notebook/1.0'
-  items: concat([header, parameters], queryItems, [gantt])
+  items: concat([header, parameterItem], queryItems, [gantt])
   isLocked: false
   fallbackResourceIds: [
     applicationInsightsId
