@@ -275,3 +275,36 @@ def test_a_catalog_variable_left_out_is_caught():
     text = path.read_text().replace("  SNOWFLAKE_ACCOUNT: 'myorg-test'\n", "  SNOWFLAKE_ACCOUNT: 'myorg-test'\n  SNOWFLAKE_PASSWORD: 'x'\n", 1)
     assert any("catalogSettings.SNOWFLAKE_PASSWORD looks like a secret" in p for p in catalog_problems(BicepFile(path, text)))
 
+
+
+# Tower settings the template sets ahead of the code that reads them, and why.
+SET_AHEAD_OF_CODE = {
+    "TOWER_NOTIFICATIONS_TOPIC",  # the topic (and its Data Sender role) exists for run notifications
+    "TOWER_RUNS_TABLE_URL",  # the runs index
+    "TOWER_REJECTED_TABLE_URL",  # rejected events
+    "TOWER_RETENTION_DAYS",  # how long finished runs are kept
+    "TOWER_EVENTS_QUEUE",  # the events trigger's queue name (still the literal tower-events)
+}
+
+
+def unread_tower_settings(scan: Scan, file: BicepFile) -> list[str]:
+    read = {r.name for r in scan.reads} | set(re.findall(r'"%([A-Za-z_]\w*)%"', (ROOT / "host.json").read_text()))
+    return [f"{file.where(s.line)}: sets '{s.name}', which neither the code nor host.json reads (a typo, or a "
+            "setting that is gone: fix or remove it)"
+            for s in file.settings() if s.name.startswith("TOWER_") and s.name not in read | SET_AHEAD_OF_CODE]
+
+
+def test_every_tower_setting_the_template_sets_is_read(scan):
+    assert unread_tower_settings(scan, load(FUNCTION_APP)) == []
+
+
+def test_a_misspelt_tower_setting_is_caught(scan):
+    text = FUNCTION_APP.read_text().replace("  TOWER_CATALOG: catalogPath", "  TOWER_CATALOG_PATH: catalogPath", 1)
+    problems = unread_tower_settings(scan, BicepFile(FUNCTION_APP, text))
+    assert len(problems) == 1 and problems[0].startswith("bicep/modules/functionapp.bicep:")
+    assert "sets 'TOWER_CATALOG_PATH', which neither the code nor host.json reads" in problems[0]
+
+
+def test_settings_set_ahead_of_code_are_still_unread(scan):
+    """Once the code reads one of them, it leaves SET_AHEAD_OF_CODE (so the list stays true)."""
+    assert sorted(SET_AHEAD_OF_CODE & {r.name for r in scan.reads}) == []

@@ -177,3 +177,16 @@ def test_loaded_files_exist(path):
 def test_missing_query_file_is_caught():
     problems = checks.loaded_files(broken(BICEP / "modules/alerts.bicep", "alert-no-tick.kql", "alert-no-tik.kql"))
     assert any("alert-no-tik.kql" in p and "bicep/modules/alerts.bicep:" in p for p in problems)
+
+
+def test_task_hub_names_suit_both_backends():
+    """Azure Storage: 3-45 letters and digits, starting with a letter (the hub names queues and
+    tables); the Durable Task Scheduler accepts those too."""
+    import re
+
+    names = [re.search(r"param taskHubName string = '([^']*)'", MAIN.read_text()).group(1)]
+    for path in param_files():
+        value = load(path).assigned_value("taskHubName")
+        if value is not None:
+            names.append(load(path).string_value(value))
+    assert [n for n in names if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,44}", n or "")] == []
