@@ -3,7 +3,8 @@
 expressions `%NAME%`, and the `connection=` of trigger decorators (an app-setting prefix).
 
 A name is resolved through string literals, module constants (also imported ones), f-strings made
-of those, and a function parameter whose callers pass a constant (`location("TOWER_X_URL", ...)`).
+of those, a loop over a constant collection (`for name in MARKERS`, `for name, _ in D.items()`),
+and a function parameter whose callers pass a constant (`location("TOWER_X_URL", ...)`).
 A read that stays unresolved is reported, so no setting escapes the check by indirection.
 """
 
@@ -133,6 +134,10 @@ class Scan:
                 self.reads.append(Read(name, where, "env"))
                 continue
             function = functions.get(id(node))
+            looped = self._loop_values(key, function or module.tree, module)
+            if looped:
+                self.reads.extend(Read(name, where, "env") for name in sorted(looped))
+                continue
             params = [a.arg for a in function.args.args] if function is not None else []
             if isinstance(key, ast.Name) and key.id in params:
                 self._parameter_reads.append((function.name, key.id, params.index(key.id), where))
@@ -140,6 +145,39 @@ class Scan:
                 self.unresolved.append(f"{where}: reads a setting whose name is not a constant: "
                                        f"{ast.unparse(key)!r} (name it with a module constant, or add this read "
                                        "to DYNAMIC_READS in tests/deploy/test_app_settings.py saying why)")
+
+    def _collection(self, node, module: _Module) -> list[str] | None:
+        """The strings of a constant tuple/list/set, or the keys of a constant dict (also through
+        a module constant, and `.keys()` / `.items()` of one)."""
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in {"keys", "items"}:
+            node = node.func.value
+        if isinstance(node, ast.Name):
+            if node.id in module.constants:
+                return self._collection(module.constants[node.id], module)
+            original = module.imports.get(node.id)
+            owner = next((m for m in self.modules if original and original in m.constants), None)
+            return self._collection(owner.constants[original], owner) if owner else None
+        elements = node.keys if isinstance(node, ast.Dict) else node.elts if isinstance(
+            node, (ast.Tuple, ast.List, ast.Set)) else None
+        if elements is None:
+            return None
+        values = [self._resolve(e, module) for e in elements]
+        return None if any(v is None for v in values) else values
+
+    def _loop_values(self, key, scope, module: _Module) -> set[str]:
+        """The setting names a loop variable takes: `for name in NAMES`, `(... for name, _ in D.items())`."""
+        if not isinstance(key, ast.Name):
+            return set()
+        found = set()
+        for node in ast.walk(scope):
+            if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                target = node.target
+                first = target.elts[0] if isinstance(target, ast.Tuple) and target.elts else target
+                if isinstance(first, ast.Name) and first.id == key.id:
+                    values = self._collection(node.iter, module)
+                    if values:
+                        found.update(values)
+        return found
 
     def _resolve_parameter_reads(self) -> None:
         calls = defaultdict(list)

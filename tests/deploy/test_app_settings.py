@@ -17,12 +17,16 @@ FUNCTION_APP = BICEP / "modules/functionapp.bicep"
 LOCAL_ONLY = {
     "TOWER_HOME",  # local state directory (SQLite stores, local bus, command logs); Azure uses tables
     "TOWER_LOCAL_BACKEND",  # selects a backend of the local host only
+    "FUNCTIONS_CORETOOLS_ENVIRONMENT",  # set by Core Tools (`func start`), never in Azure
 }
 SET_BY_PLATFORM = {
     "WEBSITE_INSTANCE_ID",  # App Service sets it on every instance (not on Flex: see docs/deploy.md)
     "WEBSITE_SITE_NAME",  # the app's name, set by App Service and Flex
     "CONTAINER_NAME",  # set on Linux Consumption and Flex
     "WEBSITE_SKU",  # the plan's SKU, set by the platform
+    "LEGION_SERVICE_HOST",  # set in Flex Consumption's containers
+    "WEBSITE_POD_NAME",  # set when Functions run on Kubernetes
+    "CONTAINER_APP_NAME",  # set by Azure Container Apps
     "FUNCTIONS_WORKER_RUNTIME",  # set by Flex from functionAppConfig.runtime; by the template on EP
 }
 # Reads whose name is data, not code, and why they need no app setting of their own.
@@ -100,11 +104,14 @@ def test_new_reads_in_code_are_found(tmp_path):
         "def d(name):\n    return os.environ.get(name)\n"
         "def e():\n    return d('TOWER_E')\n"
         "TRIGGER = '%TOWER_TOPIC%'\n"
-        "def f(key):\n    return os.environ.get(key.upper())\n")
+        "def f(key):\n    return os.environ.get(key.upper())\n"
+        "MARKERS = ('TOWER_M1', 'TOWER_M2')\nTABLES = {'TOWER_T1': 'one'}\n"
+        "def g(env):\n    return [n for n in MARKERS if env.get(n)] + [n for n, _ in TABLES.items() if env.get(n)]\n")
     scan = Scan(tmp_path)
     assert {(r.name, r.where.split(" ")[0]) for r in scan.reads} == {
         ("TOWER_A", "tower/new.py:4"), ("TOWER_X_QUEUE", "tower/new.py:6"), ("TOWER_X_QUEUE_NAME", "tower/new.py:8"),
-        ("TOWER_E", "tower/new.py:12"), ("TOWER_TOPIC", "tower/new.py:13")}
+        ("TOWER_E", "tower/new.py:12"), ("TOWER_TOPIC", "tower/new.py:13"), ("TOWER_M1", "tower/new.py:19"),
+        ("TOWER_M2", "tower/new.py:19"), ("TOWER_T1", "tower/new.py:19")}
     assert len(scan.unresolved) == 1 and scan.unresolved[0].startswith("tower/new.py:15:")
 
 
