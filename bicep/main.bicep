@@ -70,6 +70,18 @@ param durableTaskSchedulerSku string = 'Consumption'
 @maxLength(45)
 param taskHubName string = 'TowerHub'
 
+@description('Azure Storage backend: the longest wait between polls of an idle task hub queue (hh:mm:ss); shorter is faster after quiet spells and costs more queue transactions.')
+param maxQueuePollingInterval string = '00:00:05'
+
+@description('Azure Storage backend: control-queue partitions (1-16); read only when a task hub is created.')
+@minValue(1)
+@maxValue(16)
+param partitionCount int = 16
+
+@description('Orchestrator episodes one instance runs at once.')
+@minValue(1)
+param maxConcurrentOrchestratorFunctions int = 32
+
 @description('Days Tower keeps finished runs (and the Durable Task Scheduler its finished instances).')
 @minValue(1)
 param retentionDays int = 30
@@ -238,6 +250,9 @@ module functionApp 'modules/functionapp.bicep' = {
     retentionDays: retentionDays
     durableBackend: durableBackend
     durableTaskSchedulerEndpoint: durableBackend == 'durableTaskScheduler' ? durableTask!.outputs.endpoint : ''
+    maxQueuePollingInterval: maxQueuePollingInterval
+    partitionCount: partitionCount
+    maxConcurrentOrchestratorFunctions: maxConcurrentOrchestratorFunctions
     keyVaultUri: keyVault.outputs.vaultUri
     keyVaultSecrets: keyVaultSecrets
     catalogSettings: catalogSettings

@@ -104,7 +104,7 @@ param maxQueuePollingInterval string = '00:00:05'
 @description('Azure Storage backend: control-queue partitions of a new task hub (1-16; fixed once the hub exists).')
 @minValue(1)
 @maxValue(16)
-param partitionCount int = 8
+param partitionCount int = 16
 
 @description('Orchestrator episodes one instance runs at once.')
 @minValue(1)
@@ -229,9 +229,11 @@ var commonSettings = {
   TOWER_EVENTS_QUEUE: eventsQueueName
   TOWER_NOTIFICATIONS_TOPIC: notificationsTopicName
   TOWER_RETENTION_DAYS: string(retentionDays)
-  // Production Durable settings, as overrides of host.json (which keeps the local values):
-  // an orchestration's episodes are short (they only read results and schedule the next step), so
-  // one instance can run many at once; the host.json value of 8 throttles wide stages
+  // Production Durable settings. host.json holds the same values (tests/deploy keeps these
+  // defaults equal to it); as app settings, an environment can change them (main.bicep parameters)
+  // without a new package.
+  // An orchestration's episodes are short (they only read results and schedule the next step), so
+  // one instance can run many at once; the extension's default of 10 (and 8 before) throttles wide stages
   '${durableSetting}__maxConcurrentOrchestratorFunctions': string(maxConcurrentOrchestratorFunctions)
   '${durableSetting}__maxConcurrentActivityFunctions': string(maxConcurrentActivityFunctions)
   // one tracking event per lifecycle step of every service_run and poll floods Application Insights
@@ -257,7 +259,7 @@ var storageBackendSettings = useScheduler ? {} : {
   // 10 s or less on Flex Consumption. Shorter costs more queue transactions.
   '${durableSetting}__storageProvider__maxQueuePollingInterval': maxQueuePollingInterval
   // concurrently active orchestrations app-wide = partitions x maxConcurrentOrchestratorFunctions;
-  // the default 4 partitions queue wide stages. Read only when the task hub is created.
+  // the default 4 partitions queue wide stages (16 is the most). Read only when the task hub is created.
   '${durableSetting}__storageProvider__partitionCount': string(partitionCount)
 }
 

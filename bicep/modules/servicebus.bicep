@@ -26,8 +26,11 @@ param eventsQueueName string
 @maxValue(2000)
 param maxDeliveryCount int = 5
 
+// Short on purpose: it drops a publisher's retry of a send, which comes within seconds or minutes;
+// a longer window would also drop a redrive of a rejected event (same message id) after its fix.
+// A late duplicate is harmless anyway: the run id derives from the message id.
 @description('Window in which a resent message id is dropped as a duplicate (ISO 8601 duration, at most 7 days).')
-param duplicateDetectionWindow string = 'P1D'
+param duplicateDetectionWindow string = 'PT10M'
 
 @description('Name of the notifications topic (the app setting TOWER_NOTIFICATIONS_TOPIC).')
 param notificationsTopicName string

@@ -42,10 +42,7 @@ DYNAMIC_READS = {
     "tower/local/bindings.py",
 }
 # Set in local.settings.example.json ahead of the code that reads them, and why.
-NOT_READ_YET = {
-    # the events trigger's queue is still the literal "tower-events" (docs/deploy.md, Sending events)
-    "TOWER_EVENTS_QUEUE",
-}
+NOT_READ_YET: set[str] = set()
 # Settings the Functions host (not Tower's code) reads from local.settings.json.
 HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}
 
@@ -293,9 +290,7 @@ def test_a_catalog_variable_left_out_is_caught():
 SET_AHEAD_OF_CODE = {
     "TOWER_NOTIFICATIONS_TOPIC",  # the topic (and its Data Sender role) exists for run notifications
     "TOWER_RUNS_TABLE_URL",  # the runs index
-    "TOWER_REJECTED_TABLE_URL",  # rejected events
     "TOWER_RETENTION_DAYS",  # how long finished runs are kept
-    "TOWER_EVENTS_QUEUE",  # the events trigger's queue name (still the literal tower-events)
 }
 
 
@@ -320,3 +315,37 @@ def test_a_misspelt_tower_setting_is_caught(scan):
 def test_settings_set_ahead_of_code_are_still_unread(scan):
     """Once the code reads one of them, it leaves SET_AHEAD_OF_CODE (so the list stays true)."""
     assert sorted(SET_AHEAD_OF_CODE & {r.name for r in scan.reads}) == []
+
+
+def override_problems(host: dict, app: BicepFile, main: BicepFile) -> list[str]:
+    """Each host.json override the template sets by default holds host.json's own value, so the
+    package and the template agree unless an environment changes one on purpose."""
+    defaults = {**{n: p for n, p in app.params().items()}}
+    main_params = main.params()
+    problems = []
+    for setting in app.settings():
+        if not setting.name.startswith("AzureFunctionsJobHost__"):
+            continue
+        node = host
+        for part in setting.name.split("__")[1:]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        name = re.sub(r"^string\((\w+)\)$", r"\1", setting.value)
+        decl = main_params.get(name) or defaults.get(name)
+        where = main.path if name in main_params else app.path
+        text = (where.read_text().split(f"param {name} ", 1)[1].split("\n", 1)[0].split("= ", 1)[-1]
+                if decl is not None else setting.value)
+        value = text.strip().strip("'")
+        if value != str(node):
+            problems.append(f"{app.where(setting.line)}: '{setting.name}' defaults to {value}, host.json says "
+                            f"{node} (make them equal, or explain beside the setting why they differ)")
+    return problems
+
+
+def test_durable_overrides_default_to_host_json():
+    host = json.loads((ROOT / "host.json").read_text())
+    assert override_problems(host, load(FUNCTION_APP), load(BICEP / "main.bicep")) == []
+    host["extensions"]["durableTask"]["storageProvider"]["partitionCount"] = 8
+    problems = override_problems(host, load(FUNCTION_APP), load(BICEP / "main.bicep"))
+    assert len(problems) == 1 and "partitionCount' defaults to 16, host.json says 8" in problems[0]
