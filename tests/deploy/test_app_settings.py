@@ -288,9 +288,8 @@ def test_a_catalog_variable_left_out_is_caught():
 
 # Tower settings the template sets ahead of the code that reads them, and why.
 SET_AHEAD_OF_CODE = {
-    "TOWER_NOTIFICATIONS_TOPIC",  # the topic (and its Data Sender role) exists for run notifications
-    "TOWER_RUNS_TABLE_URL",  # the runs index
-    "TOWER_RETENTION_DAYS",  # how long finished runs are kept
+    # the notifications topic and its Data Sender role are provisioned; no code publishes yet
+    "TOWER_NOTIFICATIONS_TOPIC",
 }
 
 
