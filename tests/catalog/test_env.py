@@ -26,7 +26,7 @@ def test_unset_variable_names_field_and_variable_but_no_value():
         resolve({"headers": {"X-Key": "${API_KEY}"}}, {"OTHER": "secret-value"}, where="platform 'api'")
     assert str(caught.value) == (
         "platform 'api' field 'headers.X-Key': environment variable API_KEY is not set"
-        " (export it or use ${API_KEY:-default})"
+        " (export it)"
     )
 
 

@@ -160,7 +160,7 @@ def test_settings_are_resolved_at_use_not_at_load(write):
         resolve(warehouse.settings, {}, where="platform 'warehouse'")
     assert str(caught.value) == (
         "platform 'warehouse' field 'password': environment variable SNOWFLAKE_PASSWORD is not set"
-        " (export it or use ${SNOWFLAKE_PASSWORD:-default})"
+        " (export it)"
     )
     settings = resolve(warehouse.settings, {"SNOWFLAKE_PASSWORD": "s3cret"}, where="platform 'warehouse'")
     assert settings == {"account": "acme", "user": "tower", "password": "s3cret"}

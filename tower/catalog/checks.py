@@ -151,6 +151,12 @@ def check_env_syntax(ck: Checker, value: Any, location: Location, where: Where) 
 def check_secret(ck: Checker, value: Any, location: Location, where: Where, variable: str) -> None:
     """A credential must come from the environment: a literal is reported without being echoed."""
     if isinstance(value, str) and env.references(value):
+        defaulted = env.defaulted(value)
+        if defaulted:
+            name = defaulted[0]
+            ck.add(location, where, f"a secret has a default written in the catalog ('${{{name}:-...}}')",
+                   f"a default is a literal secret: write ${{{name}}} and export {name}, or keep it in an env "
+                   "file outside the repository")
         return
     ck.add(
         location,

@@ -56,6 +56,11 @@ def references(value: Any) -> list[str]:
     return []
 
 
+def defaulted(value: str) -> list[str]:
+    """Names of the variables in ``value`` written with a ``:-default``."""
+    return [m["name"] for m in _REFERENCE.finditer(value) if m["name"] and m["default"] is not None]
+
+
 def resolve(value: Any, environ: Mapping[str, str] | None = None, where: str = "value") -> Any:
     """``value`` with every reference replaced from ``environ`` (default: ``os.environ``).
 
@@ -85,12 +90,20 @@ def _resolve(value: Any, environ: Mapping[str, str], where: str, field: str) -> 
         if match["default"] is not None:
             return found if found else match["default"]
         if found is None:
-            raise ConfigError(
-                f"{place}: environment variable {name} is not set (export it or use ${{{name}:-default}})"
-            )
+            # A secret never gets a default (it would be a literal secret in the catalog).
+            how = "export it" if _is_secret(field) else f"export it or use ${{{name}:-default}}"
+            raise ConfigError(f"{place}: environment variable {name} is not set ({how})")
         return found
 
     problem = syntax_error(value)
     if problem:
         raise ConfigError(f"{place}: {problem}")
     return _REFERENCE.sub(substitute, value)
+
+
+def _is_secret(field: str) -> bool:
+    """Whether a dotted field path (``password``, ``headers.Authorization``) holds a credential."""
+    from tower.catalog.fields import SECRET_FIELDS, is_secret_header
+
+    leaf = field.rsplit(".", 1)[-1].split("[", 1)[0]
+    return leaf in SECRET_FIELDS or (field.startswith("headers.") and is_secret_header(leaf))
