@@ -6,13 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-runtime
 STAMP_DEV := $(VENV)/.installed-dev
+STAMP_STANDINS := $(VENV)/.installed-standins
 DEMO_HOME ?= $(CURDIR)/.tower/demo
 AZURITE   := node_modules/.bin/azurite-table
 
-.PHONY: demo test bench lint clean help
+.PHONY: demo standins test bench lint clean help
 
 help:
 	@echo "make demo   run the example pipeline locally (simulated platforms, time-scaled)"
+	@echo "make standins  start the local stand-ins examples/local/catalog.yaml runs against"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run the orchestration benchmarks (results in benchmarks/RESULTS.md)"
 	@echo "make lint   ruff"
@@ -25,8 +27,13 @@ $(STAMP_RUN): $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt -e .
 	touch $@
 
-$(STAMP_DEV): $(STAMP_RUN) requirements-dev.txt
+$(STAMP_DEV): $(STAMP_RUN) requirements-dev.txt examples/local/requirements.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# The local stand-ins (fakesnow) are not runtime packages: the app in Azure never needs them.
+$(STAMP_STANDINS): $(STAMP_RUN) examples/local/requirements.txt
+	$(PY) -m pip install --quiet -r examples/local/requirements.txt
 	touch $@
 
 # Azurite (npm) is the local Azure Table Storage the run-history table store is tested against.
@@ -40,6 +47,9 @@ demo: $(STAMP_RUN)
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml plan nightly
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml \
 		run nightly --simulate --time-scale 0.002
+
+standins: $(STAMP_STANDINS)
+	$(PY) examples/local/standins.py
 
 test: $(STAMP_DEV) $(AZURITE)
 	$(VENV)/bin/ruff check .

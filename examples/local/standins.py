@@ -1,10 +1,15 @@
 """Start the local stand-ins the example catalog runs against, and print the settings to export.
 
-    python examples/local/standins.py            # fakesnow on 8765, the scoring service on 8766
-    python examples/local/standins.py --port-base 9100
+    make standins                                     # installs fakesnow into .venv, then runs this
+    .venv/bin/python examples/local/standins.py       # fakesnow on 8765, the scoring service on 8766
+    .venv/bin/python examples/local/standins.py --port-base 9100
 
 It runs until Ctrl-C (or SIGTERM), then stops both. Snowflake is a fakesnow server (the real
 connector talks to it over HTTP); the scoring service is a small aiohttp app with the 202 pattern.
+
+The settings the catalog reads (ports, and the stand-in's password) are printed as ``export`` lines
+and written to an env file (``.tower/standins.env``; ``--env-file``) that another shell sources.
+The catalog itself holds no secret, not even a default: ``password: ${SNOWFLAKE_PASSWORD}``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import itertools
 import signal
 import sys
 import time
+from pathlib import Path
 
 import fakesnow_process  # beside this file: run as a script, its directory is on sys.path
 from aiohttp import web
@@ -81,9 +87,26 @@ async def serve(port: int) -> None:
     await runner.cleanup()
 
 
+def settings(snow_port: int, http_port: int) -> str:
+    """The ``export`` lines the example catalog needs (fakesnow accepts any password)."""
+    return (f"export FAKESNOW_PORT={snow_port}\n"
+            "export SNOWFLAKE_PASSWORD=local\n"
+            f"export SCORING_URL=http://127.0.0.1:{http_port}\n")
+
+
+def write_env_file(path: Path, exports: str) -> None:
+    """The exports, readable by the owner alone (a real password would live in such a file too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(exports)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port-base", type=int, default=8765, help="fakesnow port; the service gets the next one")
+    parser.add_argument("--env-file", type=Path, default=Path(".tower/standins.env"),
+                        help="where to write the settings to source (default: .tower/standins.env)")
     args = parser.parse_args()
     snow_port, http_port = args.port_base, args.port_base + 1
     try:
@@ -92,10 +115,11 @@ def main() -> None:
         sys.exit(str(exc))
     try:
         create_database(snow_port, "local_demo", "sales")
-        print(f"export FAKESNOW_PORT={snow_port}")
-        print("export SNOWFLAKE_PASSWORD=local  # fakesnow accepts any password")
-        print(f"export SCORING_URL=http://127.0.0.1:{http_port}")
-        print("# stand-ins running; Ctrl-C stops them", file=sys.stderr, flush=True)
+        exports = settings(snow_port, http_port)
+        write_env_file(args.env_file, exports)
+        print(exports, end="")
+        print(f"# stand-ins running; the same settings are in {args.env_file}: in another shell,\n"
+              f"#   . {args.env_file}\n# Ctrl-C stops them", file=sys.stderr, flush=True)
         sys.stdout.flush()
         asyncio.run(serve(http_port))
     finally:

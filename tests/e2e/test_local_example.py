@@ -34,10 +34,11 @@ def _two_free_ports() -> int:
 
 
 @pytest.fixture
-def standins():
+def standins(tmp_path):
     port = _two_free_ports()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "local" / "standins.py"), "--port-base", str(port)],
+        [sys.executable, str(ROOT / "examples" / "local" / "standins.py"), "--port-base", str(port),
+         "--env-file", str(tmp_path / "standins.env")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     env = {}
     try:
@@ -77,3 +78,15 @@ def test_the_local_example_runs_for_real(standins, tmp_path):
     ) as conn:
         rows = conn.cursor().execute("SELECT day, region, total FROM daily_totals ORDER BY region").fetchall()
     assert rows == [("2024-07-01", "amer", 80), ("2024-07-01", "emea", 165)]
+
+
+def test_running_for_real_as_the_readme_writes_it(standins, tmp_path):
+    """A second shell with no venv active: source the stand-ins' env file, call .venv/bin/tower."""
+    tower = Path(sys.executable).with_name("tower")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TOWER_HOME": str(tmp_path / "home")}
+    script = (f". {tmp_path / 'standins.env'} && "
+              f"exec {tower} --catalog examples/local/catalog.yaml run daily --param day=2024-06-30")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "succeeded" in done.stdout + done.stderr
+    assert (tmp_path / "standins.env").stat().st_mode & 0o077 == 0  # the password file is the owner's alone
