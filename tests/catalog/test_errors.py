@@ -299,6 +299,68 @@ services:
     path: /publish
     headers: {X-Api-Key: k-123}
 """, 7, "service 'publish' field 'headers.X-Api-Key'", "a secret is written literally"),
+    Case("default-on-a-secret", """
+platforms:
+  wh:
+    type: snowflake
+    account: acme
+    user: tower
+    password: ${SNOWFLAKE_PASSWORD:-hunter2}
+services: {}
+""", 6, "platform 'wh' field 'password'", "a secret has a default written in the catalog"),
+    Case("default-on-a-secret-header", """
+platforms:
+  api:
+    type: http
+    base_url: http://127.0.0.1:8080
+    headers: {Authorization: "Bearer ${API_TOKEN:-abc}"}
+services: {}
+""", 5, "platform 'api' field 'headers.Authorization'", "write ${API_TOKEN} and export API_TOKEN"),
+    # --- Snowflake statements and their binds ----------------------------------------------------
+    Case("two-statements", with_head("  load:\n    platform: wh\n    sql: DELETE FROM t; INSERT INTO t SELECT 1\n"),
+         12, "service 'load' field 'sql'", "2 SQL statements in one service"),
+    Case("pyformat-placeholder", with_head("""
+  load:
+    platform: wh
+    sql: "CALL load_orders(%(business_date)s)"
+    params: {business_date: '2026-11-24'}
+"""), 12, "service 'load' field 'sql'", "'%(business_date)s' is not a placeholder Tower fills (write ?"),
+    Case("placeholders-without-bind", with_head("  load:\n    platform: wh\n    sql: CALL load(?, ?)\n"),
+         12, "service 'load' field 'sql'", "the SQL has 2 '?' placeholders but bind names 0 params"),
+    Case("bind-more-than-placeholders", with_head("""
+  load:
+    platform: wh
+    sql: CALL load(?)
+    bind: [day, region]
+    params: {day: x, region: y}
+"""), 13, "service 'load' field 'bind'", "the SQL has 1 '?' placeholder but bind names 2 params"),
+    Case("bind-undeclared", with_head("""
+  load:
+    platform: wh
+    sql: CALL load(?)
+    bind: [day]
+pipelines:
+  p: {services: [load]}
+"""), 13, "service 'load' field 'bind'",
+         "bind names param 'day', which the service does not declare, nor pipeline 'p' that runs it"),
+    Case("bind-undeclared-by-one-pipeline", with_head("""
+  load:
+    platform: wh
+    sql: CALL load(?)
+    bind: [day]
+pipelines:
+  daily: {services: [load], params: {day: '2026-11-24'}}
+  adhoc: {services: ['*']}
+"""), 13, "service 'load' field 'bind'", "nor pipeline 'adhoc' that runs it"),
+    Case("bind-typo", with_head("""
+  load:
+    platform: wh
+    sql: CALL load(?)
+    bind: [dya]
+    params: {day: '2026-11-24'}
+"""), 13, "service 'load' field 'bind'", "did you mean 'day'?"),
+    Case("bind-in-no-pipeline", with_head("  load: {platform: wh, sql: CALL load(?), bind: [day]}\n"),
+         10, "service 'load' field 'bind'", "which neither the service nor any pipeline declares"),
     # --- pipelines: schedules, time zones, selectors, events -------------------------------------
     Case("cron-four-fields", with_head("pipelines:\n  nightly:\n    schedule: '30 2 * *'\n"), 12,
          "pipeline 'nightly' field 'schedule'",

@@ -232,7 +232,7 @@ def test_every_setting_and_field_the_adapters_read_is_accepted(write):
           sim: {type: sim, time_scale: 0.001}
         services:
           job: {platform: lake, job_id: 7, job_parameters: {mode: full}}
-          query: {platform: wh, sql: "insert into t select ?", bind: [date]}
+          query: {platform: wh, sql: "insert into t select ?", bind: [date], params: {date: "2026-11-24"}}
           call:
             platform: api
             url: https://other.example.com/run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tower import graph
 from tower.catalog.checks import (
     INVALID,
     Checker,
@@ -40,9 +41,10 @@ from tower.catalog.fields import (
     SIM_OUTCOMES,
     TOP_LEVEL,
 )
-from tower.catalog.model import PLATFORM_TYPES, Catalog, Location, Platform, RetryPolicy, Service
+from tower.catalog.model import PLATFORM_TYPES, Catalog, Location, Pipeline, Platform, RetryPolicy, Service
 from tower.catalog.pipelines import check_graph, check_pipelines
-from tower.catalog.yamlsource import Mapping, plain
+from tower.catalog.sql import shape as sql_shape
+from tower.catalog.yamlsource import Mapping, Sequence, plain
 from tower.errors import CatalogError, Problem
 
 EXAMPLE = "see examples/refinery/catalog.yaml"
@@ -82,6 +84,7 @@ def build_catalog(data: Any, path: str) -> Catalog:
                                               types, defaults)
     check_graph(ck, services, dep_locations)
     pipelines = check_pipelines(ck, data.get("pipelines"), data.value_location("pipelines"), services)
+    check_binds(ck, data.get("services"), services, pipelines)
     if ck.problems:
         raise CatalogError(ck.problems)
     return Catalog(path=path, platforms=platforms, services=services, pipelines=pipelines)
@@ -317,10 +320,73 @@ def _check_spec(ck: Checker, ptype: str, spec: dict, raw: Mapping, where: Where)
         if checked is not INVALID:
             check_env_syntax(ck, checked, location, here)
         result[field] = value if checked is INVALID else checked
+    if ptype == "snowflake" and isinstance(result.get("sql"), str):
+        _check_sql(ck, result["sql"], result.get("bind"), raw, where)
     if ptype == "http" and "path" in spec and "url" in spec:
         ck.add(raw.key_location("url"), where, "both 'path' and 'url' are set",
                "keep one: a path, joined to the platform's base_url, or a full url")
     return result
+
+
+def _check_sql(ck: Checker, sql: str, bind: Any, raw: Mapping, where: Where) -> None:
+    """One statement, ``?`` placeholders only, as many as ``bind`` names (see tower.catalog.sql)."""
+    found = sql_shape(sql)
+    location, here = raw.value_location("sql"), (*where, "sql")
+    if found.statements > 1:
+        ck.add(location, here, f"{found.statements} SQL statements in one service",
+               "a snowflake service runs one statement: split them into services joined by depends_on,"
+               " or call a stored procedure")
+    if found.pyformat:
+        ck.add(location, here, f"'{found.pyformat}' is not a placeholder Tower fills",
+               "write ? in the SQL and name the run params that fill it in bind, e.g."
+               " sql: CALL load_orders(?) with bind: [business_date]")
+        return
+    names = bind if isinstance(bind, list) else []
+    if found.placeholders != len(names):
+        what = (f"the SQL has {found.placeholders} '?' placeholder{'s' if found.placeholders != 1 else ''}"
+                f" but bind names {len(names)} param{'s' if len(names) != 1 else ''}")
+        at = raw.value_location("bind") if "bind" in raw else location
+        ck.add(at, (*where, "bind") if "bind" in raw else here, what,
+               "bind lists one run param per '?', in order")
+
+
+def check_binds(ck: Checker, section: Any, services: dict[str, Service], pipelines: dict[str, Pipeline]) -> None:
+    """Every param a ``bind`` names is declared, by the service (or defaults) or by every pipeline
+    that runs it: else the run would fail at its submit, minutes in."""
+    if not isinstance(section, Mapping):
+        return
+    deps = {name: svc.depends_on for name, svc in services.items()}
+    tags = {name: svc.tags for name, svc in services.items()}
+    runs_in: dict[str, list[Pipeline]] = {}
+    for pipeline in pipelines.values():
+        try:
+            chosen = graph.select(pipeline.selectors, deps, tags)
+        except ValueError:  # a cycle or a bad selector, reported already
+            return
+        for name in chosen:
+            runs_in.setdefault(name, []).append(pipeline)
+    for name, service in services.items():
+        raw = section.get(name)
+        bind = raw.get("bind") if isinstance(raw, Mapping) else None
+        if not isinstance(bind, Sequence):
+            continue
+        runners = runs_in.get(name, [])
+        for index, param in enumerate(bind):
+            if not isinstance(param, str) or param in service.params:
+                continue
+            lacking = [p.name for p in runners if param not in p.params]
+            if runners and not lacking:
+                continue
+            known = set(service.params).union(*(p.params for p in runners))
+            if lacking:
+                what = (f"bind names param '{param}', which the service does not declare, nor pipeline"
+                        f"{'s' if len(lacking) > 1 else ''} {', '.join(map(repr, lacking))} that run"
+                        f"{'s' if len(lacking) == 1 else ''} it")
+            else:
+                what = f"bind names param '{param}', which neither the service nor any pipeline declares"
+            hint = did_you_mean(param, sorted(known)) if close_match(param, known) else (
+                f"declare it with a default, e.g. params: {{{param}: '2026-11-24'}} on the service or its pipelines")
+            ck.add(bind.item_location(index), ("services", name, "bind"), what, hint)
 
 
 def _check_spec_field(ck: Checker, ptype: str, field: str, value: Any, location: Location, where: Where):
