@@ -53,8 +53,24 @@ def test_success_with_output_tail(home):
 def test_failure_reports_exit_code_and_output_tail():
     adapter = CommandAdapter({})
     status = wait_done(adapter, adapter.submit(submission("echo 'bad input row 7' >&2; exit 3")))
-    assert (status.state, status.message, status.retryable) == (FAILED, "exit code 3", True)
+    assert (status.state, status.message, status.retryable) == (FAILED, "exit code 3: bad input row 7", True)
     assert "bad input row 7" in status.output
+
+
+def test_a_failure_quotes_the_last_lines_of_stderr_with_secrets_masked(monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", "s3cr3t-pw")
+    adapter = CommandAdapter({})
+    script = ("echo progress 1; echo progress 2; for n in 1 2 3 4; do echo line $n >&2; done; "
+              "echo 'login as tower/s3cr3t-pw refused' >&2; exit 3")
+    status = wait_done(adapter, adapter.submit(submission(script)))
+    assert status.message == "exit code 3: line 3 | line 4 | login as tower/*** refused"
+    assert "progress 2" in status.output and "login as tower" in status.output
+
+
+def test_a_failure_without_stderr_quotes_stdout():
+    adapter = CommandAdapter({})
+    status = wait_done(adapter, adapter.submit(submission("echo 'no such table: orders'; exit 1")))
+    assert status.message == "exit code 1: no such table: orders"
 
 
 def test_argv_list_runs_without_a_shell():

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "tower.cli.catalog_cmds",  # validate
     "tower.cli.plan_cmds",  # graph, plan
     "tower.cli.run_cmds",  # run, runs, status, cancel, repair, resume, purge
+    "tower.cli.logs_cmds",  # logs
     "tower.cli.serve_cmds",  # serve, events
 )
 

@@ -279,8 +279,9 @@ def cmd_purge(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from tower.cli.logs_cmds import log_lines, with_submitted_details
     from tower.cli.render import progress_text, run_summary
-    from tower.runner import json_result, run_info
+    from tower.runner import engine_alive, json_result, run_info
     from tower.runs_index import index_from_environment
 
     home = tower_home()
@@ -291,7 +292,7 @@ def cmd_status(args) -> int:
         if row is None:
             raise
         return _tombstone(row, args.json)
-    result = info.to_result()
+    result = with_submitted_details(home, info.plan, info.to_result())
     links = {key: getattr(row, key) for key in ("repair_of", "repaired_by") if row is not None and getattr(row, key)}
     if args.json:
         data = json_result(result)
@@ -302,9 +303,11 @@ def cmd_status(args) -> int:
     from datetime import datetime, timezone
 
     detail = ""
-    if not info.finished and info.custom_status:
+    if not info.finished and not engine_alive(home):
+        detail = " (no engine attached: `tower resume` continues it)"
+    elif not info.finished and info.custom_status:
         detail = f" ({progress_text(info.custom_status, datetime.now(timezone.utc))})"
-    print(run_summary(result, detail))
+    print("\n".join([run_summary(result, detail), *log_lines(home, info, result)]))
     for key, text in (("repair_of", "repair of"), ("repaired_by", "repaired by")):
         if key in links:
             print(f"{text} {links[key]} (tower status {links[key]})")

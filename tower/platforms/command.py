@@ -11,11 +11,13 @@ plus ``TOWER_RUN_ID``, ``TOWER_SERVICE`` and ``TOWER_ATTEMPT``.
 
 The process outlives the activity that starts it: it runs in its own session under a small shell
 wrapper that writes its exit code to a file when it ends. Everything lives in
-``$TOWER_HOME/commands/<key>.*`` (``.json`` the handle, ``.log`` stdout+stderr, ``.exit`` the exit
-code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash. A second
-submit with the same idempotency key re-attaches to the process the first one started.
+``$TOWER_HOME/commands/<key>.*`` (``.json`` the handle, ``.log`` stdout, ``.err`` stderr, ``.exit``
+the exit code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash. A
+second submit with the same idempotency key re-attaches to the process the first one started.
+`tower logs RUN SERVICE` prints the two logs (the handle names them).
 
-A non-zero exit is a retryable failure: whether to try again is the service's retry policy.
+A non-zero exit is a retryable failure: whether to try again is the service's retry policy. Its
+message carries the last lines of stderr (secrets masked), so "exit code 3" says why.
 Settings: ``kill_grace`` seconds between SIGTERM and SIGKILL on cancel (default 5).
 """
 
@@ -48,6 +50,7 @@ from tower.platforms.base import (
 # Runs "$@", then publishes its exit code atomically (write + rename), so a reader never sees half.
 _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
 _TAIL_BYTES = 4096
+ERROR_LINES = 3  # lines of stderr in a failure's message
 
 # Processes started by this process, so their exit is reaped (no zombies while we are alive).
 _children: dict[int, subprocess.Popen] = {}
@@ -149,7 +152,9 @@ def _group_alive(pid: int, pgid: int) -> bool:
     return False
 
 
-def _read_tail(path: Path) -> str:
+def _read_tail(path: Path | None) -> str:
+    if path is None:
+        return ""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -159,6 +164,34 @@ def _read_tail(path: Path) -> str:
     except OSError:
         return ""
     return tail(data.decode("utf-8", errors="replace").strip())
+
+
+def _output(data: dict) -> str:
+    """What the service printed: the end of stdout, then the end of stderr."""
+    stderr = data.get("stderr")
+    parts = [_read_tail(Path(data["log"])), _read_tail(Path(stderr) if stderr else None)]
+    return tail("\n".join(part for part in parts if part))
+
+
+def _why(data: dict) -> str:
+    """The last lines of stderr (else of stdout), secrets masked: what a failure message quotes."""
+    from tower.redact import redact
+
+    stderr = data.get("stderr")
+    text = _read_tail(Path(stderr) if stderr else None) or _read_tail(Path(data["log"]))
+    lines = [line.strip() for line in text.splitlines() if line.strip()][-ERROR_LINES:]
+    return redact(" | ".join(lines))
+
+
+def _with(message: str, why: str) -> str:
+    return f"{message}: {why}" if why else message
+
+
+def output_files(home: Path, run_id: str, service: str, attempt: int) -> list[tuple[str, Path]]:
+    """Where one attempt's stdout and stderr went (the files exist once it was submitted)."""
+    key = file_key(Submission(run_id, service, attempt, {}).idempotency_key)
+    directory = Path(home) / "commands"
+    return [("stdout", directory / f"{key}.log"), ("stderr", directory / f"{key}.err")]
 
 
 class CommandAdapter:
@@ -185,7 +218,7 @@ class CommandAdapter:
         return handle
 
     def _start(self, submission: Submission, argv: list[str], directory: Path, key: str) -> Handle:
-        exit_file, log_file = directory / f"{key}.exit", directory / f"{key}.log"
+        exit_file, log_file, err_file = (directory / f"{key}.{suffix}" for suffix in ("exit", "log", "err"))
         cwd = submission.spec.get("cwd")
         if cwd is not None and not Path(cwd).is_dir():
             raise NonRetryableError(
@@ -193,10 +226,10 @@ class CommandAdapter:
                 platform="command",
             )
         env = _environment(submission, exit_file)
-        with open(log_file, "ab") as log:
+        with open(log_file, "ab") as log, open(err_file, "ab") as err:
             child = subprocess.Popen(
                 ["/bin/sh", "-c", _WRAPPER, "tower-command", *argv],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=err,
                 cwd=cwd, env=env, start_new_session=True, close_fds=True,
             )
         _children[child.pid] = child
@@ -207,6 +240,7 @@ class CommandAdapter:
                 "pgid": child.pid,  # start_new_session: the wrapper leads its own process group
                 "started_at": time.time(),
                 "log": str(log_file),
+                "stderr": str(err_file),
                 "exit": str(exit_file),
                 "cancelled": str(directory / f"{key}.cancelled"),
             },
@@ -217,20 +251,21 @@ class CommandAdapter:
         exit_file, cancelled = Path(data["exit"]), Path(data["cancelled"]).exists()
         code_text = exit_file.read_text().strip() if exit_file.exists() else None
         if code_text is None and _alive(data["pid"]):
-            return Status(RUNNING, output=_read_tail(Path(data["log"])))
+            return Status(RUNNING, output=_output(data))
         if code_text is None and exit_file.exists():  # it finished between the two looks
             code_text = exit_file.read_text().strip()
         _alive(data["pid"])  # reap our own child, so it leaves no zombie behind
-        output = _read_tail(Path(data["log"]))
+        output = _output(data)
         if cancelled:
             return Status(CANCELLED, message="cancelled", output=output)
+        why = _why(data)
         if code_text is None:
-            return Status(FAILED, message="the process ended without an exit code (killed?)",
+            return Status(FAILED, message=_with("the process ended without an exit code (killed?)", why),
                           retryable=True, output=output)
         code = int(code_text)
         if code == 0:
             return Status(SUCCEEDED, output=output)
-        return Status(FAILED, message=f"exit code {code}", retryable=True, output=output)
+        return Status(FAILED, message=_with(f"exit code {code}", why), retryable=True, output=output)
 
     def cancel(self, handle: Handle) -> None:
         data = handle.data
