@@ -57,22 +57,25 @@ def _run(status, live: bool = False) -> dict:
 @bp.durable_client_input(client_name="client")
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from tower.plan import given_run_id, new_run_id
+    from tower.run_request import parse_start_body
 
     pipeline = req.route_params["pipeline"]
     try:
         body = json.loads(req.get_body() or b"{}")
     except ValueError as exc:
         return _error(400, f"POST /api/runs/{pipeline}: body is not JSON ({exc})")
-    if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict) or not isinstance(body.get("services", []), list):
-        return _error(400, f'POST /api/runs/{pipeline}: expected {{"params": {{...}}, "services": ["selector", ...]}}')
+    try:
+        request = parse_start_body(body)
+    except UsageError as exc:
+        return _error(400, f"POST /api/runs/{pipeline}: {exc}")
     try:
         cat = catalog()
         if pipeline not in cat.pipelines:
             known = ", ".join(cat.pipelines) or "none"
             return _error(404, f"unknown pipeline {pipeline!r} (pipelines: {known})")
         run_id = given_run_id(body["run_id"]) if "run_id" in body else new_run_id(pipeline, datetime.now(timezone.utc))
-        await start_new_run(client, cat, pipeline, run_id, trigger="api", params=body.get("params") or None,
-                            selectors=body.get("services") or None)
+        await start_new_run(client, cat, pipeline, run_id, trigger="api", params=request.params,
+                            selectors=request.services)
     except RunExists as exc:
         return _error(409, str(exc))
     except UsageError as exc:
