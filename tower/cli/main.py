@@ -1,13 +1,16 @@
 """Entry point of the `tower` command: parse, dispatch, and turn Tower errors into exit codes.
 
-Exit codes: 0 ok, 1 a run failed or was cancelled, 2 bad input or usage. Errors go to stderr;
-`--json` output goes to stdout alone.
+Exit codes: 0 ok, 1 a run failed or was cancelled, 2 bad input or usage, 130 / 143 a run cancelled
+on Ctrl-C / SIGTERM (or a second one, which stops waiting), 141 the reader of stdout went away
+(`tower runs | head`). Errors go to stderr; `--json` output goes to stdout alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from tower import __version__
@@ -52,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    _accept_global_options_after(subparsers)
     return parser
+
+
+def _accept_global_options_after(subparsers) -> None:
+    """`tower validate --catalog x.yaml` works as `tower --catalog x.yaml validate` does. The copy
+    defaults to SUPPRESS, so a sub-command that does not see it leaves the global value alone."""
+    for sub in subparsers.choices.values():
+        sub.add_argument("--catalog", metavar="PATH", default=argparse.SUPPRESS,
+                         help="catalog file (also accepted before the command)")
+        for action in sub._subparsers._group_actions if sub._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_global_options_after(action)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is seen while we can still handle it
+        return code
+    except BrokenPipeError:
+        # `tower runs | head`: the reader has what it wanted. Python would print a traceback at exit
+        # flushing stdout: point stdout at /dev/null, and exit as a process killed by SIGPIPE does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except CatalogError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -72,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     except TowerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second Ctrl-C: one line, and nothing after it
+        from tower.cli.interrupts import exit_code
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # tasks the engine left pending
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ def short_duration(seconds: float | None) -> str:
 
 def progress_text(custom_status: dict | None, now: datetime) -> str:
     """One line: done/total, running, failed, elapsed, ETA — from the compact custom status."""
-    if not custom_status:
-        return "starting…"
-    counts = custom_status.get("counts") or {}
+    counts = (custom_status or {}).get("counts")
+    if not counts:  # before the ledger has the run, or the run's own final status: no counts to show
+        status = (custom_status or {}).get("status")
+        return status if status and status != "running" else "starting…"
     total = sum(counts.values())
     finished = sum(n for state, n in counts.items() if state not in ("pending", "running"))
     parts = [f"{finished}/{total} done", f"{counts.get('running', 0)} running"]
@@ -83,6 +84,8 @@ class Progress:
             self._rich.update(Spinner("dots", text=line))
             return
         counts = (custom_status or {}).get("counts")
+        if not counts:  # nothing to count yet, or the run just ended: its summary follows
+            return
         if counts != self._last_counts and time.monotonic() - self._last_print >= 1.0:
             self._last_counts, self._last_print = counts, time.monotonic()
             print(line, file=self.stream, flush=True)

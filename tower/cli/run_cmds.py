@@ -176,31 +176,37 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
                 return 0
         for run_id in run_ids:
             err(f"{'resuming' if resume else 'started'} run {run_id}")
-        _follow(local, run_ids)
+        interrupt = _follow(local, run_ids)
         results = [local.final(run_id).to_result() for run_id in run_ids]
     telemetry.flush(timeout=5.0)  # what the run's end emitted, before the process goes
     _report(results, as_json, as_list=resume)
+    if interrupt is not None:  # cancelled on Ctrl-C or SIGTERM: exit as a signalled process does
+        from tower.cli.interrupts import exit_code
+
+        return exit_code(interrupt)
     return 0 if all(r.get("status") == "succeeded" for r in results) else 1
 
 
-def _follow(local, run_ids: list[str]) -> None:
-    """Follow with a progress display; the first Ctrl-C cancels, a second one stops following."""
+def _follow(local, run_ids: list[str]) -> KeyboardInterrupt | None:
+    """Follow with a progress display; the first Ctrl-C (or SIGTERM) cancels, a second one stops
+    following. Returns the interrupt that cancelled the runs, if any."""
+    from tower.cli.interrupts import sigterm_as_interrupt
     from tower.cli.render import Progress
 
     label = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
-    with Progress(label) as progress:
+    with Progress(label) as progress, sigterm_as_interrupt():
         def show(latest) -> None:
             progress.update(_merged_status([info.custom_status for info in latest.values()]))
 
-        cancelling = False
+        cancelling = None
         while True:
             try:
                 local.follow(run_ids, show)
-                return
-            except KeyboardInterrupt:
+                return cancelling
+            except KeyboardInterrupt as interrupt:
                 if cancelling:
                     raise
-                cancelling = True
+                cancelling = interrupt
                 for run_id in run_ids:
                     if not local.info(run_id).finished:
                         local.cancel(run_id)

@@ -1,0 +1,83 @@
+"""The command line's rough edges a new user hit: options after the command, a closed pipe,
+SIGTERM and a second Ctrl-C, the progress line at the end of a run."""
+
+import io
+import json
+import signal
+import time
+
+import pytest
+
+from tests.cli.test_run_cmds import tower, tower_process, wait_for_running, work  # noqa: F401 (fixture)
+from tower.cli.main import main
+from tower.cli.render import Progress, progress_text
+
+
+def test_global_options_are_accepted_after_the_command(work, capsys):  # noqa: F811
+    other = work / "other.yaml"
+    other.write_text("platforms: {p: {type: sim}}\nservices: {a: {platform: p}}\n")
+    assert main(["validate", "--catalog", str(other)]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 service")
+    assert main(["--catalog", str(other), "validate"]) == 0
+    capsys.readouterr()
+    assert main(["validate"]) == 0  # without it, $TOWER_CATALOG as before
+    assert "ok: 10 services" in capsys.readouterr().out
+    assert main(["plan", "nightly", "--catalog", str(work / "catalog.yaml"), "--json"]) == 0
+
+
+def test_a_closed_pipe_ends_quietly(work, capsys):  # noqa: F811
+    assert main(["run", "nightly", "--simulate", "--time-scale", "0.01", "--json"]) == 0
+    capsys.readouterr()
+    for argv in (["runs"], ["runs", "--json"], ["plan", "nightly", "--json"], ["graph", "nightly"]):
+        process = tower_process(work, *argv)
+        process.stdout.close()  # the reader (`head`) is gone before the first line is written
+        _, err = process.communicate(timeout=30)
+        assert "Traceback" not in err and "BrokenPipeError" not in err, (argv, err)
+        assert process.returncode == 141, (argv, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT,), 130)])
+def test_sigterm_cancels_a_run_as_ctrl_c_does(work, capsys, signals, code):  # noqa: F811
+    runner = tower_process(work, "run", "long", "--json")
+    try:
+        run_id = wait_for_running(capsys, work)
+        for sig in signals:
+            runner.send_signal(sig)
+        out, err = runner.communicate(timeout=30)
+    finally:
+        runner.kill()
+    assert runner.returncode == code, err
+    result = json.loads(out)
+    assert result["run_id"] == run_id and result["status"] == "cancelled"
+    assert result["services"]["slow"]["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_exits_at_once_with_one_line(work, capsys):  # noqa: F811
+    runner = tower_process(work, "run", "long")
+    try:
+        wait_for_running(capsys, work)
+        runner.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        runner.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = runner.communicate(timeout=30)
+    finally:
+        runner.kill()
+    assert time.monotonic() - started < 5
+    assert runner.returncode == 130
+    lines = err.strip().splitlines()
+    assert lines[-1] == "interrupted", err
+    assert "Task was destroyed" not in err and "Traceback" not in err
+
+
+def test_the_progress_line_never_says_0_of_0():
+    final = {"run_id": "r", "status": "succeeded", "started": "2026-01-01T00:00:00Z"}
+    stream = io.StringIO()
+    with Progress("r", stream=stream, live=False) as progress:
+        progress.update({"counts": {"running": 1, "pending": 1}, "started": "2026-01-01T00:00:00Z"})
+        progress.update(final)
+    assert stream.getvalue().count("\n") == 1 and "0/0" not in stream.getvalue()
+    assert progress_text(final, None) == "succeeded"
+    assert progress_text(None, None) == "starting…"
