@@ -142,7 +142,7 @@ def test_headers_from_settings_authenticate(state, service):
 
 def test_unreachable_service_is_retryable():
     adapter = adapter_for("http", {"base_url": "http://127.0.0.1:9", "max_retries": 0})
-    with pytest.raises(RetryableError, match="ConnectionError"):
+    with pytest.raises(RetryableError, match="connection refused by 127.0.0.1:9"):
         adapter.submit(sub())
 
 
@@ -182,7 +182,7 @@ def test_202_without_a_status_url_is_a_clear_error(state, service, monkeypatch):
 def test_a_network_error_never_carries_the_url_query():
     # Function keys travel in the query (?code=...); requests puts the whole URL in its exceptions.
     adapter = adapter_for("http", {"base_url": "http://127.0.0.1:9", "max_retries": 0})
-    with pytest.raises(RetryableError, match="ConnectionError") as caught:
+    with pytest.raises(RetryableError, match="connection refused") as caught:
         adapter.submit(sub(path="/jobs?code=SECRETKEY&x=1#frag"))
     assert "SECRETKEY" not in str(caught.value) and "frag" not in str(caught.value)
     assert "http://127.0.0.1:9/jobs" in str(caught.value)

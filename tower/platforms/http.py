@@ -212,6 +212,11 @@ class HttpAdapter:
             try:
                 response = self._session.request(method, url, json=json_body, headers=headers,
                                                  timeout=self._timeout, allow_redirects=False)
+            except requests.ConnectionError as exc:
+                problem = f"HTTP {action}: {where} failed: {type(exc).__name__}: {safe_text(str(exc), url)}"
+                reason = _not_connected(exc)
+                if reason:  # nothing was sent: no point in waiting here; the service's retries decide
+                    raise RetryableError(f"HTTP {action}: {where} failed: {reason}", platform=PLATFORM) from None
             except requests.RequestException as exc:
                 problem = f"HTTP {action}: {where} failed: {type(exc).__name__}: {safe_text(str(exc), url)}"
             else:
@@ -230,6 +235,33 @@ class HttpAdapter:
             time.sleep(delay)
             waited += delay
         raise RetryableError(problem, platform=PLATFORM)
+
+
+def _not_connected(exc: BaseException) -> str | None:
+    """Why the request never left (the connection was refused, or the host has no address), or None.
+    Retrying at once, a second later, does not help then; Tower's retries (with their backoff) may."""
+    from urllib.parse import urlsplit
+
+    import urllib3.exceptions
+
+    request = getattr(exc, "request", None)
+    parts = urlsplit(getattr(request, "url", "") or "")
+    host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    cause: BaseException | None = exc
+    for _ in range(10):  # requests wraps urllib3's MaxRetryError, which wraps the socket's error
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host} (is the service running, on that port?)"
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return f"no address for host {parts.hostname!r} (is the name right?)"
+        if isinstance(cause, urllib3.exceptions.MaxRetryError):
+            cause = cause.reason
+        elif cause is not None and (cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
+        elif cause is not None and cause.args and isinstance(cause.args[0], BaseException):
+            cause = cause.args[0]
+        else:
+            return None
+    return None
 
 
 def _json(response: Any) -> Any:

@@ -140,13 +140,21 @@ class SnowflakeAdapter:
                                          errors.GatewayTimeoutError, errors.BadGatewayError,
                                          errors.OtherHTTPRetryableError, errors.RequestTimeoutError))
             error = RetryableError if retryable else NonRetryableError
-            raise error(f"Snowflake {action} failed: {exc.msg or exc}", platform=PLATFORM) from None
+            where = "" if conn is not None else f" (connecting to {self._endpoint()})"
+            raise error(f"Snowflake {action} failed{where}: {exc.msg or exc}", platform=PLATFORM) from None
         finally:
             if conn is not None:
                 try:
                     conn.close()
                 except Exception as exc:  # a failed close must not hide the real outcome
                     log.debug("closing the Snowflake session failed: %s", exc)
+
+    def _endpoint(self) -> str:
+        """Where a connection goes: host and port as set, else the account's own host (port 443)."""
+        s = self._settings
+        host = s.get("host") or f"{s['account']}.snowflakecomputing.com"
+        port = s.get("port") or (80 if s.get("protocol") == "http" else 443)
+        return f"{s.get('protocol') or 'https'}://{host}:{port}, account {s['account']}"
 
     def _open(self, query_tag: str | None) -> Any:
         s = self._settings
