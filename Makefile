@@ -23,8 +23,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# setuptools warns on every editable install of a flat layout ("Editable installation..."): not news.
 $(STAMP_RUN): $(PY) requirements.txt pyproject.toml
-	$(PY) -m pip install --quiet -r requirements.txt -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -r requirements.txt -e .
 	touch $@
 
 $(STAMP_DEV): $(STAMP_RUN) requirements-dev.txt examples/local/requirements.txt

@@ -3,6 +3,7 @@ selectors, schedules (cron + IANA time zone) and events."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tower.catalog.checks import (
@@ -25,6 +26,8 @@ from tower.graph import find_cycle, resolve_selector
 MAX_CYCLES_REPORTED = 10
 CRON_FIELDS = "minute hour day-of-month month day-of-week"
 CRON_EXAMPLE = 'e.g. "30 2 * * *" for 02:30 every day'
+CRON_RANGES = {"minute": "0-59", "hour": "0-23", "day-of-month": "1-31", "month": "1-12 or JAN-DEC",
+               "day-of-week": "0-6 (0 is Sunday) or SUN-SAT"}
 
 
 def check_graph(ck: Checker, services: dict[str, Service], dep_locations: dict[str, dict[str, Location]]) -> None:
@@ -138,10 +141,31 @@ def _check_cron(ck: Checker, value: Any, location: Location, where: Where):
     try:
         croniter(value)
     except (ValueError, KeyError, TypeError) as exc:
-        reason = str(exc).replace(f"[{value}] ", "")
-        ck.add(location, where, f"invalid cron '{value}': {reason}", CRON_EXAMPLE)
+        culprit = _bad_cron_field(fields)
+        if culprit is not None:
+            name, text = culprit
+            problem = "is out of range" if re.fullmatch(r"[0-9,*/-]+", text) else "is not valid"
+            ck.add(location, where, f"invalid cron '{value}': the {name} field '{text}' {problem}",
+                   f"the {name} is {CRON_RANGES[name]}; {CRON_EXAMPLE}")
+        else:
+            reason = str(exc).replace(f"[{value}] ", "")
+            ck.add(location, where, f"invalid cron '{value}': {reason}", CRON_EXAMPLE)
         return INVALID
     return value
+
+
+def _bad_cron_field(fields: list[str]) -> tuple[str, str] | None:
+    """The first field croniter refuses on its own (the others set to '*'): its name and text."""
+    from croniter import croniter
+
+    for index, (name, text) in enumerate(zip(CRON_FIELDS.split(), fields, strict=True)):
+        alone = ["*"] * 5
+        alone[index] = text
+        try:
+            croniter(" ".join(alone))
+        except (ValueError, KeyError, TypeError):
+            return name, text
+    return None
 
 
 def _check_schedule(ck: Checker, value: Any, location: Location, where: Where, pipeline_timezone):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tower.cli.common import catalog_path, print_json
+from tower.cli.common import catalog_path, plural, print_json
 from tower.errors import CatalogError
 
 
@@ -35,7 +35,7 @@ def validate(args) -> int:
     if args.json:
         print_json({"ok": True, "catalog": str(path), **counts})
     else:
-        print("ok: " + ", ".join(f"{count} {noun}" for noun, count in counts.items()))
+        print("ok: " + ", ".join(plural(count, noun[:-1]) for noun, count in counts.items()))
     return 0
 
 

@@ -28,3 +28,8 @@ def print_json(data) -> None:
 
 def err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 pipeline``, ``3 pipelines``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
+    from tower.cli.console import command_logging
+
     try:
-        code = int(args.handler(args) or 0)
+        with command_logging():
+            code = int(args.handler(args) or 0)
         sys.stdout.flush()  # here, so a closed pipe is seen while we can still handle it
         return code
     except BrokenPipeError:

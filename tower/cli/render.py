@@ -17,6 +17,19 @@ from tower.timestamps import parse_iso
 BAR_WIDTH = 48
 BAR_CHAR = {"succeeded": "█", "failed": "▓", "cancelled": "░", "running": "▒"}
 NOT_STARTED = ("pending", "upstream_failed", "skipped")
+NOTE_WIDTH = 70  # characters of an error shown in a table (the summary below it has the whole line)
+MIN_GANTT_SPAN = 1.0  # seconds: a run shorter than this is drawn on a one-second axis
+
+
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` characters at a word boundary, with an ellipsis when cut."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def seconds_between(start: Any, end: Any) -> float | None:
@@ -119,7 +132,7 @@ def services_table(result: dict) -> str:
         rows.append([name, svc.get("status", ""), str(svc.get("attempts") or 0),
                      "-" if offset is None else f"+{short_duration(max(offset, 0.0))}",
                      short_duration(duration) if svc.get("status") not in NOT_STARTED else "-",
-                     note.splitlines()[0][:70] if note else ""])
+                     clip(note.splitlines()[0], NOTE_WIDTH) if note.strip() else ""])
     return "\n".join(table([["service", "status", "tries", "start", "took", "remote id / error"], *rows], rule=True))
 
 
@@ -130,7 +143,7 @@ def gantt(result: dict, width: int = BAR_WIDTH, now: datetime | None = None) -> 
     run_end = parse_iso(result.get("finished")) or now or datetime.now(timezone.utc)
     if run_start is None or not services:
         return ""
-    span = max((run_end - run_start).total_seconds(), 1e-9)
+    span = max((run_end - run_start).total_seconds(), MIN_GANTT_SPAN)  # so 0.01 s is not a long bar
     name_width = min(max(len(name) for name in services), 32)
     lines = []
     for name, svc in services.items():
