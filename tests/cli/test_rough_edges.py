@@ -81,3 +81,10 @@ def test_the_progress_line_never_says_0_of_0():
     assert stream.getvalue().count("\n") == 1 and "0/0" not in stream.getvalue()
     assert progress_text(final, None) == "succeeded"
     assert progress_text(None, None) == "starting…"
+
+
+def test_runs_limit_0_is_refused(work, capsys):  # noqa: F811
+    with pytest.raises(SystemExit) as exit:
+        main(["runs", "--limit", "0"])
+    assert exit.value.code == 2
+    assert "--limit: expected a whole number from 1 to 1000, got '0'" in capsys.readouterr().err
