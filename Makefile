@@ -59,6 +59,7 @@ test: $(STAMP_DEV) $(AZURITE)
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_orchestration.py
+	$(PY) benchmarks/bench_cli.py
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,5 @@
 """`python -m tower` is the `tower` command."""
 
-from tower.cli.main import main
+from tower.cli.main import entry
 
-raise SystemExit(main())
+entry()

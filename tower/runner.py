@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -373,7 +372,10 @@ class LocalEngine:
                 on_update(latest)
             if not pending:
                 return latest
-            time.sleep(interval)
+            try:  # the engine wakes this the moment the run ends: its end is not a poll away
+                self.engine.wait(pending[0], timeout=interval)
+            except EngineError:  # still running after `interval`: show progress, look again
+                pass
 
     def final(self, run_id: str) -> RunInfo:
         """The ended run with its plan (for the summary)."""
