@@ -48,6 +48,7 @@ demo: $(STAMP_RUN)
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml plan nightly
 	TOWER_HOME="$(DEMO_HOME)" $(VENV)/bin/tower --catalog examples/refinery/catalog.yaml \
 		run nightly --simulate --time-scale 0.002
+	@echo "(the demo's state is in $(DEMO_HOME): TOWER_HOME=$(DEMO_HOME) $(VENV)/bin/tower runs)"
 
 standins: $(STAMP_STANDINS)
 	$(PY) examples/local/standins.py
