@@ -102,3 +102,41 @@ def test_logs_of_a_snowflake_service_show_the_query_id_and_its_rows(tmp_path, ca
     assert code == 0
     assert f"query id: {query_id}" in out
     assert "emea, 165" in out and "amer, 80" in out
+
+
+DATABRICKS_CATALOG = """\
+platforms:
+  lake: {{type: databricks, host: "{host}", token: "${{DATABRICKS_TOKEN}}", retry_timeout: 20}}
+services:
+  ingest: {{platform: lake, job_id: 11}}
+pipelines:
+  nightly: {{services: [ingest]}}
+"""
+
+
+@pytest.mark.slow
+def test_logs_of_a_databricks_service_show_its_run_page(tmp_path, capsys, monkeypatch):
+    from tests.platforms import jobs_api_server as jobs
+
+    for name in ("DATABRICKS_HOST", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_CONFIG_PROFILE",
+                 "DATABRICKS_AUTH_TYPE", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET", "TOWER_HISTORY_TABLE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-local-test-token")
+    server, api = jobs.start("dapi-local-test-token")
+    try:
+        api.jobs[11] = jobs.FAILS
+        (tmp_path / "catalog.yaml").write_text(DATABRICKS_CATALOG.format(host=jobs.url_of(server)))
+        monkeypatch.setenv("TOWER_CATALOG", str(tmp_path / "catalog.yaml"))
+        monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+        code, out, err = tower(capsys, "run", "nightly", "--json")
+        assert code == 1, err
+        run = json.loads(out)
+        code, out, _ = tower(capsys, "logs", run["run_id"], "ingest")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    remote_id = run["services"]["ingest"]["remote_id"]
+    assert f"run page: {jobs.url_of(server)}/#job/11/run/{remote_id}" in out
+    assert "ZeroDivisionError" in out

@@ -4,6 +4,7 @@ SIGTERM and a second Ctrl-C, the progress line at the end of a run."""
 import io
 import json
 import signal
+import sys
 import time
 
 import pytest
@@ -88,3 +89,19 @@ def test_runs_limit_0_is_refused(work, capsys):  # noqa: F811
         main(["runs", "--limit", "0"])
     assert exit.value.code == 2
     assert "--limit: expected a whole number from 1 to 1000, got '0'" in capsys.readouterr().err
+
+
+def test_a_sigterm_between_the_start_and_the_follow_still_cancels_the_run(work, capsys, monkeypatch):  # noqa: F811
+    from tower.cli import run_cmds
+    from tower.cli.interrupts import Terminated
+
+    def err(message):
+        if message.startswith("started run"):
+            raise Terminated()  # as if SIGTERM came the moment the run was started
+        print(message, file=sys.stderr)
+
+    monkeypatch.setattr(run_cmds, "err", err)
+    code, out, err = tower(capsys, "run", "long", "--json")
+    assert code == 143, err
+    result = json.loads(out)
+    assert result["status"] == "cancelled" and result["services"]["slow"]["status"] == "cancelled"

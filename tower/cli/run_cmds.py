@@ -162,21 +162,30 @@ def cmd_resume(args) -> int:
 def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool = False, trigger: str = "cli",
                       repair_of: str | None = None, again: bool = False) -> int:
     from tower import telemetry
+    from tower.cli.interrupts import sigterm_as_interrupt
     from tower.runner import LocalEngine
 
     telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set: the portal view, locally
-    with LocalEngine(home) as local:
-        run_ids = [local.start_run(plan, trigger, repair_of, again) for plan in plans]
-        if resume:
-            run_ids = local.unfinished_runs()
+    with sigterm_as_interrupt(), LocalEngine(home) as local:
+        run_ids: list[str] = []
+        early = None  # Ctrl-C or SIGTERM after a run started, before it was followed: cancel it too
+        try:
+            for plan in plans:
+                run_ids.append(local.start_run(plan, trigger, repair_of, again))
+            if resume:
+                run_ids = local.unfinished_runs()
+                if not run_ids:
+                    err(f"nothing to resume in {home}")
+                    if as_json:
+                        print_json([])
+                    return 0
+            for run_id in run_ids:
+                err(f"{'resuming' if resume else 'started'} run {run_id}")
+        except KeyboardInterrupt as interrupt:
             if not run_ids:
-                err(f"nothing to resume in {home}")
-                if as_json:
-                    print_json([])
-                return 0
-        for run_id in run_ids:
-            err(f"{'resuming' if resume else 'started'} run {run_id}")
-        interrupt = _follow(local, run_ids)
+                raise
+            early = interrupt
+        interrupt = _follow(local, run_ids, early)
         results = [local.final(run_id).to_result() for run_id in run_ids]
     telemetry.flush(timeout=5.0)  # what the run's end emitted, before the process goes
     _report(results, as_json, as_list=resume)
@@ -187,18 +196,25 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
     return 0 if all(r.get("status") == "succeeded" for r in results) else 1
 
 
-def _follow(local, run_ids: list[str]) -> KeyboardInterrupt | None:
-    """Follow with a progress display; the first Ctrl-C (or SIGTERM) cancels, a second one stops
-    following. Returns the interrupt that cancelled the runs, if any."""
-    from tower.cli.interrupts import sigterm_as_interrupt
+def _follow(local, run_ids: list[str], early: KeyboardInterrupt | None = None) -> KeyboardInterrupt | None:
+    """Follow with a progress display; the first Ctrl-C (or SIGTERM, or `early`, one that came
+    before) cancels, a second one stops following. Returns the interrupt that cancelled the runs."""
     from tower.cli.render import Progress
 
+    def cancel_all() -> None:
+        for run_id in run_ids:
+            if not local.info(run_id).finished:
+                local.cancel(run_id)
+        err("cancelling… (Ctrl-C again to stop waiting; `tower resume` finishes the run)")
+
     label = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
-    with Progress(label) as progress, sigterm_as_interrupt():
+    with Progress(label) as progress:
         def show(latest) -> None:
             progress.update(_merged_status([info.custom_status for info in latest.values()]))
 
-        cancelling = None
+        cancelling = early
+        if early is not None:
+            cancel_all()
         while True:
             try:
                 local.follow(run_ids, show)
@@ -207,10 +223,7 @@ def _follow(local, run_ids: list[str]) -> KeyboardInterrupt | None:
                 if cancelling:
                     raise
                 cancelling = interrupt
-                for run_id in run_ids:
-                    if not local.info(run_id).finished:
-                        local.cancel(run_id)
-                err("cancelling… (Ctrl-C again to stop waiting; `tower resume` finishes the run)")
+                cancel_all()
 
 
 def _merged_status(statuses: list[dict | None]) -> dict | None:
