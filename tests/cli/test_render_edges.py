@@ -30,3 +30,14 @@ def test_a_zero_second_service_is_one_cell_not_a_long_bar():
 def test_plurals():
     assert [plural(1, "pipeline"), plural(0, "pipeline"), plural(3, "pipeline")] == \
         ["1 pipeline", "0 pipelines", "3 pipelines"]
+
+
+def test_a_summary_ends_with_a_blank_line_so_the_next_command_stays_apart():
+    from tower.cli.render import run_summary
+
+    result = {"run_id": "r", "pipeline": "p", "status": "succeeded", "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:00:01Z",
+              "services": {"a": {"status": "succeeded", "started": "2026-01-01T00:00:00Z",
+                                 "finished": "2026-01-01T00:00:01Z"}}}
+    text = run_summary(result)
+    assert text.endswith("running\n")  # the legend, then (with print's newline) one empty line

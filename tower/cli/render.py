@@ -173,7 +173,7 @@ def run_summary(result: dict, detail: str | None = None) -> str:
     parts = [headline, "", services_table(result), "", gantt(result)]
     if result.get("summary") and result.get("status") != "succeeded":
         parts += ["", result["summary"]]
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"  # a blank line after it: `tower run a; tower run b` stay apart
 
 
 def runs_table(runs: list[dict]) -> str:
