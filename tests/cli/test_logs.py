@@ -140,3 +140,15 @@ def test_logs_of_a_databricks_service_show_its_run_page(tmp_path, capsys, monkey
     remote_id = run["services"]["ingest"]["remote_id"]
     assert f"run page: {jobs.url_of(server)}/#job/11/run/{remote_id}" in out
     assert "ZeroDivisionError" in out
+
+
+def test_status_shows_the_run_page_of_a_running_service(tmp_path):
+    from types import SimpleNamespace
+
+    from tower.cli.logs_cmds import log_lines
+
+    result = {"services": {"ingest": {"status": "running", "url": "https://adb.example/#job/1/run/7"},
+                           "clean": {"status": "pending"}}}
+    info = SimpleNamespace(run_id="r", plan=None)
+    assert log_lines(tmp_path, info, result) == ["run pages of the running services:",
+                                                 "  ingest: https://adb.example/#job/1/run/7"]

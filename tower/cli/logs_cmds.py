@@ -54,7 +54,10 @@ def with_submitted_details(home: Path, plan: dict | None, result: dict) -> dict:
 
 
 def log_lines(home: Path, info, result: dict) -> list[str]:
-    """For `tower status`: where each failed service's output is, and the command that shows it."""
+    """For `tower status`: the run pages of the running services, where each failed service's
+    output is and the command that shows it."""
+    pages = [f"  {name}: {svc['url']}" for name, svc in (result.get("services") or {}).items()
+             if svc.get("status") == "running" and svc.get("url")]
     lines = []
     for name, svc in (result.get("services") or {}).items():
         if svc.get("status") != "failed":
@@ -65,7 +68,8 @@ def log_lines(home: Path, info, result: dict) -> list[str]:
 
             where = f" ({output_files(home, info.run_id, name, svc['attempts'])[1][1]})"
         lines.append(f"  tower logs {info.run_id} {name}{where}")
-    return ["output of the failed services:", *lines] if lines else []
+    return ((["run pages of the running services:", *pages] if pages else [])
+            + (["output of the failed services:", *lines] if lines else []))
 
 
 def cmd_logs(args) -> int:
