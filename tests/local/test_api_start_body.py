@@ -8,7 +8,7 @@ def test_misspelled_keys_and_unknown_params_are_refused_and_start_nothing(host):
     assert status == 400 and "unknown field 'param' (did you mean 'params'?)" in reply["error"]
     status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"params": {"dya": "2026-11-24"}})
     assert status == 400 and "unknown param 'dya'" in reply["error"]
-    assert call(host, "GET", "/api/runs")[1] == []
+    assert call(host, "GET", "/api/runs")[1]["runs"] == []
 
 
 def test_a_defaulted_secret_never_reaches_an_instance_input(host, tmp_path):  # noqa: F811
