@@ -30,8 +30,9 @@ def test_global_options_are_accepted_after_the_command(work, capsys):  # noqa: F
 
 def test_a_closed_pipe_ends_quietly(work, capsys):  # noqa: F811
     assert main(["run", "nightly", "--simulate", "--time-scale", "0.01", "--json"]) == 0
-    capsys.readouterr()
-    for argv in (["runs"], ["runs", "--json"], ["plan", "nightly", "--json"], ["graph", "nightly"]):
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    for argv in (["runs"], ["runs", "--json"], ["status", run_id], ["status", run_id, "--json"],
+                 ["plan", "nightly", "--json"], ["graph", "nightly"]):
         process = tower_process(work, *argv)
         process.stdout.close()  # the reader (`head`) is gone before the first line is written
         _, err = process.communicate(timeout=30)
