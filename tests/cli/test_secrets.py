@@ -60,3 +60,13 @@ def test_the_missing_variable_hint_offers_no_default_for_a_secret():
     with pytest.raises(ConfigError) as plain_setting:
         resolve({"base_url": "${API_URL}"}, {}, where="platform 'api'")
     assert "${API_URL:-default}" in str(plain_setting.value)
+
+
+def test_an_empty_default_on_a_secret_holds_nothing_and_is_allowed(tmp_path, capsys):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("""\
+platforms:
+  wh: {type: snowflake, account: acme, user: tower, private_key: "${WH_KEY}", private_key_passphrase: "${WH_PASSPHRASE:-}"}
+services: {}
+""")
+    assert main(["--catalog", str(catalog), "validate"]) == 0, capsys.readouterr().err

@@ -57,8 +57,9 @@ def references(value: Any) -> list[str]:
 
 
 def defaulted(value: str) -> list[str]:
-    """Names of the variables in ``value`` written with a ``:-default``."""
-    return [m["name"] for m in _REFERENCE.finditer(value) if m["name"] and m["default"] is not None]
+    """Names of the variables in ``value`` written with a non-empty ``:-default`` (``${VAR:-}``, an
+    optional value such as a key's passphrase, holds nothing)."""
+    return [m["name"] for m in _REFERENCE.finditer(value) if m["name"] and m["default"]]
 
 
 def resolve(value: Any, environ: Mapping[str, str] | None = None, where: str = "value") -> Any:
