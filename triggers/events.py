@@ -25,7 +25,7 @@ import time
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower.errors import InstanceExists, TowerError, UsageError
+from tower.errors import UsageError
 from tower.events import QUEUE_BINDING, RUN_REQUESTED, SERVICE_BUS_CONNECTION
 from triggers.common import catalog, log, start_once
 
@@ -102,37 +102,13 @@ async def handle(client, message: func.ServiceBusMessage) -> list[str]:
     for pipeline, params, selectors in runs:
         run_id = event_run_id(pipeline, message_id)
         try:
-            if await start_exactly_once(client, cat, pipeline, run_id, params, selectors):
+            if await start_once(client, cat, pipeline, run_id, trigger="event", params=params, selectors=selectors):
                 started.append(run_id)
         except UsageError as exc:  # the message's params or selectors: starting again cannot help
             refused.append(f"{pipeline}: {exc}")
     if refused:
         await reject(message, message_id, event_type, "; ".join(refused))
     return started
-
-
-async def start_exactly_once(client, cat, pipeline: str, run_id: str, params, selectors) -> bool:
-    """`start_once`, where a twin of this message (a redelivery racing it, the same message sent
-    twice) that started the run first makes this one a duplicate: False, not an error to redeliver.
-
-    The extension answers a start on a running id with HTTP 500, which the SDK raises as a bare
-    Exception of the response body (azure-functions-durable 1.7.0, `start_new`); tower.durable_errors
-    knows its exact text. Any other failure to start is checked against the instance itself (another
-    backend's wording) before it is treated as transient."""
-    from tower import durable_errors
-
-    try:
-        return await start_once(client, cat, pipeline, run_id, trigger="event", params=params, selectors=selectors)
-    except TowerError as exc:
-        if not isinstance(exc, InstanceExists):
-            raise
-    except Exception as exc:
-        if not isinstance(durable_errors.translate(exc), InstanceExists):
-            existing = await client.get_status(run_id)  # raises in turn when the Durable API is unreachable
-            if not (existing and existing.runtime_status is not None):
-                raise
-    log.info("%s: run %s was started by a twin of this event: a duplicate, not started again", pipeline, run_id)
-    return False
 
 
 async def reject(message: func.ServiceBusMessage, message_id: str, event_type: str | None, reason: str) -> None:

@@ -154,10 +154,9 @@ def test_a_rejected_message_is_redriven_after_the_fix_and_purged_on_request(make
 
 
 def test_a_twin_that_started_the_run_first_makes_this_delivery_a_duplicate(make_host, env):
-    """Both deliveries of one message look, see no run, and start it: the loser's start fails in the
-    extension (HTTP 500 / a bare Exception in the SDK) and must be recognised as the duplicate."""
-    from triggers.common import catalog
-    from triggers.events import start_exactly_once
+    """Both deliveries of one message see no run in Durable and start it: the runs index's claim
+    decides, and the loser is the duplicate it is (not an error that Service Bus would redeliver)."""
+    from triggers.common import catalog, start_once
 
     host = make_host()
     run_id = event_run_id("on_files", "twin")
@@ -179,8 +178,8 @@ def test_a_twin_that_started_the_run_first_makes_this_delivery_a_duplicate(make_
 
     async def race():
         client = df.DurableOrchestrationClient(host.engine.client_binding)
-        first = await start_exactly_once(client, catalog(), "on_files", run_id, {"day": "d1"}, None)
-        second = await start_exactly_once(LateLook(client), catalog(), "on_files", run_id, {"day": "d1"}, None)
+        first = await start_once(client, catalog(), "on_files", run_id, trigger="event", params={"day": "d1"})
+        second = await start_once(LateLook(client), catalog(), "on_files", run_id, trigger="event", params={"day": "d1"})
         return first, second
 
     # on the host's loop, as the trigger runs (the SDK keeps one HTTP session per process and loop)
@@ -189,8 +188,7 @@ def test_a_twin_that_started_the_run_first_makes_this_delivery_a_duplicate(make_
 
 
 def test_a_start_that_fails_with_no_instance_behind_it_is_transient_and_raises(make_host):
-    from triggers.common import catalog
-    from triggers.events import start_exactly_once
+    from triggers.common import catalog, start_once
 
     host = make_host()
     run_id = event_run_id("on_files", "unlucky")
@@ -209,7 +207,7 @@ def test_a_start_that_fails_with_no_instance_behind_it_is_transient_and_raises(m
 
     async def start():
         client = Unreachable(df.DurableOrchestrationClient(host.engine.client_binding))
-        return await start_exactly_once(client, catalog(), "on_files", run_id, None, None)
+        return await start_once(client, catalog(), "on_files", run_id, trigger="event")
 
     with pytest.raises(ConnectionResetError):
         asyncio.run_coroutine_threadsafe(start(), host.engine.loop).result(timeout=30)
