@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 
-from tower import telemetry
+from tower import logcontext, telemetry
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
 from tower.ledger import is_cancelled, ledger_from_environment
@@ -28,6 +28,7 @@ from tower.scheduler import failure_message
 from tower.timestamps import iso
 
 log = logging.getLogger("tower.activities")
+log.addFilter(logcontext.RunFields())
 
 
 class ServiceActivityError(TowerError):
@@ -111,6 +112,7 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
     the submit, unless the caller has just seen it unset) or the submit failed: `service_run` then
     submits itself, with the same idempotency key (so nothing runs twice), after reading the flag,
     and classifies any failure. Blocks: call it on a platform thread."""
+    logcontext.about(job["run_id"], job["service"])
     at = iso(time.time())
     try:
         if read_cancel and is_cancelled(ledger_from_environment(), job["run_id"]):
@@ -125,19 +127,11 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
     return {"handle": handle.to_json(), "at": at}
 
 
-# Instance ids whose dispatch (submit at dispatch, then the start of the service run) is under way
-# in this process: an `ensure` in the meantime (a repeated report) must not start them, or their
-# service run would submit beside the submit in flight. The dispatch removes them when it is done.
-DISPATCHING: set[str] = set()
-
-
 def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:
     """Submits at dispatch of `jobs` (instance id -> job, most urgent first in line) on the platform
-    pool, each reading the run's cancel flag first (a busy pool may start them late); the ids join
-    `DISPATCHING`. Callable from a pool thread: nothing here waits for the pool (a pool thread that
-    did could deadlock it)."""
-    DISPATCHING.update(jobs)
-    return {instance_id: _PLATFORM_THREADS.submit(first_attempt, job) for instance_id, job in jobs.items()}
+    pool, each reading the run's cancel flag first (a busy pool may start them late). Callable from
+    a pool thread: nothing here waits for the pool (a pool thread that did could deadlock it)."""
+    return {instance_id: on_pool(first_attempt, job) for instance_id, job in jobs.items()}
 
 
 def submit_urgent_here(jobs: dict[str, dict], submitted: dict[str, Future], then) -> None:
@@ -146,17 +140,16 @@ def submit_urgent_here(jobs: dict[str, dict], submitted: dict[str, Future], then
     cancelled: its save was conditional on the version a cancel would have changed); the others by
     one pool task, which wakes one thread, not one per job, while this one submits. Their outcomes
     go to `submitted` (a future per job). That pool task calls `then` once the most urgent is
-    submitted or `HOLD_BACK` passed, whichever comes first. The ids join `DISPATCHING`."""
-    DISPATCHING.update(jobs)
+    submitted or `HOLD_BACK` passed, whichever comes first."""
     items = list(jobs.items())
     if not items:
         return
     (urgent, job), rest = items[0], items[1:]
     if rest:
-        _PLATFORM_THREADS.submit(_hand_out, rest, submitted, submitted[urgent], then)
+        on_pool(_hand_out, rest, submitted, submitted[urgent], then)
     outcome = None
     try:
-        outcome = first_attempt(job, read_cancel=False)
+        outcome = logcontext.carried(first_attempt)(job, read_cancel=False)  # its service, not the reporter's
     finally:
         submitted[urgent].set_result(outcome)  # whatever happens, its dispatch goes on
 
@@ -166,7 +159,7 @@ HOLD_BACK = 0.05  # seconds the rest of a dispatch may wait for its most urgent 
 
 def _hand_out(jobs: list[tuple[str, dict]], submitted: dict[str, Future], urgent: Future, then) -> None:
     for instance_id, job in jobs:
-        _PLATFORM_THREADS.submit(first_attempt, job).add_done_callback(
+        on_pool(first_attempt, job).add_done_callback(
             lambda done, target=submitted[instance_id]: target.set_result(_outcome(done)))
     futures_wait([urgent], timeout=HOLD_BACK)  # completed by the reporting thread, not by the pool
     then()
@@ -182,6 +175,12 @@ def _outcome(done: Future) -> dict | None:
 _PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
 
 
+def on_pool(fn, *args) -> Future:
+    """``fn(*args)`` on the platform pool, logging as the invocation, run and service it was handed
+    out by (`tower.logcontext.carried`)."""
+    return _PLATFORM_THREADS.submit(logcontext.carried(fn), *args)
+
+
 async def call(platform: dict, fn, about: dict | None = None):
     """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified;
     with telemetry on, its platform calls are dependency spans of the service attempt `about`
@@ -191,4 +190,10 @@ async def call(platform: dict, fn, about: dict | None = None):
         with classified(platform):
             return fn(telemetry.traced(adapter(platform), platform, about))
 
-    return await asyncio.get_running_loop().run_in_executor(_PLATFORM_THREADS, classified_fn)
+    return await asyncio.wrap_future(on_pool(classified_fn))
+
+
+async def off_loop(fn, *args):
+    """``fn(*args)`` (a blocking ledger or history call) on a thread of its own, logging as the
+    invocation, run and service that asked (`asyncio.to_thread` carries no invocation id)."""
+    return await asyncio.to_thread(logcontext.carried(fn), *args)

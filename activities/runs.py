@@ -6,7 +6,8 @@ They run in the Functions host with a Durable client, because a Python orchestra
 another top-level orchestration or raise an event on one. Each is idempotent (activities run at
 least once): the ledger ignores a repeated change, and a service run the ledger has running is
 started again only if its instance does not exist (see `act`). Ledger and history calls block, so
-they run off the event loop that every async activity shares.
+they run off the event loop that every async activity shares. Each takes its `func.Context`, so
+that what it logs from other threads and tasks names its invocation (`tower.logcontext`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import logging
 from concurrent.futures import Future
 
 import azure.durable_functions as df
+import azure.functions as func
 
 from activities import remote
-from tower import durable_errors, names, telemetry
+from tower import durable_errors, logcontext, names, telemetry
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
 from tower.ledger import (
+    DISPATCHING,
     Step,
     cancel_run,
     finish_service,
@@ -43,21 +46,25 @@ log = logging.getLogger("tower.activities")
 SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
 ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 START_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries to start a service run submitted at dispatch
+# Durable client calls (lookups, signals) one activity has in flight at once: the SDK's one aiohttp
+# session per worker allows 30 connections, shared with every other activity in that worker.
+CLIENT_CALLS = 16
 
 
 async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
               submitted: dict[str, Future] | None = None) -> dict:
-    """Do what `step` asks; returns a summary for the orchestrator.
+    """Do what `step` asks; returns a summary for the orchestrator (`more`: ask the ledger again
+    from there, see `Step`).
 
     `start`: submit each service's first attempt (`remote.submit_all`, unless `report_here` does) and
     start its service run with the handle, all side by side, the most urgent first in line; every
     dispatch settles before an error is raised, so a retry of this activity never submits beside a
-    submit still in flight. `ensure`: look each up; start it if it does not exist (a report died
-    before starting it; its service run then submits with the same idempotency key) unless its
-    dispatch may still be submitting (`step.dispatching`, `remote.DISPATCHING`); report it if it
-    ended without its end reaching the ledger (its report failed, or it was terminated); never
-    start an ended one again, which would run the service twice. `stop`: send `cancel`. `done`:
-    wake pipeline_run.
+    submit still in flight. `ensure`: look each up, `CLIENT_CALLS` at a time; start it if it does
+    not exist (a report died before starting it; its service run then submits with the same
+    idempotency key) unless its dispatch may still be submitting (`step.dispatching`, kept by the
+    ledger for every host); report it if it ended without its end reaching the ledger (its report
+    failed, or it was terminated); never start an ended one again, which would run the service
+    twice. `stop`: send `cancel`, `CLIENT_CALLS` at a time. `done`: wake pipeline_run.
     """
     done, status = step.done, step.status
     submitted = remote.submit_all(step.start) if submitted is None else submitted
@@ -68,27 +75,44 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
         if isinstance(outcome, BaseException):
             raise outcome
     started = sum(outcomes)
-    for instance_id, job in step.ensure.items():
-        instance = await client.get_status(instance_id)
-        runtime = _runtime(instance)
-        if runtime is None and instance_id not in step.dispatching and instance_id not in remote.DISPATCHING:
-            started += await _start(client, run_id, instance_id, job)
-        elif runtime in ENDED:
-            log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
-                        run_id, instance_id, runtime)
-            result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
-                "service": job["service"], "status": FAILED, "attempts": 0,
-                "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
-            later = await asyncio.to_thread(finish_service, ledger_from_environment(), run_id, job["service"],
-                                            _redacted(result), utcnow())
-            telemetry.service_finished({"run_id": run_id, "pipeline": job["pipeline"]}, _redacted(result))
+    calls = asyncio.Semaphore(CLIENT_CALLS)
+    ensured = await asyncio.gather(*(_ensure(client, run_id, iid, job, iid in step.dispatching, calls)
+                                     for iid, job in step.ensure.items()))
+    for later in ensured:
+        if isinstance(later, Step):
             summary = await act(client, run_id, later)
             started, done, status = started + summary["started"], summary["done"], summary["status"]
+        else:
+            started += later
     if step.stop:
-        await raise_events(client, step.stop, names.CANCEL_EVENT)
+        await raise_events(client, step.stop, names.CANCEL_EVENT, calls=calls)
     if step.done:
         await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
-    return {"started": started, "stopping": len(step.stop), "done": done, "status": status}
+    return {"started": started, "stopping": len(step.stop), "done": done, "status": status, "more": step.more}
+
+
+async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict,
+                  dispatching: bool, calls: asyncio.Semaphore) -> int | Step:
+    """One service the ledger has running (see `act`): 1 if its missing service run was started,
+    the ledger's next step if its service run had ended unreported, else 0."""
+    logcontext.about(run_id, job["service"])  # this task's lines name the service
+    async with calls:
+        instance = await client.get_status(instance_id)
+    runtime = _runtime(instance)
+    if runtime is None and not dispatching:
+        async with calls:
+            return await _start(client, run_id, instance_id, job)
+    if runtime not in ENDED:
+        return 0
+    log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
+                run_id, instance_id, runtime)
+    result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
+        "service": job["service"], "status": FAILED, "attempts": 0,
+        "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
+    later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job["service"],
+                                  _redacted(result), utcnow())
+    telemetry.service_finished({"run_id": run_id, "pipeline": job["pipeline"]}, _redacted(result))
+    return later
 
 
 def _runtime(instance) -> str | None:
@@ -115,7 +139,7 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
                             redact(str(exc)))
                 await asyncio.sleep(delay)
     finally:
-        remote.DISPATCHING.discard(instance_id)
+        DISPATCHING.discard(instance_id)
 
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
@@ -132,11 +156,12 @@ async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id
 @bp.function_name(names.OPEN_RUN)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def open_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def open_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Put the run in the ledger and start its first services. request: {plan, started}."""
     plan = request["plan"]
+    logcontext.begin(context, plan["run_id"])
     inputs = {name: service_job(plan, name) for name in plan["services"]}
-    step = await asyncio.to_thread(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
+    step = await remote.off_loop(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
     telemetry.run_started(plan, request["started"])
     return await act(client, plan["run_id"], step)
 
@@ -144,11 +169,13 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
 @bp.function_name(names.REPORT_SERVICE)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def report_service_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def report_service_activity(request: dict, client: df.DurableOrchestrationClient,
+                                  context: func.Context) -> dict:
     """A service run ended: keep its attempt in the run history (not for a what-if), record its end
     in the ledger, submit and start what became ready. request: {run_id, pipeline, simulated,
     result}."""
-    return await act(client, request["run_id"], await asyncio.to_thread(record_report, request))
+    logcontext.begin(context, request["run_id"], request["result"].get("service"))
+    return await act(client, request["run_id"], await remote.off_loop(record_report, request))
 
 
 def record_report(request: dict) -> Step:
@@ -181,7 +208,7 @@ def report_here(request: dict, client: df.DurableOrchestrationClient, loop: asyn
         remote.submit_urgent_here(step.start, submitted, then=start)
         start()
     except BaseException:  # no act will dispatch them: an `ensure` may start them again
-        remote.DISPATCHING.difference_update(step.start)
+        DISPATCHING.difference_update(step.start)
         raise
     return acting.future
 
@@ -198,7 +225,7 @@ class _Once:
             return
         self.started = True
         try:
-            task = asyncio.ensure_future(self.make())
+            task = logcontext.tag_task(asyncio.ensure_future(self.make()))
         except Exception as exc:
             self.future.set_exception(exc)
             return
@@ -218,26 +245,34 @@ class _Once:
 @bp.function_name(names.RECONCILE_RUN)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Now and then while a run goes on: dispatch what is ready and check on what the ledger has
-    running (see `act`), so a lost start or a lost report cannot hang the run. request: {run_id}."""
-    step = await asyncio.to_thread(reconcile_run, ledger_from_environment(), request["run_id"], utcnow())
+    running (see `act`), so a lost start or a lost report cannot hang the run. request: {run_id,
+    after?} (`after`: the `more` of the call before, for a run with more running than one step
+    names)."""
+    logcontext.begin(context, request["run_id"])
+    step = await remote.off_loop(reconcile_run, ledger_from_environment(), request["run_id"], utcnow(),
+                                 request.get("after", -1))
     return await act(client, request["run_id"], step)
 
 
 @bp.function_name(names.CANCEL_RUN)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient) -> dict:
-    """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id}."""
-    step = await asyncio.to_thread(cancel_run, ledger_from_environment(), request["run_id"], utcnow())
+async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
+    """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id,
+    after?} (as for `reconcile_run_activity`)."""
+    logcontext.begin(context, request["run_id"])
+    step = await remote.off_loop(cancel_run, ledger_from_environment(), request["run_id"], utcnow(),
+                                 request.get("after", -1))
     return await act(client, request["run_id"], step)
 
 
 @bp.function_name(names.RUN_RESULT)
 @bp.activity_trigger(input_name="request")
-def run_result_activity(request: dict) -> dict:
+def run_result_activity(request: dict, context: func.Context) -> dict:
     """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
+    logcontext.begin(context, request["run_id"])
     result = run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
     telemetry.run_finished(result)
     run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)
@@ -265,14 +300,18 @@ def history_row(request: dict, result: dict) -> dict:
 
 
 async def raise_events(client, instances: list[str], event: str, data=None,
-                       retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS) -> list[str]:
-    """Raise `event` on each instance; returns the ones reached. A finished instance is skipped; one
-    not found is tried again after each of `retry_delays` (it may be about to start) before it is."""
-    reached = []
-    for instance_id in instances:
+                       retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS,
+                       calls: asyncio.Semaphore | None = None) -> list[str]:
+    """Raise `event` on each instance, `calls` at a time (default `CLIENT_CALLS`); returns the ones
+    reached. A finished instance is skipped; one not found is tried again after each of
+    `retry_delays` (it may be about to start) before it is. A waiting retry holds no call slot."""
+    calls = calls or asyncio.Semaphore(CLIENT_CALLS)
+
+    async def signal(instance_id: str) -> bool:
         for delay in (*retry_delays, None):
             try:
-                await client.raise_event(instance_id, event, data)
+                async with calls:
+                    await client.raise_event(instance_id, event, data)
             except Exception as exc:  # the SDK raises bare Exception for 404 / 410
                 error = durable_errors.translate(exc)
                 if isinstance(error, InstanceNotFound) and delay is not None:
@@ -280,8 +319,10 @@ async def raise_events(client, instances: list[str], event: str, data=None,
                     continue
                 if isinstance(error, (InstanceGone, InstanceNotFound)):
                     log.info("signal %s: %s already finished or never started", event, instance_id)
-                    break
+                    return False
                 raise
-            reached.append(instance_id)
-            break
-    return reached
+            return True
+        return False
+
+    reached = await asyncio.gather(*(signal(instance_id) for instance_id in instances))
+    return [instance_id for instance_id, ok in zip(instances, reached, strict=True) if ok]

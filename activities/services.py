@@ -14,9 +14,10 @@ import logging
 from concurrent.futures import Future
 
 import azure.durable_functions as df
+import azure.functions as func
 
 from activities import remote, runs
-from tower import names, telemetry
+from tower import logcontext, names, telemetry
 from tower.ledger import is_cancelled, ledger_from_environment
 from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, Handle, Status
 from tower.redact import redact
@@ -30,12 +31,12 @@ log = logging.getLogger("tower.activities")
 @bp.function_name(names.SUBMIT_SERVICE)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def submit_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def submit_service(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Start one attempt and watch it until `watch_until` (see `remote.linger`): {handle, status}; the
     handle is None when the run was cancelled before the submit (nothing is started then).
     request: {platform, submission, watch_until?, report?, previous?} (see `_report_if_done`);
     `previous`: the attempt that failed before this one, for telemetry."""
-
+    _begin(context, request)
     loop = asyncio.get_running_loop()
     telemetry.attempt_failed(request)
 
@@ -58,12 +59,13 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient) -
 @bp.function_name(names.POLL_SERVICE)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
-async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> dict:
+async def poll_service(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Where the remote work is now: a Status as JSON. request: {platform, handle, first?,
     watch_until?, report?}. The first look at work submitted at dispatch (`first`) reads the run's
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
     work until then (see `remote.linger`)."""
+    _begin(context, request)
     handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
 
     def poll(adapter):
@@ -77,6 +79,13 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient) -> 
     observed = remote.observed(status)
     await _reported(request, observed, acting)
     return observed
+
+
+def _begin(context: func.Context, request: dict) -> None:
+    """Log as this invocation, of the request's run and service where it names them."""
+    about = request.get("report") or request.get("submission") or request
+    service = about.get("service") or (about.get("result") or {}).get("service")
+    logcontext.begin(context, about.get("run_id"), service)
 
 
 def _cancelled(request: dict) -> bool:
@@ -138,8 +147,9 @@ async def _reported(request: dict, observed: dict, acting: Future | None) -> Non
 
 @bp.function_name(names.CANCEL_SERVICE)
 @bp.activity_trigger(input_name="request")
-async def cancel_service(request: dict) -> bool:
+async def cancel_service(request: dict, context: func.Context) -> bool:
     """Stop the remote work (idempotent). request: {platform, handle, run_id, service, attempt}."""
+    _begin(context, request)
 
     await remote.call(request["platform"], lambda adapter: adapter.cancel(Handle.from_json(request["handle"])),
                       telemetry.about(request))

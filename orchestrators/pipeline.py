@@ -78,13 +78,13 @@ def pipeline_run(context: df.DurableOrchestrationContext):
         timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=pause))
         winner = yield context.task_any([finished, timer] + ([] if cancel.is_completed else [cancel]))
         if winner is timer:
-            step = yield context.call_activity_with_retry(names.RECONCILE_RUN, LEDGER_RETRY, {"run_id": run_id})
+            step = yield from _in_steps(context, names.RECONCILE_RUN, run_id)
             pause = min(pause * 2, RECONCILE_MAX)
             continue
         timer.cancel()  # a timer left pending would hold later actions (shim safety)
         if winner is finished:
             break
-        step = yield context.call_activity_with_retry(names.CANCEL_RUN, LEDGER_RETRY, {"run_id": run_id})
+        step = yield from _in_steps(context, names.CANCEL_RUN, run_id)
         if not context.is_replaying:
             log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step["stopping"])
     result = yield context.call_activity_with_retry(
@@ -93,6 +93,18 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     if not context.is_replaying:
         log.info("run %s: %s", run_id, result["status"])
     return result
+
+
+def _in_steps(context: df.DurableOrchestrationContext, activity: str, run_id: str):
+    """Call a reconcile or cancel activity until it has named every running service: each call
+    handles a bounded page of them (`tower.ledger.STEP_SERVICES`) and says where to go on (`more`).
+    Returns the last summary, with `stopping` summed."""
+    step = yield context.call_activity_with_retry(activity, LEDGER_RETRY, {"run_id": run_id})
+    stopping = step.get("stopping", 0)
+    while step.get("more") is not None:
+        step = yield context.call_activity_with_retry(activity, LEDGER_RETRY, {"run_id": run_id, "after": step["more"]})
+        stopping += step.get("stopping", 0)
+    return {**step, "stopping": stopping}
 
 
 # --- service_run ----------------------------------------------------------------------------------

@@ -66,7 +66,42 @@ def test_a_signal_waits_briefly_for_an_instance_about_to_start():
                                                 retry_delays=(0.0, 0.0, 0.0)))
     assert reached == ["late", "now"]
     assert client.missing_for["never"] == 99 - 4  # the first try and one per delay, then given up
-    assert client.raised == [("late", "cancel", None), ("now", "cancel", None)]
+    assert sorted(client.raised) == [("late", "cancel", None), ("now", "cancel", None)]
+
+
+class SlowClient:
+    """A Durable client whose calls take a while; counts how many are in flight at once."""
+
+    def __init__(self):
+        self.in_flight = self.most = self.calls = 0
+
+    async def _call(self):
+        self.calls += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+
+    async def raise_event(self, instance_id, event, data=None):
+        await self._call()
+
+    async def get_status(self, instance_id):
+        await self._call()
+        return type("Status", (), {"runtime_status": "Running"})()
+
+
+def test_signals_and_lookups_fan_out_with_bounded_concurrency():
+    from tower.ledger import Step
+
+    client = SlowClient()
+    ids = [f"r:s{i}" for i in range(200)]
+    assert asyncio.run(runs.raise_events(client, ids, "cancel")) == ids
+    assert client.most == runs.CLIENT_CALLS and client.calls == 200
+    client = SlowClient()
+    step = Step(ensure={iid: {"service": iid} for iid in ids}, stop=ids[:50], more=7)
+    summary = asyncio.run(runs.act(client, "r", step))
+    assert client.most == runs.CLIENT_CALLS and client.calls == 250
+    assert summary == {"started": 0, "stopping": 50, "done": False, "status": "running", "more": 7}
 
 
 def test_signal_retries_are_bounded_to_about_two_seconds():

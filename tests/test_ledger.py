@@ -83,15 +83,104 @@ def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     assert ledger.version("r1") == 1
 
 
+@pytest.fixture(autouse=True)
+def no_dispatch_in_flight():
+    """Nothing here dispatches what the ledger takes: each test says which dispatches settled."""
+    lg.DISPATCHING.clear()
+    yield
+    lg.DISPATCHING.clear()
+
+
 def test_a_reconcile_leaves_a_recent_dispatch_to_finish_its_submit(ledger):
     plan = plan_of(DIAMOND)
     open_run(ledger, plan, inputs_of(plan), T0)
-    finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=1))  # b and c dispatched
+    finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=1))  # b and c dispatched here
+    assert {"r1:b", "r1:c"} <= lg.DISPATCHING
     soon = reconcile_run(ledger, "r1", T0 + timedelta(minutes=2))
     assert set(soon.ensure) == {"r1:b", "r1:c"} and soon.dispatching == {"r1:b", "r1:c"}
     later = reconcile_run(ledger, "r1", T0 + timedelta(minutes=1) + lg.DISPATCH_GRACE + timedelta(seconds=1))
     assert set(later.ensure) == {"r1:b", "r1:c"} and later.dispatching == frozenset()
-    assert finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=2)).dispatching == frozenset()
+
+
+def test_every_repeated_change_respects_a_dispatch_in_flight(ledger):
+    """A repeated report or open_run names the running services like a reconcile, and leaves those
+    still being dispatched alone just the same: on this host until its dispatch settled, on any
+    other host (it cannot know) until `DISPATCH_GRACE` passed."""
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c are being dispatched here
+    lg.DISPATCHING.discard("r1:a")
+    soon = T0 + timedelta(seconds=30)
+    assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:b", "r1:c"}
+    assert open_run(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
+    lg.DISPATCHING.discard("r1:b")  # b's dispatch settled: a missing service run of b was lost
+    assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:c"}
+
+
+def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, monkeypatch):
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)
+    lg.DISPATCHING.clear()  # whatever this host did has settled: the other host cannot know that
+    monkeypatch.setattr(lg, "PROCESS", "another-host")
+    again = finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
+    assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == {"r1:b", "r1:c"}
+    assert open_run(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
+    late = T0 + lg.DISPATCH_GRACE + timedelta(seconds=1)
+    assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
+
+
+def _repeat_report(path: str, name: str, at: str, out) -> None:
+    """Another host (its own process): the report of `name` again."""
+    step = finish_service(SqliteRunLedger(path), "r1", name, ok(name), datetime.fromisoformat(at))
+    out.put((sorted(step.ensure), sorted(step.dispatching)))
+
+
+def test_a_report_repeated_on_another_process_leaves_a_dispatch_in_flight_here_alone(ledger, tmp_path):
+    import multiprocessing
+
+    plan = plan_of(DIAMOND)
+    open_run(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c: this host's dispatch is submitting
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    other = context.Process(target=_repeat_report,
+                            args=(str(tmp_path / "ledger.db"), "a", (T0 + timedelta(seconds=5)).isoformat(), out))
+    other.start()
+    ensure, dispatching = out.get(timeout=60)
+    other.join(30)
+    assert ensure == ["r1:b", "r1:c"] and dispatching == ["r1:b", "r1:c"]
+
+
+def test_the_dispatch_grace_is_the_hosts_function_timeout():
+    import json
+
+    host = json.loads(lg.HOST_JSON.read_text())
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    assert lg.DISPATCH_GRACE == timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+@pytest.mark.parametrize(("value", "grace"), [
+    ("00:10:00", timedelta(minutes=10)), ("01:30:05", timedelta(hours=1, minutes=30, seconds=5)),
+    ("2.00:00:00", timedelta(days=2)), (None, lg.DEFAULT_FUNCTION_TIMEOUT)])
+def test_a_function_timeout_is_read_as_the_host_reads_it(tmp_path, value, grace):
+    import json
+
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps({"version": "2.0"} | ({"functionTimeout": value} if value else {})))
+    assert lg.function_timeout(path) == grace
+
+
+@pytest.mark.parametrize("value", ["-1", "ten minutes", "00:00:00", "10"])
+def test_an_unbounded_or_odd_function_timeout_is_a_clear_error(tmp_path, value):
+    import json
+
+    from tower.errors import ConfigError
+
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps({"functionTimeout": value}))
+    with pytest.raises(ConfigError, match=f"{path}: functionTimeout"):
+        lg.function_timeout(path)
 
 
 def test_a_failure_holds_back_its_downstream(ledger):

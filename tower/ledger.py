@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +41,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower.errors import EngineError, RunNotInLedger
+from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.scheduler import RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
@@ -93,9 +95,10 @@ class Step:
     input), most urgent first. `ensure`: service runs the ledger has running, to start only if their
     instance does not exist (a report that died half way may not have started them). `stop`:
     running service runs to cancel. `done` once every service ended (`status` then says how).
-    `dispatching` (from `reconcile_run`): the instance ids in `ensure` taken off the ready queue less
-    than `DISPATCH_GRACE` ago, whose dispatch may still be submitting on some host: not started when
-    missing, since their service run would submit beside it."""
+    `dispatching`: the instance ids in `ensure` whose dispatch may still be submitting, on this host
+    or another (see `_reconciled`): not started when missing, since their service run would submit
+    beside it. `more`: `ensure` and `stop` name at most `STEP_SERVICES`; when more remain, the plan
+    position to ask again after (`reconcile_run`, `cancel_run`), else None."""
 
     start: dict[str, dict] = field(default_factory=dict)
     ensure: dict[str, dict] = field(default_factory=dict)
@@ -103,6 +106,13 @@ class Step:
     stop: list[str] = field(default_factory=list)
     done: bool = False
     status: str = RUNNING
+    more: int | None = None
+
+
+# Services a step names in `ensure` or `stop`: each costs the activity a call to the Durable host,
+# so a wide run's reconcile or cancel is split over several activity calls, each well inside the
+# host's functionTimeout (a timeout restarts the worker process with every invocation in it).
+STEP_SERVICES = 500
 
 
 def core_of(plan: Mapping[str, Any]) -> dict:
@@ -125,15 +135,14 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
     with _run_lock(ledger, run_id):
         if ledger.version(run_id) is None:
             scheduler = Scheduler(core, now)
-            started = scheduler.take_ready(now)
+            started = _take_ready(scheduler, now)
             if not started:
                 raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
             records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
             if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
                 scheduler.changed.clear()
                 _remember(ledger, run_id, 1, scheduler)
-                return _step(ledger, scheduler, start=started)
-    # a repeated open is this activity run again, its dispatches settled: no grace (see reconcile_run)
+                return _dispatched(_step(ledger, scheduler, start=started))
     return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
@@ -146,30 +155,65 @@ def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[st
         if scheduler.records[name].status != RUNNING:
             return _reconciled(ledger, scheduler, now)
         scheduler.finish(name, result, now)
-        return _step(ledger, scheduler, start=scheduler.take_ready(now))
+        return _step(ledger, scheduler, start=_take_ready(scheduler, now))
 
     return _change(ledger, run_id, now, change)
 
 
-# A dispatch submits before it starts the service run, and no activity outlives the host's
-# functionTimeout (host.json: 10 minutes): a service run missing for longer was lost, not late.
-DISPATCH_GRACE = timedelta(minutes=10)
+def function_timeout(host_json: str | Path) -> timedelta:
+    """The host's functionTimeout (host.json): how long any invocation may run, so how long a
+    dispatch may still be submitting. Missing: 30 minutes, the default of Flex Consumption and
+    Premium (Consumption's 5 minutes is shorter, so the grace errs on the safe side). Unbounded
+    ("-1") or unreadable: a clear error, since no grace would then be safe."""
+    path = Path(host_json)
+    try:
+        value = json.loads(path.read_text()).get("functionTimeout")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read functionTimeout ({exc}); Tower derives its dispatch grace "
+                          "from it") from None
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})", str(value).strip())
+    if match is None:
+        raise ConfigError(f"{path}: functionTimeout {value!r} is not a bounded [d.]hh:mm:ss duration; Tower "
+                          "needs one (a dispatch is presumed still submitting for that long), e.g. \"00:10:00\"")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    timeout = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if not timeout:
+        raise ConfigError(f"{path}: functionTimeout {value!r} is zero; give the host time to run, e.g. \"00:10:00\"")
+    return timeout
 
 
-def reconcile_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
+DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"  # the app root, beside function_app.py
+# A dispatch submits before it starts the service run, and no invocation outlives the host's
+# functionTimeout: a service run missing for longer than that after its dispatch was lost, not late.
+DISPATCH_GRACE = function_timeout(HOST_JSON) if HOST_JSON.exists() else DEFAULT_FUNCTION_TIMEOUT
+
+# This process, as the dispatcher of the services it takes off the ready queue (`ServiceRecord.
+# dispatcher`); and the instance ids whose dispatch is under way here (added once the change that
+# took them is saved, removed by the dispatch when its submits and starts have settled).
+PROCESS = uuid.uuid4().hex[:12]
+DISPATCHING: set[str] = set()
+
+
+def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:
     """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
-    every running service in `ensure` (a lost start). Those dispatched less than `DISPATCH_GRACE`
-    ago are `dispatching`: a reconcile runs on a timer, on any host, and a slow submit there is not
-    a lost start (a report repeated after a crash starts them at once: a crash ends its submits)."""
-    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, DISPATCH_GRACE))
+    the running services in `ensure` (a lost start), those at plan positions after `after`, at most
+    `STEP_SERVICES` (`Step.more` says where to go on). A reconcile runs on a timer, on any host."""
+    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, after))
 
 
-def cancel_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
-    """Stop dispatching: what has not started is cancelled; `stop` names the running service runs."""
+def cancel_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:
+    """Stop dispatching: what has not started is cancelled; `stop` names the running service runs
+    at plan positions after `after`, at most `STEP_SERVICES` (`Step.more`: ask again from there;
+    a cancel asked again changes nothing more)."""
 
     def change(scheduler: Scheduler) -> Step:
-        running = scheduler.cancel(now)
-        return _step(ledger, scheduler, stop=[scheduler.plan["services"][n]["iid"] for n in running])
+        running, more = _page(scheduler, scheduler.cancel(now), after)
+        step = _step(ledger, scheduler, stop=[scheduler.plan["services"][n]["iid"] for n in running])
+        step.more = more
+        return step
 
     return _change(ledger, run_id, now, change)
 
@@ -204,15 +248,47 @@ def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=())
     return Step(start=jobs(start), ensure=jobs(ensure), stop=list(stop), done=scheduler.done, status=scheduler.status)
 
 
-def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, grace: timedelta | None = None) -> Step:
-    """Take what is ready; name every other running service in `ensure`, those taken off the ready
-    queue less than `grace` ago also in `dispatching`."""
-    started = scheduler.take_ready(now)
+def _take_ready(scheduler: Scheduler, now: datetime) -> list[str]:
+    """`Scheduler.take_ready`, each service taken marked as dispatched by this process."""
+    taken = scheduler.take_ready(now)
+    for name in taken:
+        scheduler.records[name].dispatcher = PROCESS
+    return taken
+
+
+def _dispatched(step: Step) -> Step:
+    """A saved step: its services to start are being dispatched here from now on."""
+    DISPATCHING.update(step.start)
+    return step
+
+
+def _page(scheduler: Scheduler, names: list[str], after: int) -> tuple[list[str], int | None]:
+    """The `names` at plan positions after `after`, at most `STEP_SERVICES`, and where the next page
+    starts (None: this is the last)."""
+    position = scheduler.position
+    names = [name for name in names if position[name] > after]
+    if len(names) <= STEP_SERVICES:
+        return names, None
+    page = names[:STEP_SERVICES]
+    return page, position[page[-1]]
+
+
+def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: int = -1) -> Step:
+    """Take what is ready; name the other running services in `ensure` (a page of them, see
+    `_page`). Every caller (a reconcile, a repeated report or open_run, on any host) respects the
+    grace of a dispatch that may still be submitting: a service taken off the ready queue less than
+    `DISPATCH_GRACE` ago is `dispatching` unless this process took it and its dispatch here has
+    settled (then its submits are over, and a missing service run was lost)."""
+    started = _take_ready(scheduler, now)
     running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
+    running, more = _page(scheduler, running, after)
     step = _step(ledger, scheduler, start=started, ensure=running)
-    if grace is not None:
-        step.dispatching = frozenset(scheduler.plan["services"][n]["iid"] for n in running
-                                     if parse_iso(scheduler.records[n].started) > now - grace)
+    services, records = scheduler.plan["services"], scheduler.records
+    step.dispatching = frozenset(
+        services[n]["iid"] for n in running
+        if parse_iso(records[n].started) > now - DISPATCH_GRACE
+        and (records[n].dispatcher != PROCESS or services[n]["iid"] in DISPATCHING))
+    step.more = more
     return step
 
 
@@ -288,7 +364,7 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
             meta = {"started": iso(scheduler.started), "cancel": scheduler.cancel_requested}
             if ledger.save(run_id, version, meta, changes):
                 _remember(ledger, run_id, version + 1, scheduler)
-                return outcome
+                return _dispatched(outcome) if isinstance(outcome, Step) else outcome
         raise EngineError(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tower import logcontext
 from tower.errors import EngineError, RunNotInLedger
 from tower.ledger import Snapshot
 from tower.stores import Table
@@ -358,7 +359,7 @@ class TableRunLedger:
                 raise EngineError(f"run {run_id!r}: service {name!r} is missing from the run ledger "
                                   f"({self.table.table_name}, row {rows[name]}); start the run again") from None
 
-        return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(read, names))
+        return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(logcontext.carried(read), names))
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs' partitions (retention: tower.runs_index.purge): a keyed read of each

@@ -54,6 +54,7 @@ class ServiceRecord:
     url: str | None = None
     error: str | None = None
     output: str | None = None
+    dispatcher: str | None = None  # the process that took it off the ready queue (`tower.ledger`)
 
 
 class Scheduler:

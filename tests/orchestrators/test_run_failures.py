@@ -18,6 +18,7 @@ import pytest
 import activities.remote
 import activities.runs
 import activities.services
+from tower import ledger as ledger_module
 from tower import names
 from tower.errors import EngineError
 from tower.history import SqliteRunHistory
@@ -579,4 +580,4 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
         activities.runs.act(client, plan["run_id"], activities.runs.record_report(request)), engine.loop)
     summary = repeated.result(timeout=10)
     assert summary["started"] == 2, f"the repeated report started {summary['started']} of b and c: " \
-        f"still marked dispatching: {sorted(dependents(plan) & activities.remote.DISPATCHING)}"
+        f"still marked dispatching: {sorted(dependents(plan) & ledger_module.DISPATCHING)}"

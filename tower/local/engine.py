@@ -132,6 +132,21 @@ class Activity:
     fn: Callable
     input_name: str
     client_names: tuple[str, ...]
+    wants_context: bool = False  # takes `context` (a func.Context), as the worker tells by its signature
+
+
+# The worker hands every function one threading.local as `context.thread_local_storage`; a log line
+# from a thread is tied to the invocation id set there (azure-functions-python-worker dispatcher.py).
+INVOCATION_LOCAL = threading.local()
+
+
+def invocation_context(function_name: str) -> Any:
+    """A stand-in for the `func.Context` the worker passes a function that takes `context`."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(invocation_id=str(uuid.uuid4()), function_name=function_name,
+                           function_directory=os.getcwd(), trace_context=None, retry_context=None,
+                           thread_local_storage=INVOCATION_LOCAL)
 
 
 @dataclass
@@ -177,7 +192,9 @@ class Engine:
                 self.orchestrators[fn.get_function_name()] = fn.get_user_function()
             elif trigger.type == "activityTrigger":
                 clients = tuple(b.name for b in fn.get_bindings() if b.type == "durableClient")
-                self.activities[fn.get_function_name()] = Activity(fn.get_user_function(), trigger.name, clients)
+                user = fn.get_user_function()
+                self.activities[fn.get_function_name()] = Activity(
+                    user, trigger.name, clients, "context" in inspect.signature(user).parameters)
             else:
                 self.functions.append(fn)
         self.backend = backend or backend_from_env()
@@ -895,6 +912,8 @@ class Engine:
             except ValueError:
                 value = raw_input
             kwargs = {activity.input_name: value, **{c: self.client_binding for c in activity.client_names}}
+            if activity.wants_context:
+                kwargs["context"] = invocation_context(name)
             result = activity.fn(**kwargs)
         except Exception as exc:
             self._activity_done(key, name, error=exc)

@@ -89,12 +89,15 @@ def _describe(exc: BaseException) -> str:
 
 def _context(trigger: Trigger):
     """A stand-in for `func.Context`: the fields functions and the Durable middleware read."""
+    from tower.local.engine import INVOCATION_LOCAL
+
     return SimpleNamespace(
         invocation_id=str(uuid.uuid4()),
         function_name=trigger.name,
         function_directory=os.getcwd(),
         trace_context=None,
         retry_context=None,
+        thread_local_storage=INVOCATION_LOCAL,
     )
 
 
