@@ -130,6 +130,32 @@ def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, 
     assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
 
 
+def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, monkeypatch):
+    monkeypatch.setattr(lg, "STEP_SERVICES", 3)
+    names = [f"s{i}" for i in range(8)]
+    plan = plan_of({**{n: [] for n in names}, "z": names})
+    open_run(ledger, plan, inputs_of(plan), T0)
+    later = T0 + lg.DISPATCH_GRACE * 2
+
+    def pages(change):
+        seen, after = [], -1
+        while after is not None:
+            step = change(after)
+            seen.append(step)
+            after = step.more
+        return seen
+
+    reconciled = pages(lambda after: reconcile_run(ledger, "r1", later, after))
+    assert [list(step.ensure) for step in reconciled] == [
+        ["r1:s0", "r1:s1", "r1:s2"], ["r1:s3", "r1:s4", "r1:s5"], ["r1:s6", "r1:s7"]]
+    finish_service(ledger, "r1", "s4", ok("s4"), later)  # ends between two pages: not stopped
+    first = cancel_run(ledger, "r1", later)
+    assert first.stop == ["r1:s0", "r1:s1", "r1:s2"] and first.more == 2
+    rest = pages(lambda after: cancel_run(ledger, "r1", later, after) if after >= 0 else first)[1:]
+    assert [step.stop for step in rest] == [["r1:s3", "r1:s5", "r1:s6"], ["r1:s7"]]
+    assert live_status(ledger, "r1", later)["counts"] == {"running": 7, "succeeded": 1, "cancelled": 1}
+
+
 def _repeat_report(path: str, name: str, at: str, out) -> None:
     """Another host (its own process): the report of `name` again."""
     step = finish_service(SqliteRunLedger(path), "r1", name, ok(name), datetime.fromisoformat(at))

@@ -138,6 +138,21 @@ def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
     assert result["services"]["after"]["attempts"] == 0
 
 
+def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, monkeypatch):
+    from tower import ledger
+
+    monkeypatch.setattr(ledger, "STEP_SERVICES", 2)
+    catalog = sim_catalog({f"long{i}": {"duration": 30} for i in range(5)})
+    plan = build_plan(catalog, "p", run_id="cancel-wide-run")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("running") == 5)
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
+    result = engine.wait(plan["run_id"], 10)["output"]
+    assert statuses(result) == {f"long{i}": "cancelled" for i in range(5)}
+    assert {s["remote_id"] for s in result["services"].values()} <= sim.cancelled_remote_ids()
+    assert scheduled(engine, plan["run_id"]).count(names.CANCEL_RUN) == 3  # 2 + 2 + 1
+
+
 def test_concurrency_limits_are_never_exceeded(engine):
     catalog = sim_catalog({f"x{i}": {"duration": 0.05, "platform": "x"} for i in range(8)}
                           | {f"y{i}": {"duration": 0.05, "platform": "y"} for i in range(3)},

@@ -1,0 +1,72 @@
+"""Logs from Tower's threads name their invocation, run and service (`tower.logcontext`), as the
+Python worker needs them to reach Application Insights tied to the invocation."""
+
+import logging
+import threading
+
+import pytest
+
+from tower import logcontext, names
+from tower.local import engine as local_engine
+from tower.platforms import OVERRIDES
+from tower.platforms.base import FunctionAdapter, Handle, Status
+
+from .conftest import run, sim_catalog
+
+
+class Lines(logging.Handler):
+    """Each record with the invocation id the worker would attach to it: the thread-local one
+    (`dispatcher.get_current_invocation_id`; these records come from pool threads, not tasks)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.seen = []
+
+    def emit(self, record):
+        self.seen.append({"message": record.getMessage(), "thread": threading.current_thread().name,
+                          "invocation_id": getattr(local_engine.INVOCATION_LOCAL, "invocation_id", None),
+                          "run_id": getattr(record, logcontext.RUN_ID, None),
+                          "service": getattr(record, logcontext.SERVICE, None)})
+
+
+@pytest.fixture
+def lines():
+    logger = logging.getLogger("tower.activities")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_a_line_from_the_platform_pool_names_the_invocation_and_run(engine, lines, monkeypatch):
+    given = []
+
+    def invocation_context(function_name):
+        context = real(function_name)
+        given.append((function_name, context.invocation_id))
+        return context
+
+    real = local_engine.invocation_context
+    monkeypatch.setattr(local_engine, "invocation_context", invocation_context)
+
+    def submit(submission):
+        if submission.attempt == 1 and not submitted:
+            submitted.append(submission)
+            raise ConnectionError("connection reset by peer")  # logged on the pool by the dispatch
+        return Handle(remote_id="r-1")
+
+    submitted = []
+    OVERRIDES["timed"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
+    try:
+        result = run(engine, sim_catalog({"only": {"platform": "tp", "type": "timed"}}))
+    finally:
+        OVERRIDES.pop("timed", None)
+    failed = [line for line in lines.seen if "submit at dispatch failed" in line["message"]]
+    assert len(failed) == 1, lines.seen
+    line = failed[0]
+    assert line["thread"].startswith("tower-platform")
+    open_runs = [invocation_id for name, invocation_id in given if name == names.OPEN_RUN]
+    assert line["invocation_id"] in open_runs and line["invocation_id"] is not None
+    assert (line["run_id"], line["service"]) == (result["run_id"], "only")
