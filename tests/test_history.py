@@ -27,7 +27,7 @@ def exercise_store(store):
 
     store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))
     store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))
-    attempts = store.attempts("run-5")
+    attempts = store.attempts("run-5", ["load", "other/svc#1", "never-ran"])
     assert [(a.service, a.attempt, a.status) for a in attempts] == [
         ("load", 1, "failed"), ("load", 2, "succeeded"), ("other/svc#1", 1, "succeeded")]
     assert attempts[0].error == "boom"
@@ -113,3 +113,41 @@ def test_in_azure_a_store_without_its_table_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="without a query string \\(no SAS token\\)") as error:
         history_from_environment()
     assert "sig=abc" not in str(error.value)
+
+
+def test_table_reads_are_keyed_and_made_side_by_side(azurite_table_url):
+    """Every query names its partition (no table scan), and planning reads several services at once."""
+    import threading
+    import time
+
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from tower import history
+
+    store = TableRunHistory(f"{azurite_table_url}/history{uuid.uuid4().hex[:8]}",
+                            credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+    services = [f"s{i}" for i in range(24)]
+    for service in services:
+        store.record(result("r", service, duration=3.0))
+    table, lock, filters, in_flight, most = store.table, threading.Lock(), [], [0], [0]
+    query = table.query_entities
+
+    def watched(query_filter, **kwargs):
+        with lock:
+            filters.append(query_filter)
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            time.sleep(0.02)
+            return list(query(query_filter, **kwargs))
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    table.query_entities = watched
+    assert store.expected_durations(services) == dict.fromkeys(services, 3.0)
+    assert most[0] == history.HISTORY_READS
+    assert [a.service for a in store.attempts("r", services)] == sorted(services)
+    assert len(filters) == 2 * len(services) and all(f.startswith("PartitionKey eq @pk") for f in filters)
+    with pytest.raises(Exception, match="name its services"):
+        store.attempts("r")
