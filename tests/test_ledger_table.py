@@ -331,3 +331,68 @@ def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
     assert step.stop == ["behind-1:c"]
     assert dispatch.is_cancelled(host2, "behind-1")
     assert dispatch.live_status(host2, "behind-1", T0)["states"] == "ssrc"
+
+
+class Reads:
+    """What a ledger's table client was asked and answered: query filters, and every property read."""
+
+    def __init__(self, ledger: TableRunLedger):
+        table = ledger.table
+        self.queries, self.properties = [], set()
+        query, get = table.query_entities, table.get_entity
+
+        def query_entities(query_filter, **kwargs):
+            self.queries.append(query_filter)
+            entities = list(query(query_filter, **kwargs))
+            for entity in entities:
+                self.properties.update(entity)
+            return entities
+
+        def get_entity(*args, **kwargs):
+            entity = get(*args, **kwargs)
+            self.properties.update(entity)
+            return entity
+
+        table.query_entities, table.get_entity = query_entities, get_entity
+
+
+def test_loads_never_download_the_services_inputs(table_url):
+    writer, reader = open_ledger(table_url), open_ledger(table_url)
+    reader.location = "a status reader"
+    plan = diamond_plan("inputs-1")
+    dispatch.open_run(writer, plan, {name: {"service": name, "spec": "x" * 5000} for name in plan["services"]}, T0)
+    reads = Reads(reader)
+    assert dispatch.live_status(reader, "inputs-1", T0)["states"] == "rppp"
+    dispatch.finish_service(writer, "inputs-1", "a", done("a", T0), T0)
+    assert dispatch.live_status(reader, "inputs-1", T0)["states"] == "srrp"
+    assert reads.properties and not any(name.startswith("input_") for name in reads.properties)
+
+
+def test_a_host_behind_reads_what_changed_by_key(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    host2.location = "another host"
+    plan = diamond_plan("keyed-1")
+    dispatch.open_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.finish_service(host2, "keyed-1", "a", done("a", T0), T0)  # host2 caches version 2
+    dispatch.finish_service(host1, "keyed-1", "b", done("b", T0), T0)  # version 3
+    dispatch.finish_service(host1, "keyed-1", "c", done("c", T0), T0)  # version 4: d dispatched
+    reads = Reads(host2)
+    assert set(host2.load("keyed-1", since=3).records) == {"b", "c", "d"}
+    assert dispatch.live_status(host2, "keyed-1", T0)["states"] == "sssr"
+    assert reads.queries == []  # point reads only: no query filtered on `written` (a partition scan)
+    assert set(host2.load("keyed-1", since=1).records) == set(plan["services"])  # before the list: a query
+    assert reads.queries == ["PartitionKey eq @pk and written ge @since"]
+
+
+def test_the_list_of_recent_rows_keeps_the_newest_and_says_from_when_it_is_complete(monkeypatch):
+    from tower import ledger_table
+
+    monkeypatch.setattr(ledger_table, "RECENT_ROWS", 4)
+    recent = ledger_table.recent_after({"from": 2, "written": {}}, 2, [0, 1])
+    recent = ledger_table.recent_after(recent, 3, [1, 2])
+    assert recent == {"from": 2, "written": {0: 2, 1: 3, 2: 3}}
+    recent = ledger_table.recent_after(recent, 4, [3, 4])
+    assert recent == {"from": 3, "written": {1: 3, 2: 3, 3: 4, 4: 4}}
+    assert ledger_table.recent_after(recent, 5, [1, 2]) == {"from": 3, "written": {1: 5, 2: 5, 3: 4, 4: 4}}
+    assert ledger_table.recent_after(recent, 5, range(5)) == {"from": 6, "written": {}}  # one save too wide
+    assert ledger_table.recent_after(None, 7, [1]) == {"from": 7, "written": {1: 7}}

@@ -12,6 +12,11 @@ is a few versions old reads only what changed):
 "run" sorts before every "svc-" row, so a partition query reads the run entity first; `load` then
 checks the run entity's ETag again, so records read across several pages belong to that version.
 
+The run entity also lists the rows written lately (``recent``: {from, written: {position: version}},
+complete for every version from `from` on), so a host a few versions behind reads just those rows
+by key: `written` is no key, and a query filtered on it would read the whole partition. Reads
+select the properties they use: a load never downloads the services' inputs.
+
 Table Storage limits string properties to 64 KiB and entities to 1 MiB. JSON is therefore stored in
 numbered properties (``core_n`` = how many, ``core_0``, ``core_1``...): as text when it fits one
 property, else zlib-compressed in binary parts, which keeps the core of a 5,000-service run (about
@@ -42,6 +47,7 @@ MAX_BATCH_OPERATIONS = 100
 MAX_BATCH_SIZE = 2_500_000  # `stored_size` per transaction; its JSON request (4 MiB at most) is no bigger
 READ_ATTEMPTS = 5
 CACHED_ETAGS = 256  # runs whose last ETag and row keys this object keeps
+RECENT_ROWS = 1000  # rows the run entity lists as written lately (about 12 KB of JSON at most)
 # Point reads of service inputs run on these threads, several at once; they wait on nothing else.
 _READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tower-ledger-read")
 
@@ -75,6 +81,40 @@ def unpack(entity: Mapping[str, Any], prefix: str) -> Any:
     if isinstance(parts[0], bytes):
         return json.loads(zlib.decompress(b"".join(parts)))
     return json.loads("".join(parts))
+
+
+def packed_properties(*prefixes: str) -> list[str]:
+    """Every property `pack` may write for these prefixes: the names a `select` lists to read them."""
+    most = MAX_ENTITY // BINARY_PART + 1
+    return [name for prefix in prefixes for name in (f"{prefix}_n", *(f"{prefix}_{i}" for i in range(most)))]
+
+
+RUN_PROPERTIES = ["version", "meta", *packed_properties("core", "recent")]
+RECORD_PROPERTIES = ["name", *packed_properties("record")]
+RECENT_PROPERTIES = ["version", *packed_properties("recent")]
+_UNKNOWN = object()  # a run's recent rows not read with its ETag
+
+
+def recent_of(entity: Mapping[str, Any]) -> dict | None:
+    """The run entity's list of rows written lately (None: a run stored before it kept one)."""
+    if entity.get("recent_n") is None:
+        return None
+    recent = unpack(entity, "recent")
+    return {"from": recent["from"], "written": {int(k): v for k, v in recent["written"].items()}}
+
+
+def recent_after(recent: dict | None, version: int, positions: Sequence[int]) -> dict:
+    """The list after a save that writes the rows at `positions` at `version`. Beyond `RECENT_ROWS`
+    rows the oldest versions are dropped (then it is complete from the version after them)."""
+    start, written = (recent["from"], dict(recent["written"])) if recent else (version, {})
+    written.update(dict.fromkeys(positions, version))
+    if len(written) > RECENT_ROWS:
+        for oldest in sorted(set(written.values())):
+            written = {p: v for p, v in written.items() if v != oldest}
+            start = oldest + 1
+            if len(written) <= RECENT_ROWS:
+                break
+    return {"from": start, "written": written}
 
 
 def stored_size(entity: Mapping[str, Any]) -> int:
@@ -134,7 +174,7 @@ class TableRunLedger:
         self._table = Table(table_url, credential)
         self.location = table_url
         self._lock = threading.Lock()
-        self._etags: OrderedDict[str, tuple[int, str]] = OrderedDict()  # run id -> (version, ETag)
+        self._etags: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()  # run id -> (version, ETag, recent)
         self._rows: OrderedDict[str, dict[str, str]] = OrderedDict()  # run id -> {service: RowKey}
 
     @property
@@ -150,9 +190,12 @@ class TableRunLedger:
             while len(cache) > CACHED_ETAGS:
                 cache.popitem(last=False)
 
-    def _remember_etag(self, run_id: str, version: int, etag: str | None) -> None:
+    def _remember_etag(self, run_id: str, version: int, etag: str | None, recent: Any = _UNKNOWN) -> None:
         if etag:
-            self._keep(self._etags, run_id, (version, etag))
+            cached = self._etags.get(run_id)
+            if recent is _UNKNOWN and cached is not None and cached[:2] == (version, etag):
+                recent = cached[2]
+            self._keep(self._etags, run_id, (version, etag, recent))
         else:
             with self._lock:
                 self._etags.pop(run_id, None)
@@ -170,13 +213,14 @@ class TableRunLedger:
             entity = self.table.get_entity(partition_key(run_id), RUN_ROW, select=select)
         except ResourceNotFoundError:
             return None
-        self._remember_etag(run_id, int(entity["version"]), entity.metadata.get("etag"))
+        recent = recent_of(entity) if select is None or "recent_n" in select else _UNKNOWN
+        self._remember_etag(run_id, int(entity["version"]), entity.metadata.get("etag"), recent)
         return entity
 
     def _service_rows(self, run_id: str) -> dict[str, str]:
         rows = self._rows.get(run_id)
         if rows is None:
-            entity = self._run_entity(run_id)
+            entity = self._run_entity(run_id, select=RUN_PROPERTIES)
             if entity is None or int(entity["version"]) < 1:
                 raise RunNotInLedger(f"run {run_id!r} is not in the run ledger ({self.table.table_name})")
             rows = self._remember_rows(run_id, unpack(entity, "core"))
@@ -193,7 +237,8 @@ class TableRunLedger:
             return False
         pk = partition_key(run_id)
         run = {"PartitionKey": pk, "RowKey": RUN_ROW, "run_id": run_id, "version": 1, "meta": json.dumps(meta),
-               "created": time.time(), "services": len(core["services"]), **pack("core", core)}
+               "created": time.time(), "services": len(core["services"]), **pack("core", core),
+               **pack("recent", {"from": 2, "written": {}})}  # every row is written at version 1
         services = [{"PartitionKey": pk, "RowKey": service_row(i), "name": name, "position": i, "written": 1,
                      **pack("input", inputs[name]), **pack("record", records[name])}
                     for i, name in enumerate(core["services"])]
@@ -272,21 +317,22 @@ class TableRunLedger:
         return json.loads(entity["meta"])
 
     def load(self, run_id: str, since: int | None = None) -> Snapshot | None:
-        """The run; with `since`, only the service entities written at that version or later. The run
-        entity's ETag is read again at the end, so records read across pages belong to the version."""
+        """The run; with `since`, only the service entities written at that version or later (read by
+        key when the run entity lists them, see the module docstring). The run entity's ETag is read
+        again at the end, so records read across pages belong to the version."""
         pk = partition_key(run_id)
         for _ in range(READ_ATTEMPTS):
             if since is None:
                 run, services = None, []
-                for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": pk}):
+                for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
+                                                        select=["RowKey", *RUN_PROPERTIES, *RECORD_PROPERTIES]):
                     if entity["RowKey"] == RUN_ROW:
                         run = entity
                     else:
                         services.append(entity)
             else:
-                run = self._run_entity(run_id, select=["version", "meta"])
-                services = list(self.table.query_entities(
-                    "PartitionKey eq @pk and written ge @since", parameters={"pk": pk, "since": since}))
+                run = self._run_entity(run_id, select=["meta", *RECENT_PROPERTIES])
+                services = [] if run is None else self._written_since(run_id, recent_of(run), since)
             if run is None or int(run["version"]) < 1:
                 return None
             seen = run.metadata.get("etag")
@@ -302,6 +348,17 @@ class TableRunLedger:
         raise EngineError(f"run {run_id!r}: the run ledger kept changing while it was read "
                           f"({READ_ATTEMPTS} tries); retry the request")
 
+    def _written_since(self, run_id: str, recent: dict | None, since: int) -> list:
+        """The service entities written at `since` or later: point reads of the rows the run entity
+        lists, several at once; a partition query when its list does not reach back that far."""
+        pk = partition_key(run_id)
+        if recent is None or since < recent["from"]:
+            return list(self.table.query_entities("PartitionKey eq @pk and written ge @since",
+                                                  parameters={"pk": pk, "since": since}, select=RECORD_PROPERTIES))
+        rows = [service_row(p) for p, version in sorted(recent["written"].items()) if version >= since]
+        return list(_READS.map(logcontext.carried(
+            lambda row: self.table.get_entity(pk, row, select=RECORD_PROPERTIES)), rows))
+
     def save(self, run_id: str, version: int, meta: dict, records: Mapping[str, dict]) -> bool:
         """See the class docstring: only the first transaction is atomic with the version bump."""
         from azure.core import MatchConditions
@@ -309,19 +366,20 @@ class TableRunLedger:
         from azure.data.tables import UpdateMode
 
         cached = self._etags.get(run_id)
-        if cached is not None and cached[0] == version:
-            etag = cached[1]
-        else:
-            entity = self._run_entity(run_id, select=["version"])
-            if entity is None or int(entity["version"]) != version:
+        if cached is None or cached[0] != version or cached[2] is _UNKNOWN:
+            self._run_entity(run_id, select=RECENT_PROPERTIES)
+            cached = self._etags.get(run_id)
+            if cached is None or cached[0] != version:
                 return False
-            etag = entity.metadata["etag"]
+        _, etag, recent = cached
         rows = self._service_rows(run_id)
         unknown = sorted(set(records) - set(rows))
         if unknown:
             raise EngineError(f"run {run_id!r} has no service {unknown[0]!r} in the run ledger (save refused)")
         pk = partition_key(run_id)
-        bump = {"PartitionKey": pk, "RowKey": RUN_ROW, "version": version + 1, "meta": json.dumps(meta)}
+        recent = recent_after(recent, version + 1, [int(rows[name][len("svc-"):]) for name in records])
+        bump = {"PartitionKey": pk, "RowKey": RUN_ROW, "version": version + 1, "meta": json.dumps(meta),
+                **pack("recent", recent)}
         updates = []
         for name, record in records.items():
             entity = {"PartitionKey": pk, "RowKey": rows[name], "written": version + 1, **pack("record", record)}
@@ -337,7 +395,7 @@ class TableRunLedger:
                 self._remember_etag(run_id, version, None)
                 return False
             raise
-        self._remember_etag(run_id, version + 1, replies[0].get("etag"))
+        self._remember_etag(run_id, version + 1, replies[0].get("etag"), recent)
         for batch in rest:
             self.table.submit_transaction(batch)
         return True
