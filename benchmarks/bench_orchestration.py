@@ -78,7 +78,8 @@ def make_engine(app, workers: int):
 
 
 def stats_delta(engine, before: dict) -> dict:
-    return {key: engine.stats[key] - before.get(key, 0) for key in engine.stats}
+    return {key: value - before.get(key, 0) for key, value in engine.stats.items()
+            if isinstance(value, (int, float))}  # counters only (not the per-kind payload counts)
 
 
 def run_tower(engine, plan: dict, timeout: float) -> dict:
