@@ -146,11 +146,28 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
     plan = build_plan(catalog, "p", run_id="cancel-wide-run")
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
     _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("running") == 5)
+
+    def looked(iid: str) -> bool:  # its first look is over: it no longer stops itself on the cancel flag
+        try:
+            return any(e["EventType"] == 5 for e in engine.history(iid))
+        except Exception:  # noqa: BLE001 - not started yet
+            return False
+
+    deadline = time.monotonic() + 10
+    while not all(looked(svc["iid"]) for svc in plan["services"].values()):
+        assert time.monotonic() < deadline, "the service runs never took their first look"
+        time.sleep(0.01)
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
     result = engine.wait(plan["run_id"], 10)["output"]
     assert statuses(result) == {f"long{i}": "cancelled" for i in range(5)}
     assert {s["remote_id"] for s in result["services"].values()} <= sim.cancelled_remote_ids()
-    assert scheduled(engine, plan["run_id"]).count(names.CANCEL_RUN) == 3  # 2 + 2 + 1
+    history = engine.history(plan["run_id"])
+    asked = {e["EventId"]: json.loads(e["Input"]) for e in history if e["EventType"] == 4 and e["Name"] == names.CANCEL_RUN}
+    answers = [(asked[e["TaskScheduledId"]], json.loads(e["Result"])) for e in history
+               if e["EventType"] == 5 and e["TaskScheduledId"] in asked]
+    assert [answer["stopping"] for _, answer in answers] == [2, 2, 1]  # a page per call, each going on
+    assert [request.get("after") for request, _ in answers] == [None, *(a["more"] for _, a in answers[:-1])]
+    assert answers[-1][1]["more"] is None
 
 
 def test_concurrency_limits_are_never_exceeded(engine):
