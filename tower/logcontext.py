@@ -9,8 +9,9 @@ creates from a loop callback (no current task to inherit the id from), so each o
 reach Application Insights with no invocation. Here an activity `begin`s its log origin (a context
 variable, so the tasks it creates inherit it); `carried` takes it to a pool thread, setting the
 worker's thread-local there for the call; `tag_task` gives a task created outside the invocation's
-tasks its id; `RunFields` puts ``tower.run_id`` and ``tower.service`` on every record (as
-``extra`` fields, which Azure Monitor's log exporter turns into custom dimensions).
+tasks its id; `RunFields` puts the run and service on every record (the ``extra`` fields ``run_id``
+and ``service``, which `tower.telemetry` turns into the custom dimensions ``tower.run_id`` and
+``tower.service``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-RUN_ID, SERVICE = "tower.run_id", "tower.service"  # log record attributes (custom dimensions)
+# The log record attributes (`extra` fields) naming the run and service; `tower.telemetry` maps them to
+# the custom dimensions tower.run_id and tower.service.
+RUN_ID, SERVICE = "run_id", "service"
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ def tag_task(task: Any) -> Any:
 
 
 class RunFields(logging.Filter):
-    """Puts ``tower.run_id`` and ``tower.service`` of the current origin on each record that does not
-    carry them already (a line about another service names its own)."""
+    """Puts ``run_id`` and ``service`` of the current origin on each record that does not carry them
+    already (a line about another service names its own)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         origin = current()
