@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             return bool(status) and status["counts"].get("running") == args.services
 
         wait_for(all_running, args.timeout, "every service running")
-        wait_for(lambda: len(engine.list(prefix=f"{run_id}:")) >= args.services, args.timeout,
+        iids = {svc["iid"] for svc in plan["services"].values()}
+        wait_for(lambda: iids <= {row["instanceId"] for row in engine.list()}, args.timeout,
                  "every service run started")
         print(f"{args.services} services running after {time.perf_counter() - began:.1f} s")
         cancelled = time.perf_counter()
