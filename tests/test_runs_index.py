@@ -354,7 +354,7 @@ def test_ledger_and_history_delete_what_retention_asks(stores):
             db.execute("UPDATE attempts SET recorded = ? WHERE run_id = 'old'",
                        ((NOW - timedelta(days=40)).timestamp(),))
     assert history.delete_before(NOW - timedelta(days=30)) == 110
-    assert history.attempts("old") == [] and len(history.attempts("new")) == 110
+    assert history.attempts("old", names) == [] and len(history.attempts("new", names)) == 110
 
 
 def test_threads_opening_a_fresh_index_at_once_all_get_it(tmp_path):
