@@ -115,6 +115,23 @@ def test_in_azure_a_store_without_its_table_is_a_clear_error(monkeypatch):
     assert "sig=abc" not in str(error.value)
 
 
+def recent_successes_win(store):
+    """The expected duration follows the newest successes, not the oldest."""
+    for i in range(20):
+        store.record({**result(f"old-{i}", "load"), "started": 1_700_000_000.0 + i, "finished": 1_700_000_100.0 + i})
+    for i in range(7):
+        store.record({**result(f"new-{i}", "load"), "started": 1_800_000_000.0 + i, "finished": 1_800_000_005.0 + i})
+    assert store.expected_durations(["load"]) == {"load": 5.0}
+
+
+def test_the_newest_successes_count_on_both_stores(tmp_path, azurite_table_url):
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    recent_successes_win(SqliteRunHistory(tmp_path / "h.db"))
+    recent_successes_win(TableRunHistory(f"{azurite_table_url}/history{uuid.uuid4().hex[:8]}",
+                                         credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)))
+
+
 def test_table_reads_are_keyed_and_made_side_by_side(azurite_table_url):
     """Every query names its partition (no table scan), and planning reads several services at once."""
     import threading

@@ -170,7 +170,7 @@ class TableRunHistory:
     def record(self, result: dict[str, Any]) -> None:
         row = AttemptRecord.from_result(result)
         finished = parse_iso(row.finished).timestamp() if row.finished else time.time()
-        newest_first = f"{10**12 - int(finished * 1000):013d}"
+        newest_first = f"{10**13 - int(finished * 1000):013d}"  # ms to 2286: sorts newest first
         entity = {k: v for k, v in asdict(row).items() if v is not None}
         entity.update(PartitionKey=self._key(row.service),
                       RowKey=self._key(f"{newest_first}_{row.run_id}_{row.attempt}"))
