@@ -92,3 +92,13 @@ def test_scheduled_run_ids_are_stable_valid_instance_ids():
     long_id = scheduled_run_id("p" * 200, when)
     assert len(long_id) == MAX_INSTANCE_ID and long_id.endswith("@20260329T013000Z")
     assert long_id != scheduled_run_id("p" * 199 + "q", when)
+
+
+def test_next_due_agrees_with_due_runs_across_the_spring_forward_gap():
+    from tower.schedules import next_due
+
+    nightly = london("30 1 * * *")  # 01:30 London does not exist on 2026-03-29
+    after = utc(2026, 3, 27, 12, 0)
+    upcoming = next_due(nightly, after, 3)
+    assert upcoming == [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]
+    assert due_runs(nightly, after, upcoming[-1]) == upcoming

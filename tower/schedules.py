@@ -68,3 +68,20 @@ def scheduled_run_id(pipeline: str, when: datetime) -> str:
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
     return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def next_due(schedule: Schedule, after: datetime, count: int = 3) -> list[datetime]:
+    """The next `count` scheduled times (UTC, ascending) after `after`, resolved as `due_runs` does
+    (a skipped wall time shifted forward, a repeated one at its first occurrence): for display."""
+    from croniter import croniter
+
+    zone = ZoneInfo(schedule.timezone)
+    walls = croniter(schedule.cron, _wall(after, zone) - _DST_MARGIN)
+    found: set[datetime] = set()
+    for _ in range(4 * count + 100):
+        instant = walls.get_next(datetime).replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+        if instant > after:
+            found.add(instant)
+            if len(found) >= count + 2:  # a few extra: DST can reorder instants near a transition
+                break
+    return sorted(found)[:count]

@@ -1,10 +1,12 @@
-"""Trigger blueprints: the schedule tick (timer), events (Service Bus), the HTTP API and the daily purge."""
+"""Trigger blueprints: the schedule tick (timer), events (Service Bus), the HTTP API, the daily purge
+and the dashboard."""
 
 from triggers.api import bp as api
+from triggers.dashboard import bp as dashboard
 from triggers.events import bp as events
 from triggers.purge import bp as purge
 from triggers.schedule import bp as schedule
 
-blueprints = (schedule, events, api, purge)
+blueprints = (schedule, events, api, purge, dashboard)
 
-__all__ = ["api", "blueprints", "events", "purge", "schedule"]
+__all__ = ["api", "blueprints", "dashboard", "events", "purge", "schedule"]

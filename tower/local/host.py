@@ -154,6 +154,10 @@ class HttpFunctions:
             return _json_error(400, f"POST /{ROUTE_PREFIX}/{EVENTS_ROUTE}: {exc}")
 
 
+async def _to_dashboard(request: web.Request) -> web.Response:
+    raise web.HTTPFound(f"/{ROUTE_PREFIX}/dashboard")
+
+
 def _json_error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
@@ -426,6 +430,7 @@ class Host:
             events=self.pump.send_event if self.pump.subscribers else None,
         )
         self.engine.web_app.router.add_route("*", f"/{ROUTE_PREFIX}/{{tail:.*}}", self.http.handle)
+        self.engine.web_app.router.add_get("/", _to_dashboard)  # the page people open first
         self._tasks: list[asyncio.Task] = []
         self._started = False
 

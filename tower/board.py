@@ -1,0 +1,148 @@
+"""The board: where a run stands, platform by platform, and why each waiting service waits.
+
+A run page needs more than states: a data engineer wants to know *why* `publish` has not started.
+The scheduler already knows (`tower.scheduler.Scheduler`: dependencies still awaited, ready queues
+per platform in priority order, slots taken), so the board is read straight off it: a pure function
+of the run's restored scheduler, no clock but the `now` it is given.
+
+    board(scheduler, now) -> dict        platforms as runways (slots in use / limit, queue) and reasons
+    run_view(ledger, run_id, now) -> dict   the run's graph, critical path, ETA and board, from the ledger
+
+Reasons, in the scheduler's own terms:
+    "waiting for load_orders"                          a dependency has not succeeded yet
+    "no slot on lakehouse: 4/4 busy, 2nd in queue"     ready, its platform is full
+    "run cancelled"                                    a cancel stops dispatching
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from tower import graph
+from tower.scheduler import DONE_FOR_DEPENDENTS, PENDING, RUNNING, Scheduler
+from tower.timestamps import iso, parse_iso
+
+DEPS_NAMED = 3  # unfinished dependencies named in a reason; the rest are counted
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _waiting_for(names: list[str]) -> str:
+    shown = ", ".join(names[:DEPS_NAMED])
+    more = len(names) - DEPS_NAMED
+    return f"waiting for {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def board(scheduler: Scheduler, now: datetime) -> dict:
+    """The runways of a run: per platform its slots (``busy``/``limit``, None = unlimited), what
+    runs there (longest-running first) and its queue in dispatch order; per pending service why it
+    waits. A finished run has empty runways and no reasons."""
+    records = scheduler.records
+    queues = {platform: [name for _, _, name in sorted(entries)] for platform, entries in scheduler.ready.items()}
+    runways = []
+    for platform, limit in scheduler.limits.items():
+        running = sorted((n for n in scheduler.order if records[n].status == RUNNING and scheduler.platform_of[n] == platform),
+                         key=lambda n: (records[n].started or "", scheduler.position[n]))
+        runways.append({
+            "platform": platform,
+            "limit": limit,
+            "busy": scheduler.busy.get(platform, 0),
+            "running": [{"service": n, "started": records[n].started,
+                         "elapsed": _elapsed(records[n].started, now),
+                         "expected": scheduler.expected[n]} for n in running],
+            "queue": queues.get(platform, []),
+            "blocked": sum(1 for n in scheduler.order if records[n].status == PENDING
+                           and scheduler.platform_of[n] == platform and n not in queues.get(platform, ())),
+        })
+    position = {name: (platform, i) for platform, queue in queues.items() for i, name in enumerate(queue)}
+    waiting = {}
+    for name in scheduler.order:
+        if records[name].status != PENDING:
+            continue
+        if scheduler.cancel_requested:
+            waiting[name] = "run cancelled"
+            continue
+        unfinished = [dep for dep in scheduler.deps[name] if records[dep].status not in DONE_FOR_DEPENDENTS]
+        if unfinished:
+            waiting[name] = _waiting_for(unfinished)
+        elif name in position and _full(scheduler, position[name][0]):
+            platform, at = position[name]
+            limit = scheduler.limits[platform]
+            waiting[name] = (f"no slot on {platform}: {scheduler.busy[platform]}/{limit} busy,"
+                             f" {ordinal(at + 1)} in queue")
+        else:  # ready with a free slot: the next dispatch takes it
+            waiting[name] = f"ready: starts at the next dispatch on {scheduler.platform_of[name]}"
+    return {"runways": runways, "waiting": waiting}
+
+
+def _full(scheduler: Scheduler, platform: str) -> bool:
+    limit = scheduler.limits[platform]
+    return limit is not None and scheduler.busy[platform] >= limit
+
+
+def _elapsed(started: str | None, now: datetime) -> float | None:
+    when = parse_iso(started) if started else None
+    return round((now - when).total_seconds(), 3) if when else None
+
+
+def remaining_critical_path(scheduler: Scheduler, now: datetime) -> list[str]:
+    """The chain that decides when the run ends: the critical path of what is left (running
+    services by their expected time left), or of the whole plan once nothing is left."""
+    left: dict[str, float] = {}
+    for name in scheduler.order:
+        record = scheduler.records[name]
+        if record.status == PENDING:
+            left[name] = scheduler.expected[name]
+        elif record.status == RUNNING:
+            elapsed = _elapsed(record.started, now) or 0.0
+            left[name] = max(scheduler.expected[name] - elapsed, 0.0)
+    if not left or scheduler.cancel_requested:
+        return graph.critical_path(scheduler.deps, scheduler.expected)[0]
+    return graph.critical_path(graph.restrict(scheduler.deps, left), left)[0]
+
+
+def view(scheduler: Scheduler, now: datetime) -> dict:
+    """Everything the run page draws that a run result does not carry: each service's platform,
+    dependencies, expected seconds and remote link; the platforms' limits; the critical path; the
+    ETA; and the board."""
+    services = {}
+    for name in scheduler.order:
+        record = scheduler.records[name]
+        services[name] = {"platform": scheduler.platform_of[name], "deps": list(scheduler.deps[name]),
+                          "expected": scheduler.expected[name], "status": record.status,
+                          "attempts": record.attempts, "started": record.started, "finished": record.finished,
+                          "remote_id": record.remote_id, "url": record.url, "error": record.error}
+    return {
+        "run_id": scheduler.plan["run_id"],
+        "pipeline": scheduler.plan["pipeline"],
+        "status": scheduler.status,
+        "started": iso(scheduler.started),
+        "eta": iso(scheduler.eta(now)),
+        "cancel_requested": scheduler.cancel_requested,
+        "counts": scheduler.counts(),
+        "platforms": {name: {"limit": limit} for name, limit in scheduler.limits.items()},
+        "critical_path": remaining_critical_path(scheduler, now),
+        "services": services,
+        "board": board(scheduler, now),
+    }
+
+
+def restore(core: Mapping[str, Any], meta: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]],
+            now: datetime) -> Scheduler:
+    """The scheduler a stored run describes (as tower.ledger restores it), for reading only."""
+    return Scheduler.restore(core, parse_iso(meta["started"]), records, bool(meta.get("cancel")), now=now)
+
+
+def run_view(ledger, run_id: str, now: datetime) -> dict | None:
+    """`view` of a run read from its ledger (one load, nothing written); None if the ledger does not
+    have it."""
+    snapshot = ledger.load(run_id)
+    if snapshot is None or snapshot.core is None:
+        return None
+    return view(restore(snapshot.core, snapshot.meta, snapshot.records, now), now)
