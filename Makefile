@@ -55,6 +55,7 @@ standins: $(STAMP_STANDINS)
 
 test: $(STAMP_DEV) $(AZURITE)
 	$(VENV)/bin/ruff check .
+	@bash tests/browser/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP_DEV)

@@ -1,0 +1,213 @@
+"""The dashboard under `tower serve`, as a user opens it: a run of a simulated catalog whose
+lakehouse has 2 slots for 4 loads (so the board has a queue), watched in headless Chromium while it
+runs and after it ended; then repaired from the page. Screenshots go to $TOWER_SCREENSHOTS (else the
+test's temporary folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+CATALOG = """
+platforms:
+  lakehouse: {type: sim, max_concurrency: 2}
+  warehouse: {type: sim, max_concurrency: 2}
+  crm: {type: sim}
+services:
+  load_orders:    {platform: lakehouse, expected_duration: 6, duration: 8, tags: [ingest]}
+  load_customers: {platform: lakehouse, expected_duration: 6, duration: 6, tags: [ingest]}
+  load_products:  {platform: lakehouse, expected_duration: 5, duration: 5, tags: [ingest]}
+  load_stores:    {platform: lakehouse, expected_duration: 4, duration: 4, tags: [ingest]}
+  stg_orders:     {platform: warehouse, depends_on: [load_orders], expected_duration: 2, duration: 2}
+  stg_customers:  {platform: warehouse, depends_on: [load_customers], expected_duration: 2, duration: 2}
+  fct_sales:      {platform: warehouse, depends_on: [stg_orders, stg_customers, load_products], expected_duration: 3, duration: 3}
+  dim_store:      {platform: warehouse, depends_on: [load_stores], expected_duration: 1, duration: 1}
+  sync_crm:       {platform: crm, depends_on: [fct_sales], expected_duration: 1, duration: 1, outcome: fail}
+  publish_bi:     {platform: crm, depends_on: [fct_sales, dim_store], expected_duration: 2, duration: 2}
+pipelines:
+  nightly:
+    services: ["*"]
+    schedule: {cron: "30 2 * * *", timezone: Europe/London}
+  orders_arrived:
+    services: [load_orders+]
+    on_event: orders.landed
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`tower serve` on a free port, a fresh home and the catalog above; its base URL."""
+    root = tmp_path_factory.mktemp("dashboard")
+    (root / "catalog.yaml").write_text(textwrap.dedent(CATALOG))
+    env = {**os.environ, "TOWER_HOME": str(root / "home"), "TOWER_CATALOG": str(root / "catalog.yaml")}
+    for name in ("TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL", "TOWER_RUNS_TABLE_URL",
+                 "APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        env.pop(name, None)
+    port = free_port()
+    log = open(root / "serve.log", "w")  # noqa: SIM115 (closed in teardown)
+    process = subprocess.Popen([sys.executable, "-m", "tower", "serve", "--port", str(port)], cwd=REPO, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/pipelines", timeout=1).read()
+                break
+            except OSError:
+                assert process.poll() is None, (root / "serve.log").read_text()
+                assert time.monotonic() < deadline, "tower serve did not start within 40 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    return Path(os.environ.get("TOWER_SCREENSHOTS") or tmp_path)
+
+
+@pytest.mark.slow
+def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
+    with urllib.request.urlopen(f"{served}/", timeout=10) as response:  # `/` redirects to the page
+        assert response.url == f"{served}/api/dashboard"
+        page = response.read().decode()
+    assert '<script src="dashboard/app.js">' in page and "cdn" not in page.lower()
+    with urllib.request.urlopen(f"{served}/api/dashboard/app.js", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert "function boardView" in response.read().decode()
+    for missing in ("nope.js", "..%2Ffunction_app.py", "index.html"):  # only its scripts and styles
+        assert call(f"{served}/api/dashboard/{missing}")[0] == 404
+
+    status, _, body = call(f"{served}/api/pipelines")
+    assert status == 200
+    pipelines = {p["name"]: p for p in body["pipelines"]}
+    assert pipelines["nightly"]["schedule"] == {"cron": "30 2 * * *", "timezone": "Europe/London", "catchup": "latest"}
+    assert len(pipelines["nightly"]["next_due"]) == 3 and pipelines["nightly"]["services"] == 10
+    assert pipelines["orders_arrived"]["on_event"] == ["orders.landed"] and pipelines["orders_arrived"]["next_due"] == []
+
+    status, _, one = call(f"{served}/api/pipelines/nightly")
+    assert status == 200
+    assert one["critical_path"] == ["load_orders", "stg_orders", "fct_sales", "publish_bi"]
+    assert one["critical_path_seconds"] == 13
+    # 4 loads of 21 s over 2 slots; then what waits on them: as `tower plan` predicts it
+    assert one["predicted_makespan"] == 16 and one["services"]["fct_sales"]["deps"] == ["stg_orders", "stg_customers", "load_products"]
+    status, _, error = call(f"{served}/api/pipelines/nighty")
+    assert status == 404 and "did you mean 'nightly'" in error["error"]
+    assert call(f"{served}/api/runs/run~nope/board")[0] == 404
+
+
+@pytest.mark.slow
+def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(served, browser, shots):
+    status, _, started = call(f"{served}/api/runs/nightly", "POST", {})
+    assert status == 202, started
+    run_id = started["run_id"]
+
+    # the board's data, straight from the API, while the lakehouse is full
+    deadline = time.monotonic() + 20
+    while True:
+        status, _, view = call(f"{served}/api/runs/{run_id}/board")
+        if status == 200 and view["board"]["runways"]:
+            lake = next(r for r in view["board"]["runways"] if r["platform"] == "lakehouse")
+            if lake["busy"] == 2:
+                break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.1)
+    assert lake["limit"] == 2 and lake["queue"] == ["load_products", "load_stores"]
+    assert view["board"]["waiting"]["stg_orders"] == "waiting for load_orders"
+    assert view["board"]["waiting"]["load_stores"] == "no slot on lakehouse: 2/2 busy, 2nd in queue"
+
+    page = browser.page
+    page.goto(f"{served}/api/dashboard#/run/{run_id}")
+    page.wait_for("document.querySelector('#board [data-platform=lakehouse]')")
+    assert "2/2 slots busy" in page.text("#board [data-platform=lakehouse]")
+    assert page.eval("[...document.querySelectorAll('#board [data-platform=lakehouse] [data-queued]')].map(e => e.dataset.queued)") \
+        == ["load_products", "load_stores"]
+    assert page.eval("[...document.querySelectorAll('#board [data-running]')].map(e => e.dataset.running).sort()") \
+        == ["load_customers", "load_orders"]
+    assert page.text("#waiting [data-service=stg_orders]").endswith("waiting for load_orders")
+    assert "no slot on lakehouse: 2/2 busy, 1st in queue" in page.text("#waiting [data-service=load_products]")
+    assert page.eval("document.querySelector('#run').dataset.status") == "running"
+    assert page.eval("!!document.querySelector('#cancel') && !document.querySelector('#repair')")
+    assert page.text("#eta")  # a running run shows when it should end
+    assert page.eval("document.querySelectorAll('#services tr[data-service]').length") == 10
+    page.screenshot(shots / "dashboard-run-running.png")
+    page.click("[data-tab=graph]")
+    page.wait_for("document.querySelectorAll('#dag [data-node]').length === 10")
+    assert page.eval("[...document.querySelectorAll('#dag .node.crit')].map(n => n.dataset.node).length") >= 1
+    page.click("[data-tab=timeline]")
+    page.wait_for("document.querySelector('#gantt [data-group=lakehouse]')")
+
+    # it refreshes by itself until the run ends (sync_crm fails: the run fails, and can be repaired)
+    page.click("[data-tab=services]")
+    page.wait_for("document.querySelector('#run').dataset.status === 'failed'", timeout=60)
+    page.wait_for("document.querySelector('#repair')")
+    assert not page.eval("!!document.querySelector('#board')")  # no board once nothing runs
+    states = page.eval("Object.fromEntries([...document.querySelectorAll('#services tr[data-service]')].map(r => [r.dataset.service, r.dataset.state]))")
+    assert states == {**dict.fromkeys(["load_orders", "load_customers", "load_products", "load_stores", "stg_orders",
+                                       "stg_customers", "fct_sales", "dim_store", "publish_bi"], "succeeded"),
+                      "sync_crm": "failed"}
+    assert "simulated failure" in page.text("#services tr[data-service=sync_crm] .err")
+    assert page.text("#services tr[data-service=sync_crm] td:nth-child(6)").startswith("sim-")  # its remote id
+    page.click("[data-tab=timeline]")
+    page.wait_for("document.querySelectorAll('#gantt .row .act').length === 10")
+    page.screenshot(shots / "dashboard-run-finished.png")
+
+    # the runs page lists it with its failed count and links to it
+    page.goto(f"{served}/api/dashboard#/runs")
+    page.wait_for(f"document.querySelector('#runs [data-run=\"{run_id}\"]')")
+    row = page.text(f'#runs [data-run="{run_id}"]')
+    assert "nightly" in row and "failed" in row
+    page.screenshot(shots / "dashboard-runs.png")
+    page.goto(f"{served}/api/dashboard#/pipelines")
+    page.wait_for("document.querySelector('#pipelines [data-pipeline=nightly]')")
+    assert "30 2 * * *" in page.text("#pipelines [data-pipeline=nightly]")
+    assert "orders.landed" in page.text("#pipelines [data-pipeline=orders_arrived]")
+    page.screenshot(shots / "dashboard-pipelines.png")
+
+    # repair from the page: asked to confirm, then on the new run's page, which has only sync_crm
+    page.goto(f"{served}/api/dashboard#/run/{run_id}")
+    page.wait_for("document.querySelector('#repair')")
+    page.click("#repair")
+    page.wait_for(f"location.hash.startsWith('#/run/') && !location.hash.includes({json.dumps(run_id.split('@')[1])})")
+    assert page.dialogs and page.dialogs[-1].startswith(f"Repair run {run_id}?")
+    page.wait_for("document.querySelectorAll('#services tr[data-service]').length === 1")
+    assert page.eval("document.querySelector('#services tr[data-service]').dataset.service") == "sync_crm"
+    assert page.errors == []
