@@ -26,24 +26,38 @@ platforms:
   warehouse: {type: sim, max_concurrency: 2}
   crm: {type: sim}
 services:
-  load_orders:    {platform: lakehouse, expected_duration: 6, duration: 8, tags: [ingest]}
-  load_customers: {platform: lakehouse, expected_duration: 6, duration: 6, tags: [ingest]}
-  load_products:  {platform: lakehouse, expected_duration: 5, duration: 5, tags: [ingest]}
-  load_stores:    {platform: lakehouse, expected_duration: 4, duration: 4, tags: [ingest]}
-  stg_orders:     {platform: warehouse, depends_on: [load_orders], expected_duration: 2, duration: 2}
-  stg_customers:  {platform: warehouse, depends_on: [load_customers], expected_duration: 2, duration: 2}
-  fct_sales:      {platform: warehouse, depends_on: [stg_orders, stg_customers, load_products], expected_duration: 3, duration: 3}
-  dim_store:      {platform: warehouse, depends_on: [load_stores], expected_duration: 1, duration: 1}
-  sync_crm:       {platform: crm, depends_on: [fct_sales], expected_duration: 1, duration: 1, outcome: fail}
-  publish_bi:     {platform: crm, depends_on: [fct_sales, dim_store], expected_duration: 2, duration: 2}
+  load_orders:    {platform: lakehouse, expected_duration: 6, duration: 8, tags: [shop]}
+  load_customers: {platform: lakehouse, expected_duration: 6, duration: 6, tags: [shop]}
+  load_products:  {platform: lakehouse, expected_duration: 5, duration: 5, tags: [shop]}
+  load_stores:    {platform: lakehouse, expected_duration: 4, duration: 4, tags: [shop]}
+  stg_orders:     {platform: warehouse, depends_on: [load_orders], expected_duration: 2, duration: 2, tags: [shop]}
+  stg_customers:  {platform: warehouse, depends_on: [load_customers], expected_duration: 2, duration: 2, tags: [shop]}
+  fct_sales:      {platform: warehouse, depends_on: [stg_orders, stg_customers, load_products], expected_duration: 3, duration: 3, tags: [shop]}
+  dim_store:      {platform: warehouse, depends_on: [load_stores], expected_duration: 1, duration: 1, tags: [shop]}
+  sync_crm:       {platform: crm, depends_on: [fct_sales], expected_duration: 1, duration: 1, outcome: fail, tags: [shop]}
+  publish_bi:     {platform: crm, depends_on: [fct_sales, dim_store], expected_duration: 2, duration: 2, tags: [shop]}
+{big}
 pipelines:
+  backfill:
+    services: [tag:big]
   nightly:
-    services: ["*"]
+    services: [tag:shop]
     schedule: {cron: "30 2 * * *", timezone: Europe/London}
   orders_arrived:
     services: [load_orders+]
     on_event: orders.landed
 """
+
+
+def big_services(layers: int = 10, width: int = 100) -> str:
+    """1,000 services in 10 layers, each depending on two of the layer before: a graph no page can
+    draw whole and stay readable."""
+    lines = []
+    for layer in range(layers):
+        for i in range(width):
+            deps = f", depends_on: [b{layer - 1}_{i}, b{layer - 1}_{(i * 7 + 3) % width}]" if layer else ""
+            lines.append(f"  b{layer}_{i}: {{platform: lakehouse, expected_duration: {1 + (i * layer) % 9}, tags: [big]{deps}}}")
+    return "\n".join(lines)
 
 
 def free_port() -> int:
@@ -68,7 +82,7 @@ def call(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, 
 def served(tmp_path_factory):
     """`tower serve` on a free port, a fresh home and the catalog above; its base URL."""
     root = tmp_path_factory.mktemp("dashboard")
-    (root / "catalog.yaml").write_text(textwrap.dedent(CATALOG))
+    (root / "catalog.yaml").write_text(textwrap.dedent(CATALOG).replace("{big}", big_services()))
     env = {**os.environ, "TOWER_HOME": str(root / "home"), "TOWER_CATALOG": str(root / "catalog.yaml")}
     for name in ("TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL", "TOWER_RUNS_TABLE_URL",
                  "APPLICATIONINSIGHTS_CONNECTION_STRING"):
@@ -122,6 +136,7 @@ def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     assert pipelines["nightly"]["schedule"] == {"cron": "30 2 * * *", "timezone": "Europe/London", "catchup": "latest"}
     assert len(pipelines["nightly"]["next_due"]) == 3 and pipelines["nightly"]["services"] == 10
     assert pipelines["orders_arrived"]["on_event"] == ["orders.landed"] and pipelines["orders_arrived"]["next_due"] == []
+    assert pipelines["backfill"]["services"] == 1000
 
     status, _, one = call(f"{served}/api/pipelines/nightly")
     assert status == 200
@@ -210,4 +225,53 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     assert page.dialogs and page.dialogs[-1].startswith(f"Repair run {run_id}?")
     page.wait_for("document.querySelectorAll('#services tr[data-service]').length === 1")
     assert page.eval("document.querySelector('#services tr[data-service]').dataset.service") == "sync_crm"
+    assert page.errors == []
+
+
+@pytest.mark.slow
+def test_cancel_from_the_page_passes_on_the_function_key_it_was_opened_with(served, browser, shots):
+    status, _, started = call(f"{served}/api/runs/nightly", "POST", {})
+    assert status == 202, started
+    run_id = started["run_id"]
+    page = browser.page
+    page.goto(f"{served}/api/dashboard?code=k3y#/run/{run_id}")
+    page.wait_for("document.querySelector('#cancel')")
+    page.click("#cancel")
+    page.wait_for("document.querySelector('#run').dataset.status === 'cancelled'", timeout=60)
+    assert page.dialogs == [f"Cancel run {run_id}? Services not started are cancelled, running ones are stopped."]
+    calls = page.eval("performance.getEntriesByType('resource').map(e => e.name).filter(u => u.includes('/api/runs'))")
+    assert calls and all("code=k3y" in url for url in calls), calls
+    assert any(url.split("?")[0].endswith("/cancel") for url in calls)
+    assert page.eval("document.querySelectorAll('#services tr[data-state=cancelled]').length") >= 1
+    assert page.errors == []
+
+
+@pytest.mark.slow
+def test_a_thousand_service_graph_draws_the_critical_path_and_a_focused_neighbourhood(served, browser, shots):
+    page = browser.page
+    page.goto(f"{served}/api/dashboard#/pipeline/backfill")
+    page.wait_for("document.querySelector('#dag [data-node]')")
+    drawn = page.eval("[...document.querySelectorAll('#dag [data-node]')].map(n => n.dataset.node)")
+    _, _, pipeline = call(f"{served}/api/pipelines/backfill")
+    assert len(pipeline["critical_path"]) == 10 and set(pipeline["critical_path"]) <= set(drawn)
+    assert 10 < len(drawn) <= 120
+    assert "1000 services" in page.text("#dag-note")
+    page.screenshot(shots / "dashboard-pipeline-1000.png")
+    target = "b5_42"  # not drawn: finding it focuses it
+    assert target not in drawn
+    page.eval(f"(() => {{ const box = document.querySelector('#search'); box.value = {json.dumps(target)};"
+              " box.dispatchEvent(new Event('input')); })()")
+    services = pipeline["services"]
+
+    def neighbourhood(name):
+        return {name, *services[name]["deps"], *(n for n, s in services.items() if name in s["deps"])}
+
+    def focused_on(name):
+        page.wait_for(f"document.querySelector('#dag-note b') && document.querySelector('#dag-note b').textContent === {json.dumps(name)}")
+        return set(page.eval("[...document.querySelectorAll('#dag [data-node]')].map(n => n.dataset.node)"))
+
+    assert focused_on(target) == neighbourhood(target)
+    below = next(n for n, s in services.items() if target in s["deps"])
+    page.eval(f"document.querySelector('#dag [data-node={below}]').dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+    assert focused_on(below) == neighbourhood(below)  # a click moves the focus
     assert page.errors == []

@@ -64,6 +64,12 @@ function dur(seconds) {
   return `${hr}h ${String(m % 60).padStart(2, "0")}m`;
 }
 
+function due(iso) {
+  const d = ts(iso);
+  return h("div", { title: d.toISOString() }, d.toLocaleString(undefined, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" }),
+    h("span", { class: "muted" }, ` · in ${dur((d - Date.now()) / 1000)}`));
+}
+
 function when(iso) {
   const d = ts(iso);
   if (!d) return "–";
@@ -172,7 +178,7 @@ async function pipelinesPage() {
       h("h3", {}, h("a", { href: `#/pipeline/${encodeURIComponent(p.name)}` }, p.name)),
       h("dl", {},
         h("dt", {}, "Schedule"), h("dd", {}, p.schedule ? [h("code", {}, p.schedule.cron), " ", h("span", { class: "muted" }, p.schedule.timezone)] : h("span", { class: "muted" }, "none")),
-        h("dt", {}, "Next due"), h("dd", {}, p.next_due.length ? p.next_due.map((t) => h("div", {}, when(t))) : "–"),
+        h("dt", {}, "Next due"), h("dd", {}, p.next_due.length ? p.next_due.map(due) : "–"),
         h("dt", {}, "Events"), h("dd", {}, p.on_event.length ? p.on_event.map((e) => h("span", { class: "tag" }, e)) : "–"),
         h("dt", {}, "Services"), h("dd", {}, `${p.services} on `, p.platforms.map((x) => h("span", { class: "tag" }, x))),
         h("dt", {}, "Last run"), h("dd", {}, last[p.name] ? [pill(last[p.name].status), " ", h("a", { href: `#/run/${encodeURIComponent(last[p.name].run_id)}` }, when(last[p.name].started))] : "never")))))));
@@ -183,6 +189,7 @@ async function pipelinePage(name) {
   try { p = await api(`pipelines/${encodeURIComponent(name)}`); } catch (err) { return render(failure(err)); }
   const crit = new Set(p.critical_path);
   const services = Object.fromEntries(Object.entries(p.services).map(([n, s]) => [n, { ...s, status: "pending" }]));
+  const graph = { services, critical_path: p.critical_path };
   render(h("div", {},
     h("div", { class: "panel" },
       h("h1", {}, p.name),
@@ -192,9 +199,12 @@ async function pipelinePage(name) {
         fact("Critical path", dur(p.critical_path_seconds), `${p.critical_path.length} services`),
         fact("Lower bound", dur(p.lower_bound)),
         fact("Schedule", p.schedule ? p.schedule.cron : "none", p.schedule ? p.schedule.timezone : ""),
-        fact("Next due", p.next_due.length ? when(p.next_due[0]) : "–"))),
+        fact("Next due", p.next_due.length ? due(p.next_due[0]) : "–"))),
     h("div", { class: "panel" }, h("h2", {}, "Critical path"), chain(p.critical_path, services)),
-    h("div", { class: "panel" }, h("h2", {}, "Graph"), dagView({ services, critical_path: p.critical_path }, crit))));
+    h("div", { class: "panel" },
+      h("div", { class: "panel-head" }, h("h2", {}, "Graph"), h("span", { class: "grow" }),
+        h("input", { type: "search", id: "search", placeholder: "find a service", oninput: (e) => { ui.search = e.target.value; rerenderDag(graph); } })),
+      dagView(graph, crit))));
 }
 
 function fact(k, v, small) {
@@ -284,7 +294,22 @@ function runView(run, running) {
       h("div", { class: "legend" }, STATES.filter((s) => c[s]).map((s) => h("span", { class: `s-${s}` }, h("i"), `${c[s]} ${s.replace("_", " ")}`))),
       run.summary ? h("pre", { class: "mono", style: "white-space:pre-wrap;color:#c92a2a;margin:14px 0 0" }, run.summary) : null),
     running && run.board ? boardView(run) : null,
+    failuresView(run),
     h("div", { class: "panel" }, tabs(run)));
+}
+
+function failuresView(run) {
+  const failed = Object.entries(run.services).filter(([, s]) => s.status === "failed");
+  if (!failed.length) return null;
+  const held = Object.values(run.services).filter((s) => s.status === "upstream_failed").length;
+  return h("div", { class: "panel", id: "failures" },
+    h("div", { class: "panel-head" }, h("h2", {}, `Failed · ${failed.length}`), h("span", { class: "grow" }),
+      held ? h("span", { class: "muted" }, `${held} held back downstream`) : null),
+    h("table", {}, h("tbody", {}, failed.slice(0, 20).map(([n, s]) => h("tr", { "data-failed": n },
+      h("td", { style: "width:220px;font-weight:600" }, n), h("td", { class: "muted", style: "width:120px" }, s.platform || ""),
+      h("td", { class: "num", style: "width:110px" }, `${s.attempts || 1} attempt${(s.attempts || 1) > 1 ? "s" : ""}`),
+      h("td", { style: "width:190px" }, remote(s)), h("td", { class: "err" }, s.error || ""))))),
+    failed.length > 20 ? h("p", { class: "muted" }, `and ${failed.length - 20} more: search the services below`) : null);
 }
 
 async function act(run, what) {
@@ -428,7 +453,7 @@ function servicesTable(run) {
       rows.push(h("tr", { "data-service": n, "data-state": s.status },
         h("td", {}, h("span", { style: crit.has(n) ? "font-weight:650" : "" }, n), crit.has(n) ? h("span", { class: "tag", style: "margin-left:6px" }, "critical") : null),
         h("td", {}, pill(s.status)),
-        h("td", { class: "num" }, s.attempts || (s.status === "pending" ? "–" : 0)),
+        h("td", { class: "num" }, s.attempts || "–"),
         h("td", { class: "num" }, took === null ? "–" : dur(took), expected ? h("span", { class: "muted" }, ` / ~${dur(expected)}`) : null),
         h("td", {}, s.started ? when(s.started) : h("span", { class: "muted" }, board.waiting[n] || "–")),
         h("td", {}, remote(s)),
@@ -440,6 +465,11 @@ function servicesTable(run) {
     h("thead", {}, h("tr", {}, h("th", {}, "Service"), h("th", {}, "State"), h("th", { class: "num" }, "Attempts"), h("th", { class: "num" }, "Took / expected"),
       h("th", {}, "Started · or why it waits"), h("th", {}, "Remote run"), h("th", {}, "Error"))),
     h("tbody", {}, rows));
+}
+
+function niceStep(raw) {
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  return steps.find((x) => x >= raw) || 86400 * Math.ceil(raw / 86400);
 }
 
 function gantt(run) {
@@ -456,7 +486,8 @@ function gantt(run) {
   const width = (sec) => `${Math.max(0.25, 100 * sec / span).toFixed(3)}%`;
   const crit = new Set(run.critical_path);
   const ticks = [];
-  for (let i = 0; i <= 5; i++) ticks.push(h("span", { style: `left:${i * 20}%` }, `+${dur(span * i / 5)}`));
+  const step = niceStep(span / 6);
+  for (let t = 0; t <= span; t += step) ticks.push(h("span", { style: `left:${(100 * t / span).toFixed(3)}%` }, t ? `+${dur(t)}` : "start"));
   const out = [h("div", { class: "axis" }, h("span", {}, ""), h("div", { class: "ticks" }, ticks))];
   const nowMark = !run.finished ? h("div", { class: "now", style: `left:${pct(new Date())}`, title: "now" }) : null;
   for (const [platform, rows] of byPlatform(entries)) {
@@ -503,8 +534,9 @@ function dagView(run, crit) {
       ` (${chosen.length}). Click a service to focus it`, ui.focus ? [" · ", h("button", { class: "link", onclick: () => { ui.focus = null; rerenderDag(run); } }, "back to the critical path")] : ".");
   }
   const q = (ui.search || "").toLowerCase();
-  if (q && names.length > DAG_MAX_NODES) {
-    const hit = names.find((n) => n.toLowerCase().includes(q));
+  if (q && q !== ui.searched && names.length > DAG_MAX_NODES) {  // a new search focuses its first match
+    ui.searched = q;
+    const hit = names.find((n) => n.toLowerCase() === q) || names.find((n) => n.toLowerCase().includes(q));
     if (hit && hit !== ui.focus) { ui.focus = hit; return dagView(run, crit); }
   }
   return h("div", { id: "dag-wrap" }, note, h("div", { class: "dag", id: "dag" }, layout(chosen, all, crit, run)));
