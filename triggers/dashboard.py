@@ -23,7 +23,7 @@ from pathlib import Path
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower.errors import CatalogError, UsageError
+from tower.errors import CatalogError, RunExists, UsageError
 from tower.names import PIPELINE_RUN
 from tower.plan import is_safe_instance_id
 from triggers.common import catalog
@@ -164,12 +164,22 @@ async def run_board(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a new run of the original run's frozen plan, limited to what did not succeed
-    (tower.runner.repair_plan): the specs and limits of that run, not of today's catalog."""
+    (tower.runner.repair_plan): the specs and limits of that run, not of today's catalog. The
+    original points to its repair in the runs index, which refuses a second repair unless
+    ``{"again": true}`` (as `tower repair --again`)."""
     from tower.runner import RUNNING_STATES, RunInfo, repair_plan
+    from tower.runs_index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+    from triggers.common import instance_exists, start_pipeline_run
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):
         return _error(404, f"no run {run_id!r}")
+    try:
+        body = json.loads(req.get_body() or b"{}")
+    except ValueError as exc:
+        return _error(400, f"POST /api/runs/{run_id}/repair: body is not JSON ({exc})")
+    if not isinstance(body, dict) or not isinstance(body.get("again", False), bool):
+        return _error(400, f'POST /api/runs/{run_id}/repair: expected {{}} or {{"again": true}}')
     status = await client.get_status(run_id, show_input=True)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
@@ -182,8 +192,19 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         plan = repair_plan(info.plan, info.result)
     except UsageError as exc:
         return _error(409, str(exc))
-    await client.start_new(PIPELINE_RUN, plan["run_id"], plan)
+    repair_id = plan["run_id"]
+    index = await asyncio.to_thread(index_from_environment)
+    try:
+        previous = await asyncio.to_thread(link_repair, index, run_id, repair_id, body.get("again", False))
+    except RunExists as exc:
+        return _error(409, f"{exc}; POST {{\"again\": true}} to repair it once more")
+    try:
+        await start_once(index, row_for(plan, "repair", datetime.now(timezone.utc), repair_of=run_id),
+                         lambda: start_pipeline_run(client, plan), lambda: instance_exists(client, repair_id))
+    except BaseException:
+        await asyncio.to_thread(unlink_repair, index, run_id, repair_id, previous)
+        raise
     url = req.url.split("?", 1)[0]
-    status_url = url[: url.index("/runs/")] + f"/runs/{plan['run_id']}" if "/runs/" in url else plan["run_id"]
-    return _json({"run_id": plan["run_id"], "repair_of": run_id, "services": list(plan["services"]),
+    status_url = url[: url.index("/runs/")] + f"/runs/{repair_id}" if "/runs/" in url else repair_id
+    return _json({"run_id": repair_id, "repair_of": run_id, "services": list(plan["services"]),
                   "status_url": status_url}, 202, {"Location": status_url})

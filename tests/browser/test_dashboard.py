@@ -209,7 +209,8 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     page.goto(f"{served}/api/dashboard#/runs")
     page.wait_for(f"document.querySelector('#runs [data-run=\"{run_id}\"]')")
     row = page.text(f'#runs [data-run="{run_id}"]')
-    assert "nightly" in row and "failed" in row
+    assert "nightly" in row and "failed" in row and "api" in row  # its trigger
+    assert page.text(f'#runs [data-run="{run_id}"] td:last-child') == "1"  # one failed service
     page.screenshot(shots / "dashboard-runs.png")
     page.goto(f"{served}/api/dashboard#/pipelines")
     page.wait_for("document.querySelector('#pipelines [data-pipeline=nightly]')")
@@ -225,6 +226,16 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     assert page.dialogs and page.dialogs[-1].startswith(f"Repair run {run_id}?")
     page.wait_for("document.querySelectorAll('#services tr[data-service]').length === 1")
     assert page.eval("document.querySelector('#services tr[data-service]').dataset.service") == "sync_crm"
+    repair_id = page.eval("decodeURIComponent(location.hash.slice('#/run/'.length))")
+    page.wait_for("document.body.innerText.includes('Repair of')")
+    page.wait_for("document.querySelector('#run').dataset.status === 'failed'", timeout=30)  # sync_crm fails again
+
+    # the original now points to its repair; a second repair must be asked for as such
+    status, _, refused = call(f"{served}/api/runs/{run_id}/repair", "POST", {})
+    assert status == 409 and repair_id in refused["error"]
+    page.goto(f"{served}/api/dashboard#/run/{run_id}")
+    page.wait_for(f"document.body.innerText.includes('Repaired by') && document.body.innerText.includes({json.dumps(repair_id)})")
+    assert page.text("#repair") == "Repair again"
     assert page.errors == []
 
 

@@ -266,7 +266,7 @@ function runView(run, running) {
   const elapsed = started ? ((finished || new Date()) - started) / 1000 : null;
   const actions = [];
   if (running) actions.push(h("button", { class: "danger", id: "cancel", onclick: () => act(run, "cancel") }, "Cancel run"));
-  else if (c.failed || c.upstream_failed || c.cancelled) actions.push(h("button", { class: "primary", id: "repair", onclick: () => act(run, "repair") }, "Repair run"));
+  else if (c.failed || c.upstream_failed || c.cancelled) actions.push(h("button", { class: run.repaired_by ? "" : "primary", id: "repair", onclick: () => act(run, "repair") }, run.repaired_by ? "Repair again" : "Repair run"));
   const banners = [];
   if (run.at_risk) banners.push(h("div", { class: "banner risk", id: "at-risk" }, `At risk: predicted to end ${run.eta ? new Date(run.eta).toLocaleTimeString() : "late"}, after its deadline ${run.deadline ? new Date(run.deadline).toLocaleTimeString() : ""}`));
   if (run.cancel_requested && running) banners.push(h("div", { class: "banner info" }, "Cancelling: nothing new starts; running services are being stopped."));
@@ -313,12 +313,14 @@ function failuresView(run) {
 }
 
 async function act(run, what) {
+  const again = what === "repair" && !!run.repaired_by;
   const question = what === "cancel"
     ? `Cancel run ${run.run_id}? Services not started are cancelled, running ones are stopped.`
+    : again ? `Run ${run.run_id} was already repaired by ${run.repaired_by}. Repair it once more?`
     : `Repair run ${run.run_id}? A new run starts with its failed, held back and cancelled services.`;
   if (!confirm(question)) return;
   try {
-    const body = await api(`runs/${encodeURIComponent(run.run_id)}/${what}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    const body = await api(`runs/${encodeURIComponent(run.run_id)}/${what}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(again ? { again: true } : {}) });
     if (what === "repair" && body.run_id) location.hash = `#/run/${encodeURIComponent(body.run_id)}`;
     else runPage(run.run_id, false);
   } catch (err) { alert(`${what} failed: ${err.message}`); }
