@@ -114,10 +114,11 @@ def view(scheduler: Scheduler, now: datetime) -> dict:
     services = {}
     for name in scheduler.order:
         record = scheduler.records[name]
-        services[name] = {"platform": scheduler.platform_of[name], "deps": list(scheduler.deps[name]),
-                          "expected": scheduler.expected[name], "status": record.status,
-                          "attempts": record.attempts, "started": record.started, "finished": record.finished,
-                          "remote_id": record.remote_id, "url": record.url, "error": record.error}
+        entry = {"platform": scheduler.platform_of[name], "deps": list(scheduler.deps[name]),
+                 "expected": scheduler.expected[name], "status": record.status, "attempts": record.attempts,
+                 "started": record.started, "finished": record.finished, "remote_id": record.remote_id,
+                 "url": record.url, "error": record.error}
+        services[name] = {key: value for key, value in entry.items() if value is not None}  # a 1,000-service page polls it
     return {
         "run_id": scheduler.plan["run_id"],
         "pipeline": scheduler.plan["pipeline"],

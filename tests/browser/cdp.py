@@ -145,9 +145,9 @@ class Page:
                           f" if (!el) return false; setTimeout(() => el.click(), 0); return true; }})()")
         assert found, f"nothing matches {selector!r}"
 
-    def screenshot(self, path: Path) -> Path:
-        """The whole page, as PNG."""
-        height = self.eval("Math.ceil(document.documentElement.scrollHeight)")
+    def screenshot(self, path: Path, max_height: int = 2400) -> Path:
+        """The page from its top, as PNG: all of it up to `max_height` pixels."""
+        height = min(self.eval("Math.ceil(document.documentElement.scrollHeight)"), max_height)
         width = self.eval("document.documentElement.clientWidth")
         shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                          clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})

@@ -30,9 +30,10 @@ services:
   load_customers: {platform: lakehouse, expected_duration: 6, duration: 6, tags: [shop]}
   load_products:  {platform: lakehouse, expected_duration: 5, duration: 5, tags: [shop]}
   load_stores:    {platform: lakehouse, expected_duration: 4, duration: 4, tags: [shop]}
+  load_fx_rates:  {platform: warehouse, expected_duration: 1, duration: 1, tags: [shop]}
   stg_orders:     {platform: warehouse, depends_on: [load_orders], expected_duration: 2, duration: 2, tags: [shop]}
   stg_customers:  {platform: warehouse, depends_on: [load_customers], expected_duration: 2, duration: 2, tags: [shop]}
-  fct_sales:      {platform: warehouse, depends_on: [stg_orders, stg_customers, load_products], expected_duration: 3, duration: 3, tags: [shop]}
+  fct_sales:      {platform: warehouse, depends_on: [stg_orders, stg_customers, load_products, load_fx_rates], expected_duration: 3, duration: 3, tags: [shop]}
   dim_store:      {platform: warehouse, depends_on: [load_stores], expected_duration: 1, duration: 1, tags: [shop]}
   sync_crm:       {platform: crm, depends_on: [fct_sales], expected_duration: 1, duration: 1, outcome: fail, tags: [shop]}
   publish_bi:     {platform: crm, depends_on: [fct_sales, dim_store], expected_duration: 2, duration: 2, tags: [shop]}
@@ -134,7 +135,7 @@ def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     assert status == 200
     pipelines = {p["name"]: p for p in body["pipelines"]}
     assert pipelines["nightly"]["schedule"] == {"cron": "30 2 * * *", "timezone": "Europe/London", "catchup": "latest"}
-    assert len(pipelines["nightly"]["next_due"]) == 3 and pipelines["nightly"]["services"] == 10
+    assert len(pipelines["nightly"]["next_due"]) == 3 and pipelines["nightly"]["services"] == 11
     assert pipelines["orders_arrived"]["on_event"] == ["orders.landed"] and pipelines["orders_arrived"]["next_due"] == []
     assert pipelines["backfill"]["services"] == 1000
 
@@ -143,7 +144,7 @@ def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     assert one["critical_path"] == ["load_orders", "stg_orders", "fct_sales", "publish_bi"]
     assert one["critical_path_seconds"] == 13
     # 4 loads of 21 s over 2 slots; then what waits on them: as `tower plan` predicts it
-    assert one["predicted_makespan"] == 16 and one["services"]["fct_sales"]["deps"] == ["stg_orders", "stg_customers", "load_products"]
+    assert one["predicted_makespan"] == 16 and one["services"]["fct_sales"]["deps"] == ["stg_orders", "stg_customers", "load_products", "load_fx_rates"]
     status, _, error = call(f"{served}/api/pipelines/nighty")
     assert status == 404 and "did you mean 'nightly'" in error["error"]
     assert call(f"{served}/api/runs/run~nope/board")[0] == 404
@@ -175,18 +176,25 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     assert "2/2 slots busy" in page.text("#board [data-platform=lakehouse]")
     assert page.eval("[...document.querySelectorAll('#board [data-platform=lakehouse] [data-queued]')].map(e => e.dataset.queued)") \
         == ["load_products", "load_stores"]
-    assert page.eval("[...document.querySelectorAll('#board [data-running]')].map(e => e.dataset.running).sort()") \
+    assert page.eval("[...document.querySelectorAll('#board [data-platform=lakehouse] [data-running]')].map(e => e.dataset.running).sort()") \
         == ["load_customers", "load_orders"]
     assert page.text("#waiting [data-service=stg_orders]").endswith("waiting for load_orders")
     assert "no slot on lakehouse: 2/2 busy, 1st in queue" in page.text("#waiting [data-service=load_products]")
     assert page.eval("document.querySelector('#run').dataset.status") == "running"
     assert page.eval("!!document.querySelector('#cancel') && !document.querySelector('#repair')")
     assert page.text("#eta")  # a running run shows when it should end
-    assert page.eval("document.querySelectorAll('#services tr[data-service]').length") == 10
+    assert page.eval("document.querySelectorAll('#services tr[data-service]').length") == 11
+    # load_fx_rates ends after 1 s, while the lakehouse queue waits for 6 s: the page updates by itself
+    page.wait_for("document.querySelector('#services tr[data-service=load_fx_rates][data-state=succeeded]')")
+    assert page.eval("document.querySelectorAll('#board [data-platform=lakehouse] [data-queued]').length") == 2
+    fx = page.eval("[...document.querySelectorAll('#services tr[data-service=load_fx_rates] td')].map(td => td.innerText)")
+    assert fx[2] == "1" and fx[3].startswith("1.0 s") and fx[5].startswith("sim-")  # attempts, took, remote id
     page.screenshot(shots / "dashboard-run-running.png")
     page.click("[data-tab=graph]")
-    page.wait_for("document.querySelectorAll('#dag [data-node]').length === 10")
-    assert page.eval("[...document.querySelectorAll('#dag .node.crit')].map(n => n.dataset.node).length") >= 1
+    page.wait_for("document.querySelectorAll('#dag [data-node]').length === 11")
+    assert page.eval("[...document.querySelectorAll('#dag .node.crit')].map(n => n.dataset.node)") == \
+        ["load_orders", "stg_orders", "fct_sales", "publish_bi"]
+    page.screenshot(shots / "dashboard-run-graph.png")
     page.click("[data-tab=timeline]")
     page.wait_for("document.querySelector('#gantt [data-group=lakehouse]')")
 
@@ -196,13 +204,13 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     page.wait_for("document.querySelector('#repair')")
     assert not page.eval("!!document.querySelector('#board')")  # no board once nothing runs
     states = page.eval("Object.fromEntries([...document.querySelectorAll('#services tr[data-service]')].map(r => [r.dataset.service, r.dataset.state]))")
-    assert states == {**dict.fromkeys(["load_orders", "load_customers", "load_products", "load_stores", "stg_orders",
+    assert states == {**dict.fromkeys(["load_orders", "load_customers", "load_products", "load_stores", "load_fx_rates", "stg_orders",
                                        "stg_customers", "fct_sales", "dim_store", "publish_bi"], "succeeded"),
                       "sync_crm": "failed"}
     assert "simulated failure" in page.text("#services tr[data-service=sync_crm] .err")
     assert page.text("#services tr[data-service=sync_crm] td:nth-child(6)").startswith("sim-")  # its remote id
     page.click("[data-tab=timeline]")
-    page.wait_for("document.querySelectorAll('#gantt .row .act').length === 10")
+    page.wait_for("document.querySelectorAll('#gantt .row .act').length === 11")
     page.screenshot(shots / "dashboard-run-finished.png")
 
     # the runs page lists it with its failed count and links to it

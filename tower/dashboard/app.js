@@ -7,6 +7,9 @@ const KEY = new URLSearchParams(location.search).get("code");
 const REFRESH_MS = 2000;
 const DAG_MAX_NODES = 120;       // more than this: the critical path and a focused neighbourhood only
 const ROWS_SHOWN = 200;          // rows per table or Gantt group before "show all"
+const BIG_RUN = 200;             // services: above this, succeeded ones hide and groups show their first rows by interest
+const BIG_ROWS_SHOWN = 40;
+const INTEREST = { failed: 0, running: 1, upstream_failed: 2, pending: 3, cancelled: 4, skipped: 5, succeeded: 6 };
 const STATES = ["running", "pending", "succeeded", "failed", "upstream_failed", "cancelled", "skipped"];
 const FINISHED = new Set(["succeeded", "failed", "upstream_failed", "cancelled", "skipped"]);
 
@@ -234,7 +237,10 @@ async function loadRun(id) {
   // per service: the board's view (platform, deps, expected, url) with the run API's record on top
   const services = {};
   const names = Object.keys((view && view.services) || run.services || {});
-  for (const n of names) services[n] = { ...((view && view.services[n]) || {}), ...((run.services || {})[n] || {}) };
+  for (const n of names) {  // the run API's null fields (a running run's compact status has few) do not erase the ledger's
+    const own = Object.entries((run.services || {})[n] || {}).filter(([, v]) => v !== null && v !== undefined);
+    services[n] = { ...((view && view.services[n]) || {}), ...Object.fromEntries(own) };
+  }
   merged.services = services;
   merged.board = view ? view.board : null;
   merged.critical_path = view ? view.critical_path : [];
@@ -330,7 +336,8 @@ async function act(run, what) {
 
 function boardView(run) {
   const b = run.board;
-  const waiting = Object.entries(b.waiting);
+  const place = (why) => { const m = /(\d+)(?:st|nd|rd|th) in queue/.exec(why); return m ? +m[1] : 1e9; };
+  const waiting = Object.entries(b.waiting).sort((x, y) => place(x[1]) - place(y[1]));  // next to start first
   const q = (ui.waitSearch || "").toLowerCase();
   const shown = waiting.filter(([n, why]) => !q || n.toLowerCase().includes(q) || why.toLowerCase().includes(q));
   return h("div", { class: "panel", id: "board" },
@@ -340,9 +347,9 @@ function boardView(run) {
     waiting.length ? h("div", { style: "margin-top:14px" },
       h("div", { class: "panel-head" }, h("h2", {}, "Why they wait"), h("span", { class: "grow" }),
         h("input", { type: "search", placeholder: "filter waiting services", value: ui.waitSearch || "", oninput: (e) => { ui.waitSearch = e.target.value; keepFocus(e.target, () => render(runView(run, true))); } })),
-      h("ul", { class: "waiting", id: "waiting" }, shown.slice(0, ui.waitAll ? shown.length : 60).map(([n, why]) =>
+      h("ul", { class: "waiting", id: "waiting" }, shown.slice(0, ui.waitAll ? shown.length : 40).map(([n, why]) =>
         h("li", { "data-service": n }, h("span", { class: "svc" }, n), h("span", { class: `why${why.startsWith("no slot") ? " slot-wait" : ""}` }, why)))),
-      shown.length > 60 && !ui.waitAll ? h("button", { class: "link", onclick: () => { ui.waitAll = true; render(runView(run, true)); } }, `show all ${shown.length}`) : null) : null);
+      shown.length > 40 && !ui.waitAll ? h("button", { class: "link", onclick: () => { ui.waitAll = true; render(runView(run, true)); } }, `show all ${shown.length}`) : null) : null);
 }
 
 function runway(r, run) {
@@ -358,7 +365,12 @@ function runway(r, run) {
       h("div", { class: `t${over ? " over" : ""}` }, `${dur(s.elapsed)} of ~${dur(s.expected)}`)));
   }
   if (r.running.length > SHOW) slots.push(h("span", { class: "more" }, `+${r.running.length - SHOW} more running`));
-  if (limit !== null && limit !== undefined) for (let i = r.busy; i < Math.min(limit, SHOW); i++) slots.push(h("div", { class: "slot free" }, "free"));
+  if (limit !== null && limit !== undefined && limit > r.busy) {
+    const free = limit - r.busy;
+    const boxes = Math.min(free, 4, Math.max(SHOW - r.running.length, 0));
+    for (let i = 0; i < boxes; i++) slots.push(h("div", { class: "slot free" }, "free"));
+    if (free > boxes) slots.push(h("span", { class: "more" }, `${boxes ? "+" : ""}${free - boxes} free`));
+  }
   const queue = r.queue.slice(0, 8).map((n, i) => h("span", { class: "qchip", "data-queued": n, title: run.board.waiting[n] || "" }, h("b", {}, ordinal(i + 1)), n));
   if (r.queue.length > 8) queue.push(h("span", { class: "more" }, `+${r.queue.length - 8} queued`));
   const full = limit && r.busy >= limit;
@@ -403,7 +415,7 @@ function filterBar(run) {
 }
 
 function hideSucceeded(run) {
-  return ui.hideSucceeded === undefined ? Object.keys(run.services).length > 200 : ui.hideSucceeded;
+  return ui.hideSucceeded === undefined ? Object.keys(run.services).length > BIG_RUN : ui.hideSucceeded;
 }
 
 function visible(run) {
@@ -449,7 +461,10 @@ function servicesTable(run) {
       h("td", { colspan: 7 }, collapsed ? "▸ " : "▾ ", platform, h("span", { class: "muted", style: "font-weight:400" }, `  ${entries.length} · ${Object.entries(c).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ")}`))));
     if (collapsed) continue;
     const all = ui[`all:${platform}`];
-    for (const [n, s] of all ? entries : entries.slice(0, ROWS_SHOWN)) {
+    const big = Object.keys(run.services).length > BIG_RUN;
+    const limit = big ? BIG_ROWS_SHOWN : ROWS_SHOWN;
+    if (big) entries.sort((a, b) => INTEREST[a[1].status] - INTEREST[b[1].status]);  // failures and running first
+    for (const [n, s] of all ? entries : entries.slice(0, limit)) {
       const expected = s.expected;
       const took = serviceDuration(s);
       rows.push(h("tr", { "data-service": n, "data-state": s.status },
@@ -461,7 +476,7 @@ function servicesTable(run) {
         h("td", {}, remote(s)),
         h("td", { class: "err" }, s.error || "")));
     }
-    if (!all && entries.length > ROWS_SHOWN) rows.push(h("tr", {}, h("td", { colspan: 7 }, h("button", { class: "link", onclick: () => { ui[`all:${platform}`] = true; render(runView(run, !FINISHED.has(run.status))); } }, `show all ${entries.length} on ${platform}`))));
+    if (!all && entries.length > limit) rows.push(h("tr", {}, h("td", { colspan: 7 }, h("button", { class: "link", onclick: () => { ui[`all:${platform}`] = true; render(runView(run, !FINISHED.has(run.status))); } }, `show all ${entries.length} on ${platform}`))));
   }
   return h("table", { id: "services" },
     h("thead", {}, h("tr", {}, h("th", {}, "Service"), h("th", {}, "State"), h("th", { class: "num" }, "Attempts"), h("th", { class: "num" }, "Took / expected"),
@@ -499,18 +514,20 @@ function gantt(run) {
       h("span", {}, collapsed ? "▸ " : "▾ ", platform, h("span", { class: "muted", style: "font-weight:400" }, `  ${rows.length}`)), h("span", {})));
     if (collapsed) continue;
     const sorted = rows.slice().sort((a, b) => (ts(a[1].started) || Infinity) - (ts(b[1].started) || Infinity));
-    for (const [n, s] of ui[`gall:${platform}`] ? sorted : sorted.slice(0, ROWS_SHOWN)) {
+    const limit = Object.keys(run.services).length > BIG_RUN ? BIG_ROWS_SHOWN : ROWS_SHOWN;
+    for (const [n, s] of ui[`gall:${platform}`] ? sorted : sorted.slice(0, limit)) {
       const a = ts(s.started);
       const bars = [];
       if (a) {
         bars.push(h("div", { class: "exp", style: `left:${pct(a)};width:${width(s.expected || 0)}`, title: `expected ${dur(s.expected)}` }));
         bars.push(h("div", { class: `act s-${s.status}`, style: `left:${pct(a)};width:${width(serviceDuration(s))}`, title: `${n}: ${s.status}, ${dur(serviceDuration(s))} (expected ${dur(s.expected)})` }));
       }
+      const why = a ? null : (run.board && run.board.waiting[n]) || s.error || s.status.replace("_", " ");
       out.push(h("div", { class: "row", "data-service": n },
         h("div", { class: `name${crit.has(n) ? " crit" : ""}`, title: n }, n),
-        h("div", { class: "track" }, bars, nowMark ? nowMark.cloneNode() : null)));
+        h("div", { class: "track" }, bars, why ? h("span", { class: "why" }, why) : null, nowMark ? nowMark.cloneNode() : null)));
     }
-    if (!ui[`gall:${platform}`] && sorted.length > ROWS_SHOWN) out.push(h("button", { class: "link", onclick: () => { ui[`gall:${platform}`] = true; render(runView(run, !run.finished)); } }, `show all ${sorted.length}`));
+    if (!ui[`gall:${platform}`] && sorted.length > limit) out.push(h("button", { class: "link", onclick: () => { ui[`gall:${platform}`] = true; render(runView(run, !run.finished)); } }, `show all ${sorted.length}`));
   }
   return h("div", { class: "gantt", id: "gantt" }, out,
     h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:none;border:1px dashed #adb5bd" }), "expected"), h("span", { class: "s-succeeded" }, h("i"), "actual"), nowMark ? h("span", {}, h("i", { style: "background:#fa5252" }), "now") : null));
