@@ -27,8 +27,12 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get("TOWER_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if candidate and os.access(candidate, os.X_OK):
+    """$TOWER_CHROMIUM when set (and nothing else), else Debian's chromium."""
+    chosen = os.environ.get("TOWER_CHROMIUM")
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
