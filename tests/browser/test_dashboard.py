@@ -148,6 +148,9 @@ def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     status, _, error = call(f"{served}/api/pipelines/nighty")
     assert status == 404 and "did you mean 'nightly'" in error["error"]
     assert call(f"{served}/api/runs/run~nope/board")[0] == 404
+    assert call(f"{served}/api/runs/run~nope/repair", "POST", {})[0] == 404
+    status, _, error = call(f"{served}/api/runs/run~nope/repair", "POST", {"again": "yes"})
+    assert status == 400 and '{"again": true}' in error["error"]
 
 
 @pytest.mark.slow
@@ -252,6 +255,8 @@ def test_cancel_from_the_page_passes_on_the_function_key_it_was_opened_with(serv
     status, _, started = call(f"{served}/api/runs/nightly", "POST", {})
     assert status == 202, started
     run_id = started["run_id"]
+    status, _, refused = call(f"{served}/api/runs/{run_id}/repair", "POST", {})
+    assert status == 409 and "still running" in refused["error"]
     page = browser.page
     page.goto(f"{served}/api/dashboard?code=k3y#/run/{run_id}")
     page.wait_for("document.querySelector('#cancel')")
