@@ -247,6 +247,10 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     page.goto(f"{served}/api/dashboard#/run/{run_id}")
     page.wait_for(f"document.body.innerText.includes('Repaired by') && document.body.innerText.includes({json.dumps(repair_id)})")
     assert page.text("#repair") == "Repair again"
+    page.goto(f"{served}/api/dashboard#/runs")
+    page.wait_for(f"document.querySelector('#runs [data-run=\"{repair_id}\"]')")
+    assert "repair" in page.text(f'#runs [data-run="{repair_id}"] td:first-child')
+    assert "repaired" in page.text(f'#runs [data-run="{run_id}"] td:first-child')
     assert page.errors == []
 
 

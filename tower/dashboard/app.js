@@ -140,7 +140,7 @@ async function runsPage() {
   const filters = ui.runFilters || (ui.runFilters = { pipeline: "", status: "" });
   let runs, pipelines;
   try {
-    const q = new URLSearchParams({ limit: "100" });
+    const q = new URLSearchParams({ limit: String(ui.runLimit || 50) });
     if (filters.pipeline) q.set("pipeline", filters.pipeline);
     if (filters.status) q.set("status", filters.status);
     [runs, pipelines] = await Promise.all([api(`runs?${q}`).then(runsOf), api("pipelines").then((b) => b.pipelines).catch(() => [])]);
@@ -159,9 +159,12 @@ async function runsPage() {
         h("thead", {}, h("tr", {}, h("th", {}, "Run"), h("th", {}, "Pipeline"), h("th", {}, "Trigger"), h("th", {}, "Status"),
           h("th", {}, "Started"), h("th", { class: "num" }, "Duration"), h("th", { class: "num" }, "Failed"))),
         h("tbody", {}, runs.map((r) => h("tr", { "data-run": r.run_id },
-          h("td", {}, runLink(r.run_id)), h("td", {}, r.pipeline), h("td", { class: "muted" }, r.trigger || "–"),
+          h("td", {}, runLink(r.run_id), r.repair_of ? h("span", { class: "tag", style: "margin-left:8px", title: `repair of ${r.repair_of}` }, "repair") : null,
+            r.repaired_by ? h("span", { class: "tag", style: "margin-left:8px", title: `repaired by ${r.repaired_by}` }, "repaired") : null),
+          h("td", {}, r.pipeline), h("td", { class: "muted" }, r.trigger || "–"),
           h("td", {}, pill(r.status)), h("td", {}, when(r.started)), h("td", { class: "num" }, dur(runDuration(r))),
-          h("td", { class: "num" }, r.counts ? (failedCount(r) ? h("b", { style: "color:var(--failed)" }, failedCount(r)) : "0") : "–"))))))));
+          h("td", { class: "num" }, r.counts && Object.keys(r.counts).length ? (failedCount(r) ? h("b", { style: "color:var(--failed)" }, failedCount(r)) : "0") : "–")))))),
+    runs.length >= (ui.runLimit || 50) && (ui.runLimit || 50) < 1000 ? h("button", { class: "link", id: "more-runs", onclick: () => { ui.runLimit = (ui.runLimit || 50) + 50; runsPage(); } }, "show older runs") : null));
   setLive(live);
   if (live) schedule(runsPage);
 }
