@@ -256,20 +256,24 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
 
 @pytest.mark.slow
 def test_cancel_from_the_page_passes_on_the_function_key_it_was_opened_with(served, browser, shots):
-    status, _, started = call(f"{served}/api/runs/nightly", "POST", {})
-    assert status == 202, started
-    run_id = started["run_id"]
+    page = browser.page
+    page.goto(f"{served}/api/dashboard?code=k3y#/pipeline/nightly")
+    page.wait_for("document.querySelector('#platforms [data-platform=lakehouse]')")
+    assert page.text("#platforms [data-platform=lakehouse]").split("\t") == ["lakehouse", "4", "2", "21 s", "10.5 s"]
+    page.click("#start")  # Run now, confirmed: the page goes to the new run
+    page.wait_for("location.hash.startsWith('#/run/') && !!document.querySelector('#cancel')")
+    run_id = page.eval("decodeURIComponent(location.hash.slice('#/run/'.length))")
+    assert run_id.startswith("run~nightly@")
     status, _, refused = call(f"{served}/api/runs/{run_id}/repair", "POST", {})
     assert status == 409 and "still running" in refused["error"]
-    page = browser.page
-    page.goto(f"{served}/api/dashboard?code=k3y#/run/{run_id}")
-    page.wait_for("document.querySelector('#cancel')")
     page.click("#cancel")
     page.wait_for("document.querySelector('#run').dataset.status === 'cancelled'", timeout=60)
-    assert page.dialogs == [f"Cancel run {run_id}? Services not started are cancelled, running ones are stopped."]
+    assert page.dialogs == ["Start a run of nightly now (11 services)?",
+                            f"Cancel run {run_id}? Services not started are cancelled, running ones are stopped."]
     calls = page.eval("performance.getEntriesByType('resource').map(e => e.name).filter(u => u.includes('/api/runs'))")
     assert calls and all("code=k3y" in url for url in calls), calls
     assert any(url.split("?")[0].endswith("/cancel") for url in calls)
+    assert any(url.split("?")[0].endswith("/api/runs/nightly") for url in calls)  # the start
     assert page.eval("document.querySelectorAll('#services tr[data-state=cancelled]').length") >= 1
     assert page.errors == []
 

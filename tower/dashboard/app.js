@@ -60,7 +60,8 @@ function dur(seconds) {
   if (seconds === null || seconds === undefined || isNaN(seconds)) return "–";
   seconds = Math.max(0, seconds);
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
-  if (seconds < 60) return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
+  if (seconds < 60) return `${+seconds.toFixed(1)} s`;
   const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
   if (m < 60) return `${m}m ${String(s).padStart(2, "0")}s`;
   const hr = Math.floor(m / 60);
@@ -196,9 +197,16 @@ async function pipelinePage(name) {
   const crit = new Set(p.critical_path);
   const services = Object.fromEntries(Object.entries(p.services).map(([n, s]) => [n, { ...s, status: "pending" }]));
   const graph = { services, critical_path: p.critical_path };
+  const start = async () => {
+    if (!confirm(`Start a run of ${p.name} now (${Object.keys(p.services).length} services)?`)) return;
+    try {
+      const body = await api(`runs/${encodeURIComponent(p.name)}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+      location.hash = `#/run/${encodeURIComponent(body.run_id)}`;
+    } catch (err) { alert(`start failed: ${err.message}`); }
+  };
   render(h("div", {},
     h("div", { class: "panel" },
-      h("h1", {}, p.name),
+      h("div", { class: "runhead" }, h("h1", {}, p.name), h("div", { class: "actions" }, h("button", { class: "primary", id: "start", onclick: start }, "Run now"))),
       h("div", { class: "facts" },
         fact("Services", Object.keys(p.services).length),
         fact("Predicted makespan", dur(p.predicted_makespan)),
@@ -207,6 +215,12 @@ async function pipelinePage(name) {
         fact("Schedule", p.schedule ? p.schedule.cron : "none", p.schedule ? p.schedule.timezone : ""),
         fact("Next due", p.next_due.length ? due(p.next_due[0]) : "–"))),
     h("div", { class: "panel" }, h("h2", {}, "Critical path"), chain(p.critical_path, services)),
+    h("div", { class: "panel flush" }, h("table", { id: "platforms" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Platform"), h("th", { class: "num" }, "Services"), h("th", { class: "num" }, "Slots"),
+        h("th", { class: "num" }, "Work"), h("th", { class: "num" }, "Work per slot"))),
+      h("tbody", {}, p.platforms.map((x) => h("tr", { "data-platform": x.platform },
+        h("td", {}, x.platform), h("td", { class: "num" }, x.services), h("td", { class: "num" }, x.limit || "no limit"),
+        h("td", { class: "num" }, dur(x.work)), h("td", { class: "num" }, x.work_per_slot === null ? "–" : dur(x.work_per_slot))))))),
     h("div", { class: "panel" },
       h("div", { class: "panel-head" }, h("h2", {}, "Graph"), h("span", { class: "grow" }),
         h("input", { type: "search", id: "search", placeholder: "find a service", oninput: (e) => { ui.search = e.target.value; rerenderDag(graph); } })),
