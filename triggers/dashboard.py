@@ -19,6 +19,7 @@ import asyncio
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -59,7 +60,11 @@ def _file(name: str, mimetype: str) -> func.HttpResponse:
 @bp.function_name(DASHBOARD_PAGE)
 @bp.route(route="dashboard", methods=["GET"], auth_level=AUTH)
 def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
-    return _file("index.html", "text/html")
+    """The page, its asset links made absolute from the path it was asked at (with or without a
+    trailing slash, whatever the host's route prefix)."""
+    here = urlsplit(req.url).path.rstrip("/")
+    page = (ASSETS / "index.html").read_text().replace('="dashboard/', f'="{here}/')
+    return func.HttpResponse(page, mimetype="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"})
 
 
 @bp.function_name(DASHBOARD_ASSET)

@@ -124,7 +124,9 @@ def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     with urllib.request.urlopen(f"{served}/", timeout=10) as response:  # `/` redirects to the page
         assert response.url == f"{served}/api/dashboard"
         page = response.read().decode()
-    assert '<script src="dashboard/app.js">' in page and "cdn" not in page.lower()
+    assert '<script src="/api/dashboard/app.js">' in page and "cdn" not in page.lower()
+    with urllib.request.urlopen(f"{served}/api/dashboard/?code=k", timeout=10) as response:  # a trailing slash
+        assert 'href="/api/dashboard/style.css"' in response.read().decode()
     with urllib.request.urlopen(f"{served}/api/dashboard/app.js", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/javascript")
         assert "function boardView" in response.read().decode()
@@ -281,7 +283,7 @@ def test_cancel_from_the_page_passes_on_the_function_key_it_was_opened_with(serv
 @pytest.mark.slow
 def test_a_thousand_service_graph_draws_the_critical_path_and_a_focused_neighbourhood(served, browser, shots):
     page = browser.page
-    page.goto(f"{served}/api/dashboard#/pipeline/backfill")
+    page.goto(f"{served}/api/dashboard/#/pipeline/backfill")  # a trailing slash: API calls still reach /api
     page.wait_for("document.querySelector('#dag [data-node]')")
     drawn = page.eval("[...document.querySelectorAll('#dag [data-node]')].map(n => n.dataset.node)")
     _, _, pipeline = call(f"{served}/api/pipelines/backfill")

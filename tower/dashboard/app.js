@@ -1,9 +1,10 @@
 // Tower dashboard: plain script, no build step, no CDN. It reads the same HTTP API as everyone else,
-// relative to the page (/api/dashboard -> /api/runs ...), and passes on the function key it was
+// next to its own script (/api/dashboard/app.js -> /api/runs ...), and passes on the function key it was
 // opened with (?code=) so it works in Azure behind function-level auth as it does under `tower serve`.
 "use strict";
 
 const KEY = new URLSearchParams(location.search).get("code");
+const API = new URL("../", document.currentScript.src);  // <prefix>/dashboard/app.js -> <prefix>/
 const REFRESH_MS = 2000;
 const DAG_MAX_NODES = 120;       // more than this: the critical path and a focused neighbourhood only
 const ROWS_SHOWN = 200;          // rows per table or Gantt group before "show all"
@@ -19,7 +20,7 @@ const ui = {};  // view state that survives a refresh (tab, search, collapsed gr
 // --- small helpers -----------------------------------------------------------------------------
 
 function api(path, options) {
-  const url = new URL(path, location.href);
+  const url = new URL(path, API);
   if (KEY) url.searchParams.set("code", KEY);
   return fetch(url, options).then(async (r) => {
     const body = await r.json().catch(() => ({}));
