@@ -164,6 +164,16 @@ async def run_board(req: func.HttpRequest) -> func.HttpResponse:
     return _json(found)
 
 
+def _repair_source(status) -> tuple[dict | None, dict | None]:
+    """The ended run's frozen plan and its result with every service's status (what `repair_plan`
+    reads): both are in its Durable status (its input and output). Blocking."""
+    from tower.runner import RunInfo
+
+    info = RunInfo.from_status(status.to_json())
+    plan = info.plan if isinstance(info.plan, dict) and "services" in info.plan else None
+    return plan, info.result if isinstance(info.result, dict) else None
+
+
 @bp.function_name(API_REPAIR_RUN)
 @bp.route(route="runs/{run_id}/repair", methods=["POST"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
@@ -172,7 +182,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     (tower.runner.repair_plan): the specs and limits of that run, not of today's catalog. The
     original points to its repair in the runs index, which refuses a second repair unless
     ``{"again": true}`` (as `tower repair --again`)."""
-    from tower.runner import RUNNING_STATES, RunInfo, repair_plan
+    from tower.runner import RUNNING_STATES, repair_plan
     from tower.runs_index import index_from_environment, link_repair, row_for, start_once, unlink_repair
     from triggers.common import instance_exists, start_pipeline_run
 
@@ -190,11 +200,12 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return _error(404, f"no run {run_id!r}")
     if status.runtime_status.name in RUNNING_STATES:
         return _error(409, f"run {run_id!r} is still running: cancel it or wait for its end, then repair it")
-    info = RunInfo.from_status(status.to_json())
-    if not isinstance(info.plan, dict) or not isinstance(info.result, dict):
-        return _error(409, f"run {run_id!r} has no plan or result to repair from ({info.runtime_status})")
+    frozen, result = await asyncio.to_thread(_repair_source, status)
+    if frozen is None or result is None:
+        return _error(409, f"run {run_id!r} has no plan or result to repair from ({status.runtime_status.name});"
+                           " start a new run")
     try:
-        plan = repair_plan(info.plan, info.result)
+        plan = repair_plan(frozen, result)
     except UsageError as exc:
         return _error(409, str(exc))
     repair_id = plan["run_id"]
