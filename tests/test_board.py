@@ -110,3 +110,14 @@ def test_run_view_reads_a_run_from_the_ledger_without_changing_it(tmp_path):
     assert v["board"]["waiting"] == {"l5": "no slot on lakehouse: 4/4 busy, 1st in queue"}
     assert core_of(full)["services"]["l5"]["platform"] == "lakehouse"
     assert run_view(ledger, "run~nope", at(51)) is None
+
+
+def test_a_ready_service_with_a_free_slot_is_not_said_to_wait_for_a_slot():
+    s = Scheduler(WIDE, T0)  # nothing taken yet: every load is ready, the lakehouse has 4 free slots
+    b = board(s, at(0))
+    assert b["waiting"]["load_orders"] == "ready: starts at the next dispatch on lakehouse"
+    assert b["waiting"]["l3"] == "ready: starts at the next dispatch on lakehouse"  # 4th: the last free slot
+    assert b["waiting"]["l4"] == "no slot on lakehouse: 0/4 busy, 1st in queue"  # behind the 4 that take them
+    assert b["waiting"]["l5"] == "no slot on lakehouse: 0/4 busy, 2nd in queue"
+    lake = next(r for r in b["runways"] if r["platform"] == "lakehouse")
+    assert lake["queue"] == ["load_orders", "l1", "l2", "l3", "l4", "l5"] and lake["busy"] == 0

@@ -71,19 +71,19 @@ def board(scheduler: Scheduler, now: datetime) -> dict:
         unfinished = [dep for dep in scheduler.deps[name] if records[dep].status not in DONE_FOR_DEPENDENTS]
         if unfinished:
             waiting[name] = _waiting_for(unfinished)
-        elif name in position and _full(scheduler, position[name][0]):
-            platform, at = position[name]
-            limit = scheduler.limits[platform]
-            waiting[name] = (f"no slot on {platform}: {scheduler.busy[platform]}/{limit} busy,"
-                             f" {ordinal(at + 1)} in queue")
+        elif name in position and position[name][1] >= _free(scheduler, position[name][0]):
+            platform, at = position[name]  # the free slots go to those ahead of it first
+            waiting[name] = (f"no slot on {platform}: {scheduler.busy[platform]}/{scheduler.limits[platform]} busy,"
+                             f" {ordinal(at - _free(scheduler, platform) + 1)} in queue")
         else:  # ready with a free slot: the next dispatch takes it
             waiting[name] = f"ready: starts at the next dispatch on {scheduler.platform_of[name]}"
     return {"runways": runways, "waiting": waiting}
 
 
-def _full(scheduler: Scheduler, platform: str) -> bool:
+def _free(scheduler: Scheduler, platform: str) -> float:
+    """Slots the next dispatch can fill on `platform` (infinite without a limit)."""
     limit = scheduler.limits[platform]
-    return limit is not None and scheduler.busy[platform] >= limit
+    return float("inf") if limit is None else max(limit - scheduler.busy[platform], 0)
 
 
 def _elapsed(started: str | None, now: datetime) -> float | None:
