@@ -225,6 +225,13 @@ def test_a_run_watched_on_the_dashboard_while_it_runs_and_after_then_repaired(se
     assert "nightly" in row and "failed" in row and "api" in row  # its trigger
     assert page.text(f'#runs [data-run="{run_id}"] td:last-child') == "1"  # one failed service
     page.screenshot(shots / "dashboard-runs.png")
+    page.eval("(() => { const s = document.querySelector('select[data-filter=status]'); s.value = 'succeeded';"
+              " s.dispatchEvent(new Event('change')); })()")
+    page.wait_for("document.querySelector('#no-runs')")  # filtered out: it failed
+    assert page.text("#no-runs") == "No runs match these filters."
+    page.eval("(() => { const s = document.querySelector('select[data-filter=status]'); s.value = 'failed';"
+              " s.dispatchEvent(new Event('change')); })()")
+    page.wait_for(f"document.querySelector('#runs [data-run=\"{run_id}\"]')")
     page.goto(f"{served}/api/dashboard#/pipelines")
     page.wait_for("document.querySelector('#pipelines [data-pipeline=nightly]')")
     assert "30 2 * * *" in page.text("#pipelines [data-pipeline=nightly]")

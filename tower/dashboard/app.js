@@ -156,7 +156,7 @@ async function runsPage() {
   render(h("div", {},
     h("div", { class: "panel-head" }, h("h1", {}, "Runs"), h("span", { class: "grow" }),
       pick("pipeline", names, "All pipelines"), pick("status", ["running", "succeeded", "failed", "cancelled"], "Any status")),
-    h("div", { class: "panel flush" }, runs.length === 0 ? h("p", { class: "muted", style: "padding:18px" }, "No runs yet. Start one with `tower run PIPELINE` or POST /api/runs/PIPELINE.") :
+    h("div", { class: "panel flush" }, runs.length === 0 ? h("p", { class: "muted", style: "padding:18px", id: "no-runs" }, filters.pipeline || filters.status ? "No runs match these filters." : "No runs yet. Start one from a pipeline's page, with `tower run PIPELINE`, or POST /api/runs/PIPELINE.") :
       h("table", { id: "runs" },
         h("thead", {}, h("tr", {}, h("th", {}, "Run"), h("th", {}, "Pipeline"), h("th", {}, "Trigger"), h("th", {}, "Status"),
           h("th", {}, "Started"), h("th", { class: "num" }, "Duration"), h("th", { class: "num" }, "Failed"))),
