@@ -27,8 +27,8 @@ platforms:
   warehouse: {type: sim, max_concurrency: 2}
   crm: {type: sim}
 services:
-  load_orders:    {platform: lakehouse, expected_duration: 6, duration: 8, tags: [shop]}
-  load_customers: {platform: lakehouse, expected_duration: 6, duration: 6, tags: [shop]}
+  load_orders:    {platform: lakehouse, expected_duration: 6, duration: 10, tags: [shop]}
+  load_customers: {platform: lakehouse, expected_duration: 6, duration: 8, tags: [shop]}
   load_products:  {platform: lakehouse, expected_duration: 5, duration: 5, tags: [shop]}
   load_stores:    {platform: lakehouse, expected_duration: 4, duration: 4, tags: [shop]}
   load_fx_rates:  {platform: warehouse, expected_duration: 1, duration: 1, tags: [shop]}
