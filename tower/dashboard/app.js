@@ -98,10 +98,16 @@ function schedule(fn) {
 }
 
 function render(node) {
+  // a refresh redraws the page: keep the scroll position and the text box being typed in
   const main = document.getElementById("main");
   const y = window.scrollY;
+  const active = document.activeElement;
+  const typing = active && active.tagName === "INPUT" && active.type === "search" ? active.placeholder : null;
+  const at = typing ? active.selectionStart : 0;
   main.replaceChildren(node);
   window.scrollTo(0, y);
+  const again = typing && main.querySelector(`input[placeholder="${typing}"]`);
+  if (again) { again.focus(); again.setSelectionRange(at, at); }
 }
 
 function failure(err) {
@@ -401,12 +407,7 @@ function runway(r, run) {
       r.blocked ? h("span", { class: "more" }, `· ${r.blocked} waiting on dependencies`) : null));
 }
 
-function keepFocus(input, rerender) {
-  const at = input.selectionStart, id = input.dataset.focus || (input.dataset.focus = Math.random().toString(36).slice(2));
-  rerender();
-  const again = document.querySelector(`input[placeholder="${input.placeholder}"]`);
-  if (again) { again.focus(); again.setSelectionRange(at, at); again.dataset.focus = id; }
-}
+function keepFocus(input, rerender) { rerender(); }  // render() keeps the focus in the search box
 
 // --- tabs: services, timeline, graph -----------------------------------------------------------
 
