@@ -124,6 +124,7 @@ def shots(tmp_path) -> Path:
 def test_the_dashboard_routes_serve_its_files_and_the_pipelines(served):
     with urllib.request.urlopen(f"{served}/", timeout=10) as response:  # `/` redirects to the page
         assert response.url == f"{served}/api/dashboard"
+        assert "default-src 'none'; script-src 'self'" in response.headers["Content-Security-Policy"]
         page = response.read().decode()
     assert '<script src="/api/dashboard/app.js">' in page and "cdn" not in page.lower()
     with urllib.request.urlopen(f"{served}/api/dashboard/?code=k", timeout=10) as response:  # a trailing slash

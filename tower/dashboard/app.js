@@ -456,7 +456,7 @@ function byPlatform(entries) {
 }
 
 function remote(s) {
-  if (s.url) return h("a", { href: s.url, target: "_blank", rel: "noopener" }, s.remote_id ? `run ${s.remote_id}` : "open");
+  if (s.url && /^https?:\/\//i.test(s.url)) return h("a", { href: s.url, target: "_blank", rel: "noopener" }, s.remote_id ? `run ${s.remote_id}` : "open");
   if (s.remote_id) return h("code", { title: "remote id (a Snowflake query id, a Databricks run id)" }, s.remote_id);
   return h("span", { class: "muted" }, "–");
 }
