@@ -596,26 +596,62 @@ function layout(names, all, crit, run) {
     return (level[n] = deps.length ? 1 + Math.max(...deps.map((d) => depth(d, seen))) : 0);
   };
   names.forEach((n) => depth(n));
+  // An edge that skips layers runs through a waypoint in each layer it crosses, ordered with the
+  // nodes, so it passes between them instead of under them.
   const layers = [];
-  for (const n of names) (layers[level[n]] = layers[level[n]] || []).push(n);
+  const parents = {};
+  const chains = [];  // [from, to, [waypoint ids]]
+  const put = (id, at) => (layers[at] = layers[at] || []).push(id);
+  for (const n of names) put(n, level[n]);
+  for (const n of names) {
+    parents[n] = [];
+    for (const d of all[n].deps || []) {
+      if (!inSet.has(d)) continue;
+      const via = [];
+      let prev = d;
+      for (let at = level[d] + 1; at < level[n]; at++) {
+        const id = `\u0000${d}>${n}@${at}`;
+        parents[id] = [prev];
+        put(id, at);
+        via.push(id);
+        prev = id;
+      }
+      parents[n].push(prev);
+      chains.push([d, n, via]);
+    }
+  }
   const pos = {};
-  const W = 168, H = 30, GX = 64, GY = 12, PAD = 16;
+  const W = 168, H = 30, GX = 64, GY = 12, PAD = 16, WAY = 10;
+  const isWay = (id) => id.startsWith("\u0000");
+  let height = 0;
   layers.forEach((layer, i) => {
     if (i > 0) {  // order by the mean position of each node's parents: fewer crossings
-      const bary = (n) => { const ps = (all[n].deps || []).filter((d) => pos[d]); return ps.length ? ps.reduce((a, d) => a + pos[d].y, 0) / ps.length : 1e9; };
-      layer.sort((a, b) => bary(a) - bary(b));
+      const bary = (n) => { const ps = parents[n].filter((d) => pos[d]); return ps.length ? ps.reduce((a, d) => a + pos[d].y, 0) / ps.length : 1e9; };
+      const keys = new Map(layer.map((n) => [n, bary(n)]));
+      layer.sort((a, b) => keys.get(a) - keys.get(b));
     }
-    layer.forEach((n, j) => { pos[n] = { x: PAD + i * (W + GX), y: PAD + j * (H + GY) }; });
+    let y = PAD;
+    for (const n of layer) {
+      pos[n] = { x: PAD + i * (W + GX), y };
+      y += (isWay(n) ? WAY : H) + GY;
+    }
+    height = Math.max(height, y - GY + PAD);
   });
   const width = PAD * 2 + layers.length * (W + GX) - GX;
-  const height = PAD * 2 + Math.max(...layers.map((l) => l.length)) * (H + GY) - GY;
   const edges = [], nodes = [];
   const critEdge = new Set();
   for (let i = 1; i < run.critical_path.length; i++) critEdge.add(`${run.critical_path[i - 1]}>${run.critical_path[i]}`);
-  for (const n of names) for (const d of all[n].deps || []) {
-    if (!pos[d]) continue;
-    const x1 = pos[d].x + W, y1 = pos[d].y + H / 2, x2 = pos[n].x, y2 = pos[n].y + H / 2, mx = (x1 + x2) / 2;
-    edges.push(svg("path", { class: `edge${critEdge.has(`${d}>${n}`) ? " crit" : ""}`, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+  const curve = (x1, y1, x2, y2) => { const mx = (x1 + x2) / 2; return `C${mx},${y1} ${mx},${y2} ${x2},${y2}`; };
+  for (const [d, n, via] of chains) {
+    let x = pos[d].x + W, y = pos[d].y + H / 2;
+    let path = `M${x},${y}`;
+    for (const id of via) {
+      const wy = pos[id].y + WAY / 2;
+      path += ` ${curve(x, y, pos[id].x, wy)} L${pos[id].x + W},${wy}`;
+      x = pos[id].x + W; y = wy;
+    }
+    path += ` ${curve(x, y, pos[n].x, pos[n].y + H / 2)}`;
+    edges.push(svg("path", { class: `edge${critEdge.has(`${d}>${n}`) ? " crit" : ""}`, d: path }));
   }
   for (const n of names) {
     const s = all[n];
