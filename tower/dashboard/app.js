@@ -306,7 +306,10 @@ function runView(run, running) {
     fact("Services", `${done}/${total}`, "done"),
     fact(running ? "Elapsed" : "Duration", dur(elapsed)),
   ];
-  if (running && run.eta) facts.push(fact("ETA", h("span", { id: "eta" }, new Date(run.eta).toLocaleTimeString()), `in ${dur((ts(run.eta) - new Date()) / 1000)}`));
+  if (running && run.eta) {
+    const left = (ts(run.eta) - new Date()) / 1000;
+    facts.push(fact("ETA", h("span", { id: "eta" }, new Date(run.eta).toLocaleTimeString()), left >= 1 ? `in ${dur(left)}` : "any moment"));
+  }
   if (run.deadline) {
     const slack = ((ts(run.deadline) - (ts(run.eta) || finished || new Date())) / 1000);
     facts.push(fact("Deadline", new Date(run.deadline).toLocaleTimeString(), slack >= 0 ? `${dur(slack)} slack` : `${dur(-slack)} late`));
@@ -370,7 +373,7 @@ function boardView(run) {
     b.runways.map((r) => runway(r, run)),
     waiting.length ? h("div", { style: "margin-top:14px" },
       h("div", { class: "panel-head" }, h("h2", {}, "Why they wait"), h("span", { class: "grow" }),
-        h("input", { type: "search", placeholder: "filter waiting services", value: ui.waitSearch || "", oninput: (e) => { ui.waitSearch = e.target.value; keepFocus(e.target, () => render(runView(run, true))); } })),
+        h("input", { type: "search", placeholder: "filter waiting services", value: ui.waitSearch || "", oninput: (e) => { ui.waitSearch = e.target.value; render(runView(run, true)); } })),
       h("ul", { class: "waiting", id: "waiting" }, shown.slice(0, ui.waitAll ? shown.length : 40).map(([n, why]) =>
         h("li", { "data-service": n }, h("span", { class: "svc" }, n), h("span", { class: `why${why.startsWith("no slot") ? " slot-wait" : ""}` }, why)))),
       shown.length > 40 && !ui.waitAll ? h("button", { class: "link", onclick: () => { ui.waitAll = true; render(runView(run, true)); } }, `show all ${shown.length}`) : null) : null);
@@ -407,8 +410,6 @@ function runway(r, run) {
       r.blocked ? h("span", { class: "more" }, `· ${r.blocked} waiting on dependencies`) : null));
 }
 
-function keepFocus(input, rerender) { rerender(); }  // render() keeps the focus in the search box
-
 // --- tabs: services, timeline, graph -----------------------------------------------------------
 
 function tabs(run) {
@@ -428,7 +429,7 @@ function filterBar(run) {
   const rerender = () => render(runView(run, !FINISHED.has(run.status) && run.status !== "succeeded"));
   return h("div", { class: "toolbar" },
     h("input", { type: "search", placeholder: "search services, platforms, errors", value: ui.search || "", id: "search",
-      oninput: (e) => { ui.search = e.target.value; keepFocus(e.target, rerender); } }),
+      oninput: (e) => { ui.search = e.target.value; rerender(); } }),
     h("label", { class: "check" }, h("input", { type: "checkbox", id: "hide-succeeded", checked: hideSucceeded(run), onchange: (e) => { ui.hideSucceeded = e.target.checked; rerender(); } }), "hide succeeded"),
     h("span", { class: "muted" }, run.critical_path.length ? ["critical path: ", h("b", {}, `${run.critical_path.length}`), " services (bold)"] : null));
 }
