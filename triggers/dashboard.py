@@ -16,6 +16,7 @@ opened with, ``?code=``, to every API call).
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
+import tower
 from tower.errors import CatalogError, RunExists, UsageError
 from tower.names import PIPELINE_RUN
 from tower.plan import is_safe_instance_id
@@ -38,7 +40,7 @@ API_REPAIR_RUN = "api_repair_run"
 
 bp = df.Blueprint()
 AUTH = func.AuthLevel.FUNCTION
-ASSETS = Path(__file__).resolve().parent.parent / "tower" / "dashboard"
+ASSETS = Path(tower.__file__).resolve().parent / "dashboard"
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 NEXT_DUE_SHOWN = 3
 # Everything the page loads or calls comes from this app: the browser enforces "no CDN", and a remote
@@ -66,7 +68,7 @@ def _file(name: str, mimetype: str) -> func.HttpResponse:
 def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
     """The page, its asset links made absolute from the path it was asked at (with or without a
     trailing slash, whatever the host's route prefix)."""
-    here = urlsplit(req.url).path.rstrip("/")
+    here = html.escape(urlsplit(req.url).path.rstrip("/"))
     page = (ASSETS / "index.html").read_text().replace('="dashboard/', f'="{here}/')
     return func.HttpResponse(page, mimetype="text/html", charset="utf-8",
                              headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY})
