@@ -20,7 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import remote
-from tower import durable_errors, logcontext, names, telemetry
+from tower import durable_errors, logcontext, names, notify, telemetry
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
 from tower.ledger import (
     DISPATCHING,
@@ -163,6 +163,7 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     inputs = {name: service_job(plan, name) for name in plan["services"]}
     step = await remote.off_loop(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
     telemetry.run_started(plan, request["started"])
+    notify.notify_run_started(plan, request["started"])
     return await act(client, plan["run_id"], step)
 
 
@@ -187,6 +188,7 @@ def record_report(request: dict) -> Step:
         history_from_environment().record(history_row(request, result))
     step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
     telemetry.service_finished(request, result)
+    notify.notify_service_failed(request, result)
     return step
 
 
@@ -275,6 +277,7 @@ def run_result_activity(request: dict, context: func.Context) -> dict:
     logcontext.begin(context, request["run_id"])
     result = run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
     telemetry.run_finished(result)
+    notify.notify_run_finished(result)
     run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)
     return result
 

@@ -34,12 +34,18 @@ REQUEST_FIELDS = ("pipeline", "params", "services")
 DEFAULT_REJECTED_LIMIT = 50
 
 
-def listeners(cat, event_type: str) -> list[str]:
-    """Pipelines whose `on_event` names this type (shell-style patterns such as `files.*` allowed)."""
+def listeners(cat, event_type: str, data=None) -> list[str]:
+    """Pipelines whose `on_event` names this type (shell-style patterns such as `files.*` allowed).
+
+    A run notification (`tower.run.finished`...) is named ``<type>:<pipeline>`` (chain on one
+    pipeline's end: ``tower.run.finished:load_orders``), and never starts the pipeline it is about:
+    no run chains on itself, and a bare ``tower.run.finished`` cannot make two pipelines ping-pong."""
+    about = data.get("pipeline") if event_type.startswith("tower.run.") and isinstance(data, dict) else None
+    names = [f"{event_type}:{about}"] if isinstance(about, str) else [event_type]
     return [
         name
         for name, pipeline in cat.pipelines.items()
-        if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in pipeline.on_event)
+        if name != about and any(fnmatch.fnmatchcase(n, pattern) for n in names for pattern in pipeline.on_event)
     ]
 
 
@@ -60,7 +66,7 @@ def requested_runs(cat, event_type: str, data) -> list[tuple[str, dict | None, l
     starts whatever its `on_event` says; any other type starts every pipeline listening for it,
     with the data fields they declare as params."""
     if event_type != RUN_REQUESTED:
-        return [(name, run_params(cat, name, data), None) for name in listeners(cat, event_type)]
+        return [(name, run_params(cat, name, data), None) for name in listeners(cat, event_type, data)]
     example = '{"pipeline": "<name>", "params": {...}, "services": ["selector", ...]}'
     if not isinstance(data, dict) or not isinstance(data.get("pipeline"), str):
         raise UsageError(f"{RUN_REQUESTED}: the data must be {example}")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower import telemetry
+from tower import notify, telemetry
 from tower.timestamps import parse_iso
 from triggers.common import catalog, log, start_once
 
@@ -60,5 +60,6 @@ async def schedule_tick(timer: func.TimerRequest, client: df.DurableOrchestratio
     now = datetime.now(timezone.utc)
     if timer.past_due:
         log.warning("schedule tick is past due: catching up per each pipeline's policy")
+    notify.retry_pending()  # notifications a failed send left in the outbox (tower.notify)
     started = await tick(client, timer, now)
     telemetry.schedule_tick(now, len(started))

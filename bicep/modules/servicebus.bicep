@@ -102,7 +102,7 @@ var queueRoles = [
 
 var topicRoles = [
   {
-    // run notifications (TOWER_NOTIFICATIONS_TOPIC); no code publishes to it yet
+    // run notifications (TOWER_NOTIFICATIONS_TOPIC, tower/notify.py)
     name: 'Azure Service Bus Data Sender'
     id: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   }

@@ -287,10 +287,7 @@ def test_a_catalog_variable_left_out_is_caught():
 
 
 # Tower settings the template sets ahead of the code that reads them, and why.
-SET_AHEAD_OF_CODE = {
-    # the notifications topic and its Data Sender role are provisioned; no code publishes yet
-    "TOWER_NOTIFICATIONS_TOPIC",
-}
+SET_AHEAD_OF_CODE: set[str] = set()
 
 
 def unread_tower_settings(scan: Scan, file: BicepFile) -> list[str]:

@@ -1,4 +1,4 @@
-"""`tower serve` (the local Functions host) and `tower events send | dead-letters | rejected | redrive | purge`."""
+"""`tower serve` (the local Functions host) and `tower events send | tail | dead-letters | rejected | redrive | purge`."""
 
 from __future__ import annotations
 
@@ -73,6 +73,15 @@ def register(subparsers) -> None:
         action.add_argument("--queue", default=None, metavar="NAME", help="only this queue or subscription")
         action.add_argument("--id", dest="ids", action="append", metavar="MESSAGE_ID", help="only this message (repeatable)")
         action.set_defaults(handler=redrive_command if name == "redrive" else purge_command)
+    tail = actions.add_parser(
+        "tail", help="show run notifications (tower.run.started, tower.run.finished...) from the local bus",
+        description="Show the run notifications Tower published to the notifications topic "
+        "($TOWER_NOTIFICATIONS_TOPIC, else tower-notifications) on the local bus, oldest first; --follow "
+        "waits for more. In Azure, receive from a subscription of the topic instead (README, Notifications).")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep showing new ones until Ctrl-C")
+    tail.add_argument("--limit", type=int, default=20, metavar="N", help="the last N first (default 20; 0: all)")
+    tail.add_argument("--json", action="store_true", help="one JSON object a line: {id, type, data, enqueued}")
+    tail.set_defaults(handler=tail_command)
     events.set_defaults(handler=lambda args: _usage(events))
 
 
@@ -133,6 +142,56 @@ def _with_local_bus(use, default):
         return use(bus)
     finally:
         bus.close()
+
+
+def tail_command(args, poll_seconds: float = 0.5) -> int:
+    import time
+
+    from tower.events import NAMESPACE_SETTING, local_bus_path
+    from tower.local.bus import LocalBus, subscription_path
+    from tower.notify import TAIL_SUBSCRIPTION, notifications_topic
+
+    if os.environ.get(NAMESPACE_SETTING) and not local_bus_path(tower_home()).exists():
+        raise UsageError(f"{NAMESPACE_SETTING} is set: notifications go to Service Bus, not the local bus; "
+                         f"receive them from a subscription of the topic {notifications_topic()}")
+    if args.limit < 0:
+        raise UsageError(f"--limit {args.limit}: expected 0 (all) or more")
+    entity = subscription_path(notifications_topic(), TAIL_SUBSCRIPTION)
+    bus = LocalBus(local_bus_path(tower_home()))
+    last = 0
+    try:
+        shown = bus.active(entity)
+        if args.limit:
+            shown = shown[-args.limit:]
+        if not shown and not args.follow:
+            err(f"no notifications yet on {entity}")
+        while True:
+            for message in shown:
+                _print_notification(message, args.json)
+                last = message.seq
+            if not args.follow:
+                return 0
+            time.sleep(poll_seconds)
+            shown = [m for m in bus.active(entity) if m.seq > last]
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        bus.close()
+
+
+def _print_notification(message, as_json: bool) -> None:
+    from tower.events import decode_event
+
+    event_type, data = decode_event(message.body, message.application_properties)
+    enqueued = datetime.fromtimestamp(message.enqueued_at, timezone.utc).isoformat(timespec="seconds")
+    if as_json:
+        print(json.dumps({"id": message.message_id, "type": event_type, "data": data, "enqueued": enqueued}),
+              flush=True)
+        return
+    data = data if isinstance(data, dict) else {}
+    what = " ".join(f"{key}={data[key]}" for key in ("service", "status", "duration_s", "predicted_end", "slack_s")
+                    if data.get(key) is not None)
+    print(f"{enqueued}\t{event_type}\t{data.get('run_id', '?')}\t{what}", flush=True)
 
 
 def dead_letters_command(args) -> int:

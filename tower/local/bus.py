@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT NOT NULL,
     PRIMARY KEY (topic, name)
 );
+CREATE TABLE IF NOT EXISTS subscription_rules (
+    topic TEXT NOT NULL,
+    name TEXT NOT NULL,
+    match TEXT NOT NULL,
+    forward_to TEXT,
+    PRIMARY KEY (topic, name)
+);
 """
 
 
@@ -112,12 +119,22 @@ class LocalBus:
 
     # ------------------------------------------------------------------ sending
 
-    def add_subscription(self, topic: str, subscription: str) -> str:
-        """Create a topic subscription (idempotent); messages sent from now on reach it."""
-        with self._lock:
+    def add_subscription(self, topic: str, subscription: str, *, match: dict[str, Any] | None = None,
+                         forward_to: str | None = None) -> str:
+        """Create a topic subscription (idempotent); messages sent from now on reach it.
+
+        As a Service Bus subscription can: `match` keeps only messages whose application properties
+        equal these values (a correlation filter), and `forward_to` auto-forwards them to that queue
+        instead of keeping them (the same message id, body and properties)."""
+        with self._transaction():
             self._db.execute(
                 "INSERT OR IGNORE INTO subscriptions (topic, name) VALUES (?, ?)", (topic, subscription)
             )
+            if match or forward_to:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO subscription_rules (topic, name, match, forward_to) VALUES (?, ?, ?, ?)",
+                    (topic, subscription, json.dumps(match or {}), forward_to),
+                )
         return subscription_path(topic, subscription)
 
     def send(
@@ -139,8 +156,7 @@ class LocalBus:
         message_id = message_id or uuid.uuid4().hex
         props = json.dumps(application_properties or {})
         with self._transaction():
-            subs = [r[0] for r in self._db.execute("SELECT name FROM subscriptions WHERE topic = ?", (entity,))]
-            targets = [subscription_path(entity, s) for s in subs] or [entity]
+            targets = self._targets(entity, application_properties or {})
             self._db.executemany(
                 "INSERT INTO messages (entity, message_id, body, content_type, application_properties,"
                 " enqueued_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -260,6 +276,20 @@ class LocalBus:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _targets(self, entity: str, props: dict[str, Any]) -> list[str]:
+        """Where a message sent to `entity` goes: each subscription whose filter it passes (or the
+        queue it forwards to), or `entity` itself when it is a queue."""
+        subs = self._db.execute(
+            "SELECT s.name, r.match, r.forward_to FROM subscriptions s LEFT JOIN subscription_rules r"
+            " ON r.topic = s.topic AND r.name = s.name WHERE s.topic = ?", (entity,)).fetchall()
+        if not subs:
+            return [entity]
+        targets = []
+        for name, match, forward_to in subs:
+            if all(props.get(k) == v for k, v in json.loads(match or "{}").items()):
+                targets.append(forward_to or subscription_path(entity, name))
+        return targets
 
     def _select(self, where: str, entity: str | None) -> list[Message]:
         sql = f"SELECT {_COLUMNS} FROM messages WHERE {where}"

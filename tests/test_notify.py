@@ -1,0 +1,180 @@
+"""Run notifications (tower.notify): what `tower run` publishes, that a failed send neither fails
+the run nor is lost, that the ids make repeats droppable, and that a finished run chains."""
+
+import json
+
+import pytest
+
+from tower import notify
+from tower.cli.main import main
+from tower.events import local_bus_path
+from tower.local.bus import LocalBus, subscription_path
+
+CATALOG = """\
+platforms:
+  lake: {type: sim, max_concurrency: 2}
+services:
+  extract: {platform: lake, expected_duration: 1s, duration: 0.05}
+  clean: {platform: lake, depends_on: [extract], duration: 0.05}
+  doomed: {platform: lake, duration: 0.05, outcome: fail}
+  wobbly: {platform: lake, duration: 0.05, fail_attempts: 1, retries: 1}
+  after_doomed: {platform: lake, depends_on: [doomed]}
+  report: {platform: lake, duration: 0.05}
+pipelines:
+  nightly: {services: [extract, clean]}
+  broken: {services: [wobbly, doomed, after_doomed]}
+  reports: {services: [report], on_event: ["tower.run.finished:nightly"]}
+  loopy: {services: [report], on_event: ["tower.run.finished:*"]}
+"""
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    monkeypatch.setenv("TOWER_CATALOG", str(tmp_path / "catalog.yaml"))
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC",
+                 "ServiceBusConnection__fullyQualifiedNamespace"):
+        monkeypatch.delenv(name, raising=False)
+    notify._senders.clear()
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def tail(work) -> list[dict]:
+    bus = LocalBus(local_bus_path(work / "home"))
+    try:
+        messages = bus.active(subscription_path(notify.NOTIFICATIONS_TOPIC, notify.TAIL_SUBSCRIPTION))
+    finally:
+        bus.close()
+    return [{"id": m.message_id, "props": m.application_properties, **json.loads(m.body)} for m in messages]
+
+
+def test_a_run_publishes_started_and_finished_and_tail_shows_them(work, capsys):
+    code, out, _ = run(capsys, "run", "nightly", "--json")
+    assert code == 0
+    run_id = json.loads(out)["run_id"]
+    assert notify.drain(10)
+    messages = tail(work)
+    assert [m["type"] for m in messages] == ["tower.run.started", "tower.run.finished"]
+    started, finished = messages
+    assert started["id"] == f"{run_id}|tower.run.started" and started["data"]["pipeline"] == "nightly"
+    assert started["data"]["trigger"] == "manual" and started["data"]["services"] == 2
+    assert finished["id"] == f"{run_id}|tower.run.finished"
+    assert finished["props"] == {"type": "tower.run.finished", "pipeline": "nightly", "status": "succeeded"}
+    data = finished["data"]
+    assert data["status"] == "succeeded" and data["counts"] == {"succeeded": 2} and data["failed"] == []
+    assert data["duration_s"] > 0
+    assert notify.outbox_from_environment().pending() == []  # sent, so gone from the outbox
+
+    code, out, err = run(capsys, "events", "tail", "--json")
+    assert code == 0
+    assert [json.loads(line)["type"] for line in out.splitlines()] == ["tower.run.started", "tower.run.finished"]
+    code, out, _ = run(capsys, "events", "tail", "--limit", "1")
+    assert code == 0 and out.count("\n") == 1 and "tower.run.finished" in out and "status=succeeded" in out
+
+
+def test_a_failed_service_is_announced_once_after_its_retries_with_its_error(work, capsys):
+    code, out, _ = run(capsys, "run", "broken", "--json")
+    assert code == 1
+    assert notify.drain(10)
+    messages = tail(work)
+    failed = [m for m in messages if m["type"] == "tower.service.failed"]
+    assert len(failed) == 1  # wobbly failed once, then succeeded on its retry: not announced
+    assert failed[0]["data"]["service"] == "doomed" and failed[0]["data"]["attempts"] == 1
+    assert failed[0]["data"]["error"]
+    finished = next(m for m in messages if m["type"] == "tower.run.finished")["data"]
+    assert finished["status"] == "failed"
+    assert finished["failed"] == [{"service": "doomed", "error": failed[0]["data"]["error"]}]
+    assert finished["counts"]["upstream_failed"] == 1 and finished["counts"]["succeeded"] == 1
+
+
+def test_a_send_that_fails_is_kept_and_sent_later_and_never_fails_the_run(work, capsys, monkeypatch):
+    calls = []
+
+    class Down:
+        def send(self, notification):
+            calls.append(notification.type)
+            raise ConnectionError("the namespace is unreachable")
+
+    monkeypatch.setattr(notify, "_sender", lambda: Down())
+    code, out, _ = run(capsys, "run", "nightly", "--json")
+    assert code == 0 and json.loads(out)["status"] == "succeeded"
+    assert notify.drain(10)
+    assert calls  # it was tried
+    pending = notify.outbox_from_environment().pending()
+    assert [n.type for n in pending] == ["tower.run.started", "tower.run.finished"]
+
+    monkeypatch.undo()
+    monkeypatch.setenv("TOWER_HOME", str(work / "home"))
+    monkeypatch.setenv("TOWER_CATALOG", str(work / "catalog.yaml"))
+    assert notify.flush() == 2
+    assert [m["type"] for m in tail(work)] == ["tower.run.started", "tower.run.finished"]
+    assert notify.outbox_from_environment().pending() == []
+
+
+def test_a_repeat_has_the_same_message_id_and_the_outbox_keeps_it_once(work):
+    result = {"run_id": "run~p@x", "pipeline": "p", "status": "succeeded", "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:01:00Z", "services": {}}
+    one, two = notify.run_finished(result), notify.run_finished(dict(result))
+    assert one.message_id == two.message_id == "run~p@x|tower.run.finished"
+    outbox = notify.outbox_from_environment()
+    outbox.add(one)
+    outbox.add(two)
+    assert len(outbox.pending()) == 1
+    long_id = notify.message_id("run~" + "x" * 200, notify.SERVICE_FAILED, "s" * 50)
+    assert len(long_id) == 128 and long_id != notify.message_id("run~" + "x" * 200, notify.SERVICE_FAILED, "t" * 50)
+
+
+def test_an_old_unsent_notification_is_dropped(work):
+    outbox = notify.outbox_from_environment()
+    outbox.add(notify.Notification("tower.run.started", {"pipeline": "p"}, "a|b", added=1000.0))
+
+    class Never:
+        def send(self, notification):
+            raise AssertionError("an expired notification is not sent")
+
+    assert notify.flush(outbox, Never(), now=1000.0 + 8 * 86400) == 0
+    assert outbox.pending() == []
+
+
+def test_publishing_never_raises_even_with_no_outbox(work, monkeypatch):
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(notify, "outbox_from_environment", broken)
+    monkeypatch.setattr(notify, "_sender", broken)
+    notify.notify_run_started({"run_id": "r", "pipeline": "p", "services": {}}, "2026-01-01T00:00:00Z")
+    notify.notify_run_finished({"nonsense": True})  # a malformed result: logged, not raised
+
+
+def test_a_succeeded_run_chains_the_pipelines_listening_for_its_end_and_no_other(work, capsys):
+    from triggers.common import catalog
+    from triggers.events import listeners, requested_runs
+
+    code, out, _ = run(capsys, "run", "nightly", "--json")
+    assert code == 0
+    assert notify.drain(10)
+    code, out, _ = run(capsys, "run", "broken", "--json")
+    assert notify.drain(10)
+    bus = LocalBus(local_bus_path(work / "home"))
+    try:
+        forwarded = bus.active("tower-events")  # the chain subscription forwards to the events queue
+    finally:
+        bus.close()
+    assert len(forwarded) == 1  # nightly's succeeded end; broken's failed end is not forwarded
+    message = forwarded[0]
+    assert message.message_id.endswith("|tower.run.finished") and "nightly" in message.message_id
+    event = json.loads(message.body)
+    cat = catalog()
+    assert sorted(listeners(cat, event["type"], event["data"])) == ["loopy", "reports"]
+    # a run never chains on itself, and a bare type does not name a pipeline's end
+    assert listeners(cat, "tower.run.finished", {"pipeline": "loopy"}) == []
+    assert listeners(cat, "tower.run.finished", None) == []
+    assert [r[0] for r in requested_runs(cat, event["type"], event["data"])] == ["reports", "loopy"]

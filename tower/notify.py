@@ -1,0 +1,386 @@
+"""Run notifications: Tower tells the world what its runs do, on a Service Bus topic.
+
+    tower.run.started     a run opened           {run_id, pipeline, trigger, started, services, params}
+    tower.run.finished    a run ended            {run_id, pipeline, status, started, finished, duration_s,
+                                                  counts, failed: [{service, error}], summary}
+    tower.service.failed  a service failed (after its retries)  {run_id, pipeline, service, attempts, error, ...}
+    tower.run.at_risk     a run is predicted to miss its deadline  (tower.deadlines)
+
+Each is a message ``{"type": ..., "data": ...}`` with the application properties ``type``,
+``pipeline`` and ``status`` (for subscription filters), sent to the topic ``TOWER_NOTIFICATIONS_TOPIC``
+(``tower-notifications``): Service Bus with the app's identity when
+``ServiceBusConnection__fullyQualifiedNamespace`` is set, else the local bus (tower.events picks).
+Its message id is made of the run id and the event (and the service), so the topic's duplicate
+detection drops a repeat (an activity that runs twice, a flush retried after a lost reply).
+
+Publishing never fails or slows a run: `publish` keeps the message in an outbox (the runs store:
+``runs.db`` locally, the ``~outbox`` partition of the runs table in Azure) and returns; a background
+thread sends what the outbox holds and deletes what was sent. A send that fails is logged and left
+there for the next `publish` or the schedule tick's `flush` to send again. A message older than
+`OUTBOX_DAYS` is dropped (logged): the topic keeps messages no longer than that either.
+
+On the local bus, publishing also makes sure of two subscriptions (Service Bus has them only if
+the template or an operator creates them, see README "Notifications"):
+
+- ``tower-tail``: what `tower events tail` shows;
+- ``tower-chain``: forwards each *succeeded* ``tower.run.finished`` to the events queue, so a
+  pipeline's `on_event` can chain on another pipeline's end (triggers/events.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tower.redact import redact
+from tower.timestamps import iso, parse_iso
+
+log = logging.getLogger("tower.notify")
+
+TOPIC_SETTING = "TOWER_NOTIFICATIONS_TOPIC"
+NOTIFICATIONS_TOPIC = "tower-notifications"
+RUN_STARTED = "tower.run.started"
+RUN_FINISHED = "tower.run.finished"
+SERVICE_FAILED = "tower.service.failed"
+RUN_AT_RISK = "tower.run.at_risk"
+EVENT_TYPES = (RUN_STARTED, RUN_FINISHED, SERVICE_FAILED, RUN_AT_RISK)
+TAIL_SUBSCRIPTION = "tower-tail"
+CHAIN_SUBSCRIPTION = "tower-chain"
+CHAIN_MATCH = {"type": RUN_FINISHED, "status": "succeeded"}
+OUTBOX_PARTITION = "~outbox"
+OUTBOX_DAYS = 7  # the topic's message time to live (bicep/modules/servicebus.bicep)
+ERROR_CHARS = 2000
+FAILED_SHOWN = 50
+MAX_MESSAGE_ID = 128
+
+
+def notifications_topic(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get(TOPIC_SETTING, "").strip() or NOTIFICATIONS_TOPIC
+
+
+def message_id(run_id: str, event_type: str, service: str | None = None) -> str:
+    """``<run id>|<event>[|<service>]``, or a hash of it past Service Bus's 128 characters: the same
+    notification always gets the same id, so the topic drops a repeat."""
+    text = "|".join([run_id, event_type] + ([service] if service else []))
+    if len(text) <= MAX_MESSAGE_ID:
+        return text
+    return f"{text[:MAX_MESSAGE_ID - 41]}~{hashlib.sha256(text.encode()).hexdigest()[:40]}"
+
+
+@dataclass(frozen=True)
+class Notification:
+    type: str
+    data: dict
+    message_id: str
+    added: float = 0.0
+
+    @property
+    def properties(self) -> dict[str, str]:
+        props = {"type": self.type, "pipeline": self.data.get("pipeline") or ""}
+        if self.data.get("status"):
+            props["status"] = self.data["status"]
+        return props
+
+    def body(self) -> bytes:
+        return json.dumps({"type": self.type, "data": self.data}, separators=(",", ":"), default=str).encode()
+
+
+def _error(text: Any) -> str | None:
+    return redact(str(text))[:ERROR_CHARS] if text else None
+
+
+# --- the events --------------------------------------------------------------------------------
+
+def run_started(plan: Mapping[str, Any], started: str) -> Notification:
+    from tower.telemetry import trigger_of
+
+    run_id = plan["run_id"]
+    return Notification(RUN_STARTED, {
+        "run_id": run_id, "pipeline": plan["pipeline"], "trigger": trigger_of(run_id, plan),
+        "started": iso(started), "services": len(plan.get("services") or {}),
+        "params": plan.get("params") or {},
+    }, message_id(run_id, RUN_STARTED))
+
+
+def service_failed(request: Mapping[str, Any], result: Mapping[str, Any]) -> Notification | None:
+    """For a report of a service that failed (the report comes after its last retry); else None."""
+    if result.get("status") != "failed":
+        return None
+    run_id, service = request["run_id"], result["service"]
+    return Notification(SERVICE_FAILED, {
+        "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "status": "failed",
+        "attempts": result.get("attempts") or 1, "error": _error(result.get("error")),
+        "started": iso(result.get("started")), "finished": iso(result.get("finished")),
+        "remote_id": result.get("remote_id"), "url": result.get("url"),
+    }, message_id(run_id, SERVICE_FAILED, service))
+
+
+def run_finished(result: Mapping[str, Any]) -> Notification:
+    from tower.telemetry import trigger_of
+
+    run_id = result["run_id"]
+    services = result.get("services") or {}
+    counts: dict[str, int] = {}
+    for svc in services.values():
+        counts[svc.get("status") or "unknown"] = counts.get(svc.get("status") or "unknown", 0) + 1
+    failed = [{"service": name, "error": _error(svc.get("error"))}
+              for name, svc in services.items() if svc.get("status") == "failed"]
+    started, finished = parse_iso(result.get("started")), parse_iso(result.get("finished"))
+    return Notification(RUN_FINISHED, {
+        "run_id": run_id, "pipeline": result["pipeline"], "trigger": trigger_of(run_id), "status": result["status"],
+        "started": iso(started), "finished": iso(finished),
+        "duration_s": round((finished - started).total_seconds(), 3) if started and finished else None,
+        "services": len(services), "counts": counts, "failed": failed[:FAILED_SHOWN],
+        "failed_total": len(failed), "summary": _error(result.get("summary")),
+    }, message_id(run_id, RUN_FINISHED))
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+class Outbox(Protocol):
+    def add(self, notification: Notification) -> None: ...
+    def pending(self, limit: int = 100) -> list[Notification]: ...
+    def remove(self, notification: Notification) -> None: ...
+
+
+class SqliteOutbox:
+    """The table ``outbox`` of a SQLite file (the runs index's)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connect().execute(
+            "CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, type TEXT NOT NULL,"
+            " data TEXT NOT NULL, added REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        from tower.stores import sqlite_connection
+
+        return sqlite_connection(self._local, self.path)
+
+    def add(self, notification):
+        with self._connect() as db:
+            db.execute("INSERT OR IGNORE INTO outbox (message_id, type, data, added) VALUES (?, ?, ?, ?)",
+                       (notification.message_id, notification.type, json.dumps(notification.data, default=str),
+                        notification.added or time.time()))
+
+    def pending(self, limit=100):
+        rows = self._connect().execute(
+            "SELECT message_id, type, data, added FROM outbox ORDER BY added LIMIT ?", (limit,)).fetchall()
+        return [Notification(t, json.loads(d), m, a) for m, t, d, a in rows]
+
+    def remove(self, notification):
+        with self._connect() as db:
+            db.execute("DELETE FROM outbox WHERE message_id = ?", (notification.message_id,))
+
+
+class TableOutbox:
+    """The partition ``~outbox`` of the runs table (no run's partition: those are key-escaped run
+    ids, which never start with ``~o``, and month partitions ``~m...``)."""
+
+    def __init__(self, table_url: str, credential: Any = None):
+        from tower.stores import Table
+
+        self._table = Table(table_url, credential)
+
+    def add(self, notification):
+        from azure.data.tables import UpdateMode
+
+        from tower.ledger_table import partition_key
+
+        self._table.ready().upsert_entity({
+            "PartitionKey": OUTBOX_PARTITION, "RowKey": partition_key(notification.message_id),
+            "message_id": notification.message_id, "type": notification.type,
+            "data": json.dumps(notification.data, default=str), "added": notification.added or time.time(),
+        }, mode=UpdateMode.REPLACE)
+
+    def pending(self, limit=100):
+        entities = self._table.ready().query_entities(
+            "PartitionKey eq @pk", parameters={"pk": OUTBOX_PARTITION}, results_per_page=limit)
+        found = []
+        for entity in entities:
+            found.append(Notification(entity["type"], json.loads(entity["data"]), entity["message_id"],
+                                      float(entity["added"])))
+            if len(found) >= limit:
+                break
+        return sorted(found, key=lambda n: n.added)
+
+    def remove(self, notification):
+        from tower.ledger_table import partition_key
+
+        self._table.ready().delete_entity(OUTBOX_PARTITION, partition_key(notification.message_id))
+
+
+def outbox_from_environment(home: str | Path | None = None) -> Outbox:
+    """The runs store's: TOWER_RUNS_TABLE_URL in Azure, else ``runs.db`` under $TOWER_HOME."""
+    from tower.stores import location
+
+    return _outbox(*location("TOWER_RUNS_TABLE_URL", "runs.db", home))
+
+
+@functools.lru_cache(maxsize=16)
+def _outbox(kind: str, where: str) -> Outbox:
+    return TableOutbox(where) if kind == "table" else SqliteOutbox(where)
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+class Sender(Protocol):
+    def send(self, notification: Notification) -> None: ...
+
+
+class TopicSender:
+    """Sends to the notifications topic through tower.events' publishers: Service Bus with the
+    app's identity in Azure, the local bus (with its two subscriptions made sure of) elsewhere."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, home: str | Path | None = None):
+        from tower.events import LocalBusPublisher, events_queue, publisher_from_settings
+
+        env = os.environ if env is None else env
+        self.topic = notifications_topic(env)
+        self.publisher = publisher_from_settings(env, entity=self.topic, home=home)
+        if isinstance(self.publisher, LocalBusPublisher):
+            self.publisher.bus.add_subscription(self.topic, TAIL_SUBSCRIPTION)
+            self.publisher.bus.add_subscription(self.topic, CHAIN_SUBSCRIPTION, match=CHAIN_MATCH,
+                                                forward_to=events_queue(env))
+
+    def send(self, notification: Notification) -> None:
+        from tower.events import CONTENT_TYPE
+
+        self.publisher.send_raw(notification.body(), message_id=notification.message_id,
+                                application_properties=notification.properties, content_type=CONTENT_TYPE)
+
+
+def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float | None = None) -> int:
+    """Send what the outbox holds (oldest first); returns how many went. A failed send is logged
+    and stays for the next flush (the rest wait too: the topic is likely down for all of them)."""
+    outbox = outbox or outbox_from_environment()
+    now = time.time() if now is None else now
+    sent = 0
+    while True:
+        batch = outbox.pending()
+        if not batch:
+            return sent
+        for notification in batch:
+            if now - notification.added > OUTBOX_DAYS * 86400:
+                log.warning("notification %s (%s) dropped: not sent in %d days", notification.message_id,
+                            notification.type, OUTBOX_DAYS)
+                outbox.remove(notification)
+                continue
+            try:
+                (sender or _sender()).send(notification)
+            except Exception as exc:
+                log.warning("notification %s (%s) not sent, kept to send again: %s", notification.message_id,
+                            notification.type, redact(str(exc)))
+                return sent
+            outbox.remove(notification)
+            sent += 1
+
+
+_senders: dict[tuple, TopicSender] = {}
+
+
+def _sender() -> TopicSender:
+    from tower.events import NAMESPACE_SETTING
+    from tower.paths import tower_home
+
+    key = (os.environ.get(NAMESPACE_SETTING, ""), notifications_topic(), str(tower_home()))
+    if key not in _senders:
+        _senders[key] = TopicSender()
+    return _senders[key]
+
+
+class _Flusher:
+    """One background thread that flushes the outbox when kicked, so no activity waits for a send."""
+
+    def __init__(self):
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def kick(self) -> None:
+        with self.lock:
+            self.idle.clear()
+            self.wake.set()
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="tower-notify", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            try:
+                flush()
+            except Exception as exc:  # the outbox itself is unreachable: the next kick tries again
+                log.warning("notifications: flush failed: %s", redact(str(exc)))
+            with self.lock:
+                if not self.wake.is_set():
+                    self.idle.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.idle.wait(timeout)
+
+
+_flusher = _Flusher()
+
+
+def publish(notification: Notification | None) -> None:
+    """Keep the notification in the outbox and have it sent in the background. Never raises: a
+    notification must not fail a run (an outbox that cannot be written is logged, the send tried)."""
+    if notification is None:
+        return
+    try:
+        outbox_from_environment().add(notification)
+    except Exception as exc:
+        log.warning("notification %s (%s): the outbox is unreachable (%s); sending it now, once",
+                    notification.message_id, notification.type, redact(str(exc)))
+        try:
+            _sender().send(notification)
+        except Exception as exc2:
+            log.error("notification %s (%s) lost: %s", notification.message_id, notification.type,
+                      redact(str(exc2)))
+        return
+    _flusher.kick()
+
+
+def retry_pending() -> None:
+    """Have the background thread send what the outbox still holds (the schedule tick, each minute)."""
+    _flusher.kick()
+
+
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until the background sends are done (the end of `tower run`, tests)."""
+    return _flusher.wait(timeout)
+
+
+def guarded(build):
+    """`build(*args)` -> Notification, published; nothing it raises reaches the caller."""
+
+    def emit(*args, **kwargs) -> None:
+        try:
+            publish(build(*args, **kwargs))
+        except Exception as exc:
+            log.warning("notification %s: %s", getattr(build, "__name__", build), redact(str(exc)))
+
+    emit.__name__ = getattr(build, "__name__", "emit")
+    return emit
+
+
+notify_run_started = guarded(run_started)
+notify_service_failed = guarded(service_failed)
+notify_run_finished = guarded(run_finished)
