@@ -20,7 +20,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import remote
-from tower import durable_errors, logcontext, names, notify, telemetry
+from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
 from tower.ledger import (
     DISPATCHING,
@@ -189,6 +189,7 @@ def record_report(request: dict) -> Step:
     step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
     telemetry.service_finished(request, result)
     notify.notify_service_failed(request, result)
+    deadlines.watch(request["run_id"], utcnow())  # at risk now? (tower.deadlines)
     return step
 
 
@@ -255,6 +256,7 @@ async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationC
     logcontext.begin(context, request["run_id"])
     step = await remote.off_loop(reconcile_run, ledger_from_environment(), request["run_id"], utcnow(),
                                  request.get("after", -1))
+    await remote.off_loop(deadlines.watch, request["run_id"], utcnow())  # a long silence moves the end too
     return await act(client, request["run_id"], step)
 
 

@@ -17,7 +17,7 @@ services:
   extract: {platform: lake, expected_duration: 1s, duration: 0.05}
   clean: {platform: lake, depends_on: [extract], duration: 0.05}
   doomed: {platform: lake, duration: 0.05, outcome: fail}
-  wobbly: {platform: lake, duration: 0.05, fail_attempts: 1, retries: 1}
+  wobbly: {platform: lake, duration: 0.05, fail_attempts: 1, retries: {attempts: 1, backoff: 0.1s}}
   after_doomed: {platform: lake, depends_on: [doomed]}
   report: {platform: lake, duration: 0.05}
 pipelines:
@@ -71,7 +71,7 @@ def test_a_run_publishes_started_and_finished_and_tail_shows_them(work, capsys):
     data = finished["data"]
     assert data["status"] == "succeeded" and data["counts"] == {"succeeded": 2} and data["failed"] == []
     assert data["duration_s"] > 0
-    assert notify.outbox_from_environment().pending() == []  # sent, so gone from the outbox
+    assert notify.outbox_from_environment().pending() == []  # sent: nothing left to send
 
     code, out, err = run(capsys, "events", "tail", "--json")
     assert code == 0
@@ -128,6 +128,9 @@ def test_a_repeat_has_the_same_message_id_and_the_outbox_keeps_it_once(work):
     outbox.add(one)
     outbox.add(two)
     assert len(outbox.pending()) == 1
+    outbox.mark_sent(one, 2000.0)
+    outbox.add(two)  # its cause repeated after it went out: it does not go out again
+    assert outbox.pending() == []
     long_id = notify.message_id("run~" + "x" * 200, notify.SERVICE_FAILED, "s" * 50)
     assert len(long_id) == 128 and long_id != notify.message_id("run~" + "x" * 200, notify.SERVICE_FAILED, "t" * 50)
 

@@ -124,6 +124,7 @@ def core_of(plan: Mapping[str, Any]) -> dict:
         "platforms": {name: {"max_concurrency": p.get("max_concurrency")} for name, p in plan["platforms"].items()},
         "services": {name: {key: svc[key] for key in ("deps", "expected", "platform", "iid")}
                      for name, svc in plan["services"].items()},
+        **({"deadline": plan["deadline"]} if plan.get("deadline") else {}),
     }
 
 

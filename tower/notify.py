@@ -15,9 +15,11 @@ detection drops a repeat (an activity that runs twice, a flush retried after a l
 
 Publishing never fails or slows a run: `publish` keeps the message in an outbox (the runs store:
 ``runs.db`` locally, the ``~outbox`` partition of the runs table in Azure) and returns; a background
-thread sends what the outbox holds and deletes what was sent. A send that fails is logged and left
-there for the next `publish` or the schedule tick's `flush` to send again. A message older than
-`OUTBOX_DAYS` is dropped (logged): the topic keeps messages no longer than that either.
+thread sends what the outbox holds and marks it sent. A send that fails is logged and left there for
+the next `publish` or the schedule tick's `retry_pending` to send again. The outbox remembers each
+message id for `OUTBOX_DAYS` (the topic's time to live), sent or not, so a notification whose cause
+repeats (`tower.run.at_risk`, checked at every report) goes out once; one not sent by then is
+dropped with a warning.
 
 On the local bus, publishing also makes sure of two subscriptions (Service Bus has them only if
 the template or an operator creates them, see README "Notifications"):
@@ -149,9 +151,14 @@ def run_finished(result: Mapping[str, Any]) -> Notification:
 # --- the outbox --------------------------------------------------------------------------------
 
 class Outbox(Protocol):
+    """Every notification of the last `OUTBOX_DAYS`, sent or not: `add` of a message id it has is a
+    no-op, so a notification goes out once even when its cause repeats (each report of an at-risk run)."""
+
     def add(self, notification: Notification) -> None: ...
     def pending(self, limit: int = 100) -> list[Notification]: ...
+    def mark_sent(self, notification: Notification, when: float) -> None: ...
     def remove(self, notification: Notification) -> None: ...
+    def forget_sent(self, before: float) -> int: ...
 
 
 class SqliteOutbox:
@@ -163,7 +170,7 @@ class SqliteOutbox:
         self._local = threading.local()
         self._connect().execute(
             "CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, type TEXT NOT NULL,"
-            " data TEXT NOT NULL, added REAL NOT NULL)")
+            " data TEXT NOT NULL, added REAL NOT NULL, sent REAL)")
 
     def _connect(self) -> sqlite3.Connection:
         from tower.stores import sqlite_connection
@@ -178,12 +185,21 @@ class SqliteOutbox:
 
     def pending(self, limit=100):
         rows = self._connect().execute(
-            "SELECT message_id, type, data, added FROM outbox ORDER BY added LIMIT ?", (limit,)).fetchall()
+            "SELECT message_id, type, data, added FROM outbox WHERE sent IS NULL ORDER BY added LIMIT ?",
+            (limit,)).fetchall()
         return [Notification(t, json.loads(d), m, a) for m, t, d, a in rows]
+
+    def mark_sent(self, notification, when):
+        with self._connect() as db:
+            db.execute("UPDATE outbox SET sent = ? WHERE message_id = ?", (when, notification.message_id))
 
     def remove(self, notification):
         with self._connect() as db:
             db.execute("DELETE FROM outbox WHERE message_id = ?", (notification.message_id,))
+
+    def forget_sent(self, before):
+        with self._connect() as db:
+            return db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?", (before,)).rowcount
 
 
 class TableOutbox:
@@ -196,19 +212,23 @@ class TableOutbox:
         self._table = Table(table_url, credential)
 
     def add(self, notification):
-        from azure.data.tables import UpdateMode
+        from azure.core.exceptions import ResourceExistsError
 
         from tower.ledger_table import partition_key
 
-        self._table.ready().upsert_entity({
-            "PartitionKey": OUTBOX_PARTITION, "RowKey": partition_key(notification.message_id),
-            "message_id": notification.message_id, "type": notification.type,
-            "data": json.dumps(notification.data, default=str), "added": notification.added or time.time(),
-        }, mode=UpdateMode.REPLACE)
+        try:
+            self._table.ready().create_entity({
+                "PartitionKey": OUTBOX_PARTITION, "RowKey": partition_key(notification.message_id),
+                "message_id": notification.message_id, "type": notification.type,
+                "data": json.dumps(notification.data, default=str), "added": notification.added or time.time(),
+                "sent": 0.0,
+            })
+        except ResourceExistsError:
+            pass
 
     def pending(self, limit=100):
         entities = self._table.ready().query_entities(
-            "PartitionKey eq @pk", parameters={"pk": OUTBOX_PARTITION}, results_per_page=limit)
+            "PartitionKey eq @pk and sent eq 0.0", parameters={"pk": OUTBOX_PARTITION}, results_per_page=limit)
         found = []
         for entity in entities:
             found.append(Notification(entity["type"], json.loads(entity["data"]), entity["message_id"],
@@ -217,10 +237,29 @@ class TableOutbox:
                 break
         return sorted(found, key=lambda n: n.added)
 
+    def mark_sent(self, notification, when):
+        from azure.data.tables import UpdateMode
+
+        from tower.ledger_table import partition_key
+
+        self._table.ready().update_entity({"PartitionKey": OUTBOX_PARTITION,
+                                           "RowKey": partition_key(notification.message_id), "sent": when},
+                                          mode=UpdateMode.MERGE)
+
     def remove(self, notification):
         from tower.ledger_table import partition_key
 
         self._table.ready().delete_entity(OUTBOX_PARTITION, partition_key(notification.message_id))
+
+    def forget_sent(self, before):
+        table = self._table.ready()
+        old = table.query_entities("PartitionKey eq @pk and sent gt 0.0 and sent lt @before",
+                                   parameters={"pk": OUTBOX_PARTITION, "before": before}, select=["RowKey"])
+        count = 0
+        for entity in old:
+            table.delete_entity(OUTBOX_PARTITION, entity["RowKey"])
+            count += 1
+        return count
 
 
 def outbox_from_environment(home: str | Path | None = None) -> Outbox:
@@ -268,6 +307,7 @@ def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float
     and stays for the next flush (the rest wait too: the topic is likely down for all of them)."""
     outbox = outbox or outbox_from_environment()
     now = time.time() if now is None else now
+    outbox.forget_sent(now - OUTBOX_DAYS * 86400)
     sent = 0
     while True:
         batch = outbox.pending()
@@ -285,7 +325,7 @@ def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float
                 log.warning("notification %s (%s) not sent, kept to send again: %s", notification.message_id,
                             notification.type, redact(str(exc)))
                 return sent
-            outbox.remove(notification)
+            outbox.mark_sent(notification, now)
             sent += 1
 
 

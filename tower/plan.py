@@ -181,6 +181,8 @@ def build_plan(
     simulate: run every service on the simulator for its expected duration x time_scale, keeping
     each original platform's concurrency limit.
     """
+    from tower.deadlines import plan_deadline
+
     chosen = select_services(catalog, pipeline, selectors)
     spec = catalog.pipelines[pipeline]
     if not (isinstance(time_scale, (int, float)) and time_scale > 0):
@@ -248,6 +250,7 @@ def build_plan(
         "simulated": bool(simulate),
         "services": services,
         "platforms": platforms,
+        **plan_deadline(spec, now),
     }
 
 

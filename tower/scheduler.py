@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tower import graph
+from tower import deadlines, graph
 from tower.timestamps import iso, parse_iso
 
 PENDING = "pending"
@@ -234,6 +234,10 @@ class Scheduler:
     def eta(self, now: datetime) -> datetime | None:
         """Predicted finish: now + the longer of the remaining critical path of what is left and,
         per limited platform, the work left over its slots. None once the run is done."""
+        return self.forecast(now)[0]
+
+    def forecast(self, now: datetime) -> tuple[datetime | None, list[str]]:
+        """`eta`, and the unfinished services on the remaining critical path (tower.deadlines)."""
         left = {}
         for name in self.order:
             record = self.records[name]
@@ -243,13 +247,13 @@ class Scheduler:
                 elapsed = (now - self.running_since[name]).total_seconds()
                 left[name] = max(self.expected[name] - elapsed, 0.0)
         if not left:
-            return None
+            return None, []
         sub = graph.restrict(self.deps, left)
-        _, seconds = graph.critical_path(sub, left)
+        path, seconds = graph.critical_path(sub, left)
         for platform, work in graph.work_by_platform(left, self.platform_of).items():
             if self.limits.get(platform):
                 seconds = max(seconds, work / self.limits[platform])
-        return now + timedelta(seconds=seconds)
+        return now + timedelta(seconds=seconds), list(path)
 
     def compact_status(self, now: datetime) -> dict:
         """The custom status: a few hundred bytes plus one character per service.
@@ -275,6 +279,7 @@ class Scheduler:
                         for name, since in sorted(self.running_since.items(), key=lambda item: item[1])
                         [:STATUS_RUNNING_SHOWN]},
             "errors": errors,
+            **deadlines.of_scheduler(self, now),
         }
 
     def summary(self) -> str:

@@ -49,7 +49,9 @@ def _run(status, live: bool = False) -> dict:
     info = RunInfo.from_status(status.to_json())
     if live:
         info = info.with_live_status()  # blocking: call through asyncio.to_thread
-    return {**json_result(info.to_result()), "runtime_status": info.runtime_status}
+    from tower.deadlines import of_run
+
+    return {**json_result(info.to_result()), "runtime_status": info.runtime_status, **of_run(info)}
 
 
 @bp.function_name("api_start_run")

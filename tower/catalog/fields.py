@@ -59,8 +59,9 @@ SERVICE_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
 DEFAULTS_FIELDS = ("platform", "timeout", "retries", "expected_duration", "tags", "params")
 
 RETRY_FIELDS = ("attempts", "backoff", "max_backoff")
-PIPELINE_FIELDS = ("services", "schedule", "timezone", "on_event", "params")
+PIPELINE_FIELDS = ("services", "schedule", "timezone", "on_event", "params", "deadline")
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup")
+DEADLINE_FIELDS = ("time", "timezone")
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SIM_OUTCOMES = ("succeed", "fail")

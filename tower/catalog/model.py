@@ -84,6 +84,15 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """When a run's data must be ready: the first `time` (HH:MM, wall clock in `timezone`) after the
+    run was started (tower.deadlines)."""
+
+    time: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     selectors: tuple[str, ...] = ("*",)
@@ -91,6 +100,7 @@ class Pipeline:
     on_event: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     location: Location | None = None
+    deadline: Deadline | None = None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from tower.catalog.checks import (
     did_you_mean,
     kind,
 )
-from tower.catalog.fields import PIPELINE_FIELDS, SCHEDULE_FIELDS
-from tower.catalog.model import CATCHUP_POLICIES, Location, Pipeline, Schedule, Service
+from tower.catalog.fields import DEADLINE_FIELDS, PIPELINE_FIELDS, SCHEDULE_FIELDS
+from tower.catalog.model import CATCHUP_POLICIES, Deadline, Location, Pipeline, Schedule, Service
 from tower.catalog.yamlsource import Mapping
 from tower.graph import find_cycle, resolve_selector
 
@@ -72,6 +72,7 @@ def check_pipelines(ck: Checker, section: Any, location: Location, services: dic
         schedule = _check_schedule(ck, *field("schedule"), timezone) if "schedule" in raw else None
         events = _check_events(ck, *field("on_event")) if "on_event" in raw else ()
         params = check_params(ck, *field("params")) if "params" in raw else {}
+        deadline = _check_deadline(ck, *field("deadline"), timezone) if "deadline" in raw else None
         pipelines[name] = Pipeline(
             name=name,
             selectors=selectors if selectors is not INVALID else ("*",),
@@ -79,6 +80,7 @@ def check_pipelines(ck: Checker, section: Any, location: Location, services: dic
             on_event=events if events is not INVALID else (),
             params=params if params is not INVALID else {},
             location=key_location,
+            deadline=deadline if deadline is not INVALID else None,
         )
     return pipelines
 
@@ -197,6 +199,44 @@ def _check_schedule(ck: Checker, value: Any, location: Location, where: Where, p
     if INVALID in (cron, timezone, catchup):
         return INVALID
     return Schedule(cron=cron, timezone=timezone, catchup=catchup)
+
+
+DEADLINE_EXAMPLE = 'e.g. deadline: "06:00" or deadline: {time: "06:00", timezone: Europe/London}'
+
+
+def _check_deadline(ck: Checker, value: Any, location: Location, where: Where, pipeline_timezone):
+    """A wall-clock time "HH:MM" (in the pipeline's time zone, else UTC) or {time, timezone}."""
+    timezone = pipeline_timezone if isinstance(pipeline_timezone, str) else "UTC"
+    if isinstance(value, Mapping):
+        ck.unknown_keys(value, DEADLINE_FIELDS, where)
+        if "time" not in value:
+            ck.add(value.location, where, "missing 'time'", DEADLINE_EXAMPLE)
+            return INVALID
+        if "timezone" in value:
+            if pipeline_timezone is not None:
+                ck.add(value.key_location("timezone"), (*where, "timezone"),
+                       "time zone set both here and on the pipeline", "keep one of them")
+            timezone = _check_timezone(ck, value["timezone"], value.value_location("timezone"), (*where, "timezone"))
+        value, location, where = value["time"], value.value_location("time"), (*where, "time")
+    time = _check_clock_time(ck, value, location, where)
+    if INVALID in (time, timezone):
+        return INVALID
+    return Deadline(time=time, timezone=timezone)
+
+
+def _check_clock_time(ck: Checker, value: Any, location: Location, where: Where):
+    import re
+
+    text = value if isinstance(value, str) else None
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text.strip()) if text else None
+    if match is None:
+        shown = f"'{value}'" if isinstance(value, str) else kind(value)
+        hint = DEADLINE_EXAMPLE
+        if isinstance(value, int):  # YAML reads an unquoted 06:00 as sexagesimal 360
+            hint = 'quote it: deadline: "06:00" (YAML reads an unquoted 06:00 as a number)'
+        ck.add(location, where, f"expected a time of day HH:MM (00:00 to 23:59), got {shown}", hint)
+        return INVALID
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
 
 
 def _check_events(ck: Checker, value: Any, location: Location, where: Where):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from tower import graph
 from tower.cli.common import load_catalog, print_json
 from tower.cli.render import table
 from tower.errors import UsageError
+from tower.timestamps import iso
 
 FORMATS = {"text": graph.render_text, "mermaid": graph.render_mermaid, "dot": graph.render_dot}
 SCHEDULES = (
@@ -126,6 +128,32 @@ def plan_report(pg: PipelineGraph) -> dict:
     }
 
 
+def next_start(pipeline, now: datetime) -> tuple[datetime, str]:
+    """When the next run starts: the pipeline's next scheduled time (within 8 days), else now."""
+    from dataclasses import replace
+
+    from tower.schedules import due_runs
+
+    if pipeline.schedule is not None:
+        every = replace(pipeline.schedule, catchup="all")
+        for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8)):
+            due = due_runs(every, now, now + window)
+            if due:
+                return due[0], "the next scheduled run"
+    return now, "a run started now"
+
+
+def deadline_report(pipeline, makespan: float, now: datetime | None = None) -> dict:
+    """`{"deadline": {...}}` for a pipeline with a deadline: the predicted end of its next run (the
+    critical-path-first makespan) against it (tower.deadlines); else nothing."""
+    if pipeline.deadline is None:
+        return {}
+    from tower.deadlines import plan_slack
+
+    start, which = next_start(pipeline, now or datetime.now(timezone.utc))
+    return {"deadline": {**plan_slack(pipeline.deadline, start, makespan), "start": iso(start), "start_is": which}}
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -162,6 +190,12 @@ def format_plan(report: dict) -> str:
         ratio = report["ratio_to_lower_bound"][key]
         rows.append([label, fmt(report["makespan"][key]), "-" if ratio is None else f"{ratio:.2f}x"])
     lines += table(rows, indent="  ")
+    deadline = report.get("deadline")
+    if deadline:
+        slack = deadline["slack_s"]
+        verdict = f"{fmt(slack)} to spare" if slack >= 0 else f"misses it by {fmt(-slack)}"
+        lines += ["", f"deadline {deadline['deadline_rule']}: {deadline['deadline']} for {deadline['start_is']} "
+                  f"({deadline['start']}); predicted end {deadline['predicted_end']}: {verdict}"]
     assumed = report["assumed_expected_duration"]
     if assumed:
         from tower.catalog.model import DEFAULT_EXPECTED_DURATION
@@ -190,6 +224,7 @@ def run_plan(args: argparse.Namespace) -> int:
     catalog = load_catalog(args)
     concurrency = parse_concurrency(args.concurrency, catalog.platforms)
     report = plan_report(pipeline_graph(catalog, args.pipeline, concurrency))
+    report.update(deadline_report(catalog.pipelines[args.pipeline], report["makespan"]["critical_path_first"]))
     if args.json:
         print_json(report)
     else:

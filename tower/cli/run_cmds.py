@@ -314,11 +314,14 @@ def cmd_status(args) -> int:
         return _tombstone(row, args.json)
     result = with_submitted_details(home, info.plan, info.to_result())
     links = {key: getattr(row, key) for key in ("repair_of", "repaired_by") if row is not None and getattr(row, key)}
+    from tower import deadlines
+
+    deadline = deadlines.of_run(info)
     if args.json:
         data = json_result(result)
         if not info.finished:
             data["eta"] = result.get("eta")
-        print_json({**data, **links})
+        print_json({**data, **deadline, **links})
         return 0
     from datetime import datetime, timezone
 
@@ -327,7 +330,9 @@ def cmd_status(args) -> int:
         detail = " (no engine attached: `tower resume` continues it)"
     elif not info.finished and info.custom_status:
         detail = f" ({progress_text(info.custom_status, datetime.now(timezone.utc))})"
-    print("\n".join([run_summary(result, detail), *log_lines(home, info, result)]))
+    deadline_line = deadlines.describe(deadline, info.finished)
+    print("\n".join([run_summary(result, detail), *([deadline_line] if deadline_line else []),
+                     *log_lines(home, info, result)]))
     for key, text in (("repair_of", "repair of"), ("repaired_by", "repaired by")):
         if key in links:
             print(f"{text} {links[key]} (tower status {links[key]})")
