@@ -247,9 +247,12 @@ def list_query(params: dict[str, str]) -> dict[str, Any]:
     from tower.errors import UsageError
 
     known = ("pipeline", "status", "since", "limit", "continuation")
-    unknown = sorted(set(params) - set(known))
+    unknown = sorted(set(params) - set(known) - {"code"})  # `code`: the function key, as Azure takes it
     if unknown:
         raise UsageError(f"unknown query parameter {unknown[0]!r} (known: {', '.join(known)})")
+    statuses = (*UNFINISHED, "succeeded", "failed", "cancelled")
+    if params.get("status") and params["status"] not in statuses:
+        raise UsageError(f"status: {params['status']!r} is not a run status (one of {', '.join(statuses)})")
     query: dict[str, Any] = {"pipeline": params.get("pipeline") or None, "status": params.get("status") or None}
     if params.get("since"):
         query["since"] = parse_since(params["since"])

@@ -7,6 +7,11 @@
                                      runs newest first, from the runs index (tower.runs_index);
                                      {"runs": [...], "continuation": token or null}
     POST /api/runs/{run_id}/cancel   ask a running run to cancel -> 202
+    GET  /api/health                 catalog valid, stores reachable, version -> 200, else 503
+    GET  /api/openapi.json           the OpenAPI 3.1 document of every route (tower.openapi)
+
+Every error is JSON ``{"error": ...}``: 4xx for what the caller sent, 5xx only for what is wrong
+on this side (an invalid deployed catalog, an unreachable store).
 """
 
 from __future__ import annotations
@@ -143,3 +148,49 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
             raise
         return _error(409, f"run {run_id!r} could not be cancelled: it has just finished")
     return _json({"run_id": run_id, "cancelling": True, "status_url": f"{_base(req)}/runs/{run_id}"}, 202)
+
+
+def health_checks() -> dict[str, dict]:
+    """Each thing a run needs, checked the cheapest way it can be: {name: {"ok": bool[, "error"]}}."""
+    from tower.history import history_from_environment
+    from tower.ledger import ledger_from_environment
+    from tower.notify import outbox_from_environment
+    from tower.redact import redact
+    from tower.rejected import rejected_from_environment
+    from tower.runs_index import index_from_environment
+
+    checks = {
+        "catalog": lambda: catalog(),
+        "runs_index": lambda: index_from_environment().list(limit=1),
+        "ledger": lambda: ledger_from_environment().version("~health"),
+        "history": lambda: history_from_environment().expected_durations(["~health"]),
+        "rejected_events": lambda: rejected_from_environment().list(None, 1),
+        "notifications_outbox": lambda: outbox_from_environment().pending(1),
+    }
+    results = {}
+    for name, check in checks.items():
+        try:
+            check()
+            results[name] = {"ok": True}
+        except Exception as exc:  # what is wrong is the answer here, never a 500
+            results[name] = {"ok": False, "error": redact(str(exc))[:2000]}
+    return results
+
+
+@bp.function_name("api_health")
+@bp.route(route="health", methods=["GET"], auth_level=AUTH)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    from tower import __version__
+
+    checks = await asyncio.to_thread(health_checks)
+    ok = all(check["ok"] for check in checks.values())
+    return _json({"ok": ok, "version": __version__, "checks": checks}, 200 if ok else 503)
+
+
+@bp.function_name("api_openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=AUTH)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    from tower import __version__
+    from tower.openapi import document
+
+    return _json(document(__version__))

@@ -13,6 +13,11 @@ and `tower events rejected`. Transient failures (storage or the Durable API unre
 catalog file, a missing setting) still raise, so Service Bus delivers the message again.
 
     GET /api/events/rejected[?limit=N&queue=Q]   rejected messages, newest first, with the reason
+    POST /api/events   {"type", "data", "id"}   put an event on the events queue -> 202
+
+``POST /api/events`` is the same in Azure and under `tower serve`: the app sends the message with
+its own identity (*Azure Service Bus Data Sender* on the queue there; the local bus here), so a
+caller with a function key needs no Service Bus role of its own.
 """
 
 from __future__ import annotations
@@ -148,8 +153,53 @@ async def list_rejected(req: func.HttpRequest) -> func.HttpResponse:
     try:
         limit = int(req.params.get("limit", DEFAULT_REJECTED_LIMIT))
     except ValueError:
-        return func.HttpResponse(json.dumps({"error": f"limit: expected a number, got {req.params.get('limit')!r}"}),
-                                 status_code=400, mimetype="application/json")
+        limit = 0
+    if limit < 1:
+        return _error(400, f"GET /api/events/rejected: limit: expected a whole number >= 1, got {req.params.get('limit')!r}")
     queue = req.params.get("queue") or None
     events = await asyncio.to_thread(lambda: rejected_from_environment().list(queue, limit))
     return func.HttpResponse(json.dumps([e.to_json() for e in events]), mimetype="application/json")
+
+
+_publishers: dict = {}
+
+
+def _publish(payload: dict) -> dict:
+    """Send one event to the events queue; the publisher is kept per process (one AMQP link)."""
+    import os
+
+    from tower.events import NAMESPACE_SETTING, events_queue, publisher_from_settings
+    from tower.paths import tower_home
+
+    queue = events_queue()
+    key = (os.environ.get(NAMESPACE_SETTING, ""), queue, str(tower_home()))
+    if key not in _publishers:
+        _publishers[key] = publisher_from_settings(entity=queue)
+    message_id = _publishers[key].send(payload.get("type"), payload.get("data"), message_id=payload.get("id"))
+    return {"id": message_id, "type": payload.get("type"), "sent_to": [queue]}
+
+
+@bp.function_name("api_send_event")
+@bp.route(route="events", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def send_event(req: func.HttpRequest) -> func.HttpResponse:
+    example = '{"type": "files.landed", "data": {...}, "id": "optional message id"}'
+    try:
+        payload = json.loads(req.get_body() or b"null")
+    except ValueError as exc:
+        return _error(400, f"POST /api/events: body is not JSON ({exc}); expected {example}")
+    if not isinstance(payload, dict):
+        return _error(400, f"POST /api/events: expected {example}")
+    unknown = sorted(set(payload) - {"type", "data", "id"})
+    if unknown:
+        return _error(400, f"POST /api/events: unknown field(s) {', '.join(unknown)}; expected {example}")
+    if payload.get("id") is not None and not isinstance(payload["id"], str):
+        return _error(400, f"POST /api/events: id must be a string, got {type(payload['id']).__name__}")
+    try:
+        reply = await asyncio.to_thread(_publish, payload)
+    except UsageError as exc:
+        return _error(400, f"POST /api/events: {exc}")
+    return func.HttpResponse(json.dumps(reply), status_code=202, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps({"error": message}), status_code=status, mimetype="application/json")

@@ -98,6 +98,11 @@ var queueRoles = [
     name: 'Azure Service Bus Data Receiver'
     id: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   }
+  {
+    // POST /api/events puts an event on the queue as the app (triggers/events.py)
+    name: 'Azure Service Bus Data Sender'
+    id: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  }
 ]
 
 var topicRoles = [

@@ -21,6 +21,8 @@ REQUIRED_ROLES = [
      "Microsoft.ServiceBus/namespaces/queues@", "the on_event trigger on the events queue"),
     ("69a216fc-b8fb-44d8-bc22-1f3c2cd27a39", "Azure Service Bus Data Sender", "servicebus.bicep",
      "Microsoft.ServiceBus/namespaces/topics@", "run notifications on the topic"),
+    ("69a216fc-b8fb-44d8-bc22-1f3c2cd27a39", "Azure Service Bus Data Sender", "servicebus.bicep",
+     "Microsoft.ServiceBus/namespaces/queues@", "POST /api/events on the events queue"),
     ("4633458b-17de-408a-b874-0445c86b69e6", "Key Vault Secrets User", "keyvault.bicep",
      "Microsoft.KeyVault/vaults@", "Key Vault references in the app settings"),
     ("3913510d-42f4-4e42-8a64-420c390055eb", "Monitoring Metrics Publisher", "monitoring.bicep",

@@ -44,7 +44,8 @@ from tower.local.ncrontab import NCrontab
 from tower.redact import redact
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7071
-EVENTS_ROUTE = "events"  # POST /api/events: the local way in for Service Bus messages
+EVENTS_ROUTE = "events"  # POST /api/events: the local way in for Service Bus messages (when the app has none)
+API_KEY_SETTING = "TOWER_API_KEY"  # under `tower serve`, the key every non-anonymous HTTP function asks for
 BUS_POLL_SECONDS = 0.1
 SHUTDOWN_GRACE_SECONDS = 10.0
 BUS_RETRY_SECONDS = 1.0  # after a bus error (say, a locked file), wait this long before the next poll
@@ -115,6 +116,9 @@ class HttpFunctions:
     async def handle(self, request: web.Request) -> web.Response:
         path = request.match_info.get("tail", "")
         route, found = find_route(self.routes, request.method, path)
+        if not _authorized(request, route):
+            return _json_error(401, f"{request.method} /{ROUTE_PREFIX}/{path}: {API_KEY_SETTING} is set: send it in "
+                               "the x-functions-key header or the code query parameter (as a function key in Azure)")
         if route is None:
             if path.strip("/") == EVENTS_ROUTE and request.method == "POST":
                 return await self._post_event(request)
@@ -156,6 +160,20 @@ class HttpFunctions:
 
 async def _to_dashboard(request: web.Request) -> web.Response:
     raise web.HTTPFound(f"/{ROUTE_PREFIX}/dashboard")
+
+
+def _authorized(request: web.Request, route) -> bool:
+    """With ``TOWER_API_KEY`` set, a request for a function that is not anonymous must carry it, where
+    Azure takes a function key: the ``x-functions-key`` header or the ``code`` query parameter."""
+    import hmac
+
+    key = os.environ.get(API_KEY_SETTING, "")
+    if not key:
+        return True
+    if route is not None and str(route.trigger.binding.get("authLevel", "function")).lower() == "anonymous":
+        return True
+    given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+    return hmac.compare_digest(given.encode(), key.encode())
 
 
 def _json_error(status: int, message: str, **extra) -> web.Response:
