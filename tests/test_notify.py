@@ -181,3 +181,57 @@ def test_a_succeeded_run_chains_the_pipelines_listening_for_its_end_and_no_other
     assert listeners(cat, "tower.run.finished", {"pipeline": "loopy"}) == []
     assert listeners(cat, "tower.run.finished", None) == []
     assert [r[0] for r in requested_runs(cat, event["type"], event["data"])] == ["reports", "loopy"]
+
+
+@pytest.fixture(params=["sqlite", "table"])
+def outbox_and_index(request, tmp_path):
+    """An outbox in the same store as a runs index: the SQLite file, or one Azurite table."""
+    import uuid
+
+    from tower import runs_index as ri
+
+    if request.param == "sqlite":
+        return notify.SqliteOutbox(tmp_path / "runs.db"), ri.SqliteRunsIndex(tmp_path / "runs.db")
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
+
+    url = f"{request.getfixturevalue('azurite_table_url')}/runs{uuid.uuid4().hex[:8]}"
+    key = AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)
+    return notify.TableOutbox(url, credential=key), ri.TableRunsIndex(url, credential=key)
+
+
+def test_the_outbox_keeps_each_message_once_sends_in_order_and_stays_out_of_run_listings(outbox_and_index):
+    from datetime import datetime, timezone
+
+    from tower import runs_index as ri
+    from tower.timestamps import iso
+
+    outbox, index = outbox_and_index
+    index.insert(ri.RunRow(run_id="run~p@1", pipeline="p", trigger="api", params_digest="x", status="running",
+                           started=iso(datetime.now(timezone.utc))))
+    first = notify.Notification("tower.run.started", {"pipeline": "p", "run_id": "run~p@1"},
+                                notify.message_id("run~p@1/#?", notify.RUN_STARTED), added=100.0)
+    second = notify.Notification("tower.run.finished", {"pipeline": "p", "status": "failed"},
+                                 notify.message_id("run~p@1/#?", notify.RUN_FINISHED), added=200.0)
+    outbox.add(second)
+    outbox.add(first)
+    outbox.add(first)
+    assert [n.message_id for n in outbox.pending()] == [first.message_id, second.message_id]
+    assert outbox.pending()[0].data == first.data
+
+    sent = []
+
+    class Recorder:
+        def send(self, notification):
+            sent.append(notification.message_id)
+
+    assert notify.flush(outbox, Recorder(), now=300.0) == 2
+    assert sent == [first.message_id, second.message_id] and outbox.pending() == []
+    outbox.add(first)  # remembered as sent: not again
+    assert outbox.pending() == []
+    assert notify.flush(outbox, Recorder(), now=300.0 + 8 * 86400) == 0  # forgets what was sent long ago
+    outbox.add(first)
+    assert [n.message_id for n in outbox.pending()] == [first.message_id]
+    rows, _ = index.list(limit=10)
+    assert [r.run_id for r in rows] == ["run~p@1"]  # the outbox is no run
