@@ -137,9 +137,11 @@ services:
   second: {{platform: lake, expected_duration: 1s, duration: 0.05}}
   long_one: {{platform: lake, expected_duration: 2h, duration: 0.3, depends_on: [first, second]}}
   quick: {{platform: lake, expected_duration: 1s, duration: 0.05}}
+  alone: {{platform: lake, expected_duration: 2h, duration: 0.2}}
 pipelines:
   late: {{services: [first, second, long_one], deadline: "{deadline:%H:%M}"}}
   early: {{services: [quick], deadline: "{deadline:%H:%M}"}}
+  hopeless: {{services: [alone], deadline: "{deadline:%H:%M}"}}
 """
         (tmp_path / "catalog.yaml").write_text(text)
         monkeypatch.setenv("TOWER_CATALOG", str(tmp_path / "catalog.yaml"))
@@ -202,3 +204,38 @@ def test_plan_prints_the_slack_against_the_deadline(work, capsys):
     assert main(["plan", "early"]) == 0
     out = capsys.readouterr().out
     assert f"deadline {deadline:%H:%M} UTC: {iso(deadline)}" in out and "to spare" in out
+
+
+def test_a_run_late_from_its_start_is_announced_before_any_service_reports(work, tmp_path, capsys):
+    # one service: its report ends the run, so only the check at the run's opening can warn
+    deadline = (datetime.now(UTC) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+    work(deadline)
+    assert main(["run", "hopeless", "--json"]) == 0
+    capsys.readouterr()
+    assert notify.drain(10)
+    found = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
+    assert len(found) == 1 and found[0]["data"]["critical_path"] == ["alone"]
+
+
+def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_path, monkeypatch):
+    from tower.ledger import SqliteRunLedger, open_run, reconcile_run
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
+        monkeypatch.delenv(name, raising=False)
+    notify._senders.clear()
+    start = datetime(2026, 1, 10, 5, 0, tzinfo=UTC)
+    ledger = SqliteRunLedger(tmp_path / "ledger.db")
+    core = _core("2026-01-10T05:45:00Z")
+    plan = {**core, "run_id": "run~p@silent", "platforms": {"sim": {"max_concurrency": None}}}
+    open_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    assert deadlines.watch("run~p@silent", start, ledger)["at_risk"] is False
+    later = start + timedelta(minutes=20)  # a (10m expected) still runs, nothing reported
+    reconcile_run(ledger, "run~p@silent", later)
+    fields = deadlines.watch("run~p@silent", later, ledger)
+    assert fields["at_risk"] is True and fields["slack_s"] == -300.0
+    assert deadlines.watch("run~p@silent", later + timedelta(minutes=1), ledger)["at_risk"] is True
+    assert notify.drain(10)
+    sent = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
+    assert [m["id"] for m in sent] == ["run~p@silent|tower.run.at_risk"]  # once
+    assert sent[0]["data"]["critical_path"] == ["a", "b"]

@@ -113,16 +113,18 @@ def at_risk_notification(run_id: str, pipeline: str, fields: Mapping[str, Any]):
 
 def watch(run_id: str, now: datetime, ledger=None) -> dict:
     """Check a running run against its deadline and announce it once when it is at risk; returns its
-    deadline fields. Never raises (called from activities: a deadline must not fail a run)."""
+    deadline fields. Called right after the ledger change of a report or a reconcile, it looks at the
+    scheduler that change left in this host's cache: no store is read. Never raises (a deadline must
+    not fail a run)."""
     import logging
 
     from tower import notify
 
     try:
-        from tower.ledger import _change, ledger_from_environment
+        from tower.ledger import cached_view, ledger_from_environment
 
-        # through the ledger's cache, changing nothing: the scheduler is in memory after a report
-        status = _change(ledger or ledger_from_environment(), run_id, now, lambda s: of_scheduler(s, now))
+        # the scheduler this host's report or reconcile just changed: no I/O, nothing without a deadline
+        status = cached_view(ledger or ledger_from_environment(), run_id, lambda s: of_scheduler(s, now)) or {}
         fields = of_status(status)
         if fields.get("at_risk"):
             notify.publish(at_risk_notification(run_id, status.get("pipeline") or "", fields))

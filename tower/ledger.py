@@ -327,6 +327,16 @@ def _remember(ledger: RunLedger, run_id: str, version: int, scheduler: Scheduler
             _cache.popitem(last=False)
 
 
+def cached_view(ledger: RunLedger, run_id: str, look: Callable[[Scheduler], T]) -> T | None:
+    """`look` at this host's cached scheduler of the run (as its last change here left it), under
+    the run's lock and with no I/O; None when it is not cached. For checks that must cost nothing
+    on the report path (tower.deadlines)."""
+    with _run_lock(ledger, run_id):
+        with _cache_lock:
+            cached = _cache.get(_key(ledger, run_id))
+        return None if cached is None else look(cached[1])
+
+
 def _current(ledger: RunLedger, run_id: str, now: datetime) -> tuple[int, Scheduler]:
     """The run's scheduler at its stored version: the cached one if nobody changed the run since,
     else the cached one brought up to date with the records written since (a few), else loaded."""
