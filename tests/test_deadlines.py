@@ -230,6 +230,8 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     plan = {**core, "run_id": "run~p@silent", "platforms": {"sim": {"max_concurrency": None}}}
     open_run(ledger, plan, {name: {} for name in plan["services"]}, start)
     assert deadlines.watch("run~p@silent", start, ledger)["at_risk"] is False
+    assert deadlines.watch("run~p@silent", start, ledger) == {}  # checked a moment ago: not again yet
+    monkeypatch.setattr(deadlines, "CHECK_EVERY_S", 0.0)
     later = start + timedelta(minutes=20)  # a (10m expected) still runs, nothing reported
     reconcile_run(ledger, "run~p@silent", later)
     fields = deadlines.watch("run~p@silent", later, ledger)

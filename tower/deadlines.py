@@ -25,6 +25,11 @@ from zoneinfo import ZoneInfo
 from tower.timestamps import iso, parse_iso
 
 CRITICAL_SHOWN = 10  # critical-path services named in a status or a notification
+# A check walks what is left of the graph (about 7 ms for 1,000 services): a run's reports within
+# this many seconds of its last check in this process are not checked again (the next report or
+# reconcile after it is; a warning is minutes early, a few seconds do not matter).
+CHECK_EVERY_S = 5.0
+_checked: dict[str, float] = {}
 
 
 def deadline_after(deadline, start: datetime) -> datetime:
@@ -117,15 +122,22 @@ def watch(run_id: str, now: datetime, ledger=None) -> dict:
     scheduler that change left in this host's cache: no store is read. Never raises (a deadline must
     not fail a run)."""
     import logging
+    import time
 
     from tower import notify
 
+    if time.monotonic() - _checked.get(run_id, float("-inf")) < CHECK_EVERY_S:
+        return {}
     try:
         from tower.ledger import cached_view, ledger_from_environment
 
         # the scheduler this host's report or reconcile just changed: no I/O, nothing without a deadline
         status = cached_view(ledger or ledger_from_environment(), run_id, lambda s: of_scheduler(s, now)) or {}
         fields = of_status(status)
+        if fields:  # a run with a deadline: not again for a few seconds
+            if len(_checked) > 10_000:
+                _checked.clear()
+            _checked[run_id] = time.monotonic()
         if fields.get("at_risk"):
             notify.publish(at_risk_notification(run_id, status.get("pipeline") or "", fields))
         return fields
