@@ -36,9 +36,8 @@ pipelines:
 @functools.cache
 def registered_routes() -> frozenset[tuple[str, str]]:
     """(METHOD, route with every parameter written {}) of each HTTP function on function_app.app
-    (read once: the SDK refuses to index an app's functions twice)."""
-    from function_app import app
-
+    (a fresh app, read once: the SDK refuses to index one app's functions twice)."""
+    app = load_app(REPO / "function_app.py")
     found = set()
     for function in app.get_functions():
         trigger = function.get_trigger()
@@ -228,3 +227,35 @@ def test_post_events_puts_the_event_on_the_events_queue(host):
         time.sleep(0.1)
     status, raw, _ = call(host, "GET", f"/api/runs/{run_id}")
     assert json.loads(raw)["pipeline"] == "on_files"
+
+
+def test_a_running_run_shows_its_deadline_prediction(host, tmp_path):
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    deadline = (datetime.now(timezone.utc) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+    catalog = tmp_path / "catalog.yaml"
+    text = textwrap.dedent(CATALOG) + f"  due: {{services: [long_one], deadline: '{deadline:%H:%M}'}}\n"
+    catalog.write_text(text.replace("services:\n", "services:\n  long_one: {platform: sim, duration: 30, "
+                                    "expected_duration: 2h}\n", 1))
+    status, raw, _ = call(host, "POST", "/api/runs/due", b"{}")
+    assert status == 202, raw
+    run_id = json.loads(raw)["run_id"]
+    try:
+        give_up = time.monotonic() + 15
+        while True:
+            status, raw, _ = call(host, "GET", f"/api/runs/{run_id}")
+            run = json.loads(raw)
+            if status == 200 and "at_risk" in run:
+                break
+            assert time.monotonic() < give_up, raw
+            time.sleep(0.1)
+        assert run["deadline"] == deadline.isoformat().replace("+00:00", "Z")
+        assert run["at_risk"] is True and run["missed"] is False and run["critical_path"] == ["long_one"]
+        assert run["slack_s"] < -3600
+    finally:  # cancel it and wait for its end: no activity of it may outlive this test's settings
+        call(host, "POST", f"/api/runs/{run_id}/cancel")
+        give_up = time.monotonic() + 20
+        while json.loads(call(host, "GET", f"/api/runs/{run_id}")[1]).get("status") in ("running", "pending"):
+            assert time.monotonic() < give_up
+            time.sleep(0.1)

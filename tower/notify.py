@@ -343,17 +343,21 @@ def _sender() -> TopicSender:
 
 
 class _Flusher:
-    """One background thread that flushes the outbox when kicked, so no activity waits for a send."""
+    """One background thread that flushes outboxes when kicked, so no activity waits for a send.
+    Each kick names the outbox and sender of the caller's settings, resolved then (a worker's
+    settings do not change; a test's do, between kick and flush)."""
 
     def __init__(self):
         self.wake = threading.Event()
         self.idle = threading.Event()
         self.idle.set()
         self.lock = threading.Lock()
+        self.targets: dict[int, tuple[Outbox, Sender | None]] = {}
         self.thread: threading.Thread | None = None
 
-    def kick(self) -> None:
+    def kick(self, outbox: Outbox, sender: Sender | None) -> None:
         with self.lock:
+            self.targets[id(outbox)] = (outbox, sender)
             self.idle.clear()
             self.wake.set()
             if self.thread is None or not self.thread.is_alive():
@@ -363,11 +367,14 @@ class _Flusher:
     def _run(self) -> None:
         while True:
             self.wake.wait()
-            self.wake.clear()
-            try:
-                flush()
-            except Exception as exc:  # the outbox itself is unreachable: the next kick tries again
-                log.warning("notifications: flush failed: %s", redact(str(exc)))
+            with self.lock:
+                self.wake.clear()
+                targets, self.targets = list(self.targets.values()), {}
+            for outbox, sender in targets:
+                try:
+                    flush(outbox, sender)
+                except Exception as exc:  # the outbox itself is unreachable: the next kick tries again
+                    log.warning("notifications: flush failed: %s", redact(str(exc)))
             with self.lock:
                 if not self.wake.is_set():
                     self.idle.set()
@@ -379,13 +386,22 @@ class _Flusher:
 _flusher = _Flusher()
 
 
+def _sender_or_none() -> Sender | None:
+    try:
+        return _sender()
+    except Exception as exc:  # a bad setting: logged here, raised again (and logged) by the flush
+        log.warning("notifications: no sender: %s", redact(str(exc)))
+        return None
+
+
 def publish(notification: Notification | None) -> None:
     """Keep the notification in the outbox and have it sent in the background. Never raises: a
     notification must not fail a run (an outbox that cannot be written is logged, the send tried)."""
     if notification is None:
         return
     try:
-        outbox_from_environment().add(notification)
+        outbox = outbox_from_environment()
+        outbox.add(notification)
     except Exception as exc:
         log.warning("notification %s (%s): the outbox is unreachable (%s); sending it now, once",
                     notification.message_id, notification.type, redact(str(exc)))
@@ -395,12 +411,15 @@ def publish(notification: Notification | None) -> None:
             log.error("notification %s (%s) lost: %s", notification.message_id, notification.type,
                       redact(str(exc2)))
         return
-    _flusher.kick()
+    _flusher.kick(outbox, _sender_or_none())
 
 
 def retry_pending() -> None:
     """Have the background thread send what the outbox still holds (the schedule tick, each minute)."""
-    _flusher.kick()
+    try:
+        _flusher.kick(outbox_from_environment(), _sender_or_none())
+    except Exception as exc:
+        log.warning("notifications: the outbox is unreachable: %s", redact(str(exc)))
 
 
 def drain(timeout: float = 10.0) -> bool:

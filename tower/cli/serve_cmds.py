@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
     events = subparsers.add_parser(
         "events",
-        help="send events to the app's Service Bus trigger; list, redrive or purge what failed",
+        help="send events to the app's Service Bus trigger; show run notifications; list, redrive or purge what failed",
         description="Send an event to Service Bus when ServiceBusConnection__fullyQualifiedNamespace is set "
         "(Microsoft Entra ID sign-in), else to the local bus that `tower serve` reads. Messages the app "
         "rejected (they can never work: no event type, an unknown pipeline, bad params) are kept with the "
