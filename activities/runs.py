@@ -163,8 +163,8 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     inputs = {name: service_job(plan, name) for name in plan["services"]}
     step = await remote.off_loop(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
     telemetry.run_started(plan, request["started"])
-    await asyncio.to_thread(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
-    await asyncio.to_thread(deadlines.watch, plan["run_id"], utcnow())  # late from the start?
+    await remote.off_loop(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
+    await remote.off_loop(deadlines.watch, plan["run_id"], utcnow())  # late from the start?
     return await act(client, plan["run_id"], step)
 
 
