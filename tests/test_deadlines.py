@@ -241,3 +241,21 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     sent = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     assert [m["id"] for m in sent] == ["run~p@silent|tower.run.at_risk"]  # once
     assert sent[0]["data"]["critical_path"] == ["a", "b"]
+
+
+def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
+    """A repair keeps its run's deadline: started after it, it is late, and there is nothing left to warn."""
+    from tower.ledger import SqliteRunLedger, open_run
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
+        monkeypatch.delenv(name, raising=False)
+    notify._senders.clear()
+    start = datetime(2026, 1, 10, 7, 0, tzinfo=UTC)
+    ledger = SqliteRunLedger(tmp_path / "ledger.db")
+    plan = {**_core("2026-01-10T05:45:00Z"), "run_id": "run~p@repair"}
+    open_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    fields = deadlines.watch("run~p@repair", start, ledger)
+    assert fields["at_risk"] is True and fields["slack_s"] < 0
+    assert notify.drain(10)
+    assert [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"] == []

@@ -8,7 +8,8 @@ running service counted for its expected duration less the time it has run) and,
 platform, the work left over its slots; the same prediction `tower plan` makes before it starts,
 with expected durations from run history. When the prediction passes the deadline the run is *at
 risk*; `tower.run.at_risk` goes out once (tower.notify), naming the critical-path services that put
-it there, while there is still time to act.
+it there, while there is still time to act: never after the deadline itself (a repair keeps its
+original run's deadline, long past: it shows as late, and warns nobody).
 
 The check runs where the prediction changes: on each service report (cheap and deterministic: the
 run's scheduler is already in memory) and on the reconcile timer of a running run, which covers long
@@ -138,7 +139,7 @@ def watch(run_id: str, now: datetime, ledger=None) -> dict:
             if len(_checked) > 10_000:
                 _checked.clear()
             _checked[run_id] = time.monotonic()
-        if fields.get("at_risk"):
+        if fields.get("at_risk") and now < parse_iso(fields["deadline"]):  # still time to act
             notify.publish(at_risk_notification(run_id, status.get("pipeline") or "", fields))
         return fields
     except Exception as exc:
