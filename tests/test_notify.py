@@ -273,3 +273,33 @@ def test_under_the_local_host_a_finished_run_starts_the_pipeline_chained_on_it(w
         assert sorted(r["pipeline"] for r in runs.values()) == ["loopy", "loopy", "nightly", "reports"]
     finally:
         host.stop()
+
+
+def test_tail_follow_shows_notifications_as_they_come(work):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TOWER_HOME": str(work / "home")}
+    tail_process = subprocess.Popen([sys.executable, "-m", "tower", "events", "tail", "--follow", "--json"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import threading
+
+    watchdog = threading.Timer(20, tail_process.kill)  # a tail that shows nothing fails, never hangs
+    watchdog.start()
+    try:
+        time.sleep(1.0)  # it is following: what comes now must show
+        notify.publish(notify.run_finished({"run_id": "run~p@t", "pipeline": "p", "status": "succeeded",
+                                            "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:05Z",
+                                            "services": {}}))
+        assert notify.drain(10)
+        line = json.loads(tail_process.stdout.readline())
+        assert line["type"] == "tower.run.finished" and line["id"] == "run~p@t|tower.run.finished"
+        assert line["data"]["duration_s"] == 5.0
+    finally:
+        watchdog.cancel()
+        tail_process.terminate()
+        tail_process.wait(timeout=10)
