@@ -143,6 +143,29 @@ MALFORMED = {
         ("/api/events", b'{"type": "a.b", "id": "' + b"x" * 200 + b'"}', 400),
         ("/api/events", b'{"type": "a.b", "extra": 1}', 400),
     ],
+    ("POST", "/runs/{}/repair"): [
+        ("/api/runs/run~nothing@20260101T000000Z/repair", b"{nope", 400),
+        ("/api/runs/run~nothing@20260101T000000Z/repair", b'{"again": "yes"}', 400),
+        ("/api/runs/run~nothing@20260101T000000Z/repair", b"[true]", 400),
+        ("/api/runs/run~nothing@20260101T000000Z/repair", b"{}", 404),
+        ("/api/runs/bad%20id/repair", b"{}", 404),
+    ],
+    ("GET", "/runs/{}/board"): [
+        ("/api/runs/run~nothing@20260101T000000Z/board", None, 404),
+        ("/api/runs/%25%23%3F/board", None, 404),
+    ],
+    ("GET", "/pipelines"): [("/api/pipelines?unused=1", None, 200)],
+    ("GET", "/pipelines/{}"): [
+        ("/api/pipelines/no-such-pipeline", None, 404),
+        ("/api/pipelines/%E2%9C%93", None, 404),
+    ],
+    ("GET", "/dashboard"): [("/api/dashboard?unused=1", None, 200)],
+    ("GET", "/dashboard/{}"): [
+        ("/api/dashboard/..%2Fapi.py", None, 404),
+        ("/api/dashboard/.hidden.js", None, 404),
+        ("/api/dashboard/nothing.js", None, 404),
+        ("/api/dashboard/index.html", None, 404),
+    ],
     ("GET", "/health"): [("/api/health?verbose=maybe", None, 200)],
     ("GET", "/openapi.json"): [("/api/openapi.json?x=1", None, 200)],
 }
@@ -166,8 +189,8 @@ def test_every_route_answers_malformed_input_with_a_json_4xx_never_a_500(host):
             elif status >= 400 and not (isinstance(reply, dict) and isinstance(reply.get("error"), str)
                                         and reply["error"]):
                 wrong.append(f"{method} {path} {body!r}: {status} without a JSON error: {raw[:300]!r}")
-            elif "application/json" not in headers.get("Content-Type", ""):
-                wrong.append(f"{method} {path}: Content-Type {headers.get('Content-Type')}")
+            elif status >= 400 and "application/json" not in headers.get("Content-Type", ""):
+                wrong.append(f"{method} {path}: {status} with Content-Type {headers.get('Content-Type')}")
     assert wrong == []
 
 
@@ -207,6 +230,8 @@ def test_tower_api_key_guards_every_route(host, monkeypatch):
         assert call(host, "GET", path + "?code=s3cret-key-123")[0] == 200
     status, _, _ = call(host, "POST", "/api/events", json.dumps({"type": "a.b"}).encode())
     assert status == 401
+    assert call(host, "GET", "/api/dashboard")[0] == 401
+    assert call(host, "GET", "/api/dashboard/app.js")[0] == 200  # anonymous in Azure too: a static file
     monkeypatch.delenv("TOWER_API_KEY")
     assert call(host, "GET", "/api/health")[0] == 200
 
@@ -238,6 +263,12 @@ def test_a_running_run_shows_its_deadline_prediction(host, tmp_path):
     text = textwrap.dedent(CATALOG) + f"  due: {{services: [long_one], deadline: '{deadline:%H:%M}'}}\n"
     catalog.write_text(text.replace("services:\n", "services:\n  long_one: {platform: sim, duration: 30, "
                                     "expected_duration: 2h}\n", 1))
+    status, raw, _ = call(host, "GET", "/api/pipelines/due")
+    planned = json.loads(raw)["deadline"]  # what `tower plan` says of its next run
+    assert status == 200 and planned["deadline"] == deadline.isoformat().replace("+00:00", "Z")
+    assert planned["slack_s"] < -3600 and planned["start_is"] == "a run started now"
+    status, raw, _ = call(host, "GET", "/api/pipelines/adhoc")
+    assert status == 200 and json.loads(raw)["deadline"] is None
     status, raw, _ = call(host, "POST", "/api/runs/due", b"{}")
     assert status == 202, raw
     run_id = json.loads(raw)["run_id"]

@@ -89,6 +89,69 @@ PATHS: dict[str, dict[str, Any]] = {
                           "404": NOT_FOUND, "409": _error("the run has already finished")},
         },
     },
+    "/runs/{id}/repair": {
+        "post": {
+            "operationId": "repairRun",
+            "summary": "A new run of what failed, was held back or was cancelled, with the run's frozen plan",
+            "parameters": [RUN_ID],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"again": {"type": "boolean",
+                                                           "description": "repair a run repaired before"}}}}}},
+            "responses": {
+                "202": {**_json(_ref("RepairStarted"), "the repair started; poll `status_url`"),
+                        "headers": {"Location": {"description": "the repair's status URL", "schema": {"type": "string"}}}},
+                "400": BAD_REQUEST, "401": UNAUTHORIZED, "404": NOT_FOUND,
+                "409": _error("still running, nothing to repair, or repaired before (send {\"again\": true})"),
+            },
+        },
+    },
+    "/runs/{id}/board": {
+        "get": {
+            "operationId": "runBoard",
+            "summary": "The run page's data: each service's platform, dependencies, expected time and remote "
+                       "link; the remaining critical path; the ETA; the board (why each waiting service waits)",
+            "parameters": [RUN_ID],
+            "responses": {"200": _json({"type": "object"}, "the run's view"), "401": UNAUTHORIZED, "404": NOT_FOUND},
+        },
+    },
+    "/pipelines": {
+        "get": {
+            "operationId": "listPipelines",
+            "summary": "Each pipeline: schedule, next due times, event types, services and platforms",
+            "responses": {"200": _json({"type": "object", "properties": {"pipelines": {"type": "array"}}},
+                                       "the pipelines"), "401": UNAUTHORIZED,
+                          "500": _error("the deployed catalog is invalid")},
+        },
+    },
+    "/pipelines/{name}": {
+        "get": {
+            "operationId": "getPipeline",
+            "summary": "One pipeline: its services, schedule, next due times, critical path, predicted "
+                       "makespan and, with a deadline, its next run's slack against it",
+            "parameters": [_param("name", "path", "the pipeline")],
+            "responses": {"200": _json({"type": "object"}, "the pipeline"), "401": UNAUTHORIZED,
+                          "404": _error("no such pipeline"), "500": _error("the deployed catalog is invalid")},
+        },
+    },
+    "/dashboard": {
+        "get": {
+            "operationId": "dashboard",
+            "summary": "The dashboard page (open it with ?code=<key>: it passes the key to every call)",
+            "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                          "401": UNAUTHORIZED},
+        },
+    },
+    "/dashboard/{asset}": {
+        "get": {
+            "operationId": "dashboardAsset",
+            "summary": "The dashboard's script and stylesheet (static files, no key)",
+            "security": [],
+            "parameters": [_param("asset", "path", "app.js or style.css")],
+            "responses": {"200": {"description": "the file", "content": {
+                "text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
+                "404": _error("no such file")},
+        },
+    },
     "/events": {
         "post": {
             "operationId": "sendEvent",
@@ -172,6 +235,9 @@ SCHEMAS: dict[str, Any] = {
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "RunList": {"type": "object", "required": ["runs", "continuation"], "properties": {
         "runs": {"type": "array", "items": _ref("RunRow")}, "continuation": {"type": ["string", "null"]}}},
+    "RepairStarted": {"type": "object", "required": ["run_id", "repair_of", "status_url"], "properties": {
+        "run_id": {"type": "string"}, "repair_of": {"type": "string"},
+        "services": {"type": "array", "items": {"type": "string"}}, "status_url": {"type": "string"}}},
     "Cancelling": {"type": "object", "properties": {
         "run_id": {"type": "string"}, "cancelling": {"type": "boolean"}, "status_url": {"type": "string"}}},
     "Event": {"type": "object", "required": ["type"], "properties": {

@@ -107,10 +107,11 @@ def _pipeline_summary(cat, name: str, now: datetime) -> dict:
 
 
 def _pipeline_detail(cat, name: str, now: datetime) -> dict:
-    from tower.cli.plan_cmds import pipeline_graph, plan_report
+    from tower.cli.plan_cmds import deadline_report, pipeline_graph, plan_report
 
     pg = pipeline_graph(cat, name)
     report = plan_report(pg)
+    report.update(deadline_report(cat.pipelines[name], report["makespan"]["critical_path_first"], now))
     return {
         **_pipeline_summary(cat, name, now),
         "params": cat.pipelines[name].params,
@@ -121,6 +122,7 @@ def _pipeline_detail(cat, name: str, now: datetime) -> dict:
         "predicted_makespan": report["makespan"]["critical_path_first"],
         "lower_bound": report["lower_bound"],
         "platforms": report["platforms"],
+        "deadline": report.get("deadline"),  # its next run's predicted end against it (tower.deadlines)
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from tower import graph
 from tower.cli.common import load_catalog, print_json
@@ -129,17 +129,13 @@ def plan_report(pg: PipelineGraph) -> dict:
 
 
 def next_start(pipeline, now: datetime) -> tuple[datetime, str]:
-    """When the next run starts: the pipeline's next scheduled time (within 8 days), else now."""
-    from dataclasses import replace
-
-    from tower.schedules import due_runs
+    """When the next run starts: the pipeline's next scheduled time, else now."""
+    from tower.schedules import next_due
 
     if pipeline.schedule is not None:
-        every = replace(pipeline.schedule, catchup="all")
-        for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8)):
-            due = due_runs(every, now, now + window)
-            if due:
-                return due[0], "the next scheduled run"
+        due = next_due(pipeline.schedule, now, 1)
+        if due:
+            return due[0], "the next scheduled run"
     return now, "a run started now"
 
 
