@@ -292,8 +292,9 @@ def run_app():
 class LocalEngine:
     """The app's Durable functions running on the local engine in this process."""
 
-    def __init__(self, home: Path, activity_workers: int = 8, app: Any = None):
+    def __init__(self, home: Path, activity_workers: int = 8, app: Any = None, time_scale: float = 1.0):
         self.home = Path(home)
+        self.time_scale = time_scale    # a simulated run's: the latency model (if any) scales with it
         self.activity_workers = activity_workers
         self.app = app
         self.engine = None
@@ -306,7 +307,8 @@ class LocalEngine:
         app = self.app if self.app is not None else run_app()
         logging.disable(logging.WARNING)  # the Functions SDK warns that a non-HTTP app has no auth level
         try:
-            self.engine = Engine(app, self.home, activity_workers=self.activity_workers)
+            self.engine = Engine(app, self.home, activity_workers=self.activity_workers,
+                                 latency_scale=self.time_scale)
         finally:
             logging.disable(logging.NOTSET)
         self.engine.start()

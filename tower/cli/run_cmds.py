@@ -166,7 +166,9 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
     from tower.runner import LocalEngine
 
     telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set: the portal view, locally
-    with sigterm_as_interrupt(), LocalEngine(home) as local:
+    scales = [p["platforms"][name]["settings"]["time_scale"] for p in plans if p.get("simulated")
+              for name in p["platforms"]]
+    with sigterm_as_interrupt(), LocalEngine(home, time_scale=min(scales, default=1.0)) as local:
         run_ids: list[str] = []
         early = None  # Ctrl-C or SIGTERM after a run started, before it was followed: cancel it too
         try:

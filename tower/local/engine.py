@@ -28,7 +28,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from tower.errors import EngineError, InstanceExists, InstanceNotFound, NonDeterminismError
 from tower.local import history as h
 from tower.local import store as st
+from tower.local.latency import Latency, latency_from_env
 from tower.local.replay import ACTIVITY, TIMER, Work, replay
 from tower.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
 from tower.redact import redact
@@ -174,7 +175,8 @@ class Engine:
                  log: Callable[[str], None] | None = None, port: int = 0, hub: str = "TowerHub",
                  backend: str | None = None, orchestrations: bool = True, max_activities: int | None = None,
                  maximum_short_timer: timedelta = MAXIMUM_SHORT_TIMER,
-                 long_timer_interval: timedelta = LONG_TIMER_INTERVAL):
+                 long_timer_interval: timedelta = LONG_TIMER_INTERVAL,
+                 latency: Latency | None = None, latency_scale: float = 1.0):
         from aiohttp import web
 
         from tower.local import management
@@ -209,6 +211,13 @@ class Engine:
                       "max_payload_bytes": 0, "payloads_over_45kb": 0}
         for kind in PAYLOAD_KINDS:      # every stat a number: "<kind>_payloads", "_max_bytes", "_over_45kb"
             self.stats.update({f"{kind}_payloads": 0, f"{kind}_max_bytes": 0, f"{kind}_over_45kb": 0})
+        # What the Azure backend's queues would delay (TOWER_LOCAL_LATENCY; None: the local host's own
+        # speed), and what they would count: queue_messages, queue_polls, storage_transactions.
+        self.latency = latency if latency is not None else latency_from_env(latency_scale, now=time.time())
+        self.stats.update({"queue_messages": 0, "queue_polls": 0, "storage_transactions": 0})
+        self._modelled: set[int] = set()        # inbox seqs whose delivery time the model has set
+        self._dispatches: list = []             # heap of (at, n, work item): activities on their way
+        self._dispatch_seq = 0
         self._stats_lock = threading.Lock()     # "activities" is counted by the worker threads
         self.episode_samples: list[tuple[int, float, float]] | None = None  # (history length, handle s, engine s)
         self.web_app = web.Application(client_max_size=HTTP_MAX_REQUEST_BYTES)
@@ -261,6 +270,8 @@ class Engine:
         self._announce()
         self.log(f"engine: {len(self.orchestrators)} orchestrators, {len(self.activities)} activities, "
                  f"management API at {self.base_url}")
+        if self.latency is not None:
+            self.log(f"engine: {self.latency.describe()}")
         if not self._leader:
             self.log(self.follower_line())
         return self
@@ -457,6 +468,8 @@ class Engine:
             wait = POLL_SECONDS
             if self._timers:
                 wait = min(wait, max(0.0, (self._timers[0][0] - h.utcnow()).total_seconds()))
+            if self._dispatches:
+                wait = min(wait, max(0.0, self._dispatches[0][0] - time.time()))
             self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
@@ -467,6 +480,8 @@ class Engine:
                     self._beat()
                 if self._leader:
                     self._iteration()
+                if self.latency is not None:
+                    self._model_tick()
                 self._claim()
             except _LeaseLost:
                 self.log("engine: another engine took the orchestration lease; " + self.follower_line())
@@ -519,7 +534,23 @@ class Engine:
         self._timers.clear()
         self._timer_seq.clear()
         self._dead.clear()
+        self._modelled.clear()
         self._hwm = 0
+
+    # ------------------------------------------------------------------ the latency model
+    def _model_tick(self) -> None:
+        """Hand over the activities whose dispatch is due; bring the model's counts into `stats`."""
+        now = time.time()
+        while self._dispatches and self._dispatches[0][0] <= now:
+            self._work.put(heapq.heappop(self._dispatches)[2])
+        self.latency.idle_until(now)
+        self.stats.update(self.latency.stats())
+
+    def _delivery(self, message: st.Message, visible) -> Any:
+        """When the backend hands `message` (visible from `visible`, a datetime) to the orchestrator."""
+        self._modelled.add(message.seq)
+        at = self.latency.delivered(message.instance_id, visible.timestamp())
+        return max(visible, datetime.fromtimestamp(at, timezone.utc))
 
     def _iteration(self) -> None:
         now = h.utcnow()
@@ -527,6 +558,10 @@ class Engine:
         for message in self.store.messages_after(self._hwm):
             self._hwm = message.seq
             due = h.parse_time(message.due) if message.due else None
+            if self.latency is not None:    # sent now: a timer's message is visible at its fire time
+                self.latency.sent(message.instance_id, now.timestamp())
+                if due is None or due <= now:
+                    due = self._delivery(message, now)
             if due is not None and due > now:
                 heapq.heappush(self._timers, (due, message.seq, message))
                 if message.kind == st.TIMER:     # so that a cancel or the instance's end can drop it
@@ -535,10 +570,17 @@ class Engine:
             else:
                 ready.append(message)
         while self._timers and self._timers[0][0] <= now:
-            _, seq, message = heapq.heappop(self._timers)
+            due, seq, message = heapq.heappop(self._timers)
             if seq in self._dead:
                 self._dead.discard(seq)
+                self._modelled.discard(seq)
                 continue
+            if self.latency is not None and seq not in self._modelled:    # a timer: read at a later poll
+                delivered = self._delivery(message, due)
+                if delivered > now:
+                    heapq.heappush(self._timers, (delivered, seq, message))
+                    continue
+            self._modelled.discard(seq)
             ready.append(message)
             pending = self._timer_seq.get((message.instance_id, message.execution_id))
             if pending is not None and pending.get(message.task_id) == seq:
@@ -575,7 +617,11 @@ class Engine:
             with self._stats_lock:
                 self._inflight += len(batch.work)
         for item in batch.work:
-            self._work.put(item)
+            if self.latency is None:
+                self._work.put(item)
+            else:                       # through the work-item queue
+                self._dispatch_seq += 1
+                heapq.heappush(self._dispatches, (self.latency.dispatched(time.time()), self._dispatch_seq, item))
         if batch.wake:
             self._wake.set()
 
@@ -721,6 +767,8 @@ class Engine:
             self._commit_history(live, batch)
         self.stats["episodes"] += 1
         self.stats["handle_cpu"] += handle_cpu
+        if self.latency is not None:
+            self.latency.episode()
         if self.episode_samples is not None:
             engine_cpu = time.thread_time() - engine_started - handle_cpu
             self.episode_samples.append((len(live.history), handle_cpu, engine_cpu))
