@@ -88,19 +88,20 @@ def observed(status: Status) -> dict:
 LINGER_FIRST_LOOK = 0.05  # seconds to the first look again when the platform gives no hint (then x2)
 
 
-def linger(platform_adapter, handle: Handle, status: Status, budget: float) -> Status:
+def linger(platform_adapter, handle: Handle, status: Status, budget: float, every: float | None = None) -> Status:
     """Watch just-started work here while its end is due within `budget` seconds: sub-second work
     (many SQL statements) then needs no durable timer, and its dependents start a timer and two
     orchestrator episodes sooner. The platform's `poll_after` sets the next look; without one, looks
-    are 0.05 s apart, doubling. Work not done within the budget is left to durable timers."""
+    are `every` seconds apart (tower.polling's window of the expected end), else 0.05 s, doubling.
+    Work not done within the budget is left to durable timers."""
     deadline = time.monotonic() + budget
-    pause_without_hint = LINGER_FIRST_LOOK
+    pause_without_hint = every or LINGER_FIRST_LOOK
     while status.state not in TERMINAL_STATES:
         pause = max(status.poll_after if status.poll_after is not None else pause_without_hint, 0.001)
         if time.monotonic() + pause > deadline:
             break
         time.sleep(pause)
-        pause_without_hint *= 2
+        pause_without_hint *= 1 if every else 2
         status = platform_adapter.poll(handle)
     return status
 

@@ -64,7 +64,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
     watch_until?, report?}. The first look at work submitted at dispatch (`first`) reads the run's
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
-    work until then (see `remote.linger`)."""
+    work until then (see `remote.linger`), a look every `look` seconds if given."""
     _begin(context, request)
     handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
 
@@ -72,7 +72,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
         if request.get("first") and _cancelled(request):
             adapter.cancel(handle)
             return Status(CANCELLED, message="run cancelled while the service was starting"), None
-        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request))
+        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request), request.get("look"))
         return status, _report_if_done(request, status, client, loop)
 
     status, acting = await remote.call(request["platform"], poll, telemetry.about(request))

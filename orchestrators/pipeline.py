@@ -31,6 +31,7 @@ from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
+from tower.polling import Expectation, next_poll
 from tower.scheduler import CANCELLED, FAILED, RUNNING, failure_from, settled
 from tower.timestamps import iso, parse_iso
 
@@ -165,11 +166,13 @@ class _ServiceRun:
     def request(self, **fields) -> dict:
         return {"platform": self.platform, **fields}
 
-    def watch_until(self) -> str:
-        """Until when the first look (a submit, or the first poll of work submitted at dispatch) may
-        watch the work itself: the platform's linger, never past the deadline (a success seen after
-        it would contradict the timeout)."""
-        until = self.now() + timedelta(seconds=self.job["platform"]["poll"].get("linger", 0.0))
+    def watch_until(self, seconds: float = 0.0) -> str:
+        """Until when a look may watch the work itself: the first look (a submit, or the first poll
+        of work submitted at dispatch) for the platform's linger, a poll across the window of the
+        expected end for `seconds`; never past the deadline (a success seen after it would
+        contradict the timeout)."""
+        seconds = max(seconds, self.job["platform"]["poll"].get("linger", 0.0))
+        until = self.now() + timedelta(seconds=seconds)
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
     def report(self, first_look: bool = False) -> dict:
@@ -212,17 +215,25 @@ class _ServiceRun:
             self.show()
             poll = self.job["platform"]["poll"]
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
+            expect = Expectation(**self.job["expect"]) if self.job.get("expect") else None
+            submitted_at = parse_iso(self.result["attempt_started"])
             errors = 0
             first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
             while status["state"] not in TERMINAL_STATES:
-                delay = status.get("poll_after")
-                if delay is None:
+                delay, watch = status.get("poll_after"), None
+                if delay is None and expect is not None:   # dense looks where the end is likely
+                    watch = next_poll((self.now() - submitted_at).total_seconds(), expect, first=interval,
+                                      factor=factor, longest=longest, scale=poll.get("scale", 1.0))
+                    delay = watch.delay
+                elif delay is None:
                     delay, interval = interval, min(interval * factor, longest)
                 elif status.get("observed_at"):  # the platform's hint counts from when it was asked
                     delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
                 if delay > 0:
                     yield from self.wait(delay)
                 first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
+                if watch is not None and watch.watch > 0:
+                    first.update(watch_until=self.watch_until(watch.watch), look=watch.look)
                 polled = self.context.call_activity(names.POLL_SERVICE, self.request(
                     handle=handle, report=self.report(first_look), **first))
                 yield from self.race(polled)

@@ -24,6 +24,8 @@ def exercise_store(store):
     store.record(result("run-5", "other/svc#1", duration=4.0))
     expected = store.expected_durations(["load", "other/svc#1", "never-ran"])
     assert expected == {"load": 12.0, "other/svc#1": 4.0}  # median ignores the 500 s blip and failures
+    recent = store.recent_durations(["load", "never-ran"])
+    assert list(recent) == ["load"] and sorted(recent["load"]) == [10.0, 11.0, 12.0, 13.0, 500.0]  # successes only
 
     store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))
     store.record(result("run-5", "load", status="succeeded", duration=2.5, attempt=2, remote_id="sim-1"))

@@ -60,9 +60,11 @@ def test_plan_freezes_services_platforms_and_params():
         "retry": {"retries": 2, "backoff": 30, "max_backoff": 120}, "expected": 100.0,
         "spec": {"job_id": 7}, "params": {"date": "2024-06-01", "limit": 10, "full": False},
         "iid": service_instance_id("nightly-1", "transform"),
+        "expect": {"median": 100.0, "spread": 20.0},     # expected_duration, +-20 %: a guess
     }
     assert plan["services"]["extract"]["params"]["region"] == "eu"
     assert plan["services"]["report"]["expected"] == 60.0  # the default when nothing says
+    assert plan["services"]["report"]["expect"] is None    # ... but no poll schedule is built on it
     assert plan["params"] == {"date": "2024-06-01", "limit": 10, "full": False}
     assert plan["platforms"]["dbx"]["settings"]["token"] == "${DATABRICKS_TOKEN}"  # never resolved
     assert plan["platforms"]["dbx"]["max_concurrency"] == 2 and plan["platforms"]["dbx"]["type"] == "databricks"
@@ -104,6 +106,25 @@ def test_history_durations_override_expected_durations():
     plan = build_plan(catalog(), "nightly", durations={"transform": 42.5}, run_id="r")
     assert plan["services"]["transform"]["expected"] == 42.5
     assert plan["services"]["extract"]["expected"] == 10.0
+
+
+def test_recent_durations_set_the_expected_end_of_the_polls_and_stand_in_for_the_median():
+    recent = {"transform": [50.0, 52.0, 48.0, 51.0, 49.0], "report": [7.0]}
+    plan = build_plan(catalog(), "nightly", recent=lambda names: {n: recent[n] for n in names if n in recent},
+                      durations={"report": 8.0}, run_id="r")
+    transform = plan["services"]["transform"]
+    assert transform["expected"] == 50.0                   # their median beats expected_duration
+    assert transform["expect"]["median"] == 50.0
+    assert transform["expect"]["spread"] == pytest.approx(1.4826)   # 1.4826 x the median absolute deviation
+    assert plan["services"]["report"]["expected"] == 8.0   # given durations win for priorities
+    assert plan["services"]["report"]["expect"]["median"] == 7.0
+    assert plan["services"]["extract"]["expect"] == {"median": 10.0, "spread": 2.0}
+
+
+def test_a_simulated_plan_scales_the_expected_end_and_the_poll_schedule():
+    plan = build_plan(catalog(), "nightly", simulate=True, time_scale=0.01, run_id="r")
+    assert plan["services"]["transform"]["expect"] == {"median": 1.0, "spread": pytest.approx(0.2)}
+    assert plan["platforms"]["dbx"]["poll"]["scale"] == 0.01
 
 
 def test_history_durations_may_be_asked_for_the_selected_services_only():
@@ -148,7 +169,7 @@ def test_simulate_runs_everything_on_the_simulator_and_keeps_the_limits():
     assert transform["expected"] == pytest.approx(1.0) and transform["timeout"] == pytest.approx(9.0)
     assert plan["platforms"]["dbx"] == {
         "type": "sim", "max_concurrency": 2, "settings": {"time_scale": 0.01},
-        "poll": {"first": 0.01, "factor": 1.5, "max": 0.6, "linger": 0.5}}
+        "poll": {"first": 0.01, "factor": 1.5, "max": 0.6, "linger": 0.5, "scale": 0.01}}
     assert "${DATABRICKS_TOKEN}" not in json.dumps(plan)
 
 

@@ -3,6 +3,7 @@
     RunHistory.record(result)               store one attempt's outcome (idempotent per run/service/attempt)
     RunHistory.record_many(results)         the same for several at once (one transaction in SQLite)
     RunHistory.expected_durations(services) median of each service's recent successful durations
+    RunHistory.recent_durations(services)   those durations, newest first (their spread sets polling)
     RunHistory.attempts(run_id, services)   the attempts recorded for one run (of these services)
 
 Two stores behind that interface: SQLite locally (``$TOWER_HOME/history.db``) and Azure Table
@@ -81,6 +82,8 @@ class RunHistory(Protocol):
 
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]: ...
 
+    def recent_durations(self, services: Iterable[str]) -> dict[str, list[float]]: ...
+
     def attempts(self, run_id: str, services: Iterable[str] | None = None) -> list[AttemptRecord]:
         """The run's attempts. The Table store needs the run's `services` (its partitions)."""
 
@@ -125,7 +128,11 @@ class SqliteRunHistory:
             )
 
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
-        expected = {}
+        return {service: median_recent(d) for service, d in self.recent_durations(services).items()}
+
+    def recent_durations(self, services: Iterable[str]) -> dict[str, list[float]]:
+        """The last RECENT successful durations of each service that has any, newest first."""
+        recent = {}
         db = self._connect()
         for service in services:
             rows = db.execute(
@@ -134,8 +141,8 @@ class SqliteRunHistory:
                 (service, SUCCEEDED, RECENT),
             ).fetchall()
             if rows:
-                expected[service] = median_recent(r[0] for r in rows)
-        return expected
+                recent[service] = [float(r[0]) for r in rows]
+        return recent
 
     def attempts(self, run_id: str, services: Iterable[str] | None = None) -> list[AttemptRecord]:
         rows = self._connect().execute(
@@ -183,10 +190,15 @@ class TableRunHistory:
     def expected_durations(self, services: Iterable[str]) -> dict[str, float]:
         """One partition query per service, `HISTORY_READS` at a time: planning a 1,000-service run
         must not make 1,000 round trips one after another (the HTTP trigger has 230 s)."""
-        found = _READS.map(logcontext.carried(self._expected), list(services))
-        return {service: duration for service, duration in found if duration is not None}
+        return {service: median_recent(d) for service, d in self.recent_durations(services).items()}
 
-    def _expected(self, service: str) -> tuple[str, float | None]:
+    def recent_durations(self, services: Iterable[str]) -> dict[str, list[float]]:
+        """The last RECENT successful durations of each service that has any, newest first (row
+        keys sort newest first), read as expected_durations reads them."""
+        found = _READS.map(logcontext.carried(self._recent), list(services))
+        return {service: durations for service, durations in found if durations}
+
+    def _recent(self, service: str) -> tuple[str, list[float]]:
         entities = self.table.query_entities(
             "PartitionKey eq @pk and status eq @status",
             parameters={"pk": self._key(service), "status": SUCCEEDED},
@@ -198,7 +210,7 @@ class TableRunHistory:
                 durations.append(float(entity["duration"]))
             if len(durations) == RECENT:
                 break
-        return service, median_recent(durations) if durations else None
+        return service, durations
 
     def attempts(self, run_id: str, services: Iterable[str] | None = None) -> list[AttemptRecord]:
         """A query in each service's partition (the table is keyed by service: a filter on the run

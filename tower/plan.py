@@ -5,8 +5,9 @@ in-flight run. The plan is plain JSON (small keys, still readable)::
 
     {"v": 1, "run_id", "pipeline", "params", "created",
      "services": {name: {"platform", "deps", "timeout", "retry": {retries, backoff, max_backoff},
-                         "expected", "spec", "params", "iid"}},
-     "platforms": {name: {"type", "max_concurrency", "settings", "poll": {first, factor, max, linger}}}}
+                         "expected", "spec", "params", "iid", "expect": {median, spread} | null}},
+     "platforms": {name: {"type", "max_concurrency", "settings",
+                          "poll": {first, factor, max, linger, scale}}}}
 
 Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
 at use (the plan is stored in the run's history).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,6 +29,7 @@ from tower import graph
 from tower.catalog.checks import did_you_mean
 from tower.catalog.model import Catalog
 from tower.errors import UsageError
+from tower.polling import Expectation, expectation_from_estimate, expectation_from_history
 from tower.timestamps import iso
 
 PLAN_VERSION = 1
@@ -145,6 +147,7 @@ def service_job(plan: dict, name: str) -> dict:
         "timeout": service["timeout"],
         "retry": service["retry"],
         "simulated": bool(plan.get("simulated")),
+        "expect": service.get("expect"),    # when an attempt is likely to end (tower.polling)
     }
 
 
@@ -168,6 +171,7 @@ def build_plan(
     selectors: Iterable[str] | None = None,
     run_id: str | None = None,
     durations: Mapping[str, float] | Callable[[list[str]], Mapping[str, float]] | None = None,
+    recent: Mapping[str, Sequence[float]] | Callable[[list[str]], Mapping[str, Sequence[float]]] | None = None,
     simulate: bool = False,
     time_scale: float = 1.0,
     now: datetime | None = None,
@@ -178,6 +182,9 @@ def build_plan(
     own params. selectors narrow the pipeline's services (``name``, ``+name``, ``tag:x``...).
     durations: seconds per service from run history; they beat ``expected_duration`` for priorities.
     It may be a function of the selected services' names (asked only for those, once selected).
+    recent: each service's last successful durations (newest first; a mapping or such a function):
+    their median stands in for a missing `durations` entry, and with their spread it sets when the
+    service's polls look (tower.polling); without them, the catalog's expected_duration does.
     simulate: run every service on the simulator for its expected duration x time_scale, keeping
     each original platform's concurrency limit.
     """
@@ -201,15 +208,20 @@ def build_plan(
     pipeline_params = {**spec.params, **run_params}
     if callable(durations):
         durations = durations(chosen)
-    durations = durations or {}
+    durations = dict(durations or {})
+    if callable(recent):
+        recent = recent(chosen)
+    recent = recent or {}
     scale = time_scale if simulate else 1.0
 
     services = {}
     for name in chosen:
         svc = catalog.services[name]
+        expect = (expectation_from_history(recent.get(name) or ([durations[name]] if name in durations else []))
+                  or expectation_from_estimate(svc.expected_duration))
         expected = durations.get(name)
         if expected is None:
-            expected = svc.expected
+            expected = expectation_from_history(recent[name]).median if recent.get(name) else svc.expected
         services[name] = {
             "platform": svc.platform,
             "deps": list(deps[name]),
@@ -223,6 +235,7 @@ def build_plan(
             "spec": {"duration": float(expected)} if simulate else dict(svc.spec),
             "params": {**spec.params, **svc.params, **run_params},
             "iid": service_instance_id(run_id, name),
+            "expect": None if expect is None else Expectation(expect.median * scale, expect.spread * scale).to_json(),
         }
 
     used = dict.fromkeys(services[name]["platform"] for name in chosen)
@@ -238,6 +251,7 @@ def build_plan(
                 "factor": POLL_FACTOR,
                 "max": max(POLL_MAX * scale, MIN_SIM_POLL),
                 "linger": POLL_LINGER,
+                "scale": scale,   # tower.polling's constants, in a simulated run's time
             },
         }
 

@@ -55,8 +55,8 @@ def plan_run(catalog, pipeline: str, *, params=None, selectors=None, run_id: str
     from tower.history import history_from_environment
     from tower.plan import build_plan
 
-    durations = None if simulate else history_from_environment(home).expected_durations
-    return build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, durations=durations,
+    recent = None if simulate else history_from_environment(home).recent_durations
+    return build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, recent=recent,
                       simulate=simulate, time_scale=time_scale)
 
 

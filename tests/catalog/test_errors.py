@@ -230,6 +230,10 @@ services:
 """, 4, "service 'export' field 'run'", "expected a command string or a non-empty list of arguments"),
     Case("sim-bad-outcome", with_head("  b: {platform: sim, outcome: succeeded}\n"), 10,
          "service 'b' field 'outcome'", "unknown outcome 'succeeded' (did you mean 'succeed'?)"),
+    Case("sim-bad-jitter", with_head("  b: {platform: sim, jitter: 5}\n"), 10,
+         "service 'b' field 'jitter'", "jitter must be a fraction from 0 to below 1, got"),
+    Case("sim-bad-blind", with_head("  b: {platform: sim, blind: 'yes'}\n"), 10,
+         "service 'b' field 'blind'", "blind must be true or false, got"),
     # --- tags ------------------------------------------------------------------------------------
     Case("duplicate-tag", with_head("  b:\n    platform: sim\n    tags: [daily, finance, daily]\n"), 12,
          "service 'b' field 'tags'", "'daily' is listed twice"),

@@ -79,3 +79,21 @@ def test_bad_spec_is_a_clear_non_retryable_error(spec):
 
 def test_registered_as_the_sim_platform():
     assert isinstance(adapter_for("sim", {}), SimAdapter)
+
+
+def test_jitter_moves_the_end_repeatably_within_its_bounds():
+    ends = {sim_module.jittered(100.0, 0.05, f"r/s/{i}") for i in range(50)}
+    assert all(95.0 <= end <= 105.0 for end in ends) and len(ends) == 50
+    assert sim_module.jittered(100.0, 0.05, "r/s/1") == sim_module.jittered(100.0, 0.05, "r/s/1")
+    handle = SimAdapter({}).submit(submission(duration=10.0, jitter=0.05))
+    planned = handle.data["ends_at"] - handle.data["started_at"]
+    assert planned == pytest.approx(sim_module.jittered(10.0, 0.05, submission().idempotency_key))
+
+
+def test_blind_work_gives_no_hint_of_its_end_and_every_poll_is_counted():
+    sim_module.forget_cancellations()
+    adapter = SimAdapter({})
+    handle = adapter.submit(submission(duration=5.0, blind=True))
+    assert adapter.poll(handle).poll_after is None
+    assert adapter.poll(adapter.submit(submission(attempt=2, duration=5.0))).poll_after > 4
+    assert sim_module.poll_counts()[handle.remote_id] == 1

@@ -46,7 +46,7 @@ SERVICE_FIELDS: dict[str, tuple[str, ...]] = {
         "cancelled_values", "cancel_path", "cancel_method",
     ),
     "command": ("run", "cwd", "env"),
-    "sim": ("duration", "fail_attempts", "outcome"),
+    "sim": ("duration", "fail_attempts", "outcome", "jitter", "blind"),
 }
 SERVICE_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "databricks": (("job_id",),),

@@ -427,6 +427,17 @@ def _check_spec_field(ck: Checker, ptype: str, field: str, value: Any, location:
         return check_duration(ck, value, location, where)
     if field == "fail_attempts":
         return check_int(ck, value, location, where, 0, "fail_attempts: 1")
+    if field == "jitter":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            ck.add(location, where, f"jitter must be a fraction from 0 to below 1, got {kind(value)} {value!r}",
+                   "e.g. jitter: 0.02 (the work ends within +-2 % of its duration)")
+            return INVALID
+        return float(value)
+    if field == "blind":
+        if not isinstance(value, bool):
+            ck.add(location, where, f"blind must be true or false, got {kind(value)} {value!r}", "e.g. blind: true")
+            return INVALID
+        return value
     if field == "outcome":
         if value not in SIM_OUTCOMES:
             ck.add(location, where, f"unknown outcome '{value}'", did_you_mean(str(value), SIM_OUTCOMES))

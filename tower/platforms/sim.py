@@ -4,13 +4,19 @@ Spec fields (all optional):
     duration       seconds the "work" takes (float, default 0)
     fail_attempts  the first N attempts fail with a retryable error (default 0)
     outcome        ``succeed`` (default) or ``fail`` (a non-retryable failure, after `duration`)
+    jitter         the work ends at `duration` x (1 + u), u uniform in [-jitter, +jitter], seeded by
+                   the submission's idempotency key (default 0: exactly at `duration`)
+    blind          true: a poll does not tell when the work will end (no `poll_after`), as a real
+                   platform does not (default false: it does, so a demo polls once more, at the end)
 
 Settings: ``time_scale`` multiplies every duration (default 1), so a catalog of hour-long
 services simulates in seconds.
 
 Nothing runs anywhere, so the adapter keeps no state across processes: the handle carries the
 start time and the planned end, and `poll` reads the outcome off the wall clock. `poll_after` is
-the time left, so an orchestrator polls exactly once more, when the work is due to finish.
+the time left, so an orchestrator polls exactly once more, when the work is due to finish (unless
+the spec is `blind`). Every poll in this process is counted per remote id (`poll_counts`): a real
+platform's API calls.
 Cancelling stops nothing remote (there is nothing); it is recorded in this process so a later poll
 reports ``cancelled`` and tests can see which handles were cancelled.
 """
@@ -28,6 +34,19 @@ from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, 
 
 _cancelled: set[str] = set()
 _cancelled_lock = threading.Lock()
+_polls: dict[str, int] = {}
+
+
+def poll_counts() -> dict[str, int]:
+    """Polls (platform API calls) per remote id in this process."""
+    with _cancelled_lock:
+        return dict(_polls)
+
+
+def jittered(duration: float, jitter: float, key: str) -> float:
+    """`duration` x (1 + u), u uniform in [-jitter, jitter] and fixed by `key` (repeatable)."""
+    unit = int(hashlib.sha256(f"jitter/{key}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
+    return max(duration * (1 + jitter * (2 * unit - 1)), 0.0)
 
 
 def cancelled_remote_ids() -> frozenset[str]:
@@ -40,6 +59,7 @@ def forget_cancellations() -> None:
     """Clear the cancel record (between tests)."""
     with _cancelled_lock:
         _cancelled.clear()
+        _polls.clear()
 
 
 def _number(spec: dict, field: str, default: float, service: str) -> float:
@@ -61,7 +81,8 @@ class SimAdapter:
 
     def submit(self, submission: Submission) -> Handle:
         spec, service = submission.spec, submission.service
-        duration = _number(spec, "duration", 0.0, service) * self.time_scale
+        duration = jittered(_number(spec, "duration", 0.0, service) * self.time_scale,
+                            _number(spec, "jitter", 0.0, service), submission.idempotency_key)
         fail_attempts = int(_number(spec, "fail_attempts", 0, service))
         outcome = spec.get("outcome", "succeed")
         if outcome not in SIM_OUTCOMES:
@@ -80,16 +101,18 @@ class SimAdapter:
         digest = hashlib.sha256(submission.idempotency_key.encode()).hexdigest()[:16]
         return Handle(
             remote_id=f"sim-{digest}",
-            data={"started_at": started_at, "ends_at": started_at + duration, **result},
+            data={"started_at": started_at, "ends_at": started_at + duration, "blind": bool(spec.get("blind")),
+                  **result},
         )
 
     def poll(self, handle: Handle) -> Status:
         with _cancelled_lock:
+            _polls[handle.remote_id] = _polls.get(handle.remote_id, 0) + 1
             if handle.remote_id in _cancelled:
                 return Status(CANCELLED, message="cancelled (simulated)")
         remaining = handle.data["ends_at"] - time.time()
         if remaining > 0:
-            return Status(RUNNING, poll_after=remaining)
+            return Status(RUNNING, poll_after=None if handle.data.get("blind") else remaining)
         return Status(handle.data["state"], message=handle.data["message"],
                       retryable=handle.data["retryable"])
 
