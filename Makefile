@@ -62,6 +62,7 @@ bench: $(STAMP_DEV)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_orchestration.py
 	$(PY) benchmarks/bench_cli.py
+	$(PY) benchmarks/bench_latency.py
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ services:
   a: {platform: lake, expected_duration: 1m}
   b: {platform: lake, expected_duration: 60}
   c: {platform: lake, expected_duration: 2m}
-  d: {platform: lake, expected_duration: 2m, depends_on: [c]}
+  d: {platform: lake, expected_duration: 2m, depends_on: [c], retries: 2}
   e: {platform: wh, depends_on: [a]}
   slow: {platform: wh, expected_duration: 3m}
 pipelines:
@@ -72,6 +72,11 @@ def test_plan_prints_critical_path_bounds_and_makespans(catalog, capsys):
           FIFO                 5m        1.25x
           level by level       5m        1.25x
 
+        retries (services with `retries:` try again after these failures):
+          lake  1 with retries  the failures of `fail_attempts`
+          wh    0 with retries  the failures of `fail_attempts`
+          never after configuration, authentication, permission and not-found errors (and 4xx answers)
+
         note: no expected_duration for 1 service (e); assumed 1m each
         """
     )
@@ -86,6 +91,7 @@ def test_plan_json_is_one_object_in_seconds(catalog, capsys):
         {"service": "d", "platform": "lake", "expected_duration": 120.0},
     ]
     assert report["critical_path_length"] == 240
+    assert [(r["platform"], r["services_with_retries"]) for r in report["retries"]] == [("lake", 1), ("wh", 0)]
     assert report["total_work"] == 600
     assert report["lower_bound"] == 240
     assert report["makespan"] == {"critical_path_first": 240, "fifo": 300, "level_by_level": 300}

@@ -74,8 +74,8 @@ def test_structured_params_reach_the_job_as_json_text(api, adapter):
 @pytest.mark.parametrize(
     ("script", "state", "retryable", "words"),
     [
-        (jobs.FAILS, FAILED, False, "ZeroDivisionError"),
-        (jobs.TIMES_OUT, FAILED, False, "timed out"),
+        (jobs.FAILS, FAILED, True, "ZeroDivisionError"),       # ran and failed: the retry policy decides
+        (jobs.TIMES_OUT, FAILED, True, "timed out"),
         (jobs.SKIPS, SKIPPED, False, "active run"),
         (jobs.BREAKS, FAILED, True, "Cluster terminated unexpectedly"),
     ],

@@ -61,7 +61,7 @@ def test_running_status_carries_retry_after_as_poll_after(state, adapter):
 
 def test_202_flow_to_failure_keeps_the_service_message(state, adapter):
     status, _ = poll_to_end(adapter, adapter.submit(sub(body={"outcome": "fail", "polls": 1})), limit=10)
-    assert (status.state, status.message, status.retryable) == (FAILED, "disk full on node 3", False)
+    assert (status.state, status.message, status.retryable) == (FAILED, "disk full on node 3", True)
 
 
 def test_same_key_reattaches_to_the_same_job(state, adapter, service):

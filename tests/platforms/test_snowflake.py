@@ -202,7 +202,17 @@ def test_query_status_mapping(name, state):
     status = boundary_adapter(conn).poll(Handle(remote_id="q1"))
     assert status.state == state
     assert conn.closed  # short sessions: every call closes its connection
-    assert status.retryable == (name == "FAILED_WITH_INCIDENT")
+    assert status.retryable == name.startswith("FAILED")    # this failure is not the statement's fault
+
+
+@pytest.mark.parametrize("message", [
+    "SQL compilation error: syntax error line 1 at position 7 unexpected 'FORM'.",
+    "SQL compilation error: Object 'NO_SUCH_TABLE' does not exist or not authorized.",
+    "Insufficient privileges to operate on table 'ORDERS'",
+])
+def test_a_wrong_or_forbidden_statement_is_never_retried(message):
+    assert not status_from_query("FAILED_WITH_ERROR", message).retryable
+    assert status_from_query("FAILED_WITH_ERROR", "Warehouse 'WH' was suspended during the query").retryable
 
 
 def test_failed_query_at_poll_keeps_the_message():

@@ -150,6 +150,21 @@ def deadline_report(pipeline, makespan: float, now: datetime | None = None) -> d
     return {"deadline": {**plan_slack(pipeline.deadline, start, makespan), "start": iso(start), "start_is": which}}
 
 
+def retry_report(catalog, pipeline: str) -> list[dict]:
+    """Per platform of the pipeline: how many of its services have `retries:`, and which failures retry."""
+    from tower.plan import select_services
+    from tower.platforms import NEVER_RETRIED, RETRIED_FAILURES
+
+    rows: dict[str, dict] = {}
+    for name in select_services(catalog, pipeline):
+        svc = catalog.services[name]
+        kind = catalog.platforms[svc.platform].type
+        row = rows.setdefault(svc.platform, {"platform": svc.platform, "type": kind, "services_with_retries": 0,
+                                             "retried": RETRIED_FAILURES.get(kind, ""), "never": NEVER_RETRIED})
+        row["services_with_retries"] += svc.retry.retries > 0
+    return list(rows.values())
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -192,6 +207,11 @@ def format_plan(report: dict) -> str:
         verdict = f"{fmt(slack)} to spare" if slack >= 0 else f"misses it by {fmt(-slack)}"
         lines += ["", f"deadline {deadline['deadline_rule']}: {deadline['deadline']} for {deadline['start_is']} "
                   f"({deadline['start']}); predicted end {deadline['predicted_end']}: {verdict}"]
+    if report.get("retries"):
+        lines += ["", "retries (services with `retries:` try again after these failures):"]
+        lines += table([[r["platform"], f"{r['services_with_retries']} with retries", r["retried"]]
+                        for r in report["retries"]], indent="  ")
+        lines += [f"  never after {report['retries'][0]['never']}"]
     assumed = report["assumed_expected_duration"]
     if assumed:
         from tower.catalog.model import DEFAULT_EXPECTED_DURATION
@@ -221,6 +241,7 @@ def run_plan(args: argparse.Namespace) -> int:
     concurrency = parse_concurrency(args.concurrency, catalog.platforms)
     report = plan_report(pipeline_graph(catalog, args.pipeline, concurrency))
     report.update(deadline_report(catalog.pipelines[args.pipeline], report["makespan"]["critical_path_first"]))
+    report["retries"] = retry_report(catalog, args.pipeline)
     if args.json:
         print_json(report)
     else:

@@ -21,6 +21,18 @@ _ADAPTERS = {
     "http": "tower.platforms.http:HttpAdapter",
 }
 
+# What a service's `retries:` retries, per platform type (the adapters set `retryable` on a terminal
+# Status accordingly); README and `tower plan` say it. Never retried anywhere: configuration,
+# authentication, permission and not-found errors.
+RETRIED_FAILURES = {
+    "databricks": "runs that end FAILED, TIMEDOUT or INTERNAL_ERROR; throttling and unreachable workspaces",
+    "snowflake": "failed statements, except compilation, missing-object and privilege errors; lost connections",
+    "http": "202 jobs that report a failure value; 5xx and 429 beyond the retry budget; unreachable services",
+    "command": "non-zero exits and killed processes",
+    "sim": "the failures of `fail_attempts`",
+}
+NEVER_RETRIED = "configuration, authentication, permission and not-found errors (and 4xx answers)"
+
 # Tests and embedders may put an adapter (or a factory) here to stand in for a platform type.
 OVERRIDES: dict[str, Any] = {}
 

@@ -41,11 +41,13 @@ MAX_IDEMPOTENCY_TOKEN = 64  # the Jobs API's limit
 _ACTIVE = {"PENDING", "QUEUED", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY"}
 
 # result_state of a TERMINATED run → (state, retryable). Anything unknown is a non-retryable failure.
+# A run that ran and failed (or hit the job's own timeout) is retried under the service's policy, as
+# Databricks' own job retries do; a disabled job or an upstream task's failure is not the run's fault.
 _RESULTS = {
     "SUCCESS": (SUCCEEDED, False),
     "SUCCESS_WITH_FAILURES": (SUCCEEDED, False),
-    "FAILED": (FAILED, False),
-    "TIMEDOUT": (FAILED, False),
+    "FAILED": (FAILED, True),
+    "TIMEDOUT": (FAILED, True),
     "CANCELED": (CANCELLED, False),
     "EXCLUDED": (SKIPPED, False),
     "UPSTREAM_FAILED": (FAILED, False),

@@ -181,7 +181,8 @@ class HttpAdapter:
         if matches("success_values", DEFAULT_SUCCESS):
             return Status(SUCCEEDED, url=url, output=text)
         if matches("failure_values", DEFAULT_FAILURE):
-            return Status(FAILED, message=_message(document, value), url=url, output=text)
+            # the job ran and failed: the service's retry policy decides (4xx answers never get here)
+            return Status(FAILED, message=_message(document, value), url=url, output=text, retryable=True)
         if matches("cancelled_values", DEFAULT_CANCELLED):
             return Status(CANCELLED, message=_message(document, value), url=url, output=text)
         return Status(RUNNING, message=str(value), url=url, poll_after=retry_after)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +52,10 @@ _STILL_RUNNING = {"RUNNING", "QUEUED", "RESUMING_WAREHOUSE", "QUEUED_REPARING_WA
                   "RESTARTED", "NO_DATA"}
 _CANCELLED = {"ABORTED", "ABORTING"}
 _PLATFORM_FAULTS = {"FAILED_WITH_INCIDENT", "DISCONNECTED"}  # not the statement's fault: retry helps
+# A failed statement is retried under the service's policy unless the statement itself is wrong or
+# not allowed (Snowflake's texts for compilation errors, missing objects and privileges): then never.
+_NEVER_RETRIED = re.compile(r"SQL compilation error|does not exist or not authorized|Insufficient privileges|"
+                            r"not authorized|syntax error", re.IGNORECASE)
 
 
 def status_from_query(status_name: str, message: str = "", output: str = "") -> Status:
@@ -62,7 +67,9 @@ def status_from_query(status_name: str, message: str = "", output: str = "") -> 
     if status_name in _CANCELLED:
         return Status(CANCELLED, message=message or "query cancelled")
     return Status(
-        FAILED, message=message or f"query ended {status_name}", retryable=status_name in _PLATFORM_FAULTS
+        FAILED, message=message or f"query ended {status_name}",
+        retryable=status_name in _PLATFORM_FAULTS or (status_name == "FAILED_WITH_ERROR"
+                                                      and not _NEVER_RETRIED.search(message)),
     )
 
 
