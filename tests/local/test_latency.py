@@ -173,3 +173,12 @@ def test_on_the_scheduler_every_hop_costs_the_push_delay(tmp_path):
         # start, timer, dispatch, result: four hops
         assert time.monotonic() - started >= 4 * 0.3
         assert 0.3 <= _fired_late(engine, "w") < 0.3 + 0.3
+
+
+def test_a_simulated_cli_run_scales_the_model_with_its_time_scale(tmp_path, monkeypatch):
+    from tower.runner import LocalEngine
+
+    monkeypatch.setenv("TOWER_LOCAL_LATENCY", "azure-storage")
+    with LocalEngine(tmp_path / "home", activity_workers=1, time_scale=0.01) as local:
+        assert local.engine.latency.scale == 0.01
+        assert local.engine.latency.hop == pytest.approx(0.05 * 0.01)
