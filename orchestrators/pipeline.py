@@ -221,7 +221,7 @@ class _ServiceRun:
             first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
             while status["state"] not in TERMINAL_STATES:
                 delay, watch = status.get("poll_after"), None
-                if delay is None and expect is not None:   # dense looks where the end is likely
+                if delay is None and expect is not None and not errors:   # dense looks where the end is likely
                     watch = next_poll((self.now() - submitted_at).total_seconds(), expect, first=interval,
                                       factor=factor, longest=longest, scale=poll.get("scale", 1.0))
                     delay = watch.delay

@@ -18,6 +18,8 @@ LOCAL_ONLY = {
     "TOWER_HOME",  # local state directory (SQLite stores, local bus, command logs); Azure uses tables
     "TOWER_LOCAL_BACKEND",  # selects a backend of the local host only
     "TOWER_API_KEY",  # `tower serve`'s stand-in for function keys; Azure checks its own keys
+    "TOWER_LOCAL_LATENCY",  # the local host's latency model (Azure has the real latency)
+    "TOWER_LOCAL_LATENCY_WORKERS",  # the same model's worker count
     "FUNCTIONS_CORETOOLS_ENVIRONMENT",  # set by Core Tools (`func start`), never in Azure
 }
 # Read by the code, deliberately left unset by the template, and why.

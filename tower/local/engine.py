@@ -568,6 +568,7 @@ class Engine:
                     key = (message.instance_id, message.execution_id)
                     self._timer_seq.setdefault(key, {})[message.task_id] = message.seq
             else:
+                self._modelled.discard(message.seq)
                 ready.append(message)
         while self._timers and self._timers[0][0] <= now:
             due, seq, message = heapq.heappop(self._timers)

@@ -156,8 +156,8 @@ class Counts:
 
 
 class Latency:
-    """A backend profile's delivery delays, in seconds of the wall clock (thread-safe: the caller
-    holds the engine's loop; activity results are modelled when the loop reads them)."""
+    """A backend profile's delivery delays, in seconds of the wall clock. Used by the engine's work
+    loop thread only (activity results are modelled when the loop reads them)."""
 
     def __init__(self, profile: str, *, scale: float = 1.0, host_json: Path = HOST_JSON, workers: int = 1,
                  seed: int = 0, now: float = 0.0):
