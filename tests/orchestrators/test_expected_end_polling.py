@@ -51,3 +51,39 @@ def test_without_history_or_estimate_it_keeps_the_growing_interval(engine):
     assert result["status"] == "succeeded"
     polls = scheduled(engine, service_instance_id(plan["run_id"], "load")).count(names.POLL_SERVICE)
     assert polls >= 8                         # 0.01 s, x1.5, up to 0.6 s, over 3 s
+
+
+class _PollsFail:
+    """Starts work fine; every poll fails with a retryable error (an outage of the platform's API)."""
+
+    def submit(self, submission):
+        from tower.platforms.base import Handle
+        return Handle(remote_id=f"down-{submission.attempt}")
+
+    def poll(self, handle):
+        from tower.errors import RetryableError
+        raise RetryableError("status endpoint answered 503 Service Unavailable", platform="down")
+
+    def cancel(self, handle):
+        pass
+
+
+def test_a_failing_poll_in_the_window_is_tried_again_on_the_growing_interval_not_at_once(engine):
+    from tower.platforms import OVERRIDES
+
+    OVERRIDES["down"] = _PollsFail()
+    try:
+        catalog = sim_catalog({"load": {"platform": "api", "type": "down"}})
+        plan = build_plan(catalog, "p", run_id=f"down-{datetime.now():%H%M%S%f}")
+        # the window 0.5-1.5 s, its looks 0.25 s apart, each by a poll that starts at once
+        plan["services"]["load"]["expect"] = {"median": 1.0, "spread": 0.2}
+        plan["platforms"]["api"]["poll"].update(first=0.2, factor=1.5, scale=0.01)
+        result = run_plan(engine, plan)
+    finally:
+        OVERRIDES.pop("down", None)
+    load = result["services"]["load"]
+    assert load["status"] == "failed" and "503" in load["error"]
+    # five failed polls in a row: after the first, 0.2 + 0.3 + 0.45 + 0.675 s of backoff (polls
+    # in the window one after the other would have failed the service at about 0.5 s)
+    took = (parse_iso(load["finished"]) - parse_iso(load["started"])).total_seconds()
+    assert took >= 1.6
