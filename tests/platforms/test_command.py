@@ -150,11 +150,25 @@ def test_cancel_escalates_to_sigkill_when_term_is_ignored(tmp_path):
     assert not pid_alive(handle.data["pid"])
 
 
-def test_cancel_after_the_end_changes_nothing_remote():
+@pytest.mark.parametrize(("run", "state"), [("true", SUCCEEDED), ("exit 3", FAILED)])
+def test_cancel_after_the_end_keeps_the_outcome(run, state):
     adapter = CommandAdapter({})
-    handle = adapter.submit(submission("true"))
-    wait_done(adapter, handle)
-    adapter.cancel(handle)  # must not raise
+    handle = adapter.submit(submission(run))
+    assert wait_done(adapter, handle).state == state
+    adapter.cancel(handle)
+    assert adapter.poll(handle).state == state  # the end came first: a late cancel rewrites nothing
+    assert adapter.poll(CommandAdapter({}).submit(submission(run))).state == state  # nor a re-attach's view
+
+
+def test_a_clean_exit_that_beats_the_cancel_signal_is_a_success(tmp_path):
+    go = tmp_path / "go"
+    adapter = CommandAdapter({})
+    handle = adapter.submit(submission(f"while [ ! -e {go} ]; do sleep 0.01; done"))
+    # A cancel in another worker found it running and wrote its marker; the command then ended on its
+    # own with exit 0 before the signal arrived.
+    Path(handle.data["cancelled"]).touch()
+    go.touch()
+    assert wait_done(adapter, handle).state == SUCCEEDED
 
 
 @pytest.mark.parametrize("spec", [{"run": ""}, {"run": []}, {"run": 5}, {"run": "true", "cwd": "/no/such/dir"}])

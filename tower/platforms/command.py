@@ -256,7 +256,7 @@ class CommandAdapter:
             code_text = exit_file.read_text().strip()
         _alive(data["pid"])  # reap our own child, so it leaves no zombie behind
         output = _output(data)
-        if cancelled:
+        if cancelled and code_text != "0":  # a clean exit that beat the signal is still a success
             return Status(CANCELLED, message="cancelled", output=output)
         why = _why(data)
         if code_text is None:
@@ -269,9 +269,9 @@ class CommandAdapter:
 
     def cancel(self, handle: Handle) -> None:
         data = handle.data
-        Path(data["cancelled"]).touch()
         if Path(data["exit"]).exists() or not _alive(data["pid"]):
-            return
+            return  # it ended first: the outcome stands, no cancel marker rewrites it
+        Path(data["cancelled"]).touch()
         self._signal(data["pgid"], signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline:
