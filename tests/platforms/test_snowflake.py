@@ -1,5 +1,6 @@
-"""The Snowflake adapter with the real connector against a fakesnow server, plus narrow boundary tests
-for what fakesnow cannot do (RUNNING queries, SYSTEM$CANCEL_QUERY, query history)."""
+"""The Snowflake adapter with the real connector against the Snowflake stand-in (fakesnow's server plus
+a query history and SYSTEM$CANCEL_QUERY, see fakesnow_server.py), plus narrow boundary tests for
+what no local server shows (RUNNING queries, failures reported at poll)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from tests.platforms.polling import poll_to_end
 from tower.errors import ConfigError, NonRetryableError, RetryableError
 from tower.platforms import adapter_for, checked_settings
 from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
-from tower.platforms.snowflake import CANCEL_QUERY, FIND_TAGGED_QUERY, SnowflakeAdapter, status_from_query
+from tower.platforms.snowflake import SnowflakeAdapter, status_from_query
+
+pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")  # fakesnow internals
 
 
 @pytest.fixture(scope="module")
-def settings():
-    process, port = fakesnow_server.start()
-    yield {"account": "fakesnow", "user": "tower", "password": "not-a-real-secret", "host": "127.0.0.1",
-           "port": port, "protocol": "http", "database": "refinery", "schema": "sales"}
-    fakesnow_server.stop(process)
+def snowflake():
+    with fakesnow_server.SnowflakeStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(scope="module")
+def settings(snowflake):
+    return snowflake.settings()
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +80,66 @@ def test_a_bind_without_its_param_is_a_clear_error(adapter):
         adapter.submit(sub("SELECT ?", bind=["day"]))
 
 
-def test_resubmit_without_query_history_runs_again(adapter, caplog, monkeypatch):
-    monkeypatch.setattr("tower.platforms.snowflake._HISTORY_UNREADABLE", set())
-    # fakesnow has no INFORMATION_SCHEMA.QUERY_HISTORY_BY_USER: the adapter says so and executes
-    # (at-least-once; see the module docstring for what real Snowflake guarantees).
-    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE hits (n INT)", service="mk2")))
+def count_rows(adapter, table):
+    status = finish(adapter, adapter.submit(sub(f"SELECT COUNT(*) AS n FROM {table}", service=f"count-{table}")))
+    return int(status.output.splitlines()[1])
+
+
+def test_every_submit_runs_its_statement_under_the_attempt_key_as_query_tag(adapter, snowflake):
+    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE tagged (n INT)", service="mk-tagged")))
+    for attempt in (1, 2):
+        handle = adapter.submit(sub("INSERT INTO tagged VALUES (1)", service="tag", attempt=attempt))
+        assert finish(adapter, handle).state == SUCCEEDED
+    runs = snowflake.runs_of("INSERT INTO tagged VALUES (1)")
+    assert [(run.query_tag, run.user_name) for run in runs] == [("nightly-1/tag/1", "tower"),
+                                                                 ("nightly-1/tag/2", "tower")]
+    [create] = snowflake.runs_of("CREATE OR REPLACE TABLE tagged (n INT)")
+    assert create.query_tag == "nightly-1/mk-tagged/1"
+
+
+def test_a_resubmit_of_the_same_attempt_reattaches_and_the_statement_runs_once(adapter, settings, snowflake):
+    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE hits (n INT)", service="mk-hits")))
     insert = sub("INSERT INTO hits VALUES (1)", service="hit")
-    finish(adapter, adapter.submit(insert))
-    finish(adapter, adapter.submit(insert))
-    count = finish(adapter, adapter.submit(sub("SELECT COUNT(*) AS n FROM hits", service="count")))
-    assert count.output.splitlines()[1] == "2"
-    assert "query history not readable" in caplog.text
+    first = adapter.submit(insert)
+    assert finish(adapter, first).state == SUCCEEDED
+    # A crash between submit and the handle being saved: the activity runs again, in a new process.
+    again = adapter_for("snowflake", settings).submit(insert)
+    assert again.remote_id == first.remote_id
+    assert finish(adapter, again).state == SUCCEEDED
+    assert [run.query_id for run in snowflake.runs_of("INSERT INTO hits VALUES (1)")] == [first.remote_id]
+    assert count_rows(adapter, "hits") == 1
+
+
+def test_another_attempt_or_service_with_the_same_sql_runs_anew(adapter, snowflake):
+    finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE retries (n INT)", service="mk-retries")))
+    insert = "INSERT INTO retries VALUES (1)"
+    handles = [adapter.submit(sub(insert, service="retry", attempt=1)),
+               adapter.submit(sub(insert, service="retry", attempt=2)),  # a retry must really run again
+               adapter.submit(sub(insert, service="other", attempt=1))]
+    assert len({handle.remote_id for handle in handles}) == 3
+    assert count_rows(adapter, "retries") == 3
+
+
+def test_resubmit_where_query_history_is_unreadable_warns_and_runs_again(snowflake, caplog, monkeypatch):
+    monkeypatch.setattr("tower.platforms.snowflake._HISTORY_UNREADABLE", set())
+    # No database in the session: INFORMATION_SCHEMA.QUERY_HISTORY_BY_USER cannot be read (Snowflake
+    # error 090105), so the adapter says so once and executes (at-least-once; see the module docstring).
+    bare = adapter_for("snowflake", snowflake.settings(database="", schema=""))
+    finish(bare, bare.submit(sub("CREATE OR REPLACE TABLE refinery.sales.blind (n INT)", service="mk-blind")))
+    insert = sub("INSERT INTO refinery.sales.blind VALUES (1)", service="blind")
+    finish(bare, bare.submit(insert))
+    finish(bare, bare.submit(insert))
+    assert len(snowflake.runs_of("INSERT INTO refinery.sales.blind VALUES (1)")) == 2
+    assert "does not have a current database" in caplog.text
+    assert caplog.text.count("query history not readable") == 1
+
+
+def test_cancel_reaches_system_cancel_query_with_the_query_id(adapter, snowflake):
+    handle = adapter.submit(sub("SELECT 42 AS answer", service="answer"))
+    assert finish(adapter, handle).state == SUCCEEDED
+    adapter.cancel(handle)
+    assert snowflake.cancelled[-1] == handle.remote_id
+    assert finish(adapter, handle).state == SUCCEEDED  # it had ended: a late cancel changes nothing
 
 
 def test_unreachable_account_is_retryable(settings):
@@ -143,8 +198,8 @@ def test_a_port_from_the_environment_reaches_the_connector_as_a_number():
     assert seen["port"] == 8765
 
 
-# ---- Boundary tests: fakesnow finishes every query at once, has no SYSTEM$CANCEL_QUERY and no query
-# history, so these drive the adapter through a stand-in connection with the connector's own interface.
+# ---- Boundary tests: a local server finishes every query at once and fails a bad statement at submit,
+# so these drive the adapter's poll through a stand-in connection with the connector's own interface.
 
 class FakeCursor:
     def __init__(self, conn):
@@ -153,7 +208,7 @@ class FakeCursor:
 
     def execute(self, sql, params=None):
         self.conn.executed.append((sql, params))
-        self._rows = self.conn.history_rows if sql == FIND_TAGGED_QUERY else [("ok",)]
+        self._rows = []  # no query history: a submit executes
         return self
 
     def execute_async(self, sql, params=None):
@@ -165,9 +220,8 @@ class FakeCursor:
 
 
 class FakeConnection:
-    def __init__(self, statuses, history_rows=()):
+    def __init__(self, statuses):
         self.statuses = statuses
-        self.history_rows = list(history_rows)
         self.executed = []
         self.closed = False
 
@@ -219,24 +273,3 @@ def test_failed_query_at_poll_keeps_the_message():
     status = boundary_adapter(FakeConnection({"q1": "FAILED_WITH_ERROR"})).poll(Handle(remote_id="q1"))
     assert status.message.endswith("Query was cancelled by user")
     assert status_from_query("RUNNING").message == "running"
-
-
-def test_cancel_binds_the_query_id_into_system_cancel_query():
-    conn = FakeConnection({})
-    boundary_adapter(conn).cancel(Handle(remote_id="01b2-query"))
-    assert conn.executed == [(CANCEL_QUERY, ["01b2-query"])]
-    assert conn.closed
-
-
-def test_resubmit_reattaches_when_query_history_knows_the_tag():
-    conn = FakeConnection({}, history_rows=[("earlier-query",)])
-    handle = boundary_adapter(conn).submit(sub("INSERT INTO t VALUES (1)"))
-    assert handle.remote_id == "earlier-query"
-    assert conn.executed == [(FIND_TAGGED_QUERY, ["nightly-1/load_orders/1", "INSERT INTO t VALUES (1)"])]
-
-
-def test_first_submit_looks_up_then_executes_with_binds():
-    conn = FakeConnection({})
-    handle = boundary_adapter(conn).submit(sub("INSERT INTO t VALUES (?);", bind=["n"], params={"n": 7}))
-    assert handle.remote_id == "new-query"
-    assert conn.executed[1] == ("INSERT INTO t VALUES (?)", [7])
