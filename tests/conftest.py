@@ -1,4 +1,9 @@
-"""Fixtures shared by the test packages: a real Table API (Azurite) for the Table Storage stores."""
+"""Fixtures shared by the test packages: a real Table API (Azurite) for the Table Storage stores.
+
+A test that cannot run here is never silent: the session ends with a banner naming every test that
+did not run and why, and under CI (``CI`` set, as ``.ci/run`` does) a skip fails the session, and a
+missing Azurite is an error in the tests that need it.
+"""
 
 import os
 import shutil
@@ -15,6 +20,11 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def ci() -> bool:
+    """True under CI, where every test must run: a skip there would hide what was never checked."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def azurite_binary():
     candidates = [os.environ.get("AZURITE"), shutil.which("azurite-table"),
                   str(Path(__file__).resolve().parents[1] / "node_modules/.bin/azurite-table")]
@@ -25,7 +35,11 @@ def azurite_binary():
 def azurite_table_url(tmp_path_factory):
     binary = azurite_binary()
     if binary is None:
-        pytest.skip("Azurite is not installed (npm install azurite, or set AZURITE=path/to/azurite-table)")
+        reason = ("Azurite is not installed, so the Azure Table Storage tests cannot run "
+                  "(`make test` installs it; or npm install azurite, or set AZURITE=path/to/azurite-table)")
+        if ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -64,3 +78,29 @@ def other_host():
 
     with contextlib.ExitStack() as stack:
         yield lambda home, **options: stack.enter_context(host_process(home, **options))
+
+
+# --- Tests that did not run: said loudly, and fatal under CI ---
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    by_reason: dict[str, list[str]] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        by_reason.setdefault(reason.removeprefix("Skipped: "), []).append(report.nodeid)
+    terminalreporter.write_sep("!", f"{len(skipped)} TEST(S) DID NOT RUN", red=True, bold=True)
+    for reason, nodeids in by_reason.items():
+        terminalreporter.write_line(f"{len(nodeids)} not run: {reason}", red=True, bold=True)
+        for nodeid in nodeids:
+            terminalreporter.write_line(f"    {nodeid}")
+    if ci():
+        terminalreporter.write_line("CI is set: a test that did not run fails the session.", red=True, bold=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if ci() and exitstatus == pytest.ExitCode.OK and reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
