@@ -10,13 +10,14 @@ STAMP_STANDINS := $(VENV)/.installed-standins
 DEMO_HOME ?= $(CURDIR)/.tower/demo
 AZURITE   := node_modules/.bin/azurite-table
 
-.PHONY: demo standins test bench lint clean help
+.PHONY: demo standins test bench mutate lint clean help
 
 help:
 	@echo "make demo   run the example pipeline locally (simulated platforms, time-scaled)"
 	@echo "make standins  start the local stand-ins examples/local/catalog.yaml runs against"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run the orchestration benchmarks (results in benchmarks/RESULTS.md)"
+	@echo "make mutate mutation-test the core modules, not in CI (results in tests/MUTATION.md)"
 	@echo "make lint   ruff"
 
 $(PY):
@@ -64,8 +65,14 @@ bench: $(STAMP_DEV)
 	$(PY) benchmarks/bench_cli.py
 	$(PY) benchmarks/bench_latency.py
 
+# Mutation testing (mutmut), minutes per module: MUTATE="graph scheduler" picks modules, MUTATE_JOBS=N
+# the parallel workers. Niced: the machine is shared.
+MUTATE ?=
+mutate: $(STAMP_DEV)
+	nice -n 19 $(PY) tests/mutate.py $(MUTATE)
+
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .tower .pytest_cache .ruff_cache *.egg-info node_modules
+	rm -rf $(VENV) .tower .pytest_cache .ruff_cache *.egg-info node_modules .mutate
