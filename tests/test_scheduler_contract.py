@@ -147,9 +147,19 @@ def test_restore_applies_what_a_partial_save_implied():
         Scheduler.restore(plan, T0, records, now=at(9))
     records["x"] = record(RUNNING)  # a running record without its start: the run's start stands in
     s = Scheduler.restore(plan, T0, records, now=at(9))
+    assert s.compact_status(at(9))["started"] == stamp(0) and s.compact_status(at(9))["running"] == {"x": 0.0}
     assert s.take_changes() == {"b": record(UPSTREAM_FAILED, finished=stamp(9), error="upstream 'a' failed"),
                                 "c": record(UPSTREAM_FAILED, finished=stamp(9), error="upstream 'a' failed")}
     assert s.running_since == {"x": T0} and s.unfinished == 1
+
+
+def test_restore_counts_every_running_service_against_its_platforms_slots():
+    plan = make_plan({"a": [], "b": [], "c": []}, limits={"main": 2})
+    s = Scheduler.restore(plan, T0, {"a": record(RUNNING, started=stamp(1)), "b": record(RUNNING, started=stamp(2))})
+    assert s.busy == {"main": 2}
+    assert s.take_ready(at(3)) == []  # both slots are taken
+    s.finish("a", {"status": SUCCEEDED, "attempts": 1}, at(4))
+    assert s.take_ready(at(4)) == ["c"]
 
 
 def test_restore_after_a_cancel_marks_the_rest_cancelled_and_dispatches_nothing():
