@@ -1,0 +1,182 @@
+"""Whole problems, exactly as `tower validate` prints them (line:column: where: what (hint)), for the
+mistakes test_errors.py checks only in part: sections and entries of the wrong kind, platform types
+and settings, the platform a service names, defaults, commands, dependencies. The text is the
+product here: a person reads it to fix the catalog. Each case also shows what is NOT reported (no
+cascade from one mistake). Written against the mutants of tower/catalog/validate.py that the
+substring checks let survive (see tests/MUTATION.md)."""
+
+import pytest
+
+CASES = {
+    'platforms-not-a-mapping': ("""
+platforms: [sim]
+services:
+  a: {platform: sim}
+""", [
+        '1:12: platforms: expected a mapping, got a list (write it as platforms: {lake: {type: databricks, ...}})',
+        "3:17: service 'a' field 'platform': unknown platform 'sim' (declare it first, e.g. platforms: {sim: {type: sim}})",
+    ]),
+    'services-not-a-mapping': ("""
+platforms:
+  sim: {type: sim}
+services: [a]
+""", [
+        '3:11: services: expected a mapping, got a list (write it as services: {load_orders: {platform: ...}})',
+    ]),
+    'a-platform-that-is-not-a-mapping-keeps-its-name': ("""
+platforms:
+  sim: 5
+services:
+  a: {platform: sim}
+""", [
+        "2:8: platform 'sim': expected a mapping, got a number (write it as {type: sim})",
+    ]),
+    'a-service-that-is-not-a-mapping-keeps-its-name': ("""
+platforms:
+  sim: {type: sim}
+services:
+  a: 5
+  b: {platform: sim, depends_on: [a]}
+""", [
+        "4:6: service 'a': expected a mapping, got a number (write it as {platform: warehouse, sql: ...})",
+    ]),
+    'platform-type-missing-or-unknown': ("""
+platforms:
+  p: {max_concurrency: 2}
+  q: {type: snowflak}
+services:
+  a: {platform: p, sql: select 1}
+""", [
+        "2:3: platform 'p': missing 'type' (add type: one of databricks, snowflake, http, command, sim)",
+        "3:13: platform 'q' field 'type': unknown platform type 'snowflak' (did you mean 'snowflake'?)",
+    ]),
+    'http-platform-settings': ("""
+platforms:
+  api:
+    type: http
+    base_url: ftp://example.net
+    headers: [Accept]
+    auth: {client_id: abc, scope: x}
+    max_concurrency: 0
+    timeout: -1
+services:
+  a: {platform: api, path: /run}
+""", [
+        "4:15: platform 'api' field 'base_url': expected an http:// or https:// URL (e.g. https://api.example.com)",
+        "5:14: platform 'api' field 'headers': expected a mapping, got a list (write it as {Accept: application/json})",
+        "6:11: platform 'api' field 'auth': missing 'audience' (the app id URI of the service, e.g. api://refinery)",
+        "6:28: platform 'api' field 'auth': unknown field 'scope' (known fields: audience, client_id)",
+        "7:22: platform 'api' field 'max_concurrency': must be >= 1, got 0 (e.g. max_concurrency: 4)",
+        "8:14: platform 'api' field 'timeout': expected a number >= 0, got a number (e.g. timeout: 30)",
+    ]),
+    'http-auth-not-a-mapping': ("""
+platforms:
+  api: {type: http, base_url: "https://x.example.net", auth: managed_identity}
+services:
+  a: {platform: api, path: /run}
+""", [
+        "2:62: platform 'api' field 'auth': expected a mapping, got a string (write it as auth: {audience: api://refinery-api})",
+    ]),
+    'snowflake-and-databricks-settings': ("""
+platforms:
+  wh:
+    type: snowflake
+    account: [acme]
+    port: "5439x"
+    password: ${SNOWFLAKE_PASSWORD}
+  lake: {type: databricks, host: "https://adb.example.net", auth: token}
+services:
+  a: {platform: wh, sql: select 1}
+  b: {platform: lake, job_id: 7}
+""", [
+        "2:3: platform 'wh': missing 'user', which snowflake platforms need (add user: ${SNOWFLAKE_USER})",
+        "4:14: platform 'wh' field 'account': expected a string, got a list (e.g. account: ${ACCOUNT})",
+        "5:11: platform 'wh' field 'port': expected a number >= 0, got a string (e.g. port: 30)",
+        "7:67: platform 'lake' field 'auth': unknown auth 'token' (write auth: managed_identity, or use a token)",
+    ]),
+    'service-platform-missing': ("""
+platforms:
+  sim: {type: sim}
+  wh: {type: snowflake, account: acme, user: tower, password: ${SNOWFLAKE_PASSWORD}}
+services:
+  a: {}
+""", [
+        "3:64: YAML: did not find expected ',' or '}' while parsing a flow mapping (fix the YAML syntax (indentation, quotes, brackets))",
+    ]),
+    'no-platform-declared': ("""
+services:
+  a: {}
+""", [
+        "2:3: service 'a': missing 'platform' (declare a platform first)",
+    ]),
+    'service-platform-wrong': ("""
+platforms:
+  sim: {type: sim}
+services:
+  a: {platform: simm}
+  b: {platform: 5}
+  c: {platform: databricks, job_id: 1}
+""", [
+        "4:17: service 'a' field 'platform': unknown platform 'simm' (did you mean 'sim'?)",
+        "5:17: service 'b' field 'platform': expected a string, got a number (e.g. platform: warehouse)",
+        "6:17: service 'c' field 'platform': unknown platform 'databricks' (declare it first, e.g. platforms: {databricks: {type: databricks}})",
+    ]),
+    'defaults-not-a-mapping': ("""
+platforms:
+  sim: {type: sim}
+defaults: [timeout]
+services:
+  a: {platform: sim}
+""", [
+        '3:11: defaults: expected a mapping, got a list (write it as defaults: {timeout: 2h, retries: 1})',
+    ]),
+    'defaults-fields': ("""
+platforms:
+  sim: {type: sim}
+defaults:
+  platform: nope
+  depends_on: [a]
+  duration: 1s
+services:
+  a: {}
+""", [
+        "4:13: defaults field 'platform': unknown platform 'nope' (declared platforms: sim)",
+        "5:3: defaults: unknown field 'depends_on' ('depends_on' differs per service: set it on each service)",
+        "6:3: defaults: unknown field 'duration' (did you mean 'expected_duration'?)",
+    ]),
+    'command-run': ("""
+platforms:
+  cmd: {type: command}
+services:
+  a: {platform: cmd, run: 5}
+  b: {platform: cmd, run: []}
+  c: {platform: cmd}
+""", [
+        "4:27: service 'a' field 'run': expected a command string or a non-empty list of arguments, got a number (e.g. run: python etl.py  or  run: [python, etl.py])",
+        "5:27: service 'b' field 'run': expected a command string or a non-empty list of arguments, got a list (e.g. run: python etl.py  or  run: [python, etl.py])",
+        "6:3: service 'c': missing 'run', which command services need (add run: python etl.py)",
+    ]),
+    'depends-on': ("""
+platforms:
+  sim: {type: sim}
+services:
+  a: {platform: sim, depends_on: [a]}
+  b: {platform: sim, depends_on: 5}
+""", [
+        "4:35: service 'a' field 'depends_on': 'a' depends on itself (remove it from its own depends_on)",
+        "5:34: service 'b' field 'depends_on': expected a list of services, got a number (write it as depends_on: [ingest_orders])",
+    ]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_whole_problem_list(name, problems):
+    text, expected = CASES[name]
+    assert [str(p).removeprefix(f"{p.path}:") for p in problems(text)] == expected
+
+
+def test_a_command_given_as_a_list_runs_its_arguments_as_text(write):
+    from tower.catalog import load_catalog
+
+    catalog = load_catalog(write("platforms:\n  cmd: {type: command}\nservices:\n  a: {platform: cmd, run: [python, 1]}\n"))
+    assert catalog.services["a"].spec["run"] == ["python", "1"]
