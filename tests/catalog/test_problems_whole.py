@@ -7,6 +7,8 @@ substring checks let survive (see tests/MUTATION.md)."""
 
 import pytest
 
+from tower.catalog import load_catalog
+
 CASES = {
     'platforms-not-a-mapping': ("""
 platforms: [sim]
@@ -166,6 +168,64 @@ services:
         "4:35: service 'a' field 'depends_on': 'a' depends on itself (remove it from its own depends_on)",
         "5:34: service 'b' field 'depends_on': expected a list of services, got a number (write it as depends_on: [ingest_orders])",
     ]),
+    'the-catalog-as-a-whole': ("""
+platforms:
+  sim: {type: sim}
+pipelines: [p]
+extra: 1
+""", [
+        "1:1: catalog: no 'services' declared (a catalog declares its services; see examples/refinery/catalog.yaml)",
+        "3:12: pipelines: expected a mapping, got a list (write it as pipelines: {nightly: {schedule: '30 2 * * *'}})",
+        "4:1: catalog: unknown field 'extra' (known fields: platforms, services, pipelines, defaults)",
+    ]),
+    'empty-catalog': ("""
+# nothing here yet
+""", [
+        '1:1: catalog: the catalog is empty (declare platforms, services and pipelines; see examples/refinery/catalog.yaml)',
+    ]),
+    'a-list-at-the-top': ("""
+- a
+""", [
+        '1:1: catalog: expected a mapping at the top, got a list (write the keys platforms, services, pipelines, defaults at the top level; see examples/refinery/catalog.yaml)',
+    ]),
+    'http-service-fields': ("""
+platforms:
+  api: {type: http, base_url: "https://x.example.net"}
+services:
+  a: {platform: api, path: [x], status_path: 5, success_values: 5, headers: [h], method: FETCH}
+  b: {platform: api, url: 5}
+  c: {platform: api, url: ftp://x}
+  d: {platform: api, path: /a, url: "https://x.example.net/b"}
+""", [
+        "4:28: service 'a' field 'path': expected a string, got a list (e.g. path: /jobs/refresh)",
+        "4:46: service 'a' field 'status_path': expected a string, got a number (e.g. status_path: status)",
+        "4:65: service 'a' field 'success_values': expected a list of strings, got a number (write it as success_values: [a, b])",
+        "4:77: service 'a' field 'headers': expected a mapping, got a list (write it as {X-Request-Source: tower})",
+        "4:90: service 'a' field 'method': unknown HTTP method 'FETCH' (did you mean 'PATCH'?)",
+        "5:27: service 'b' field 'url': expected a string, got a number (e.g. url: https://api.example.com/refresh)",
+        "6:27: service 'c' field 'url': expected an http:// or https:// URL (e.g. https://api.example.com)",
+        "7:32: service 'd': both 'path' and 'url' are set (keep one: a path, joined to the platform's base_url, or a full url)",
+    ]),
+    'other-service-fields': ("""
+platforms:
+  sim: {type: sim}
+  wh: {type: snowflake, account: acme, user: tower, password: "${SNOWFLAKE_PASSWORD}"}
+  lake: {type: databricks, host: "https://adb.example.net"}
+  cmd: {type: command}
+services:
+  a: {platform: sim, fail_attempts: -1, outcome: explode}
+  b: {platform: wh, sql: [select], bind: day}
+  c: {platform: lake, job_id: 0}
+  d: {platform: cmd, run: ls, cwd: 5, env: [A]}
+""", [
+        "7:37: service 'a' field 'fail_attempts': must be >= 0, got -1 (e.g. fail_attempts: 1)",
+        "7:50: service 'a' field 'outcome': unknown outcome 'explode' (use one of: succeed, fail)",
+        "8:26: service 'b' field 'sql': expected a string, got a list (e.g. sql: CALL refresh_orders())",
+        "8:42: service 'b' field 'bind': expected a list of strings, got a string (write it as bind: [a, b])",
+        "9:31: service 'c' field 'job_id': must be >= 1, got 0 (e.g. job_id: 123456)",
+        "10:36: service 'd' field 'cwd': expected a string, got a number (e.g. cwd: ./work)",
+        "10:44: service 'd' field 'env': expected a mapping, got a list (write it as {X-Request-Source: tower})",
+    ]),
 }
 
 
@@ -175,8 +235,26 @@ def test_the_whole_problem_list(name, problems):
     assert [str(p).removeprefix(f"{p.path}:") for p in problems(text)] == expected
 
 
-def test_a_command_given_as_a_list_runs_its_arguments_as_text(write):
-    from tower.catalog import load_catalog
-
-    catalog = load_catalog(write("platforms:\n  cmd: {type: command}\nservices:\n  a: {platform: cmd, run: [python, 1]}\n"))
-    assert catalog.services["a"].spec["run"] == ["python", "1"]
+def test_valid_service_fields_are_normalised_into_the_spec(write):
+    catalog = load_catalog(write("""
+        platforms:
+          cmd: {type: command}
+          api: {type: http, base_url: "https://x.example.net"}
+          wh: {type: snowflake, account: acme, user: tower, password: "${SNOWFLAKE_PASSWORD}"}
+          lake: {type: databricks, host: "https://adb.example.net"}
+          sim: {type: sim}
+        services:
+          run: {platform: cmd, run: [python, 1], cwd: /tmp, env: {A: b}}
+          call: {platform: api, path: /jobs, method: post, success_values: [ok, done], headers: {X: y}}
+          load: {platform: wh, sql: "insert into t values (?)", bind: [day]}
+          job: {platform: lake, job_id: "12", job_parameters: {day: x}}
+          fake: {platform: sim, duration: 2s, fail_attempts: 1, outcome: fail}
+        """))
+    assert {name: service.spec for name, service in catalog.services.items()} == {
+        "run": {"run": ["python", "1"], "cwd": "/tmp", "env": {"A": "b"}},
+        "call": {"path": "/jobs", "method": "POST", "success_values": ["ok", "done"], "headers": {"X": "y"}},
+        "load": {"sql": "insert into t values (?)", "bind": ["day"]},
+        "job": {"job_id": 12, "job_parameters": {"day": "x"}},
+        "fake": {"duration": 2.0, "fail_attempts": 1, "outcome": "fail"},
+    }
+    assert catalog.services["fake"].expected_duration == 2.0  # a simulated service takes what it says
