@@ -1,6 +1,7 @@
 """Whole problems, exactly as `tower validate` prints them (line:column: where: what (hint)), for the
-mistakes test_errors.py checks only in part: sections and entries of the wrong kind, platform types
-and settings, the platform a service names, defaults, commands, dependencies. The text is the
+mistakes test_errors.py checks only in part: the catalog as a whole, sections and entries of the
+wrong kind, platform types and settings, the platform a service names, defaults, each platform's
+service fields, dependencies. The text is the
 product here: a person reads it to fix the catalog. Each case also shows what is NOT reported (no
 cascade from one mistake). Written against the mutants of tower/catalog/validate.py that the
 substring checks let survive (see tests/MUTATION.md)."""
