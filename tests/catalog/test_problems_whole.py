@@ -6,6 +6,8 @@ product here: a person reads it to fix the catalog. Each case also shows what is
 cascade from one mistake). Written against the mutants of tower/catalog/validate.py that the
 substring checks let survive (see tests/MUTATION.md)."""
 
+from pathlib import Path
+
 import pytest
 
 from tower.catalog import load_catalog
@@ -227,13 +229,58 @@ services:
         "10:36: service 'd' field 'cwd': expected a string, got a number (e.g. cwd: ./work)",
         "10:44: service 'd' field 'env': expected a mapping, got a list (write it as {X-Request-Source: tower})",
     ]),
+    'later-entries-are-still-checked': ("""
+platforms:
+  broken: 5
+  my platform: {type: sim}
+  api: {type: http, base_url: "https://x.example.net", host: h, max_retries: -1}
+services:
+  a: 5
+  b: {platform: api, path: /b, success_values: [ok, [x]]}
+  c: {platform: wh2, sql: ""}
+""", [
+        "2:11: platform 'broken': expected a mapping, got a number (write it as {type: sim})",
+        "3:3: platform 'my platform': invalid name 'my platform' (use letters, digits, '_', '-' and '.')",
+        "4:56: platform 'api': unknown field 'host' ('host' is a databricks / snowflake setting; this one is http)",
+        "4:78: platform 'api' field 'max_retries': expected a number >= 0, got a number (e.g. max_retries: 30)",
+        "6:6: service 'a': expected a mapping, got a number (write it as {platform: warehouse, sql: ...})",
+        "7:53: service 'b' field 'success_values[1]': expected a string, got a list (write it as success_values: [a, b])",
+        "8:17: service 'c' field 'platform': unknown platform 'wh2' (declared platforms: broken, my platform, api)",
+    ]),
+    'empty-required-field': ("""
+platforms:
+  wh: {type: snowflake, account: acme, user: tower, password: "${SNOWFLAKE_PASSWORD}"}
+services:
+  a: {platform: wh, sql: ""}
+""", [
+        "4:3: service 'a': missing 'sql', which snowflake services need (add sql: CALL refresh_orders())",
+        "4:26: service 'a' field 'sql': is empty (e.g. sql: CALL refresh_orders(), or remove the field)",
+    ]),
+    'unknown-service-field': ("""
+platforms:
+  sim: {type: sim}
+services:
+  a: {platform: sim, timout: 5m}
+""", [
+        "4:22: service 'a': unknown field 'timout' (did you mean 'timeout'?)",
+    ]),
+    'env-syntax-in-a-list': ("""
+platforms:
+  api: {type: http, base_url: "https://x.example.net"}
+services:
+  a: {platform: api, path: /a, success_values: ["${BROKEN"]}
+""", [
+        "4:48: service 'a' field 'success_values[0]': unclosed '${' at character 1: write ${NAME} or ${NAME:-default} (fix the reference, or write $${ for a literal ${)",
+    ]),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_whole_problem_list(name, problems):
     text, expected = CASES[name]
-    assert [str(p).removeprefix(f"{p.path}:") for p in problems(text)] == expected
+    found = problems(text)
+    assert [str(p).removeprefix(f"{p.path}:") for p in found] == expected
+    assert {Path(p.path).name for p in found} == {"catalog.yaml"}  # every problem names the file
 
 
 def test_valid_service_fields_are_normalised_into_the_spec(write):
@@ -241,14 +288,15 @@ def test_valid_service_fields_are_normalised_into_the_spec(write):
         platforms:
           cmd: {type: command}
           api: {type: http, base_url: "https://x.example.net"}
-          wh: {type: snowflake, account: acme, user: tower, password: "${SNOWFLAKE_PASSWORD}"}
-          lake: {type: databricks, host: "https://adb.example.net"}
+          wh: {type: snowflake, account: acme, user: tower, password: "${SNOWFLAKE_PASSWORD}", role: 7}
+          lake: {type: databricks, host: "https://adb.example.net", max_concurrency: 3, retry_timeout: 0}
           sim: {type: sim}
         services:
           run: {platform: cmd, run: [python, 1], cwd: /tmp, env: {A: b}}
           call: {platform: api, path: /jobs, method: post, success_values: [ok, done], headers: {X: y}}
           load: {platform: wh, sql: "insert into t values (?)", bind: [day]}
           job: {platform: lake, job_id: "12", job_parameters: {day: x}}
+          job2: {platform: lake, job_id: "${LAKE_JOB}"}
           fake: {platform: sim, duration: 2s, fail_attempts: 1, outcome: fail}
         """))
     assert {name: service.spec for name, service in catalog.services.items()} == {
@@ -256,6 +304,24 @@ def test_valid_service_fields_are_normalised_into_the_spec(write):
         "call": {"path": "/jobs", "method": "POST", "success_values": ["ok", "done"], "headers": {"X": "y"}},
         "load": {"sql": "insert into t values (?)", "bind": ["day"]},
         "job": {"job_id": 12, "job_parameters": {"day": "x"}},
+        "job2": {"job_id": "${LAKE_JOB}"},
         "fake": {"duration": 2.0, "fail_attempts": 1, "outcome": "fail"},
     }
     assert catalog.services["fake"].expected_duration == 2.0  # a simulated service takes what it says
+    assert [service.name for service in catalog.services.values()] == list(catalog.services)
+    assert {name: (p.name, p.type, p.max_concurrency) for name, p in catalog.platforms.items()} == {
+        "cmd": ("cmd", "command", None), "api": ("api", "http", None), "wh": ("wh", "snowflake", None),
+        "lake": ("lake", "databricks", 3), "sim": ("sim", "sim", None)}
+    assert catalog.platforms["wh"].settings["role"] == 7 and catalog.platforms["lake"].settings["retry_timeout"] == 0
+    assert Path(catalog.path).name == "catalog.yaml"
+
+
+def test_job_parameters_of_the_wrong_kind_are_reported_at_the_field(problems):
+    found = problems("""
+        platforms:
+          lake: {type: databricks, host: "https://adb.example.net"}
+        services:
+          a: {platform: lake, job_id: 1, job_parameters: [x]}
+        """)
+    assert [(p.line, p.column, p.where, p.what) for p in found] == [
+        (4, 50, "service 'a' field 'job_parameters'", "expected a mapping, got a list")]
