@@ -272,6 +272,14 @@ services:
 """, [
         "4:48: service 'a' field 'success_values[0]': unclosed '${' at character 1: write ${NAME} or ${NAME:-default} (fix the reference, or write $${ for a literal ${)",
     ]),
+    'a-field-no-platform-type-has': ("""
+platforms:
+  sim: {type: sim}
+services:
+  a: {platform: sim, zzzz: 1}
+""", [
+        "4:22: service 'a': unknown field 'zzzz' (known fields: platform, depends_on, timeout, retries, expected_duration, tags, params, duration, fail_attempts, outcome)",
+    ]),
 }
 
 
