@@ -280,6 +280,24 @@ services:
 """, [
         "4:22: service 'a': unknown field 'zzzz' (known fields: platform, depends_on, timeout, retries, expected_duration, tags, params, duration, fail_attempts, outcome)",
     ]),
+    'a-default-that-belongs-to-no-service': ("""
+platforms:
+  sim: {type: sim}
+defaults:
+  zzzz: 1
+services:
+  a: {platform: sim}
+""", [
+        "4:3: defaults: unknown field 'zzzz' (known fields: platform, timeout, retries, expected_duration, tags, params)",
+    ]),
+    'a-secret-header-written-literally': ("""
+platforms:
+  api: {type: http, base_url: "https://x.example.net"}
+services:
+  call-api: {platform: api, path: /a, headers: {Authorization: Bearer abc}}
+""", [
+        "4:64: service 'call-api' field 'headers.Authorization': a secret is written literally in the catalog (secrets never live in the catalog: put it in an environment variable and write ${CALL_API_AUTHORIZATION})",
+    ]),
 }
 
 
