@@ -47,7 +47,7 @@ def make_plan(deps: dict, expected: dict | None = None, platform_of: dict | None
 
 def record(status=PENDING, **fields) -> dict:
     base = {"status": status, "attempts": 0, "started": None, "finished": None, "remote_id": None, "url": None,
-            "error": None, "output": None}
+            "error": None, "output": None, "dispatcher": None}
     return {**base, **fields}
 
 

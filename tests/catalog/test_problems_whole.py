@@ -320,7 +320,7 @@ def test_valid_service_fields_are_normalised_into_the_spec(write):
         services:
           run: {platform: cmd, run: [python, 1], cwd: /tmp, env: {A: b}}
           call: {platform: api, path: /jobs, method: post, success_values: [ok, done], headers: {X: y}}
-          load: {platform: wh, sql: "insert into t values (?)", bind: [day]}
+          load: {platform: wh, sql: "insert into t values (?)", bind: [day], params: {day: "2024-01-01"}}
           job: {platform: lake, job_id: "12", job_parameters: {day: x}}
           job2: {platform: lake, job_id: "${LAKE_JOB}"}
           fake: {platform: sim, duration: 2s, fail_attempts: 1, outcome: fail}
