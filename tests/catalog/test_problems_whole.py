@@ -272,14 +272,6 @@ services:
 """, [
         "4:48: service 'a' field 'success_values[0]': unclosed '${' at character 1: write ${NAME} or ${NAME:-default} (fix the reference, or write $${ for a literal ${)",
     ]),
-    'a-field-no-platform-type-has': ("""
-platforms:
-  sim: {type: sim}
-services:
-  a: {platform: sim, zzzz: 1}
-""", [
-        "4:22: service 'a': unknown field 'zzzz' (known fields: platform, depends_on, timeout, retries, expected_duration, tags, params, duration, fail_attempts, outcome)",
-    ]),
     'a-default-that-belongs-to-no-service': ("""
 platforms:
   sim: {type: sim}
@@ -351,3 +343,11 @@ def test_job_parameters_of_the_wrong_kind_are_reported_at_the_field(problems):
         """)
     assert [(p.line, p.column, p.where, p.what) for p in found] == [
         (4, 50, "service 'a' field 'job_parameters'", "expected a mapping, got a list")]
+
+
+def test_a_field_no_platform_type_has_lists_the_known_fields(problems):
+    from tower.catalog.fields import SERVICE_COMMON, SERVICE_FIELDS
+
+    [problem] = problems("platforms:\n  sim: {type: sim}\nservices:\n  a: {platform: sim, zzzz: 1}\n")
+    assert (problem.line, problem.where, problem.what) == (4, "service 'a'", "unknown field 'zzzz'")
+    assert problem.hint == "known fields: " + ", ".join(SERVICE_COMMON + SERVICE_FIELDS["sim"])
