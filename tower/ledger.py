@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tower import slots
 from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.scheduler import RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
@@ -86,6 +87,9 @@ class RunLedger(Protocol):
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, if there (retention); returns how many were there."""
 
+    def slots(self) -> slots.SlotStore:
+        """The shared platform slots kept beside these runs (`tower.slots`)."""
+
 
 # --- the dispatch steps -------------------------------------------------------------------------
 
@@ -98,7 +102,8 @@ class Step:
     `dispatching`: the instance ids in `ensure` whose dispatch may still be submitting, on this host
     or another (see `_reconciled`): not started when missing, since their service run would submit
     beside it. `more`: `ensure` and `stop` name at most `STEP_SERVICES`; when more remain, the plan
-    position to ask again after (`reconcile_run`, `cancel_run`), else None."""
+    position to ask again after (`reconcile_run`, `cancel_run`), else None. `offers`: what the run
+    tells the pools of the shared platforms it touched (`tower.slots.offer`), for `_share`."""
 
     start: dict[str, dict] = field(default_factory=dict)
     ensure: dict[str, dict] = field(default_factory=dict)
@@ -107,6 +112,7 @@ class Step:
     done: bool = False
     status: str = RUNNING
     more: int | None = None
+    offers: dict[str, dict] = field(default_factory=dict, repr=False)
 
 
 # Services a step names in `ensure` or `stop`: each costs the activity a call to the Durable host,
@@ -121,7 +127,9 @@ def core_of(plan: Mapping[str, Any]) -> dict:
         "run_id": plan["run_id"],
         "pipeline": plan["pipeline"],
         "simulated": bool(plan.get("simulated")),
-        "platforms": {name: {"max_concurrency": p.get("max_concurrency")} for name, p in plan["platforms"].items()},
+        "priority": int(plan.get("priority") or 0),
+        "platforms": {name: {"max_concurrency": p.get("max_concurrency"), "shared": True}
+                      for name, p in plan["platforms"].items()},
         "services": {name: {key: svc[key] for key in ("deps", "expected", "platform", "iid")}
                      for name, svc in plan["services"].items()},
         **({"deadline": plan["deadline"]} if plan.get("deadline") else {}),
@@ -137,14 +145,16 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
         if ledger.version(run_id) is None:
             scheduler = Scheduler(core, now)
             started = _take_ready(scheduler, now)
-            if not started:
+            if not started and not scheduler.touched:  # touched: waiting for a shared slot
                 raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
             records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
             if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
                 scheduler.changed.clear()
+                step = _dispatched(_step(ledger, scheduler, start=started))
+                step.offers = _offers(scheduler, scheduler.touched)
                 _remember(ledger, run_id, 1, scheduler)
-                return _dispatched(_step(ledger, scheduler, start=started))
-    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
+                return _share(ledger, step, now)
+    return _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
 def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:
@@ -158,7 +168,7 @@ def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[st
         scheduler.finish(name, result, now)
         return _step(ledger, scheduler, start=_take_ready(scheduler, now))
 
-    return _change(ledger, run_id, now, change)
+    return _shared_change(ledger, run_id, now, change)
 
 
 def function_timeout(host_json: str | Path) -> timedelta:
@@ -202,7 +212,9 @@ def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1
     """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
     the running services in `ensure` (a lost start), those at plan positions after `after`, at most
     `STEP_SERVICES` (`Step.more` says where to go on). A reconcile runs on a timer, on any host."""
-    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, after))
+    step = _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, after),
+                          every_pool=True)
+    return _sweep(ledger, run_id, step, now) if after < 0 else step
 
 
 def cancel_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:
@@ -216,7 +228,7 @@ def cancel_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -
         step.more = more
         return step
 
-    return _change(ledger, run_id, now, change)
+    return _shared_change(ledger, run_id, now, change)
 
 
 def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
@@ -290,6 +302,89 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
         if parse_iso(records[n].started) > now - DISPATCH_GRACE
         and (records[n].dispatcher != PROCESS or services[n]["iid"] in DISPATCHING))
     step.more = more
+    return step
+
+
+# --- shared platform slots (tower.slots) ---------------------------------------------------------
+
+GRANT_ROUNDS = 100  # grants taken in turn by one change (each a run whose granted services ended)
+
+
+def _offers(scheduler: Scheduler, platforms) -> dict[str, dict]:
+    simulated = bool(scheduler.plan.get("simulated"))
+    return {slots.pool_of(p, simulated): slots.offer(scheduler, p) for p in sorted(platforms & scheduler.shared)}
+
+
+def _shared_change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Scheduler], Step],
+                   every_pool: bool = False) -> Step:
+    """`_change`, then `_share` what it did to shared platforms (a run without any: nothing more)."""
+
+    def with_offers(scheduler: Scheduler) -> Step:
+        scheduler.touched.clear()
+        step = change(scheduler)
+        step.offers = _offers(scheduler, scheduler.shared if every_pool else scheduler.touched)
+        return step
+
+    return _share(ledger, _change(ledger, run_id, now, with_offers), now)
+
+
+def _share(ledger: RunLedger, step: Step, now: datetime) -> Step:
+    """Sync the run into the pools it touched, then take every grant in its own run (this one or
+    another) and add their starts to `step`: the report that freed a slot dispatches its next holder."""
+    store = ledger.slots() if step.offers else None
+    grants = [(pool, run_id, name) for pool, offer in step.offers.items()
+              for run_id, name in slots.sync(store, pool, offer, now)]
+    for _ in range(GRANT_ROUNDS):
+        if not grants:
+            return step
+        by_run: dict[str, dict[str, list[str]]] = {}
+        for pool, run_id, name in grants:
+            by_run.setdefault(run_id, {}).setdefault(pool, []).append(name)
+        grants = []
+        for run_id, pools in by_run.items():
+            taken = _take_granted(ledger, run_id, pools, now)
+            step.start.update(taken.start)
+            grants += [(pool, other, name) for pool, offer in taken.offers.items()
+                       for other, name in slots.sync(store, pool, offer, now)]
+    raise EngineError(f"platform slots: grants kept coming after {GRANT_ROUNDS} rounds")
+
+
+def _take_granted(ledger: RunLedger, run_id: str, pools: Mapping[str, list[str]], now: datetime) -> Step:
+    """Mark the services granted a slot running in their run (those still ready), with offers that
+    release what was granted but can no longer start. A run gone from the ledger leaves its pools."""
+
+    def take(scheduler: Scheduler) -> Step:
+        taken = scheduler.take({name for names in pools.values() for name in names}, now)
+        for name in taken:
+            scheduler.records[name].dispatcher = PROCESS
+        step = _step(ledger, scheduler, start=taken)
+        step.offers = _offers(scheduler, {slots.platform_of(pool) for pool in pools})
+        return step
+
+    try:
+        return _change(ledger, run_id, now, take)
+    except RunNotInLedger:
+        gone = {"run": run_id, "limit": None, "priority": 0, "started": iso(now), "running": [], "ready": set(),
+                "waiting": []}
+        return Step(offers=dict.fromkeys(pools, gone))
+
+
+def _sweep(ledger: RunLedger, run_id: str, step: Step, now: datetime) -> Step:
+    """A reconcile also puts right the other runs in its pools: a holder granted and never taken (a
+    crash between the grant and its run's change) starts; one whose service ended without its slot
+    coming back (a crash after the run's change), or whose run is gone, is released."""
+    if not step.offers:
+        return step
+    store = ledger.slots()
+    others: dict[str, dict[str, list[str]]] = {}
+    for pool in step.offers:
+        _, state = store.read(pool)
+        for other in slots.runs_in(state) - {run_id}:
+            others.setdefault(other, {})[pool] = [name for key in state["holders"]
+                                                  for holder, name in [slots.holder_of(key)] if holder == other]
+    for other, pools in others.items():
+        swept = _take_granted(ledger, other, pools, now)
+        step.start.update(_share(ledger, swept, now).start)
     return step
 
 
@@ -453,6 +548,13 @@ class SqliteRunLedger:
         if missing:
             raise EngineError(f"run {run_id!r} has no service {missing[0]!r} in the run ledger")
         return inputs
+
+    @functools.cached_property
+    def _slots(self) -> slots.SqliteSlots:
+        return slots.SqliteSlots(self.path)
+
+    def slots(self) -> slots.SqliteSlots:
+        return self._slots
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs (retention: tower.runs_index.purge); returns how many there were."""

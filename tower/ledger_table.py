@@ -419,6 +419,12 @@ class TableRunLedger:
 
         return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(logcontext.carried(read), names))
 
+    def slots(self):
+        """The shared platform slots, in this table's `~slots` partition (`tower.slots.TableSlots`)."""
+        from tower.slots import TableSlots
+
+        return TableSlots(self.table)
+
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs' partitions (retention: tower.runs_index.purge): a keyed read of each
         run's row keys, then batches of 100 deletes; returns how many runs were there."""

@@ -259,6 +259,7 @@ def build_plan(
         "v": PLAN_VERSION,
         "run_id": run_id,
         "pipeline": pipeline,
+        "priority": spec.priority,
         "params": pipeline_params,
         "created": iso(now),
         "simulated": bool(simulate),

@@ -73,6 +73,9 @@ class Scheduler:
         self.platform_of = {name: svc["platform"] for name, svc in services.items()}
         self.limits = {name: p.get("max_concurrency") for name, p in plan["platforms"].items()}
         self.busy = dict.fromkeys(self.limits, 0)
+        # Platforms whose slots are shared by every run (`tower.slots`): taken only when granted.
+        self.shared = {name for name, p in plan["platforms"].items() if p.get("shared") and p.get("max_concurrency")}
+        self.touched: set[str] = set()  # shared platforms whose waiters or holders this run changed
         self.records = {name: ServiceRecord() for name in self.order}
         self.waiting = {name: len(deps) for name, deps in self.deps.items()}
         self.ready: dict[str, list[tuple[float, int, str]]] = {p: [] for p in self.limits}
@@ -128,7 +131,37 @@ class Scheduler:
     # --- dispatch ----------------------------------------------------------------------------
 
     def _make_ready(self, name: str) -> None:
-        heapq.heappush(self.ready[self.platform_of[name]], (-self.priority[name], self.position[name], name))
+        platform = self.platform_of[name]
+        heapq.heappush(self.ready[platform], (-self.priority[name], self.position[name], name))
+        if platform in self.shared:
+            self.touched.add(platform)
+
+    def waiting_for(self, platform: str, most: int) -> list[tuple[str, float]]:
+        """The `most` most urgent ready services of a shared platform, with their remaining path."""
+        return [(name, -priority) for priority, _, name in heapq.nsmallest(most, self.ready[platform])]
+
+    def running_on(self, platform: str) -> list[str]:
+        return [name for name in self.running_since if self.platform_of[name] == platform]
+
+    def take(self, names: list[str], now: datetime) -> list[str]:
+        """Mark running, and return, those of `names` that are ready (slots granted to them)."""
+        if self.cancel_requested:
+            return []
+        taken = []
+        for platform, queue in self.ready.items():
+            chosen = [entry for entry in queue if entry[2] in names]
+            if chosen:
+                queue[:] = [entry for entry in queue if entry[2] not in names]
+                heapq.heapify(queue)
+                self.busy[platform] += len(chosen)
+                taken.extend(chosen)
+        taken.sort()
+        for _, _, name in taken:
+            record = self.records[name]
+            record.status, record.started = RUNNING, iso(now)
+            self.running_since[name] = now
+            self.changed.add(name)
+        return [name for _, _, name in taken]
 
     def take_ready(self, now: datetime) -> list[str]:
         """Mark running, and return, the ready services that fit a free slot of their platform,
@@ -137,6 +170,8 @@ class Scheduler:
             return []
         taken = []
         for platform, queue in self.ready.items():
+            if platform in self.shared:
+                continue
             limit = self.limits[platform]
             while queue and (limit is None or self.busy[platform] < limit):
                 entry = heapq.heappop(queue)
@@ -156,6 +191,8 @@ class Scheduler:
         if record.status != RUNNING:
             raise ValueError(f"service {name!r} finished while {record.status}")
         self.busy[self.platform_of[name]] -= 1
+        if self.platform_of[name] in self.shared:
+            self.touched.add(self.platform_of[name])
         self.running_since.pop(name, None)
         self.unfinished -= 1
         self.changed.add(name)
@@ -195,6 +232,7 @@ class Scheduler:
     def cancel(self, now: datetime) -> list[str]:
         """Stop dispatching; mark every service not started `cancelled`; return the running ones."""
         self.cancel_requested = True
+        self.touched |= self.shared
         self._cancel_pending(now)
         for queue in self.ready.values():
             queue.clear()

@@ -412,6 +412,10 @@ pipelines:
          "pipeline 'p' field 'services'", "selects no services"),
     Case("on-event-wrong-type", with_head("pipelines:\n  p:\n    on_event: {type: x}\n"), 12,
          "pipeline 'p' field 'on_event'", "expected a list of event types, got a mapping"),
+    Case("priority-out-of-range", with_head("pipelines:\n  p:\n    priority: 1000\n"), 12,
+         "pipeline 'p' field 'priority'", "expected a whole number from -100 to 100, got 1000"),
+    Case("priority-not-a-number", with_head("pipelines:\n  p:\n    priority: high\n"), 12,
+         "pipeline 'p' field 'priority'", "expected a whole number from -100 to 100, got 'high'"),
     Case("params-not-a-mapping", with_head("pipelines:\n  p:\n    params: [date]\n"), 12,
          "pipeline 'p' field 'params'", "expected a mapping, got a list"),
     # --- the catalog as a whole ------------------------------------------------------------------

@@ -20,6 +20,7 @@ def test_the_refinery_example_is_valid_and_realistic():
     assert catalog.pipelines["nightly"].schedule == Schedule("30 2 * * *", "Europe/London", "latest")
     assert catalog.pipelines["orders_arrived"].on_event == ("orders.landed",)
     assert catalog.pipelines["orders_arrived"].selectors == ("ingest_orders+",)
+    assert catalog.pipelines["orders_arrived"].priority == 10 and catalog.pipelines["nightly"].priority == 0
     assert catalog.platforms["lakehouse"].max_concurrency and catalog.platforms["warehouse"].max_concurrency
 
 

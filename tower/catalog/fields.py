@@ -59,7 +59,7 @@ SERVICE_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
 DEFAULTS_FIELDS = ("platform", "timeout", "retries", "expected_duration", "tags", "params")
 
 RETRY_FIELDS = ("attempts", "backoff", "max_backoff")
-PIPELINE_FIELDS = ("services", "schedule", "timezone", "on_event", "params", "deadline")
+PIPELINE_FIELDS = ("services", "schedule", "timezone", "on_event", "params", "deadline", "priority")
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup")
 DEADLINE_FIELDS = ("time", "timezone")
 

@@ -73,16 +73,31 @@ def check_pipelines(ck: Checker, section: Any, location: Location, services: dic
         events = _check_events(ck, *field("on_event")) if "on_event" in raw else ()
         params = check_params(ck, *field("params")) if "params" in raw else {}
         deadline = _check_deadline(ck, *field("deadline"), timezone) if "deadline" in raw else None
+        priority = _check_priority(ck, *field("priority")) if "priority" in raw else 0
         pipelines[name] = Pipeline(
             name=name,
             selectors=selectors if selectors is not INVALID else ("*",),
             schedule=schedule if schedule is not INVALID else None,
             on_event=events if events is not INVALID else (),
             params=params if params is not INVALID else {},
+            priority=priority if priority is not INVALID else 0,
             location=key_location,
             deadline=deadline if deadline is not INVALID else None,
         )
     return pipelines
+
+
+PRIORITY_RANGE = (-100, 100)
+
+
+def _check_priority(ck: Checker, value: Any, location: Location, where: Where):
+    """A whole number in PRIORITY_RANGE: its waiting services get shared platform slots first."""
+    low, high = PRIORITY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        ck.add(location, where, f"expected a whole number from {low} to {high}, got {value!r}",
+               "e.g. priority: 10 (higher goes first when platform slots are scarce; default 0)")
+        return INVALID
+    return value
 
 
 def _check_selectors(ck: Checker, value: Any, location: Location, where: Where, deps, tags):

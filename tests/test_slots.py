@@ -1,0 +1,241 @@
+"""Platform slots shared by every run (`tower.slots`), through the ledger's steps, on both stores
+(SQLite, and Table Storage against Azurite): the limit holds across runs and hosts, the most urgent
+waiter of any run goes first, a freed slot dispatches another run's waiter in the same report, and a
+crash never leaks a slot."""
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tower import ledger as lg
+from tower import slots
+from tower.catalog.pipelines import PRIORITY_RANGE
+from tower.ledger import SqliteRunLedger, cancel_run, core_of, finish_service, open_run, reconcile_run
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def plan_of(run_id: str, deps: dict, limit=2, expected=None, priority=0, simulated=False) -> dict:
+    expected = expected or {}
+    return {"run_id": run_id, "pipeline": run_id.split("-")[0], "priority": priority, "simulated": simulated,
+            "platforms": {"x": {"max_concurrency": limit}, "free": {"max_concurrency": None}},
+            "services": {name: {"deps": list(d), "expected": expected.get(name, 1.0),
+                                "platform": "free" if name.startswith("free") else "x",
+                                "iid": f"{run_id}:{name}"} for name, d in deps.items()}}
+
+
+def inputs_of(plan: dict) -> dict:
+    return {name: {"service": name, "run_id": plan["run_id"]} for name in plan["services"]}
+
+
+def ok(name: str) -> dict:
+    return {"service": name, "status": "succeeded", "attempts": 1, "started": None, "finished": None}
+
+
+def wide(n: int) -> dict:
+    return {f"s{i}": [] for i in range(n)}
+
+
+@pytest.fixture(autouse=True)
+def no_dispatch_in_flight():
+    lg.DISPATCHING.clear()
+    yield
+    lg.DISPATCHING.clear()
+
+
+@pytest.fixture(params=["sqlite", "table"])
+def store(request, tmp_path):
+    """A function that opens the ledger as another host would (a new object over the same store)."""
+    if request.param == "sqlite":
+        return lambda: SqliteRunLedger(tmp_path / "ledger.db")
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
+    from tower.ledger_table import TableRunLedger
+
+    url = f"{request.getfixturevalue('azurite_table_url')}/slots{uuid.uuid4().hex[:8]}"
+    return lambda: TableRunLedger(url, credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+
+
+def holders(ledger, pool="x") -> set[tuple[str, str]]:
+    return {slots.holder_of(key) for key in ledger.slots().read(pool)[1]["holders"]}
+
+
+def test_two_runs_share_one_limit_and_a_report_starts_the_other_runs_waiter(store):
+    ledger = store()
+    a, b = plan_of("a-1", wide(3)), plan_of("b-1", wide(3))
+    assert list(open_run(ledger, a, inputs_of(a), T0).start) == ["a-1:s0", "a-1:s1"]
+    assert open_run(ledger, b, inputs_of(b), T0).start == {}            # both slots are a's
+    assert holders(ledger) == {("a-1", "s0"), ("a-1", "s1")}
+    # a's s2 and b's s0 wait; both at remaining path 1: the older run (a) first
+    step = finish_service(store(), "a-1", "s0", ok("s0"), T0 + timedelta(seconds=1))
+    assert list(step.start) == ["a-1:s2"]
+    step = finish_service(ledger, "a-1", "s1", ok("s1"), T0 + timedelta(seconds=2))
+    assert list(step.start) == ["b-1:s0"]                                # a's report dispatches b's service
+    assert step.start["b-1:s0"] == {"service": "s0", "run_id": "b-1"}
+    assert ledger.load("b-1").records["s0"]["status"] == "running"
+    assert holders(ledger) == {("a-1", "s2"), ("b-1", "s0")}
+
+
+def test_a_platform_without_a_limit_never_touches_the_pools(store, monkeypatch):
+    ledger = store()
+    plan = plan_of("a-1", {"free0": [], "free1": ["free0"]})
+    monkeypatch.setattr(slots, "sync", lambda *args: pytest.fail("an unlimited platform synced a pool"))
+    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["a-1:free0"]
+    assert list(finish_service(ledger, "a-1", "free0", ok("free0"), T0).start) == ["a-1:free1"]
+
+
+def test_a_higher_priority_run_overtakes_a_longer_path(store):
+    ledger = store()
+    low = plan_of("low-1", {"long": [], "long2": [], "tail": ["long"]}, limit=1, expected={"long": 9, "tail": 9})
+    high = plan_of("high-1", {"quick": []}, limit=1, priority=5)
+    assert list(open_run(ledger, low, inputs_of(low), T0).start) == ["low-1:long"]
+    open_run(ledger, high, inputs_of(high), T0 + timedelta(seconds=1))
+    step = finish_service(ledger, "low-1", "long", ok("long"), T0 + timedelta(seconds=2))
+    assert list(step.start) == ["high-1:quick"]   # before low's own `tail`, a path of 9 s
+
+
+def test_a_long_wait_ages_a_low_priority_waiter_past_a_higher_one(store):
+    ledger = store()
+    holder = plan_of("hold-1", {"h": []}, limit=1)
+    low = plan_of("low-1", {"l": []}, limit=1, priority=0)
+    high = plan_of("high-1", {"q": []}, limit=1, priority=1)
+    open_run(ledger, holder, inputs_of(holder), T0)
+    open_run(ledger, low, inputs_of(low), T0)
+    open_run(ledger, high, inputs_of(high), T0 + slots.AGING * 2)
+    step = finish_service(ledger, "hold-1", "h", ok("h"), T0 + slots.AGING * 2)
+    assert list(step.start) == ["low-1:l"]       # waited two AGING steps: priority 0 + 2 > 1
+
+
+def test_a_grant_is_idempotent_and_a_repeated_report_takes_no_second_slot(store):
+    ledger = store()
+    a, b = plan_of("a-1", wide(2), limit=1), plan_of("b-1", wide(2), limit=1)
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    first = finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+    again = finish_service(store(), "a-1", "s0", ok("s0"), T0)
+    assert list(first.start) == ["a-1:s1"] and again.start == {}
+    assert holders(ledger) == {("a-1", "s1")}
+
+
+def test_a_crash_between_the_runs_change_and_the_pool_is_put_right_by_a_reconcile(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(2)), plan_of("b-1", wide(2))
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    with monkeypatch.context() as crash:     # the host dies after saving a's change, before the pool
+        crash.setattr(lg, "_share", lambda ledger, step, now: step)
+        finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+        finish_service(ledger, "a-1", "s1", ok("s1"), T0)
+    assert holders(ledger) == {("a-1", "s0"), ("a-1", "s1")}          # held by services that ended
+    # a has ended: only another run's reconcile (on its timer, on any host) can free them
+    step = reconcile_run(store(), "b-1", T0 + timedelta(minutes=1))
+    assert sorted(step.start) == ["b-1:s0", "b-1:s1"]
+    assert holders(ledger) == {("b-1", "s0"), ("b-1", "s1")}
+
+
+def test_a_grant_lost_before_its_run_took_it_is_taken_by_a_reconcile(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    with monkeypatch.context() as crash:     # the pool granted b's s0, the host died before b's change
+        crash.setattr(lg, "_take_granted", lambda *args: (_ for _ in ()).throw(SystemExit("crash")))
+        with pytest.raises(SystemExit):
+            finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+    assert holders(ledger) == {("b-1", "s0")} and ledger.load("b-1").records["s0"]["status"] == "pending"
+    step = reconcile_run(store(), "b-1", T0 + timedelta(minutes=1))
+    assert list(step.start) == ["b-1:s0"] and holders(ledger) == {("b-1", "s0")}
+
+
+def test_a_deleted_run_leaves_its_pools_on_a_reconcile(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    ledger.delete_runs(["a-1"])
+    lg._cache.clear()
+    assert list(reconcile_run(ledger, "b-1", T0).start) == ["b-1:s0"]
+    assert holders(ledger) == {("b-1", "s0")}
+
+
+def test_a_cancelled_run_frees_its_slots_and_starts_the_other_runs_waiters(store):
+    ledger = store()
+    a, b = plan_of("a-1", wide(4)), plan_of("b-1", wide(2))
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    assert ledger.slots().read("x")[1]["waiting"].keys() == {"a-1", "b-1"}
+    stop = cancel_run(ledger, "a-1", T0)
+    assert sorted(stop.stop) == ["a-1:s0", "a-1:s1"]
+    assert ledger.slots().read("x")[1]["waiting"].keys() == {"b-1"}     # a's waiters left the queue
+    cancelled = {"service": "s0", "status": "cancelled", "attempts": 1, "error": "cancelled"}
+    assert list(finish_service(ledger, "a-1", "s0", cancelled, T0).start) == ["b-1:s0"]
+    assert list(finish_service(ledger, "a-1", "s1", {**cancelled, "service": "s1"}, T0).start) == ["b-1:s1"]
+    assert holders(ledger) == {("b-1", "s0"), ("b-1", "s1")}
+
+
+def test_what_if_runs_share_pools_of_their_own(store):
+    ledger = store()
+    real, what_if = plan_of("a-1", wide(2), limit=1), plan_of("b-1", wide(1), limit=1, simulated=True)
+    assert list(open_run(ledger, real, inputs_of(real), T0).start) == ["a-1:s0"]
+    assert list(open_run(ledger, what_if, inputs_of(what_if), T0).start) == ["b-1:s0"]
+    assert holders(ledger, "what-if/x") == {("b-1", "s0")}
+
+
+def test_reports_from_many_threads_and_hosts_never_exceed_the_limit(store, monkeypatch):
+    """Four runs of 12 services, limit 3, reports on three threads, each over its own ledger object
+    (a host): the pool never has more than 3 holders, and every service starts exactly once."""
+    runs = [plan_of(f"r{i}-1", wide(12), limit=3) for i in range(4)]
+    first = store()
+    running: list[str] = []
+    starts: list[str] = []
+    peak, lock = [0], threading.Lock()
+    apply = slots.apply
+
+    def counted(state, run, now):
+        grants = apply(state, run, now)
+        with lock:
+            peak[0] = max(peak[0], len(state["holders"]))
+        return grants
+
+    monkeypatch.setattr(slots, "apply", counted)
+
+    def started(step):
+        with lock:
+            running.extend(step.start)
+            starts.extend(step.start)
+
+    for plan in runs:
+        started(open_run(first, plan, inputs_of(plan), T0))
+
+    def host():
+        ledger = store()
+        for _ in range(200):
+            with lock:
+                iid = running.pop() if running else None
+                if iid is None and len(starts) == 48:
+                    return
+            if iid is None:
+                threading.Event().wait(0.005)
+                continue
+            run_id, _, name = iid.partition(":")
+            started(finish_service(ledger, run_id, name, ok(name), T0))
+
+    threads = [threading.Thread(target=host) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 3
+    assert sorted(starts) == sorted(f"{p['run_id']}:s{i}" for p in runs for i in range(12))
+    statuses = [r["status"] for plan in runs for r in first.load(plan["run_id"]).records.values()]
+    assert statuses == ["succeeded"] * 48
+    assert holders(first) == set() and first.slots().read("x")[1]["waiting"] == {}
+
+
+def test_core_of_carries_priority_and_shares_limited_platforms():
+    core = core_of(plan_of("a-1", wide(1), priority=7))
+    assert core["priority"] == 7 and core["platforms"]["x"]["shared"] is True
+    assert PRIORITY_RANGE == (-100, 100)
