@@ -21,6 +21,10 @@ version per run), so several hosts may share one ledger. Within a process the la
 in memory: reused as is while the stored version says nobody else changed it, else brought up to
 date with only the records written since, so a change reads and writes O(its services), not O(N).
 
+A limited platform's slots are shared by every run (`tower.slots`): a change that touched one is
+followed by a sync of the run into the platform's pool, whose grants are taken in their own runs
+and dispatched with the change's step (`_share`).
+
 Two stores: SQLite locally (``$TOWER_HOME/ledger.db``) and Azure Table Storage in Azure
 (``TOWER_LEDGER_TABLE_URL``, managed identity). `ledger_from_environment()` picks one.
 """
