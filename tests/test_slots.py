@@ -136,6 +136,17 @@ def test_a_crash_between_the_runs_change_and_the_pool_is_put_right_by_a_reconcil
     assert holders(ledger) == {("b-1", "s0"), ("b-1", "s1")}
 
 
+def test_a_repeated_report_puts_right_a_pool_its_first_attempt_never_reached(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    with monkeypatch.context() as crash:
+        crash.setattr(lg, "_share", lambda ledger, step, now: step)
+        assert finish_service(ledger, "a-1", "s0", ok("s0"), T0).start == {}
+    assert list(finish_service(store(), "a-1", "s0", ok("s0"), T0).start) == ["b-1:s0"]   # the retry
+
+
 def test_a_grant_lost_before_its_run_took_it_is_taken_by_a_reconcile(store, monkeypatch):
     ledger = store()
     a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)

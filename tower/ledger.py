@@ -297,6 +297,7 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     `DISPATCH_GRACE` ago is `dispatching` unless this process took it and its dispatch here has
     settled (then its submits are over, and a missing service run was lost)."""
     started = _take_ready(scheduler, now)
+    scheduler.touched |= scheduler.shared  # a repeated change re-syncs its pools (one may have been lost)
     running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
     running, more = _page(scheduler, running, after)
     step = _step(ledger, scheduler, start=started, ensure=running)
