@@ -36,7 +36,7 @@ def overlapping(engine, deps, durations, runs: int, limit: int, timeout: float) 
     for i in range(runs):
         plan = plan_for(deps, durations, limit=limit)
         plan["run_id"] = f"{plan['run_id']}-{i}"  # started in the same instant: keep them apart
-        for name, svc in plan["services"].items():
+        for svc in plan["services"].values():
             svc["iid"] = f"{svc['iid']}-{i}"
         plans.append(plan)
     for plan in plans:

@@ -121,3 +121,19 @@ def test_a_ready_service_with_a_free_slot_is_not_said_to_wait_for_a_slot():
     assert b["waiting"]["l5"] == "no slot on lakehouse: 0/4 busy, 2nd in queue"
     lake = next(r for r in b["runways"] if r["platform"] == "lakehouse")
     assert lake["queue"] == ["load_orders", "l1", "l2", "l3", "l4", "l5"] and lake["busy"] == 0
+
+
+def test_a_waiting_service_names_the_runs_that_hold_its_platforms_shared_slots(tmp_path):
+    ledger = SqliteRunLedger(tmp_path / "ledger.db")
+    first = {**WIDE, "run_id": "run~first@1"}
+    second = {**WIDE, "run_id": "run~second@1",
+              "services": {n: {**svc, "iid": f"second-{n}"} for n, svc in WIDE["services"].items()}}
+    open_run(ledger, first, {name: {"service": name} for name in WIDE["services"]}, T0)
+    open_run(ledger, second, {name: {"service": name} for name in WIDE["services"]}, at(1))
+    v = run_view(ledger, "run~second@1", at(2))
+    lake = next(r for r in v["board"]["runways"] if r["platform"] == "lakehouse")
+    assert lake["busy"] == 4 and lake["holders"] == {"run~first@1": 4} and lake["running"] == []
+    assert lake["waiting_runs"] == ["run~first@1", "run~second@1"]
+    assert v["board"]["waiting"]["load_orders"] == "no slot on lakehouse: 4/4 busy; held by run~first@1 (4)"
+    assert v["board"]["waiting"]["l5"] == "no slot on lakehouse: 4/4 busy, 2nd in queue; held by run~first@1 (4)"
+    assert v["board"]["waiting"]["orders_model"] == "waiting for load_orders"

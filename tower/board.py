@@ -11,6 +11,8 @@ of the run's restored scheduler, no clock but the `now` it is given.
 Reasons, in the scheduler's own terms:
     "waiting for load_orders"                          a dependency has not succeeded yet
     "no slot on lakehouse: 4/4 busy, 2nd in queue"     ready, its platform is full
+    "no slot on lakehouse: 4/4 busy; held by run~nightly@... (3), run~adhoc@... (1)"
+                                                       ready, its platform's shared slots held by other runs
     "run cancelled"                                    a cancel stops dispatching
 """
 
@@ -146,4 +148,46 @@ def run_view(ledger, run_id: str, now: datetime) -> dict | None:
     snapshot = ledger.load(run_id)
     if snapshot is None or snapshot.core is None:
         return None
-    return view(restore(snapshot.core, snapshot.meta, snapshot.records, now), now)
+    scheduler = restore(snapshot.core, snapshot.meta, snapshot.records, now)
+    shown = view(scheduler, now)
+    if scheduler.shared and hasattr(ledger, "slots"):
+        shared_slots(shown["board"], scheduler, ledger.slots())
+    return shown
+
+
+HOLDING_RUNS_NAMED = 3  # runs named in a "held by" reason; the rest are counted
+
+
+def shared_slots(shown: dict, scheduler: Scheduler, store) -> None:
+    """A shared platform's runway shows the slots of every run (`tower.slots`): `busy` counts all
+    holders, `holders` says which runs hold how many; a ready service that waits for a slot says
+    which runs hold them (the queue across runs decides, not this run's queue alone)."""
+    from tower import slots
+
+    simulated, run_id = bool(scheduler.plan.get("simulated")), scheduler.plan["run_id"]
+    full = {}
+    for runway in shown["runways"]:
+        if runway["platform"] not in scheduler.shared:
+            continue
+        state = store.read(slots.pool_of(runway["platform"], simulated))[1]
+        holders: dict[str, int] = {}
+        for key in state["holders"]:
+            holders[slots.holder_of(key)[0]] = holders.get(slots.holder_of(key)[0], 0) + 1
+        runway["busy"], runway["holders"] = len(state["holders"]), holders
+        runway["waiting_runs"] = sorted(state["waiting"])
+        if runway["limit"] is not None and len(state["holders"]) >= runway["limit"] and set(holders) - {run_id}:
+            ranked = sorted(holders.items(), key=lambda item: (-item[1], item[0]))
+            named = ", ".join(f"{run} ({n})" for run, n in ranked[:HOLDING_RUNS_NAMED])
+            more = len(ranked) - HOLDING_RUNS_NAMED
+            full[runway["platform"]] = (f"{len(state['holders'])}/{runway['limit']} busy", f"held by {named}"
+                                        + (f" and {more} more runs" if more > 0 else ""))
+    for name, reason in shown["waiting"].items():
+        platform = scheduler.platform_of[name]
+        if platform not in full:
+            continue
+        busy, held = full[platform]
+        if reason.startswith("no slot"):  # its place in this run's queue, and who holds the slots
+            place = reason.split(", ", 1)[1]
+            shown["waiting"][name] = f"no slot on {platform}: {busy}, {place}; {held}"
+        elif reason.startswith("ready"):
+            shown["waiting"][name] = f"no slot on {platform}: {busy}; {held}"
