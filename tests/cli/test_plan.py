@@ -244,3 +244,18 @@ def test_plan_keeps_heavy_packages_out_of_its_import_path(catalog):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_several_pipelines_are_planned_as_runs_sharing_each_platforms_slots(catalog, capsys):
+    # nightly (lake work 6m) and tail (a 1m on lake, e after it): 7m of lake work on the 2 slots
+    # they share; with lake=1 the two runs together take at least 7m, one alone 6m
+    code, out, _ = run(capsys, "--catalog", catalog, "plan", "nightly", "tail", "--concurrency", "lake=1", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["pipeline"] == "nightly + tail" and report["services"] == 8
+    assert report["platforms"][0] == {"platform": "lake", "limit": 1, "services": 5, "work": 420.0,
+                                      "work_per_slot": 420.0}
+    assert report["lower_bound"] == 420 and report["makespan"]["critical_path_first"] == 420
+    assert [s["service"] for s in report["critical_path"]] == ["nightly:c", "nightly:d"]
+    assert "tail:e" in report["assumed_expected_duration"]
+    code, _, err = run(capsys, "--catalog", catalog, "plan", "tail", "tail")
+    assert code != 0 and "pipeline 'tail' named twice" in err

@@ -58,6 +58,30 @@ def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | 
     )
 
 
+def pipelines_graph(catalog, pipelines: list[str], concurrency: dict[str, int | None] | None = None) -> PipelineGraph:
+    """Several pipelines run at once: one graph of their services (``pipeline:service``) whose
+    platforms' slots they share, as a platform's max_concurrency is shared by every run
+    (`tower.slots`); the simulation dispatches the longest remaining path of any run first."""
+    if len(pipelines) == 1:
+        return pipeline_graph(catalog, pipelines[0], concurrency)
+    twice = sorted({p for p in pipelines if pipelines.count(p) > 1})
+    if twice:
+        raise UsageError(f"tower plan: pipeline {twice[0]!r} named twice; name each pipeline once")
+    graphs = [pipeline_graph(catalog, pipeline, concurrency) for pipeline in pipelines]
+
+    def key(pg: PipelineGraph, name: str) -> str:
+        return f"{pg.pipeline}:{name}"
+
+    return PipelineGraph(
+        pipeline=" + ".join(pipelines),
+        deps={key(pg, name): tuple(key(pg, dep) for dep in deps) for pg in graphs for name, deps in pg.deps.items()},
+        durations={key(pg, name): seconds for pg in graphs for name, seconds in pg.durations.items()},
+        platform_of={key(pg, name): platform for pg in graphs for name, platform in pg.platform_of.items()},
+        limits=graphs[0].limits,
+        assumed=tuple(key(pg, name) for pg in graphs for name in pg.assumed),
+    )
+
+
 def parse_concurrency(values: list[str], platforms) -> dict[str, int | None]:
     """``PLATFORM=N`` overrides; N = 0 or ``none`` means unlimited."""
     from tower.plan import names_hint
@@ -239,9 +263,17 @@ def run_graph(args: argparse.Namespace) -> int:
 def run_plan(args: argparse.Namespace) -> int:
     catalog = load_catalog(args)
     concurrency = parse_concurrency(args.concurrency, catalog.platforms)
-    report = plan_report(pipeline_graph(catalog, args.pipeline, concurrency))
-    report.update(deadline_report(catalog.pipelines[args.pipeline], report["makespan"]["critical_path_first"]))
-    report["retries"] = retry_report(catalog, args.pipeline)
+    report = plan_report(pipelines_graph(catalog, args.pipeline, concurrency))
+    if len(args.pipeline) == 1:  # several: their combined makespan is no one pipeline's end
+        report.update(deadline_report(catalog.pipelines[args.pipeline[0]], report["makespan"]["critical_path_first"]))
+    retries: dict[str, dict] = {}
+    for pipeline in args.pipeline:  # several: each run's services count, as in the combined graph
+        for row in retry_report(catalog, pipeline):
+            if row["platform"] in retries:
+                retries[row["platform"]]["services_with_retries"] += row["services_with_retries"]
+            else:
+                retries[row["platform"]] = row
+    report["retries"] = list(retries.values())
     if args.json:
         print_json(report)
     else:
@@ -267,10 +299,11 @@ def register(subparsers) -> None:
         description=(
             "Predict a pipeline's run from the catalog's expected durations: the critical path, total "
             "work, the lower bound max(critical path, work/limit per platform), and the simulated "
-            "makespan of critical-path-first dispatch compared with FIFO and level-by-level execution."
+            "makespan of critical-path-first dispatch compared with FIFO and level-by-level execution. "
+            "Several pipelines are planned as runs started together, sharing each platform's slots."
         ),
     )
-    parser.add_argument("pipeline", metavar="PIPELINE")
+    parser.add_argument("pipeline", metavar="PIPELINE", nargs="+")
     parser.add_argument(
         "--concurrency",
         action="append",
