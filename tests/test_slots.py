@@ -250,3 +250,18 @@ def test_core_of_carries_priority_and_shares_limited_platforms():
     core = core_of(plan_of("a-1", wide(1), priority=7))
     assert core["priority"] == 7 and core["platforms"]["x"]["shared"] is True
     assert PRIORITY_RANGE == (-100, 100)
+
+
+def test_status_of_a_waiting_run_says_which_runs_hold_the_slots(store):
+    from tower.ledger import live_status
+    from tower.runner import RunInfo, json_result
+
+    ledger = store()
+    a, b = plan_of("a-1", wide(2)), plan_of("b-1", wide(1))
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    assert "slots" not in live_status(ledger, "a-1", T0)        # nothing of a waits
+    status = live_status(ledger, "b-1", T0)
+    assert status["slots"] == {"x": {"limit": 2, "busy": 2, "held_by": {"a-1": 2}}}
+    info = RunInfo("b-1", "Running", None, None, b, None, status)
+    assert json_result(info.to_result())["slots"] == status["slots"]   # GET /api/runs/{id}, status --json

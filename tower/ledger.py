@@ -247,12 +247,21 @@ def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
 
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
-    """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run.
+    """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run;
+    with `slots` when services wait for a shared platform: {platform: `tower.slots.holding`}.
     Read through the same cache as changes, so following a big run does not reload it each time."""
+    def read(scheduler: Scheduler):
+        waiting = sorted(p for p in scheduler.shared if scheduler.ready[p] and not scheduler.cancel_requested)
+        return scheduler.compact_status(now), waiting, bool(scheduler.plan.get("simulated"))
+
     try:
-        return _change(ledger, run_id, now, lambda scheduler: scheduler.compact_status(now))
+        status, waiting, simulated = _change(ledger, run_id, now, read)
     except RunNotInLedger:
         return None
+    if waiting:
+        status["slots"] = {platform: slots.holding(ledger.slots(), slots.pool_of(platform, simulated))
+                           for platform in waiting}
+    return status
 
 
 def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=()) -> Step:

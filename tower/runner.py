@@ -135,7 +135,8 @@ class RunInfo:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started": custom.get("started") or self.created,
                 "finished": self.updated if self.finished else None,
-                "eta": custom.get("eta"), "summary": error or "", "services": services}
+                "eta": custom.get("eta"), "summary": error or "", "services": services,
+                **({"slots": custom["slots"]} if custom.get("slots") else {})}
 
     @classmethod
     def from_status(cls, status: dict) -> RunInfo:
@@ -173,6 +174,7 @@ def json_result(result: dict) -> dict:
         "finished": result.get("finished"),
         "services": {name: {field: svc.get(field) for field in JSON_SERVICE_FIELDS}
                      for name, svc in (result.get("services") or {}).items()},
+        **({"slots": result["slots"]} if result.get("slots") else {}),  # who holds the slots it waits for
     }
 
 

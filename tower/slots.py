@@ -146,6 +146,16 @@ def sync(store: SlotStore, pool: str, run: dict, now: datetime) -> list[tuple[st
     raise EngineError(f"platform slots {pool!r}: the pool kept changing under this host ({SYNC_ATTEMPTS} tries)")
 
 
+def holding(store: SlotStore, pool: str) -> dict:
+    """Who holds a pool's slots, for status: {limit, busy, held_by: {run id: slots}}."""
+    state = store.read(pool)[1]
+    held_by: dict[str, int] = {}
+    for key in state["holders"]:
+        run_id = holder_of(key)[0]
+        held_by[run_id] = held_by.get(run_id, 0) + 1
+    return {"limit": state["limit"], "busy": len(state["holders"]), "held_by": held_by}
+
+
 def runs_in(state: dict) -> set[str]:
     """Every run that holds or waits for a slot of this pool."""
     return {holder_of(key)[0] for key in state["holders"]} | set(state["waiting"])

@@ -335,6 +335,9 @@ def cmd_status(args) -> int:
     deadline_line = deadlines.describe(deadline, info.finished)
     print("\n".join([run_summary(result, detail), *([deadline_line] if deadline_line else []),
                      *log_lines(home, info, result)]))
+    for platform, held in (result.get("slots") or {}).items():
+        holders = ", ".join(f"{run} ({n})" for run, n in sorted(held["held_by"].items(), key=lambda i: -i[1]))
+        print(f"waiting for {platform}: {held['busy']}/{held['limit']} slots held by {holders or 'nobody'}")
     for key, text in (("repair_of", "repair of"), ("repaired_by", "repaired by")):
         if key in links:
             print(f"{text} {links[key]} (tower status {links[key]})")
