@@ -13,6 +13,7 @@ from tower import ledger as lg
 from tower import slots
 from tower.catalog.pipelines import PRIORITY_RANGE
 from tower.ledger import SqliteRunLedger, cancel_run, core_of, finish_service, open_run, reconcile_run
+from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -145,6 +146,34 @@ def test_a_repeated_report_puts_right_a_pool_its_first_attempt_never_reached(sto
         crash.setattr(lg, "_share", lambda ledger, step, now: step)
         assert finish_service(ledger, "a-1", "s0", ok("s0"), T0).start == {}
     assert list(finish_service(store(), "a-1", "s0", ok("s0"), T0).start) == ["b-1:s0"]   # the retry
+
+
+def test_a_new_run_reclaims_slots_an_ended_run_lost_at_once(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(2)), plan_of("b-1", wide(2))
+    open_run(ledger, a, inputs_of(a), T0)
+    with monkeypatch.context() as crash:     # a's last reports never reached the pool; a has ended
+        crash.setattr(lg, "_share", lambda ledger, step, now: step)
+        finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+        finish_service(ledger, "a-1", "s1", ok("s1"), T0)
+    assert sorted(open_run(store(), b, inputs_of(b), T0).start) == ["b-1:s0", "b-1:s1"]
+
+
+def test_a_sync_from_an_older_state_of_a_run_arriving_late_releases_nothing():
+    """Two reports of one run sync outside its lock: the older state's sync, arriving after a newer
+    one granted a slot to a service it did not know was ready, must not release that slot."""
+    state = slots.empty()
+    state["limit"] = 1
+
+    def offer(version, running, ready):
+        return {"run": "a-1", "version": version, "limit": 1, "priority": 0, "started": iso(T0),
+                "running": running, "ready": set(ready), "waiting": [(n, 1.0) for n in ready]}
+
+    assert slots.apply(state, offer(6, [], ["u"]), T0) == [("a-1", "u")]   # v6: u ready, granted
+    assert slots.apply(state, offer(5, [], []), T0) == []                   # v5, late: u unknown
+    assert set(state["holders"]) == {slots.holder_key("a-1", "u")}
+    assert slots.apply(state, offer(7, [], []), T0) == []                   # v7: u ended, released
+    assert state["holders"] == {} and state["seen"] == {}
 
 
 def test_a_grant_lost_before_its_run_took_it_is_taken_by_a_reconcile(store, monkeypatch):

@@ -117,6 +117,7 @@ class Step:
     status: str = RUNNING
     more: int | None = None
     offers: dict[str, dict] = field(default_factory=dict, repr=False)
+    version: int = 0  # the run's ledger version the step saw (its offers are that state's)
 
 
 # Services a step names in `ensure` or `stop`: each costs the activity a call to the Durable host,
@@ -155,9 +156,11 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
             if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
                 scheduler.changed.clear()
                 step = _dispatched(_step(ledger, scheduler, start=started))
-                step.offers = _offers(scheduler, scheduler.touched)
+                step.offers, step.version = _offers(scheduler, scheduler.touched), 1
                 _remember(ledger, run_id, 1, scheduler)
-                return _share(ledger, step, now)
+                # a new run also sweeps its pools: a slot lost by an ended run (which no timer of
+                # its own reconciles any more) must not wait for this run's first reconcile
+                return _sweep(ledger, run_id, _share(ledger, step, now), now)
     return _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
@@ -347,7 +350,7 @@ def _share(ledger: RunLedger, step: Step, now: datetime) -> Step:
     another) and add their starts to `step`: the report that freed a slot dispatches its next holder."""
     store = ledger.slots() if step.offers else None
     grants = [(pool, run_id, name) for pool, offer in step.offers.items()
-              for run_id, name in slots.sync(store, pool, offer, now)]
+              for run_id, name in slots.sync(store, pool, {**offer, "version": step.version}, now)]
     for _ in range(GRANT_ROUNDS):
         if not grants:
             return step
@@ -359,7 +362,7 @@ def _share(ledger: RunLedger, step: Step, now: datetime) -> Step:
             taken = _take_granted(ledger, run_id, pools, now)
             step.start.update(taken.start)
             grants += [(pool, other, name) for pool, offer in taken.offers.items()
-                       for other, name in slots.sync(store, pool, offer, now)]
+                       for other, name in slots.sync(store, pool, {**offer, "version": taken.version}, now)]
     raise EngineError(f"platform slots: grants kept coming after {GRANT_ROUNDS} rounds")
 
 
@@ -380,7 +383,7 @@ def _take_granted(ledger: RunLedger, run_id: str, pools: Mapping[str, list[str]]
     except RunNotInLedger:
         gone = {"run": run_id, "limit": None, "priority": 0, "started": iso(now), "running": [], "ready": set(),
                 "waiting": []}
-        return Step(offers=dict.fromkeys(pools, gone))
+        return Step(offers=dict.fromkeys(pools, gone), version=slots.GONE)
 
 
 def _sweep(ledger: RunLedger, run_id: str, step: Step, now: datetime) -> Step:
@@ -480,10 +483,14 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
             changes = scheduler.take_changes()
             if not changes and scheduler.cancel_requested == was_cancelled:
                 _remember(ledger, run_id, version, scheduler)
+                if isinstance(outcome, Step):
+                    outcome.version = version
                 return outcome
             meta = {"started": iso(scheduler.started), "cancel": scheduler.cancel_requested}
             if ledger.save(run_id, version, meta, changes):
                 _remember(ledger, run_id, version + 1, scheduler)
+                if isinstance(outcome, Step):
+                    outcome.version = version + 1
                 return _dispatched(outcome) if isinstance(outcome, Step) else outcome
         raise EngineError(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
 

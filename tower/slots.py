@@ -7,6 +7,9 @@ entity in Table Storage), changed in short conditional writes (a version, an ETa
     holders  {"<run id>\\n<service>": since}: one slot each; the key makes a grant idempotent
     waiting  {run id: {priority, started, services: {name: [remaining path, since]}}}: each run's
              most urgent ready services (at most `limit` of them: no more can be granted at once)
+    seen     {run id: ledger version}: the newest state of each run synced in. Syncs run outside
+             the run's lock, so one made from an older state may arrive late; it is ignored (it
+             would release a slot granted since to a service it did not know was ready)
 
 A run never takes a slot itself. After each change of its ledger that touched a shared platform
 (`Scheduler.touched`), the ledger *syncs* the run into the pool (`sync`): its holders that no longer
@@ -38,6 +41,7 @@ from tower.errors import EngineError
 from tower.stores import sqlite_connection
 from tower.timestamps import iso, parse_iso
 
+GONE = 2**62  # the version of a run gone from the ledger: nothing of it is newer
 AGING = timedelta(minutes=10)  # a waiting service gains one priority level per AGING waited
 WHAT_IF = "what-if/"
 SYNC_ATTEMPTS = 50
@@ -69,7 +73,7 @@ class SlotStore(Protocol):
 
 
 def empty() -> dict:
-    return {"limit": None, "holders": {}, "waiting": {}}
+    return {"limit": None, "holders": {}, "waiting": {}, "seen": {}}
 
 
 def offer(scheduler, platform: str) -> dict:
@@ -90,6 +94,10 @@ def apply(state: dict, run: dict, now: datetime) -> list[tuple[str, str]]:
     returns the grants (run id, service): this run's earlier grants it has not taken, then the new
     ones, most urgent first."""
     run_id = run["run"]
+    seen = state.setdefault("seen", {})
+    if run["version"] < seen.get(run_id, 0):  # a newer state of this run was synced first: moot
+        return grant(state, now)
+    seen[run_id] = run["version"]
     keep = set(run["running"])
     ready = run["ready"]
     holders = state["holders"]
@@ -109,7 +117,10 @@ def apply(state: dict, run: dict, now: datetime) -> list[tuple[str, str]]:
         state["waiting"][run_id] = {"priority": run["priority"], "started": run["started"], "services": waiting}
     else:
         state["waiting"].pop(run_id, None)
-    return granted + grant(state, now)
+    grants = granted + grant(state, now)
+    if run_id not in state["waiting"] and not any(holder_of(key)[0] == run_id for key in holders):
+        del seen[run_id]  # a run that neither holds nor waits is forgotten
+    return grants
 
 
 def urgency(entry: Mapping[str, Any], run_id: str, name: str, now: datetime) -> tuple:
