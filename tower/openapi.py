@@ -228,7 +228,12 @@ SCHEMAS: dict[str, Any] = {
         "slack_s": {"type": "number", "description": "deadline - predicted end; negative: late"},
         "at_risk": {"type": "boolean"}, "missed": {"type": "boolean"},
         "critical_path": {"type": "array", "items": {"type": "string"},
-                          "description": "the unfinished services that decide the predicted end"}}},
+                          "description": "the unfinished services that decide the predicted end"},
+        "slots": {"type": "object", "description": "while services wait for a platform's slots (shared by "
+                  "every run): per platform its limit, slots busy, and the runs holding them",
+                  "additionalProperties": {"type": "object", "properties": {
+                      "limit": {"type": ["integer", "null"]}, "busy": {"type": "integer"},
+                      "held_by": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}},
     "RunRow": {"type": "object", "description": "a run as the runs index keeps it", "properties": {
         "run_id": {"type": "string"}, "pipeline": {"type": "string"}, "trigger": {"type": "string"},
         "status": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": ["string", "null"]},
