@@ -176,6 +176,29 @@ def test_a_sync_from_an_older_state_of_a_run_arriving_late_releases_nothing():
     assert state["holders"] == {} and state["seen"] == {}
 
 
+def test_grants_are_taken_holding_no_run_lock(store, monkeypatch):
+    """Taking a grant locks the granted run; a change holding its own run's lock meanwhile would
+    deadlock with the other run's change doing the same (two runs opened at once did)."""
+    ledger = store()
+    a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)
+    take, held = lg._take_granted, []
+
+    def checked(ledger, run_id, pools, now):
+        for other in ("a-1", "b-1"):
+            probe = threading.Thread(target=lambda o=other: held.append(
+                (o, lg._run_lock(ledger, o).acquire(timeout=2) and lg._run_lock(ledger, o).release() is None)))
+            probe.start()
+            probe.join()
+        return take(ledger, run_id, pools, now)
+
+    monkeypatch.setattr(lg, "_take_granted", checked)
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+    reconcile_run(ledger, "b-1", T0)
+    assert held and all(free for _, free in held), held
+
+
 def test_a_grant_lost_before_its_run_took_it_is_taken_by_a_reconcile(store, monkeypatch):
     ledger = store()
     a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)

@@ -146,6 +146,7 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
     activity runs again), dispatch what is ready and name what runs, as `reconcile_run` does."""
     run_id = plan["run_id"]
     core = core_of(plan)
+    created = None
     with _run_lock(ledger, run_id):
         if ledger.version(run_id) is None:
             scheduler = Scheduler(core, now)
@@ -158,9 +159,11 @@ def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, di
                 step = _dispatched(_step(ledger, scheduler, start=started))
                 step.offers, step.version = _offers(scheduler, scheduler.touched), 1
                 _remember(ledger, run_id, 1, scheduler)
-                # a new run also sweeps its pools: a slot lost by an ended run (which no timer of
-                # its own reconciles any more) must not wait for this run's first reconcile
-                return _sweep(ledger, run_id, _share(ledger, step, now), now)
+                created = step
+    if created is not None:  # outside the run's lock: taking grants locks other runs (and they this one)
+        # a new run also sweeps its pools: a slot lost by an ended run (which no timer of its own
+        # reconciles any more) must not wait for this run's first reconcile
+        return _sweep(ledger, run_id, _share(ledger, created, now), now)
     return _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
 
 
