@@ -8,13 +8,22 @@ the report starts whatever became ready. No history grows with the pipeline, whi
 those of `tower.scheduler` (start-when-ready, per-platform limits, longest remaining path first,
 failure and cancel policy).
 
-    open_run(ledger, plan, inputs, now) -> Step    create the run, take the first ready services
+    store_plan(ledger, plan, now) -> dict          store a run's frozen plan (once); pipeline_run's input
+    open_run(ledger, run_id, now) -> Step          take the first ready services of a stored run
     finish_service(ledger, run_id, name, result, now) -> Step   one service ended
     reconcile_run(ledger, run_id, now) -> Step     dispatch what is ready, name what should run
     cancel_run(ledger, run_id, now) -> Step        stop dispatching; Step.stop names what runs
     is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before work starts)
-    run_result(ledger, run_id, finished) -> dict   the run result once every service ended
+    run_result(ledger, run_id, finished) -> dict   the run's outcome in a few KB (no per-service list)
+    run_services(ledger, run_id, now) -> dict      every service's record (None if unknown)
+    run_core(ledger, run_id, now) -> dict          the core plan (graph, expectations, limits)
+    load_plan(ledger, run_id) -> dict              the frozen plan, as it was stored
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
+
+The plan is stored here, once, before `pipeline_run` starts: no Durable message carries it (the
+Durable Task Scheduler refuses messages over 1 MiB, Azure Storage offloads those over 45 KB to blobs
+and downloads them again at every replay and status read). `pipeline_run` gets a reference
+(`plan_reference`), and each service run only its own service's input.
 
 Every change is idempotent, so an activity may run twice. Changes use optimistic concurrency (a
 version per run), so several hosts may share one ledger. Within a process the last state is kept
@@ -42,7 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from tower.errors import ConfigError, EngineError, RunNotInLedger
-from tower.scheduler import RUNNING, Scheduler
+from tower.scheduler import CANCELLED, FAILED, PENDING, RUNNING, UPSTREAM_FAILED, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
 
@@ -64,8 +73,9 @@ class RunLedger(Protocol):
     location: str  # where it keeps its runs (a file, a table URL): the same place, the same runs
 
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
-               records: Mapping[str, dict]) -> bool:
-        """Store a new run at version 1; False (and nothing written) if it exists."""
+               records: Mapping[str, dict], head: dict | None = None) -> bool:
+        """Store a new run at version 1, whole or not at all; False (and nothing written) if it exists.
+        `head` is the rest of the plan (`plan_head`), read back only by `stored_plan`."""
 
     def version(self, run_id: str) -> int | None: ...
 
@@ -85,6 +95,9 @@ class RunLedger(Protocol):
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, if there (retention); returns how many were there."""
+
+    def stored_plan(self, run_id: str) -> tuple[dict, dict, dict[str, dict]] | None:
+        """(core, head, every service's input) as given to `create`; None if there is no such run."""
 
 
 # --- the dispatch steps -------------------------------------------------------------------------
@@ -115,6 +128,9 @@ class Step:
 STEP_SERVICES = 500
 
 
+_CORE_KEYS = ("deps", "expected", "platform", "iid")  # of each service: what the scheduler reads
+
+
 def core_of(plan: Mapping[str, Any]) -> dict:
     """The part of a frozen plan the scheduler reads: the graph, expectations and limits."""
     return {
@@ -122,29 +138,74 @@ def core_of(plan: Mapping[str, Any]) -> dict:
         "pipeline": plan["pipeline"],
         "simulated": bool(plan.get("simulated")),
         "platforms": {name: {"max_concurrency": p.get("max_concurrency")} for name, p in plan["platforms"].items()},
-        "services": {name: {key: svc[key] for key in ("deps", "expected", "platform", "iid")}
+        "services": {name: {key: svc[key] for key in _CORE_KEYS}
                      for name, svc in plan["services"].items()},
         **({"deadline": plan["deadline"]} if plan.get("deadline") else {}),
     }
 
 
-def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime) -> Step:
-    """Create the run (once) and start its first ready services; when it exists already (the
-    activity runs again), dispatch what is ready and name what runs, as `reconcile_run` does."""
+# Keys of a plan's service entry that its service run's input carries (`tower.plan.service_job`);
+# the others are in the core.
+_INPUT_KEYS = ("spec", "params", "timeout", "retry")
+
+
+def plan_head(plan: Mapping[str, Any]) -> dict:
+    """What `core_of` and the services' inputs leave out of a plan (params, created, platform
+    settings...), so that `load_plan` gives the plan back whole."""
+    extra = {name: {k: v for k, v in svc.items() if k not in _CORE_KEYS and k not in _INPUT_KEYS}
+             for name, svc in plan["services"].items()}
+    head = {key: value for key, value in plan.items() if key != "services"}
+    if any(extra.values()):
+        head["service_extra"] = {name: fields for name, fields in extra.items() if fields}
+    return head
+
+
+def plan_reference(plan: Mapping[str, Any]) -> dict:
+    """`pipeline_run`'s input: which run, and what it needs to wait (never the plan)."""
+    reference = {"run_id": plan["run_id"], "pipeline": plan["pipeline"]}
+    if plan.get("reconcile_after"):
+        reference["reconcile_after"] = plan["reconcile_after"]
+    return reference
+
+
+def store_plan(ledger: RunLedger, plan: Mapping[str, Any], now: datetime) -> dict:
+    """Store a run's frozen plan, every service pending, and return `pipeline_run`'s input (its
+    reference). Call it before starting `pipeline_run`. Idempotent: if the run is stored already
+    (a start tried again), the stored plan stands and its reference is returned. The store writes
+    a run whole or not at all (`RunLedger.create`), so a plan is never found half written."""
+    from tower.plan import service_job
+
+    inputs = {name: service_job(dict(plan), name) for name in plan["services"]}
+    create_run(ledger, plan, inputs, now, plan_head(plan))
+    return plan_reference(plan)
+
+
+def create_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime,
+               head: dict | None = None) -> bool:
+    """Store a run, every service pending (`store_plan` without building the inputs); False if it
+    exists."""
     run_id = plan["run_id"]
     core = core_of(plan)
+    scheduler = Scheduler(core, now)
+    records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
     with _run_lock(ledger, run_id):
-        if ledger.version(run_id) is None:
-            scheduler = Scheduler(core, now)
-            started = _take_ready(scheduler, now)
-            if not started:
-                raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
-            records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
-            if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
-                scheduler.changed.clear()
-                _remember(ledger, run_id, 1, scheduler)
-                return _dispatched(_step(ledger, scheduler, start=started))
-    return _change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
+        return ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records, head)
+
+
+def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
+    """Start a stored run (`store_plan`): take its first ready services, and count the run as
+    started now. When it was opened already (the activity runs again), dispatch what is ready and
+    name what runs, as `reconcile_run` does. RunNotInLedger if the run's plan is not stored."""
+
+    def change(scheduler: Scheduler) -> Step:
+        if not scheduler.cancel_requested and all(r.status == PENDING for r in scheduler.records.values()):
+            scheduler.started = now  # the first open: the run starts when pipeline_run does
+        step = _reconciled(ledger, scheduler, now)
+        if not scheduler.done and not any(r.status == RUNNING for r in scheduler.records.values()):
+            raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
+        return step
+
+    return _change(ledger, run_id, now, change)
 
 
 def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:
@@ -225,9 +286,60 @@ def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
     return bool(meta and meta.get("cancel"))
 
 
+FAILED_SHOWN = 20  # failed services a run result names, with their errors
+RESULT_ERROR_CHARS = 1000  # of each error
+
+
 def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
-    """The run result (`Scheduler.result`), with each service's output."""
-    return _change(ledger, run_id, finished, lambda scheduler: scheduler.result(finished))
+    """The run's outcome, a few KB whatever the run's size (`pipeline_run` returns it, so Durable
+    carries it): status, times, counts per state, the first FAILED_SHOWN failed services with
+    their errors. Each service's record stays here (`run_services`)."""
+    return _change(ledger, run_id, finished, lambda scheduler: _outcome(scheduler, finished))
+
+
+def _outcome(scheduler: Scheduler, finished: datetime) -> dict:
+    failed = [name for name in scheduler.order if scheduler.records[name].status == FAILED]
+    shown = {name: (scheduler.records[name].error or "")[:RESULT_ERROR_CHARS] for name in failed[:FAILED_SHOWN]}
+    counts = scheduler.counts()
+    lines = [f"{name}: {error}" for name, error in shown.items()]
+    if len(failed) > len(shown):
+        lines.append(f"and {len(failed) - len(shown)} more failed service(s)")
+    if counts.get(UPSTREAM_FAILED):
+        lines.append(f"{counts[UPSTREAM_FAILED]} service(s) not run because an upstream service failed")
+    if scheduler.status == CANCELLED:
+        lines.append("run cancelled")
+    return {"run_id": scheduler.plan["run_id"], "pipeline": scheduler.plan["pipeline"],
+            "status": scheduler.status, "started": iso(scheduler.started), "finished": iso(finished),
+            "counts": counts, "failed": shown, "failed_not_shown": len(failed) - len(shown),
+            "summary": "\n".join(lines)}
+
+
+def run_services(ledger: RunLedger, run_id: str, now: datetime) -> dict[str, dict] | None:
+    """Every service's record (`ServiceRecord` fields), in plan order; None if the ledger has no
+    such run. What shows a run's services reads them here, not from Durable."""
+    try:
+        return _change(ledger, run_id, now, lambda scheduler: {
+            name: asdict(scheduler.records[name]) for name in scheduler.order})
+    except RunNotInLedger:
+        return None
+
+
+def run_core(ledger: RunLedger, run_id: str, now: datetime) -> dict:
+    """The run's core plan (`core_of`), through the cache: no read of the plan after a change of
+    the run in this process."""
+    return _change(ledger, run_id, now, lambda scheduler: dict(scheduler.plan))
+
+
+def load_plan(ledger: RunLedger, run_id: str) -> dict:
+    """The frozen plan `store_plan` stored, whole; RunNotInLedger if there is none."""
+    stored = ledger.stored_plan(run_id)
+    if stored is None or not stored[1]:
+        raise RunNotInLedger(f"run {run_id!r} has no plan in the run ledger ({ledger.location})")
+    core, head, inputs = stored
+    extra = head.get("service_extra") or {}
+    services = {name: {**svc, **{key: inputs[name][key] for key in _INPUT_KEYS}, **extra.get(name, {})}
+                for name, svc in core["services"].items()}
+    return {**{key: value for key, value in head.items() if key != "service_extra"}, "services": services}
 
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
@@ -397,15 +509,17 @@ class SqliteRunLedger:
                        " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
                        " PRIMARY KEY (run_id, name))")
             db.execute("CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)")
+            db.execute("CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite_connection(self._local, self.path)
 
-    def create(self, run_id, core, meta, inputs, records) -> bool:
-        with self._connect() as db:
+    def create(self, run_id, core, meta, inputs, records, head=None) -> bool:
+        with self._connect() as db:  # one transaction: the run is stored whole or not at all
             inserted = db.execute("INSERT OR IGNORE INTO runs VALUES (?, 1, ?, ?, ?)",
                                   (run_id, json.dumps(core), json.dumps(meta), time.time())).rowcount
             if inserted:
+                db.execute("INSERT INTO run_plans VALUES (?, ?)", (run_id, json.dumps(head or {})))
                 db.executemany("INSERT INTO run_services VALUES (?, ?, ?, ?, ?, 1)",
                                [(run_id, i, name, json.dumps(inputs[name]), json.dumps(records[name]))
                                 for i, name in enumerate(core["services"])])
@@ -462,8 +576,23 @@ class SqliteRunLedger:
                 chunk = list(run_ids[at:at + SQLITE_CHUNK])
                 marks = ", ".join("?" * len(chunk))
                 db.execute(f"DELETE FROM run_services WHERE run_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM run_plans WHERE run_id IN ({marks})", chunk)
                 deleted += db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
         return deleted
+
+    def stored_plan(self, run_id):
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            row = db.execute("SELECT core, head FROM runs LEFT JOIN run_plans USING (run_id) WHERE run_id = ?",
+                             (run_id,)).fetchone()
+            if row is None:
+                return None
+            inputs = {name: json.loads(text) for name, text in db.execute(
+                "SELECT name, input FROM run_services WHERE run_id = ?", (run_id,))}
+        finally:
+            db.commit()
+        return json.loads(row[0]), json.loads(row[1] or "{}"), inputs
 
 
 SQLITE_CHUNK = 500  # names per IN (...) query, well under SQLite's limit on parameters
