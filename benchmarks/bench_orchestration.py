@@ -85,11 +85,14 @@ def stats_delta(engine, before: dict) -> dict:
 def run_tower(engine, plan: dict, timeout: float) -> dict:
     """One run of `pipeline_run`; its result plus wall time and engine stats."""
     from tower.errors import EngineError
+    from tower.ledger import ledger_from_environment, run_services
     from tower.names import PIPELINE_RUN
+    from tower.runner import store_run
+    from tower.timestamps import utcnow
 
     before = dict(engine.stats)
     started = time.perf_counter()
-    engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))  # the plan goes to the ledger
     try:
         status = engine.wait(plan["run_id"], timeout=timeout)
     except EngineError:  # too slow: stop it and report how far it got
@@ -98,6 +101,8 @@ def run_tower(engine, plan: dict, timeout: float) -> dict:
     wall = time.perf_counter() - started
     output = status.get("output")
     result = json.loads(output) if isinstance(output, str) else output
+    if isinstance(result, dict):  # the outcome; each service's record is in the run ledger
+        result = {**result, "services": run_services(ledger_from_environment(), plan["run_id"], utcnow())}
     return {"result": result, "wall": wall, "stats": stats_delta(engine, before),
             "finished": status.get("runtimeStatus") == "Completed"}
 
