@@ -189,7 +189,11 @@ def create_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, 
     scheduler = Scheduler(core, now)
     records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
     with _run_lock(ledger, run_id):
-        return ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records, head)
+        if not ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records, head):
+            return False
+        scheduler.changed.clear()
+        _remember(ledger, run_id, 1, scheduler)  # the open, if in this process, need not load it
+        return True
 
 
 def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
@@ -298,6 +302,7 @@ def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
 
 
 def _outcome(scheduler: Scheduler, finished: datetime) -> dict:
+    """See `run_result`; `summary` is the text `tower` prints under a run that did not succeed."""
     failed = [name for name in scheduler.order if scheduler.records[name].status == FAILED]
     shown = {name: (scheduler.records[name].error or "")[:RESULT_ERROR_CHARS] for name in failed[:FAILED_SHOWN]}
     counts = scheduler.counts()
