@@ -18,7 +18,7 @@ from tower.ledger import (
     run_result,
     run_services,
 )
-from tower.scheduler import Scheduler
+from tower.scheduler import RESULT_ERROR_CHARS, RESULT_FAILED_SHOWN, Scheduler
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -468,9 +468,9 @@ def test_the_run_result_is_a_capped_summary_whatever_the_run_size(ledger):
     result = run_result(ledger, "r1", T0)
     assert result["status"] == "failed" and "services" not in result
     assert result["counts"]["failed"] == 3000 and result["counts"]["upstream_failed"] == 1
-    assert list(result["failed"]) == names[:lg.FAILED_SHOWN]
-    assert all(len(error) == lg.RESULT_ERROR_CHARS for error in result["failed"].values())
-    assert result["failed_not_shown"] == 3000 - lg.FAILED_SHOWN
-    assert f"and {3000 - lg.FAILED_SHOWN} more failed service(s)" in result["summary"]
+    assert list(result["failed"]) == names[:RESULT_FAILED_SHOWN]
+    assert all(len(error) == RESULT_ERROR_CHARS for error in result["failed"].values())
+    assert result["failed_not_shown"] == 3000 - RESULT_FAILED_SHOWN
+    assert f"and {3000 - RESULT_FAILED_SHOWN} more failed service(s)" in result["summary"]
     assert len(json.dumps(result)) < 45_000  # under Azure Storage's blob offload threshold
     assert run_services(ledger, "r1", T0)["s2999"]["error"] == "x" * 5000  # the ledger keeps it whole

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from tower.errors import ConfigError, EngineError, RunNotInLedger
-from tower.scheduler import CANCELLED, FAILED, PENDING, RUNNING, UPSTREAM_FAILED, Scheduler
+from tower.scheduler import PENDING, RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
 
@@ -290,33 +290,10 @@ def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
     return bool(meta and meta.get("cancel"))
 
 
-FAILED_SHOWN = 20  # failed services a run result names, with their errors
-RESULT_ERROR_CHARS = 1000  # of each error
-
-
 def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
-    """The run's outcome, a few KB whatever the run's size (`pipeline_run` returns it, so Durable
-    carries it): status, times, counts per state, the first FAILED_SHOWN failed services with
-    their errors. Each service's record stays here (`run_services`)."""
-    return _change(ledger, run_id, finished, lambda scheduler: _outcome(scheduler, finished))
-
-
-def _outcome(scheduler: Scheduler, finished: datetime) -> dict:
-    """See `run_result`; `summary` is the text `tower` prints under a run that did not succeed."""
-    failed = [name for name in scheduler.order if scheduler.records[name].status == FAILED]
-    shown = {name: (scheduler.records[name].error or "")[:RESULT_ERROR_CHARS] for name in failed[:FAILED_SHOWN]}
-    counts = scheduler.counts()
-    lines = [f"{name}: {error}" for name, error in shown.items()]
-    if len(failed) > len(shown):
-        lines.append(f"and {len(failed) - len(shown)} more failed service(s)")
-    if counts.get(UPSTREAM_FAILED):
-        lines.append(f"{counts[UPSTREAM_FAILED]} service(s) not run because an upstream service failed")
-    if scheduler.status == CANCELLED:
-        lines.append("run cancelled")
-    return {"run_id": scheduler.plan["run_id"], "pipeline": scheduler.plan["pipeline"],
-            "status": scheduler.status, "started": iso(scheduler.started), "finished": iso(finished),
-            "counts": counts, "failed": shown, "failed_not_shown": len(failed) - len(shown),
-            "summary": "\n".join(lines)}
+    """The run's outcome (`Scheduler.result`: a few KB whatever the run's size, since `pipeline_run`
+    returns it); each service's record stays here (`run_services`)."""
+    return _change(ledger, run_id, finished, lambda scheduler: scheduler.result(finished))
 
 
 def run_services(ledger: RunLedger, run_id: str, now: datetime) -> dict[str, dict] | None:
