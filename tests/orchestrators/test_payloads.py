@@ -93,3 +93,20 @@ def test_a_run_whose_plan_is_not_in_the_ledger_fails_at_once_with_a_clear_error(
     assert status["runtimeStatus"] == "Failed"
     assert "run 'never-stored' has no plan in the run ledger" in str(status["output"])
     assert scheduled(engine, "never-stored") == [names.OPEN_RUN]
+
+
+@pytest.mark.slow
+def test_a_5000_service_run_succeeds_on_the_durable_task_scheduler_profile(tmp_path, monkeypatch):
+    """Its 1 MiB message limit refused the 1.1 MB plan such a run used to start with."""
+    from tower.local.engine import DURABLE_TASK_SCHEDULER, Engine
+    from tower.runner import run_app
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path))  # the activities' ledger is this run's
+    plan = generated_plan(5000, "payloads-5000")
+    assert len(json.dumps(plan)) > 1024 * 1024
+    with Engine(run_app(), tmp_path, activity_workers=16, backend=DURABLE_TASK_SCHEDULER) as engine:
+        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+        result = result_of(engine, plan["run_id"], timeout=300)
+        stats = dict(engine.stats)
+    assert result["status"] == "succeeded" and result["counts"]["succeeded"] == 5000
+    assert stats["max_payload_bytes"] <= MAX_PAYLOAD and stats["payloads_over_45kb"] == 0, stats
