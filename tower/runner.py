@@ -101,14 +101,14 @@ def store_run(plan: dict, home: Path | None = None) -> dict:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One run: its runtime state, input (a plan reference), outcome or live custom status from
-    Durable, and (`with_services`) each service's record from the run ledger."""
+    """One run: its runtime state, input (`reference`: which plan), outcome or live custom status
+    from Durable, and (`with_services`) each service's record from the run ledger."""
 
     run_id: str
     runtime_status: str
     created: str | None
     updated: str | None
-    input: dict | None
+    reference: dict | None
     result: dict | str | None
     custom_status: dict | None
     services: dict | None = None
@@ -119,7 +119,7 @@ class RunInfo:
 
     @property
     def pipeline(self) -> str:
-        for source in (self.result, self.input):
+        for source in (self.result, self.reference):
             if isinstance(source, dict) and source.get("pipeline"):
                 return source["pipeline"]
         return _RUN_ID_SUFFIX.sub("", self.run_id)
@@ -156,7 +156,7 @@ class RunInfo:
             runtime_status=status.get("runtimeStatus") or "Unknown",
             created=status.get("createdTime"),
             updated=status.get("lastUpdatedTime"),
-            input=_loads(status.get("input")),
+            reference=_loads(status.get("input")),
             result=_loads(status.get("output")),
             custom_status=_loads(status.get("customStatus")) or None,
         )
