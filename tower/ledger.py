@@ -18,6 +18,7 @@ failure and cancel policy).
     run_services(ledger, run_id, now) -> dict      every service's record (None if unknown)
     run_core(ledger, run_id, now) -> dict          the core plan (graph, expectations, limits)
     load_plan(ledger, run_id) -> dict              the frozen plan, as it was stored
+    plan_outline(ledger, run_id) -> dict           the plan without the services' specs and params
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
 
 The plan is stored here, once, before `pipeline_run` starts: no Durable message carries it (the
@@ -96,8 +97,9 @@ class RunLedger(Protocol):
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, if there (retention); returns how many were there."""
 
-    def stored_plan(self, run_id: str) -> tuple[dict, dict, dict[str, dict]] | None:
-        """(core, head, every service's input) as given to `create`; None if there is no such run."""
+    def stored_plan(self, run_id: str, inputs: bool = True) -> tuple[dict, dict, dict[str, dict]] | None:
+        """(core, head, every service's input, or {} without `inputs`) as given to `create`; None if
+        there is no such run."""
 
 
 # --- the dispatch steps -------------------------------------------------------------------------
@@ -310,6 +312,18 @@ def run_core(ledger: RunLedger, run_id: str, now: datetime) -> dict:
     """The run's core plan (`core_of`), through the cache: no read of the plan after a change of
     the run in this process."""
     return _change(ledger, run_id, now, lambda scheduler: dict(scheduler.plan))
+
+
+def plan_outline(ledger: RunLedger, run_id: str) -> dict | None:
+    """The plan without its services' specs and params (each service's deps, expected duration,
+    platform and instance id; the platforms whole), read without the services' inputs: what shows
+    a run needs of its plan. None if the ledger has no such run."""
+    stored = ledger.stored_plan(run_id, inputs=False)
+    if stored is None:
+        return None
+    core, head, _ = stored
+    return {**{key: value for key, value in (head or core).items() if key != "service_extra"},
+            "services": core["services"]}
 
 
 def load_plan(ledger: RunLedger, run_id: str) -> dict:
@@ -562,7 +576,7 @@ class SqliteRunLedger:
                 deleted += db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
         return deleted
 
-    def stored_plan(self, run_id):
+    def stored_plan(self, run_id, inputs=True):
         db = self._connect()
         db.execute("BEGIN")
         try:
@@ -570,11 +584,11 @@ class SqliteRunLedger:
                              (run_id,)).fetchone()
             if row is None:
                 return None
-            inputs = {name: json.loads(text) for name, text in db.execute(
-                "SELECT name, input FROM run_services WHERE run_id = ?", (run_id,))}
+            jobs = {name: json.loads(text) for name, text in db.execute(
+                "SELECT name, input FROM run_services WHERE run_id = ?", (run_id,))} if inputs else {}
         finally:
             db.commit()
-        return json.loads(row[0]), json.loads(row[1] or "{}"), inputs
+        return json.loads(row[0]), json.loads(row[1] or "{}"), jobs
 
 
 SQLITE_CHUNK = 500  # names per IN (...) query, well under SQLite's limit on parameters

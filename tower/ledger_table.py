@@ -434,17 +434,21 @@ class TableRunLedger:
             deleted += bool(keys)
         return deleted
 
-    def stored_plan(self, run_id: str) -> tuple[dict, dict, dict[str, dict]] | None:
-        """One query of the run's partition (a plan is read rarely: `tower repair`)."""
-        run, inputs = None, {}
-        for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key(run_id)}):
-            if entity["RowKey"] == RUN_ROW:
-                run = entity
-            else:
-                inputs[entity["name"]] = unpack(entity, "input")
+    def stored_plan(self, run_id: str, inputs: bool = True) -> tuple[dict, dict, dict[str, dict]] | None:
+        """With `inputs`, one query of the run's partition (rare: `tower repair`); else the run
+        entity alone."""
+        if inputs:
+            run, jobs = None, {}
+            for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key(run_id)}):
+                if entity["RowKey"] == RUN_ROW:
+                    run = entity
+                else:
+                    jobs[entity["name"]] = unpack(entity, "input")
+        else:
+            run, jobs = self._run_entity(run_id), {}
         if run is None or int(run["version"]) < 1:
             return None
-        return unpack(run, "core"), unpack(run, "head") if "head_n" in run else {}, inputs
+        return unpack(run, "core"), unpack(run, "head") if "head_n" in run else {}, jobs
 
     def _check_size(self, run_id: str, entity: Mapping[str, Any], what: str) -> None:
         size = stored_size(entity)

@@ -102,7 +102,8 @@ def store_run(plan: dict, home: Path | None = None) -> dict:
 @dataclass(frozen=True)
 class RunInfo:
     """One run: its runtime state, input (`reference`: which plan), outcome or live custom status
-    from Durable, and (`with_services`) each service's record from the run ledger."""
+    from Durable, and (`with_services`) each service's record and its plan's outline from the run
+    ledger."""
 
     run_id: str
     runtime_status: str
@@ -112,6 +113,7 @@ class RunInfo:
     result: dict | str | None
     custom_status: dict | None
     services: dict | None = None
+    plan: dict | None = None  # its outline (tower.ledger.plan_outline): no service's spec or params
 
     @property
     def finished(self) -> bool:
@@ -175,14 +177,18 @@ class RunInfo:
         return replace(self, custom_status=status) if status else self
 
     def with_services(self, home: Path | None = None) -> RunInfo:
-        """The run with each service's record, read from the run ledger (Durable carries none)."""
+        """The run with each service's record and the outline of its plan, read from the run ledger
+        (Durable carries neither)."""
         from dataclasses import replace
 
-        from tower.ledger import ledger_from_environment, run_services
+        from tower.ledger import ledger_from_environment, plan_outline, run_services
         from tower.timestamps import utcnow
 
-        services = run_services(ledger_from_environment(home), self.run_id, utcnow())
-        return replace(self, services=services) if services is not None else self
+        ledger = ledger_from_environment(home)
+        services = run_services(ledger, self.run_id, utcnow())
+        if services is None:
+            return self
+        return replace(self, services=services, plan=plan_outline(ledger, self.run_id))
 
 
 def json_result(result: dict) -> dict:
