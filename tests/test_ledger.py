@@ -437,6 +437,7 @@ def test_a_stored_plan_reads_back_whole_and_its_reference_is_small(ledger):
     reference = lg.store_plan(ledger, plan, T0)
     assert reference == {"run_id": "stored-1", "pipeline": "p"}
     assert lg.load_plan(ledger, "stored-1") == json.loads(json.dumps(plan))
+    assert "spec" not in lg.plan_outline(ledger, "stored-1")["services"]["s0"]
     step = open_run(ledger, "stored-1", T0 + timedelta(seconds=1))
     from tower.plan import service_job
 

@@ -410,5 +410,8 @@ def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
     plan["platforms"]["cmd"]["settings"]["notes"] = "n" * 70_000  # a head over one property: split
     assert dispatch.store_plan(ledger, plan, T0) == {"run_id": "stored-t", "pipeline": "p"}
     assert dispatch.load_plan(ledger, "stored-t") == json.loads(json.dumps(plan))
+    outline = dispatch.plan_outline(ledger, "stored-t")  # the run entity alone: no service's spec
+    assert outline["platforms"] == plan["platforms"] and outline["params"] == plan["params"]
+    assert outline["services"]["s7"] == {key: plan["services"]["s7"][key] for key in ("deps", "expected", "platform", "iid")}
     assert dispatch.open_run(ledger, "stored-t", T0).start == {
         plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
