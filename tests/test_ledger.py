@@ -117,25 +117,25 @@ def test_every_repeated_change_respects_a_dispatch_in_flight(ledger):
     still being dispatched alone just the same: on this host until its dispatch settled, on any
     other host (it cannot know) until `DISPATCH_GRACE` passed."""
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c are being dispatched here
     lg.DISPATCHING.discard("r1:a")
     soon = T0 + timedelta(seconds=30)
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:b", "r1:c"}
-    assert open_run(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
+    assert open_new(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
     lg.DISPATCHING.discard("r1:b")  # b's dispatch settled: a missing service run of b was lost
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:c"}
 
 
 def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, monkeypatch):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)
     lg.DISPATCHING.clear()  # whatever this host did has settled: the other host cannot know that
     monkeypatch.setattr(lg, "PROCESS", "another-host")
     again = finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
     assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == {"r1:b", "r1:c"}
-    assert open_run(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
+    assert open_new(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
     late = T0 + lg.DISPATCH_GRACE + timedelta(seconds=1)
     assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
 
@@ -144,7 +144,7 @@ def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, m
     monkeypatch.setattr(lg, "STEP_SERVICES", 3)
     names = [f"s{i}" for i in range(8)]
     plan = plan_of({**{n: [] for n in names}, "z": names})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     later = T0 + lg.DISPATCH_GRACE * 2
 
     def pages(change):
@@ -176,7 +176,7 @@ def test_a_report_repeated_on_another_process_leaves_a_dispatch_in_flight_here_a
     import multiprocessing
 
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c: this host's dispatch is submitting
     context = multiprocessing.get_context("spawn")
     out = context.Queue()

@@ -145,7 +145,7 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
     monkeypatch.setattr(ledger, "STEP_SERVICES", 2)
     catalog = sim_catalog({f"long{i}": {"duration": 30} for i in range(5)})
     plan = build_plan(catalog, "p", run_id="cancel-wide-run")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("running") == 5)
 
     def looked(iid: str) -> bool:  # its first look is over: it no longer stops itself on the cancel flag
@@ -159,7 +159,7 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
         assert time.monotonic() < deadline, "the service runs never took their first look"
         time.sleep(0.01)
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     assert statuses(result) == {f"long{i}": "cancelled" for i in range(5)}
     assert {s["remote_id"] for s in result["services"].values()} <= sim.cancelled_remote_ids()
     history = engine.history(plan["run_id"])
