@@ -29,8 +29,8 @@ from tower.ledger import (
     finish_service,
     ledger_from_environment,
     open_run,
+    plan_outline,
     reconcile_run,
-    run_core,
     run_result,
     run_services,
 )
@@ -170,7 +170,7 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     except RunNotInLedger:
         return {"error": f"run {run_id!r} has no plan in the run ledger ({ledger.location}): a run is started "
                          "with its plan stored first (tower.ledger.store_plan); start the run again"}
-    plan = await remote.off_loop(run_core, ledger, run_id, started)  # what the start's events need of it
+    plan = await remote.off_loop(plan_outline, ledger, run_id)  # what the start's events need of it
     telemetry.run_started(plan, request["started"])
     await remote.off_loop(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
     await remote.off_loop(deadlines.watch, run_id, utcnow())  # late from the start?

@@ -16,7 +16,6 @@ failure and cancel policy).
     is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before work starts)
     run_result(ledger, run_id, finished) -> dict   the run's outcome in a few KB (no per-service list)
     run_services(ledger, run_id, now) -> dict      every service's record (None if unknown)
-    run_core(ledger, run_id, now) -> dict          the core plan (graph, expectations, limits)
     load_plan(ledger, run_id) -> dict              the frozen plan, as it was stored
     plan_outline(ledger, run_id) -> dict           the plan without the services' specs and params
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
@@ -306,12 +305,6 @@ def run_services(ledger: RunLedger, run_id: str, now: datetime) -> dict[str, dic
             name: asdict(scheduler.records[name]) for name in scheduler.order})
     except RunNotInLedger:
         return None
-
-
-def run_core(ledger: RunLedger, run_id: str, now: datetime) -> dict:
-    """The run's core plan (`core_of`), through the cache: no read of the plan after a change of
-    the run in this process."""
-    return _change(ledger, run_id, now, lambda scheduler: dict(scheduler.plan))
 
 
 def plan_outline(ledger: RunLedger, run_id: str) -> dict | None:
