@@ -21,7 +21,7 @@ import azure.functions as func
 
 from activities import remote
 from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
-from tower.errors import InstanceExists, InstanceGone, InstanceNotFound
+from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.ledger import (
     DISPATCHING,
     Step,
@@ -29,10 +29,11 @@ from tower.ledger import (
     finish_service,
     ledger_from_environment,
     open_run,
+    plan_outline,
     reconcile_run,
     run_result,
+    run_services,
 )
-from tower.plan import service_job
 from tower.redact import redact
 from tower.runs_index import run_ended
 from tower.scheduler import FAILED
@@ -157,15 +158,23 @@ async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def open_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
-    """Put the run in the ledger and start its first services. request: {plan, started}."""
-    plan = request["plan"]
-    logcontext.begin(context, plan["run_id"])
-    inputs = {name: service_job(plan, name) for name in plan["services"]}
-    step = await remote.off_loop(open_run, ledger_from_environment(), plan, inputs, parse_iso(request["started"]))
+    """Start the run stored in the ledger (`tower.ledger.store_plan`): its first services.
+    request: {run_id, started}. A run whose plan is not there answers {"error"} at once: no retry
+    can bring a plan back, so the run fails with that error instead of after ten tries."""
+    run_id = request["run_id"]
+    logcontext.begin(context, run_id)
+    ledger = ledger_from_environment()
+    started = parse_iso(request["started"])
+    try:
+        step = await remote.off_loop(open_run, ledger, run_id, started)
+    except RunNotInLedger:
+        return {"error": f"run {run_id!r} has no plan in the run ledger ({ledger.location}): a run is started "
+                         "with its plan stored first (tower.ledger.store_plan); start the run again"}
+    plan = await remote.off_loop(plan_outline, ledger, run_id)  # what the start's events need of it
     telemetry.run_started(plan, request["started"])
     await remote.off_loop(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
-    await remote.off_loop(deadlines.watch, plan["run_id"], utcnow())  # late from the start?
-    return await act(client, plan["run_id"], step)
+    await remote.off_loop(deadlines.watch, run_id, utcnow())  # late from the start?
+    return await act(client, run_id, step)
 
 
 @bp.function_name(names.REPORT_SERVICE)
@@ -276,11 +285,14 @@ async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClie
 @bp.function_name(names.RUN_RESULT)
 @bp.activity_trigger(input_name="request")
 def run_result_activity(request: dict, context: func.Context) -> dict:
-    """The run result, read from the ledger once every service ended. request: {run_id, finished}."""
+    """The run's outcome (`tower.ledger.run_result`: counts and the first failures, never every
+    service), read from the ledger once every service ended. request: {run_id, finished}."""
     logcontext.begin(context, request["run_id"])
-    result = run_result(ledger_from_environment(), request["run_id"], parse_iso(request["finished"]))
-    telemetry.run_finished(result)
-    notify.notify_run_finished(result)
+    ledger, finished = ledger_from_environment(), parse_iso(request["finished"])
+    result = run_result(ledger, request["run_id"], finished)
+    whole = {**result, "services": run_services(ledger, request["run_id"], finished) or {}}  # for the counts
+    telemetry.run_finished(whole)
+    notify.notify_run_finished(whole)
     run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)
     return result
 

@@ -37,7 +37,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from tower import names
     from tower.ledger import ledger_from_environment, live_status
-    from tower.runner import run_app
+    from tower.runner import run_app, store_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=5000)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_id = plan["run_id"]
         began = time.perf_counter()
-        engine.start_new(names.PIPELINE_RUN, run_id, json.dumps(plan))
+        engine.start_new(names.PIPELINE_RUN, run_id, json.dumps(store_run(plan)))  # the plan goes to the ledger
 
         def all_running() -> bool:
             status = live_status(ledger_from_environment(), run_id, datetime.now().astimezone())

@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,10 +39,12 @@ sys.path[:0] = [str(HERE.parent)]
 
 from tower import graph, names  # noqa: E402
 from tower.catalog.loader import load_catalog  # noqa: E402
+from tower.ledger import ledger_from_environment, run_services  # noqa: E402
 from tower.local.latency import AZURE_STORAGE, DURABLE_TASK_SCHEDULER, Latency, storage_settings  # noqa: E402
 from tower.plan import build_plan, service_instance_id  # noqa: E402
 from tower.platforms import sim  # noqa: E402
 from tower.platforms.base import Submission  # noqa: E402
+from tower.runner import store_run  # noqa: E402
 from tower.timestamps import parse_iso  # noqa: E402
 
 CATALOG = HERE.parent / "examples" / "refinery" / "catalog.yaml"
@@ -95,13 +98,13 @@ def one_night(engine, catalog, strategy: str, scale: float, jitter: float, run: 
     plan = plan_for(catalog, strategy, scale, jitter, run)
     deps = {name: svc["deps"] for name, svc in plan["services"].items()}
     before = dict(engine.stats)
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))  # the plan goes to the ledger
     status = engine.wait(plan["run_id"], timeout)
     time.sleep(0.2)                                  # the model's counts catch up with the last episode
     stats = {key: engine.stats[key] - before.get(key, 0) for key in engine.stats}
     result = status["output"]
     assert result["status"] == "succeeded", result["status"]
-    services = result["services"]
+    services = run_services(ledger_from_environment(), plan["run_id"], datetime.now(timezone.utc))
     took = remote_durations(plan, scale, jitter)
     started = {n: parse_iso(s["started"]).timestamp() for n, s in services.items()}
     knew = {n: parse_iso(s["finished"]).timestamp() for n, s in services.items()}

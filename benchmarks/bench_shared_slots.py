@@ -30,7 +30,10 @@ from tower import graph  # noqa: E402
 
 def overlapping(engine, deps, durations, runs: int, limit: int, timeout: float) -> dict:
     """Start `runs` plans of the DAG at once; the combined makespan and peak over their services."""
+    from tower.ledger import ledger_from_environment, run_services
     from tower.names import PIPELINE_RUN
+    from tower.runner import store_run
+    from tower.timestamps import utcnow
 
     plans = []
     for i in range(runs):
@@ -40,12 +43,13 @@ def overlapping(engine, deps, durations, runs: int, limit: int, timeout: float) 
             svc["iid"] = f"{svc['iid']}-{i}"
         plans.append(plan)
     for plan in plans:
-        engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+        engine.start_new(PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))  # the plan goes to the ledger
     results = []
     for plan in plans:
         status = engine.wait(plan["run_id"], timeout=timeout)
         output = status["output"]
-        results.append(json.loads(output) if isinstance(output, str) else output)
+        result = json.loads(output) if isinstance(output, str) else output
+        results.append({**result, "services": run_services(ledger_from_environment(), plan["run_id"], utcnow())})
     assert all(r["status"] == "succeeded" for r in results), [r["status"] for r in results]
     services = [s for r in results for s in r["services"].values()]
     makespan = max(parse(s["finished"]) for s in services) - min(parse(s["started"]) for s in services)

@@ -26,6 +26,7 @@ from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerT
 from tower import names
 from tower.catalog.durations import format_duration
 from tower.catalog.model import RetryPolicy
+from tower.errors import RunNotInLedger
 from tower.plan import submission_of
 from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
@@ -61,20 +62,25 @@ def _reported(task) -> bool:
 @bp.function_name(names.PIPELINE_RUN)
 @bp.orchestration_trigger(context_name="context")
 def pipeline_run(context: df.DurableOrchestrationContext):
-    """Open the run in the ledger, wait for its end (or a cancel), return the run result.
+    """Open the run in the ledger, wait for its end (or a cancel), return the run's outcome.
 
-    While it waits it reconciles the run now and then (after 1 min, doubling up to 30 min), so that
-    a start or a report lost to an outage, or a terminated service run, cannot hang the run."""
-    plan = context.get_input()
-    run_id = plan["run_id"]
+    Its input is a reference to a plan stored in the ledger (`tower.ledger.plan_reference`), and
+    its output the outcome without a per-service list (`tower.ledger.run_result`): no message of
+    it grows with the run. While it waits it reconciles the run now and then (after 1 min,
+    doubling up to 30 min), so that a start or a report lost to an outage, or a terminated
+    service run, cannot hang the run."""
+    reference = context.get_input()
+    run_id = reference["run_id"]
     started = context.current_utc_datetime
     finished = context.wait_for_external_event(names.RUN_FINISHED_EVENT)
     cancel = context.wait_for_external_event(names.CANCEL_EVENT)
     context.set_custom_status({"run_id": run_id, "status": RUNNING, "started": iso(started)})
-    step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"plan": plan, "started": iso(started)})
+    step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"run_id": run_id, "started": iso(started)})
+    if step.get("error"):
+        raise RunNotInLedger(step["error"])
     if not context.is_replaying:
         log.info("run %s: %d service(s) started", run_id, step["started"])
-    pause = float(plan.get("reconcile_after") or RECONCILE_FIRST)
+    pause = float(reference.get("reconcile_after") or RECONCILE_FIRST)
     while not step["done"]:
         timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=pause))
         winner = yield context.task_any([finished, timer] + ([] if cancel.is_completed else [cancel]))

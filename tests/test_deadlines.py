@@ -218,7 +218,7 @@ def test_a_run_late_from_its_start_is_announced_before_any_service_reports(work,
 
 
 def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_path, monkeypatch):
-    from tower.ledger import SqliteRunLedger, open_run, reconcile_run
+    from tower.ledger import SqliteRunLedger, create_run, open_run, reconcile_run
 
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
@@ -228,7 +228,8 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     core = _core("2026-01-10T05:45:00Z")
     plan = {**core, "run_id": "run~p@silent", "platforms": {"sim": {"max_concurrency": None}}}
-    open_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    create_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    open_run(ledger, plan["run_id"], start)
     assert deadlines.watch("run~p@silent", start, ledger)["at_risk"] is False
     assert deadlines.watch("run~p@silent", start, ledger) == {}  # checked a moment ago: not again yet
     monkeypatch.setattr(deadlines, "CHECK_EVERY_S", 0.0)
@@ -245,7 +246,7 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
 
 def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     """A repair keeps its run's deadline: started after it, it is late, and there is nothing left to warn."""
-    from tower.ledger import SqliteRunLedger, open_run
+    from tower.ledger import SqliteRunLedger, create_run, open_run
 
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
@@ -254,7 +255,8 @@ def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     start = datetime(2026, 1, 10, 7, 0, tzinfo=UTC)
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     plan = {**_core("2026-01-10T05:45:00Z"), "run_id": "run~p@repair"}
-    open_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    create_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    open_run(ledger, plan["run_id"], start)
     fields = deadlines.watch("run~p@repair", start, ledger)
     assert fields["at_risk"] is True and fields["slack_s"] < 0
     assert notify.drain(10)

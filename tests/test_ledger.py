@@ -1,12 +1,13 @@
 """The run ledger (SQLite): dispatch steps, idempotency, optimistic concurrency, restore."""
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from tower import ledger as lg
-from tower.errors import EngineError
+from tower.errors import EngineError, RunNotInLedger
 from tower.ledger import (
     SqliteRunLedger,
     cancel_run,
@@ -15,8 +16,9 @@ from tower.ledger import (
     open_run,
     reconcile_run,
     run_result,
+    run_services,
 )
-from tower.scheduler import Scheduler
+from tower.scheduler import RESULT_ERROR_CHARS, RESULT_FAILED_SHOWN, Scheduler
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -36,6 +38,12 @@ def inputs_of(plan: dict) -> dict:
     return {name: {"service": name} for name in plan["services"]}
 
 
+def open_new(ledger, plan: dict, inputs: dict, now: datetime):
+    """Store the run (once), then open it: what a start and `pipeline_run`'s open_run do."""
+    lg.create_run(ledger, plan, inputs, now)
+    return open_run(ledger, plan["run_id"], now)
+
+
 def ok(name: str, status: str = "succeeded", **extra) -> dict:
     return {"service": name, "status": status, "attempts": 1, "started": None, "finished": None, **extra}
 
@@ -50,7 +58,7 @@ def ledger(tmp_path):
 
 def test_a_diamond_is_dispatched_as_its_dependencies_end(ledger):
     plan = plan_of(DIAMOND)
-    step = open_run(ledger, plan, inputs_of(plan), T0)
+    step = open_new(ledger, plan, inputs_of(plan), T0)
     assert step.start == {"r1:a": {"service": "a"}} and not step.done
     step = finish_service(ledger, "r1", "a", ok("a"), T0)
     assert set(step.start) == {"r1:b", "r1:c"}
@@ -60,13 +68,15 @@ def test_a_diamond_is_dispatched_as_its_dependencies_end(ledger):
     step = finish_service(ledger, "r1", "d", ok("d", output="4 rows"), T0 + timedelta(seconds=3))
     assert step.done and step.status == "succeeded"
     result = run_result(ledger, "r1", T0 + timedelta(seconds=4))
-    assert {n: s["status"] for n, s in result["services"].items()} == dict.fromkeys("abcd", "succeeded")
-    assert result["services"]["d"]["output"] == "4 rows"
+    assert result["status"] == "succeeded" and result["counts"]["succeeded"] == 4 and "services" not in result
+    services = run_services(ledger, "r1", T0)
+    assert {n: s["status"] for n, s in services.items()} == dict.fromkeys("abcd", "succeeded")
+    assert services["d"]["output"] == "4 rows"
 
 
 def test_a_repeated_report_changes_nothing_and_asks_to_start_what_runs(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     first = finish_service(ledger, "r1", "a", ok("a"), T0)
     version = ledger.version("r1")
     again = finish_service(ledger, "r1", "a", ok("a", status="failed"), T0)
@@ -77,10 +87,10 @@ def test_a_repeated_report_changes_nothing_and_asks_to_start_what_runs(ledger):
 
 def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
-    again = open_run(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5))
+    open_new(ledger, plan, inputs_of(plan), T0)
+    again = open_new(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5))
     assert again.start == {} and again.ensure == {"r1:a": {"service": "a"}}
-    assert ledger.version("r1") == 1
+    assert ledger.version("r1") == 2  # stored, then opened once
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +103,7 @@ def no_dispatch_in_flight():
 
 def test_a_reconcile_leaves_a_recent_dispatch_to_finish_its_submit(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=1))  # b and c dispatched here
     assert {"r1:b", "r1:c"} <= lg.DISPATCHING
     soon = reconcile_run(ledger, "r1", T0 + timedelta(minutes=2))
@@ -107,25 +117,25 @@ def test_every_repeated_change_respects_a_dispatch_in_flight(ledger):
     still being dispatched alone just the same: on this host until its dispatch settled, on any
     other host (it cannot know) until `DISPATCH_GRACE` passed."""
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c are being dispatched here
     lg.DISPATCHING.discard("r1:a")
     soon = T0 + timedelta(seconds=30)
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:b", "r1:c"}
-    assert open_run(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
+    assert open_new(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
     lg.DISPATCHING.discard("r1:b")  # b's dispatch settled: a missing service run of b was lost
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:c"}
 
 
 def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, monkeypatch):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)
     lg.DISPATCHING.clear()  # whatever this host did has settled: the other host cannot know that
     monkeypatch.setattr(lg, "PROCESS", "another-host")
     again = finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
     assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == {"r1:b", "r1:c"}
-    assert open_run(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
+    assert open_new(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
     late = T0 + lg.DISPATCH_GRACE + timedelta(seconds=1)
     assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
 
@@ -134,7 +144,7 @@ def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, m
     monkeypatch.setattr(lg, "STEP_SERVICES", 3)
     names = [f"s{i}" for i in range(8)]
     plan = plan_of({**{n: [] for n in names}, "z": names})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     later = T0 + lg.DISPATCH_GRACE * 2
 
     def pages(change):
@@ -166,7 +176,7 @@ def test_a_report_repeated_on_another_process_leaves_a_dispatch_in_flight_here_a
     import multiprocessing
 
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c: this host's dispatch is submitting
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
@@ -211,31 +221,31 @@ def test_an_unbounded_or_odd_function_timeout_is_a_clear_error(tmp_path, value):
 
 def test_a_failure_holds_back_its_downstream(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)
     finish_service(ledger, "r1", "b", ok("b", status="failed", error="boom"), T0)
     step = finish_service(ledger, "r1", "c", ok("c"), T0)
     assert step.done and step.status == "failed" and step.start == {}
     result = run_result(ledger, "r1", T0)
-    assert result["services"]["d"]["status"] == "upstream_failed"
-    assert "b: boom" in result["summary"]
+    assert run_services(ledger, "r1", T0)["d"]["status"] == "upstream_failed"
+    assert "b: boom" in result["summary"] and result["failed"] == {"b": "boom"}
 
 
 def test_cancel_stops_dispatch_and_names_the_running(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)
     step = cancel_run(ledger, "r1", T0)
     assert sorted(step.stop) == ["r1:b", "r1:c"] and not step.done
     assert finish_service(ledger, "r1", "b", ok("b", status="cancelled"), T0).start == {}
     step = finish_service(ledger, "r1", "c", ok("c"), T0)
     assert step.done and step.status == "cancelled"
-    assert run_result(ledger, "r1", T0)["services"]["d"]["status"] == "cancelled"
+    assert run_services(ledger, "r1", T0)["d"]["status"] == "cancelled"
 
 
 def test_a_cancel_with_nothing_pending_is_still_kept(ledger, tmp_path):
     plan = plan_of({"a": [], "b": []})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     assert sorted(cancel_run(ledger, "r1", T0).stop) == ["r1:a", "r1:b"]
     other = SqliteRunLedger(tmp_path / "ledger.db")  # another host: no cache, reads the store
     assert live_status(other, "r1", T0)["status"] == "running"
@@ -246,7 +256,7 @@ def test_a_cancel_with_nothing_pending_is_still_kept(ledger, tmp_path):
 def test_limits_and_longest_remaining_path_first(ledger):
     deps = {"short": [], "long": [], "tail": ["long"], "mid": []}
     plan = plan_of(deps, limit=1, expected={"short": 1, "long": 5, "tail": 5, "mid": 3})
-    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["r1:long"]
+    assert list(open_new(ledger, plan, inputs_of(plan), T0).start) == ["r1:long"]
     assert list(finish_service(ledger, "r1", "long", ok("long"), T0).start) == ["r1:tail"]
     assert list(finish_service(ledger, "r1", "tail", ok("tail"), T0).start) == ["r1:mid"]
     assert list(finish_service(ledger, "r1", "mid", ok("mid"), T0).start) == ["r1:short"]
@@ -254,7 +264,7 @@ def test_limits_and_longest_remaining_path_first(ledger):
 
 def test_two_hosts_sharing_a_ledger_see_each_others_changes(ledger, tmp_path):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     other = SqliteRunLedger(tmp_path / "ledger.db")
     finish_service(other, "r1", "a", ok("a"), T0)        # this host's cached state is now stale
     finish_service(ledger, "r1", "b", ok("b"), T0)
@@ -265,7 +275,7 @@ def test_two_hosts_sharing_a_ledger_see_each_others_changes(ledger, tmp_path):
 
 def test_a_stale_save_is_refused_and_writes_nothing(ledger):
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    lg.create_run(ledger, plan, inputs_of(plan), T0)
     assert ledger.save("r1", 1, {"started": "x", "cancel": False}, {"a": {"status": "succeeded"}})
     assert not ledger.save("r1", 1, {"started": "y", "cancel": True}, {"b": {"status": "failed"}})
     snapshot = ledger.load("r1")
@@ -276,7 +286,7 @@ def test_a_stale_save_is_refused_and_writes_nothing(ledger):
 def test_concurrent_reports_from_threads_lose_nothing(ledger, tmp_path):
     names = [f"s{i}" for i in range(40)]
     plan = plan_of({**{n: [] for n in names}, "join": names})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     hosts = [SqliteRunLedger(tmp_path / "ledger.db") for _ in range(4)]
     steps = []
 
@@ -294,7 +304,7 @@ def test_concurrent_reports_from_threads_lose_nothing(ledger, tmp_path):
 
 def test_a_save_that_loses_a_race_is_applied_again_on_the_new_state(ledger, tmp_path):
     plan = plan_of({"a": [], "b": [], "join": ["a", "b"]})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     rival = SqliteRunLedger(tmp_path / "ledger.db")
     saves = []
 
@@ -321,7 +331,7 @@ def test_reports_from_two_processes_conflict_and_retry_without_losing_any(ledger
 
     names = [f"s{i}" for i in range(60)]
     plan = plan_of({**{n: [] for n in names}, "join": names})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     workers = [context.Process(target=_report_all, args=(str(tmp_path / "ledger.db"), names[i::2], out))
@@ -332,7 +342,7 @@ def test_reports_from_two_processes_conflict_and_retry_without_losing_any(ledger
     for worker in workers:
         worker.join(30)
     assert sum(start == ["r1:join"] for start in starts) == 1
-    assert ledger.load("r1").version == 1 + len(names)  # every report saved once
+    assert ledger.load("r1").version == 2 + len(names)  # stored, opened, every report saved once
     assert live_status(ledger, "r1", T0)["counts"] == {"running": 1, "succeeded": 60}
 
 
@@ -340,9 +350,9 @@ def test_a_save_that_landed_in_parts_is_completed_by_the_next_change(ledger, tmp
     """A Table save of many records may land in several transactions: here the failure of `a`
     landed, its cascade did not, and the dispatch of `c` (ready after `b`) did not either."""
     plan = plan_of({"a": [], "b": [], "after_a": ["a"], "after_both": ["after_a", "b"], "c": ["b"]})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     record = ledger.load("r1").records
-    assert ledger.save("r1", 1, {"started": iso(T0), "cancel": False},
+    assert ledger.save("r1", 2, {"started": iso(T0), "cancel": False},
                        {"a": {**record["a"], "status": "failed", "error": "boom"},
                         "b": {**record["b"], "status": "succeeded"}})
     other = SqliteRunLedger(tmp_path / "ledger.db")  # a host that reads what is stored
@@ -356,17 +366,17 @@ def test_a_save_that_landed_in_parts_is_completed_by_the_next_change(ledger, tmp
 def test_a_host_behind_by_a_few_versions_reads_only_what_changed(ledger, tmp_path):
     names = [f"s{i}" for i in range(30)]
     plan = plan_of({n: [] for n in names})
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     other = SqliteRunLedger(tmp_path / "ledger.db")
     other.location = "another process"  # its own cache, as on another host
-    finish_service(other, "r1", "s0", ok("s0"), T0)  # `other` caches version 2
-    finish_service(ledger, "r1", "s1", ok("s1"), T0)  # version 3, written by the first host
-    assert set(ledger.load("r1", since=3).records) == {"s1"}
+    finish_service(other, "r1", "s0", ok("s0"), T0)  # `other` caches version 3 (stored, opened, s0)
+    finish_service(ledger, "r1", "s1", ok("s1"), T0)  # version 4, written by the first host
+    assert set(ledger.load("r1", since=4).records) == {"s1"}
     reads = []
     real_load = other.load
     other.load = lambda run_id, since=None: reads.append(since) or real_load(run_id, since)
     finish_service(other, "r1", "s2", ok("s2"), T0)
-    assert reads == [2]  # only the records written since the version it knew
+    assert reads == [3]  # only the records written since the version it knew
     assert live_status(ledger, "r1", T0)["counts"] == {"running": 27, "succeeded": 3}
 
 
@@ -391,7 +401,7 @@ def test_an_unknown_run_or_service_is_a_clear_error(ledger):
     with pytest.raises(EngineError, match="'nope' is not in the run ledger"):
         finish_service(ledger, "nope", "a", ok("a"), T0)
     plan = plan_of(DIAMOND)
-    open_run(ledger, plan, inputs_of(plan), T0)
+    open_new(ledger, plan, inputs_of(plan), T0)
     with pytest.raises(EngineError, match="no service 'zz'"):
         ledger.service_inputs("r1", ["a", "zz"])
     assert ledger.service_inputs("r1", ["d", "a"]) == {"d": {"service": "d"}, "a": {"service": "a"}}
@@ -404,3 +414,64 @@ def test_the_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
     chosen = lg.ledger_from_environment()
     assert isinstance(chosen, SqliteRunLedger) and chosen.path == tmp_path.absolute() / "ledger.db"
     assert lg.ledger_from_environment() is chosen
+
+
+# --- the plan, stored once ------------------------------------------------------------------------
+
+def catalog_plan(run_id: str = "stored-1", services: int = 3) -> dict:
+    """A real frozen plan (tower.plan.build_plan), with a spec, params and platform settings."""
+    from tower.catalog.model import Catalog, Pipeline, Platform, Service
+    from tower.plan import build_plan
+
+    names = [f"s{i}" for i in range(services)]
+    built = {name: Service(name, "cmd", depends_on=tuple(names[:i][-1:]), timeout=60.0, params={"n": i},
+                           spec={"command": f"echo {name}"}, expected_duration=2.0)
+             for i, name in enumerate(names)}
+    catalog = Catalog("t.yaml", {"cmd": Platform("cmd", "command", max_concurrency=2, settings={"cwd": "/tmp"})},
+                      built, {"p": Pipeline("p", params={"day": "today"})})
+    return build_plan(catalog, "p", run_id=run_id, params=["day=monday"])
+
+
+def test_a_stored_plan_reads_back_whole_and_its_reference_is_small(ledger):
+    plan = catalog_plan()
+    reference = lg.store_plan(ledger, plan, T0)
+    assert reference == {"run_id": "stored-1", "pipeline": "p"}
+    assert lg.load_plan(ledger, "stored-1") == json.loads(json.dumps(plan))
+    assert "spec" not in lg.plan_outline(ledger, "stored-1")["services"]["s0"]
+    step = open_run(ledger, "stored-1", T0 + timedelta(seconds=1))
+    from tower.plan import service_job
+
+    assert step.start == {plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
+    assert run_result(ledger, "stored-1", T0)["started"] == iso(T0 + timedelta(seconds=1))  # when it opened
+
+
+def test_storing_a_plan_again_keeps_the_first(ledger):
+    plan = catalog_plan()
+    lg.store_plan(ledger, plan, T0)
+    other = {**catalog_plan(), "params": {"day": "tuesday"}}
+    assert lg.store_plan(ledger, other, T0) == {"run_id": "stored-1", "pipeline": "p"}
+    assert lg.load_plan(ledger, "stored-1")["params"] == plan["params"]
+
+
+def test_a_run_without_a_stored_plan_is_refused_clearly(ledger):
+    with pytest.raises(RunNotInLedger, match="not in the run ledger"):
+        open_run(ledger, "never-stored", T0)
+    with pytest.raises(RunNotInLedger, match="no plan in the run ledger"):
+        lg.load_plan(ledger, "never-stored")
+
+
+def test_the_run_result_is_a_capped_summary_whatever_the_run_size(ledger):
+    names = [f"s{i:04d}" for i in range(3000)]
+    plan = plan_of({**{n: [] for n in names}, "after": ["s0000"]})
+    open_new(ledger, plan, inputs_of(plan), T0)
+    for name in names:
+        finish_service(ledger, "r1", name, ok(name, status="failed", error="x" * 5000), T0)
+    result = run_result(ledger, "r1", T0)
+    assert result["status"] == "failed" and "services" not in result
+    assert result["counts"]["failed"] == 3000 and result["counts"]["upstream_failed"] == 1
+    assert list(result["failed"]) == names[:RESULT_FAILED_SHOWN]
+    assert all(len(error) == RESULT_ERROR_CHARS for error in result["failed"].values())
+    assert result["failed_not_shown"] == 3000 - RESULT_FAILED_SHOWN
+    assert f"and {3000 - RESULT_FAILED_SHOWN} more failed service(s)" in result["summary"]
+    assert len(json.dumps(result)) < 45_000  # under Azure Storage's blob offload threshold
+    assert run_services(ledger, "r1", T0)["s2999"]["error"] == "x" * 5000  # the ledger keeps it whole

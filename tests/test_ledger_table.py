@@ -287,9 +287,10 @@ def test_dispatch_on_a_diamond_across_two_hosts(table_url):
     plan = diamond_plan("diamond-1")
     inputs = {name: {"service": name} for name in plan["services"]}
 
-    step = dispatch.open_run(host1, plan, inputs, T0)
+    dispatch.create_run(host1, plan, inputs, T0)
+    step = dispatch.open_run(host1, plan["run_id"], T0)
     assert step.start == {"diamond-1:a": {"service": "a"}} and not step.done
-    assert dispatch.open_run(host2, plan, inputs, T0).ensure == step.start  # opened once, asked again
+    assert dispatch.open_run(host2, plan["run_id"], T0).ensure == step.start  # opened once, asked again
 
     step = dispatch.finish_service(host2, "diamond-1", "a", done("a", T0 + timedelta(seconds=1)), T0)
     assert step.start == {"diamond-1:b": {"service": "b"}, "diamond-1:c": {"service": "c"}}
@@ -304,9 +305,9 @@ def test_dispatch_on_a_diamond_across_two_hosts(table_url):
 
     result = dispatch.run_result(host1, "diamond-1", T0 + timedelta(seconds=5))
     assert result["status"] == "succeeded"
-    assert {name: svc["output"] for name, svc in result["services"].items()} == {
+    assert {name: svc["output"] for name, svc in dispatch.run_services(host2, "diamond-1", T0).items()} == {
         name: f"{name} ok" for name in "abcd"}
-    assert host2.load("diamond-1").version == 5  # created, then one save per finished service
+    assert host2.load("diamond-1").version == 6  # stored, opened, then one save per finished service
     assert dispatch.live_status(host2, "diamond-1", T0)["states"] == "ssss"
 
 
@@ -322,10 +323,11 @@ def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
     host1, host2 = open_ledger(table_url), open_ledger(table_url)
     host2.location = "another host"  # its own cache, as in another process
     plan = diamond_plan("behind-1")
-    dispatch.open_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
-    dispatch.finish_service(host2, "behind-1", "a", done("a", T0), T0)  # host2 caches version 2
-    dispatch.finish_service(host1, "behind-1", "b", done("b", T0), T0)  # version 3
-    assert set(host2.load("behind-1", since=3).records) == {"b"}
+    dispatch.create_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.open_run(host1, plan["run_id"], T0)
+    dispatch.finish_service(host2, "behind-1", "a", done("a", T0), T0)  # host2 caches version 3
+    dispatch.finish_service(host1, "behind-1", "b", done("b", T0), T0)  # version 4
+    assert set(host2.load("behind-1", since=4).records) == {"b"}
     assert not dispatch.is_cancelled(host2, "behind-1")
     step = dispatch.cancel_run(host1, "behind-1", T0)
     assert step.stop == ["behind-1:c"]
@@ -360,7 +362,8 @@ def test_loads_never_download_the_services_inputs(table_url):
     writer, reader = open_ledger(table_url), open_ledger(table_url)
     reader.location = "a status reader"
     plan = diamond_plan("inputs-1")
-    dispatch.open_run(writer, plan, {name: {"service": name, "spec": "x" * 5000} for name in plan["services"]}, T0)
+    dispatch.create_run(writer, plan, {name: {"service": name, "spec": "x" * 5000} for name in plan["services"]}, T0)
+    dispatch.open_run(writer, plan["run_id"], T0)
     reads = Reads(reader)
     assert dispatch.live_status(reader, "inputs-1", T0)["states"] == "rppp"
     dispatch.finish_service(writer, "inputs-1", "a", done("a", T0), T0)
@@ -372,12 +375,13 @@ def test_a_host_behind_reads_what_changed_by_key(table_url):
     host1, host2 = open_ledger(table_url), open_ledger(table_url)
     host2.location = "another host"
     plan = diamond_plan("keyed-1")
-    dispatch.open_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
-    dispatch.finish_service(host2, "keyed-1", "a", done("a", T0), T0)  # host2 caches version 2
-    dispatch.finish_service(host1, "keyed-1", "b", done("b", T0), T0)  # version 3
-    dispatch.finish_service(host1, "keyed-1", "c", done("c", T0), T0)  # version 4: d dispatched
+    dispatch.create_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.open_run(host1, plan["run_id"], T0)
+    dispatch.finish_service(host2, "keyed-1", "a", done("a", T0), T0)  # host2 caches version 3
+    dispatch.finish_service(host1, "keyed-1", "b", done("b", T0), T0)  # version 4
+    dispatch.finish_service(host1, "keyed-1", "c", done("c", T0), T0)  # version 5: d dispatched
     reads = Reads(host2)
-    assert set(host2.load("keyed-1", since=3).records) == {"b", "c", "d"}
+    assert set(host2.load("keyed-1", since=4).records) == {"b", "c", "d"}
     assert dispatch.live_status(host2, "keyed-1", T0)["states"] == "sssr"
     assert reads.queries == []  # point reads only: no query filtered on `written` (a partition scan)
     assert set(host2.load("keyed-1", since=1).records) == set(plan["services"])  # before the list: a query
@@ -396,3 +400,18 @@ def test_the_list_of_recent_rows_keeps_the_newest_and_says_from_when_it_is_compl
     assert ledger_table.recent_after(recent, 5, [1, 2]) == {"from": 3, "written": {1: 5, 2: 5, 3: 4, 4: 4}}
     assert ledger_table.recent_after(recent, 5, range(5)) == {"from": 6, "written": {}}  # one save too wide
     assert ledger_table.recent_after(None, 7, [1]) == {"from": 7, "written": {1: 7}}
+
+
+def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
+    from tests.test_ledger import catalog_plan
+    from tower.plan import service_job
+
+    plan = catalog_plan("stored-t", services=250)  # several transactions
+    plan["platforms"]["cmd"]["settings"]["notes"] = "n" * 70_000  # a head over one property: split
+    assert dispatch.store_plan(ledger, plan, T0) == {"run_id": "stored-t", "pipeline": "p"}
+    assert dispatch.load_plan(ledger, "stored-t") == json.loads(json.dumps(plan))
+    outline = dispatch.plan_outline(ledger, "stored-t")  # the run entity alone: no service's spec
+    assert outline["platforms"] == plan["platforms"] and outline["params"] == plan["params"]
+    assert outline["services"]["s7"] == {key: plan["services"]["s7"][key] for key in ("deps", "expected", "platform", "iid")}
+    assert dispatch.open_run(ledger, "stored-t", T0).start == {
+        plan["services"]["s0"]["iid"]: service_job(plan, "s0")}

@@ -12,7 +12,7 @@ import pytest
 from tower import ledger as lg
 from tower import slots
 from tower.catalog.pipelines import PRIORITY_RANGE
-from tower.ledger import SqliteRunLedger, cancel_run, core_of, finish_service, open_run, reconcile_run
+from tower.ledger import SqliteRunLedger, cancel_run, core_of, finish_service, reconcile_run
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -25,6 +25,12 @@ def plan_of(run_id: str, deps: dict, limit=2, expected=None, priority=0, simulat
             "services": {name: {"deps": list(d), "expected": expected.get(name, 1.0),
                                 "platform": "free" if name.startswith("free") else "x",
                                 "iid": f"{run_id}:{name}"} for name, d in deps.items()}}
+
+
+def open_run(ledger, plan: dict, inputs: dict, now: datetime):
+    """Store the run (once), then open it: what a start and `pipeline_run`'s open_run do."""
+    lg.create_run(ledger, plan, inputs, now)
+    return lg.open_run(ledger, plan["run_id"], now)
 
 
 def inputs_of(plan: dict) -> dict:

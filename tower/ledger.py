@@ -8,13 +8,22 @@ the report starts whatever became ready. No history grows with the pipeline, whi
 those of `tower.scheduler` (start-when-ready, per-platform limits, longest remaining path first,
 failure and cancel policy).
 
-    open_run(ledger, plan, inputs, now) -> Step    create the run, take the first ready services
+    store_plan(ledger, plan, now) -> dict          store a run's frozen plan (once); pipeline_run's input
+    open_run(ledger, run_id, now) -> Step          take the first ready services of a stored run
     finish_service(ledger, run_id, name, result, now) -> Step   one service ended
     reconcile_run(ledger, run_id, now) -> Step     dispatch what is ready, name what should run
     cancel_run(ledger, run_id, now) -> Step        stop dispatching; Step.stop names what runs
     is_cancelled(ledger, run_id) -> bool           was a cancel asked for (read before work starts)
-    run_result(ledger, run_id, finished) -> dict   the run result once every service ended
+    run_result(ledger, run_id, finished) -> dict   the run's outcome in a few KB (no per-service list)
+    run_services(ledger, run_id, now) -> dict      every service's record (None if unknown)
+    load_plan(ledger, run_id) -> dict              the frozen plan, as it was stored
+    plan_outline(ledger, run_id) -> dict           the plan without the services' specs and params
     live_status(ledger, run_id, now) -> dict       the compact status of a run (None if unknown)
+
+The plan is stored here, once, before `pipeline_run` starts: no Durable message carries it (the
+Durable Task Scheduler refuses messages over 1 MiB, Azure Storage offloads those over 45 KB to blobs
+and downloads them again at every replay and status read). `pipeline_run` gets a reference
+(`plan_reference`), and each service run only its own service's input.
 
 Every change is idempotent, so an activity may run twice. Changes use optimistic concurrency (a
 version per run), so several hosts may share one ledger. Within a process the last state is kept
@@ -47,7 +56,7 @@ from typing import Any, Protocol, TypeVar
 
 from tower import slots
 from tower.errors import ConfigError, EngineError, RunNotInLedger
-from tower.scheduler import RUNNING, Scheduler
+from tower.scheduler import PENDING, RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
 
@@ -69,8 +78,9 @@ class RunLedger(Protocol):
     location: str  # where it keeps its runs (a file, a table URL): the same place, the same runs
 
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
-               records: Mapping[str, dict]) -> bool:
-        """Store a new run at version 1; False (and nothing written) if it exists."""
+               records: Mapping[str, dict], head: dict | None = None) -> bool:
+        """Store a new run at version 1, whole or not at all; False (and nothing written) if it exists.
+        `head` is the rest of the plan (`plan_head`), read back only by `stored_plan`."""
 
     def version(self, run_id: str) -> int | None: ...
 
@@ -90,6 +100,10 @@ class RunLedger(Protocol):
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these runs, if there (retention); returns how many were there."""
+
+    def stored_plan(self, run_id: str, inputs: bool = True) -> tuple[dict, dict, dict[str, dict]] | None:
+        """(core, head, every service's input, or {} without `inputs`) as given to `create`; None if
+        there is no such run."""
 
     def slots(self) -> slots.SlotStore:
         """The shared platform slots kept beside these runs (`tower.slots`)."""
@@ -126,6 +140,9 @@ class Step:
 STEP_SERVICES = 500
 
 
+_CORE_KEYS = ("deps", "expected", "platform", "iid")  # of each service: what the scheduler reads
+
+
 def core_of(plan: Mapping[str, Any]) -> dict:
     """The part of a frozen plan the scheduler reads: the graph, expectations and limits."""
     return {
@@ -135,36 +152,88 @@ def core_of(plan: Mapping[str, Any]) -> dict:
         "priority": int(plan.get("priority") or 0),
         "platforms": {name: {"max_concurrency": p.get("max_concurrency"), "shared": True}
                       for name, p in plan["platforms"].items()},
-        "services": {name: {key: svc[key] for key in ("deps", "expected", "platform", "iid")}
+        "services": {name: {key: svc[key] for key in _CORE_KEYS}
                      for name, svc in plan["services"].items()},
         **({"deadline": plan["deadline"]} if plan.get("deadline") else {}),
     }
 
 
-def open_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime) -> Step:
-    """Create the run (once) and start its first ready services; when it exists already (the
-    activity runs again), dispatch what is ready and name what runs, as `reconcile_run` does."""
+# Keys of a plan's service entry that its service run's input carries (`tower.plan.service_job`);
+# the others are in the core.
+_INPUT_KEYS = ("spec", "params", "timeout", "retry")
+
+
+def plan_head(plan: Mapping[str, Any]) -> dict:
+    """What `core_of` and the services' inputs leave out of a plan (params, created, platform
+    settings...), so that `load_plan` gives the plan back whole."""
+    extra = {name: {k: v for k, v in svc.items() if k not in _CORE_KEYS and k not in _INPUT_KEYS}
+             for name, svc in plan["services"].items()}
+    head = {key: value for key, value in plan.items() if key != "services"}
+    if any(extra.values()):
+        head["service_extra"] = {name: fields for name, fields in extra.items() if fields}
+    return head
+
+
+def plan_reference(plan: Mapping[str, Any]) -> dict:
+    """`pipeline_run`'s input: which run, and what it needs to wait (never the plan)."""
+    reference = {"run_id": plan["run_id"], "pipeline": plan["pipeline"]}
+    if plan.get("reconcile_after"):
+        reference["reconcile_after"] = plan["reconcile_after"]
+    return reference
+
+
+def store_plan(ledger: RunLedger, plan: Mapping[str, Any], now: datetime) -> dict:
+    """Store a run's frozen plan, every service pending, and return `pipeline_run`'s input (its
+    reference). Call it before starting `pipeline_run`. Idempotent: if the run is stored already
+    (a start tried again), the stored plan stands and its reference is returned. The store writes
+    a run whole or not at all (`RunLedger.create`), so a plan is never found half written."""
+    from tower.plan import service_job
+
+    inputs = {name: service_job(dict(plan), name) for name in plan["services"]}
+    create_run(ledger, plan, inputs, now, plan_head(plan))
+    return plan_reference(plan)
+
+
+def create_run(ledger: RunLedger, plan: Mapping[str, Any], inputs: Mapping[str, dict], now: datetime,
+               head: dict | None = None) -> bool:
+    """Store a run, every service pending (`store_plan` without building the inputs); False if it
+    exists."""
     run_id = plan["run_id"]
     core = core_of(plan)
-    created = None
+    scheduler = Scheduler(core, now)
+    records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
     with _run_lock(ledger, run_id):
-        if ledger.version(run_id) is None:
-            scheduler = Scheduler(core, now)
-            started = _take_ready(scheduler, now)
-            if not started and not scheduler.touched:  # touched: waiting for a shared slot
-                raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
-            records = {name: asdict(scheduler.records[name]) for name in scheduler.order}
-            if ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records):
-                scheduler.changed.clear()
-                step = _dispatched(_step(ledger, scheduler, start=started))
-                step.offers, step.version = _offers(scheduler, scheduler.touched), 1
-                _remember(ledger, run_id, 1, scheduler)
-                created = step
-    if created is not None:  # outside the run's lock: taking grants locks other runs (and they this one)
-        # a new run also sweeps its pools: a slot lost by an ended run (which no timer of its own
-        # reconciles any more) must not wait for this run's first reconcile
-        return _sweep(ledger, run_id, _share(ledger, created, now), now)
-    return _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now))
+        if not ledger.create(run_id, core, {"started": iso(now), "cancel": False}, inputs, records, head):
+            return False
+        scheduler.changed.clear()
+        _remember(ledger, run_id, 1, scheduler)  # the open, if in this process, need not load it
+        return True
+
+
+def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
+    """Start a stored run (`store_plan`): take its first ready services, and count the run as
+    started now. When it was opened already (the activity runs again), dispatch what is ready and
+    name what runs, as `reconcile_run` does. RunNotInLedger if the run's plan is not stored."""
+    first = False
+
+    def change(scheduler: Scheduler) -> Step:
+        nonlocal first
+        first = not scheduler.cancel_requested and all(r.status == PENDING for r in scheduler.records.values())
+        if first:  # the run starts when pipeline_run does; its pools hear of what it offers them
+            scheduler.started = now
+            step = _step(ledger, scheduler, start=_take_ready(scheduler, now))
+            scheduler.touched |= {p for p in scheduler.shared if scheduler.ready[p]}  # its first waiters
+        else:
+            step = _reconciled(ledger, scheduler, now)
+        waiting = any(scheduler.ready[p] for p in scheduler.shared)  # for a shared platform's slot
+        if not scheduler.done and not waiting and not any(r.status == RUNNING for r in scheduler.records.values()):
+            raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
+        return step
+
+    step = _shared_change(ledger, run_id, now, change)  # grants are taken outside the run's lock
+    # a new run also sweeps its pools: a slot lost by an ended run (which no timer of its own
+    # reconciles any more) must not wait for this run's first reconcile
+    return _sweep(ledger, run_id, step, now) if first else step
 
 
 def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:
@@ -248,8 +317,43 @@ def is_cancelled(ledger: RunLedger, run_id: str) -> bool:
 
 
 def run_result(ledger: RunLedger, run_id: str, finished: datetime) -> dict:
-    """The run result (`Scheduler.result`), with each service's output."""
+    """The run's outcome (`Scheduler.result`: a few KB whatever the run's size, since `pipeline_run`
+    returns it); each service's record stays here (`run_services`)."""
     return _change(ledger, run_id, finished, lambda scheduler: scheduler.result(finished))
+
+
+def run_services(ledger: RunLedger, run_id: str, now: datetime) -> dict[str, dict] | None:
+    """Every service's record (`ServiceRecord` fields), in plan order; None if the ledger has no
+    such run. What shows a run's services reads them here, not from Durable."""
+    try:
+        return _change(ledger, run_id, now, lambda scheduler: {
+            name: asdict(scheduler.records[name]) for name in scheduler.order})
+    except RunNotInLedger:
+        return None
+
+
+def plan_outline(ledger: RunLedger, run_id: str) -> dict | None:
+    """The plan without its services' specs and params (each service's deps, expected duration,
+    platform and instance id; the platforms whole), read without the services' inputs: what shows
+    a run needs of its plan. None if the ledger has no such run."""
+    stored = ledger.stored_plan(run_id, inputs=False)
+    if stored is None:
+        return None
+    core, head, _ = stored
+    return {**{key: value for key, value in (head or core).items() if key != "service_extra"},
+            "services": core["services"]}
+
+
+def load_plan(ledger: RunLedger, run_id: str) -> dict:
+    """The frozen plan `store_plan` stored, whole; RunNotInLedger if there is none."""
+    stored = ledger.stored_plan(run_id)
+    if stored is None or not stored[1]:
+        raise RunNotInLedger(f"run {run_id!r} has no plan in the run ledger ({ledger.location})")
+    core, head, inputs = stored
+    extra = head.get("service_extra") or {}
+    services = {name: {**svc, **{key: inputs[name][key] for key in _INPUT_KEYS}, **extra.get(name, {})}
+                for name, svc in core["services"].items()}
+    return {**{key: value for key, value in head.items() if key != "service_extra"}, "services": services}
 
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
@@ -516,15 +620,17 @@ class SqliteRunLedger:
                        " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
                        " PRIMARY KEY (run_id, name))")
             db.execute("CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)")
+            db.execute("CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite_connection(self._local, self.path)
 
-    def create(self, run_id, core, meta, inputs, records) -> bool:
-        with self._connect() as db:
+    def create(self, run_id, core, meta, inputs, records, head=None) -> bool:
+        with self._connect() as db:  # one transaction: the run is stored whole or not at all
             inserted = db.execute("INSERT OR IGNORE INTO runs VALUES (?, 1, ?, ?, ?)",
                                   (run_id, json.dumps(core), json.dumps(meta), time.time())).rowcount
             if inserted:
+                db.execute("INSERT INTO run_plans VALUES (?, ?)", (run_id, json.dumps(head or {})))
                 db.executemany("INSERT INTO run_services VALUES (?, ?, ?, ?, ?, 1)",
                                [(run_id, i, name, json.dumps(inputs[name]), json.dumps(records[name]))
                                 for i, name in enumerate(core["services"])])
@@ -588,8 +694,23 @@ class SqliteRunLedger:
                 chunk = list(run_ids[at:at + SQLITE_CHUNK])
                 marks = ", ".join("?" * len(chunk))
                 db.execute(f"DELETE FROM run_services WHERE run_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM run_plans WHERE run_id IN ({marks})", chunk)
                 deleted += db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
         return deleted
+
+    def stored_plan(self, run_id, inputs=True):
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            row = db.execute("SELECT core, head FROM runs LEFT JOIN run_plans USING (run_id) WHERE run_id = ?",
+                             (run_id,)).fetchone()
+            if row is None:
+                return None
+            jobs = {name: json.loads(text) for name, text in db.execute(
+                "SELECT name, input FROM run_services WHERE run_id = ?", (run_id,))} if inputs else {}
+        finally:
+            db.commit()
+        return json.loads(row[0]), json.loads(row[1] or "{}"), jobs
 
 
 SQLITE_CHUNK = 500  # names per IN (...) query, well under SQLite's limit on parameters

@@ -5,7 +5,8 @@ One partition per run, so every change of a run is an entity group transaction i
 is a few versions old reads only what changed):
 
     PartitionKey  run id, key-safe (Table keys refuse / \\ # ? and control characters)
-    RowKey "run"  version, meta (JSON), core (JSON), run_id, created, services (count)
+    RowKey "run"  version, meta (JSON), core (JSON), head (JSON: the rest of the plan), run_id,
+                  created, services (count)
     RowKey "svc-000042"  one entity per service, keyed by its position in the core: name, position,
                   input (JSON), record (JSON)
 
@@ -229,7 +230,7 @@ class TableRunLedger:
     # --- RunLedger ------------------------------------------------------------------------------
 
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
-               records: Mapping[str, dict]) -> bool:
+               records: Mapping[str, dict], head: dict | None = None) -> bool:
         from azure.core.exceptions import HttpResponseError
 
         existing = self._run_entity(run_id, select=["version"])
@@ -238,11 +239,12 @@ class TableRunLedger:
         pk = partition_key(run_id)
         run = {"PartitionKey": pk, "RowKey": RUN_ROW, "run_id": run_id, "version": 1, "meta": json.dumps(meta),
                "created": time.time(), "services": len(core["services"]), **pack("core", core),
-               **pack("recent", {"from": 2, "written": {}})}  # every row is written at version 1
+               **pack("recent", {"from": 2, "written": {}}),  # every row is written at version 1
+               **pack("head", head or {})}
         services = [{"PartitionKey": pk, "RowKey": service_row(i), "name": name, "position": i, "written": 1,
                      **pack("input", inputs[name]), **pack("record", records[name])}
                     for i, name in enumerate(core["services"])]
-        self._check_size(run_id, run, "the core of the plan")
+        self._check_size(run_id, run, "the core and head of the plan")
         for entity in services:
             self._check_size(run_id, entity, f"service {entity['name']!r} (input and record)")
         if existing is not None:  # version 0: a create died (or is) half way; store what is missing
@@ -437,6 +439,22 @@ class TableRunLedger:
                 self.table.submit_transaction([("delete", key) for key in keys[at:at + MAX_BATCH_OPERATIONS]])
             deleted += bool(keys)
         return deleted
+
+    def stored_plan(self, run_id: str, inputs: bool = True) -> tuple[dict, dict, dict[str, dict]] | None:
+        """With `inputs`, one query of the run's partition (rare: `tower repair`); else the run
+        entity alone."""
+        if inputs:
+            run, jobs = None, {}
+            for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key(run_id)}):
+                if entity["RowKey"] == RUN_ROW:
+                    run = entity
+                else:
+                    jobs[entity["name"]] = unpack(entity, "input")
+        else:
+            run, jobs = self._run_entity(run_id), {}
+        if run is None or int(run["version"]) < 1:
+            return None
+        return unpack(run, "core"), unpack(run, "head") if "head_n" in run else {}, jobs
 
     def _check_size(self, run_id: str, entity: Mapping[str, Any], what: str) -> None:
         size = stored_size(entity)

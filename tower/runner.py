@@ -1,15 +1,17 @@
 """Runs on the in-process local engine: start a pipeline run, follow it, read and steer runs.
 
     LocalEngine(home)                 the app's functions on tower.local's engine, as a context manager
-      .start_run(plan) -> run_id      start `pipeline_run` with a frozen plan
+      .start_run(plan) -> run_id      store a frozen plan, start `pipeline_run` on it
       .follow(run_id, on_update)      until the run ends; returns its result
       .unfinished_runs() -> [run_id]  runs the engine resumed after a crash
     plan_run(catalog, pipeline, ...)  a plan whose priorities use the run history's durations
     repair_plan(plan, result)         a new run of what failed, was held back or was cancelled
+    store_run(plan) -> dict           store a plan in the run ledger; `pipeline_run`'s input
     run_info / list_runs / request_cancel   read or steer runs from any process, engine or not
     purge(home, older_than)           delete finished runs' details (tower.runs_index, retention)
 
-A run result is the dict `pipeline_run` returns (see tower.scheduler.Scheduler.result).
+`pipeline_run` returns a run's outcome (tower.ledger.run_result); a run result, as shown and printed
+(`RunInfo.to_result`), adds each service's record, read from the run ledger.
 """
 
 from __future__ import annotations
@@ -86,19 +88,32 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
             "platforms": {name: p for name, p in plan["platforms"].items() if name in used}}
 
 
+def store_run(plan: dict, home: Path | None = None) -> dict:
+    """Store the run's frozen plan in the run ledger (once) and return `pipeline_run`'s input,
+    a reference to it: every start of a run goes through here (tower.ledger.store_plan)."""
+    from tower.ledger import ledger_from_environment, store_plan
+    from tower.timestamps import utcnow
+
+    return store_plan(ledger_from_environment(home), plan, utcnow())
+
+
 # --- what a run looks like from outside --------------------------------------------------------
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One run as the engine's store has it: runtime state, plan, result or live custom status."""
+    """One run: its runtime state, input (`reference`: which plan), outcome or live custom status
+    from Durable, and (`with_services`) each service's record and its plan's outline from the run
+    ledger."""
 
     run_id: str
     runtime_status: str
     created: str | None
     updated: str | None
-    plan: dict | None
-    result: dict | None
+    reference: dict | None
+    result: dict | str | None
     custom_status: dict | None
+    services: dict | None = None
+    plan: dict | None = None  # its outline (tower.ledger.plan_outline): no service's spec or params
 
     @property
     def finished(self) -> bool:
@@ -106,7 +121,7 @@ class RunInfo:
 
     @property
     def pipeline(self) -> str:
-        for source in (self.result, self.plan):
+        for source in (self.result, self.reference):
             if isinstance(source, dict) and source.get("pipeline"):
                 return source["pipeline"]
         return _RUN_ID_SUFFIX.sub("", self.run_id)
@@ -121,22 +136,22 @@ class RunInfo:
         return RUN_STATUS_OF_RUNTIME.get(self.runtime_status, self.runtime_status.lower())
 
     def to_result(self) -> dict:
-        """The run in the shape of a run result, whatever state it is in."""
-        if isinstance(self.result, dict) and "services" in self.result:
-            return self.result
-        services: dict[str, dict] = {}
+        """The run in the shape of a run result, whatever state it is in: its outcome (or live
+        status) and the services `with_services` read."""
         custom = self.custom_status or {}
-        if self.plan:
-            from tower.scheduler import expand_status
-
-            services = expand_status(self.plan, custom) if custom else {
-                name: {"status": "pending"} for name in self.plan["services"]}
         error = self.result if isinstance(self.result, str) else None
-        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
-                "started": custom.get("started") or self.created,
-                "finished": self.updated if self.finished else None,
-                "eta": custom.get("eta"), "summary": error or "", "services": services,
-                **({"slots": custom["slots"]} if custom.get("slots") else {})}
+        result = {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                  "started": custom.get("started") or self.created,
+                  "finished": self.updated if self.finished else None,
+                  "eta": custom.get("eta"), "summary": error or ""}
+        if isinstance(self.result, dict):
+            result.update(self.result)
+        if self.services is not None:
+            result["services"] = self.services
+        result.setdefault("services", {})
+        if custom.get("slots"):
+            result["slots"] = custom["slots"]
+        return result
 
     @classmethod
     def from_status(cls, status: dict) -> RunInfo:
@@ -145,14 +160,14 @@ class RunInfo:
             runtime_status=status.get("runtimeStatus") or "Unknown",
             created=status.get("createdTime"),
             updated=status.get("lastUpdatedTime"),
-            plan=_loads(status.get("input")),
+            reference=_loads(status.get("input")),
             result=_loads(status.get("output")),
             custom_status=_loads(status.get("customStatus")) or None,
         )
 
     def with_live_status(self, home: Path | None = None) -> RunInfo:
-        """A running run's per-service state comes from the run ledger (`pipeline_run` itself does
-        not follow each service: tower.ledger)."""
+        """A running run's progress comes from the run ledger (`pipeline_run` itself does not
+        follow each service: tower.ledger)."""
         if self.finished:
             return self
         from dataclasses import replace
@@ -162,6 +177,20 @@ class RunInfo:
 
         status = live_status(ledger_from_environment(home), self.run_id, utcnow())
         return replace(self, custom_status=status) if status else self
+
+    def with_services(self, home: Path | None = None) -> RunInfo:
+        """The run with each service's record and the outline of its plan, read from the run ledger
+        (Durable carries neither)."""
+        from dataclasses import replace
+
+        from tower.ledger import ledger_from_environment, plan_outline, run_services
+        from tower.timestamps import utcnow
+
+        ledger = ledger_from_environment(home)
+        services = run_services(ledger, self.run_id, utcnow())
+        if services is None:
+            return self
+        return replace(self, services=services, plan=plan_outline(ledger, self.run_id))
 
 
 def json_result(result: dict) -> dict:
@@ -178,8 +207,9 @@ def json_result(result: dict) -> dict:
     }
 
 
-def run_info(home: Path, run_id: str) -> RunInfo:
-    """A run read straight from the store (no engine needed); UsageError if there is none."""
+def run_info(home: Path, run_id: str, services: bool = True) -> RunInfo:
+    """A run read straight from the store (no engine needed), with its services' records unless
+    `services` is false; UsageError if there is none."""
     from tower.local.store import read_status
 
     if not (Path(home) / "state.db").exists():
@@ -190,7 +220,8 @@ def run_info(home: Path, run_id: str) -> RunInfo:
         status = None
     if not status or status.get("name") not in (None, PIPELINE_RUN):
         raise UsageError(f"no run {run_id!r} in {home} (see `tower runs`; is TOWER_HOME right?)")
-    return RunInfo.from_status(status).with_live_status(home)
+    info = RunInfo.from_status(status).with_live_status(home)
+    return info.with_services(home) if services else info
 
 
 def list_runs(home: Path, limit: int = 20, **filters) -> list:
@@ -266,12 +297,12 @@ def request_cancel(home: Path, run_id: str) -> RunInfo:
     next start (`tower resume`)."""
     from tower.local.store import enqueue_event
 
-    info = run_info(home, run_id)
+    info = run_info(home, run_id, services=False)
     if not info.finished:
         try:
             enqueue_event(home, run_id, CANCEL_EVENT, None)
         except EngineError:  # it ended in the meantime
-            info = run_info(home, run_id)
+            info = run_info(home, run_id, services=False)
     return info
 
 
@@ -333,7 +364,7 @@ class LocalEngine:
         index, run_id = index_from_environment(self.home), plan["run_id"]
 
         async def start() -> None:
-            self.engine.start_new(PIPELINE_RUN, run_id, json.dumps(plan))
+            self.engine.start_new(PIPELINE_RUN, run_id, json.dumps(store_run(plan, self.home)))
 
         async def exists() -> bool:
             return self.engine.status(run_id, show_input=False) is not None
@@ -382,5 +413,5 @@ class LocalEngine:
                 pass
 
     def final(self, run_id: str) -> RunInfo:
-        """The ended run with its plan (for the summary)."""
-        return RunInfo.from_status(self.engine.status(run_id, show_input=True))
+        """The ended run with each service's record (for the summary)."""
+        return RunInfo.from_status(self.engine.status(run_id, show_input=False)).with_services(self.home)

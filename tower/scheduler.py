@@ -6,8 +6,8 @@ free slot of their platform, longest remaining path first (file order breaks tie
 marks everything downstream ``upstream_failed`` while independent branches go on; a cancel marks
 what has not started ``cancelled`` and names what is running, so the caller can stop it.
 
-Also here: the compact custom status (`compact_status`, read back with `expand_status`), the run
-result, and the JSON form in which activities carry a classified failure to the orchestrator.
+Also here: the compact custom status (`compact_status`, read back with `expand_status`), the run's
+outcome (`result`), and the JSON form in which activities carry a classified failure to the orchestrator.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ CODE_STATES = {code: state for state, code in STATE_CODES.items()}
 STATUS_ERRORS_SHOWN = 10  # failed services whose error the custom status carries
 STATUS_ERROR_CHARS = 160
 STATUS_RUNNING_SHOWN = 50  # running services whose start the custom status carries (longest-running first)
+RESULT_FAILED_SHOWN = 20  # failed services a run's result names, with their errors
+RESULT_ERROR_CHARS = 1000  # of each error
 
 
 @dataclass
@@ -320,27 +322,31 @@ class Scheduler:
             **deadlines.of_scheduler(self, now),
         }
 
-    def summary(self) -> str:
-        """One line per failed service and the count of what it held back."""
-        failed = [(name, r) for name, r in self.records.items() if r.status == FAILED]
-        held = sum(1 for r in self.records.values() if r.status == UPSTREAM_FAILED)
-        lines = [f"{name}: {record.error}" for name, record in failed]
-        if held:
-            lines.append(f"{held} service(s) not run because an upstream service failed")
+    def result(self, finished: datetime) -> dict:
+        """The run's outcome, what `pipeline_run` returns: a few KB whatever the run's size (Durable
+        carries it; each service's record stays in the run ledger). Counts per state, the first
+        RESULT_FAILED_SHOWN failed services with their errors, and `summary`, the text printed
+        under a run that did not succeed."""
+        failed = [name for name in self.order if self.records[name].status == FAILED]
+        shown = {name: (self.records[name].error or "")[:RESULT_ERROR_CHARS] for name in failed[:RESULT_FAILED_SHOWN]}
+        counts = self.counts()
+        lines = [f"{name}: {error}" for name, error in shown.items()]
+        if len(failed) > len(shown):
+            lines.append(f"and {len(failed) - len(shown)} more failed service(s)")
+        if counts.get(UPSTREAM_FAILED):
+            lines.append(f"{counts[UPSTREAM_FAILED]} service(s) not run because an upstream service failed")
         if self.status == CANCELLED:
             lines.append("run cancelled")
-        return "\n".join(lines)
-
-    def result(self, finished: datetime) -> dict:
-        """The run result: what `pipeline_run` returns and `tower run --json` prints."""
         return {
             "run_id": self.plan["run_id"],
             "pipeline": self.plan["pipeline"],
             "status": self.status,
             "started": iso(self.started),
             "finished": iso(finished),
-            "summary": self.summary(),
-            "services": {name: asdict(self.records[name]) for name in self.order},
+            "counts": counts,
+            "failed": shown,
+            "failed_not_shown": len(failed) - len(shown),
+            "summary": "\n".join(lines),
         }
 
 

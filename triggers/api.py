@@ -48,12 +48,13 @@ def _base(req: func.HttpRequest) -> str:
 
 
 def _run(status, live: bool = False) -> dict:
-    """A run as the API shows it; `live` adds the per-service state of a running run (run ledger)."""
+    """A run as the API shows it; `live` adds each service's record from the run ledger (Durable
+    carries none: its input is a plan reference, its output the outcome)."""
     from tower.runner import RunInfo, json_result
 
     info = RunInfo.from_status(status.to_json())
     if live:
-        info = info.with_live_status()  # blocking: call through asyncio.to_thread
+        info = info.with_live_status().with_services()  # blocking: call through asyncio.to_thread
     from tower.deadlines import of_run
 
     return {**json_result(info.to_result()), "runtime_status": info.runtime_status, **of_run(info)}
@@ -103,7 +104,9 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     if not is_safe_instance_id(run_id):  # no run has such an id, and the SDK would put it in a URL as is
         return _error(404, f"no run {run_id!r}")
     row = await asyncio.to_thread(lambda: index_from_environment().get(run_id))
-    status = await client.get_status(run_id, show_input=True)
+    # The SDK cannot ask for showInput=false (it drops false arguments) and the extension then
+    # sends the input; that input is a plan reference of a few hundred bytes, never the plan.
+    status = await client.get_status(run_id)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         if row is not None:  # its details were purged: what the runs index keeps
             return _json(row.to_json())

@@ -59,7 +59,9 @@ async def start_new_run(client, catalog, pipeline: str, run_id: str, *, trigger:
 
 
 async def start_pipeline_run(client, plan: dict) -> None:
-    await client.start_new(PIPELINE_RUN, plan["run_id"], plan)
+    from tower.runner import store_run  # the plan goes to the run ledger; pipeline_run gets a reference
+
+    await client.start_new(PIPELINE_RUN, plan["run_id"], await asyncio.to_thread(store_run, plan))
 
 
 async def instance_exists(client, instance_id: str) -> bool:

@@ -175,12 +175,17 @@ async def run_board(req: func.HttpRequest) -> func.HttpResponse:
 
 def _repair_source(status) -> tuple[dict | None, dict | None]:
     """The ended run's frozen plan and its result with every service's status (what `repair_plan`
-    reads): both are in its Durable status (its input and output). Blocking."""
+    reads): both are in the run ledger (Durable has a plan reference and a summary). Blocking."""
+    from tower.errors import RunNotInLedger
+    from tower.ledger import ledger_from_environment, load_plan
     from tower.runner import RunInfo
 
-    info = RunInfo.from_status(status.to_json())
-    plan = info.plan if isinstance(info.plan, dict) and "services" in info.plan else None
-    return plan, info.result if isinstance(info.result, dict) else None
+    info = RunInfo.from_status(status.to_json()).with_services()
+    try:
+        plan = load_plan(ledger_from_environment(), info.run_id)
+    except RunNotInLedger:
+        return None, None
+    return plan, info.to_result() if isinstance(info.result, dict) and info.services is not None else None
 
 
 @bp.function_name(API_REPAIR_RUN)
@@ -204,7 +209,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return _error(400, f"POST /api/runs/{run_id}/repair: body is not JSON ({exc})")
     if not isinstance(body, dict) or not isinstance(body.get("again", False), bool):
         return _error(400, f'POST /api/runs/{run_id}/repair: expected {{}} or {{"again": true}}')
-    status = await client.get_status(run_id, show_input=True)
+    status = await client.get_status(run_id)  # its input is a plan reference: the plan is in the ledger
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
     if status.runtime_status.name in RUNNING_STATES:

@@ -68,7 +68,7 @@ def wait_for_run(host: Host, run_id: str, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, run, _ = call(host, "GET", f"/api/runs/{run_id}")
-        if status == 200 and run["status"] not in ("running", "pending"):
+        if status == 200 and run["status"] not in ("starting", "running", "pending"):  # starting: claimed, no instance yet
             return run
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")

@@ -76,7 +76,9 @@ def test_a_cancel_beats_a_long_backoff_wait_at_once(tmp_path, monkeypatch):
     """pipeline's service run races its backoff wait against the cancel event; the wait is a
     LongTimerTask once the backoff is over the maximum short timer, and must lose all the same."""
     from tests.orchestrators.conftest import sim_catalog
-    from tower.ledger import ledger_from_environment
+    from tower.ledger import ledger_from_environment, run_services
+    from tower.runner import store_run
+    from tower.timestamps import utcnow
 
     home = tmp_path / "home"
     monkeypatch.setenv("TOWER_HOME", str(home))
@@ -87,7 +89,7 @@ def test_a_cancel_beats_a_long_backoff_wait_at_once(tmp_path, monkeypatch):
                                      "max_backoff": 60.0}})
     plan = build_plan(catalog, "p", run_id=f"long-{datetime.now():%H%M%S%f}")
     with Engine(run_app(), home, **SHORT) as engine:
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan, home)))
         service = service_instance_id(plan["run_id"], "flaky")
         ledger = ledger_from_environment(home)
         deadline = time.monotonic() + 20
@@ -103,7 +105,8 @@ def test_a_cancel_beats_a_long_backoff_wait_at_once(tmp_path, monkeypatch):
         engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
         status = engine.wait(plan["run_id"], 15)
         assert time.monotonic() - cancelled_at < 10     # not the 30 s backoff
-        assert status["output"]["services"]["flaky"]["status"] == "cancelled"
+        assert status["output"]["status"] == "cancelled"
+        assert run_services(ledger, plan["run_id"], utcnow())["flaky"]["status"] == "cancelled"
 
 
 def _fired(engine, instance_id):

@@ -7,9 +7,11 @@ import pytest
 
 from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
+from tower.ledger import ledger_from_environment, run_services
 from tower.plan import build_plan
 from tower.platforms import sim
-from tower.runner import run_app
+from tower.runner import run_app, store_run
+from tower.timestamps import utcnow
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +60,16 @@ _runs = iter(range(1, 10**6))
 
 
 def run_plan(engine, plan: dict, timeout: float = 30) -> dict:
-    """Start pipeline_run on the plan, wait, and return the run result."""
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    status = engine.wait(plan["run_id"], timeout)
+    """Store the plan, start pipeline_run on it, wait, and return the run result."""
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+    return result_of(engine, plan["run_id"], timeout)
+
+
+def result_of(engine, run_id: str, timeout: float = 30) -> dict:
+    """Once the run ends: its outcome (pipeline_run's output) with each service's record from the ledger."""
+    status = engine.wait(run_id, timeout)
     assert status["runtimeStatus"] == "Completed", status
-    return status["output"]
+    return {**status["output"], "services": run_services(ledger_from_environment(), run_id, utcnow())}
 
 
 def run(engine, catalog: Catalog, timeout: float = 30, **plan_options) -> dict:

@@ -11,9 +11,10 @@ from tower.history import SqliteRunHistory
 from tower.ledger import ledger_from_environment, live_status
 from tower.plan import build_plan, service_instance_id
 from tower.platforms import sim
+from tower.runner import store_run
 from tower.timestamps import parse_iso
 
-from .conftest import run, run_plan, scheduled, sim_catalog, statuses, times
+from .conftest import result_of, run, run_plan, scheduled, sim_catalog, statuses, times
 
 
 def test_diamond_runs_in_dependency_order_and_records_history(engine):
@@ -127,10 +128,10 @@ def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
     catalog = sim_catalog({"long": {"duration": 30}, "other": {"duration": 30},
                            "after": {"deps": ["long"]}, "quick": {"duration": 0.0}})
     plan = build_plan(catalog, "p", run_id="cancel-run")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("succeeded") == 1 and s["counts"].get("running") == 2)
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     assert result["status"] == "cancelled"
     assert statuses(result) == {"long": "cancelled", "other": "cancelled", "after": "cancelled",
                                 "quick": "succeeded"}
@@ -144,7 +145,7 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
     monkeypatch.setattr(ledger, "STEP_SERVICES", 2)
     catalog = sim_catalog({f"long{i}": {"duration": 30} for i in range(5)})
     plan = build_plan(catalog, "p", run_id="cancel-wide-run")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     _wait_for(engine, plan["run_id"], lambda s: s["counts"].get("running") == 5)
 
     def looked(iid: str) -> bool:  # its first look is over: it no longer stops itself on the cancel flag
@@ -158,7 +159,7 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
         assert time.monotonic() < deadline, "the service runs never took their first look"
         time.sleep(0.01)
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     assert statuses(result) == {f"long{i}": "cancelled" for i in range(5)}
     assert {s["remote_id"] for s in result["services"].values()} <= sim.cancelled_remote_ids()
     history = engine.history(plan["run_id"])
@@ -270,13 +271,13 @@ def test_the_plan_is_frozen_when_the_run_starts(engine, tmp_path):
         "  second: {platform: sim, depends_on: [first], duration: 0.0}\n"
         "pipelines:\n  p: {services: ['*']}\n")
     plan = build_plan(load_catalog(path), "p", run_id="frozen-run")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     path.write_text(  # the catalog changes under the running run: a service goes, another fails
         "platforms:\n  sim: {type: sim}\n"
         "services:\n  first: {platform: sim, duration: 0.0, outcome: fail}\n"
         "pipelines:\n  p: {services: ['*']}\n")
     assert list(load_catalog(path).services) == ["first"]
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     assert result["status"] == "succeeded" and list(result["services"]) == ["first", "second"]
 
 
@@ -364,7 +365,7 @@ def test_live_status_stays_small_for_300_services(engine):
     services = {name: {"duration": 0.0, "deps": [d for d in names_[:i] if rng.random() < 2 / max(i, 1)]}
                 for i, name in enumerate(names_)}
     plan = build_plan(sim_catalog(services), "p", run_id="big-run")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     sizes = []
     while True:
         status = engine.status(plan["run_id"], show_input=False)

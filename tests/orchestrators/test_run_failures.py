@@ -22,13 +22,14 @@ from tower import ledger as ledger_module
 from tower import names
 from tower.errors import EngineError
 from tower.history import SqliteRunHistory
-from tower.ledger import ledger_from_environment, open_run
-from tower.plan import build_plan, service_instance_id, service_job
+from tower.ledger import ledger_from_environment, open_run, store_plan
+from tower.plan import build_plan, service_instance_id
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
+from tower.runner import store_run
 from tower.timestamps import iso, utcnow
 
-from .conftest import run, scheduled, sim_catalog, statuses
+from .conftest import result_of, run, scheduled, sim_catalog, statuses
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -139,10 +140,10 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
     platform(timed_adapter(work_seconds=0.35, submitted=submitted))
     catalog = sim_catalog({"only": {"platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-b-{uuid.uuid4().hex[:6]}")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     assert submitted.wait(5)
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)  # arrives while the submit lingers
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     in_ledger = result["services"]["only"]["status"]
     own = service_output(engine, plan["run_id"], "only")["status"]
     history = {r.service: r.status for r in SqliteRunHistory(engine.home / "history.db").attempts(plan["run_id"])}
@@ -167,10 +168,10 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
         return real_first_attempt(job, read_cancel)
 
     monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     cancel_while_b_runs(engine, plan)
     release.set()
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
     assert result["services"]["b"]["remote_id"] is None  # nothing was submitted
     assert result["status"] == "cancelled"
@@ -197,12 +198,11 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
     monkeypatch.setattr(activities.runs, "record_report", outage)
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     try:
         service_ended(engine, plan["run_id"], "only")
         time.sleep(1.0)  # the ledger is back
-        status = engine.wait(plan["run_id"], 5)
-        assert status["output"]["services"]["only"]["status"] == "succeeded"
+        assert result_of(engine, plan["run_id"], 5)["services"]["only"]["status"] == "succeeded"
     finally:
         if engine.status(plan["run_id"])["runtimeStatus"] not in ("Completed", "Failed", "Terminated"):
             engine.terminate(plan["run_id"], "review test cleanup")
@@ -214,7 +214,7 @@ def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
     from azure.core.exceptions import HttpResponseError
 
     from tests.test_ledger_table import open_ledger
-    from tower.ledger import finish_service, open_run
+    from tower.ledger import create_run, finish_service, open_run
 
     ledger = open_ledger(table)
     downstream = [f"d{i:03d}" for i in range(150)]
@@ -222,7 +222,8 @@ def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
     plan = {"run_id": "cascade", "pipeline": "p", "platforms": {"x": {"max_concurrency": None}},
             "services": {name: {"deps": deps, "expected": 1.0, "platform": "x", "iid": f"cascade:{name}"}
                          for name, deps in services.items()}}
-    open_run(ledger, plan, {name: {"service": name} for name in services}, T0)
+    create_run(ledger, plan, {name: {"service": name} for name in services}, T0)
+    open_run(ledger, plan["run_id"], T0)
 
     real_save, real_submit = ledger.save, ledger.table.submit_transaction
     transactions = []
@@ -334,8 +335,8 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
                            "quick": {"deps": ["a"], "duration": 0.0}})
     plan = build_plan(catalog, "p", run_id=f"review-e-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.3  # as in Azure after 1 min, here while the submit is in flight
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    result = engine.wait(plan["run_id"], 20)["output"]
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+    result = result_of(engine, plan["run_id"], 20)
     assert statuses(result) == {"a": "succeeded", "slow": "succeeded", "quick": "succeeded"}
     assert overlaps == [], f"submitted beside a submit in flight: {overlaps}"
     assert scheduled(engine, service_instance_id(plan['run_id'], "slow")) == [names.POLL_SERVICE]  # one service run, which polled
@@ -365,10 +366,10 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypa
         return await real_start(client, run_id, instance_id, job)
 
     monkeypatch.setattr(activities.runs, "_start", slow_start)
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     cancel_while_b_runs(engine, plan)
     release.set()
-    result = engine.wait(plan["run_id"], 10)["output"]
+    result = result_of(engine, plan["run_id"], 10)
     b = service_ended(engine, plan["run_id"], "b")["output"]
     assert b["status"] == "cancelled", f"b {b['status']} after the run was cancelled (cancel calls: {len(cancels)})"
     assert result["status"] == "cancelled"
@@ -477,12 +478,12 @@ def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_faile
     ledger = ledger_from_environment(engine.home)
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-s3-{uuid.uuid4().hex[:6]}")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
     wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
     release.set()
-    result = engine.wait(plan["run_id"], 15)["output"]
+    result = result_of(engine, plan["run_id"], 15)
     assert result["status"] == "cancelled", result
     orphans = [remote_id for remote_id in submits if remote_id not in cancels]
     assert orphans == [], f"work submitted at dispatch and never cancelled after the run was cancelled: {orphans}"
@@ -529,11 +530,11 @@ def test_hanging_submits_after_failures_do_not_stall_other_runs(engine, platform
     catalog = sim_catalog(services, limits={f"tp{i}": 1 for i in range(threads)})
     busy = build_plan(catalog, "p", run_id=f"review-s5-{uuid.uuid4().hex[:6]}")
     probe = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-s5p-{uuid.uuid4().hex[:6]}")
-    engine.start_new(names.PIPELINE_RUN, busy["run_id"], json.dumps(busy))
+    engine.start_new(names.PIPELINE_RUN, busy["run_id"], json.dumps(store_run(busy)))
     try:
         wait_until(lambda: len(hanging) >= threads, what="every s_i submitting")
         began = time.monotonic()
-        engine.start_new(names.PIPELINE_RUN, probe["run_id"], json.dumps(probe))
+        engine.start_new(names.PIPELINE_RUN, probe["run_id"], json.dumps(store_run(probe)))
         try:
             status = engine.wait(probe["run_id"], 3)
         except EngineError:
@@ -553,7 +554,8 @@ def fan_out_run() -> tuple[dict, dict]:
                            "c": {"deps": ["a"], "duration": 0.0, "expected": 1.0}})
     plan = build_plan(catalog, "p", run_id=f"review-final-{uuid.uuid4().hex[:8]}")
     now = utcnow()
-    open_run(ledger_from_environment(), plan, {name: service_job(plan, name) for name in plan["services"]}, now)
+    store_plan(ledger_from_environment(), plan, now)
+    open_run(ledger_from_environment(), plan["run_id"], now)
     result = {"service": "a", "status": "succeeded", "attempts": 1, "started": iso(now), "finished": iso(now)}
     return plan, {"run_id": plan["run_id"], "pipeline": "p", "simulated": True, "result": result}
 

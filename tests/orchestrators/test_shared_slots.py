@@ -10,8 +10,10 @@ from datetime import datetime
 import pytest
 
 from tower import names
-from tower.ledger import ledger_from_environment
+from tower.ledger import ledger_from_environment, run_services
 from tower.plan import build_plan
+from tower.runner import store_run
+from tower.timestamps import utcnow
 
 from .conftest import sim_catalog
 
@@ -41,7 +43,7 @@ def catalog_of(platform: str, limit: int, width: int = 4, duration: float = 0.15
 def start_runs(engine, catalog, count: int) -> list[dict]:
     plans = [build_plan(catalog, "p", run_id=f"slots-{uuid.uuid4().hex[:8]}") for _ in range(count)]
     for plan in plans:
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     return plans
 
 
@@ -50,7 +52,8 @@ def results_of(engine, plans: list[dict], timeout: float = 60) -> list[dict]:
     for plan in plans:
         status = engine.wait(plan["run_id"], timeout)
         assert status["runtimeStatus"] == "Completed", status
-        results.append(status["output"])
+        results.append({**status["output"], "services": run_services(ledger_from_environment(), plan["run_id"],
+                                                                     utcnow())})
     return results
 
 

@@ -15,6 +15,7 @@ from tower.ledger import ledger_from_environment
 from tower.plan import build_plan
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
+from tower.runner import store_run
 
 from .conftest import sim_catalog
 
@@ -50,7 +51,7 @@ def test_a_report_repeated_on_another_host_leaves_a_submit_in_flight_here_alone(
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "hp", "type": "held"}})
     plan = build_plan(catalog, "p", run_id=f"two-hosts-{uuid.uuid4().hex[:8]}")
     try:
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
         assert in_flight.wait(20), "b was never submitted at dispatch"
         a = ledger_from_environment(engine.home).load(plan["run_id"]).records["a"]
         request = {"run_id": plan["run_id"], "pipeline": "p", "simulated": True,

@@ -102,9 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # a second Ctrl-C: one line, and nothing after it
         from tower.cli.interrupts import exit_code
 
+        global _stop_waiting
+        _stop_waiting = True
+
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # tasks the engine left pending
         print("interrupted", file=sys.stderr)
         return exit_code(exc)
+
+
+_stop_waiting = False  # set by a second Ctrl-C (or SIGTERM): the exit joins no thread
 
 
 def entry() -> None:
@@ -125,7 +131,8 @@ def entry() -> None:
     shutdown = getattr(threading, "_shutdown", None)  # what Python runs first at exit (CPython)
     if shutdown is None:
         raise SystemExit(code)
-    shutdown()
+    if not _stop_waiting:  # after a second Ctrl-C no thread is waited for: a cancel may take its grace
+        shutdown()
     atexit._run_exitfuncs()
     os._exit(code)
 

@@ -135,6 +135,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_repair(args) -> int:
+    from tower.errors import RunNotInLedger
+    from tower.ledger import ledger_from_environment, load_plan
     from tower.runner import repair_plan, run_info
     from tower.runs_index import index_from_environment, record_end
 
@@ -142,13 +144,17 @@ def cmd_repair(args) -> int:
     info = run_info(home, args.run_id)
     if not info.finished:
         raise UsageError(f"run {args.run_id} is still {info.status}: wait for it, or `tower cancel` it first")
-    if not isinstance(info.plan, dict) or not isinstance(info.result, dict):
+    if not isinstance(info.result, dict) or info.services is None:
         raise UsageError(f"run {args.run_id} ended without a result ({info.runtime_status}); start a new run")
+    try:
+        plan = load_plan(ledger_from_environment(home), args.run_id)
+    except RunNotInLedger as exc:
+        raise UsageError(f"{exc}; start a new run") from None
     index = index_from_environment(home)
     if index.get(args.run_id) is None:  # a run from before the runs index: give it its row
         result = info.result
         record_end(index, args.run_id, info.pipeline, info.status, result.get("finished"), {}, result.get("started"))
-    plan = repair_plan(info.plan, info.result)
+    plan = repair_plan(plan, info.to_result())
     names = list(plan["services"])
     err(f"repairing {args.run_id} with the plan frozen when it started (catalog edits are not applied): "
         f"{len(names)} service(s): {', '.join(names[:10])}" + (" …" if len(names) > 10 else ""))
