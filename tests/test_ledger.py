@@ -1,6 +1,7 @@
 """The run ledger (SQLite): dispatch steps, idempotency, optimistic concurrency, restore."""
 
 import json
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -138,6 +139,30 @@ def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, 
     assert open_new(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
     late = T0 + lg.DISPATCH_GRACE + timedelta(seconds=1)
     assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
+
+
+def test_a_dispatch_by_a_process_known_dead_on_this_machine_waits_no_grace(ledger, monkeypatch):
+    """A crashed `tower run` (or a worker process that died on this instance) submits nothing any
+    more: `tower resume` must not wait the grace for its lost starts; a live process, or one on
+    another machine, keeps its grace."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = socket.gethostname()
+    plan = plan_of(DIAMOND)
+    monkeypatch.setattr(lg, "PROCESS", f"{here}:{gone.pid}:dead")
+    open_new(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c taken by the process that is gone now
+    lg.DISPATCHING.clear()  # its dispatches went with it
+    monkeypatch.setattr(lg, "PROCESS", f"{here}:{os.getpid()}:resumer")
+    again = reconcile_run(ledger, "r1", T0 + timedelta(seconds=30))
+    assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == frozenset()
+    assert lg.may_still_dispatch(f"{here}:{os.getppid()}:alive")
+    assert lg.may_still_dispatch(f"elsewhere:{gone.pid}:x")
+    assert lg.may_still_dispatch(None)
 
 
 def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, monkeypatch):

@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -283,8 +285,29 @@ DISPATCH_GRACE = function_timeout(HOST_JSON) if HOST_JSON.exists() else DEFAULT_
 # This process, as the dispatcher of the services it takes off the ready queue (`ServiceRecord.
 # dispatcher`); and the instance ids whose dispatch is under way here (added once the change that
 # took them is saved, removed by the dispatch when its submits and starts have settled).
-PROCESS = uuid.uuid4().hex[:12]
+PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 DISPATCHING: set[str] = set()
+
+
+def may_still_dispatch(dispatcher: str | None) -> bool:
+    """Could the process that took a service off the ready queue still be submitting it? Yes,
+    unless it is this process and its dispatch here has settled (the caller checks DISPATCHING),
+    or it ran on this machine and is gone (a crashed `tower run`, a worker process that died on
+    this instance): a dead process submits nothing, so its lost starts need not wait the grace.
+    A process on another machine (another instance in Azure) is never known dead: the grace holds."""
+    if dispatcher == PROCESS:
+        return False
+    host, _, rest = (dispatcher or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:
@@ -414,7 +437,8 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     `_page`). Every caller (a reconcile, a repeated report or open_run, on any host) respects the
     grace of a dispatch that may still be submitting: a service taken off the ready queue less than
     `DISPATCH_GRACE` ago is `dispatching` unless this process took it and its dispatch here has
-    settled (then its submits are over, and a missing service run was lost)."""
+    settled, or the process that took it is known dead (`may_still_dispatch`): then its submits are
+    over, and a missing service run was lost."""
     started = _take_ready(scheduler, now)
     scheduler.touched |= scheduler.shared  # a repeated change re-syncs its pools (one may have been lost)
     running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
@@ -424,7 +448,7 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     step.dispatching = frozenset(
         services[n]["iid"] for n in running
         if parse_iso(records[n].started) > now - DISPATCH_GRACE
-        and (records[n].dispatcher != PROCESS or services[n]["iid"] in DISPATCHING))
+        and (may_still_dispatch(records[n].dispatcher) or services[n]["iid"] in DISPATCHING))
     step.more = more
     return step
 
