@@ -120,7 +120,7 @@ def test_cancel_marks_pending_services_and_waits_for_every_running_one():
     assert s.take_ready(at(6)) == []
     s.finish("b", {"status": CANCELLED, "attempts": 1, "error": "cancelled"}, at(7))
     assert s.done and s.status == CANCELLED
-    assert s.summary() == "run cancelled"
+    assert s.result(at(7))["summary"] == "run cancelled"
 
 
 # --- restore from stored records ---------------------------------------------------------------
@@ -250,21 +250,21 @@ def test_result_exactly():
     s.finish("c", {"status": SUCCEEDED, "attempts": 1, "output": "ok"}, at(5))
     assert s.result(at(6)) == {
         "run_id": "r1", "pipeline": "nightly", "status": FAILED, "started": stamp(0), "finished": stamp(6),
+        "counts": {SUCCEEDED: 1, FAILED: 1, UPSTREAM_FAILED: 1}, "failed": {"a": "boom"}, "failed_not_shown": 0,
         "summary": "a: boom\n1 service(s) not run because an upstream service failed",
-        "services": {
-            "a": record(FAILED, attempts=3, started=stamp(0), finished=stamp(4), remote_id="q1", error="boom"),
-            "b": record(UPSTREAM_FAILED, finished=stamp(4), error="upstream 'a' failed"),
-            "c": record(SUCCEEDED, attempts=1, started=stamp(0), finished=stamp(5), output="ok"),
-        },
     }
-    assert list(s.result(at(6))["services"]) == ["a", "b", "c"]
+    assert {name: vars(s.records[name]) for name in s.order} == {  # the records stay in the ledger
+        "a": record(FAILED, attempts=3, started=stamp(0), finished=stamp(4), remote_id="q1", error="boom"),
+        "b": record(UPSTREAM_FAILED, finished=stamp(4), error="upstream 'a' failed"),
+        "c": record(SUCCEEDED, attempts=1, started=stamp(0), finished=stamp(5), output="ok"),
+    }
 
 
 def test_summary_of_a_clean_run_is_empty():
     s = Scheduler(make_plan({"a": []}), T0)
     s.take_ready(at(0))
     s.finish("a", {"status": SUCCEEDED, "attempts": 1}, at(1))
-    assert s.summary() == ""
+    assert s.result(at(1))["summary"] == ""
 
 
 # --- a service's final result -------------------------------------------------------------------

@@ -174,6 +174,11 @@ def shared_slots(shown: dict, scheduler: Scheduler, store) -> None:
         for key in state["holders"]:
             holders[slots.holder_of(key)[0]] = holders.get(slots.holder_of(key)[0], 0) + 1
         runway["busy"], runway["holders"] = len(state["holders"]), holders
+        granted = {name for key in state["holders"] for holder, name in [slots.holder_of(key)]
+                   if holder == run_id and name in runway["queue"]}  # its run takes them in a moment
+        if granted:
+            runway["queue"] = [name for name in runway["queue"] if name not in granted]
+            shown["waiting"].update({name: f"granted a slot on {runway['platform']}: starting" for name in granted})
         runway["waiting_runs"] = sorted(state["waiting"])
         if runway["limit"] is not None and len(state["holders"]) >= runway["limit"] and set(holders) - {run_id}:
             ranked = sorted(holders.items(), key=lambda item: (-item[1], item[0]))
