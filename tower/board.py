@@ -179,6 +179,10 @@ def shared_slots(shown: dict, scheduler: Scheduler, store) -> None:
         if granted:
             runway["queue"] = [name for name in runway["queue"] if name not in granted]
             shown["waiting"].update({name: f"granted a slot on {runway['platform']}: starting" for name in granted})
+            for place, name in enumerate(runway["queue"], 1):  # the places behind them, counted by the pool
+                if shown["waiting"].get(name, "").startswith("no slot"):
+                    shown["waiting"][name] = (f"no slot on {runway['platform']}: {runway['busy']}/{runway['limit']} busy,"
+                                              f" {ordinal(place)} in queue")
         runway["waiting_runs"] = sorted(state["waiting"])
         if runway["limit"] is not None and len(state["holders"]) >= runway["limit"] and set(holders) - {run_id}:
             ranked = sorted(holders.items(), key=lambda item: (-item[1], item[0]))
