@@ -139,16 +139,7 @@ class Store:
             "ORDER BY instance_id, task_id LIMIT ?", (limit,)))
 
     def rows(self, *, runtime_status=None, created_from=None, created_to=None, prefix=None) -> list[dict]:
-        where, args = [], []
-        if runtime_status:
-            where.append(f"status IN ({','.join('?' * len(runtime_status))})")
-            args += list(runtime_status)
-        if created_from:
-            where.append("created >= ?")
-            args.append(h.fmt_time(created_from))
-        if created_to:
-            where.append("created <= ?")
-            args.append(h.fmt_time(created_to))
+        where, args = _filters(runtime_status, created_from, created_to)
         if prefix:
             where.append("substr(id, 1, ?) = ?")
             args += [len(prefix), prefix]
@@ -162,16 +153,7 @@ class Store:
         """One page of an instance query, in instance-id order (the Azure Storage backend reads the
         Instances table, whose PartitionKey is the instance id, and Table Storage returns entities in
         key order): at most `top` rows with ids after `after`, and the last id when more remain."""
-        where, args = [], []
-        if runtime_status:
-            where.append(f"status IN ({','.join('?' * len(runtime_status))})")
-            args += list(runtime_status)
-        if created_from:
-            where.append("created >= ?")
-            args.append(h.fmt_time(created_from))
-        if created_to:
-            where.append("created <= ?")
-            args.append(h.fmt_time(created_to))
+        where, args = _filters(runtime_status, created_from, created_to)
         if prefix:   # a key range, as the backend turns the prefix into a PartitionKey range
             where.append("id >= ? AND substr(id, 1, ?) = ?")
             args += [prefix, len(prefix), prefix]
@@ -386,3 +368,18 @@ def enqueue_event(home, instance_id: str, name: str, data_json: str | None = Non
 
 def enqueue_terminate(home, instance_id: str, reason: str | None = None) -> None:
     _enqueue_for_running(home, instance_id, TERMINATE, {"reason": reason})
+
+
+def _filters(runtime_status, created_from, created_to) -> tuple[list[str], list]:
+    """The WHERE terms and arguments that instance queries share (status and created-time filters)."""
+    where, args = [], []
+    if runtime_status:
+        where.append(f"status IN ({','.join('?' * len(runtime_status))})")
+        args += list(runtime_status)
+    if created_from:
+        where.append("created >= ?")
+        args.append(h.fmt_time(created_from))
+    if created_to:
+        where.append("created <= ?")
+        args.append(h.fmt_time(created_to))
+    return where, args
