@@ -86,21 +86,33 @@ def observed(status: Status) -> dict:
 
 
 LINGER_FIRST_LOOK = 0.05  # seconds to the first look again when the platform gives no hint (then x2)
+CANCEL_CHECK = 5.0  # seconds: a watch this long or longer asks `stopped` (the run's cancel flag) this often
 
 
-def linger(platform_adapter, handle: Handle, status: Status, budget: float, every: float | None = None) -> Status:
+def linger(platform_adapter, handle: Handle, status: Status, budget: float, every: float | None = None,
+           stopped=None) -> Status:
     """Watch just-started work here while its end is due within `budget` seconds: sub-second work
     (many SQL statements) then needs no durable timer, and its dependents start a timer and two
     orchestrator episodes sooner. The platform's `poll_after` sets the next look; without one, looks
     are `every` seconds apart (tower.polling's window of the expected end), else 0.05 s, doubling.
-    Work not done within the budget is left to durable timers."""
-    deadline = time.monotonic() + budget
+    Work not done within the budget is left to durable timers. A long watch (up to a minute) asks
+    `stopped()` every `CANCEL_CHECK` seconds and returns early when it says so: `service_run` awaits
+    the activity that lost a race to a cancel (its outcome may hold a handle), so a cancel would
+    otherwise wait for the watch to end."""
+    now = time.monotonic()
+    deadline, check = now + budget, now + CANCEL_CHECK
     pause_without_hint = every or LINGER_FIRST_LOOK
     while status.state not in TERMINAL_STATES:
         pause = max(status.poll_after if status.poll_after is not None else pause_without_hint, 0.001)
-        if time.monotonic() + pause > deadline:
+        wake = time.monotonic() + pause
+        if wake > deadline:
             break
-        time.sleep(pause)
+        while stopped is not None and check < wake:
+            time.sleep(max(check - time.monotonic(), 0.0))
+            if stopped():
+                return status
+            check += CANCEL_CHECK
+        time.sleep(max(wake - time.monotonic(), 0.0))
         pause_without_hint *= 1 if every else 2
         status = platform_adapter.poll(handle)
     return status

@@ -44,7 +44,8 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
         if _cancelled(request):
             return None, Status(CANCELLED, message="run cancelled before it was submitted"), None
         handle = adapter.submit(remote.submission(request["submission"]))
-        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request))
+        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request),
+                               stopped=lambda: _cancelled(request))
         return handle, status, _report_if_done(request, status, client, loop, remote_id=handle.remote_id,
                                                url=handle.url)
 
@@ -64,7 +65,8 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
     watch_until?, report?}. The first look at work submitted at dispatch (`first`) reads the run's
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
-    work until then (see `remote.linger`), a look every `look` seconds if given."""
+    work until then (see `remote.linger`), a look every `look` seconds if given, and stop watching
+    early when the run's cancel flag is set (read every `remote.CANCEL_CHECK` seconds of a watch)."""
     _begin(context, request)
     handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
 
@@ -72,7 +74,8 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
         if request.get("first") and _cancelled(request):
             adapter.cancel(handle)
             return Status(CANCELLED, message="run cancelled while the service was starting"), None
-        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request), request.get("look"))
+        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request), request.get("look"),
+                               stopped=lambda: _cancelled(request))
         return status, _report_if_done(request, status, client, loop)
 
     status, acting = await remote.call(request["platform"], poll, telemetry.about(request))

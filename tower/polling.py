@@ -32,7 +32,7 @@ SPREAD_OF_ESTIMATE = 0.2     # a catalog's expected_duration is a guess: +-20 %
 WINDOW_SIGMAS = 2.5          # the window: median +- 2.5 spreads (~99 % of ends of a normal spread)
 FAR_MIN = 30.0               # seconds: nearer to the window than twice this, the next poll opens it
 FAR_MAX = 600.0              # seconds: at most this long between polls while the end is far
-WATCH_MAX = 60.0             # seconds one poll activity watches (a cancel waits for it to return)
+WATCH_MAX = 60.0             # seconds one poll activity watches (it reads the cancel flag meanwhile)
 LOOK_MIN = 1.0               # seconds: at most one look a second at a remote run
 MIN_WINDOW_LOOKS = 3
 

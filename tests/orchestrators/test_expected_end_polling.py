@@ -3,6 +3,8 @@ one poll opens the window in which the end is likely and watches the work across
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime
 
 from tests.orchestrators.conftest import run_plan, scheduled, sim_catalog
@@ -87,3 +89,27 @@ def test_a_failing_poll_in_the_window_is_tried_again_on_the_growing_interval_not
     # in the window one after the other would have failed the service at about 0.5 s)
     took = (parse_iso(load["finished"]) - parse_iso(load["started"])).total_seconds()
     assert took >= 1.6
+
+
+def test_a_cancel_is_seen_by_a_poll_that_watches_the_work_long_before_its_watch_ends(engine):
+    """service_run awaits the activity that lost the race to a cancel, so a watching poll must notice
+    the cancel itself (it reads the run's cancel flag every few seconds) rather than watch its minute out."""
+    catalog = sim_catalog({"load": {"duration": 300.0}})
+    plan = build_plan(catalog, "p", run_id=f"watch-cancel-{datetime.now():%H%M%S%f}")
+    plan["services"]["load"]["spec"].update(blind=True)
+    plan["services"]["load"]["expect"] = {"median": 40.0, "spread": 16.0}   # window 0-80 s: watch at once
+    plan["platforms"]["sim"]["poll"].update(first=1.0, factor=1.5, max=60.0, scale=1.0)
+    load = service_instance_id(plan["run_id"], "load")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
+    watching = time.monotonic() + 10
+    while names.POLL_SERVICE not in scheduled(engine, load):
+        assert time.monotonic() < watching, "the first poll was never scheduled"
+        time.sleep(0.05)
+    time.sleep(0.5)                                    # the poll now watches, for 60 s (WATCH_MAX)
+    cancelled = time.monotonic()
+    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+    result = engine.wait(plan["run_id"], 90)["output"]
+    seen = time.monotonic() - cancelled
+    assert result["services"]["load"]["status"] == "cancelled", result["services"]["load"]
+    assert seen < 30.0, f"the cancel waited {seen:.1f} s for the watch"   # the watch had ~59 s to go
+    assert result["services"]["load"]["remote_id"] in sim.cancelled_remote_ids()   # the work was stopped
