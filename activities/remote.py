@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 
-from tower import logcontext, telemetry
+from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
 from tower.ledger import is_cancelled, ledger_from_environment
@@ -133,11 +133,19 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
         about = {"run_id": job["run_id"], "service": job["service"], "attempt": 1}
         handle = telemetry.traced(adapter(job["platform"]), job["platform"], about).submit(
             submission(submission_of(job, 1)))
+        pushable(job["platform"], job["run_id"], job["service"], handle)
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
                  redact(str(exc)))
         return None
     return {"handle": handle.to_json(), "at": at}
+
+
+def pushable(platform: dict, run_id: str, service: str, handle: Handle) -> None:
+    """After a submit: note the remote run for push completion where the platform can push
+    (`tower.push`; a Databricks job's webhook notification names its run id)."""
+    if platform.get("type") == push.DATABRICKS:
+        push.remember(push.DATABRICKS, handle.remote_id, run_id, service)
 
 
 def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:

@@ -44,6 +44,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
         if _cancelled(request):
             return None, Status(CANCELLED, message="run cancelled before it was submitted"), None
         handle = adapter.submit(remote.submission(request["submission"]))
+        remote.pushable(request["platform"], request["submission"]["run_id"], request["submission"]["service"], handle)
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request),
                                stopped=lambda: _cancelled(request))
         return handle, status, _report_if_done(request, status, client, loop, remote_id=handle.remote_id,

@@ -141,21 +141,26 @@ class _ServiceRun:
                        "attempt_started": None, "finished": None, "remote_id": None, "url": None,
                        "error": None, "output": None}
         self.reported = False  # submit or poll already told the ledger the service succeeded
+        self.pushed = context.wait_for_external_event(names.REMOTE_ENDED_EVENT)  # see wait_or_push
         self.previous = None  # the attempt that failed before this one: its submit reports it (telemetry)
 
     def now(self) -> datetime:
         return self.context.current_utc_datetime
 
-    def race(self, work):
-        """Wait for `work` unless cancel or the deadline comes first (then raise _Stop).
+    def race(self, work, wake=None):
+        """Wait for `work` unless cancel or the deadline comes first (then raise _Stop), or `wake`
+        (a push that the remote work ended: then a timer `work` is cancelled and `wake` returned).
 
         A timer that lost is cancelled; an activity that lost is still awaited, because its
         outcome (a handle) may be needed to cancel the remote work.
         """
         guards = [self.cancel_event] + ([self.deadline] if self.deadline else [])
-        winner = yield self.context.task_any([work, *guards])
+        winner = yield self.context.task_any([work, *([wake] if wake is not None else []), *guards])
         if winner is work:
             return work
+        if winner is wake:
+            work.cancel()   # a timer left pending would hold later actions (shim safety)
+            return wake
         if isinstance(work, (TimerTask, LongTimerTask)):   # over maximumShortTimerDuration: a LongTimerTask
             if not work.is_completed:
                 work.cancel()
@@ -168,6 +173,14 @@ class _ServiceRun:
 
     def wait(self, seconds: float):
         yield from self.race(self.context.create_timer(self.now() + timedelta(seconds=max(seconds, 0.0))))
+
+    def wait_or_push(self, seconds: float):
+        """Wait until the next poll is due, or until a platform pushes that the remote work ended
+        (`REMOTE_ENDED_EVENT`, tower.push): then poll at once. Each push is consumed once, so the
+        next wait listens for the next one (a repeated or stale push costs one poll)."""
+        timer = self.context.create_timer(self.now() + timedelta(seconds=max(seconds, 0.0)))
+        if (yield from self.race(timer, self.pushed)) is self.pushed:
+            self.pushed = self.context.wait_for_external_event(names.REMOTE_ENDED_EVENT)
 
     def request(self, **fields) -> dict:
         return {"platform": self.platform, **fields}
@@ -236,7 +249,7 @@ class _ServiceRun:
                 elif status.get("observed_at"):  # the platform's hint counts from when it was asked
                     delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
                 if delay > 0:
-                    yield from self.wait(delay)
+                    yield from self.wait_or_push(delay)
                 first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
                 if watch is not None and watch.watch > 0:
                     first.update(watch_until=self.watch_until(watch.watch), look=watch.look)

@@ -129,6 +129,15 @@ MALFORMED = {
         ("/api/runs/run~nothing@20260101T000000Z/cancel", None, 404),
         ("/api/runs/bad%20id/cancel", None, 404),
     ],
+    ("POST", "/notify/databricks"): [
+        ("/api/notify/databricks", b"{nope", 400),
+        ("/api/notify/databricks", b"[1]", 400),
+        ("/api/notify/databricks", b'{"run": {}}', 400),
+        ("/api/notify/databricks", b'{"run": {"run_id": "x; drop"}}', 400),
+        ("/api/notify/databricks", b'{"run": {"run_id": true}}', 400),
+        ("/api/notify/databricks", b'{"event_type": 3, "run": {"run_id": 7}}', 400),
+        ("/api/notify/databricks", b'{"event_type": "jobs.on_success", "run": {"run_id": 987654}}', 404),
+    ],
     ("GET", "/events/rejected"): [
         ("/api/events/rejected?limit=abc", None, 400),
         ("/api/events/rejected?limit=-3", None, 400),

@@ -16,7 +16,9 @@ RUN_RESULT = "run_result"
 
 # Triggers
 PURGE = "purge"
+NOTIFY_DATABRICKS = "api_notify_databricks"
 
 # External events
 CANCEL_EVENT = "cancel"
 RUN_FINISHED_EVENT = "run_finished"
+REMOTE_ENDED_EVENT = "remote_ended"  # a platform said a service's remote run ended: poll now (tower.push)

@@ -161,6 +161,15 @@ PATHS: dict[str, dict[str, Any]] = {
                           "401": UNAUTHORIZED},
         },
     },
+    "/notify/databricks": {
+        "post": {
+            "operationId": "notifyDatabricks",
+            "summary": "A Databricks job's webhook notification: the service run of that remote run polls at once",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DatabricksNotification")}}},
+            "responses": {"202": _json(_ref("Woken"), "the service run was woken (or had ended)"), "400": BAD_REQUEST,
+                          "401": UNAUTHORIZED, "404": _error("the payload names no run Tower submitted")},
+        },
+    },
     "/events/rejected": {
         "get": {
             "operationId": "listRejectedEvents",
@@ -245,6 +254,13 @@ SCHEMAS: dict[str, Any] = {
         "services": {"type": "array", "items": {"type": "string"}}, "status_url": {"type": "string"}}},
     "Cancelling": {"type": "object", "properties": {
         "run_id": {"type": "string"}, "cancelling": {"type": "boolean"}, "status_url": {"type": "string"}}},
+    "DatabricksNotification": {"type": "object", "required": ["run"], "properties": {
+        "event_type": {"type": "string", "description": "jobs.on_success or jobs.on_failure wake; others are noted"},
+        "run": {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": ["integer", "string"]}}},
+        "job": {"type": "object", "properties": {"job_id": {"type": ["integer", "string"]}}}}},
+    "Woken": {"type": "object", "properties": {
+        "run_id": {"type": "string"}, "service": {"type": "string"}, "woken": {"type": "boolean"},
+        "why": {"type": "string"}}},
     "Event": {"type": "object", "required": ["type"], "properties": {
         "type": {"type": "string", "description": "the event type, e.g. files.landed"},
         "data": {"description": "any JSON"},

@@ -2,13 +2,16 @@
 
 Each job has a script: the run states that successive ``runs/get`` calls walk through (the last one
 sticks). ``run-now`` honours ``idempotency_token`` like Databricks (same token → same run);
-``runs/cancel`` ends the run CANCELED; ``fail_next`` injects throttling / outage replies.
+``runs/cancel`` ends the run CANCELED; ``fail_next`` injects throttling / outage replies; ``end``
+ends a run and calls the ``webhook`` (a job's notification destination).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -56,6 +59,28 @@ class JobsApi:
     faults: list[tuple[str, int, str | None]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    notifications: dict[int, dict] = field(default_factory=dict)  # job id -> its webhook_notifications
+    webhook: str | None = None  # the notification destination's URL, called on each end() (as Databricks does)
+    notified: list[tuple[int, int]] = field(default_factory=list)  # (run id, HTTP status of the webhook's reply)
+
+    def end(self, run_id: int, result: str = "SUCCESS") -> None:
+        """End a run now (TERMINATED with `result`) and send the job's webhook notification, as a
+        Databricks notification destination of type webhook does: a POST of {event_type, workspace_id,
+        run: {run_id}, job: {job_id}}."""
+        with self.lock:
+            run = self.runs[run_id]
+            run.script, run.polls = [("TERMINATED", result, "")], 0
+        if self.webhook:
+            event = "jobs.on_success" if result == "SUCCESS" else "jobs.on_failure"
+            body = json.dumps({"event_type": event, "workspace_id": "1234567890", "run": {"run_id": run_id},
+                               "job": {"job_id": run.job_id, "name": f"job {run.job_id}"}}).encode()
+            request = urllib.request.Request(self.webhook, data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    self.notified.append((run_id, reply.status))
+            except urllib.error.HTTPError as exc:
+                self.notified.append((run_id, exc.code))
 
     def fail_next(self, path: str, statuses: list[int], retry_after: str | None = "0") -> None:
         """The next requests to `path` (e.g. 'runs/get') answer these statuses, one each, in order."""
@@ -111,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", f"{API}/run-now"): self._run_now,
             ("GET", f"{API}/runs/get"): self._get_run,
             ("POST", f"{API}/runs/cancel"): self._cancel_run,
+            ("GET", f"{API}/get"): self._get_job,
         }.get((method, url.path))
         if route is None:
             return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {url.path}'")
@@ -130,6 +156,15 @@ class _Handler(BaseHTTPRequestHandler):
             if token:
                 api.tokens[token] = run_id
         self._reply(200, {"run_id": run_id, "number_in_job": run_id})
+
+    def _get_job(self, body: dict, query: dict) -> None:
+        job_id = (query.get("job_id") or [""])[0]
+        with self.server.api.lock:
+            if not job_id.isdigit() or int(job_id) not in self.server.api.jobs:
+                return self._error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
+            settings = {"name": f"job {job_id}",
+                        "webhook_notifications": self.server.api.notifications.get(int(job_id), {})}
+        self._reply(200, {"job_id": int(job_id), "settings": settings})
 
     def _find(self, run_id) -> Run | None:
         run = self.server.api.runs.get(int(run_id)) if str(run_id).isdigit() else None

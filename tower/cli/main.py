@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "tower.cli.run_cmds",  # run, runs, status, cancel, repair, resume, purge
     "tower.cli.logs_cmds",  # logs
     "tower.cli.serve_cmds",  # serve, events
+    "tower.cli.databricks_cmds",  # databricks check-webhooks
 )
 
 EPILOG = """\

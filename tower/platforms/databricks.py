@@ -147,6 +147,15 @@ class DatabricksAdapter:
         log.info("service %s: Databricks job %s run %s", submission.service, job_id, run_id)
         return Handle(remote_id=str(run_id), data={"job_id": job_id})
 
+    def webhooks(self, job_id: int) -> dict[str, set[str]]:
+        """The notification destinations a job calls on success and on failure (jobs.get):
+        {"on_success": {id...}, "on_failure": {id...}}; push completion needs Tower's in both."""
+        with _translated(f"get of job {job_id}"):
+            job = self._workspace().jobs.get(job_id)
+        hooks = job.settings.webhook_notifications if job.settings else None
+        return {event: {hook.id for hook in (getattr(hooks, event, None) or []) if hook.id}
+                for event in ("on_success", "on_failure")}
+
     def poll(self, handle: Handle) -> Status:
         with _translated(f"get_run of run {handle.remote_id}"):
             run = self._workspace().jobs.get_run(int(handle.remote_id))

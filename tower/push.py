@@ -1,0 +1,112 @@
+"""Push completion: which service run a platform's notification is about.
+
+A platform that can call Tower when its work ends (a Databricks job's webhook notification, an
+HTTP service's callback) names only its own run. The submit writes, keyed by that name, the service
+run to wake (`remember`); the notification route reads it (`find`) and raises `REMOTE_ENDED_EVENT`
+on that `service_run`, which then polls at once instead of at its next timer. A notification is
+never trusted: it only makes the service run look, and the platform says what happened. A
+notification that names nothing Tower submitted is refused. Polling stays the safety net: a lost
+notification costs latency, nothing else (docs/architecture.md, "Push completion").
+
+Where the keys live: a table of their own in the runs index's store (SQLite `push.db` under
+$TOWER_HOME locally; in Azure the runs table, TOWER_RUNS_TABLE_URL, partition `~push`), so no new
+setting or resource. Registers no functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from tower.stores import Table, location, sqlite_connection
+
+log = logging.getLogger("tower.push")
+
+DATABRICKS = "databricks"
+HTTP = "http"
+PARTITION = "~push"   # in the runs table: no run id starts with "~" (tower.plan.is_safe_instance_id)
+
+
+def key(kind: str, remote_id: str) -> str:
+    return f"{kind}:{remote_id}"
+
+
+def new_token() -> str:
+    """An unguessable name for an HTTP service's callback URL (`Tower-Callback`)."""
+    return secrets.token_urlsafe(18)
+
+
+class SqlitePushIndex:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS push (key TEXT PRIMARY KEY, target TEXT NOT NULL)")
+
+    def _db(self):
+        return sqlite_connection(self._local, self.path)
+
+    def put(self, key: str, target: dict) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO push VALUES (?, ?)", (key, json.dumps(target)))
+
+    def get(self, key: str) -> dict | None:
+        row = self._db().execute("SELECT target FROM push WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+class TablePushIndex:
+    def __init__(self, table_url: str, credential: Any = None):
+        self._table = Table(table_url, credential)
+
+    def put(self, key: str, target: dict) -> None:
+        from azure.data.tables import UpdateMode
+
+        from tower.ledger_table import partition_key
+
+        self._table.ready().upsert_entity({"PartitionKey": PARTITION, "RowKey": partition_key(key), **target},
+                                          mode=UpdateMode.REPLACE)
+
+    def get(self, key: str) -> dict | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        from tower.ledger_table import partition_key
+
+        try:
+            entity = self._table.ready().get_entity(PARTITION, partition_key(key))
+        except ResourceNotFoundError:
+            return None
+        return {name: entity.get(name) for name in ("instance_id", "run_id", "service")}
+
+
+def index_from_environment(home: str | Path | None = None):
+    return _index(*location("TOWER_RUNS_TABLE_URL", "push.db", home))
+
+
+@functools.lru_cache(maxsize=16)
+def _index(kind: str, where: str):
+    return TablePushIndex(where) if kind == "table" else SqlitePushIndex(where)
+
+
+def remember(kind: str, remote_id: str, run_id: str, service: str) -> None:
+    """Note that `remote_id` (a Databricks run id, an HTTP callback token) is `service` of `run_id`.
+    Best effort: a key that could not be written costs only latency (the service run polls)."""
+    from tower.plan import service_instance_id
+
+    target = {"instance_id": service_instance_id(run_id, service), "run_id": run_id, "service": service}
+    try:
+        index_from_environment().put(key(kind, str(remote_id)), target)
+    except Exception as exc:
+        log.warning("%s/%s: could not note %s run %s for push completion, polling only: %s",
+                    run_id, service, kind, remote_id, exc)
+
+
+def find(kind: str, remote_id: str) -> dict | None:
+    """{instance_id, run_id, service} of the service run that submitted `remote_id`, or None."""
+    return index_from_environment().get(key(kind, str(remote_id)))

@@ -1,0 +1,79 @@
+"""Push completion (tower.push): a platform tells Tower that remote work ended.
+
+    POST /api/notify/databricks      a Databricks job's webhook notification (a notification
+                                     destination of type webhook, on the job's success and failure)
+                                     -> 202 when the service run was woken, 404 when the payload
+                                     names no run Tower submitted
+
+The service run named is woken to poll at once; the notification is not trusted for anything else
+(the poll asks the platform). Function-key auth, as every route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from tower import durable_errors, names, push
+from tower.errors import InstanceGone, InstanceNotFound
+
+bp = df.Blueprint()
+log = logging.getLogger("tower.triggers")
+AUTH = func.AuthLevel.FUNCTION
+ENDS = ("jobs.on_success", "jobs.on_failure")  # a start or a duration warning ends nothing
+
+
+def _json(body: dict, status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def databricks_run_id(body) -> tuple[str | None, str | None]:
+    """(run id, event type) of a Databricks webhook payload ({"event_type", "run": {"run_id"},
+    "job": {"job_id"}, ...}); (None, why) when it is not one."""
+    if not isinstance(body, dict):
+        return None, "the body is not a JSON object"
+    run = body.get("run")
+    run_id = run.get("run_id") if isinstance(run, dict) else body.get("run_id")
+    if isinstance(run_id, bool) or not isinstance(run_id, (int, str)) or not str(run_id).isdigit():
+        return None, "it names no run (expected run.run_id, a number)"
+    event = body.get("event_type")
+    if event is not None and not isinstance(event, str):
+        return None, "event_type is not a string"
+    return str(run_id), event
+
+
+@bp.function_name(names.NOTIFY_DATABRICKS)
+@bp.route(route="notify/databricks", methods=["POST"], auth_level=AUTH)
+@bp.durable_client_input(client_name="client")
+async def notify_databricks(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        body = json.loads(req.get_body() or b"null")
+    except ValueError as exc:
+        return _json({"error": f"POST /api/notify/databricks: the body is not JSON ({exc})"}, 400)
+    run_id, event = databricks_run_id(body)
+    if run_id is None:
+        return _json({"error": f"POST /api/notify/databricks: not a Databricks job notification: {event}"}, 400)
+    if event is not None and event not in ENDS:
+        return _json({"run_id": run_id, "woken": False, "why": f"{event} ends no run"}, 202)
+    return await wake(client, push.DATABRICKS, run_id, f"Databricks run {run_id}")
+
+
+async def wake(client, kind: str, remote_id: str, what: str) -> func.HttpResponse:
+    """Raise REMOTE_ENDED_EVENT on the service run that submitted `remote_id`; 404 (logged) if none did."""
+    target = await asyncio.to_thread(push.find, kind, remote_id)
+    if target is None:
+        log.warning("push completion: refused a notification about %s: Tower submitted no such run", what)
+        return _json({"error": f"{what} is not a run Tower submitted"}, 404)
+    try:
+        await client.raise_event(target["instance_id"], names.REMOTE_ENDED_EVENT, {"kind": kind, "remote_id": remote_id})
+    except Exception as exc:   # the service run has ended (or was purged): nothing to wake
+        if not isinstance(durable_errors.translate(exc), (InstanceGone, InstanceNotFound)):
+            raise
+        return _json({"run_id": target["run_id"], "service": target["service"], "woken": False,
+                      "why": "the service run has ended"}, 202)
+    log.info("%s/%s: %s ended (pushed), polling now", target["run_id"], target["service"], what)
+    return _json({"run_id": target["run_id"], "service": target["service"], "woken": True}, 202)
