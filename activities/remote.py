@@ -132,13 +132,20 @@ def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
             return None
         about = {"run_id": job["run_id"], "service": job["service"], "attempt": 1}
         handle = telemetry.traced(adapter(job["platform"]), job["platform"], about).submit(
-            submission(submission_of(job, 1)))
+            submission(with_callback(job["platform"], submission_of(job, 1))))
         pushable(job["platform"], job["run_id"], job["service"], handle)
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
                  redact(str(exc)))
         return None
     return {"handle": handle.to_json(), "at": at}
+
+
+def with_callback(platform: dict, submission_json: dict) -> dict:
+    """A submission to an HTTP service with a callback URL the service may call when done (tower.push)."""
+    if platform.get("type") != push.HTTP or submission_json.get("callback"):
+        return submission_json
+    return {**submission_json, "callback": push.callback_for(submission_json["run_id"], submission_json["service"])}
 
 
 def pushable(platform: dict, run_id: str, service: str, handle: Handle) -> None:

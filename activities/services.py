@@ -43,7 +43,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
     def submit(adapter):
         if _cancelled(request):
             return None, Status(CANCELLED, message="run cancelled before it was submitted"), None
-        handle = adapter.submit(remote.submission(request["submission"]))
+        handle = adapter.submit(remote.submission(remote.with_callback(request["platform"], request["submission"])))
         remote.pushable(request["platform"], request["submission"]["run_id"], request["submission"]["service"], handle)
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request),
                                stopped=lambda: _cancelled(request))

@@ -138,6 +138,11 @@ MALFORMED = {
         ("/api/notify/databricks", b'{"event_type": 3, "run": {"run_id": 7}}', 400),
         ("/api/notify/databricks", b'{"event_type": "jobs.on_success", "run": {"run_id": 987654}}', 404),
     ],
+    ("POST", "/notify/http/{}"): [
+        ("/api/notify/http/short", None, 404),
+        ("/api/notify/http/%2E%2E%2Fruns", None, 404),
+        ("/api/notify/http/AAAAAAAAAAAAAAAAAAAAAAAA", None, 404),   # well formed, never given
+    ],
     ("GET", "/events/rejected"): [
         ("/api/events/rejected?limit=abc", None, 400),
         ("/api/events/rejected?limit=-3", None, 400),

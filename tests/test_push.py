@@ -23,11 +23,15 @@ TOKEN = "dapi-push-test-token"
 CATALOG = """
 platforms:
   dbx: {type: databricks, host: "${TEST_PUSH_DBX_HOST}", token: "${TEST_PUSH_DBX_TOKEN}"}
+  api: {type: http, base_url: "${TEST_PUSH_API_URL:-http://127.0.0.1:9}"}
 services:
   ingest: {platform: dbx, job_id: 41, expected_duration: 20m}
   report: {platform: dbx, job_id: 42, expected_duration: 20m, depends_on: [ingest]}
+  publish: {platform: dbx, job_id: 42, expected_duration: 20m, depends_on: [build]}
+  build: {platform: api, path: /jobs, body: {polls: 100000}, expected_duration: 20m}
 pipelines:
   nightly: {services: [ingest, report]}
+  api: {services: [build, publish]}
 """
 
 
@@ -59,6 +63,7 @@ def host(tmp_path, monkeypatch, databricks):
         monkeypatch.delenv(name, raising=False)
     local = Host(load_app(REPO / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
     databricks.webhook = f"{local.base_url}/api/notify/databricks"
+    monkeypatch.setenv("TOWER_CALLBACK_URL", f"{local.base_url}/api")   # as `tower serve` sets it
     yield local
     local.stop()
 
@@ -131,7 +136,33 @@ def test_check_webhooks_lists_the_jobs_that_do_not_notify_tower(tmp_path, monkey
     out = json.loads(capsys.readouterr().out)
     assert code == 1
     assert out["checked"] == 2 and out["missing"] == [
-        {"service": "report", "platform": "dbx", "job_id": 42, "missing": ["on_failure"]}]
+        {"job_id": 42, "platform": "dbx", "services": ["publish", "report"], "missing": ["on_failure"]}]
     databricks.notifications[42]["on_failure"].append({"id": destination})
     assert main(["--catalog", str(catalog), "databricks", "check-webhooks", "--destination", destination]) == 0
     assert "2 Databricks jobs checked, 0 missing" in capsys.readouterr().out
+
+
+@pytest.fixture
+def service(monkeypatch):
+    from tests.platforms.async_http_service import AsyncHttpService
+
+    running = AsyncHttpService().start()
+    running.state.retry_after = "600"       # "look again in 10 minutes"
+    monkeypatch.setenv("TEST_PUSH_API_URL", running.url)
+    yield running
+    running.stop()
+
+
+def test_an_http_service_calling_back_makes_the_service_run_see_the_end_at_once(service, host, databricks):
+    status, started = _call(host, "POST", "/api/runs/api", {})
+    assert status == 202, started
+    job = _wait_for(lambda: next(iter(service.state.jobs), None), 20, "build was not submitted")
+    callback = service.state.jobs[job].callback
+    assert callback.startswith(f"{host.base_url}/api/notify/http/")
+    time.sleep(1.0)              # its service run now waits on a timer: Retry-After 600 s
+    ended = time.monotonic()
+    service.finish(job)
+    assert service.state.called_back == [(job, 202)]
+    _wait_for(lambda: _run_of_job(databricks, 42), 30, "publish was not submitted after the callback")
+    assert time.monotonic() - ended < 20.0   # long before the next poll (10 minutes on)
+    assert _call(host, "POST", callback.removeprefix(host.base_url).replace("/http/", "/http/x"))[0] == 404

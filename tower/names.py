@@ -17,6 +17,7 @@ RUN_RESULT = "run_result"
 # Triggers
 PURGE = "purge"
 NOTIFY_DATABRICKS = "api_notify_databricks"
+NOTIFY_HTTP = "api_notify_http"
 
 # External events
 CANCEL_EVENT = "cancel"

@@ -170,6 +170,16 @@ PATHS: dict[str, dict[str, Any]] = {
                           "401": UNAUTHORIZED, "404": _error("the payload names no run Tower submitted")},
         },
     },
+    "/notify/http/{token}": {
+        "post": {
+            "operationId": "notifyHttp",
+            "summary": "An HTTP service's callback (its submit's Tower-Callback URL): that service run polls at once",
+            "security": [],
+            "parameters": [_param("token", "path", "the token of the callback URL (its credential)")],
+            "responses": {"202": _json(_ref("Woken"), "the service run was woken (or had ended)"),
+                          "404": _error("no such callback")},
+        },
+    },
     "/events/rejected": {
         "get": {
             "operationId": "listRejectedEvents",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import secrets
 import threading
 from pathlib import Path
@@ -94,7 +95,29 @@ def _index(kind: str, where: str):
     return TablePushIndex(where) if kind == "table" else SqlitePushIndex(where)
 
 
-def remember(kind: str, remote_id: str, run_id: str, service: str) -> None:
+def callback_base(env=None) -> str | None:
+    """The app's API base URL, for callback URLs: TOWER_CALLBACK_URL, else the one Azure gives the
+    app (WEBSITE_HOSTNAME, set on every Functions plan); `tower serve` sets TOWER_CALLBACK_URL to
+    where it listens. None: no callbacks (polling only)."""
+    env = os.environ if env is None else env
+    if env.get("TOWER_CALLBACK_URL"):
+        return env["TOWER_CALLBACK_URL"].rstrip("/")
+    if env.get("WEBSITE_HOSTNAME"):
+        return f"https://{env['WEBSITE_HOSTNAME']}/api"
+    return None
+
+
+def callback_for(run_id: str, service: str) -> str | None:
+    """A callback URL for one submit to an HTTP service, its token noted first (a callback may come
+    as soon as the work ends); None when the app has no public URL or the note failed."""
+    base = callback_base()
+    if base is None:
+        return None
+    token = new_token()
+    return f"{base}/notify/http/{token}" if remember(HTTP, token, run_id, service) else None
+
+
+def remember(kind: str, remote_id: str, run_id: str, service: str) -> bool:
     """Note that `remote_id` (a Databricks run id, an HTTP callback token) is `service` of `run_id`.
     Best effort: a key that could not be written costs only latency (the service run polls)."""
     from tower.plan import service_instance_id
@@ -103,8 +126,10 @@ def remember(kind: str, remote_id: str, run_id: str, service: str) -> None:
     try:
         index_from_environment().put(key(kind, str(remote_id)), target)
     except Exception as exc:
-        log.warning("%s/%s: could not note %s run %s for push completion, polling only: %s",
-                    run_id, service, kind, remote_id, exc)
+        log.warning("%s/%s: could not note a %s run for push completion, polling only: %s",
+                    run_id, service, kind, exc)
+        return False
+    return True
 
 
 def find(kind: str, remote_id: str) -> dict | None:

@@ -4,9 +4,15 @@
                                      destination of type webhook, on the job's success and failure)
                                      -> 202 when the service run was woken, 404 when the payload
                                      names no run Tower submitted
+    POST /api/notify/http/{token}    an HTTP service's callback (the `Tower-Callback` URL of its
+                                     submit) -> 202 when woken, 404 for a token Tower never gave
+
+The callback route is anonymous: its token (144 random bits, one per submit) is the credential, as
+a SAS URL's signature is. A function key in a URL handed to every HTTP service would let each of
+them start and cancel runs; the token lets its holder only make one service run poll once more.
 
 The service run named is woken to poll at once; the notification is not trusted for anything else
-(the poll asks the platform). Function-key auth, as every route.
+(the poll asks the platform).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -24,6 +31,7 @@ from tower.errors import InstanceGone, InstanceNotFound
 bp = df.Blueprint()
 log = logging.getLogger("tower.triggers")
 AUTH = func.AuthLevel.FUNCTION
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # tower.push.new_token's alphabet
 ENDS = ("jobs.on_success", "jobs.on_failure")  # a start or a duration warning ends nothing
 
 
@@ -60,6 +68,16 @@ async def notify_databricks(req: func.HttpRequest, client: df.DurableOrchestrati
     if event is not None and event not in ENDS:
         return _json({"run_id": run_id, "woken": False, "why": f"{event} ends no run"}, 202)
     return await wake(client, push.DATABRICKS, run_id, f"Databricks run {run_id}")
+
+
+@bp.function_name(names.NOTIFY_HTTP)
+@bp.route(route="notify/http/{token}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def notify_http(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    token = req.route_params.get("token", "")
+    if not TOKEN.fullmatch(token):
+        return _json({"error": "no such callback"}, 404)
+    return await wake(client, push.HTTP, token, "an HTTP callback")
 
 
 async def wake(client, kind: str, remote_id: str, what: str) -> func.HttpResponse:

@@ -5,6 +5,7 @@
     GET  /jobs/<id>       → 202 {"state": {"phase": "running"}} for N polls, then
                           200 {"state": {"phase": "done"|"failed"|"cancelled"}, "error"?: ...}
     POST /jobs/<id>/cancel, POST /sync (→ 200 at once), and `faults` to inject 429/5xx replies.
+    A submit's ``Tower-Callback`` URL is kept; ``finish(job id)`` ends the job and calls it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,6 +27,7 @@ class Job:
     polls_left: int
     params: dict
     cancelled: bool = False
+    callback: str | None = None  # the submit's Tower-Callback URL
 
 
 @dataclass
@@ -33,6 +37,8 @@ class ServiceState:
     faults: list[tuple[str, int, str | None]] = field(default_factory=list)  # (path, status, Retry-After)
     seen: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, headers)
     required_header: tuple[str, str] | None = None
+    retry_after: str = "2"   # the Retry-After of a running job's status
+    called_back: list[tuple[str, int]] = field(default_factory=list)  # (job id, HTTP status of the callback's reply)
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
 
@@ -59,7 +65,7 @@ def _app(state: ServiceState) -> web.Application:
         else:
             job_id = f"job-{next(state.ids)}"
             state.jobs[job_id] = Job(job_id, body.get("outcome", "succeed"), int(body.get("polls", 1)),
-                                     body.get("params", {}))
+                                     body.get("params", {}), callback=request.headers.get("Tower-Callback"))
             if key:
                 state.by_key[key] = job_id
         return web.json_response({"id": job_id}, status=202, headers={"Location": f"/jobs/{job_id}"})
@@ -73,7 +79,7 @@ def _app(state: ServiceState) -> web.Application:
         if job.polls_left > 0:
             job.polls_left -= 1
             return web.json_response({"id": job.id, "state": {"phase": "running"}}, status=202,
-                                     headers={"Retry-After": "2"})
+                                     headers={"Retry-After": state.retry_after})
         if job.outcome == "fail":
             return web.json_response({"id": job.id, "state": {"phase": "failed"}, "error": "disk full on node 3"})
         return web.json_response({"id": job.id, "state": {"phase": "done"}, "rows": 42})
@@ -116,6 +122,19 @@ class AsyncHttpService:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+
+    def finish(self, job_id: str) -> None:
+        """End a job now (its next status is final) and call its submit's Tower-Callback, if any."""
+        job = self.state.jobs[job_id]
+        job.polls_left = 0
+        if job.callback:
+            request = urllib.request.Request(job.callback, data=b"{}", method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    self.state.called_back.append((job_id, reply.status))
+            except urllib.error.HTTPError as exc:
+                self.state.called_back.append((job_id, exc.code))
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)

@@ -34,19 +34,21 @@ def check_webhooks(args) -> int:
         if platform.type != "databricks":
             continue
         adapter = adapter_for("databricks", resolve(platform.settings, where=f"platform {name!r}"))
-        jobs = sorted({(int(s.spec["job_id"]), s.name) for s in catalog.services.values()
-                       if s.platform == name and str(s.spec.get("job_id", "")).isdigit()})
-        for job_id, service in jobs:
+        jobs: dict[int, list[str]] = {}
+        for service in sorted(catalog.services.values(), key=lambda s: s.name):
+            if service.platform == name and str(service.spec.get("job_id", "")).isdigit():
+                jobs.setdefault(int(service.spec["job_id"]), []).append(service.name)
+        for job_id, services in sorted(jobs.items()):
             checked += 1
             hooks = adapter.webhooks(job_id)
             lacking = [event for event in EVENTS if args.destination not in hooks[event]]
             if lacking:
-                missing.append({"service": service, "platform": name, "job_id": job_id, "missing": lacking})
+                missing.append({"job_id": job_id, "platform": name, "services": services, "missing": lacking})
     if args.json:
         print_json({"ok": not missing, "checked": checked, "missing": missing})
     else:
         for job in missing:
-            print(f"{job['service']}: job {job['job_id']} on {job['platform']} does not notify the destination "
+            print(f"job {job['job_id']} on {job['platform']} ({', '.join(job['services'])}) does not notify the destination "
                   f"{' or '.join(job['missing'])}")
         print(f"{plural(checked, 'Databricks job')} checked, {len(missing)} missing the destination")
     return 1 if missing else 0

@@ -510,6 +510,8 @@ def serve(app_path: str | Path = ".", *, home: str | Path, host: str = DEFAULT_H
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         local.start()  # a taken port is an EngineError that says so
+        # Azure gives the app its public host name (WEBSITE_HOSTNAME); here it is where this host listens
+        os.environ.setdefault("TOWER_CALLBACK_URL", f"{local.base_url}/{ROUTE_PREFIX}")
         _stderr(f"tower serve: listening on {local.base_url} (state in {Path(home).resolve()}); Ctrl-C to stop")
         while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
             pass

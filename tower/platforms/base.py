@@ -33,6 +33,7 @@ class Submission:
     attempt: int
     spec: dict[str, Any]  # the service's platform fields (job_id, sql, run, path, duration, ...)
     params: dict[str, Any] = field(default_factory=dict)  # pipeline params < service params < run params
+    callback: str | None = None  # a URL the service may call when the work ends (tower.push; HTTP services)
 
     @property
     def idempotency_key(self) -> str:

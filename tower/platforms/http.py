@@ -5,6 +5,9 @@
     poll:   GET status URL → 202 (running) | 200 + a JSON status value | 303 (done, result elsewhere)
     cancel: cancel_method (status URL + cancel_path), when the service says how
 
+A submit carries ``Tower-Callback: <url>`` when the app knows its public URL (tower.push): a service
+may POST to it (any body) when the job ends, and Tower polls at once instead of at its next poll.
+
 Platform settings: ``base_url``; optional ``headers`` (sent on every request; secret values via
 ``${VAR}``), ``auth: {audience, client_id?}`` (a bearer token from the app's Azure identity),
 ``timeout`` (s per request, default 30), ``max_retries`` (default 4) and ``max_retry_wait`` (s spent
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SUCCESS = ("succeeded", "success", "completed", "complete", "done")
 DEFAULT_FAILURE = ("failed", "failure", "error", "faulted")
 DEFAULT_CANCELLED = ("cancelled", "canceled", "terminated")
+CALLBACK_HEADER = "Tower-Callback"  # a URL the service may POST to when the job ends: Tower polls at once
 STATUS_URL_HEADERS = ("Location", "Operation-Location", "Azure-AsyncOperation")
 MESSAGE_FIELDS = ("error", "message", "detail", "reason")
 RETRY_STATUSES = {408, 425, 429}  # and every 5xx
@@ -115,7 +119,8 @@ class HttpAdapter:
             body = {"params": submission.params, **own}
         response = self._call(method, url, json_body=body, action=f"submit of service {submission.service!r}",
                               extra_headers={**{str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-                                             "Idempotency-Key": submission.idempotency_key})
+                                             "Idempotency-Key": submission.idempotency_key,
+                                             **({CALLBACK_HEADER: submission.callback} if submission.callback else {})})
         document = _json(response)
         status_url = _status_url(response, document, url)
         status = self._status_from(response, document, spec)
