@@ -26,10 +26,13 @@ LOCAL_ONLY = {
 LEFT_UNSET = {
     # an operator's choice of OpenTelemetry sampler; unset, telemetry keeps every run whole
     "OTEL_TRACES_SAMPLER",
+    # HTTP services' callback base (tower.push); unset, it is https://$WEBSITE_HOSTNAME/api
+    "TOWER_CALLBACK_URL",
 }
 SET_BY_PLATFORM = {
     "WEBSITE_INSTANCE_ID",  # App Service sets it on every instance (not on Flex: see docs/deploy.md)
     "WEBSITE_SITE_NAME",  # the app's name, set by App Service and Flex
+    "WEBSITE_HOSTNAME",  # the app's default host name, set by App Service and Flex
     "CONTAINER_NAME",  # set on Linux Consumption and Flex
     "WEBSITE_SKU",  # the plan's SKU, set by the platform
     "LEGION_SERVICE_HOST",  # set in Flex Consumption's containers
