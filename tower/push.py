@@ -97,8 +97,9 @@ def _index(kind: str, where: str):
 
 def callback_base(env=None) -> str | None:
     """The app's API base URL, for callback URLs: TOWER_CALLBACK_URL, else the one Azure gives the
-    app (WEBSITE_HOSTNAME, set on every Functions plan); `tower serve` sets TOWER_CALLBACK_URL to
-    where it listens. None: no callbacks (polling only)."""
+    app (WEBSITE_HOSTNAME, the app's default host name: EnvironmentSettingNames in
+    Azure/azure-functions-host); `tower serve` sets TOWER_CALLBACK_URL to where it listens. None: no
+    callbacks (polling only)."""
     env = os.environ if env is None else env
     if env.get("TOWER_CALLBACK_URL"):
         return env["TOWER_CALLBACK_URL"].rstrip("/")
