@@ -7,11 +7,12 @@ import json
 import time
 from datetime import datetime
 
-from tests.orchestrators.conftest import run_plan, scheduled, sim_catalog
+from tests.orchestrators.conftest import result_of, run_plan, scheduled, sim_catalog
 from tower import names
 from tower.plan import build_plan, service_instance_id
 from tower.platforms import sim
 from tower.platforms.base import Submission
+from tower.runner import store_run
 from tower.timestamps import parse_iso
 
 SCALE = 0.01    # 300 s of work in 3 s
@@ -100,15 +101,15 @@ def test_a_cancel_is_seen_by_a_poll_that_watches_the_work_long_before_its_watch_
     plan["services"]["load"]["expect"] = {"median": 40.0, "spread": 16.0}   # window 0-80 s: watch at once
     plan["platforms"]["sim"]["poll"].update(first=1.0, factor=1.5, max=60.0, scale=1.0)
     load = service_instance_id(plan["run_id"], "load")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(plan))
-    watching = time.monotonic() + 10
-    while names.POLL_SERVICE not in scheduled(engine, load):
-        assert time.monotonic() < watching, "the first poll was never scheduled"
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+    watching = time.monotonic() + 30
+    while scheduled(engine, load).count(names.POLL_SERVICE) < 2:   # the first look, then the watch
+        assert time.monotonic() < watching, "the watching poll was never scheduled"
         time.sleep(0.05)
     time.sleep(0.5)                                    # the poll now watches, for 60 s (WATCH_MAX)
     cancelled = time.monotonic()
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-    result = engine.wait(plan["run_id"], 90)["output"]
+    result = result_of(engine, plan["run_id"], 90)
     seen = time.monotonic() - cancelled
     assert result["services"]["load"]["status"] == "cancelled", result["services"]["load"]
     assert seen < 30.0, f"the cancel waited {seen:.1f} s for the watch"   # the watch had ~59 s to go
