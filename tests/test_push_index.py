@@ -44,3 +44,17 @@ def test_keys_in_the_runs_table_stay_out_of_its_listings(azurite_table_url):
                           status=ri.STARTING, started=iso(datetime.now(timezone.utc))))
     rows, _ = runs.list()
     assert [row.run_id for row in rows] == ["run~p@2"]
+
+
+def test_retention_forgets_the_keys_written_before_the_cutoff(stores, monkeypatch):
+    index = stores
+    target = {"instance_id": service_instance_id("run~p@1", "load"), "run_id": "run~p@1", "service": "load"}
+    cutoff = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    monkeypatch.setattr(push.time, "time", lambda: cutoff.timestamp() - 60)    # written before the cutoff
+    index.put(push.key(push.DATABRICKS, "old"), target)
+    monkeypatch.setattr(push.time, "time", lambda: cutoff.timestamp() + 60)
+    index.put(push.key(push.DATABRICKS, "new"), target)
+    assert index.delete_before(cutoff) == 1
+    assert index.get(push.key(push.DATABRICKS, "old")) is None
+    assert index.get(push.key(push.DATABRICKS, "new")) == target
+    assert index.delete_before(cutoff) == 0

@@ -21,6 +21,8 @@ import logging
 import os
 import secrets
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +50,27 @@ class SqlitePushIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS push (key TEXT PRIMARY KEY, target TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS push (key TEXT PRIMARY KEY, target TEXT NOT NULL,"
+                       " recorded REAL NOT NULL DEFAULT 0)")
+            if "recorded" not in {row[1] for row in db.execute("PRAGMA table_info(push)")}:
+                db.execute("ALTER TABLE push ADD COLUMN recorded REAL NOT NULL DEFAULT 0")
 
     def _db(self):
         return sqlite_connection(self._local, self.path)
 
     def put(self, key: str, target: dict) -> None:
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO push VALUES (?, ?)", (key, json.dumps(target)))
+            db.execute("INSERT OR REPLACE INTO push (key, target, recorded) VALUES (?, ?, ?)",
+                       (key, json.dumps(target), time.time()))
 
     def get(self, key: str) -> dict | None:
         row = self._db().execute("SELECT target FROM push WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def delete_before(self, cutoff: datetime) -> int:
+        """Forget the keys written before `cutoff` (retention: their service runs ended long ago)."""
+        with self._db() as db:
+            return db.execute("DELETE FROM push WHERE recorded < ?", (cutoff.timestamp(),)).rowcount
 
 
 class TablePushIndex:
@@ -71,8 +82,8 @@ class TablePushIndex:
 
         from tower.ledger_table import partition_key
 
-        self._table.ready().upsert_entity({"PartitionKey": PARTITION, "RowKey": partition_key(key), **target},
-                                          mode=UpdateMode.REPLACE)
+        self._table.ready().upsert_entity({"PartitionKey": PARTITION, "RowKey": partition_key(key), **target,
+                                           "recorded": time.time()}, mode=UpdateMode.REPLACE)
 
     def get(self, key: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -84,6 +95,18 @@ class TablePushIndex:
         except ResourceNotFoundError:
             return None
         return {name: entity.get(name) for name in ("instance_id", "run_id", "service")}
+
+    def delete_before(self, cutoff: datetime) -> int:
+        """Forget the keys written before `cutoff`: one query in the `~push` partition, deletes in
+        batches of 100 (one partition per transaction)."""
+        table = self._table.ready()
+        old = [entity["RowKey"] for entity in table.query_entities(
+            "PartitionKey eq @pk and recorded lt @cutoff", parameters={"pk": PARTITION, "cutoff": cutoff.timestamp()},
+            select=["RowKey"])]
+        for start in range(0, len(old), 100):
+            table.submit_transaction([("delete", {"PartitionKey": PARTITION, "RowKey": row_key})
+                                      for row_key in old[start:start + 100]])
+        return len(old)
 
 
 def index_from_environment(home: str | Path | None = None):

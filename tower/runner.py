@@ -269,6 +269,7 @@ def purge(home: Path, older_than_days: int, now: datetime | None = None) -> dict
     """`tower purge`: delete the details of runs older than this (tower.runs_index.purge)."""
     import asyncio
 
+    from tower import push
     from tower.history import history_from_environment
     from tower.ledger import ledger_from_environment
     from tower.runs_index import index_from_environment
@@ -279,7 +280,8 @@ def purge(home: Path, older_than_days: int, now: datetime | None = None) -> dict
 
     return asyncio.run(purge_stores(index_from_environment(home), ledger_from_environment(home),
                                     history_from_environment(home), LocalDurableSide(home),
-                                    now or datetime.now(timezone.utc), older_than_days, to_thread=here))
+                                    now or datetime.now(timezone.utc), older_than_days, to_thread=here,
+                                    push=push.index_from_environment(home)))
 
 
 def engine_alive(home: Path) -> bool:

@@ -558,7 +558,7 @@ class DurableSide(Protocol):
 
 
 async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: datetime, retention: int,
-                to_thread=None) -> dict[str, int]:
+                to_thread=None, push=None) -> dict[str, int]:
     """Delete what runs leave behind once they are `retention` days old; returns what it deleted.
 
     1. Runs the index still has starting or running are settled first: an orchestration that ended
@@ -570,6 +570,7 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
     3. Ledger and history rows of runs that started before the cutoff.
     4. Index rows `TOMBSTONE_EXTRA_DAYS` older still: until then a late start of a purged run's id
        (a redelivered message, a catch-up) finds its row and starts nothing.
+    5. With `push` (tower.push's keys), the keys written before the cutoff.
     """
     import asyncio
 
@@ -601,6 +602,8 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
     rows = await to_thread(index.delete_before, now - timedelta(days=retention + TOMBSTONE_EXTRA_DAYS))
     report = {"settled": settled, "instances": instances, "ledger_runs": runs, "history_rows": attempts,
               "index_rows": rows}
+    if push is not None:
+        report["push_keys"] = await to_thread(push.delete_before, cutoff)
     log.info("purge of what is older than %s (%d days): %s", iso(cutoff), retention, report)
     return report
 

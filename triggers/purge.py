@@ -45,12 +45,13 @@ class DurableClientSide:
 
 async def purge_now(client, now: datetime) -> dict[str, int]:
     """Purge what is older than the retention, in this environment's stores."""
+    from tower import push
     from tower.history import history_from_environment
     from tower.ledger import ledger_from_environment
     from tower.runs_index import index_from_environment, purge, retention_days
 
     return await purge(index_from_environment(), ledger_from_environment(), history_from_environment(),
-                       DurableClientSide(client), now, retention_days())
+                       DurableClientSide(client), now, retention_days(), push=push.index_from_environment())
 
 
 @bp.function_name(PURGE)

@@ -248,6 +248,7 @@ def test_purge_leaves_a_tombstone_that_no_start_gets_past(work, capsys):
     code, out, err = tower(capsys, "purge", "--older-than", "1s", "--json")
     report = json.loads(out)
     assert code == 0 and report["instances"] == 5 and report["ledger_runs"] == 1  # the run and its 4 services
+    assert report["push_keys"] == 0  # the push keys are purged too (a simulated run writes none)
     assert read_status(work / "home", run_id) is None
 
     code, out, _ = tower(capsys, "runs", "--json")

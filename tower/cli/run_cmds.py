@@ -302,7 +302,8 @@ def cmd_purge(args) -> int:
     else:
         err(f"purged what is older than {days:g} days: {report['instances']} engine instance(s), "
             f"{report['ledger_runs']} ledger run(s), {report['history_rows']} history row(s), "
-            f"{report['index_rows']} index row(s); {report['settled']} unfinished run(s) settled")
+            f"{report['index_rows']} index row(s), {report.get('push_keys', 0)} push key(s); "
+            f"{report['settled']} unfinished run(s) settled")
     return 0
 
 
