@@ -157,13 +157,7 @@ class Scheduler:
                 heapq.heapify(queue)
                 self.busy[platform] += len(chosen)
                 taken.extend(chosen)
-        taken.sort()
-        for _, _, name in taken:
-            record = self.records[name]
-            record.status, record.started = RUNNING, iso(now)
-            self.running_since[name] = now
-            self.changed.add(name)
-        return [name for _, _, name in taken]
+        return self._start(taken, now)
 
     def take_ready(self, now: datetime) -> list[str]:
         """Mark running, and return, the ready services that fit a free slot of their platform,
@@ -179,6 +173,10 @@ class Scheduler:
                 entry = heapq.heappop(queue)
                 self.busy[platform] += 1
                 taken.append(entry)
+        return self._start(taken, now)
+
+    def _start(self, taken: list[tuple[float, int, str]], now: datetime) -> list[str]:
+        """Mark the taken queue entries running, highest priority first; returns their names."""
         taken.sort()
         for _, _, name in taken:
             record = self.records[name]
