@@ -83,6 +83,27 @@ def other_host():
 # --- Tests that did not run: said loudly, and fatal under CI ---
 
 
+def start_app_host(tmp_path: Path, monkeypatch, catalog_text: str):
+    """The app (`function_app.py`) on the local host, with `catalog_text` as its catalog, its state
+    under tmp_path/home and every Azure store setting cleared (so the stores are local files)."""
+    import textwrap
+
+    from tower.events import EVENTS_QUEUE
+    from tower.local.host import Host, load_app
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(textwrap.dedent(catalog_text))
+    monkeypatch.setenv("TOWER_CATALOG", str(catalog))
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOWER_EVENTS_QUEUE", EVENTS_QUEUE)
+    monkeypatch.delenv("TOWER_API_KEY", raising=False)
+    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL",
+                 "TOWER_REJECTED_TABLE_URL", "ServiceBusConnection__fullyQualifiedNamespace"):
+        monkeypatch.delenv(name, raising=False)
+    root = Path(__file__).resolve().parents[1]
+    return Host(load_app(root / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     skipped = terminalreporter.stats.get("skipped", [])
     if not skipped:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_app_host
 from tower.events import EVENTS_QUEUE
 from tower.local.host import Host, load_app
 from tower.openapi import document, operations
@@ -68,16 +69,7 @@ def test_a_route_left_out_of_the_document_is_caught():
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(textwrap.dedent(CATALOG))
-    monkeypatch.setenv("TOWER_CATALOG", str(catalog))
-    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TOWER_EVENTS_QUEUE", EVENTS_QUEUE)
-    monkeypatch.delenv("TOWER_API_KEY", raising=False)
-    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL",
-                 "TOWER_REJECTED_TABLE_URL", "ServiceBusConnection__fullyQualifiedNamespace"):
-        monkeypatch.delenv(name, raising=False)
-    local = Host(load_app(REPO / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
+    local = start_app_host(tmp_path, monkeypatch, CATALOG)
     yield local
     local.stop()
 

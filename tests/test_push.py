@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_app_host
 from tests.platforms import jobs_api_server as jobs
-from tower.events import EVENTS_QUEUE
-from tower.local.host import Host, load_app
+from tower.local.host import Host
 from tower.timestamps import parse_iso
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,16 +52,7 @@ def databricks(monkeypatch):
 
 @pytest.fixture
 def host(tmp_path, monkeypatch, databricks):
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(textwrap.dedent(CATALOG))
-    monkeypatch.setenv("TOWER_CATALOG", str(catalog))
-    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TOWER_EVENTS_QUEUE", EVENTS_QUEUE)
-    monkeypatch.delenv("TOWER_API_KEY", raising=False)
-    for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL",
-                 "TOWER_REJECTED_TABLE_URL", "ServiceBusConnection__fullyQualifiedNamespace"):
-        monkeypatch.delenv(name, raising=False)
-    local = Host(load_app(REPO / "function_app.py"), tmp_path / "home", port=0, log=lambda line: None).start()
+    local = start_app_host(tmp_path, monkeypatch, CATALOG)
     databricks.webhook = f"{local.base_url}/api/notify/databricks"
     monkeypatch.setenv("TOWER_CALLBACK_URL", f"{local.base_url}/api")   # as `tower serve` sets it
     yield local
