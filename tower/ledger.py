@@ -58,6 +58,7 @@ from typing import Any, Protocol, TypeVar
 
 from tower import slots
 from tower.errors import ConfigError, EngineError, RunNotInLedger
+from tower.processes import pid_alive
 from tower.scheduler import PENDING, RUNNING, Scheduler
 from tower.stores import location, sqlite_connection
 from tower.timestamps import iso, parse_iso
@@ -301,13 +302,7 @@ def may_still_dispatch(dispatcher: str | None) -> bool:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, owned by someone else
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:

@@ -286,12 +286,13 @@ def purge(home: Path, older_than_days: int, now: datetime | None = None) -> dict
 
 def engine_alive(home: Path) -> bool:
     """Does `<home>/engine.json` name a live process?"""
+    from tower.processes import pid_alive
+
     try:
         pid = int(json.loads((home / "engine.json").read_text())["pid"])
-        os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return True
+    return pid_alive(pid)
 
 
 def request_cancel(home: Path, run_id: str) -> RunInfo:

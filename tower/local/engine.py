@@ -39,6 +39,7 @@ from tower.local import store as st
 from tower.local.latency import Latency, latency_from_env
 from tower.local.replay import ACTIVITY, TIMER, Work, replay
 from tower.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
+from tower.processes import pid_alive
 from tower.redact import redact
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
@@ -499,7 +500,7 @@ class Engine:
         first = self._next_beat == 0.0
         self._next_beat = time.monotonic() + HEARTBEAT_SECONDS
         held = self.store.beat(self.host_id, _command_line(), ORCHESTRATION_LEASE if self.orchestrations else None,
-                               LEASE_SECONDS, _alive, sweep=first)
+                               LEASE_SECONDS, pid_alive, sweep=first)
         if not (self.home / "engine.json").exists():     # the engine that wrote it stopped; this one runs
             self._announce()
         if held and not self._leader:
@@ -1051,14 +1052,6 @@ class _LeaseLost(Exception):
     """Another engine holds the orchestration lease now: this one must not commit an episode."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _command_line() -> str:

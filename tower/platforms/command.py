@@ -46,6 +46,7 @@ from tower.platforms.base import (
     param_text,
     tail,
 )
+from tower.processes import pid_alive
 
 # Runs "$@", then publishes its exit code atomically (write + rename), so a reader never sees half.
 _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
@@ -113,12 +114,8 @@ def _alive(pid: int) -> bool:
             return True
         _children.pop(pid, None)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     state = _proc_state(pid)
     return state is None or state[0] != "Z"
 
