@@ -14,9 +14,7 @@ Storage in Azure (``TOWER_HISTORY_TABLE_URL``, reached with the app's managed id
 from __future__ import annotations
 
 import functools
-import sqlite3
 import statistics
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from typing import Any, Protocol
 from tower import logcontext
 from tower.errors import ConfigError
 from tower.scheduler import SUCCEEDED
-from tower.stores import Table, location, sqlite_connection
+from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
 RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
@@ -94,25 +92,17 @@ class RunHistory(Protocol):
 _COLUMNS = [f.name for f in fields(AttemptRecord)]
 
 
-class SqliteRunHistory:
+class SqliteRunHistory(SqliteStore):
     """The local store: one SQLite file, safe to share between threads and processes."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS attempts ("
-                " run_id TEXT NOT NULL, pipeline TEXT, service TEXT NOT NULL, status TEXT NOT NULL,"
-                " attempt INTEGER NOT NULL, started TEXT, finished TEXT, duration REAL,"
-                " remote_id TEXT, error TEXT, recorded REAL NOT NULL,"
-                " PRIMARY KEY (run_id, service, attempt))"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS by_service ON attempts (service, status, recorded)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite_connection(self._local, self.path)
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS attempts ("
+        " run_id TEXT NOT NULL, pipeline TEXT, service TEXT NOT NULL, status TEXT NOT NULL,"
+        " attempt INTEGER NOT NULL, started TEXT, finished TEXT, duration REAL,"
+        " remote_id TEXT, error TEXT, recorded REAL NOT NULL,"
+        " PRIMARY KEY (run_id, service, attempt))",
+        "CREATE INDEX IF NOT EXISTS by_service ON attempts (service, status, recorded)",
+    )
 
     def record(self, result: dict[str, Any]) -> None:
         self.record_many([result])

@@ -45,7 +45,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -60,7 +59,7 @@ from tower import slots
 from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.processes import pid_alive
 from tower.scheduler import PENDING, RUNNING, Scheduler
-from tower.stores import location, sqlite_connection
+from tower.stores import SqliteStore, location
 from tower.timestamps import iso, parse_iso
 
 T = TypeVar("T")
@@ -623,26 +622,19 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
 
 # --- SQLite -----------------------------------------------------------------------------------------
 
-class SqliteRunLedger:
+class SqliteRunLedger(SqliteStore):
     """The local ledger: one SQLite file (WAL), shared by threads and processes. Each record keeps
     the version that last wrote it (`written`), so a host can read just what changed."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.location = str(self.path.absolute())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-                       " core TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS run_services (run_id TEXT NOT NULL, position INTEGER NOT NULL,"
-                       " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
-                       " PRIMARY KEY (run_id, name))")
-            db.execute("CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)")
-            db.execute("CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite_connection(self._local, self.path)
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+        " core TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS run_services (run_id TEXT NOT NULL, position INTEGER NOT NULL,"
+        " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
+        " PRIMARY KEY (run_id, name))",
+        "CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)",
+        "CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)",
+    )
 
     def create(self, run_id, core, meta, inputs, records, head=None) -> bool:
         with self._connect() as db:  # one transaction: the run is stored whole or not at all

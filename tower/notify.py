@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.redact import redact
+from tower.stores import SqliteStore
 from tower.timestamps import iso, parse_iso
 
 log = logging.getLogger("tower.notify")
@@ -161,21 +161,11 @@ class Outbox(Protocol):
     def forget_sent(self, before: float) -> int: ...
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteStore):
     """The table ``outbox`` of a SQLite file (the runs index's)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connect().execute(
-            "CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, type TEXT NOT NULL,"
-            " data TEXT NOT NULL, added REAL NOT NULL, sent REAL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        from tower.stores import sqlite_connection
-
-        return sqlite_connection(self._local, self.path)
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, type TEXT NOT NULL,"
+              " data TEXT NOT NULL, added REAL NOT NULL, sent REAL)",)
 
     def add(self, notification):
         with self._connect() as db:

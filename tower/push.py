@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tower.stores import Table, location, sqlite_connection
+from tower.stores import SqliteStore, Table, location
 
 log = logging.getLogger("tower.push")
 
@@ -44,32 +43,23 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-class SqlitePushIndex:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS push (key TEXT PRIMARY KEY, target TEXT NOT NULL,"
-                       " recorded REAL NOT NULL DEFAULT 0)")
-            if "recorded" not in {row[1] for row in db.execute("PRAGMA table_info(push)")}:
-                db.execute("ALTER TABLE push ADD COLUMN recorded REAL NOT NULL DEFAULT 0")
-
-    def _db(self):
-        return sqlite_connection(self._local, self.path)
+class SqlitePushIndex(SqliteStore):
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS push (key TEXT PRIMARY KEY, target TEXT NOT NULL, recorded REAL NOT NULL)",
+    )
 
     def put(self, key: str, target: dict) -> None:
-        with self._db() as db:
+        with self._connect() as db:
             db.execute("INSERT OR REPLACE INTO push (key, target, recorded) VALUES (?, ?, ?)",
                        (key, json.dumps(target), time.time()))
 
     def get(self, key: str) -> dict | None:
-        row = self._db().execute("SELECT target FROM push WHERE key = ?", (key,)).fetchone()
+        row = self._connect().execute("SELECT target FROM push WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete_before(self, cutoff: datetime) -> int:
         """Forget the keys written before `cutoff` (retention: their service runs ended long ago)."""
-        with self._db() as db:
+        with self._connect() as db:
             return db.execute("DELETE FROM push WHERE recorded < ?", (cutoff.timestamp(),)).rowcount
 
 

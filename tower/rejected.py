@@ -21,14 +21,13 @@ import base64
 import functools
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tower.stores import Table, location, sqlite_connection
+from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso
 
 SETTING = "TOWER_REJECTED_TABLE_URL"
@@ -102,21 +101,13 @@ _COLUMNS = ("queue", "message_id", "reason", "body", "application_properties", "
             "delivery_count", "rejected_at", "truncated")
 
 
-class SqliteRejected:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rejected (queue TEXT NOT NULL, message_id TEXT NOT NULL,"
-                " reason TEXT NOT NULL, body BLOB NOT NULL, application_properties TEXT NOT NULL,"
-                " content_type TEXT, event_type TEXT, delivery_count INTEGER NOT NULL,"
-                " rejected_at REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (queue, message_id))"
-            )
-
-    def _connect(self):
-        return sqlite_connection(self._local, self.path)
+class SqliteRejected(SqliteStore):
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS rejected (queue TEXT NOT NULL, message_id TEXT NOT NULL,"
+        " reason TEXT NOT NULL, body BLOB NOT NULL, application_properties TEXT NOT NULL,"
+        " content_type TEXT, event_type TEXT, delivery_count INTEGER NOT NULL,"
+        " rejected_at REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (queue, message_id))",
+    )
 
     def add(self, event: RejectedEvent) -> None:
         row = _row(event)

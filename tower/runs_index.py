@@ -26,8 +26,6 @@ import functools
 import hashlib
 import json
 import logging
-import sqlite3
-import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.errors import EngineError, RunExists
-from tower.stores import Table, location, sqlite_connection
+from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
 log = logging.getLogger("tower.runs")
@@ -272,23 +270,16 @@ def list_query(params: dict[str, str]) -> dict[str, Any]:
 _COLUMNS = [f.name for f in fields(RunRow) if f.name != "tag"]
 
 
-class SqliteRunsIndex:
+class SqliteRunsIndex(SqliteStore):
     """The local index: one SQLite file (WAL); `version` is the row's tag."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.location = str(self.path.absolute())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL,"
-                       " trigger TEXT NOT NULL, params_digest TEXT NOT NULL, status TEXT NOT NULL,"
-                       " started TEXT NOT NULL, finished TEXT, counts TEXT NOT NULL, repair_of TEXT,"
-                       " repaired_by TEXT, purged INTEGER NOT NULL, listing_key TEXT NOT NULL, version INTEGER NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (listing_key)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite_connection(self._local, self.path)
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL,"
+        " trigger TEXT NOT NULL, params_digest TEXT NOT NULL, status TEXT NOT NULL,"
+        " started TEXT NOT NULL, finished TEXT, counts TEXT NOT NULL, repair_of TEXT,"
+        " repaired_by TEXT, purged INTEGER NOT NULL, listing_key TEXT NOT NULL, version INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (listing_key)",
+    )
 
     @staticmethod
     def _values(row: RunRow) -> list:

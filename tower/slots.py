@@ -31,14 +31,12 @@ the real platform's slots.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol
 
 from tower.errors import EngineError
-from tower.stores import sqlite_connection
+from tower.stores import SqliteStore
 from tower.timestamps import iso, parse_iso
 
 GONE = 2**62  # the version of a run gone from the ledger: nothing of it is newer
@@ -174,23 +172,19 @@ def runs_in(state: dict) -> set[str]:
 
 # --- stores -------------------------------------------------------------------------------------
 
-class SqliteSlots:
+class SqliteSlots(SqliteStore):
     """Pools in the local ledger's SQLite file (`slots` table), beside the runs."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._local = threading.local()
-        with sqlite_connection(self._local, self.path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS slots (pool TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-                       " state TEXT NOT NULL)")
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS slots (pool TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+              " state TEXT NOT NULL)",)
 
     def read(self, pool):
-        row = sqlite_connection(self._local, self.path).execute(
+        row = self._connect().execute(
             "SELECT version, state FROM slots WHERE pool = ?", (pool,)).fetchone()
         return (row[0], json.loads(row[1])) if row else (0, empty())
 
     def write(self, pool, tag, state) -> bool:
-        with sqlite_connection(self._local, self.path) as db:
+        with self._connect() as db:
             if tag == 0:
                 return bool(db.execute("INSERT OR IGNORE INTO slots VALUES (?, 1, ?)",
                                        (pool, json.dumps(state))).rowcount)

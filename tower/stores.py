@@ -104,6 +104,25 @@ def _enable_wal(db: sqlite3.Connection) -> None:
             time.sleep(delay)
 
 
+class SqliteStore:
+    """A store kept in one SQLite file (WAL, a connection per thread, shared by processes): the
+    local form of each Table store. Subclasses list the statements that create their tables."""
+
+    SCHEMA: tuple[str, ...] = ()
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.location = str(self.path.absolute())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            for statement in self.SCHEMA:
+                db.execute(statement)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite_connection(self._local, self.path)
+
+
 class Table:
     """A Table Storage table reached with DefaultAzureCredential (managed identity in Azure; set
     AZURE_CLIENT_ID for a user-assigned one) unless given another credential (tests pass Azurite's
