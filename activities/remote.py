@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
 from tower.errors import ConfigError, PlatformError, TowerError
-from tower.ledger import is_cancelled, ledger_from_environment
-from tower.plan import submission_of
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
-from tower.scheduler import failure_message
+from tower.runs.ledger import is_cancelled, ledger_from_environment
+from tower.runs.plan import submission_of
+from tower.runs.scheduler import failure_message
 from tower.timestamps import iso
 
 log = logging.getLogger("tower.activities")

@@ -1,4 +1,4 @@
-"""Activities that keep a run's ledger (`tower.ledger`) and act on what it decides: submit the
+"""Activities that keep a run's ledger (`tower.runs.ledger`) and act on what it decides: submit the
 services that became ready and start their service runs, stop running ones on cancel, wake
 `pipeline_run` when all ended.
 
@@ -22,7 +22,9 @@ import azure.functions as func
 from activities import remote
 from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
-from tower.ledger import (
+from tower.redact import redact
+from tower.runs.index import run_ended
+from tower.runs.ledger import (
     DISPATCHING,
     Step,
     cancel_run,
@@ -34,9 +36,7 @@ from tower.ledger import (
     run_result,
     run_services,
 )
-from tower.redact import redact
-from tower.runs_index import run_ended
-from tower.scheduler import FAILED
+from tower.runs.scheduler import FAILED
 from tower.timestamps import parse_iso, utcnow
 
 bp = df.Blueprint()
@@ -158,7 +158,7 @@ async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def open_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
-    """Start the run stored in the ledger (`tower.ledger.store_plan`): its first services.
+    """Start the run stored in the ledger (`tower.runs.ledger.store_plan`): its first services.
     request: {run_id, started}. A run whose plan is not there answers {"error"} at once: no retry
     can bring a plan back, so the run fails with that error instead of after ten tries."""
     run_id = request["run_id"]
@@ -169,7 +169,7 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
         step = await remote.off_loop(open_run, ledger, run_id, started)
     except RunNotInLedger:
         return {"error": f"run {run_id!r} has no plan in the run ledger ({ledger.location}): a run is started "
-                         "with its plan stored first (tower.ledger.store_plan); start the run again"}
+                         "with its plan stored first (tower.runs.ledger.store_plan); start the run again"}
     plan = await remote.off_loop(plan_outline, ledger, run_id)  # what the start's events need of it
     telemetry.run_started(plan, request["started"])
     await remote.off_loop(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
@@ -193,7 +193,7 @@ def record_report(request: dict) -> Step:
     """The blocking part of a report: the history row, then the ledger change."""
     result = _redacted(request["result"])
     if not request.get("simulated") and result.get("attempts"):
-        from tower.history import history_from_environment
+        from tower.runs.history import history_from_environment
 
         history_from_environment().record(history_row(request, result))
     step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
@@ -285,7 +285,7 @@ async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClie
 @bp.function_name(names.RUN_RESULT)
 @bp.activity_trigger(input_name="request")
 def run_result_activity(request: dict, context: func.Context) -> dict:
-    """The run's outcome (`tower.ledger.run_result`: counts and the first failures, never every
+    """The run's outcome (`tower.runs.ledger.run_result`: counts and the first failures, never every
     service), read from the ledger once every service ended. request: {run_id, finished}."""
     logcontext.begin(context, request["run_id"])
     ledger, finished = ledger_from_environment(), parse_iso(request["finished"])

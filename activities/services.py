@@ -2,7 +2,7 @@
 
 Each one does a short piece of I/O and returns small JSON. Submit and poll also report a service
 they see succeed to the run ledger at once (`activities.runs.report_here`). A platform failure
-is raised with its classification inside the message (`tower.scheduler.failure_message`), because
+is raised with its classification inside the message (`tower.runs.scheduler.failure_message`), because
 the Durable SDK hands the orchestrator nothing but the message; anything unclassified propagates
 untouched (it is a bug or an outage the host should report) and counts as non-retryable.
 """
@@ -18,10 +18,10 @@ import azure.functions as func
 
 from activities import remote, runs
 from tower import logcontext, names, telemetry
-from tower.ledger import is_cancelled, ledger_from_environment
 from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, Handle, Status
 from tower.redact import redact
-from tower.scheduler import settled
+from tower.runs.ledger import is_cancelled, ledger_from_environment
+from tower.runs.scheduler import settled
 from tower.timestamps import iso, parse_iso, utcnow
 
 bp = df.Blueprint()

@@ -23,7 +23,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from bench_orchestration import catalog_for, make_engine, parse  # noqa: E402
 
-from tower.plan import build_plan  # noqa: E402
+from tower.runs.plan import build_plan  # noqa: E402
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -36,8 +36,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from tower import names
-    from tower.ledger import ledger_from_environment, live_status
     from tower.runner import run_app, store_run
+    from tower.runs.ledger import ledger_from_environment, live_status
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=5000)

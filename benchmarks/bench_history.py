@@ -55,8 +55,8 @@ def azurite() -> tuple[subprocess.Popen, str]:
 def main(argv: list[str] | None = None) -> int:
     from azure.core.credentials import AzureNamedKeyCredential
 
-    from tower import history
     from tower.runner import plan_run
+    from tower.runs import history
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=1000)

@@ -39,12 +39,12 @@ sys.path[:0] = [str(HERE.parent)]
 
 from tower import graph, names  # noqa: E402
 from tower.catalog.loader import load_catalog  # noqa: E402
-from tower.ledger import ledger_from_environment, run_services  # noqa: E402
 from tower.local.latency import AZURE_STORAGE, DURABLE_TASK_SCHEDULER, Latency, storage_settings  # noqa: E402
-from tower.plan import build_plan, service_instance_id  # noqa: E402
 from tower.platforms import sim  # noqa: E402
 from tower.platforms.base import Submission  # noqa: E402
 from tower.runner import store_run  # noqa: E402
+from tower.runs.ledger import ledger_from_environment, run_services  # noqa: E402
+from tower.runs.plan import build_plan, service_instance_id  # noqa: E402
 from tower.timestamps import parse_iso  # noqa: E402
 
 CATALOG = HERE.parent / "examples" / "refinery" / "catalog.yaml"

@@ -36,7 +36,7 @@ import dags  # noqa: E402
 
 from tower import graph  # noqa: E402
 from tower.catalog.model import Catalog, Pipeline, Platform, Service  # noqa: E402
-from tower.plan import build_plan  # noqa: E402
+from tower.runs.plan import build_plan  # noqa: E402
 
 PIPELINE = "bench"
 
@@ -85,9 +85,9 @@ def stats_delta(engine, before: dict) -> dict:
 def run_tower(engine, plan: dict, timeout: float) -> dict:
     """One run of `pipeline_run`; its result plus wall time and engine stats."""
     from tower.errors import EngineError
-    from tower.ledger import ledger_from_environment, run_services
     from tower.names import PIPELINE_RUN
     from tower.runner import store_run
+    from tower.runs.ledger import ledger_from_environment, run_services
     from tower.timestamps import utcnow
 
     before = dict(engine.stats)

@@ -2,7 +2,7 @@
 stay busy.
 
 Starts k runs (2 and 4) of the seeded 60-service DAG at once on the local engine (real SDK, real
-replay), every service on one `sim` platform with m = 4 slots shared by all runs (`tower.slots`).
+replay), every service on one `sim` platform with m = 4 slots shared by all runs (`tower.runs.slots`).
 From the recorded start and end of every service: the peak concurrency over all runs (asserted
 <= m), and the combined makespan (first start to last end) over its lower bound max(critical path,
 total work of all runs / m) (target <= 1.03). Each figure is the median of `--repeat` rounds.
@@ -30,9 +30,9 @@ from tower import graph  # noqa: E402
 
 def overlapping(engine, deps, durations, runs: int, limit: int, timeout: float) -> dict:
     """Start `runs` plans of the DAG at once; the combined makespan and peak over their services."""
-    from tower.ledger import ledger_from_environment, run_services
     from tower.names import PIPELINE_RUN
     from tower.runner import store_run
+    from tower.runs.ledger import ledger_from_environment, run_services
     from tower.timestamps import utcnow
 
     plans = []

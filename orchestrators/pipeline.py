@@ -4,10 +4,10 @@ Both are deterministic generators: time comes from `context.current_utc_datetime
 and they log only when not replaying.
 
 No history grows with the pipeline (docs/architecture.md, "Dispatch"): `pipeline_run` does not hear of each
-service. It opens the run in the ledger (`tower.ledger`), which starts the first services, and
+service. It opens the run in the ledger (`tower.runs.ledger`), which starts the first services, and
 waits for the end or a cancel. Each `service_run` is its own orchestration, started with its first
 attempt already submitted; when it ends, it reports to the ledger, and that report submits and
-starts the services that became ready, by the rules of `tower.scheduler`. So a decision costs one
+starts the services that became ready, by the rules of `tower.runs.scheduler`. So a decision costs one
 short transaction, not a replay of the whole run, and a dependent's work is submitted in the
 activity that saw its last dependency end.
 
@@ -27,13 +27,13 @@ from tower import names
 from tower.catalog.durations import format_duration
 from tower.catalog.model import RetryPolicy
 from tower.errors import RunNotInLedger
-from tower.plan import submission_of
 from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
 from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
 from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
 from tower.platforms.base import TERMINAL_STATES
 from tower.polling import Expectation, next_poll
-from tower.scheduler import CANCELLED, FAILED, RUNNING, failure_from, settled
+from tower.runs.plan import submission_of
+from tower.runs.scheduler import CANCELLED, FAILED, RUNNING, failure_from, settled
 from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
@@ -64,8 +64,8 @@ def _reported(task) -> bool:
 def pipeline_run(context: df.DurableOrchestrationContext):
     """Open the run in the ledger, wait for its end (or a cancel), return the run's outcome.
 
-    Its input is a reference to a plan stored in the ledger (`tower.ledger.plan_reference`), and
-    its output the outcome without a per-service list (`tower.ledger.run_result`): no message of
+    Its input is a reference to a plan stored in the ledger (`tower.runs.ledger.plan_reference`), and
+    its output the outcome without a per-service list (`tower.runs.ledger.run_result`): no message of
     it grows with the run. While it waits it reconciles the run now and then (after 1 min,
     doubling up to 30 min), so that a start or a report lost to an outage, or a terminated
     service run, cannot hang the run."""
@@ -104,7 +104,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
 
 def _in_steps(context: df.DurableOrchestrationContext, activity: str, run_id: str):
     """Call a reconcile or cancel activity until it has named every running service: each call
-    handles a bounded page of them (`tower.ledger.STEP_SERVICES`) and says where to go on (`more`).
+    handles a bounded page of them (`tower.runs.ledger.STEP_SERVICES`) and says where to go on (`more`).
     Returns the last summary, with `stopping` summed."""
     step = yield context.call_activity_with_retry(activity, LEDGER_RETRY, {"run_id": run_id})
     stopping = step.get("stopping", 0)

@@ -27,10 +27,10 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 
 # module name -> (the file mutated, the tests that cover it: fast ones only, each mutant runs them).
 MODULES = {
-    "graph": ("tower/graph.py", ["tests/graph", "tests/test_scheduler.py", "tests/test_scheduler_contract.py",
-                                 "tests/test_plan.py"]),
-    # not tests/test_ledger.py: one of its tests fails under mutmut's trampolines even unmutated
-    "scheduler": ("tower/scheduler.py", ["tests/test_scheduler.py", "tests/test_scheduler_contract.py"]),
+    "graph": ("tower/graph.py", ["tests/graph", "tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py",
+                                 "tests/runs/test_plan.py"]),
+    # not tests/runs/test_ledger.py: one of its tests fails under mutmut's trampolines even unmutated
+    "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
 }
 # What the tests import besides tower/ (copied into mutants/ beside it).

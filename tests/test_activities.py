@@ -91,7 +91,7 @@ class SlowClient:
 
 
 def test_signals_and_lookups_fan_out_with_bounded_concurrency():
-    from tower.ledger import Step
+    from tower.runs.ledger import Step
 
     client = SlowClient()
     ids = [f"r:s{i}" for i in range(200)]

@@ -3,8 +3,9 @@
 from datetime import datetime, timedelta, timezone
 
 from tower.board import board, ordinal, run_view, view
-from tower.ledger import SqliteRunLedger, core_of, create_run, finish_service, open_run
-from tower.scheduler import SUCCEEDED, Scheduler
+from tower.runs.ledger import core_of, create_run, finish_service, open_run
+from tower.runs.ledger_sqlite import SqliteRunLedger
+from tower.runs.scheduler import SUCCEEDED, Scheduler
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
 

@@ -13,7 +13,7 @@ from tower.cli.main import main
 from tower.errors import CatalogError
 from tower.events import local_bus_path
 from tower.local.bus import LocalBus, subscription_path
-from tower.scheduler import Scheduler
+from tower.runs.scheduler import Scheduler
 from tower.timestamps import iso
 
 UTC = timezone.utc
@@ -218,7 +218,8 @@ def test_a_run_late_from_its_start_is_announced_before_any_service_reports(work,
 
 
 def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_path, monkeypatch):
-    from tower.ledger import SqliteRunLedger, create_run, open_run, reconcile_run
+    from tower.runs.ledger import create_run, open_run, reconcile_run
+    from tower.runs.ledger_sqlite import SqliteRunLedger
 
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
@@ -246,7 +247,8 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
 
 def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     """A repair keeps its run's deadline: started after it, it is late, and there is nothing left to warn."""
-    from tower.ledger import SqliteRunLedger, create_run, open_run
+    from tower.runs.ledger import create_run, open_run
+    from tower.runs.ledger_sqlite import SqliteRunLedger
 
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):

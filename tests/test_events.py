@@ -16,7 +16,7 @@ from tower.events import (
     event_run_id,
     publisher_from_settings,
 )
-from tower.plan import is_safe_instance_id
+from tower.runs.plan import is_safe_instance_id
 
 
 def test_encode_then_decode_round_trips():

@@ -189,7 +189,7 @@ def outbox_and_index(request, tmp_path):
     """An outbox in the same store as a runs index: the SQLite file, or one Azurite table."""
     import uuid
 
-    from tower import runs_index as ri
+    from tower.runs import index as ri
 
     if request.param == "sqlite":
         return notify.SqliteOutbox(tmp_path / "runs.db"), ri.SqliteRunsIndex(tmp_path / "runs.db")
@@ -205,7 +205,7 @@ def outbox_and_index(request, tmp_path):
 def test_the_outbox_keeps_each_message_once_sends_in_order_and_stays_out_of_run_listings(outbox_and_index):
     from datetime import datetime, timezone
 
-    from tower import runs_index as ri
+    from tower.runs import index as ri
     from tower.timestamps import iso
 
     outbox, index = outbox_and_index

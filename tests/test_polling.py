@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tower.plan import POLL_FACTOR, POLL_FIRST, POLL_MAX
 from tower.polling import (
     FAR_MAX,
     LOOK_MIN,
@@ -16,6 +15,7 @@ from tower.polling import (
     growing_polls,
     next_poll,
 )
+from tower.runs.plan import POLL_FACTOR, POLL_FIRST, POLL_MAX
 
 GROWING = {"first": POLL_FIRST, "factor": POLL_FACTOR, "longest": POLL_MAX}
 HOPS = 0.2     # seconds between two looks of back-to-back poll activities (queue hops, episodes)

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tower import push
-from tower import runs_index as ri
-from tower.plan import service_instance_id
+from tower.runs import index as ri
+from tower.runs.plan import service_instance_id
 from tower.timestamps import iso
 
 

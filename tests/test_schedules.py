@@ -8,7 +8,7 @@ import pytest
 
 from tower.catalog.model import Schedule
 from tower.errors import ConfigError
-from tower.plan import MAX_INSTANCE_ID
+from tower.runs.plan import MAX_INSTANCE_ID
 from tower.schedules import TICK_GRACE, due_runs, scheduled_run_id
 
 UTC = timezone.utc

@@ -20,7 +20,7 @@ from tests.appinsights_standin import IngestionStandIn
 from tests.platforms import jobs_api_server as jobs
 from tower import telemetry
 from tower.events import event_run_id
-from tower.plan import new_run_id, timed_run_id
+from tower.runs.plan import new_run_id, timed_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "dapi-telemetry-secret-42"
@@ -232,7 +232,7 @@ def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp
 GUARD_SCRIPT = """
 from tower import telemetry
 from tower.events import event_run_id
-from tower.plan import new_run_id, timed_run_id
+from tower.runs.plan import new_run_id, timed_run_id
 assert telemetry.configure() and telemetry.configure()  # once per process: the second call is a no-op
 telemetry.service_finished({}, {})  # malformed on purpose: an emit that breaks is swallowed
 telemetry.run_finished({"run_id": "r"})

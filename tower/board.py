@@ -1,7 +1,7 @@
 """The board: where a run stands, platform by platform, and why each waiting service waits.
 
 A run page needs more than states: a data engineer wants to know *why* `publish` has not started.
-The scheduler already knows (`tower.scheduler.Scheduler`: dependencies still awaited, ready queues
+The scheduler already knows (`tower.runs.scheduler.Scheduler`: dependencies still awaited, ready queues
 per platform in priority order, slots taken), so the board is read straight off it: a pure function
 of the run's restored scheduler, no clock but the `now` it is given.
 
@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from tower import graph
-from tower.scheduler import DONE_FOR_DEPENDENTS, PENDING, RUNNING, Scheduler
+from tower.runs.scheduler import DONE_FOR_DEPENDENTS, PENDING, RUNNING, Scheduler
 from tower.timestamps import iso, parse_iso
 
 DEPS_NAMED = 3  # unfinished dependencies named in a reason; the rest are counted
@@ -138,7 +138,7 @@ def view(scheduler: Scheduler, now: datetime) -> dict:
 
 def restore(core: Mapping[str, Any], meta: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]],
             now: datetime) -> Scheduler:
-    """The scheduler a stored run describes (as tower.ledger restores it), for reading only."""
+    """The scheduler a stored run describes (as tower.runs.ledger restores it), for reading only."""
     return Scheduler.restore(core, parse_iso(meta["started"]), records, bool(meta.get("cancel")), now=now)
 
 
@@ -159,10 +159,10 @@ HOLDING_RUNS_NAMED = 3  # runs named in a "held by" reason; the rest are counted
 
 
 def shared_slots(shown: dict, scheduler: Scheduler, store) -> None:
-    """A shared platform's runway shows the slots of every run (`tower.slots`): `busy` counts all
+    """A shared platform's runway shows the slots of every run (`tower.runs.slots`): `busy` counts all
     holders, `holders` says which runs hold how many; a ready service that waits for a slot says
     which runs hold them (the queue across runs decides, not this run's queue alone)."""
-    from tower import slots
+    from tower.runs import slots
 
     simulated, run_id = bool(scheduler.plan.get("simulated")), scheduler.plan["run_id"]
     full = {}

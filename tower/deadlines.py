@@ -130,7 +130,7 @@ def watch(run_id: str, now: datetime, ledger=None) -> dict:
     if time.monotonic() - _checked.get(run_id, float("-inf")) < CHECK_EVERY_S:
         return {}
     try:
-        from tower.ledger import cached_view, ledger_from_environment
+        from tower.runs.ledger import cached_view, ledger_from_environment
 
         # the scheduler this host's report or reconcile just changed: no I/O, nothing without a deadline
         status = cached_view(ledger or ledger_from_environment(), run_id, lambda s: of_scheduler(s, now)) or {}

@@ -181,8 +181,8 @@ def publisher_from_settings(
 
 def event_run_id(pipeline: str, message_id: str) -> str:
     """The instance id of the run an event starts: ``run~<pipeline>:<message id>``, the message id
-    rewritten and hashed when it holds what a URL would read differently (tower.plan.fit_instance_id),
+    rewritten and hashed when it holds what a URL would read differently (tower.runs.plan.fit_instance_id),
     so one message always maps to one run and a redelivery finds it."""
-    from tower.plan import RUN_PREFIX, fit_instance_id
+    from tower.runs.plan import RUN_PREFIX, fit_instance_id
 
     return fit_instance_id(RUN_PREFIX, f"{pipeline}:{message_id}")

@@ -204,7 +204,7 @@ class TableOutbox:
     def add(self, notification):
         from azure.core.exceptions import ResourceExistsError
 
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         try:
             self._table.ready().create_entity({
@@ -230,14 +230,14 @@ class TableOutbox:
     def mark_sent(self, notification, when):
         from azure.data.tables import UpdateMode
 
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         self._table.ready().update_entity({"PartitionKey": OUTBOX_PARTITION,
                                            "RowKey": partition_key(notification.message_id), "sent": when},
                                           mode=UpdateMode.MERGE)
 
     def remove(self, notification):
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         self._table.ready().delete_entity(OUTBOX_PARTITION, partition_key(notification.message_id))
 

@@ -25,7 +25,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-RECENT = 7                   # successful attempts looked at (tower.history's RECENT)
+RECENT = 7                   # successful attempts looked at (tower.runs.history's RECENT)
 MAD_TO_SIGMA = 1.4826        # a normal distribution's sigma from its median absolute deviation
 SPREAD_FLOOR = 0.01          # history never claims to know an end closer than 1 % of the duration
 SPREAD_OF_ESTIMATE = 0.2     # a catalog's expected_duration is a guess: +-20 %

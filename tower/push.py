@@ -31,7 +31,7 @@ log = logging.getLogger("tower.push")
 
 DATABRICKS = "databricks"
 HTTP = "http"
-PARTITION = "~push"   # in the runs table: no run id starts with "~" (tower.plan.is_safe_instance_id)
+PARTITION = "~push"   # in the runs table: no run id starts with "~" (tower.runs.plan.is_safe_instance_id)
 
 
 def key(kind: str, remote_id: str) -> str:
@@ -70,7 +70,7 @@ class TablePushIndex:
     def put(self, key: str, target: dict) -> None:
         from azure.data.tables import UpdateMode
 
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         self._table.ready().upsert_entity({"PartitionKey": PARTITION, "RowKey": partition_key(key), **target,
                                            "recorded": time.time()}, mode=UpdateMode.REPLACE)
@@ -78,7 +78,7 @@ class TablePushIndex:
     def get(self, key: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         try:
             entity = self._table.ready().get_entity(PARTITION, partition_key(key))
@@ -134,7 +134,7 @@ def callback_for(run_id: str, service: str) -> str | None:
 def remember(kind: str, remote_id: str, run_id: str, service: str) -> bool:
     """Note that `remote_id` (a Databricks run id, an HTTP callback token) is `service` of `run_id`.
     Best effort: a key that could not be written costs only latency (the service run polls)."""
-    from tower.plan import service_instance_id
+    from tower.runs.plan import service_instance_id
 
     target = {"instance_id": service_instance_id(run_id, service), "run_id": run_id, "service": service}
     try:

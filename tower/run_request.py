@@ -2,8 +2,8 @@
 
 A misspelled key (``param`` for ``params``) must not start the whole pipeline with its defaults:
 an unknown field is refused with "did you mean". Unknown params are refused later, by the plan
-(tower.plan.build_plan), with the same message the CLI's ``--param`` gets; a ``run_id`` by
-tower.plan.given_run_id.
+(tower.runs.plan.build_plan), with the same message the CLI's ``--param`` gets; a ``run_id`` by
+tower.runs.plan.given_run_id.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@
     repair_plan(plan, result)         a new run of what failed, was held back or was cancelled
     store_run(plan) -> dict           store a plan in the run ledger; `pipeline_run`'s input
     run_info / list_runs / request_cancel   read or steer runs from any process, engine or not
-    purge(home, older_than)           delete finished runs' details (tower.runs_index, retention)
+    purge(home, older_than)           delete finished runs' details (tower.runs.index, retention)
 
-`pipeline_run` returns a run's outcome (tower.ledger.run_result); a run result, as shown and printed
+`pipeline_run` returns a run's outcome (tower.runs.ledger.run_result); a run result, as shown and printed
 (`RunInfo.to_result`), adds each service's record, read from the run ledger.
 """
 
@@ -54,8 +54,8 @@ def plan_run(catalog, pipeline: str, *, params=None, selectors=None, run_id: str
     """The frozen plan of a new run, with priorities from the run history where it knows better
     (asked about the selected services only). A simulated run keeps the catalog's expected
     durations, so a what-if is repeatable."""
-    from tower.history import history_from_environment
-    from tower.plan import build_plan
+    from tower.runs.history import history_from_environment
+    from tower.runs.plan import build_plan
 
     recent = None if simulate else history_from_environment(home).recent_durations
     return build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, recent=recent,
@@ -67,7 +67,7 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
 
     Everything else counts as satisfied: dependencies outside the repair are dropped. The specs,
     params and limits are those of the original run, not of today's catalog."""
-    from tower.plan import new_run_id, service_instance_id
+    from tower.runs.plan import new_run_id, service_instance_id
     from tower.timestamps import iso
 
     statuses = {name: svc.get("status") for name, svc in (result.get("services") or {}).items()}
@@ -90,8 +90,8 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
 
 def store_run(plan: dict, home: Path | None = None) -> dict:
     """Store the run's frozen plan in the run ledger (once) and return `pipeline_run`'s input,
-    a reference to it: every start of a run goes through here (tower.ledger.store_plan)."""
-    from tower.ledger import ledger_from_environment, store_plan
+    a reference to it: every start of a run goes through here (tower.runs.ledger.store_plan)."""
+    from tower.runs.ledger import ledger_from_environment, store_plan
     from tower.timestamps import utcnow
 
     return store_plan(ledger_from_environment(home), plan, utcnow())
@@ -113,7 +113,7 @@ class RunInfo:
     result: dict | str | None
     custom_status: dict | None
     services: dict | None = None
-    plan: dict | None = None  # its outline (tower.ledger.plan_outline): no service's spec or params
+    plan: dict | None = None  # its outline (tower.runs.ledger.plan_outline): no service's spec or params
 
     @property
     def finished(self) -> bool:
@@ -167,12 +167,12 @@ class RunInfo:
 
     def with_live_status(self, home: Path | None = None) -> RunInfo:
         """A running run's progress comes from the run ledger (`pipeline_run` itself does not
-        follow each service: tower.ledger)."""
+        follow each service: tower.runs.ledger)."""
         if self.finished:
             return self
         from dataclasses import replace
 
-        from tower.ledger import ledger_from_environment, live_status
+        from tower.runs.ledger import ledger_from_environment, live_status
         from tower.timestamps import utcnow
 
         status = live_status(ledger_from_environment(home), self.run_id, utcnow())
@@ -183,7 +183,7 @@ class RunInfo:
         (Durable carries neither)."""
         from dataclasses import replace
 
-        from tower.ledger import ledger_from_environment, plan_outline, run_services
+        from tower.runs.ledger import ledger_from_environment, plan_outline, run_services
         from tower.timestamps import utcnow
 
         ledger = ledger_from_environment(home)
@@ -226,13 +226,13 @@ def run_info(home: Path, run_id: str, services: bool = True) -> RunInfo:
 
 def list_runs(home: Path, limit: int = 20, **filters) -> list:
     """Recent runs, newest first, from the runs index (RunRow; filters as `RunsIndex.list`)."""
-    from tower.runs_index import index_from_environment
+    from tower.runs.index import index_from_environment
 
     return index_from_environment(home).list(limit=limit, **filters)[0]
 
 
 class LocalDurableSide:
-    """The purge's view of the local engine's store (tower.runs_index.DurableSide); an engine may
+    """The purge's view of the local engine's store (tower.runs.index.DurableSide); an engine may
     be running: each instance is deleted in its own transaction, only if it is still finished."""
 
     def __init__(self, home: Path):
@@ -266,14 +266,14 @@ class LocalDurableSide:
 
 
 def purge(home: Path, older_than_days: int, now: datetime | None = None) -> dict[str, int]:
-    """`tower purge`: delete the details of runs older than this (tower.runs_index.purge)."""
+    """`tower purge`: delete the details of runs older than this (tower.runs.index.purge)."""
     import asyncio
 
     from tower import push
-    from tower.history import history_from_environment
-    from tower.ledger import ledger_from_environment
-    from tower.runs_index import index_from_environment
-    from tower.runs_index import purge as purge_stores
+    from tower.runs.history import history_from_environment
+    from tower.runs.index import index_from_environment
+    from tower.runs.index import purge as purge_stores
+    from tower.runs.ledger import ledger_from_environment
 
     async def here(fn, *args):
         return fn(*args)
@@ -356,12 +356,12 @@ class LocalEngine:
             self.engine = None
 
     def start_run(self, plan: dict, trigger: str = "cli", repair_of: str | None = None, again: bool = False) -> str:
-        """Claim the run id in the runs index, then start `pipeline_run` (tower.runs_index.start_once:
+        """Claim the run id in the runs index, then start `pipeline_run` (tower.runs.index.start_once:
         RunExists if the id was used). A repair first links its original run to it, which refuses a
         second repair unless `again` (undone if the repair does not start)."""
         import asyncio
 
-        from tower.runs_index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+        from tower.runs.index import index_from_environment, link_repair, row_for, start_once, unlink_repair
         from tower.timestamps import utcnow
 
         index, run_id = index_from_environment(self.home), plan["run_id"]

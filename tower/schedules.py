@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from tower.catalog.model import Schedule
 from tower.errors import ConfigError
-from tower.plan import timed_run_id
+from tower.runs.plan import timed_run_id
 
 MAX_CATCHUP = 1000  # runs started for one pipeline by one tick, at most
 TICK_GRACE = timedelta(seconds=90)  # with catchup=none, how late a run may still start
@@ -62,7 +62,7 @@ def due_runs(schedule: Schedule, last_tick: datetime, now: datetime) -> list[dat
 
 def scheduled_run_id(pipeline: str, when: datetime) -> str:
     """The idempotent instance id of a scheduled run: ``run~<pipeline>@<UTC yyyymmddThhmmssZ>`` of
-    the due time, the shape of runs started by hand without their random tail (tower.plan)."""
+    the due time, the shape of runs started by hand without their random tail (tower.runs.plan)."""
     return timed_run_id(pipeline, when)
 
 

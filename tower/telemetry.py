@@ -199,7 +199,7 @@ class _Telemetry:
         runs: a report needs its service's platform and expected duration."""
         core = self.cores.get(run_id)
         if core is None:
-            from tower.ledger import ledger_from_environment
+            from tower.runs.ledger import ledger_from_environment
 
             snapshot = ledger_from_environment().load(run_id)
             core = snapshot.core if snapshot is not None else None
@@ -318,8 +318,8 @@ def run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
 
 
 def _run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
-    from tower.ledger import core_of
-    from tower.scheduler import Scheduler
+    from tower.runs.ledger import core_of
+    from tower.runs.scheduler import Scheduler
 
     run_id, core = plan["run_id"], core_of(plan)
     t.remember(run_id, core)
@@ -614,7 +614,7 @@ def _seen(key: tuple) -> bool:
 
 def trigger_of(run_id: str, plan: Mapping[str, Any] | None = None) -> str:
     """How a run was started: the plan's `trigger` when it says, else what its id shows
-    (tower.plan's shapes: `run~<pipeline>@<stamp>` schedule, `run~<pipeline>@<stamp>-<nonce>` by
+    (tower.runs.plan's shapes: `run~<pipeline>@<stamp>` schedule, `run~<pipeline>@<stamp>-<nonce>` by
     hand, `run~<pipeline>:<message id>` event; any other id was given by a caller: manual)."""
     if plan and plan.get("trigger"):
         return str(plan["trigger"])

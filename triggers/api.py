@@ -4,7 +4,7 @@
                                      -> 202 + run id; 409 if that run id was used before
     GET  /api/runs/{run_id}          the run: status and per-service results
     GET  /api/runs[?pipeline=&status=&since=&limit=&continuation=]
-                                     runs newest first, from the runs index (tower.runs_index);
+                                     runs newest first, from the runs index (tower.runs.index);
                                      {"runs": [...], "continuation": token or null}
     POST /api/runs/{run_id}/cancel   ask a running run to cancel -> 202
     GET  /api/health                 catalog valid, stores reachable, version -> 200, else 503
@@ -26,7 +26,7 @@ import azure.functions as func
 from tower import durable_errors
 from tower.errors import CatalogError, InstanceGone, RunExists, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
-from tower.plan import is_safe_instance_id
+from tower.runs.plan import is_safe_instance_id
 from triggers.common import catalog, start_new_run
 
 bp = df.Blueprint()
@@ -64,8 +64,8 @@ def _run(status, live: bool = False) -> dict:
 @bp.route(route="runs/{pipeline}", methods=["POST"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from tower.plan import given_run_id, new_run_id
     from tower.run_request import parse_start_body
+    from tower.runs.plan import given_run_id, new_run_id
 
     pipeline = req.route_params["pipeline"]
     try:
@@ -98,7 +98,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from tower.runs_index import index_from_environment
+    from tower.runs.index import index_from_environment
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):  # no run has such an id, and the SDK would put it in a URL as is
@@ -118,8 +118,8 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 @bp.function_name("api_list_runs")
 @bp.route(route="runs", methods=["GET"], auth_level=AUTH)
 async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
-    """Runs newest first from the runs index (never a Durable instance query: tower.runs_index)."""
-    from tower.runs_index import index_from_environment, list_query
+    """Runs newest first from the runs index (never a Durable instance query: tower.runs.index)."""
+    from tower.runs.index import index_from_environment, list_query
 
     try:
         query = list_query(req.params)
@@ -155,12 +155,12 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
 def health_checks() -> dict[str, dict]:
     """Each thing a run needs, checked the cheapest way it can be: {name: {"ok": bool[, "error"]}}."""
-    from tower.history import history_from_environment
-    from tower.ledger import ledger_from_environment
     from tower.notify import outbox_from_environment
     from tower.redact import redact
     from tower.rejected import rejected_from_environment
-    from tower.runs_index import index_from_environment
+    from tower.runs.history import history_from_environment
+    from tower.runs.index import index_from_environment
+    from tower.runs.ledger import ledger_from_environment
 
     checks = {
         "catalog": lambda: catalog(),

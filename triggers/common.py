@@ -45,10 +45,10 @@ async def start_new_run(client, catalog, pipeline: str, run_id: str, *, trigger:
     index, then start `pipeline_run`; returns the plan. RunExists if the id was used.
 
     The runs index decides, not Durable: the extension would *replace* a finished instance with
-    the same id, and a purged one looks unused (tower.runs_index.start_once)."""
+    the same id, and a purged one looks unused (tower.runs.index.start_once)."""
     from tower.runner import plan_run
-    from tower.runs_index import index_from_environment, row_for
-    from tower.runs_index import start_once as claim_and_start
+    from tower.runs.index import index_from_environment, row_for
+    from tower.runs.index import start_once as claim_and_start
 
     plan = await asyncio.to_thread(plan_run, catalog, pipeline, params=params, selectors=selectors, run_id=run_id)
     index = await asyncio.to_thread(index_from_environment)

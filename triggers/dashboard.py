@@ -28,7 +28,7 @@ import azure.functions as func
 import tower
 from tower.errors import CatalogError, RunExists, UsageError
 from tower.names import PIPELINE_RUN
-from tower.plan import is_safe_instance_id
+from tower.runs.plan import is_safe_instance_id
 from triggers.common import catalog
 
 DASHBOARD_PAGE = "dashboard_page"
@@ -97,7 +97,7 @@ def _schedule(pipeline, now: datetime) -> dict:
 
 
 def _pipeline_summary(cat, name: str, now: datetime) -> dict:
-    from tower.plan import select_services
+    from tower.runs.plan import select_services
 
     pipeline = cat.pipelines[name]
     services = select_services(cat, name)
@@ -143,7 +143,7 @@ def list_pipelines(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name(API_GET_PIPELINE)
 @bp.route(route="pipelines/{name}", methods=["GET"], auth_level=AUTH)
 def get_pipeline(req: func.HttpRequest) -> func.HttpResponse:
-    from tower.plan import names_hint
+    from tower.runs.plan import names_hint
 
     name = req.route_params["name"]
 
@@ -162,7 +162,7 @@ def get_pipeline(req: func.HttpRequest) -> func.HttpResponse:
 async def run_board(req: func.HttpRequest) -> func.HttpResponse:
     """Read from the run ledger only (one load, nothing written): cheap enough to poll."""
     from tower.board import run_view
-    from tower.ledger import ledger_from_environment
+    from tower.runs.ledger import ledger_from_environment
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):
@@ -177,8 +177,8 @@ def _repair_source(status) -> tuple[dict | None, dict | None]:
     """The ended run's frozen plan and its result with every service's status (what `repair_plan`
     reads): both are in the run ledger (Durable has a plan reference and a summary). Blocking."""
     from tower.errors import RunNotInLedger
-    from tower.ledger import ledger_from_environment, load_plan
     from tower.runner import RunInfo
+    from tower.runs.ledger import ledger_from_environment, load_plan
 
     info = RunInfo.from_status(status.to_json()).with_services()
     try:
@@ -197,7 +197,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     original points to its repair in the runs index, which refuses a second repair unless
     ``{"again": true}`` (as `tower repair --again`)."""
     from tower.runner import RUNNING_STATES, repair_plan
-    from tower.runs_index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+    from tower.runs.index import index_from_environment, link_repair, row_for, start_once, unlink_repair
     from triggers.common import instance_exists, start_pipeline_run
 
     run_id = req.route_params["run_id"]

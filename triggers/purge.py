@@ -1,7 +1,7 @@
 """The daily purge: what finished runs leave behind goes once they are TOWER_RETENTION_DAYS old
 (default 30): finished Durable instances, ledger and history rows; the runs index keeps a tombstone
 of each run a while longer, so a late redelivery or catch-up cannot start a purged run again
-(`tower.runs_index.purge` says what goes in which order, and why).
+(`tower.runs.index.purge` says what goes in which order, and why).
 
 Nothing else purges in Azure: the Azure Storage backend keeps every instance forever (and instance
 queries slow down as it grows); the Durable Task Scheduler purges on its own retention policy,
@@ -24,7 +24,7 @@ EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the extension requires crea
 
 
 class DurableClientSide:
-    """The purge's view of Durable through the app's client (tower.runs_index.DurableSide)."""
+    """The purge's view of Durable through the app's client (tower.runs.index.DurableSide)."""
 
     def __init__(self, client):
         self.client = client
@@ -46,9 +46,9 @@ class DurableClientSide:
 async def purge_now(client, now: datetime) -> dict[str, int]:
     """Purge what is older than the retention, in this environment's stores."""
     from tower import push
-    from tower.history import history_from_environment
-    from tower.ledger import ledger_from_environment
-    from tower.runs_index import index_from_environment, purge, retention_days
+    from tower.runs.history import history_from_environment
+    from tower.runs.index import index_from_environment, purge, retention_days
+    from tower.runs.ledger import ledger_from_environment
 
     return await purge(index_from_environment(), ledger_from_environment(), history_from_environment(),
                        DurableClientSide(client), now, retention_days(), push=push.index_from_environment())

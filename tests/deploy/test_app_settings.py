@@ -99,7 +99,7 @@ def test_every_setting_the_code_reads_is_set_by_the_template(scan):
 def test_a_setting_the_template_forgets_is_caught(scan):
     text = FUNCTION_APP.read_text().replace("  TOWER_LEDGER_TABLE_URL:", "  TOWER_LEDGER_TABLE:", 1)
     problems = missing_settings(scan, template_settings(BicepFile(FUNCTION_APP, text)))
-    assert any("'TOWER_LEDGER_TABLE_URL'" in p and p.startswith("tower/ledger.py:") for p in problems)
+    assert any("'TOWER_LEDGER_TABLE_URL'" in p and p.startswith("tower/runs/ledger.py:") for p in problems)
 
 
 def test_new_reads_in_code_are_found(tmp_path):

@@ -41,7 +41,7 @@ def test_funcignore_ships_the_app_only():
     patterns = funcignore()
     shipped = ["function_app.py", "host.json", "requirements.txt", "tower/catalog/load.py", "triggers/events.py",
                "orchestrators/pipeline.py", "activities/runs.py", "examples/refinery/catalog.yaml"]
-    left_out = [".venv/lib/python3.11/site.py", "tests/test_plan.py", "benchmarks/RESULTS.md",
+    left_out = [".venv/lib/python3.11/site.py", "tests/runs/test_plan.py", "benchmarks/RESULTS.md",
                 "node_modules/azurite/package.json", ".tower/ledger.db", "local.settings.json",
                 "tower.egg-info/PKG-INFO", "docs/deploy.md", "bicep/main.bicep", ".git/HEAD",
                 "tower/__pycache__/plan.cpython-311.pyc"]
@@ -51,4 +51,4 @@ def test_funcignore_ships_the_app_only():
 
 def test_ignore_matcher_can_fail():
     assert ignored(["tests/"], "tests/x.py") and not ignored(["tests/"], "tests")
-    assert not ignored(["*.egg-info/"], "tower/plan.py")
+    assert not ignored(["*.egg-info/"], "tower/runs/plan.py")

@@ -171,7 +171,7 @@ def on_host(host: Host, coroutine_function):
 
 
 def test_a_run_id_starts_once_whether_running_finished_or_purged(host):
-    from tower.runs_index import index_from_environment
+    from tower.runs.index import index_from_environment
 
     status, slow, _ = call(host, "POST", "/api/runs/forever", {"run_id": "mine-1"})
     assert status == 202 and slow["run_id"] == "run~mine-1"
@@ -264,7 +264,7 @@ def test_api_lists_runs_newest_first_with_filters_and_pages(host):
 def test_simultaneous_starts_of_one_run_id_start_it_once(host):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tower.history import history_from_environment
+    from tower.runs.history import history_from_environment
 
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: call(host, "POST", "/api/runs/adhoc", {"run_id": "twin"}), range(8)))

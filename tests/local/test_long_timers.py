@@ -15,8 +15,8 @@ from azure.durable_functions.models.Task import LongTimerTask, TimerTask
 from tower import names
 from tower.local import history as h
 from tower.local.engine import Engine
-from tower.plan import build_plan, service_instance_id
 from tower.runner import run_app
+from tower.runs.plan import build_plan, service_instance_id
 
 SHORT = {"maximum_short_timer": timedelta(seconds=1), "long_timer_interval": timedelta(milliseconds=300)}
 
@@ -76,8 +76,8 @@ def test_a_cancel_beats_a_long_backoff_wait_at_once(tmp_path, monkeypatch):
     """pipeline's service run races its backoff wait against the cancel event; the wait is a
     LongTimerTask once the backoff is over the maximum short timer, and must lose all the same."""
     from tests.orchestrators.conftest import sim_catalog
-    from tower.ledger import ledger_from_environment, run_services
     from tower.runner import store_run
+    from tower.runs.ledger import ledger_from_environment, run_services
     from tower.timestamps import utcnow
 
     home = tmp_path / "home"

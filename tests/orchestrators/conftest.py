@@ -7,10 +7,10 @@ import pytest
 
 from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
-from tower.ledger import ledger_from_environment, run_services
-from tower.plan import build_plan
 from tower.platforms import sim
 from tower.runner import run_app, store_run
+from tower.runs.ledger import ledger_from_environment, run_services
+from tower.runs.plan import build_plan
 from tower.timestamps import utcnow
 
 

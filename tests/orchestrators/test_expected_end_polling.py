@@ -9,10 +9,10 @@ from datetime import datetime
 
 from tests.orchestrators.conftest import result_of, run_plan, scheduled, sim_catalog
 from tower import names
-from tower.plan import build_plan, service_instance_id
 from tower.platforms import sim
 from tower.platforms.base import Submission
 from tower.runner import store_run
+from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import parse_iso
 
 SCALE = 0.01    # 300 s of work in 3 s

@@ -17,8 +17,8 @@ from benchmarks.dags import zero_duration_dag
 from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, Service
 from tower.local import history as h
-from tower.plan import build_plan
 from tower.runner import store_run
+from tower.runs.plan import build_plan
 
 from .conftest import result_of, scheduled
 

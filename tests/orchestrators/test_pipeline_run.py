@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tower import names
-from tower.history import SqliteRunHistory
-from tower.ledger import ledger_from_environment, live_status
-from tower.plan import build_plan, service_instance_id
 from tower.platforms import sim
 from tower.runner import store_run
+from tower.runs.history import SqliteRunHistory
+from tower.runs.ledger import ledger_from_environment, live_status
+from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import parse_iso
 
 from .conftest import result_of, run, run_plan, scheduled, sim_catalog, statuses, times
@@ -140,7 +140,7 @@ def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
 
 
 def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, monkeypatch):
-    from tower import ledger
+    from tower.runs import ledger
 
     monkeypatch.setattr(ledger, "STEP_SERVICES", 2)
     catalog = sim_catalog({f"long{i}": {"duration": 30} for i in range(5)})

@@ -12,7 +12,7 @@ import pytest
 from tests.orchestrators.conftest import run_plan
 from tests.platforms import jobs_api_server as jobs
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
-from tower.plan import build_plan
+from tower.runs.plan import build_plan
 
 TOKEN = "dapi-retry-test-token"
 JOB = 41

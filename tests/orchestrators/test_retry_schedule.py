@@ -1,7 +1,7 @@
 """The retry schedule of service_run, read off its durable timers: each wait exactly as the policy
 says (backoff doubling per retry, capped), and none after the last attempt."""
 
-from tower.plan import service_instance_id
+from tower.runs.plan import service_instance_id
 from tower.timestamps import parse_iso
 
 from .conftest import run, sim_catalog

@@ -18,15 +18,15 @@ import pytest
 import activities.remote
 import activities.runs
 import activities.services
-from tower import ledger as ledger_module
 from tower import names
 from tower.errors import EngineError
-from tower.history import SqliteRunHistory
-from tower.ledger import ledger_from_environment, open_run, store_plan
-from tower.plan import build_plan, service_instance_id
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
+from tower.runs import ledger as ledger_module
+from tower.runs.history import SqliteRunHistory
+from tower.runs.ledger import ledger_from_environment, open_run, store_plan
+from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import iso, utcnow
 
 from .conftest import result_of, run, scheduled, sim_catalog, statuses
@@ -213,8 +213,8 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
 def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
     from azure.core.exceptions import HttpResponseError
 
-    from tests.test_ledger_table import open_ledger
-    from tower.ledger import create_run, finish_service, open_run
+    from tests.runs.test_ledger_table import open_ledger
+    from tower.runs.ledger import create_run, finish_service, open_run
 
     ledger = open_ledger(table)
     downstream = [f"d{i:03d}" for i in range(150)]

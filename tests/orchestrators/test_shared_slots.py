@@ -10,9 +10,9 @@ from datetime import datetime
 import pytest
 
 from tower import names
-from tower.ledger import ledger_from_environment, run_services
-from tower.plan import build_plan
 from tower.runner import store_run
+from tower.runs.ledger import ledger_from_environment, run_services
+from tower.runs.plan import build_plan
 from tower.timestamps import utcnow
 
 from .conftest import sim_catalog

@@ -11,11 +11,11 @@ import uuid
 import azure.durable_functions as df
 
 from tower import names
-from tower.ledger import ledger_from_environment
-from tower.plan import build_plan
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
+from tower.runs.ledger import ledger_from_environment
+from tower.runs.plan import build_plan
 
 from .conftest import sim_catalog
 

@@ -99,7 +99,7 @@ class Pipeline:
     schedule: Schedule | None = None
     on_event: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
-    priority: int = 0  # shared platform slots go to higher first (tower.slots)
+    priority: int = 0  # shared platform slots go to higher first (tower.runs.slots)
     location: Location | None = None
     deadline: Deadline | None = None
 

@@ -73,9 +73,9 @@ def log_lines(home: Path, info, result: dict) -> list[str]:
 
 
 def cmd_logs(args) -> int:
-    from tower.plan import names_hint
     from tower.redact import redact
     from tower.runner import run_info
+    from tower.runs.plan import names_hint
 
     home = tower_home()
     info = run_info(home, args.run_id)

@@ -42,7 +42,7 @@ class PipelineGraph:
 
 def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | None = None) -> PipelineGraph:
     """Select a pipeline's services from the catalog; ``concurrency`` overrides platform limits."""
-    from tower.plan import select_services
+    from tower.runs.plan import select_services
 
     selected = select_services(catalog, pipeline)
     services = {name: catalog.services[name] for name in selected}
@@ -61,7 +61,7 @@ def pipeline_graph(catalog, pipeline: str, concurrency: dict[str, int | None] | 
 def pipelines_graph(catalog, pipelines: list[str], concurrency: dict[str, int | None] | None = None) -> PipelineGraph:
     """Several pipelines run at once: one graph of their services (``pipeline:service``) whose
     platforms' slots they share, as a platform's max_concurrency is shared by every run
-    (`tower.slots`); the simulation dispatches the longest remaining path of any run first."""
+    (`tower.runs.slots`); the simulation dispatches the longest remaining path of any run first."""
     if len(pipelines) == 1:
         return pipeline_graph(catalog, pipelines[0], concurrency)
     twice = sorted({p for p in pipelines if pipelines.count(p) > 1})
@@ -84,7 +84,7 @@ def pipelines_graph(catalog, pipelines: list[str], concurrency: dict[str, int | 
 
 def parse_concurrency(values: list[str], platforms) -> dict[str, int | None]:
     """``PLATFORM=N`` overrides; N = 0 or ``none`` means unlimited."""
-    from tower.plan import names_hint
+    from tower.runs.plan import names_hint
 
     limits: dict[str, int | None] = {}
     for value in values:
@@ -176,8 +176,8 @@ def deadline_report(pipeline, makespan: float, now: datetime | None = None) -> d
 
 def retry_report(catalog, pipeline: str) -> list[dict]:
     """Per platform of the pipeline: how many of its services have `retries:`, and which failures retry."""
-    from tower.plan import select_services
     from tower.platforms import NEVER_RETRIED, RETRIED_FAILURES
+    from tower.runs.plan import select_services
 
     rows: dict[str, dict] = {}
     for name in select_services(catalog, pipeline):

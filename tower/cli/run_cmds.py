@@ -136,9 +136,9 @@ def cmd_run(args) -> int:
 
 def cmd_repair(args) -> int:
     from tower.errors import RunNotInLedger
-    from tower.ledger import ledger_from_environment, load_plan
     from tower.runner import repair_plan, run_info
-    from tower.runs_index import index_from_environment, record_end
+    from tower.runs.index import index_from_environment, record_end
+    from tower.runs.ledger import ledger_from_environment, load_plan
 
     home = tower_home()
     info = run_info(home, args.run_id)
@@ -268,7 +268,7 @@ def _report(results: list[dict], as_json: bool, as_list: bool = False) -> None:
 
 def cmd_runs(args) -> int:
     from tower.cli.render import runs_table
-    from tower.runs_index import index_from_environment, list_query
+    from tower.runs.index import index_from_environment, list_query
 
     home = tower_home()
     query = list_query({name: value for name in ("pipeline", "status", "since", "continuation")
@@ -293,7 +293,7 @@ def cmd_runs(args) -> int:
 
 def cmd_purge(args) -> int:
     from tower.runner import purge
-    from tower.runs_index import retention_days
+    from tower.runs.index import retention_days
 
     days = args.older_than if args.older_than is not None else retention_days()
     report = purge(tower_home(), days)
@@ -311,7 +311,7 @@ def cmd_status(args) -> int:
     from tower.cli.logs_cmds import log_lines, with_submitted_details
     from tower.cli.render import progress_text, run_summary
     from tower.runner import engine_alive, json_result, run_info
-    from tower.runs_index import index_from_environment
+    from tower.runs.index import index_from_environment
 
     home = tower_home()
     row = index_from_environment(home).get(args.run_id)

@@ -38,9 +38,9 @@ from tower.local import history as h
 from tower.local import store as st
 from tower.local.latency import Latency, latency_from_env
 from tower.local.replay import ACTIVITY, TIMER, Work, replay
-from tower.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
 from tower.processes import pid_alive
 from tower.redact import redact
+from tower.runs.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
 # Several engines (processes) over one home cooperate as the Azure Storage backend's workers do: one
@@ -99,7 +99,7 @@ def backend_from_env() -> str:
 
 
 def validate_instance_id(instance_id: str) -> None:
-    """Azure's documented instance-id rules (tower.plan's), so an id that works here works there."""
+    """Azure's documented instance-id rules (tower.runs.plan's), so an id that works here works there."""
     if is_valid_instance_id(instance_id):
         return
     if not isinstance(instance_id, str) or not 1 <= len(instance_id) <= MAX_INSTANCE_ID:

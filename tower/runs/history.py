@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from tower import logcontext
 from tower.errors import ConfigError
-from tower.scheduler import SUCCEEDED
+from tower.runs.scheduler import SUCCEEDED
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
-from tower import ledger as dispatch
 from tower.errors import EngineError
-from tower.ledger import Snapshot, ledger_from_environment
-from tower.ledger_table import (
+from tower.runs import ledger as dispatch
+from tower.runs.ledger import Snapshot, ledger_from_environment
+from tower.runs.ledger_table import (
     MAX_ENTITY,
     TableRunLedger,
     pack,
@@ -389,7 +389,7 @@ def test_a_host_behind_reads_what_changed_by_key(table_url):
 
 
 def test_the_list_of_recent_rows_keeps_the_newest_and_says_from_when_it_is_complete(monkeypatch):
-    from tower import ledger_table
+    from tower.runs import ledger_table
 
     monkeypatch.setattr(ledger_table, "RECENT_ROWS", 4)
     recent = ledger_table.recent_after({"from": 2, "written": {}}, 2, [0, 1])
@@ -403,8 +403,8 @@ def test_the_list_of_recent_rows_keeps_the_newest_and_says_from_when_it_is_compl
 
 
 def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
-    from tests.test_ledger import catalog_plan
-    from tower.plan import service_job
+    from tests.runs.test_ledger import catalog_plan
+    from tower.runs.plan import service_job
 
     plan = catalog_plan("stored-t", services=250)  # several transactions
     plan["platforms"]["cmd"]["settings"]["notes"] = "n" * 70_000  # a head over one property: split

@@ -10,7 +10,7 @@ import pytest
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.errors import UsageError
 from tower.events import event_run_id
-from tower.plan import (
+from tower.runs.plan import (
     MAX_INSTANCE_ID,
     RUN_PREFIX,
     build_plan,

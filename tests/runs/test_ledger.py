@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tower import ledger as lg
 from tower.errors import EngineError, RunNotInLedger
-from tower.ledger import (
-    SqliteRunLedger,
+from tower.runs import ledger as lg
+from tower.runs.ledger import (
     cancel_run,
     finish_service,
     live_status,
@@ -19,7 +18,8 @@ from tower.ledger import (
     run_result,
     run_services,
 )
-from tower.scheduler import RESULT_ERROR_CHARS, RESULT_FAILED_SHOWN, Scheduler
+from tower.runs.ledger_sqlite import SqliteRunLedger
+from tower.runs.scheduler import RESULT_ERROR_CHARS, RESULT_FAILED_SHOWN, Scheduler
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -444,9 +444,9 @@ def test_the_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
 # --- the plan, stored once ------------------------------------------------------------------------
 
 def catalog_plan(run_id: str = "stored-1", services: int = 3) -> dict:
-    """A real frozen plan (tower.plan.build_plan), with a spec, params and platform settings."""
+    """A real frozen plan (tower.runs.plan.build_plan), with a spec, params and platform settings."""
     from tower.catalog.model import Catalog, Pipeline, Platform, Service
-    from tower.plan import build_plan
+    from tower.runs.plan import build_plan
 
     names = [f"s{i}" for i in range(services)]
     built = {name: Service(name, "cmd", depends_on=tuple(names[:i][-1:]), timeout=60.0, params={"n": i},
@@ -464,7 +464,7 @@ def test_a_stored_plan_reads_back_whole_and_its_reference_is_small(ledger):
     assert lg.load_plan(ledger, "stored-1") == json.loads(json.dumps(plan))
     assert "spec" not in lg.plan_outline(ledger, "stored-1")["services"]["s0"]
     step = open_run(ledger, "stored-1", T0 + timedelta(seconds=1))
-    from tower.plan import service_job
+    from tower.runs.plan import service_job
 
     assert step.start == {plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
     assert run_result(ledger, "stored-1", T0)["started"] == iso(T0 + timedelta(seconds=1))  # when it opened

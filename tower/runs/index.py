@@ -385,7 +385,7 @@ class TableRunsIndex:
         return RunRow(**data, tag=entity.metadata.get("etag"))
 
     def _id_entity(self, row: RunRow) -> dict:
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         return self._entity(row, partition_key(row.run_id), ID_ROW)
 
@@ -396,7 +396,7 @@ class TableRunsIndex:
     def get(self, run_id):
         from azure.core.exceptions import ResourceNotFoundError
 
-        from tower.ledger_table import partition_key
+        from tower.runs.ledger_table import partition_key
 
         try:
             return self._row(self.table.get_entity(partition_key(run_id), ID_ROW))

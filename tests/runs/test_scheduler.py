@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tower.errors import RetryableError
-from tower.scheduler import (
+from tower.runs.scheduler import (
     CANCELLED,
     FAILED,
     PENDING,

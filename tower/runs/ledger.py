@@ -5,7 +5,7 @@ hears of every service costs O(N) per decision and O(N²) per run (docs/architec
 therefore keeps the scheduler's state here, one record per service, and changes it in short
 transactions from activities: `pipeline_run` opens the run, each `service_run` reports its end, and
 the report starts whatever became ready. No history grows with the pipeline, while the rules stay
-those of `tower.scheduler` (start-when-ready, per-platform limits, longest remaining path first,
+those of `tower.runs.scheduler` (start-when-ready, per-platform limits, longest remaining path first,
 failure and cancel policy).
 
     store_plan(ledger, plan, now) -> dict          store a run's frozen plan (once); pipeline_run's input
@@ -30,7 +30,7 @@ version per run), so several hosts may share one ledger. Within a process the la
 in memory: reused as is while the stored version says nobody else changed it, else brought up to
 date with only the records written since, so a change reads and writes O(its services), not O(N).
 
-A limited platform's slots are shared by every run (`tower.slots`): a change that touched one is
+A limited platform's slots are shared by every run (`tower.runs.slots`): a change that touched one is
 followed by a sync of the run into the platform's pool, whose grants are taken in their own runs
 and dispatched with the change's step (`_share`).
 
@@ -46,7 +46,6 @@ import os
 import re
 import socket
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -55,11 +54,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower import slots
 from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.processes import pid_alive
-from tower.scheduler import PENDING, RUNNING, Scheduler
-from tower.stores import SqliteStore, location
+from tower.runs import slots
+from tower.runs.scheduler import PENDING, RUNNING, Scheduler
+from tower.stores import location
 from tower.timestamps import iso, parse_iso
 
 T = TypeVar("T")
@@ -108,7 +107,7 @@ class RunLedger(Protocol):
         there is no such run."""
 
     def slots(self) -> slots.SlotStore:
-        """The shared platform slots kept beside these runs (`tower.slots`)."""
+        """The shared platform slots kept beside these runs (`tower.runs.slots`)."""
 
 
 # --- the dispatch steps -------------------------------------------------------------------------
@@ -123,7 +122,7 @@ class Step:
     or another (see `_reconciled`): not started when missing, since their service run would submit
     beside it. `more`: `ensure` and `stop` name at most `STEP_SERVICES`; when more remain, the plan
     position to ask again after (`reconcile_run`, `cancel_run`), else None. `offers`: what the run
-    tells the pools of the shared platforms it touched (`tower.slots.offer`), for `_share`."""
+    tells the pools of the shared platforms it touched (`tower.runs.slots.offer`), for `_share`."""
 
     start: dict[str, dict] = field(default_factory=dict)
     ensure: dict[str, dict] = field(default_factory=dict)
@@ -160,7 +159,7 @@ def core_of(plan: Mapping[str, Any]) -> dict:
     }
 
 
-# Keys of a plan's service entry that its service run's input carries (`tower.plan.service_job`);
+# Keys of a plan's service entry that its service run's input carries (`tower.runs.plan.service_job`);
 # the others are in the core.
 _INPUT_KEYS = ("spec", "params", "timeout", "retry")
 
@@ -189,7 +188,7 @@ def store_plan(ledger: RunLedger, plan: Mapping[str, Any], now: datetime) -> dic
     reference). Call it before starting `pipeline_run`. Idempotent: if the run is stored already
     (a start tried again), the stored plan stands and its reference is returned. The store writes
     a run whole or not at all (`RunLedger.create`), so a plan is never found half written."""
-    from tower.plan import service_job
+    from tower.runs.plan import service_job
 
     inputs = {name: service_job(dict(plan), name) for name in plan["services"]}
     create_run(ledger, plan, inputs, now, plan_head(plan))
@@ -277,7 +276,7 @@ def function_timeout(host_json: str | Path) -> timedelta:
 
 
 DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"  # the app root, beside function_app.py
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"  # the app root, beside function_app.py
 # A dispatch submits before it starts the service run, and no invocation outlives the host's
 # functionTimeout: a service run missing for longer than that after its dispatch was lost, not late.
 DISPATCH_GRACE = function_timeout(HOST_JSON) if HOST_JSON.exists() else DEFAULT_FUNCTION_TIMEOUT
@@ -375,7 +374,7 @@ def load_plan(ledger: RunLedger, run_id: str) -> dict:
 
 def live_status(ledger: RunLedger, run_id: str, now: datetime) -> dict | None:
     """The compact status of a run (`Scheduler.compact_status`), None if the ledger has no such run;
-    with `slots` when services wait for a shared platform: {platform: `tower.slots.holding`}.
+    with `slots` when services wait for a shared platform: {platform: `tower.runs.slots.holding`}.
     Read through the same cache as changes, so following a big run does not reload it each time."""
     def read(scheduler: Scheduler):
         waiting = sorted(p for p in scheduler.shared if scheduler.ready[p] and not scheduler.cancel_requested)
@@ -447,7 +446,7 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     return step
 
 
-# --- shared platform slots (tower.slots) ---------------------------------------------------------
+# --- shared platform slots (tower.runs.slots) ---------------------------------------------------------
 
 GRANT_ROUNDS = 100  # grants taken in turn by one change (each a run whose granted services ended)
 
@@ -620,113 +619,6 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
         raise EngineError(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
 
 
-# --- SQLite -----------------------------------------------------------------------------------------
-
-class SqliteRunLedger(SqliteStore):
-    """The local ledger: one SQLite file (WAL), shared by threads and processes. Each record keeps
-    the version that last wrote it (`written`), so a host can read just what changed."""
-
-    SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-        " core TEXT NOT NULL, meta TEXT NOT NULL, created REAL NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS run_services (run_id TEXT NOT NULL, position INTEGER NOT NULL,"
-        " name TEXT NOT NULL, input TEXT NOT NULL, record TEXT NOT NULL, written INTEGER NOT NULL,"
-        " PRIMARY KEY (run_id, name))",
-        "CREATE INDEX IF NOT EXISTS run_services_written ON run_services (run_id, written)",
-        "CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)",
-    )
-
-    def create(self, run_id, core, meta, inputs, records, head=None) -> bool:
-        with self._connect() as db:  # one transaction: the run is stored whole or not at all
-            inserted = db.execute("INSERT OR IGNORE INTO runs VALUES (?, 1, ?, ?, ?)",
-                                  (run_id, json.dumps(core), json.dumps(meta), time.time())).rowcount
-            if inserted:
-                db.execute("INSERT INTO run_plans VALUES (?, ?)", (run_id, json.dumps(head or {})))
-                db.executemany("INSERT INTO run_services VALUES (?, ?, ?, ?, ?, 1)",
-                               [(run_id, i, name, json.dumps(inputs[name]), json.dumps(records[name]))
-                                for i, name in enumerate(core["services"])])
-        return bool(inserted)
-
-    def version(self, run_id):
-        row = self._connect().execute("SELECT version FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return row[0] if row else None
-
-    def meta(self, run_id):
-        row = self._connect().execute("SELECT meta FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def load(self, run_id, since=None):
-        db = self._connect()
-        db.execute("BEGIN")  # one read transaction (a WAL snapshot): the records belong to the version
-        try:
-            row = db.execute("SELECT version, core, meta FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                return None
-            records = {name: json.loads(record) for name, record in db.execute(
-                "SELECT name, record FROM run_services WHERE run_id = ? AND written >= ?", (run_id, since or 0))}
-        finally:
-            db.commit()
-        return Snapshot(row[0], None if since is not None else json.loads(row[1]), json.loads(row[2]), records)
-
-    def save(self, run_id, version, meta, records) -> bool:
-        with self._connect() as db:
-            updated = db.execute("UPDATE runs SET version = version + 1, meta = ? WHERE run_id = ? AND version = ?",
-                                 (json.dumps(meta), run_id, version)).rowcount
-            if not updated:
-                return False
-            db.executemany("UPDATE run_services SET record = ?, written = ? WHERE run_id = ? AND name = ?",
-                           [(json.dumps(record), version + 1, run_id, name) for name, record in records.items()])
-        return True
-
-    def service_inputs(self, run_id, names):
-        db, inputs = self._connect(), {}
-        for at in range(0, len(names), SQLITE_CHUNK):
-            chunk = list(names[at:at + SQLITE_CHUNK])
-            rows = db.execute(f"SELECT name, input FROM run_services WHERE run_id = ? AND name IN "
-                              f"({', '.join('?' * len(chunk))})", (run_id, *chunk)).fetchall()
-            inputs.update((name, json.loads(text)) for name, text in rows)
-        missing = [name for name in names if name not in inputs]
-        if missing:
-            raise EngineError(f"run {run_id!r} has no service {missing[0]!r} in the run ledger")
-        return inputs
-
-    @functools.cached_property
-    def _slots(self) -> slots.SqliteSlots:
-        return slots.SqliteSlots(self.path)
-
-    def slots(self) -> slots.SqliteSlots:
-        return self._slots
-
-    def delete_runs(self, run_ids: Sequence[str]) -> int:
-        """Delete these runs (retention: tower.runs_index.purge); returns how many there were."""
-        deleted = 0
-        with self._connect() as db:
-            for at in range(0, len(run_ids), SQLITE_CHUNK):
-                chunk = list(run_ids[at:at + SQLITE_CHUNK])
-                marks = ", ".join("?" * len(chunk))
-                db.execute(f"DELETE FROM run_services WHERE run_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM run_plans WHERE run_id IN ({marks})", chunk)
-                deleted += db.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk).rowcount
-        return deleted
-
-    def stored_plan(self, run_id, inputs=True):
-        db = self._connect()
-        db.execute("BEGIN")
-        try:
-            row = db.execute("SELECT core, head FROM runs LEFT JOIN run_plans USING (run_id) WHERE run_id = ?",
-                             (run_id,)).fetchone()
-            if row is None:
-                return None
-            jobs = {name: json.loads(text) for name, text in db.execute(
-                "SELECT name, input FROM run_services WHERE run_id = ?", (run_id,))} if inputs else {}
-        finally:
-            db.commit()
-        return json.loads(row[0]), json.loads(row[1] or "{}"), jobs
-
-
-SQLITE_CHUNK = 500  # names per IN (...) query, well under SQLite's limit on parameters
-
-
 def ledger_from_environment(home: str | Path | None = None) -> RunLedger:
     """TOWER_LEDGER_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
     (required in Azure: `tower.stores.location`). One ledger per location and process."""
@@ -736,7 +628,9 @@ def ledger_from_environment(home: str | Path | None = None) -> RunLedger:
 @functools.lru_cache(maxsize=16)
 def _ledger(kind: str, where: str) -> RunLedger:
     if kind == "table":
-        from tower.ledger_table import TableRunLedger
+        from tower.runs.ledger_table import TableRunLedger
 
         return TableRunLedger(where)
+    from tower.runs.ledger_sqlite import SqliteRunLedger
+
     return SqliteRunLedger(where)

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
-from tower import runs_index as ri
 from tower.errors import RunExists
+from tower.runs import index as ri
 from tower.timestamps import iso
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -271,8 +271,8 @@ class DurableStore:
 
 
 def test_purge_settles_keeps_running_runs_whole_and_leaves_tombstones(tmp_path):
-    from tower.history import SqliteRunHistory
-    from tower.ledger import SqliteRunLedger
+    from tower.runs.history import SqliteRunHistory
+    from tower.runs.ledger_sqlite import SqliteRunLedger
 
     index = ri.SqliteRunsIndex(tmp_path / "runs.db")
     ledger, history = SqliteRunLedger(tmp_path / "ledger.db"), SqliteRunHistory(tmp_path / "history.db")
@@ -319,9 +319,9 @@ def test_purge_settles_keeps_running_runs_whole_and_leaves_tombstones(tmp_path):
 @pytest.fixture
 def stores(request, tmp_path):
     """(ledger, history) of one kind: SQLite files, or tables in Azurite."""
-    from tower.history import SqliteRunHistory, TableRunHistory
-    from tower.ledger import SqliteRunLedger
-    from tower.ledger_table import TableRunLedger
+    from tower.runs.history import SqliteRunHistory, TableRunHistory
+    from tower.runs.ledger_sqlite import SqliteRunLedger
+    from tower.runs.ledger_table import TableRunLedger
 
     if request.param == "sqlite":
         return SqliteRunLedger(tmp_path / "ledger.db"), SqliteRunHistory(tmp_path / "history.db")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tower.scheduler import (
+from tower.runs.scheduler import (
     CANCELLED,
     FAILED,
     PENDING,

@@ -56,7 +56,7 @@ class ServiceRecord:
     url: str | None = None
     error: str | None = None
     output: str | None = None
-    dispatcher: str | None = None  # the process that took it off the ready queue (`tower.ledger`)
+    dispatcher: str | None = None  # the process that took it off the ready queue (`tower.runs.ledger`)
 
 
 class Scheduler:
@@ -75,7 +75,7 @@ class Scheduler:
         self.platform_of = {name: svc["platform"] for name, svc in services.items()}
         self.limits = {name: p.get("max_concurrency") for name, p in plan["platforms"].items()}
         self.busy = dict.fromkeys(self.limits, 0)
-        # Platforms whose slots are shared by every run (`tower.slots`): taken only when granted.
+        # Platforms whose slots are shared by every run (`tower.runs.slots`): taken only when granted.
         self.shared = {name for name, p in plan["platforms"].items() if p.get("shared") and p.get("max_concurrency")}
         self.touched: set[str] = set()  # shared platforms whose waiters or holders this run changed
         self.records = {name: ServiceRecord() for name in self.order}

@@ -15,7 +15,7 @@ A run never takes a slot itself. After each change of its ledger that touched a 
 (`Scheduler.touched`), the ledger *syncs* the run into the pool (`sync`): its holders that no longer
 run are released, its waiters replaced, and the free slots granted to the most urgent waiters of
 any run. The ledger then marks the granted services running in their own runs and dispatches them
-(`tower.ledger._share`), so the report that frees a slot starts the next service at once, whichever
+(`tower.runs.ledger._share`), so the report that frees a slot starts the next service at once, whichever
 run it belongs to. The pool is the authority: a holder whose service is still pending was granted
 and not yet taken (a crash in between) and is taken by the next sync of its run or by a reconcile;
 one whose service ended, or whose run is gone, is released by it. So slots are never leaked and
@@ -205,7 +205,7 @@ class TableSlots:
     def read(self, pool):
         from azure.core.exceptions import ResourceNotFoundError
 
-        from tower.ledger_table import partition_key, unpack
+        from tower.runs.ledger_table import partition_key, unpack
 
         try:
             entity = self.table.get_entity(SLOTS_PARTITION, partition_key(pool))
@@ -218,7 +218,7 @@ class TableSlots:
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
         from azure.data.tables import UpdateMode
 
-        from tower.ledger_table import pack, partition_key
+        from tower.runs.ledger_table import pack, partition_key
 
         entity = {"PartitionKey": SLOTS_PARTITION, "RowKey": partition_key(pool), **pack("state", state)}
         try:

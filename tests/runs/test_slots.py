@@ -1,4 +1,4 @@
-"""Platform slots shared by every run (`tower.slots`), through the ledger's steps, on both stores
+"""Platform slots shared by every run (`tower.runs.slots`), through the ledger's steps, on both stores
 (SQLite, and Table Storage against Azurite): the limit holds across runs and hosts, the most urgent
 waiter of any run goes first, a freed slot dispatches another run's waiter in the same report, and a
 crash never leaks a slot."""
@@ -9,10 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tower import ledger as lg
-from tower import slots
 from tower.catalog.pipelines import PRIORITY_RANGE
-from tower.ledger import SqliteRunLedger, cancel_run, core_of, finish_service, reconcile_run
+from tower.runs import ledger as lg
+from tower.runs import slots
+from tower.runs.ledger import cancel_run, core_of, finish_service, reconcile_run
+from tower.runs.ledger_sqlite import SqliteRunLedger
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -60,7 +61,7 @@ def store(request, tmp_path):
     from azure.core.credentials import AzureNamedKeyCredential
 
     from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
-    from tower.ledger_table import TableRunLedger
+    from tower.runs.ledger_table import TableRunLedger
 
     url = f"{request.getfixturevalue('azurite_table_url')}/slots{uuid.uuid4().hex[:8]}"
     return lambda: TableRunLedger(url, credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
@@ -311,8 +312,8 @@ def test_core_of_carries_priority_and_shares_limited_platforms():
 
 
 def test_status_of_a_waiting_run_says_which_runs_hold_the_slots(store):
-    from tower.ledger import live_status
     from tower.runner import RunInfo, json_result
+    from tower.runs.ledger import live_status
 
     ledger = store()
     a, b = plan_of("a-1", wide(2)), plan_of("b-1", wide(1))

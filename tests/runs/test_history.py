@@ -3,7 +3,7 @@ import uuid
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
-from tower.history import (
+from tower.runs.history import (
     AttemptRecord,
     SqliteRunHistory,
     TableRunHistory,
@@ -141,7 +141,7 @@ def test_table_reads_are_keyed_and_made_side_by_side(azurite_table_url):
 
     from azure.core.credentials import AzureNamedKeyCredential
 
-    from tower import history
+    from tower.runs import history
 
     store = TableRunHistory(f"{azurite_table_url}/history{uuid.uuid4().hex[:8]}",
                             credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))

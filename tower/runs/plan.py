@@ -12,7 +12,7 @@ in-flight run. The plan is plain JSON (small keys, still readable)::
 Platform settings and service specs keep their ``${VAR}`` references: the activities read them,
 at use (the plan is stored in the run's history).
 ``iid`` is the instance id of the service's ``service_run`` orchestration (started by the run ledger's
-activities, see tower.ledger). An optional ``reconcile_after`` (seconds, default 60) sets when
+activities, see tower.runs.ledger). An optional ``reconcile_after`` (seconds, default 60) sets when
 `pipeline_run` first reconciles a run that is still going (tests shorten it).
 """
 
@@ -200,7 +200,7 @@ def build_plan(
     elif not is_safe_instance_id(run_id):
         raise UsageError(
             f"run id {run_id!r}: 1-{MAX_INSTANCE_ID} letters, digits and . _ : @ - ~ (not starting with"
-            " '@' nor ending in '.'); see tower.plan.given_run_id"
+            " '@' nor ending in '.'); see tower.runs.plan.given_run_id"
         )
 
     deps = graph.restrict(catalog.deps(), chosen)

@@ -37,7 +37,7 @@ from typing import Any
 
 from tower import logcontext
 from tower.errors import EngineError, RunNotInLedger
-from tower.ledger import Snapshot
+from tower.runs.ledger import Snapshot
 from tower.stores import Table
 
 RUN_ROW = "run"
@@ -422,13 +422,13 @@ class TableRunLedger:
         return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(logcontext.carried(read), names))
 
     def slots(self):
-        """The shared platform slots, in this table's `~slots` partition (`tower.slots.TableSlots`)."""
-        from tower.slots import TableSlots
+        """The shared platform slots, in this table's `~slots` partition (`tower.runs.slots.TableSlots`)."""
+        from tower.runs.slots import TableSlots
 
         return TableSlots(self.table)
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
-        """Delete these runs' partitions (retention: tower.runs_index.purge): a keyed read of each
+        """Delete these runs' partitions (retention: tower.runs.index.purge): a keyed read of each
         run's row keys, then batches of 100 deletes; returns how many runs were there."""
         deleted = 0
         for run_id in run_ids:
