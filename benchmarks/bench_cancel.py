@@ -36,7 +36,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from tower import names
-    from tower.runner import run_app, store_run
+    from tower.local.driver import run_app
+    from tower.runner import store_run
     from tower.runs.ledger import ledger_from_environment, live_status
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

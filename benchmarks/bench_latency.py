@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = 0.004 if args.quick else args.scale
     strategies = ("expected-end", "fixed 30 s") if args.quick else STRATEGIES
 
-    from tower.runner import run_app
+    from tower.local.driver import run_app
 
     catalog = load_catalog(CATALOG)
     longest, partitions = storage_settings()

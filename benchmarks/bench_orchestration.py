@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in (args.scaling or ("100,1000" if args.quick else "100,1000,5000")).split(",")]
 
-    from tower.runner import run_app
+    from tower.local.driver import run_app
 
     started = time.perf_counter()
     engine = make_engine(run_app(), workers=16)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
-    from tower.runner import run_app
+    from tower.local.driver import run_app
 
     deps, durations = dags.random_dag(60, 1)
     _, cp = graph.critical_path(deps, durations)

@@ -239,8 +239,9 @@ def test_runs_and_purge_refuse_bad_options(work, capsys, argv, message):
 
 def test_purge_leaves_a_tombstone_that_no_start_gets_past(work, capsys):
     from tower.errors import RunExists
+    from tower.local.driver import LocalEngine
     from tower.local.store import read_status
-    from tower.runner import LocalEngine, plan_run, run_info
+    from tower.runner import plan_run, run_info
 
     code, out, _ = tower(capsys, "run", "nightly", "--simulate", "--time-scale", "0.001", "--json")
     run_id = json.loads(out)["run_id"]

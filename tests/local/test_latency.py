@@ -176,7 +176,7 @@ def test_on_the_scheduler_every_hop_costs_the_push_delay(tmp_path):
 
 
 def test_a_simulated_cli_run_scales_the_model_with_its_time_scale(tmp_path, monkeypatch):
-    from tower.runner import LocalEngine
+    from tower.local.driver import LocalEngine
 
     monkeypatch.setenv("TOWER_LOCAL_LATENCY", "azure-storage")
     with LocalEngine(tmp_path / "home", activity_workers=1, time_scale=0.01) as local:

@@ -14,8 +14,8 @@ from azure.durable_functions.models.Task import LongTimerTask, TimerTask
 
 from tower import names
 from tower.local import history as h
+from tower.local.driver import run_app
 from tower.local.engine import Engine
-from tower.runner import run_app
 from tower.runs.plan import build_plan, service_instance_id
 
 SHORT = {"maximum_short_timer": timedelta(seconds=1), "long_timer_interval": timedelta(milliseconds=300)}

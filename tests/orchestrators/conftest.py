@@ -7,8 +7,9 @@ import pytest
 
 from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
+from tower.local.driver import run_app
 from tower.platforms import sim
-from tower.runner import run_app, store_run
+from tower.runner import store_run
 from tower.runs.ledger import ledger_from_environment, run_services
 from tower.runs.plan import build_plan
 from tower.timestamps import utcnow

@@ -98,8 +98,8 @@ def test_a_run_whose_plan_is_not_in_the_ledger_fails_at_once_with_a_clear_error(
 @pytest.mark.slow
 def test_a_5000_service_run_succeeds_on_the_durable_task_scheduler_profile(tmp_path, monkeypatch):
     """Its 1 MiB message limit refused the 1.1 MB plan such a run used to start with."""
+    from tower.local.driver import run_app
     from tower.local.engine import DURABLE_TASK_SCHEDULER, Engine
-    from tower.runner import run_app
 
     monkeypatch.setenv("TOWER_HOME", str(tmp_path))  # the activities' ledger is this run's
     plan = generated_plan(5000, "payloads-5000")

@@ -88,8 +88,8 @@ def test_a_cancelled_run_frees_its_slots_and_starts_the_other_runs_waiters(engin
 
 @pytest.mark.slow
 def test_two_host_processes_over_one_home_share_the_limit(tmp_path, other_host, monkeypatch):
+    from tower.local.driver import run_app
     from tower.local.engine import Engine
-    from tower.runner import run_app
 
     home = tmp_path / "home"
     monkeypatch.setenv("TOWER_HOME", str(home))

@@ -169,7 +169,7 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
                       repair_of: str | None = None, again: bool = False) -> int:
     from tower import notify, telemetry
     from tower.cli.interrupts import sigterm_as_interrupt
-    from tower.runner import LocalEngine
+    from tower.local.driver import LocalEngine
 
     telemetry.configure()  # when APPLICATIONINSIGHTS_CONNECTION_STRING is set: the portal view, locally
     scales = [p["platforms"][name]["settings"]["time_scale"] for p in plans if p.get("simulated")
