@@ -36,7 +36,7 @@ from tower.runs.ledger import (
     run_result,
     run_services,
 )
-from tower.runs.scheduler import FAILED
+from tower.states import ServiceState
 from tower.timestamps import parse_iso, utcnow
 
 bp = df.Blueprint()
@@ -108,7 +108,7 @@ async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_i
     log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
                 run_id, instance_id, runtime)
     result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
-        "service": job["service"], "status": FAILED, "attempts": 0,
+        "service": job["service"], "status": ServiceState.FAILED, "attempts": 0,
         "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
     later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job["service"],
                                   _redacted(result), utcnow())

@@ -18,10 +18,11 @@ import azure.functions as func
 
 from activities import remote, runs
 from tower import logcontext, names, telemetry
-from tower.platforms.base import CANCELLED, SKIPPED, SUCCEEDED, Handle, Status
+from tower.platforms.base import Handle, Status
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
 from tower.runs.scheduler import settled
+from tower.states import RemoteState
 from tower.timestamps import iso, parse_iso, utcnow
 
 bp = df.Blueprint()
@@ -42,7 +43,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
 
     def submit(adapter):
         if _cancelled(request):
-            return None, Status(CANCELLED, message="run cancelled before it was submitted"), None
+            return None, Status(RemoteState.CANCELLED, message="run cancelled before it was submitted"), None
         handle = adapter.submit(remote.submission(remote.with_callback(request["platform"], request["submission"])))
         remote.pushable(request["platform"], request["submission"]["run_id"], request["submission"]["service"], handle)
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request),
@@ -74,7 +75,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
     def poll(adapter):
         if request.get("first") and _cancelled(request):
             adapter.cancel(handle)
-            return Status(CANCELLED, message="run cancelled while the service was starting"), None
+            return Status(RemoteState.CANCELLED, message="run cancelled while the service was starting"), None
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request), request.get("look"),
                                stopped=lambda: _cancelled(request))
         return status, _report_if_done(request, status, client, loop)
@@ -121,7 +122,7 @@ def _report_if_done(request: dict, status: Status, client, loop, **known) -> Fut
     service out). A report that fails is left to `service_run`, which reports with retries.
     Returns the future of the report's `act`, or None."""
     report = request.get("report")
-    if not report or status.state not in (SUCCEEDED, SKIPPED):
+    if not report or status.state not in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
         return None
     if report.get("before") and utcnow() > parse_iso(report["before"]):
         return None

@@ -27,13 +27,10 @@ from tower import names
 from tower.catalog.durations import format_duration
 from tower.catalog.model import RetryPolicy
 from tower.errors import RunNotInLedger
-from tower.platforms.base import CANCELLED as REMOTE_CANCELLED
-from tower.platforms.base import SKIPPED as REMOTE_SKIPPED
-from tower.platforms.base import SUCCEEDED as REMOTE_SUCCEEDED
-from tower.platforms.base import TERMINAL_STATES
 from tower.polling import Expectation, next_poll
 from tower.runs.plan import submission_of
-from tower.runs.scheduler import CANCELLED, FAILED, RUNNING, failure_from, settled
+from tower.runs.scheduler import failure_from, settled
+from tower.states import TERMINAL_STATES, RemoteState, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
 bp = df.Blueprint()
@@ -74,7 +71,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     started = context.current_utc_datetime
     finished = context.wait_for_external_event(names.RUN_FINISHED_EVENT)
     cancel = context.wait_for_external_event(names.CANCEL_EVENT)
-    context.set_custom_status({"run_id": run_id, "status": RUNNING, "started": iso(started)})
+    context.set_custom_status({"run_id": run_id, "status": RunState.RUNNING, "started": iso(started)})
     step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"run_id": run_id, "started": iso(started)})
     if step.get("error"):
         raise RunNotInLedger(step["error"])
@@ -206,7 +203,7 @@ class _ServiceRun:
 
     def show(self) -> None:
         r = self.result
-        self.context.set_custom_status({"s": r["status"] or "running", "a": r["attempts"],
+        self.context.set_custom_status({"s": r["status"] or ServiceState.RUNNING, "a": r["attempts"],
                                         "rid": r["remote_id"], "url": r["url"]})
 
     def attempt(self, number: int):
@@ -218,7 +215,7 @@ class _ServiceRun:
         handle = submit = None
         try:
             if submitted:
-                handle, status = submitted["handle"], {"state": RUNNING, "poll_after": 0.0}
+                handle, status = submitted["handle"], {"state": RemoteState.RUNNING, "poll_after": 0.0}
             else:
                 submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
                     submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report(),
@@ -262,7 +259,7 @@ class _ServiceRun:
                     if not failure["retryable"] or errors >= MAX_POLL_ERRORS:
                         yield from self.cancel_remote(handle)
                         return None, failure
-                    status = {"state": "running", "poll_after": None}
+                    status = {"state": RemoteState.RUNNING, "poll_after": None}
                     continue
                 errors, status, first_look = 0, polled.result, False
             return status, None
@@ -296,21 +293,21 @@ class _ServiceRun:
                 number += 1
                 status, failure = yield from self.attempt(number)
                 if status is not None:
-                    if status["state"] in (REMOTE_SUCCEEDED, REMOTE_SKIPPED):
+                    if status["state"] in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
                         result.update(settled(result, status, iso(self.now())))
                         self.reported = bool(status.get("reported"))
                         break
                     result["output"] = status.get("output") or result["output"]
                     result["url"] = status.get("url") or result["url"]
-                    if status["state"] == REMOTE_CANCELLED:
-                        result["status"] = CANCELLED
+                    if status["state"] == RemoteState.CANCELLED:
+                        result["status"] = ServiceState.CANCELLED
                         result["error"] = status.get("message") or "cancelled on the platform"
                         break
                     failure = {"error": status.get("message") or f"ended {status['state']}",
                                "retryable": bool(status.get("retryable"))}
                 result["error"] = failure["error"]
                 if not failure["retryable"] or number > retries:
-                    result["status"] = FAILED
+                    result["status"] = ServiceState.FAILED
                     if failure["retryable"] and retries:
                         result["error"] = f"{failure['error']} (gave up after {number} attempts)"
                     break
@@ -320,9 +317,9 @@ class _ServiceRun:
                 yield from self.wait(retry.delay(number))
         except _Stop as stop:
             if stop.reason == "cancel":
-                result["status"], result["error"] = CANCELLED, "cancelled"
+                result["status"], result["error"] = ServiceState.CANCELLED, "cancelled"
             else:
-                result["status"] = FAILED
+                result["status"] = ServiceState.FAILED
                 result["error"] = f"timed out after {format_duration(self.job['timeout'])}"
         if self.deadline is not None and not self.deadline.is_completed:
             self.deadline.cancel()

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 from tower.board import board, ordinal, run_view, view
 from tower.runs.ledger import core_of, create_run, finish_service, open_run
 from tower.runs.ledger_sqlite import SqliteRunLedger
-from tower.runs.scheduler import SUCCEEDED, Scheduler
+from tower.runs.scheduler import Scheduler
+from tower.states import ServiceState
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
 
@@ -25,7 +26,7 @@ def plan(deps: dict, platform_of: dict, limits: dict, expected: dict | None = No
 
 
 def ok():
-    return {"status": SUCCEEDED, "attempts": 1}
+    return {"status": ServiceState.SUCCEEDED, "attempts": 1}
 
 
 # six loads on a lakehouse of 4 slots, then a transform waiting for load_orders, on a warehouse

@@ -23,7 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from tower import graph
-from tower.runs.scheduler import DONE_FOR_DEPENDENTS, PENDING, RUNNING, Scheduler
+from tower.runs.scheduler import Scheduler
+from tower.states import DONE_FOR_DEPENDENTS, ServiceState
 from tower.timestamps import iso, parse_iso
 
 DEPS_NAMED = 3  # unfinished dependencies named in a reason; the rest are counted
@@ -49,7 +50,7 @@ def board(scheduler: Scheduler, now: datetime) -> dict:
     queues = {platform: [name for _, _, name in sorted(entries)] for platform, entries in scheduler.ready.items()}
     runways = []
     for platform, limit in scheduler.limits.items():
-        running = sorted((n for n in scheduler.order if records[n].status == RUNNING and scheduler.platform_of[n] == platform),
+        running = sorted((n for n in scheduler.order if records[n].status == ServiceState.RUNNING and scheduler.platform_of[n] == platform),
                          key=lambda n: (records[n].started or "", scheduler.position[n]))
         runways.append({
             "platform": platform,
@@ -59,13 +60,13 @@ def board(scheduler: Scheduler, now: datetime) -> dict:
                          "elapsed": _elapsed(records[n].started, now),
                          "expected": scheduler.expected[n]} for n in running],
             "queue": queues.get(platform, []),
-            "blocked": sum(1 for n in scheduler.order if records[n].status == PENDING
+            "blocked": sum(1 for n in scheduler.order if records[n].status == ServiceState.PENDING
                            and scheduler.platform_of[n] == platform and n not in queues.get(platform, ())),
         })
     position = {name: (platform, i) for platform, queue in queues.items() for i, name in enumerate(queue)}
     waiting = {}
     for name in scheduler.order:
-        if records[name].status != PENDING:
+        if records[name].status != ServiceState.PENDING:
             continue
         if scheduler.cancel_requested:
             waiting[name] = "run cancelled"
@@ -99,9 +100,9 @@ def remaining_critical_path(scheduler: Scheduler, now: datetime) -> list[str]:
     left: dict[str, float] = {}
     for name in scheduler.order:
         record = scheduler.records[name]
-        if record.status == PENDING:
+        if record.status == ServiceState.PENDING:
             left[name] = scheduler.expected[name]
-        elif record.status == RUNNING:
+        elif record.status == ServiceState.RUNNING:
             elapsed = _elapsed(record.started, now) or 0.0
             left[name] = max(scheduler.expected[name] - elapsed, 0.0)
     if not left or scheduler.cancel_requested:

@@ -7,8 +7,9 @@ import pytest
 
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
+from tower.platforms.base import Handle, Submission
 from tower.platforms.command import CommandAdapter
+from tower.states import RemoteState
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def test_success_with_output_tail(home):
     adapter = CommandAdapter({})
     handle = adapter.submit(submission("echo hello; echo world"))
     status = wait_done(adapter, handle)
-    assert status.state == SUCCEEDED
+    assert status.state == RemoteState.SUCCEEDED
     assert status.output.endswith("hello\nworld")
     assert Path(handle.data["log"]).parent == home.resolve() / "commands"
 
@@ -53,7 +54,7 @@ def test_success_with_output_tail(home):
 def test_failure_reports_exit_code_and_output_tail():
     adapter = CommandAdapter({})
     status = wait_done(adapter, adapter.submit(submission("echo 'bad input row 7' >&2; exit 3")))
-    assert (status.state, status.message, status.retryable) == (FAILED, "exit code 3: bad input row 7", True)
+    assert (status.state, status.message, status.retryable) == (RemoteState.FAILED, "exit code 3: bad input row 7", True)
     assert "bad input row 7" in status.output
 
 
@@ -76,7 +77,7 @@ def test_a_failure_without_stderr_quotes_stdout():
 def test_argv_list_runs_without_a_shell():
     adapter = CommandAdapter({})
     status = wait_done(adapter, adapter.submit(submission([sys.executable, "-c", "print('a b; c')"])))
-    assert (status.state, status.output) == (SUCCEEDED, "a b; c")
+    assert (status.state, status.output) == (RemoteState.SUCCEEDED, "a b; c")
 
 
 def test_params_arrive_as_environment_never_through_the_shell(tmp_path):
@@ -104,7 +105,7 @@ def test_same_key_reattaches_to_the_same_process(tmp_path):
     first = adapter.submit(submission("sleep 0.3; echo once >> count.txt", cwd=str(tmp_path)))
     again = CommandAdapter({}).submit(submission("sleep 0.3; echo once >> count.txt", cwd=str(tmp_path)))
     assert again.data["pid"] == first.data["pid"]
-    assert wait_done(adapter, again).state == SUCCEEDED
+    assert wait_done(adapter, again).state == RemoteState.SUCCEEDED
     assert (tmp_path / "count.txt").read_text() == "once\n"
     other_attempt = adapter.submit(submission("true", attempt=2))
     assert other_attempt.data["pid"] != first.data["pid"]
@@ -114,9 +115,9 @@ def test_process_outlives_the_submitting_adapter_and_is_polled_from_json():
     handle = CommandAdapter({}).submit(submission("sleep 0.2; echo late"))
     restored = Handle.from_json(handle.to_json())
     adapter = CommandAdapter({})
-    assert adapter.poll(restored).state == RUNNING
+    assert adapter.poll(restored).state == RemoteState.RUNNING
     status = wait_done(adapter, restored)
-    assert (status.state, status.output) == (SUCCEEDED, "late")
+    assert (status.state, status.output) == (RemoteState.SUCCEEDED, "late")
 
 
 def test_cancel_kills_the_whole_process_group(tmp_path):
@@ -130,7 +131,7 @@ def test_cancel_kills_the_whole_process_group(tmp_path):
     started = time.monotonic()
     adapter.cancel(handle)
     assert time.monotonic() - started < 2
-    assert adapter.poll(handle).state == CANCELLED
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
     time.sleep(0.05)
     assert not pid_alive(grandchild)
     assert not pid_alive(handle.data["pid"])
@@ -145,12 +146,12 @@ def test_cancel_escalates_to_sigkill_when_term_is_ignored(tmp_path):
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     adapter.cancel(handle)
-    assert adapter.poll(handle).state == CANCELLED
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
     time.sleep(0.05)
     assert not pid_alive(handle.data["pid"])
 
 
-@pytest.mark.parametrize(("run", "state"), [("true", SUCCEEDED), ("exit 3", FAILED)])
+@pytest.mark.parametrize(("run", "state"), [("true", RemoteState.SUCCEEDED), ("exit 3", RemoteState.FAILED)])
 def test_cancel_after_the_end_keeps_the_outcome(run, state):
     adapter = CommandAdapter({})
     handle = adapter.submit(submission(run))
@@ -168,7 +169,7 @@ def test_a_clean_exit_that_beats_the_cancel_signal_is_a_success(tmp_path):
     # own with exit 0 before the signal arrived.
     Path(handle.data["cancelled"]).touch()
     go.touch()
-    assert wait_done(adapter, handle).state == SUCCEEDED
+    assert wait_done(adapter, handle).state == RemoteState.SUCCEEDED
 
 
 @pytest.mark.parametrize("spec", [{"run": ""}, {"run": []}, {"run": 5}, {"run": "true", "cwd": "/no/such/dir"}])

@@ -10,8 +10,9 @@ from tests.platforms import jobs_api_server as jobs
 from tests.platforms.polling import poll_to_end
 from tower.errors import NonRetryableError, RetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, Handle, Submission
+from tower.platforms.base import Handle, Submission
 from tower.platforms.databricks import idempotency_token, status_from_run
+from tower.states import RemoteState
 
 TOKEN = "dapi-local-test-token"
 
@@ -58,7 +59,7 @@ def test_success_walks_through_running_and_keeps_the_run_page_url(api, adapter):
     handle = adapter.submit(submission(params={"day": "2024-01-01", "full": True},
                                        job_parameters={"env": "dev", "day": "old"}))
     status, seen = poll_to_end(adapter, handle)
-    assert seen == [RUNNING, RUNNING, SUCCEEDED]
+    assert seen == [RemoteState.RUNNING, RemoteState.RUNNING, RemoteState.SUCCEEDED]
     assert status.url.endswith(f"/#job/11/run/{handle.remote_id}")
     run = api.runs[int(handle.remote_id)]
     assert run.parameters == {"env": "dev", "day": "2024-01-01", "full": "true"}  # run params win
@@ -74,10 +75,10 @@ def test_structured_params_reach_the_job_as_json_text(api, adapter):
 @pytest.mark.parametrize(
     ("script", "state", "retryable", "words"),
     [
-        (jobs.FAILS, FAILED, True, "ZeroDivisionError"),       # ran and failed: the retry policy decides
-        (jobs.TIMES_OUT, FAILED, True, "timed out"),
-        (jobs.SKIPS, SKIPPED, False, "active run"),
-        (jobs.BREAKS, FAILED, True, "Cluster terminated unexpectedly"),
+        (jobs.FAILS, RemoteState.FAILED, True, "ZeroDivisionError"),       # ran and failed: the retry policy decides
+        (jobs.TIMES_OUT, RemoteState.FAILED, True, "timed out"),
+        (jobs.SKIPS, RemoteState.SKIPPED, False, "active run"),
+        (jobs.BREAKS, RemoteState.FAILED, True, "Cluster terminated unexpectedly"),
     ],
     ids=["failed", "timedout", "skipped", "internal_error"],
 )
@@ -109,10 +110,10 @@ def test_long_keys_become_a_stable_64_character_token():
 def test_cancel_reaches_the_run_and_is_idempotent(api, adapter):
     api.jobs[11] = jobs.RUNS_FOREVER
     handle = adapter.submit(submission())
-    assert adapter.poll(handle).state == RUNNING
+    assert adapter.poll(handle).state == RemoteState.RUNNING
     adapter.cancel(handle)
     adapter.cancel(handle)
-    assert adapter.poll(handle).state == CANCELLED
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
     assert api.requests.count(("POST", "/api/2.2/jobs/runs/cancel")) == 2
 
 
@@ -128,8 +129,8 @@ def test_429_and_503_bursts_on_poll_do_not_fail_the_run(api, adapter):
     api.fail_next("runs/get", [429, 429, 503], retry_after="0")
     started = time.monotonic()
     status, seen = poll_to_end(adapter, handle)
-    assert status.state == SUCCEEDED
-    assert seen == [RUNNING, RUNNING, SUCCEEDED]  # each throttled poll still got its answer
+    assert status.state == RemoteState.SUCCEEDED
+    assert seen == [RemoteState.RUNNING, RemoteState.RUNNING, RemoteState.SUCCEEDED]  # each throttled poll still got its answer
     assert api.requests.count(("GET", "/api/2.2/jobs/runs/get")) == 3 + 3
     assert time.monotonic() - started < 10
 
@@ -175,10 +176,10 @@ def test_unreachable_workspace_is_retryable():
 
 @pytest.mark.parametrize(
     ("life_cycle", "result", "state"),
-    [("PENDING", None, RUNNING), ("QUEUED", None, RUNNING), ("TERMINATING", None, RUNNING),
-     ("BLOCKED", None, RUNNING), ("TERMINATED", "CANCELED", CANCELLED),
-     ("TERMINATED", "SUCCESS_WITH_FAILURES", SUCCEEDED), ("TERMINATED", "EXCLUDED", SKIPPED),
-     ("TERMINATED", "SOMETHING_NEW", FAILED)],
+    [("PENDING", None, RemoteState.RUNNING), ("QUEUED", None, RemoteState.RUNNING), ("TERMINATING", None, RemoteState.RUNNING),
+     ("BLOCKED", None, RemoteState.RUNNING), ("TERMINATED", "CANCELED", RemoteState.CANCELLED),
+     ("TERMINATED", "SUCCESS_WITH_FAILURES", RemoteState.SUCCEEDED), ("TERMINATED", "EXCLUDED", RemoteState.SKIPPED),
+     ("TERMINATED", "SOMETHING_NEW", RemoteState.FAILED)],
 )
 def test_state_mapping(life_cycle, result, state):
     assert status_from_run(life_cycle, result, "", None).state == state
@@ -199,5 +200,5 @@ def test_managed_identity_sends_an_entra_token_and_the_workspace_resource_id(api
     api.jobs[11] = jobs.SUCCEEDS
     adapter = adapter_for("databricks", {"host": jobs.url_of(server[0]), "auth": "managed_identity",
                                          "azure_resource_id": "/subscriptions/s/resourceGroups/g/ws"})
-    assert adapter.poll(adapter.submit(submission())).state == RUNNING
+    assert adapter.poll(adapter.submit(submission())).state == RemoteState.RUNNING
     assert scopes and set(scopes) == {"2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"}

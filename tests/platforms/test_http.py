@@ -10,8 +10,9 @@ from tests.platforms.async_http_service import AsyncHttpService
 from tests.platforms.polling import poll_to_end
 from tower.errors import ConfigError, NonRetryableError, RetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Submission
+from tower.platforms.base import Submission
 from tower.platforms.http import retry_after_seconds, safe_text, safe_url, value_at
+from tower.states import RemoteState
 
 RULES = {"status_path": "state.phase", "success_values": ["done"], "failure_values": ["failed"]}
 
@@ -47,7 +48,7 @@ def sub(attempt=1, params=None, **spec):
 def test_202_flow_to_success_passes_params_and_the_idempotency_key(state, adapter):
     handle = adapter.submit(sub(params={"day": "2024-01-01"}, body={"outcome": "succeed", "polls": 2}))
     status, states = poll_to_end(adapter, handle, limit=10)
-    assert states == [RUNNING, RUNNING, SUCCEEDED]
+    assert states == [RemoteState.RUNNING, RemoteState.RUNNING, RemoteState.SUCCEEDED]
     assert '"rows": 42' in status.output
     assert state.jobs[handle.remote_id].params == {"day": "2024-01-01"}
     post = next(headers for method, path, headers in state.seen if method == "POST")
@@ -61,7 +62,7 @@ def test_running_status_carries_retry_after_as_poll_after(state, adapter):
 
 def test_202_flow_to_failure_keeps_the_service_message(state, adapter):
     status, _ = poll_to_end(adapter, adapter.submit(sub(body={"outcome": "fail", "polls": 1})), limit=10)
-    assert (status.state, status.message, status.retryable) == (FAILED, "disk full on node 3", True)
+    assert (status.state, status.message, status.retryable) == (RemoteState.FAILED, "disk full on node 3", True)
 
 
 def test_same_key_reattaches_to_the_same_job(state, adapter, service):
@@ -74,9 +75,9 @@ def test_same_key_reattaches_to_the_same_job(state, adapter, service):
 
 def test_cancel_reaches_the_service(state, adapter):
     handle = adapter.submit(sub(body={"polls": 100}, cancel_path="/cancel"))
-    assert adapter.poll(handle).state == RUNNING
+    assert adapter.poll(handle).state == RemoteState.RUNNING
     adapter.cancel(handle)
-    assert adapter.poll(handle).state == CANCELLED
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
     assert ("POST", f"/jobs/{handle.remote_id}/cancel") in [(m, p) for m, p, _ in state.seen]
 
 
@@ -91,7 +92,7 @@ def test_immediate_200_is_done_without_polling(state, adapter):
     handle = adapter.submit(sub(path="/sync", status_path="status"))
     calls = len(state.seen)
     status = adapter.poll(handle)
-    assert status.state == SUCCEEDED and '"rows": 3' in status.output
+    assert status.state == RemoteState.SUCCEEDED and '"rows": 3' in status.output
     assert len(state.seen) == calls
 
 
@@ -101,7 +102,7 @@ def test_429_with_retry_after_is_honoured(state, adapter):
     handle = adapter.submit(sub())
     assert time.monotonic() - started >= 1.0
     assert [p for m, p, _ in state.seen] == ["/jobs", "/jobs"]
-    assert poll_to_end(adapter, handle, limit=10)[0].state == SUCCEEDED
+    assert poll_to_end(adapter, handle, limit=10)[0].state == RemoteState.SUCCEEDED
 
 
 def test_retry_after_beyond_the_bound_fails_retryable_at_once(state, adapter):
@@ -115,7 +116,7 @@ def test_retry_after_beyond_the_bound_fails_retryable_at_once(state, adapter):
 def test_5xx_on_poll_is_retried(state, adapter):
     handle = adapter.submit(sub(body={"polls": 0}))
     state.faults.extend([(f"/jobs/{handle.remote_id}", 503, None), (f"/jobs/{handle.remote_id}", 500, None)])
-    assert adapter.poll(handle).state == SUCCEEDED
+    assert adapter.poll(handle).state == RemoteState.SUCCEEDED
     assert [p for m, p, _ in state.seen].count(f"/jobs/{handle.remote_id}") == 3
 
 

@@ -5,8 +5,9 @@ import pytest
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
 from tower.platforms import sim as sim_module
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
+from tower.platforms.base import Handle, Submission
 from tower.platforms.sim import SimAdapter
+from tower.states import RemoteState
 
 
 def submission(attempt=1, **spec):
@@ -17,37 +18,37 @@ def test_runs_for_its_duration_and_says_when_to_poll_again():
     adapter = SimAdapter({})
     handle = adapter.submit(submission(duration=0.2))
     first = adapter.poll(handle)
-    assert first.state == RUNNING
+    assert first.state == RemoteState.RUNNING
     assert 0.1 < first.poll_after <= 0.2
     time.sleep(first.poll_after)
-    assert adapter.poll(handle).state == SUCCEEDED
+    assert adapter.poll(handle).state == RemoteState.SUCCEEDED
 
 
 def test_zero_duration_is_done_at_the_first_poll():
     adapter = SimAdapter({})
     status = adapter.poll(adapter.submit(submission()))
-    assert status.state == SUCCEEDED and status.done
+    assert status.state == RemoteState.SUCCEEDED and status.done
 
 
 def test_first_attempts_fail_retryably_then_succeed():
     adapter = SimAdapter({})
     states = [adapter.poll(adapter.submit(submission(attempt=n, fail_attempts=2))) for n in (1, 2, 3)]
-    assert [(s.state, s.retryable) for s in states] == [(FAILED, True), (FAILED, True), (SUCCEEDED, False)]
+    assert [(s.state, s.retryable) for s in states] == [(RemoteState.FAILED, True), (RemoteState.FAILED, True), (RemoteState.SUCCEEDED, False)]
     assert "attempt 1" in states[0].message
 
 
 def test_outcome_fail_is_not_retryable():
     adapter = SimAdapter({})
     status = adapter.poll(adapter.submit(submission(outcome="fail")))
-    assert (status.state, status.retryable) == (FAILED, False)
+    assert (status.state, status.retryable) == (RemoteState.FAILED, False)
 
 
 def test_state_survives_a_round_trip_through_json_like_another_process():
     adapter = SimAdapter({})
     handle = Handle.from_json(adapter.submit(submission(duration=0.05)).to_json())
-    assert SimAdapter({}).poll(handle).state == RUNNING
+    assert SimAdapter({}).poll(handle).state == RemoteState.RUNNING
     time.sleep(0.06)
-    assert SimAdapter({}).poll(handle).state == SUCCEEDED
+    assert SimAdapter({}).poll(handle).state == RemoteState.SUCCEEDED
 
 
 def test_time_scale_shrinks_durations():
@@ -62,7 +63,7 @@ def test_cancel_is_recorded_and_reported():
     handle = adapter.submit(submission(duration=10))
     adapter.cancel(handle)
     assert handle.remote_id in sim_module.cancelled_remote_ids()
-    assert adapter.poll(handle).state == CANCELLED
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
 
 
 def test_same_key_same_remote_id():

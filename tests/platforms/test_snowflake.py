@@ -10,8 +10,9 @@ from tests.platforms import fakesnow_server
 from tests.platforms.polling import poll_to_end
 from tower.errors import ConfigError, NonRetryableError, RetryableError
 from tower.platforms import adapter_for, checked_settings
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
+from tower.platforms.base import Handle, Submission
 from tower.platforms.snowflake import SnowflakeAdapter, status_from_query
+from tower.states import RemoteState
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")  # fakesnow internals
 
@@ -51,7 +52,7 @@ def test_create_insert_select_services(adapter):
         "SELECT region, SUM(amount)::INT AS total FROM orders GROUP BY region ORDER BY region",
     ]
     statuses = [finish(adapter, adapter.submit(sub(sql, service=f"step{i}"))) for i, sql in enumerate(steps)]
-    assert [s.state for s in statuses] == [SUCCEEDED] * 3
+    assert [s.state for s in statuses] == [RemoteState.SUCCEEDED] * 3
     assert statuses[2].output.splitlines() == ["REGION, TOTAL", "amer, 20", "emea, 15", "(2 rows)"]
 
 
@@ -69,7 +70,7 @@ def test_run_params_are_bound_so_an_injection_attempt_stays_data(adapter):
     evil = "x'); DROP TABLE notes; --"
     handle = adapter.submit(sub("INSERT INTO notes VALUES (?, ?)", service="ins", bind=["day", "note"],
                                 params={"day": "2024-01-01", "note": evil, "unused": 1}))
-    assert finish(adapter, handle).state == SUCCEEDED
+    assert finish(adapter, handle).state == RemoteState.SUCCEEDED
     status = finish(adapter, adapter.submit(sub("SELECT note FROM notes WHERE day = ?", service="sel",
                                                 bind=["day"], params={"day": "2024-01-01"})))
     assert status.output.splitlines()[1] == evil  # the table survived and holds the text verbatim
@@ -89,7 +90,7 @@ def test_every_submit_runs_its_statement_under_the_attempt_key_as_query_tag(adap
     finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE tagged (n INT)", service="mk-tagged")))
     for attempt in (1, 2):
         handle = adapter.submit(sub("INSERT INTO tagged VALUES (1)", service="tag", attempt=attempt))
-        assert finish(adapter, handle).state == SUCCEEDED
+        assert finish(adapter, handle).state == RemoteState.SUCCEEDED
     runs = snowflake.runs_of("INSERT INTO tagged VALUES (1)")
     assert [(run.query_tag, run.user_name) for run in runs] == [("nightly-1/tag/1", "tower"),
                                                                  ("nightly-1/tag/2", "tower")]
@@ -101,11 +102,11 @@ def test_a_resubmit_of_the_same_attempt_reattaches_and_the_statement_runs_once(a
     finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE hits (n INT)", service="mk-hits")))
     insert = sub("INSERT INTO hits VALUES (1)", service="hit")
     first = adapter.submit(insert)
-    assert finish(adapter, first).state == SUCCEEDED
+    assert finish(adapter, first).state == RemoteState.SUCCEEDED
     # A crash between submit and the handle being saved: the activity runs again, in a new process.
     again = adapter_for("snowflake", settings).submit(insert)
     assert again.remote_id == first.remote_id
-    assert finish(adapter, again).state == SUCCEEDED
+    assert finish(adapter, again).state == RemoteState.SUCCEEDED
     assert [run.query_id for run in snowflake.runs_of("INSERT INTO hits VALUES (1)")] == [first.remote_id]
     assert count_rows(adapter, "hits") == 1
 
@@ -136,10 +137,10 @@ def test_resubmit_where_query_history_is_unreadable_warns_and_runs_again(snowfla
 
 def test_cancel_reaches_system_cancel_query_with_the_query_id(adapter, snowflake):
     handle = adapter.submit(sub("SELECT 42 AS answer", service="answer"))
-    assert finish(adapter, handle).state == SUCCEEDED
+    assert finish(adapter, handle).state == RemoteState.SUCCEEDED
     adapter.cancel(handle)
     assert snowflake.cancelled[-1] == handle.remote_id
-    assert finish(adapter, handle).state == SUCCEEDED  # it had ended: a late cancel changes nothing
+    assert finish(adapter, handle).state == RemoteState.SUCCEEDED  # it had ended: a late cancel changes nothing
 
 
 def test_unreachable_account_is_retryable(settings):
@@ -248,8 +249,8 @@ def boundary_adapter(conn):
 
 @pytest.mark.parametrize(
     ("name", "state"),
-    [("RUNNING", RUNNING), ("QUEUED", RUNNING), ("RESUMING_WAREHOUSE", RUNNING), ("NO_DATA", RUNNING),
-     ("ABORTED", CANCELLED), ("FAILED_WITH_ERROR", FAILED), ("FAILED_WITH_INCIDENT", FAILED)],
+    [("RUNNING", RemoteState.RUNNING), ("QUEUED", RemoteState.RUNNING), ("RESUMING_WAREHOUSE", RemoteState.RUNNING), ("NO_DATA", RemoteState.RUNNING),
+     ("ABORTED", RemoteState.CANCELLED), ("FAILED_WITH_ERROR", RemoteState.FAILED), ("FAILED_WITH_INCIDENT", RemoteState.FAILED)],
 )
 def test_query_status_mapping(name, state):
     conn = FakeConnection({"q1": name})

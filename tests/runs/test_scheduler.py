@@ -7,17 +7,12 @@ import pytest
 
 from tower.errors import RetryableError
 from tower.runs.scheduler import (
-    CANCELLED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    UPSTREAM_FAILED,
     Scheduler,
     expand_status,
     failure_from,
     failure_message,
 )
+from tower.states import RunState, ServiceState
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -42,7 +37,7 @@ def make_plan(deps: dict, expected: dict | None = None, platform_of: dict | None
 
 
 def ok(started=None, finished=None):
-    return {"status": SUCCEEDED, "attempts": 1, "started": started, "finished": finished}
+    return {"status": ServiceState.SUCCEEDED, "attempts": 1, "started": started, "finished": finished}
 
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
@@ -59,7 +54,7 @@ def test_diamond_starts_each_service_when_its_last_dependency_succeeds():
     s.finish("c", ok(), at(3))
     assert s.take_ready(at(3)) == ["d"]
     s.finish("d", ok(), at(4))
-    assert s.done and s.status == SUCCEEDED
+    assert s.done and s.status is RunState.SUCCEEDED
 
 
 def test_limit_gives_free_slots_to_the_longest_remaining_path_first():
@@ -91,17 +86,17 @@ def test_failure_marks_downstream_and_lets_independent_branches_go_on():
     deps = {"a": [], "b": ["a"], "c": ["b"], "x": [], "y": ["x"]}
     s = Scheduler(make_plan(deps), T0)
     assert s.take_ready(at(0)) == ["a", "x"]
-    s.finish("a", {"status": FAILED, "attempts": 3, "error": "boom"}, at(1))
-    assert s.records["b"].status == UPSTREAM_FAILED and s.records["c"].status == UPSTREAM_FAILED
+    s.finish("a", {"status": ServiceState.FAILED, "attempts": 3, "error": "boom"}, at(1))
+    assert s.records["b"].status == ServiceState.UPSTREAM_FAILED and s.records["c"].status == ServiceState.UPSTREAM_FAILED
     assert s.records["c"].error == "upstream 'a' failed"
     assert not s.done
     s.finish("x", ok(), at(2))
     assert s.take_ready(at(2)) == ["y"]
     s.finish("y", ok(), at(3))
-    assert s.done and s.status == FAILED
+    assert s.done and s.status is RunState.FAILED
     result = s.result(at(3))
     assert "a: boom" in result["summary"] and "2 service(s) not run" in result["summary"]
-    assert result["failed"] == {"a": "boom"} and result["counts"][SUCCEEDED] == 2
+    assert result["failed"] == {"a": "boom"} and result["counts"][ServiceState.SUCCEEDED] == 2
     assert s.records["a"].attempts == 3
 
 
@@ -109,7 +104,7 @@ def test_an_unknown_status_from_a_service_counts_as_failed():
     s = Scheduler(make_plan({"a": []}), T0)
     s.take_ready(at(0))
     s.finish("a", {"status": "weird"}, at(1))
-    assert s.records["a"].status == FAILED and "weird" in s.records["a"].error
+    assert s.records["a"].status == ServiceState.FAILED and "weird" in s.records["a"].error
 
 
 def test_cancel_marks_what_has_not_started_and_names_what_runs():
@@ -117,10 +112,10 @@ def test_cancel_marks_what_has_not_started_and_names_what_runs():
     s = Scheduler(make_plan(deps, limits={"main": 1}), T0)
     assert s.take_ready(at(0)) == ["a"]
     assert s.cancel(at(1)) == ["a"]
-    assert s.records["b"].status == CANCELLED and s.records["c"].status == CANCELLED
+    assert s.records["b"].status == ServiceState.CANCELLED and s.records["c"].status == ServiceState.CANCELLED
     assert s.take_ready(at(1)) == []
-    s.finish("a", {"status": CANCELLED, "attempts": 1, "error": "cancelled"}, at(2))
-    assert s.done and s.status == CANCELLED
+    s.finish("a", {"status": ServiceState.CANCELLED, "attempts": 1, "error": "cancelled"}, at(2))
+    assert s.done and s.status is RunState.CANCELLED
 
 
 def test_finishing_a_service_that_is_not_running_is_a_bug():
@@ -148,15 +143,15 @@ def test_compact_status_stays_small_for_300_services_and_expands_back():
     s = Scheduler(plan, T0)
     started = s.take_ready(at(0))
     for name in started[:50]:
-        s.finish(name, {"status": FAILED, "attempts": 2, "error": "x" * 1000}, at(1))
+        s.finish(name, {"status": ServiceState.FAILED, "attempts": 2, "error": "x" * 1000}, at(1))
     status = s.compact_status(at(1))
     size = len(json.dumps(status).encode())
     assert size < 4000, size  # one letter per service + running starts + 10 short errors
     view = expand_status(plan, status)
-    assert view[names[0]]["status"] == FAILED and len(view[names[0]]["error"]) <= 160
-    assert view[names[1]]["status"] == UPSTREAM_FAILED
-    assert view[names[150]]["status"] == RUNNING and view[names[150]]["started"] == "2024-06-01T12:00:00Z"
-    assert view[names[151]]["status"] == PENDING
+    assert view[names[0]]["status"] == ServiceState.FAILED and len(view[names[0]]["error"]) <= 160
+    assert view[names[1]]["status"] == ServiceState.UPSTREAM_FAILED
+    assert view[names[150]]["status"] == ServiceState.RUNNING and view[names[150]]["started"] == "2024-06-01T12:00:00Z"
+    assert view[names[151]]["status"] == ServiceState.PENDING
     assert status["counts"] == {"running": 50, "failed": 50, "upstream_failed": 100, "pending": 100}
 
 

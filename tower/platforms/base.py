@@ -15,13 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-# Remote states an adapter reports. RUNNING is the only non-terminal one.
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-SKIPPED = "skipped"
-TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, SKIPPED)
+from tower.states import TERMINAL_STATES, RemoteState
 
 
 @dataclass(frozen=True)
@@ -68,9 +62,9 @@ class Handle:
 class Status:
     """Where the remote work is now."""
 
-    state: str  # RUNNING or one of TERMINAL_STATES
+    state: RemoteState  # a plain str once read back from JSON (equal to the member)
     message: str = ""  # the platform's own words (state message, SQL error, HTTP body excerpt)
-    retryable: bool = False  # only meaningful for FAILED: is another attempt worth it?
+    retryable: bool = False  # only meaningful for RemoteState.FAILED: is another attempt worth it?
     output: str = ""  # a short tail of the work's output, kept in status (a few hundred chars)
     url: str | None = None
     poll_after: float | None = None  # seconds until a poll is worth it, when the platform knows

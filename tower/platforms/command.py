@@ -36,10 +36,6 @@ from typing import Any
 
 from tower.errors import NonRetryableError
 from tower.platforms.base import (
-    CANCELLED,
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
     Handle,
     Status,
     Submission,
@@ -47,6 +43,7 @@ from tower.platforms.base import (
     tail,
 )
 from tower.processes import pid_alive
+from tower.states import RemoteState
 
 # Runs "$@", then publishes its exit code atomically (write + rename), so a reader never sees half.
 _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
@@ -248,21 +245,21 @@ class CommandAdapter:
         exit_file, cancelled = Path(data["exit"]), Path(data["cancelled"]).exists()
         code_text = exit_file.read_text().strip() if exit_file.exists() else None
         if code_text is None and _alive(data["pid"]):
-            return Status(RUNNING, output=_output(data))
+            return Status(RemoteState.RUNNING, output=_output(data))
         if code_text is None and exit_file.exists():  # it finished between the two looks
             code_text = exit_file.read_text().strip()
         _alive(data["pid"])  # reap our own child, so it leaves no zombie behind
         output = _output(data)
         if cancelled and code_text != "0":  # a clean exit that beat the signal is still a success
-            return Status(CANCELLED, message="cancelled", output=output)
+            return Status(RemoteState.CANCELLED, message="cancelled", output=output)
         why = _why(data)
         if code_text is None:
-            return Status(FAILED, message=_with("the process ended without an exit code (killed?)", why),
+            return Status(RemoteState.FAILED, message=_with("the process ended without an exit code (killed?)", why),
                           retryable=True, output=output)
         code = int(code_text)
         if code == 0:
-            return Status(SUCCEEDED, output=output)
-        return Status(FAILED, message=_with(f"exit code {code}", why), retryable=True, output=output)
+            return Status(RemoteState.SUCCEEDED, output=output)
+        return Status(RemoteState.FAILED, message=_with(f"exit code {code}", why), retryable=True, output=output)
 
     def cancel(self, handle: Handle) -> None:
         data = handle.data

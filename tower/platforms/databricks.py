@@ -21,16 +21,12 @@ from typing import Any
 
 from tower.errors import NonRetryableError, RetryableError
 from tower.platforms.base import (
-    CANCELLED,
-    FAILED,
-    RUNNING,
-    SKIPPED,
-    SUCCEEDED,
     Handle,
     Status,
     Submission,
     param_text,
 )
+from tower.states import RemoteState
 
 PLATFORM = "databricks"
 log = logging.getLogger(__name__)
@@ -44,16 +40,16 @@ _ACTIVE = {"PENDING", "QUEUED", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FO
 # A run that ran and failed (or hit the job's own timeout) is retried under the service's policy, as
 # Databricks' own job retries do; a disabled job or an upstream task's failure is not the run's fault.
 _RESULTS = {
-    "SUCCESS": (SUCCEEDED, False),
-    "SUCCESS_WITH_FAILURES": (SUCCEEDED, False),
-    "FAILED": (FAILED, True),
-    "TIMEDOUT": (FAILED, True),
-    "CANCELED": (CANCELLED, False),
-    "EXCLUDED": (SKIPPED, False),
-    "UPSTREAM_FAILED": (FAILED, False),
-    "UPSTREAM_CANCELED": (CANCELLED, False),
-    "MAXIMUM_CONCURRENT_RUNS_REACHED": (FAILED, True),
-    "DISABLED": (FAILED, False),
+    "SUCCESS": (RemoteState.SUCCEEDED, False),
+    "SUCCESS_WITH_FAILURES": (RemoteState.SUCCEEDED, False),
+    "FAILED": (RemoteState.FAILED, True),
+    "TIMEDOUT": (RemoteState.FAILED, True),
+    "CANCELED": (RemoteState.CANCELLED, False),
+    "EXCLUDED": (RemoteState.SKIPPED, False),
+    "UPSTREAM_FAILED": (RemoteState.FAILED, False),
+    "UPSTREAM_CANCELED": (RemoteState.CANCELLED, False),
+    "MAXIMUM_CONCURRENT_RUNS_REACHED": (RemoteState.FAILED, True),
+    "DISABLED": (RemoteState.FAILED, False),
 }
 
 
@@ -66,19 +62,19 @@ def status_from_run(life_cycle: str | None, result: str | None, message: str, ur
     """Map the Jobs API's two-level run state onto Tower's states."""
     life_cycle = life_cycle or "PENDING"
     if life_cycle in _ACTIVE:
-        return Status(RUNNING, message=message, url=url)
+        return Status(RemoteState.RUNNING, message=message, url=url)
     if life_cycle == "SKIPPED":
-        return Status(SKIPPED, message=message or "run skipped by Databricks", url=url)
+        return Status(RemoteState.SKIPPED, message=message or "run skipped by Databricks", url=url)
     if life_cycle == "INTERNAL_ERROR":
         # The platform broke, not the job: another attempt may well succeed.
-        return Status(FAILED, message=message or "Databricks internal error", retryable=True, url=url)
+        return Status(RemoteState.FAILED, message=message or "Databricks internal error", retryable=True, url=url)
     if life_cycle == "TERMINATED" and result in _RESULTS:
         state, retryable = _RESULTS[result]
-        text = message or ("" if state == SUCCEEDED else f"run ended {result}")
+        text = message or ("" if state == RemoteState.SUCCEEDED else f"run ended {result}")
         if result == "TIMEDOUT" and "timed out" not in text.lower():
             text = f"run timed out (the job's own timeout): {text}"
         return Status(state, message=text, retryable=retryable, url=url)
-    return Status(FAILED, message=message or f"run ended in state {life_cycle}/{result}", url=url)
+    return Status(RemoteState.FAILED, message=message or f"run ended in state {life_cycle}/{result}", url=url)
 
 
 class _ManagedIdentity:

@@ -35,7 +35,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from tower.errors import NonRetryableError, RetryableError
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
+from tower.platforms.base import Handle, Status, Submission, tail
+from tower.states import RemoteState
 
 PLATFORM = "http"
 log = logging.getLogger(__name__)
@@ -171,26 +172,26 @@ class HttpAdapter:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         url = handle.url if handle else None
         if response.status_code == 202:
-            return Status(RUNNING, url=url, poll_after=retry_after)
+            return Status(RemoteState.RUNNING, url=url, poll_after=retry_after)
         if 300 <= response.status_code < 400:
-            return Status(SUCCEEDED, url=url, output=f"result at {safe_url(response.headers.get('Location', ''))}")
+            return Status(RemoteState.SUCCEEDED, url=url, output=f"result at {safe_url(response.headers.get('Location', ''))}")
         value = value_at(document, rules.get("status_path", "status"))
         text = tail(response.text or "")
         if value is None:
-            return Status(SUCCEEDED, url=url, output=text)
+            return Status(RemoteState.SUCCEEDED, url=url, output=text)
         word = str(value).lower()
 
         def matches(field: str, default: tuple[str, ...]) -> bool:
             return word in {str(v).lower() for v in rules.get(field, default)}
 
         if matches("success_values", DEFAULT_SUCCESS):
-            return Status(SUCCEEDED, url=url, output=text)
+            return Status(RemoteState.SUCCEEDED, url=url, output=text)
         if matches("failure_values", DEFAULT_FAILURE):
             # the job ran and failed: the service's retry policy decides (4xx answers never get here)
-            return Status(FAILED, message=_message(document, value), url=url, output=text, retryable=True)
+            return Status(RemoteState.FAILED, message=_message(document, value), url=url, output=text, retryable=True)
         if matches("cancelled_values", DEFAULT_CANCELLED):
-            return Status(CANCELLED, message=_message(document, value), url=url, output=text)
-        return Status(RUNNING, message=str(value), url=url, poll_after=retry_after)
+            return Status(RemoteState.CANCELLED, message=_message(document, value), url=url, output=text)
+        return Status(RemoteState.RUNNING, message=str(value), url=url, poll_after=retry_after)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}

@@ -30,7 +30,8 @@ from typing import Any
 
 from tower.catalog.fields import SIM_OUTCOMES
 from tower.errors import NonRetryableError
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
+from tower.platforms.base import Handle, Status, Submission
+from tower.states import RemoteState
 
 _cancelled: set[str] = set()
 _cancelled_lock = threading.Lock()
@@ -91,12 +92,12 @@ class SimAdapter:
                 platform="sim",
             )
         if submission.attempt <= fail_attempts:
-            result = {"state": FAILED, "retryable": True,
+            result = {"state": RemoteState.FAILED, "retryable": True,
                       "message": f"simulated failure of attempt {submission.attempt} of {fail_attempts}"}
         elif outcome == "fail":
-            result = {"state": FAILED, "retryable": False, "message": "simulated failure (outcome: fail)"}
+            result = {"state": RemoteState.FAILED, "retryable": False, "message": "simulated failure (outcome: fail)"}
         else:
-            result = {"state": SUCCEEDED, "retryable": False, "message": ""}
+            result = {"state": RemoteState.SUCCEEDED, "retryable": False, "message": ""}
         started_at = time.time()
         digest = hashlib.sha256(submission.idempotency_key.encode()).hexdigest()[:16]
         return Handle(
@@ -109,10 +110,10 @@ class SimAdapter:
         with _cancelled_lock:
             _polls[handle.remote_id] = _polls.get(handle.remote_id, 0) + 1
             if handle.remote_id in _cancelled:
-                return Status(CANCELLED, message="cancelled (simulated)")
+                return Status(RemoteState.CANCELLED, message="cancelled (simulated)")
         remaining = handle.data["ends_at"] - time.time()
         if remaining > 0:
-            return Status(RUNNING, poll_after=None if handle.data.get("blind") else remaining)
+            return Status(RemoteState.RUNNING, poll_after=None if handle.data.get("blind") else remaining)
         return Status(handle.data["state"], message=handle.data["message"],
                       retryable=handle.data["retryable"])
 

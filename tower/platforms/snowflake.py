@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from tower.errors import ConfigError, NonRetryableError, RetryableError
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission, tail
+from tower.platforms.base import Handle, Status, Submission, tail
+from tower.states import RemoteState
 
 PLATFORM = "snowflake"
 log = logging.getLogger(__name__)
@@ -61,13 +62,13 @@ _NEVER_RETRIED = re.compile(r"SQL compilation error|does not exist or not author
 def status_from_query(status_name: str, message: str = "", output: str = "") -> Status:
     """Map a Snowflake QueryStatus name onto Tower's states."""
     if status_name in _STILL_RUNNING:
-        return Status(RUNNING, message=status_name.lower().replace("_", " "))
+        return Status(RemoteState.RUNNING, message=status_name.lower().replace("_", " "))
     if status_name == "SUCCESS":
-        return Status(SUCCEEDED, output=output)
+        return Status(RemoteState.SUCCEEDED, output=output)
     if status_name in _CANCELLED:
-        return Status(CANCELLED, message=message or "query cancelled")
+        return Status(RemoteState.CANCELLED, message=message or "query cancelled")
     return Status(
-        FAILED, message=message or f"query ended {status_name}",
+        RemoteState.FAILED, message=message or f"query ended {status_name}",
         retryable=status_name in _PLATFORM_FAULTS or (status_name == "FAILED_WITH_ERROR"
                                                       and not _NEVER_RETRIED.search(message)),
     )

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from tower import logcontext
 from tower.errors import ConfigError
-from tower.runs.scheduler import SUCCEEDED
+from tower.states import ServiceState
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
@@ -128,7 +128,7 @@ class SqliteRunHistory(SqliteStore):
             rows = db.execute(
                 "SELECT duration FROM attempts WHERE service = ? AND status = ? AND duration IS NOT NULL"
                 " ORDER BY recorded DESC LIMIT ?",
-                (service, SUCCEEDED, RECENT),
+                (service, ServiceState.SUCCEEDED, RECENT),
             ).fetchall()
             if rows:
                 recent[service] = [float(r[0]) for r in rows]
@@ -191,7 +191,7 @@ class TableRunHistory:
     def _recent(self, service: str) -> tuple[str, list[float]]:
         entities = self.table.query_entities(
             "PartitionKey eq @pk and status eq @status",
-            parameters={"pk": self._key(service), "status": SUCCEEDED},
+            parameters={"pk": self._key(service), "status": ServiceState.SUCCEEDED},
             select=["duration"], results_per_page=RECENT,
         )
         durations = []

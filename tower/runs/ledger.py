@@ -57,7 +57,8 @@ from typing import Any, Protocol, TypeVar
 from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
-from tower.runs.scheduler import PENDING, RUNNING, Scheduler
+from tower.runs.scheduler import Scheduler
+from tower.states import ServiceState
 from tower.stores import location
 from tower.timestamps import iso, parse_iso
 
@@ -129,7 +130,7 @@ class Step:
     dispatching: frozenset[str] = frozenset()
     stop: list[str] = field(default_factory=list)
     done: bool = False
-    status: str = RUNNING
+    status: str = ServiceState.RUNNING
     more: int | None = None
     offers: dict[str, dict] = field(default_factory=dict, repr=False)
     version: int = 0  # the run's ledger version the step saw (its offers are that state's)
@@ -219,7 +220,7 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
 
     def change(scheduler: Scheduler) -> Step:
         nonlocal first
-        first = not scheduler.cancel_requested and all(r.status == PENDING for r in scheduler.records.values())
+        first = not scheduler.cancel_requested and all(r.status == ServiceState.PENDING for r in scheduler.records.values())
         if first:  # the run starts when pipeline_run does; its pools hear of what it offers them
             scheduler.started = now
             step = _step(ledger, scheduler, start=_take_ready(scheduler, now))
@@ -227,7 +228,7 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
         else:
             step = _reconciled(ledger, scheduler, now)
         waiting = any(scheduler.ready[p] for p in scheduler.shared)  # for a shared platform's slot
-        if not scheduler.done and not waiting and not any(r.status == RUNNING for r in scheduler.records.values()):
+        if not scheduler.done and not waiting and not any(r.status == ServiceState.RUNNING for r in scheduler.records.values()):
             raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
         return step
 
@@ -243,7 +244,7 @@ def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[st
     service exists."""
 
     def change(scheduler: Scheduler) -> Step:
-        if scheduler.records[name].status != RUNNING:
+        if scheduler.records[name].status != ServiceState.RUNNING:
             return _reconciled(ledger, scheduler, now)
         scheduler.finish(name, result, now)
         return _step(ledger, scheduler, start=_take_ready(scheduler, now))
@@ -434,7 +435,7 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     over, and a missing service run was lost."""
     started = _take_ready(scheduler, now)
     scheduler.touched |= scheduler.shared  # a repeated change re-syncs its pools (one may have been lost)
-    running = [n for n in scheduler.order if scheduler.records[n].status == RUNNING and n not in started]
+    running = [n for n in scheduler.order if scheduler.records[n].status == ServiceState.RUNNING and n not in started]
     running, more = _page(scheduler, running, after)
     step = _step(ledger, scheduler, start=started, ensure=running)
     services, records = scheduler.plan["services"], scheduler.records

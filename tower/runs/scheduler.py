@@ -20,22 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tower import deadlines, graph
+from tower.states import DONE_FOR_DEPENDENTS, FINISHED_STATES, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-UPSTREAM_FAILED = "upstream_failed"
-CANCELLED = "cancelled"
-SKIPPED = "skipped"
-SERVICE_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED, SKIPPED)
-FINISHED_STATES = (SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED, SKIPPED)
-DONE_FOR_DEPENDENTS = (SUCCEEDED, SKIPPED)  # a dependency in one of these lets dependents start
-
-# One letter per state, in plan order: the status of 300 services in 300 characters.
-STATE_CODES = {PENDING: "p", RUNNING: "r", SUCCEEDED: "s", FAILED: "f",
-               UPSTREAM_FAILED: "u", CANCELLED: "c", SKIPPED: "k"}
+# One letter per service state, in plan order: the status of 300 services in 300 characters.
+STATE_CODES = {ServiceState.PENDING: "p", ServiceState.RUNNING: "r", ServiceState.SUCCEEDED: "s",
+               ServiceState.FAILED: "f", ServiceState.UPSTREAM_FAILED: "u", ServiceState.CANCELLED: "c",
+               ServiceState.SKIPPED: "k"}
 CODE_STATES = {code: state for state, code in STATE_CODES.items()}
 STATUS_ERRORS_SHOWN = 10  # failed services whose error the custom status carries
 STATUS_ERROR_CHARS = 160
@@ -48,7 +39,7 @@ RESULT_ERROR_CHARS = 1000  # of each error
 class ServiceRecord:
     """What the scheduler knows about one service of the run (mutable: it is the run's state)."""
 
-    status: str = PENDING
+    status: str = ServiceState.PENDING  # a ServiceState; a plain str (equal to it) once read back
     attempts: int = 0
     started: str | None = None
     finished: str | None = None
@@ -103,7 +94,7 @@ class Scheduler:
                              for name in scheduler.order}
         now = now or started
         for name in graph.topological_order(scheduler.deps):  # upstream first: messages name the origin
-            if scheduler.records[name].status in (FAILED, UPSTREAM_FAILED, CANCELLED):
+            if scheduler.records[name].status in (ServiceState.FAILED, ServiceState.UPSTREAM_FAILED, ServiceState.CANCELLED):
                 scheduler._hold_back_downstream(name, now)
         if cancel_requested:
             scheduler._cancel_pending(now)
@@ -115,12 +106,12 @@ class Scheduler:
             record = scheduler.records[name]
             scheduler.waiting[name] = sum(
                 scheduler.records[dep].status not in DONE_FOR_DEPENDENTS for dep in scheduler.deps[name])
-            if record.status == RUNNING:
+            if record.status == ServiceState.RUNNING:
                 scheduler.busy[scheduler.platform_of[name]] += 1
                 scheduler.running_since[name] = parse_iso(record.started) or started
-            if record.status in (PENDING, RUNNING):
+            if record.status in (ServiceState.PENDING, ServiceState.RUNNING):
                 scheduler.unfinished += 1
-            if record.status == PENDING and scheduler.waiting[name] == 0 and not cancel_requested:
+            if record.status == ServiceState.PENDING and scheduler.waiting[name] == 0 and not cancel_requested:
                 scheduler._make_ready(name)
         return scheduler
 
@@ -180,7 +171,7 @@ class Scheduler:
         taken.sort()
         for _, _, name in taken:
             record = self.records[name]
-            record.status, record.started = RUNNING, iso(now)
+            record.status, record.started = ServiceState.RUNNING, iso(now)
             self.running_since[name] = now
             self.changed.add(name)
         return [name for _, _, name in taken]
@@ -188,7 +179,7 @@ class Scheduler:
     def finish(self, name: str, result: Mapping[str, Any], now: datetime) -> None:
         """Take a service's result (a `service_run` output) and release what it was holding back."""
         record = self.records[name]
-        if record.status != RUNNING:
+        if record.status != ServiceState.RUNNING:
             raise ValueError(f"service {name!r} finished while {record.status}")
         self.busy[self.platform_of[name]] -= 1
         if self.platform_of[name] in self.shared:
@@ -197,18 +188,19 @@ class Scheduler:
         self.unfinished -= 1
         self.changed.add(name)
         status = result.get("status")
-        record.status = status if status in FINISHED_STATES and status != UPSTREAM_FAILED else FAILED
+        record.status = status if status in FINISHED_STATES and status != ServiceState.UPSTREAM_FAILED else ServiceState.FAILED
         record.attempts = int(result.get("attempts") or 0)
         record.started = result.get("started") or record.started
         record.finished = result.get("finished") or iso(now)
         record.remote_id, record.url = result.get("remote_id"), result.get("url")
         record.error, record.output = result.get("error"), result.get("output")
-        if record.status == FAILED and not record.error:
-            record.error = f"ended {status!r} without an error message"
+        if record.status == ServiceState.FAILED and not record.error:
+            shown = str(status) if isinstance(status, str) else status  # a state's value, not its enum repr
+            record.error = f"ended {shown!r} without an error message"
         if record.status in DONE_FOR_DEPENDENTS:
             for child in self.dependents[name]:
                 self.waiting[child] -= 1
-                if self.waiting[child] == 0 and self.records[child].status == PENDING:
+                if self.waiting[child] == 0 and self.records[child].status == ServiceState.PENDING:
                     self._make_ready(child)
         else:
             self._hold_back_downstream(name, now)
@@ -216,13 +208,13 @@ class Scheduler:
     def _hold_back_downstream(self, name: str, now: datetime) -> None:
         """Everything still pending downstream of `name` (failed, cancelled or held back itself)
         becomes `upstream_failed`."""
-        reason = "was cancelled" if self.records[name].status == CANCELLED else "failed"
+        reason = "was cancelled" if self.records[name].status == ServiceState.CANCELLED else "failed"
         stack = list(self.dependents[name])
         while stack:
             other = stack.pop()
             downstream = self.records[other]
-            if downstream.status == PENDING:
-                downstream.status = UPSTREAM_FAILED
+            if downstream.status == ServiceState.PENDING:
+                downstream.status = ServiceState.UPSTREAM_FAILED
                 downstream.error = f"upstream {name!r} {reason}"
                 downstream.finished = iso(now)
                 self.unfinished -= 1
@@ -236,12 +228,12 @@ class Scheduler:
         self._cancel_pending(now)
         for queue in self.ready.values():
             queue.clear()
-        return [name for name in self.order if self.records[name].status == RUNNING]
+        return [name for name in self.order if self.records[name].status == ServiceState.RUNNING]
 
     def _cancel_pending(self, now: datetime) -> None:
         for name, record in self.records.items():
-            if record.status == PENDING:
-                record.status, record.error, record.finished = CANCELLED, "run cancelled", iso(now)
+            if record.status == ServiceState.PENDING:
+                record.status, record.error, record.finished = ServiceState.CANCELLED, "run cancelled", iso(now)
                 self.unfinished -= 1
                 self.changed.add(name)
 
@@ -252,22 +244,22 @@ class Scheduler:
         return self.unfinished == 0
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(SERVICE_STATES, 0)
+        counts = dict.fromkeys(ServiceState, 0)
         for record in self.records.values():
             counts[record.status] += 1
         return {state: n for state, n in counts.items() if n}
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunState:
         """running, then succeeded / failed / cancelled once every service finished."""
         if not self.done:
-            return RUNNING
+            return RunState.RUNNING
         states = {record.status for record in self.records.values()}
-        if states & {FAILED, UPSTREAM_FAILED}:
-            return FAILED
-        if CANCELLED in states:
-            return CANCELLED
-        return SUCCEEDED
+        if states & {ServiceState.FAILED, ServiceState.UPSTREAM_FAILED}:
+            return RunState.FAILED
+        if ServiceState.CANCELLED in states:
+            return RunState.CANCELLED
+        return RunState.SUCCEEDED
 
     def eta(self, now: datetime) -> datetime | None:
         """Predicted finish: now + the longer of the remaining critical path of what is left and,
@@ -279,9 +271,9 @@ class Scheduler:
         left = {}
         for name in self.order:
             record = self.records[name]
-            if record.status == PENDING:
+            if record.status == ServiceState.PENDING:
                 left[name] = self.expected[name]
-            elif record.status == RUNNING:
+            elif record.status == ServiceState.RUNNING:
                 elapsed = (now - self.running_since[name]).total_seconds()
                 left[name] = max(self.expected[name] - elapsed, 0.0)
         if not left:
@@ -304,7 +296,7 @@ class Scheduler:
         errors = {}
         for name in self.order:
             record = self.records[name]
-            if record.status == FAILED and len(errors) < STATUS_ERRORS_SHOWN:
+            if record.status == ServiceState.FAILED and len(errors) < STATUS_ERRORS_SHOWN:
                 errors[name] = (record.error or "")[:STATUS_ERROR_CHARS]
         return {
             "run_id": self.plan["run_id"],
@@ -325,15 +317,15 @@ class Scheduler:
         carries it; each service's record stays in the run ledger). Counts per state, the first
         RESULT_FAILED_SHOWN failed services with their errors, and `summary`, the text printed
         under a run that did not succeed."""
-        failed = [name for name in self.order if self.records[name].status == FAILED]
+        failed = [name for name in self.order if self.records[name].status == ServiceState.FAILED]
         shown = {name: (self.records[name].error or "")[:RESULT_ERROR_CHARS] for name in failed[:RESULT_FAILED_SHOWN]}
         counts = self.counts()
         lines = [f"{name}: {error}" for name, error in shown.items()]
         if len(failed) > len(shown):
             lines.append(f"and {len(failed) - len(shown)} more failed service(s)")
-        if counts.get(UPSTREAM_FAILED):
-            lines.append(f"{counts[UPSTREAM_FAILED]} service(s) not run because an upstream service failed")
-        if self.status == CANCELLED:
+        if counts.get(ServiceState.UPSTREAM_FAILED):
+            lines.append(f"{counts[ServiceState.UPSTREAM_FAILED]} service(s) not run because an upstream service failed")
+        if self.status == RunState.CANCELLED:
             lines.append("run cancelled")
         return {
             "run_id": self.plan["run_id"],
@@ -357,7 +349,7 @@ def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> 
     errors = custom_status.get("errors") or {}
     view = {}
     for name, code in zip(names, codes, strict=False):
-        entry: dict[str, Any] = {"status": CODE_STATES.get(code, PENDING)}
+        entry: dict[str, Any] = {"status": CODE_STATES.get(code, ServiceState.PENDING)}
         if name in running and started is not None:
             entry["started"] = iso(started + timedelta(seconds=running[name]))
         if name in errors:
@@ -369,7 +361,7 @@ def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> 
 def settled(result: Mapping[str, Any], status: Mapping[str, Any], finished: str) -> dict:
     """The final result of a service whose attempt ended `succeeded` or `skipped` (a remote status):
     what `service_run` returns, and what the activity that saw the end reports to the run ledger."""
-    return {**result, "status": status["state"], "error": None,  # an earlier attempt's error is moot
+    return {**result, "status": ServiceState(status["state"]), "error": None,  # an earlier attempt's error is moot
             "output": status.get("output") or result.get("output"), "url": status.get("url") or result.get("url"),
             "finished": finished}
 
