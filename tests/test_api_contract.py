@@ -19,6 +19,7 @@ from tests.conftest import start_app_host
 from tower.events import EVENTS_QUEUE
 from tower.local.host import Host, load_app
 from tower.openapi import document, operations
+from tower.states import RunState, ServiceState
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = """
@@ -65,6 +66,18 @@ def test_a_route_left_out_of_the_document_is_caught():
     doc = document("test")
     doc = {**doc, "paths": {k: v for k, v in doc["paths"].items() if k != "/health"}}
     assert ("GET", "/health") in registered_routes() - operations(doc)
+
+
+def test_the_documented_states_are_the_state_enums():
+    """The API's state lists are the code's (tower.states): a state added to an enum is documented."""
+    doc = json.loads(json.dumps(document("test")))
+    schemas = doc["components"]["schemas"]
+    [status] = [p for p in doc["paths"]["/runs"]["get"]["parameters"] if p["name"] == "status"]
+    assert status["schema"]["enum"] == [state.value for state in RunState] == schemas["RunRow"]["properties"]["status"]["enum"]
+    assert schemas["Run"]["properties"]["status"]["enum"] == ["running", "succeeded", "failed", "cancelled"]
+    service = schemas["Run"]["properties"]["services"]["additionalProperties"]
+    assert service["properties"]["status"]["enum"] == [state.value for state in ServiceState]
+    assert "upstream_failed" in service["properties"]["status"]["enum"]
 
 
 @pytest.fixture

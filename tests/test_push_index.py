@@ -12,6 +12,7 @@ from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tower import push
 from tower.runs import index as ri
 from tower.runs.plan import service_instance_id
+from tower.states import RunState
 from tower.timestamps import iso
 
 
@@ -41,7 +42,7 @@ def test_keys_in_the_runs_table_stay_out_of_its_listings(azurite_table_url):
     index, runs = push.TablePushIndex(url, credential=credential), ri.TableRunsIndex(url, credential=credential)
     index.put(push.key(push.HTTP, push.new_token()), {"instance_id": "i", "run_id": "r", "service": "s"})
     runs.insert(ri.RunRow(run_id="run~p@2", pipeline="p", trigger="api", params_digest=ri.params_digest({}),
-                          status=ri.STARTING, started=iso(datetime.now(timezone.utc))))
+                          status=RunState.STARTING, started=iso(datetime.now(timezone.utc))))
     rows, _ = runs.list()
     assert [row.run_id for row in rows] == ["run~p@2"]
 

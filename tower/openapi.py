@@ -14,7 +14,10 @@ name to be the same path, and the Functions routes ``runs/{pipeline}`` and ``run
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
+
+from tower.states import RunState, ServiceState
 
 API_PREFIX = "/api"
 
@@ -29,6 +32,14 @@ def _json(schema: dict, description: str) -> dict:
 
 def _error(description: str) -> dict:
     return _json(_ref("Error"), description)
+
+
+def _states(states: type[Enum] | list[Enum]) -> dict:
+    """A state field, its values read from the enum (`tower.states`), so the two cannot drift apart."""
+    return {"type": "string", "enum": [state.value for state in states]}
+
+
+RESULT_STATES = [state for state in RunState if state is not RunState.STARTING]  # a run with an orchestration
 
 
 def _param(name: str, where: str, description: str, schema: dict | None = None, required: bool | None = None) -> dict:
@@ -49,7 +60,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [
                 _param("pipeline", "query", "only this pipeline's runs"),
                 _param("status", "query", "only runs in this state",
-                       {"type": "string", "enum": ["starting", "running", "succeeded", "failed", "cancelled"]}),
+                       _states(RunState)),
                 _param("since", "query", "only runs started since: ISO-8601 time, or an age such as 2h or 7d"),
                 _param("limit", "query", "at most this many (1 to 1000, default 20)",
                        {"type": "integer", "minimum": 1, "maximum": 1000}),
@@ -214,8 +225,7 @@ PATHS: dict[str, dict[str, Any]] = {
 _SERVICE = {
     "type": "object",
     "properties": {
-        "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed", "upstream_failed",
-                                              "cancelled", "skipped"]},
+        "status": _states(ServiceState),
         "attempts": {"type": ["integer", "null"]},
         "started": {"type": ["string", "null"], "format": "date-time"},
         "finished": {"type": ["string", "null"], "format": "date-time"},
@@ -236,7 +246,7 @@ SCHEMAS: dict[str, Any] = {
         "run_id": {"type": "string"}, "pipeline": {"type": "string"}, "status_url": {"type": "string"}}},
     "Run": {"type": "object", "required": ["run_id", "pipeline", "status"], "properties": {
         "run_id": {"type": "string"}, "pipeline": {"type": "string"},
-        "status": {"type": "string", "enum": ["running", "succeeded", "failed", "cancelled"]},
+        "status": _states(RESULT_STATES),
         "runtime_status": {"type": "string"},
         "started": {"type": ["string", "null"], "format": "date-time"},
         "finished": {"type": ["string", "null"], "format": "date-time"},
@@ -255,7 +265,7 @@ SCHEMAS: dict[str, Any] = {
                       "held_by": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}},
     "RunRow": {"type": "object", "description": "a run as the runs index keeps it", "properties": {
         "run_id": {"type": "string"}, "pipeline": {"type": "string"}, "trigger": {"type": "string"},
-        "status": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": ["string", "null"]},
+        "status": _states(RunState), "started": {"type": "string"}, "finished": {"type": ["string", "null"]},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "RunList": {"type": "object", "required": ["runs", "continuation"], "properties": {
         "runs": {"type": "array", "items": _ref("RunRow")}, "continuation": {"type": ["string", "null"]}}},

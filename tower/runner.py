@@ -22,11 +22,12 @@ from typing import Any
 
 from tower.errors import EngineError, InstanceNotFound, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
+from tower.states import RunState, ServiceState
 
 # Durable runtime states, and what each means for a run that has no result of its own.
 RUNNING_STATES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
-RUN_STATUS_OF_RUNTIME = {"Failed": "failed", "Terminated": "cancelled", "Canceled": "cancelled"}
-REPAIRABLE = ("failed", "upstream_failed", "cancelled")
+RUN_STATUS_OF_RUNTIME = {"Failed": RunState.FAILED, "Terminated": RunState.CANCELLED, "Canceled": RunState.CANCELLED}
+REPAIRABLE = (ServiceState.FAILED, ServiceState.UPSTREAM_FAILED, ServiceState.CANCELLED)
 JSON_SERVICE_FIELDS = ("status", "attempts", "started", "finished", "remote_id", "error")
 _RUN_ID_SUFFIX = re.compile(r"-\d{8}T\d{6}-[0-9a-f]{6}$")
 
@@ -126,7 +127,7 @@ class RunInfo:
         if isinstance(self.result, dict) and self.result.get("status"):
             return self.result["status"]
         if not self.finished:
-            return "running"
+            return RunState.RUNNING
         return RUN_STATUS_OF_RUNTIME.get(self.runtime_status, self.runtime_status.lower())
 
     def to_result(self) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tower.errors import RunExists
 from tower.runs import index as ri
+from tower.states import RunState
 from tower.timestamps import iso
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -28,7 +29,7 @@ def index(request, tmp_path):
     return ri.TableRunsIndex(url, credential=AzureNamedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
 
 
-def row(run_id: str, started: datetime = NOW, pipeline: str = "p", status: str = ri.STARTING, **more) -> ri.RunRow:
+def row(run_id: str, started: datetime = NOW, pipeline: str = "p", status: str = RunState.STARTING, **more) -> ri.RunRow:
     return ri.RunRow(run_id=run_id, pipeline=pipeline, trigger="api", params_digest=ri.params_digest({"day": 1}),
                      status=status, started=iso(started), **more)
 
@@ -69,9 +70,9 @@ def test_insert_is_conditional_and_rows_round_trip(index):
 def test_replace_and_delete_refuse_a_row_changed_since_it_was_read(index):
     index.insert(row("r-1"))
     seen = index.get("r-1")
-    assert index.replace(seen, replace(seen, status=ri.RUNNING))
+    assert index.replace(seen, replace(seen, status=RunState.RUNNING))
     assert not index.replace(seen, replace(seen, status="failed"))  # stale tag
-    assert index.get("r-1").status == ri.RUNNING
+    assert index.get("r-1").status == RunState.RUNNING
     assert not index.delete(seen)
     assert index.delete(index.get("r-1"))
     assert index.get("r-1") is None
@@ -82,7 +83,7 @@ def test_listing_is_newest_first_with_filters_since_and_continuation(index):
     starts = [NOW - timedelta(days=d, minutes=m) for d, m in ((40, 0), (33, 5), (20, 0), (2, 0), (0, 3), (0, 1))]
     for i, started in enumerate(starts):  # spans at least two months
         index.insert(row(f"r-{i}", started, pipeline="even" if i % 2 == 0 else "odd",
-                         status="failed" if i == 2 else ri.RUNNING))
+                         status="failed" if i == 2 else RunState.RUNNING))
     newest_first = [f"r-{i}" for i in reversed(range(len(starts)))]
     assert [r.run_id for r in index.list()[0]] == newest_first
 
@@ -105,7 +106,7 @@ def test_listing_is_newest_first_with_filters_since_and_continuation(index):
 
 def test_delete_before_keeps_unfinished_and_recent_rows(index):
     index.insert(row("old-done", NOW - timedelta(days=50), status="succeeded"))
-    index.insert(row("old-running", NOW - timedelta(days=50), status=ri.RUNNING))
+    index.insert(row("old-running", NOW - timedelta(days=50), status=RunState.RUNNING))
     index.insert(row("new-done", NOW - timedelta(days=1), status="succeeded"))
     assert index.delete_before(NOW - timedelta(days=45)) == 1
     assert index.get("old-done") is None
@@ -117,7 +118,7 @@ def test_delete_before_keeps_unfinished_and_recent_rows(index):
 def test_a_run_starts_once_and_its_row_follows_it(index):
     durable = Durable()
     assert run(ri.start_once(index, row("r-1"), durable.start, durable.instance)) is True
-    assert durable.starts == 1 and index.get("r-1").status == ri.RUNNING
+    assert durable.starts == 1 and index.get("r-1").status == RunState.RUNNING
     with pytest.raises(RunExists, match="'r-1' exists already \\(running\\)"):
         run(ri.start_once(index, row("r-1"), durable.start, durable.instance))
     ri.record_end(index, "r-1", "p", "succeeded", iso(NOW), {"succeeded": 2})
@@ -136,28 +137,28 @@ def test_a_failed_start_leaves_no_claim_behind(index):
     assert index.get("r-1") is None
     durable.fail = None
     assert run(ri.start_once(index, row("r-1"), durable.start, durable.instance)) is True
-    assert durable.starts == 2 and index.get("r-1").status == ri.RUNNING
+    assert durable.starts == 2 and index.get("r-1").status == RunState.RUNNING
 
 
 def test_a_start_refused_because_a_twin_started_it_is_a_duplicate(index):
     durable = Durable(exists=True, fail=Exception({"Message": "Something went wrong"}))  # the host's 500
     with pytest.raises(RunExists):
         run(ri.start_once(index, row("r-1"), durable.start, durable.instance))
-    assert index.get("r-1").status == ri.RUNNING
+    assert index.get("r-1").status == RunState.RUNNING
 
 
 def test_a_claim_whose_starter_died_is_taken_over_unless_the_run_started(index):
     index.insert(row("died", NOW - timedelta(minutes=5)))  # claimed, then the process was killed
     durable = Durable()
     assert run(ri.start_once(index, row("died"), durable.start, durable.instance)) is True
-    assert durable.starts == 1 and index.get("died").status == ri.RUNNING
+    assert durable.starts == 1 and index.get("died").status == RunState.RUNNING
     assert [r.run_id for r in index.list()[0]] == ["died"]  # one listing row, at the new start
 
     index.insert(row("started", NOW - timedelta(minutes=5)))  # killed after the start worked
     durable = Durable(exists=True)
     with pytest.raises(RunExists):
         run(ri.start_once(index, row("started"), durable.start, durable.instance))
-    assert durable.starts == 0 and index.get("started").status == ri.RUNNING
+    assert durable.starts == 0 and index.get("started").status == RunState.RUNNING
 
 
 def test_a_failed_starter_releases_only_its_own_claim(index):
@@ -279,10 +280,10 @@ def test_purge_settles_keeps_running_runs_whole_and_leaves_tombstones(tmp_path):
     day = timedelta(days=1)
     index.insert(row("done", NOW - 40 * day, status="succeeded"))
     index.insert(row("ancient", NOW - 60 * day, status="failed"))
-    index.insert(row("long", NOW - 35 * day, status=ri.RUNNING))         # still running after 35 days
-    index.insert(row("crashed", NOW - 38 * day, status=ri.RUNNING))      # pipeline_run failed: no run_result
+    index.insert(row("long", NOW - 35 * day, status=RunState.RUNNING))         # still running after 35 days
+    index.insert(row("crashed", NOW - 38 * day, status=RunState.RUNNING))      # pipeline_run failed: no run_result
     index.insert(row("never", NOW - 2 * day))                            # claimed, never started
-    index.insert(row("lost", NOW - 3 * day, status=ri.RUNNING))          # its task hub was replaced
+    index.insert(row("lost", NOW - 3 * day, status=RunState.RUNNING))          # its task hub was replaced
     index.insert(row("recent", NOW - day, status="succeeded"))
     for run_id in ("done", "long", "recent"):
         core = {"run_id": run_id, "pipeline": "p", "simulated": False, "platforms": {}, "services": {}}

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.errors import EngineError, RunExists
+from tower.states import RunState
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
 log = logging.getLogger("tower.runs")
 
-STARTING, RUNNING = "starting", "running"
-UNFINISHED = (STARTING, RUNNING)
+UNFINISHED = (RunState.STARTING, RunState.RUNNING)
 TRIGGERS = ("schedule", "event", "api", "cli", "repair")
 DEFAULT_LIMIT, MAX_LIMIT = 20, 1000
 CHANGE_ATTEMPTS = 20
@@ -81,7 +81,7 @@ def params_digest(params: dict | None) -> str:
 def row_for(plan: dict, trigger: str, now: datetime, repair_of: str | None = None) -> RunRow:
     """The claim of a new run of `plan`."""
     return RunRow(run_id=plan["run_id"], pipeline=plan["pipeline"], trigger=trigger,
-                  params_digest=params_digest(plan.get("params")), status=STARTING, started=iso(now),
+                  params_digest=params_digest(plan.get("params")), status=RunState.STARTING, started=iso(now),
                   repair_of=repair_of)
 
 
@@ -124,7 +124,7 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
     to_thread = to_thread or asyncio.to_thread
     existing = await to_thread(index.insert, row)
     if existing is not None:
-        if existing.status != STARTING:
+        if existing.status != RunState.STARTING:
             raise RunExists(existing)
         if await exists():  # its starter died after the start worked
             await to_thread(mark_running, index, row.run_id)
@@ -162,14 +162,14 @@ def change(index: RunsIndex, run_id: str, edit: Callable[[RunRow], RunRow | None
 
 def mark_running(index: RunsIndex, run_id: str) -> None:
     """starting -> running (the start is known to have worked); anything else stays."""
-    change(index, run_id, lambda row: replace(row, status=RUNNING) if row.status == STARTING else None)
+    change(index, run_id, lambda row: replace(row, status=RunState.RUNNING) if row.status == RunState.STARTING else None)
 
 
 def release(index: RunsIndex, claim: RunRow) -> None:
     """Delete a claim whose start failed, so that a retry can start the run; only this claim (not
     one another starter took over since: its start time differs)."""
     row = index.get(claim.run_id)
-    if row is not None and row.status == STARTING and row.started == claim.started:
+    if row is not None and row.status == RunState.STARTING and row.started == claim.started:
         index.delete(row)
 
 
@@ -248,7 +248,7 @@ def list_query(params: dict[str, str]) -> dict[str, Any]:
     unknown = sorted(set(params) - set(known) - {"code"})  # `code`: the function key, as Azure takes it
     if unknown:
         raise UsageError(f"unknown query parameter {unknown[0]!r} (known: {', '.join(known)})")
-    statuses = (*UNFINISHED, "succeeded", "failed", "cancelled")
+    statuses = tuple(RunState)
     if params.get("status") and params["status"] not in statuses:
         raise UsageError(f"status: {params['status']!r} is not a run status (one of {', '.join(statuses)})")
     query: dict[str, Any] = {"pipeline": params.get("pipeline") or None, "status": params.get("status") or None}
@@ -535,7 +535,8 @@ def tombstone_days(retention: int | None = None) -> int:
 # A claim older than this whose run has no instance is a start that never happened (its starter
 # died between the claim and the start, and nothing retried): the purge frees its id.
 STALE_CLAIM = timedelta(hours=1)
-ENDED_RUNTIMES = {"Failed": "failed", "Terminated": "cancelled", "Canceled": "cancelled", "Completed": "failed"}
+ENDED_RUNTIMES = {"Failed": RunState.FAILED, "Terminated": RunState.CANCELLED, "Canceled": RunState.CANCELLED,
+                  "Completed": RunState.FAILED}
 
 
 class DurableSide(Protocol):
@@ -573,13 +574,13 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
         if runtime in ENDED_RUNTIMES:
             await to_thread(record_end, index, row.run_id, row.pipeline, ENDED_RUNTIMES[runtime], iso(now), row.counts)
             settled += 1
-        elif runtime is None and row.status == STARTING and parse_iso(row.started) < now - STALE_CLAIM:
+        elif runtime is None and row.status == RunState.STARTING and parse_iso(row.started) < now - STALE_CLAIM:
             await to_thread(release, index, row)
             settled += 1
         elif runtime is None and parse_iso(row.started) < now - STALE_CLAIM:  # e.g. a new task hub
             log.warning("run %s: the index has it running but Durable has no such instance: recorded as failed",
                         row.run_id)
-            await to_thread(record_end, index, row.run_id, row.pipeline, "failed", iso(now), row.counts)
+            await to_thread(record_end, index, row.run_id, row.pipeline, RunState.FAILED, iso(now), row.counts)
             settled += 1
         else:
             floor = min(floor, parse_iso(row.started))

@@ -58,7 +58,7 @@ from tower.errors import ConfigError, EngineError, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
 from tower.runs.scheduler import Scheduler
-from tower.states import ServiceState
+from tower.states import RunState, ServiceState
 from tower.stores import location
 from tower.timestamps import iso, parse_iso
 
@@ -130,7 +130,7 @@ class Step:
     dispatching: frozenset[str] = frozenset()
     stop: list[str] = field(default_factory=list)
     done: bool = False
-    status: str = ServiceState.RUNNING
+    status: str = RunState.RUNNING
     more: int | None = None
     offers: dict[str, dict] = field(default_factory=dict, repr=False)
     version: int = 0  # the run's ledger version the step saw (its offers are that state's)
