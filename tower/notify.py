@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.redact import redact
+from tower.states import RunState, ServiceState
 from tower.stores import SqliteStore
 from tower.timestamps import iso, parse_iso
 
@@ -58,7 +59,7 @@ RUN_AT_RISK = "tower.run.at_risk"
 EVENT_TYPES = (RUN_STARTED, RUN_FINISHED, SERVICE_FAILED, RUN_AT_RISK)
 TAIL_SUBSCRIPTION = "tower-tail"
 CHAIN_SUBSCRIPTION = "tower-chain"
-CHAIN_MATCH = {"type": RUN_FINISHED, "status": "succeeded"}
+CHAIN_MATCH = {"type": RUN_FINISHED, "status": RunState.SUCCEEDED}
 OUTBOX_PARTITION = "~outbox"
 OUTBOX_DAYS = 7  # the topic's message time to live (bicep/modules/servicebus.bicep)
 ERROR_CHARS = 2000
@@ -117,11 +118,11 @@ def run_started(plan: Mapping[str, Any], started: str) -> Notification:
 
 def service_failed(request: Mapping[str, Any], result: Mapping[str, Any]) -> Notification | None:
     """For a report of a service that failed (the report comes after its last retry); else None."""
-    if result.get("status") != "failed":
+    if result.get("status") != ServiceState.FAILED:
         return None
     run_id, service = request["run_id"], result["service"]
     return Notification(SERVICE_FAILED, {
-        "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "status": "failed",
+        "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "status": ServiceState.FAILED,
         "attempts": result.get("attempts") or 1, "error": _error(result.get("error")),
         "started": iso(result.get("started")), "finished": iso(result.get("finished")),
         "remote_id": result.get("remote_id"), "url": result.get("url"),
@@ -137,7 +138,7 @@ def run_finished(result: Mapping[str, Any]) -> Notification:
     for svc in services.values():
         counts[svc.get("status") or "unknown"] = counts.get(svc.get("status") or "unknown", 0) + 1
     failed = [{"service": name, "error": _error(svc.get("error"))}
-              for name, svc in services.items() if svc.get("status") == "failed"]
+              for name, svc in services.items() if svc.get("status") == ServiceState.FAILED]
     started, finished = parse_iso(result.get("started")), parse_iso(result.get("finished"))
     return Notification(RUN_FINISHED, {
         "run_id": run_id, "pipeline": result["pipeline"], "trigger": trigger_of(run_id), "status": result["status"],

@@ -33,7 +33,7 @@ class RemoteState(_State):
     SKIPPED = "skipped"  # the platform chose not to run it (Databricks: EXCLUDED, a skipped run)
 
 
-TERMINAL_STATES = frozenset(RemoteState) - {RemoteState.RUNNING}
+TERMINAL_STATES = tuple(state for state in RemoteState if state is not RemoteState.RUNNING)
 
 
 class ServiceState(_State):
@@ -48,8 +48,8 @@ class ServiceState(_State):
     SKIPPED = "skipped"  # its remote work was skipped: counts as done for its dependents
 
 
-FINISHED_STATES = frozenset(ServiceState) - {ServiceState.PENDING, ServiceState.RUNNING}
-DONE_FOR_DEPENDENTS = frozenset({ServiceState.SUCCEEDED, ServiceState.SKIPPED})  # dependents may start
+FINISHED_STATES = tuple(state for state in ServiceState if state not in (ServiceState.PENDING, ServiceState.RUNNING))
+DONE_FOR_DEPENDENTS = (ServiceState.SUCCEEDED, ServiceState.SKIPPED)  # a dependency in one lets dependents start
 
 
 class RunState(_State):

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tower.redact import redact
+from tower.states import FINISHED_STATES, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
 CONNECTION_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
@@ -378,7 +379,7 @@ def _attempt_span(t: _Telemetry, pipeline: str | None, platform: str, expected: 
         "tower.outcome": status, "tower.error_class": attempt.get("error_class"), "tower.error": error,
         "tower.expected_s": expected, "tower.duration_s": _seconds(attempt["started"], attempt["finished"]),
     }, parent=t.context(run_id), chosen=(None, attempt_span_id(run_id, service, number)),
-        error=error or status if status not in ("succeeded", "skipped") else None)
+        error=error or status if status not in (ServiceState.SUCCEEDED, ServiceState.SKIPPED) else None)
 
 
 @_guarded
@@ -396,9 +397,9 @@ def _attempt_failed(t: _Telemetry, who: dict, pipeline: str | None, previous: di
     svc = ((t.core(who["run_id"]) or {}).get("services") or {}).get(who["service"]) or {}
     started = parse_iso(previous.get("started")) or parse_iso(previous.get("finished"))
     _attempt_span(t, pipeline, svc.get("platform") or "", float(svc.get("expected") or 0.0), {
-        **previous, "run_id": who["run_id"], "service": who["service"], "status": "failed", "started": started,
+        **previous, "run_id": who["run_id"], "service": who["service"], "status": ServiceState.FAILED, "started": started,
         "finished": parse_iso(previous.get("finished")) or started,
-        "error_class": error_class_of("failed", previous.get("error"))})
+        "error_class": error_class_of(ServiceState.FAILED, previous.get("error"))})
 
 
 @_guarded
@@ -416,11 +417,11 @@ def _run_finished(t: _Telemetry, result: dict) -> None:
     run_id, pipeline, status = result["run_id"], result["pipeline"], result["status"]
     started, finished = parse_iso(result["started"]), parse_iso(result["finished"])
     services = result.get("services") or {}
-    counts = {state: 0 for state in ("succeeded", "failed", "upstream_failed", "cancelled", "skipped")}
+    counts = dict.fromkeys(FINISHED_STATES, 0)
     for svc in services.values():
         if svc.get("status") in counts:
             counts[svc["status"]] += 1
-    failed = [name for name, svc in services.items() if svc.get("status") == "failed"]
+    failed = [name for name, svc in services.items() if svc.get("status") == ServiceState.FAILED]
     core = t.core(run_id) or {}
     deps = {name: tuple(svc.get("deps") or ()) for name, svc in (core.get("services") or {}).items()}
     critical = 0.0
@@ -435,7 +436,7 @@ def _run_finished(t: _Telemetry, result: dict) -> None:
         "tower.services": len(services), "tower.failed": len(failed), "tower.critical_path_s": round(critical, 3),
         "tower.duration_s": duration,
     }, chosen=(int(trace_id(run_id), 16), run_span_id(run_id)),
-        error=_capped(result.get("summary")) or status if status != "succeeded" else None)
+        error=_capped(result.get("summary")) or status if status != RunState.SUCCEEDED else None)
     shown = failed[:FAILED_SERVICES_SHOWN]
     t.event(RUN_FINISHED, {
         "run_id": run_id, "pipeline": pipeline, "trigger": trigger, "status": status,
@@ -632,12 +633,12 @@ _EVENT_ID = re.compile(r"run~[A-Za-z0-9_-]+:")
 def error_class_of(status: str, error: str | None) -> str:
     """A service's failure in a word the workbook can group by: timeout, cancelled, retries_exhausted,
     upstream, service_run (its orchestration ended abnormally) or platform; "" when it did not fail."""
-    if status in ("succeeded", "skipped", "") and not error:
+    if status in (ServiceState.SUCCEEDED, ServiceState.SKIPPED, "") and not error:
         return ""
     text = error or ""
-    if status == "cancelled":
+    if status == ServiceState.CANCELLED:
         return "cancelled"
-    if status == "upstream_failed":
+    if status == ServiceState.UPSTREAM_FAILED:
         return "upstream"
     if text.startswith("timed out"):
         return "timeout"
@@ -645,7 +646,7 @@ def error_class_of(status: str, error: str | None) -> str:
         return "retries_exhausted"
     if text.startswith("its service run ended"):
         return "service_run"
-    return "platform" if status == "failed" else ""
+    return "platform" if status == ServiceState.FAILED else ""
 
 
 def _capped(text: str | None) -> str | None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tower.cli.common import tower_home
+from tower.cli.render import NOT_STARTED
 from tower.errors import UsageError
+from tower.states import ServiceState
 
 LOG_BYTES = 64 * 1024  # at most this much of each file: its end, where the reason usually is
 
@@ -42,7 +44,7 @@ def with_submitted_details(home: Path, plan: dict | None, result: dict) -> dict:
     if not isinstance(plan, dict):
         return result
     for name, svc in (result.get("services") or {}).items():
-        if svc.get("status") != "running" or svc.get("remote_id"):
+        if svc.get("status") != ServiceState.RUNNING or svc.get("remote_id"):
             continue
         iid = (plan["services"].get(name) or {}).get("iid")
         status = read_status(home, iid) if iid else None
@@ -57,10 +59,10 @@ def log_lines(home: Path, info, result: dict) -> list[str]:
     """For `tower status`: the run pages of the running services, where each failed service's
     output is and the command that shows it."""
     pages = [f"  {name}: {svc['url']}" for name, svc in (result.get("services") or {}).items()
-             if svc.get("status") == "running" and svc.get("url")]
+             if svc.get("status") == ServiceState.RUNNING and svc.get("url")]
     lines = []
     for name, svc in (result.get("services") or {}).items():
-        if svc.get("status") != "failed":
+        if svc.get("status") != ServiceState.FAILED:
             continue
         where = ""
         if platform_type(info.plan, name) == "command" and svc.get("attempts"):
@@ -87,7 +89,7 @@ def cmd_logs(args) -> int:
     svc = result["services"].get(args.service) or {}
     ptype = platform_type(info.plan, args.service) or "?"
     attempts = int(svc.get("attempts") or 0)
-    print(f"{args.service} ({ptype}) in run {args.run_id}: {svc.get('status', 'pending')}"
+    print(f"{args.service} ({ptype}) in run {args.run_id}: {svc.get('status', ServiceState.PENDING)}"
           f"{f', attempt {attempts}' if attempts else ''}")
     if svc.get("remote_id"):
         print(f"{'query id' if ptype == 'snowflake' else 'remote id'}: {svc['remote_id']}")
@@ -100,7 +102,7 @@ def cmd_logs(args) -> int:
     elif svc.get("output"):
         print("output:")
         print(redact(str(svc["output"])))
-    elif not attempts and svc.get("status") in (None, "pending", "upstream_failed", "skipped"):
+    elif not attempts and svc.get("status") in (None, *NOT_STARTED):
         print("(it did not run)")
     return 0
 

@@ -12,11 +12,13 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from tower.catalog.durations import format_duration
+from tower.states import RunState, ServiceState
 from tower.timestamps import parse_iso
 
 BAR_WIDTH = 48
-BAR_CHAR = {"succeeded": "█", "failed": "▓", "cancelled": "░", "running": "▒"}
-NOT_STARTED = ("pending", "upstream_failed", "skipped")
+BAR_CHAR = {ServiceState.SUCCEEDED: "█", ServiceState.FAILED: "▓", ServiceState.CANCELLED: "░",
+            ServiceState.RUNNING: "▒"}
+NOT_STARTED = (ServiceState.PENDING, ServiceState.UPSTREAM_FAILED, ServiceState.SKIPPED)
 NOTE_WIDTH = 70  # characters of an error shown in a table (the summary below it has the whole line)
 MIN_GANTT_SPAN = 1.0  # seconds: a run shorter than this is drawn on a one-second axis
 
@@ -49,15 +51,15 @@ def progress_text(custom_status: dict | None, now: datetime) -> str:
     counts = (custom_status or {}).get("counts")
     if not counts:  # before the ledger has the run, or the run's own final status: no counts to show
         status = (custom_status or {}).get("status")
-        return status if status and status != "running" else "starting…"
+        return status if status and status != RunState.RUNNING else "starting…"
     total = sum(counts.values())
-    finished = sum(n for state, n in counts.items() if state not in ("pending", "running"))
-    parts = [f"{finished}/{total} done", f"{counts.get('running', 0)} running"]
-    bad = counts.get("failed", 0) + counts.get("upstream_failed", 0)
-    if bad:
-        parts.append(f"{counts.get('failed', 0)} failed, {counts.get('upstream_failed', 0)} held back")
-    if counts.get("cancelled"):
-        parts.append(f"{counts['cancelled']} cancelled")
+    finished = sum(n for state, n in counts.items() if state not in (ServiceState.PENDING, ServiceState.RUNNING))
+    failed, held_back = counts.get(ServiceState.FAILED, 0), counts.get(ServiceState.UPSTREAM_FAILED, 0)
+    parts = [f"{finished}/{total} done", f"{counts.get(ServiceState.RUNNING, 0)} running"]
+    if failed + held_back:
+        parts.append(f"{failed} failed, {held_back} held back")
+    if counts.get(ServiceState.CANCELLED):
+        parts.append(f"{counts[ServiceState.CANCELLED]} cancelled")
     elapsed = seconds_between(custom_status.get("started"), now)
     if elapsed is not None:
         parts.append(f"elapsed {short_duration(max(elapsed, 0.0))}")
@@ -171,7 +173,7 @@ def run_summary(result: dict, detail: str | None = None) -> str:
         detail = f" in {short_duration(seconds_between(result.get('started'), result.get('finished')))}"
     headline = f"run {result.get('run_id')} of {result.get('pipeline')}: {result.get('status')}{detail}"
     parts = [headline, "", services_table(result), "", gantt(result)]
-    if result.get("summary") and result.get("status") != "succeeded":
+    if result.get("summary") and result.get("status") != RunState.SUCCEEDED:
         parts += ["", result["summary"]]
     return "\n".join(parts) + "\n"  # a blank line after it: `tower run a; tower run b` stay apart
 

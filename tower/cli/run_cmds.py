@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tower.cli.common import err, load_catalog, print_json, tower_home
 from tower.errors import UsageError
+from tower.states import RunState
 
 RUN_HELP = """\
 Start a run of PIPELINE on the local engine and follow it to the end: live progress on stderr,
@@ -202,7 +203,7 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
         from tower.cli.interrupts import exit_code
 
         return exit_code(interrupt)
-    return 0 if all(r.get("status") == "succeeded" for r in results) else 1
+    return 0 if all(r.get("status") == RunState.SUCCEEDED for r in results) else 1
 
 
 def _follow(local, run_ids: list[str], early: KeyboardInterrupt | None = None) -> KeyboardInterrupt | None:
@@ -362,7 +363,7 @@ def _tombstone(row, as_json: bool) -> int:
           f"finished {row.finished or '-'}" + (f"; services: {counts}" if counts else ""))
     if row.purged:
         print("its details were purged (tower purge / TOWER_RETENTION_DAYS); the runs index keeps this row")
-    elif row.status == "starting":
+    elif row.status == RunState.STARTING:
         print("it is being started (or its start failed: starting it again will take it over)")
     else:
         print(f"the engine in {tower_home()} has no record of it; the runs index keeps this row")
