@@ -50,6 +50,7 @@ class ServiceState(_State):
 
 FINISHED_STATES = tuple(state for state in ServiceState if state not in (ServiceState.PENDING, ServiceState.RUNNING))
 DONE_FOR_DEPENDENTS = (ServiceState.SUCCEEDED, ServiceState.SKIPPED)  # a dependency in one lets dependents start
+HOLDS_BACK_DEPENDENTS = tuple(state for state in FINISHED_STATES if state not in DONE_FOR_DEPENDENTS)  # -> upstream_failed
 
 
 class RunState(_State):
