@@ -3,14 +3,17 @@ word wherever it goes (text, JSON, a dict key, an Azure Table entity), and a wor
 store is the member."""
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from tower.runs.scheduler import CODE_STATES, STATE_CODES, Scheduler, expand_status
 from tower.states import (
     DONE_FOR_DEPENDENTS,
     FINISHED_STATES,
+    HOLDS_BACK_DEPENDENTS,
     TERMINAL_STATES,
     RemoteState,
     RunState,
@@ -18,6 +21,7 @@ from tower.states import (
 )
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_words_are_the_ones_stored_ledgers_history_and_the_api_hold():
@@ -32,6 +36,7 @@ def test_the_derived_sets():
     assert FINISHED_STATES == (ServiceState.SUCCEEDED, ServiceState.FAILED, ServiceState.UPSTREAM_FAILED,
                                ServiceState.CANCELLED, ServiceState.SKIPPED)
     assert DONE_FOR_DEPENDENTS == (ServiceState.SUCCEEDED, ServiceState.SKIPPED)
+    assert HOLDS_BACK_DEPENDENTS == (ServiceState.FAILED, ServiceState.UPSTREAM_FAILED, ServiceState.CANCELLED)
 
 
 def test_a_member_is_its_word_in_text_json_and_table_entities():
@@ -85,3 +90,14 @@ def test_the_state_sets_import_nothing_heavy():
     code = "import sys; import tower.states; print(sorted(m for m in sys.modules if m.startswith('tower.')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == \
         "['tower.states']\n"
+
+
+def test_the_docs_list_the_states_the_code_has():
+    readme = (ROOT / "README.md").read_text()
+    lifecycle = re.search(r"`(pending → [^`]+)`", readme).group(1)
+    assert re.split(r" → | \| ", lifecycle) == [state.value for state in ServiceState]
+    assert re.search(r"`status` one of ([a-z_, ]+);", readme).group(1).split(", ") == [state.value for state in RunState]
+    finished = ", ".join(FINISHED_STATES)  # the counts of `tower.run.finished`, in telemetry's order
+    [monitoring] = [line for line in (ROOT / "docs/monitoring.md").read_text().splitlines() if "`tower.run.finished`" in line]
+    assert ", ".join(f"`{state}`" for state in FINISHED_STATES) in monitoring
+    assert finished in (ROOT / "docs/architecture.md").read_text()
