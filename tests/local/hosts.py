@@ -6,7 +6,7 @@
 `activities_only=True` makes it a second worker that never runs orchestrations (per-process state,
 such as tower.runs.ledger's DISPATCHING set, then meets another process); `max_activities`
 caps what a host takes at once, so that the next work item goes to the other host. The default
-app is Tower's own (`tower.runner:run_app`). See tower/local/worker.py.
+app is Tower's own (`tower.local.driver:run_app`). See tower/local/worker.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class HostProcess:
 
 
 @contextmanager
-def host_process(home, app: str = "tower.runner:run_app", *, activities_only: bool = False,
+def host_process(home, app: str = "tower.local.driver:run_app", *, activities_only: bool = False,
                  max_activities: int | None = None, env: dict | None = None, timeout: float = 60):
     """Start `python -m tower.local.worker` over `home`; stopped (SIGTERM, then SIGKILL) on exit."""
     command = [sys.executable, "-m", "tower.local.worker", str(home), "--app", app]

@@ -27,14 +27,14 @@ def load_app(spec: str):
     """`module:factory` -> a fresh app (a DFApp's functions can be read once, so a factory)."""
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise SystemExit(f"--app {spec!r}: expected MODULE:FACTORY, e.g. tower.runner:run_app")
+        raise SystemExit(f"--app {spec!r}: expected MODULE:FACTORY, e.g. tower.local.driver:run_app")
     return getattr(importlib.import_module(module), name)()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tower.local.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("home")
-    parser.add_argument("--app", default="tower.runner:run_app", help="MODULE:FACTORY of the app (default: Tower's)")
+    parser.add_argument("--app", default="tower.local.driver:run_app", help="MODULE:FACTORY of the app (default: Tower's)")
     parser.add_argument("--activities-only", action="store_true", help="never run orchestrations")
     parser.add_argument("--max-activities", type=int, default=None, help="activities in flight at once")
     parser.add_argument("--activity-workers", type=int, default=8)
