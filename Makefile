@@ -65,6 +65,7 @@ bench: $(STAMP_DEV)
 	$(PY) benchmarks/bench_cli.py
 	$(PY) benchmarks/bench_latency.py
 	$(PY) benchmarks/bench_push.py
+	$(PY) benchmarks/bench_dispatch.py
 
 # Mutation testing (mutmut), minutes per module: MUTATE="graph scheduler" picks modules, MUTATE_JOBS=N
 # the parallel workers. Niced: the machine is shared.
