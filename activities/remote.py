@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 
 from tower import logcontext, push, telemetry
@@ -118,17 +117,17 @@ def linger(platform_adapter, handle: Handle, status: Status, budget: float, ever
     return status
 
 
-def first_attempt(job: dict, read_cancel: bool = True) -> dict | None:
+def first_attempt(job: dict) -> dict | None:
     """Submit a just-dispatched service's first attempt, before its `service_run` exists: {handle,
     at} for its input, so the work starts one orchestration start and one activity sooner (in
     Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right before
-    the submit, unless the caller has just seen it unset) or the submit failed: `service_run` then
-    submits itself, with the same idempotency key (so nothing runs twice), after reading the flag,
-    and classifies any failure. Blocks: call it on a platform thread."""
+    the submit) or the submit failed: `service_run` then submits itself, with the same idempotency
+    key (so nothing runs twice), after reading the flag, and classifies any failure. Blocks: call it
+    on a platform thread."""
     logcontext.about(job["run_id"], job["service"])
     at = iso(time.time())
     try:
-        if read_cancel and is_cancelled(ledger_from_environment(), job["run_id"]):
+        if is_cancelled(ledger_from_environment(), job["run_id"]):
             return None
         about = {"run_id": job["run_id"], "service": job["service"], "attempt": 1}
         handle = telemetry.traced(adapter(job["platform"]), job["platform"], about).submit(
@@ -157,45 +156,8 @@ def pushable(platform: dict, run_id: str, service: str, handle: Handle) -> None:
 
 def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:
     """Submits at dispatch of `jobs` (instance id -> job, most urgent first in line) on the platform
-    pool, each reading the run's cancel flag first (a busy pool may start them late). Callable from
-    a pool thread: nothing here waits for the pool (a pool thread that did could deadlock it)."""
+    pool, side by side, each reading the run's cancel flag first (a busy pool may start them late)."""
     return {instance_id: on_pool(first_attempt, job) for instance_id, job in jobs.items()}
-
-
-def submit_urgent_here(jobs: dict[str, dict], submitted: dict[str, Future], then) -> None:
-    """Submits at dispatch, by the thread whose ledger change just took `jobs` off the ready queue:
-    the most urgent right here, with no hand-off and no flag read (that change saw the run not
-    cancelled: its save was conditional on the version a cancel would have changed); the others by
-    one pool task, which wakes one thread, not one per job, while this one submits. Their outcomes
-    go to `submitted` (a future per job). That pool task calls `then` once the most urgent is
-    submitted or `HOLD_BACK` passed, whichever comes first."""
-    items = list(jobs.items())
-    if not items:
-        return
-    (urgent, job), rest = items[0], items[1:]
-    if rest:
-        on_pool(_hand_out, rest, submitted, submitted[urgent], then)
-    outcome = None
-    try:
-        outcome = logcontext.carried(first_attempt)(job, read_cancel=False)  # its service, not the reporter's
-    finally:
-        submitted[urgent].set_result(outcome)  # whatever happens, its dispatch goes on
-
-
-HOLD_BACK = 0.05  # seconds the rest of a dispatch may wait for its most urgent submit
-
-
-def _hand_out(jobs: list[tuple[str, dict]], submitted: dict[str, Future], urgent: Future, then) -> None:
-    for instance_id, job in jobs:
-        on_pool(first_attempt, job).add_done_callback(
-            lambda done, target=submitted[instance_id]: target.set_result(_outcome(done)))
-    futures_wait([urgent], timeout=HOLD_BACK)  # completed by the reporting thread, not by the pool
-    then()
-
-
-def _outcome(done: Future) -> dict | None:
-    """A submit's outcome; None (service_run submits itself) if it did not end normally."""
-    return None if done.cancelled() or done.exception() is not None else done.result()
 
 
 # Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,

@@ -52,23 +52,22 @@ START_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries to start a service
 CLIENT_CALLS = 16
 
 
-async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step,
-              submitted: dict[str, Future] | None = None) -> dict:
+async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
     """Do what `step` asks; returns a summary for the orchestrator (`more`: ask the ledger again
     from there, see `Step`).
 
-    `start`: submit each service's first attempt (`remote.submit_all`, unless `report_here` does) and
-    start its service run with the handle, all side by side, the most urgent first in line; every
-    dispatch settles before an error is raised, so a retry of this activity never submits beside a
-    submit still in flight. `ensure`: look each up, `CLIENT_CALLS` at a time; start it if it does
-    not exist (a report died before starting it; its service run then submits with the same
-    idempotency key) unless its dispatch may still be submitting (`step.dispatching`, kept by the
-    ledger for every host); report it if it ended without its end reaching the ledger (its report
-    failed, or it was terminated); never start an ended one again, which would run the service
-    twice. `stop`: send `cancel`, `CLIENT_CALLS` at a time. `done`: wake pipeline_run.
+    `start`: submit each service's first attempt (`remote.submit_all`) and start its service run
+    with the handle, all side by side, the most urgent first in line; every dispatch settles before
+    an error is raised, so a retry of this activity never submits beside a submit still in flight.
+    `ensure`: look each up, `CLIENT_CALLS` at a time; start it if it does not exist (a report died
+    before starting it; its service run then submits with the same idempotency key) unless its
+    dispatch may still be submitting (`step.dispatching`, kept by the ledger for every host); report
+    it if it ended without its end reaching the ledger (its report failed, or it was terminated);
+    never start an ended one again, which would run the service twice. `stop`: send `cancel`,
+    `CLIENT_CALLS` at a time. `done`: wake pipeline_run.
     """
     done, status = step.done, step.status
-    submitted = remote.submit_all(step.start) if submitted is None else submitted
+    submitted = remote.submit_all(step.start)
     outcomes = await asyncio.gather(
         *(_dispatch(client, run_id, iid, job, submitted[iid]) for iid, job in step.start.items()),
         return_exceptions=True)
@@ -205,54 +204,21 @@ def record_report(request: dict) -> Step:
 
 def report_here(request: dict, client: df.DurableOrchestrationClient, loop: asyncio.AbstractEventLoop) -> Future:
     """A report from the platform thread that saw the service succeed (the submit and poll
-    activities' early report), with no hand-off on the critical path: the ledger change, then the
-    submits at dispatch (`remote.submit_urgent_here`: the most urgent right here). Then `act`
-    starts on the event loop (or after `remote.HOLD_BACK`, if that submit is slow: it must not
-    hold back the other service runs long; waking the loop before it would make this thread wait
-    for the GIL while the loop works). Returns the future of `act`."""
+    activities' early report): the ledger change right here, then `act` on the event loop submits
+    what became ready and starts their service runs. Returns the future of `act`."""
     step = record_report(request)
-    submitted = {instance_id: Future() for instance_id in step.start}
-    acting = _Once(lambda: act(client, request["run_id"], step, submitted))
 
-    def start() -> None:
-        loop.call_soon_threadsafe(acting.start)
+    async def acting() -> dict:
+        logcontext.tag_task(asyncio.current_task())  # its lines name this invocation
+        return await act(client, request["run_id"], step)
 
+    work = acting()
     try:
-        remote.submit_urgent_here(step.start, submitted, then=start)
-        start()
+        return asyncio.run_coroutine_threadsafe(work, loop)
     except BaseException:  # no act will dispatch them: an `ensure` may start them again
+        work.close()
         DISPATCHING.difference_update(step.start)
         raise
-    return acting.future
-
-
-class _Once:
-    """A coroutine started on the event loop by the first of several `start` calls (made on the
-    loop only, so no lock is needed); `future` gets its outcome, for any thread to wait on."""
-
-    def __init__(self, make):
-        self.make, self.future, self.started = make, Future(), False
-
-    def start(self) -> None:
-        if self.started:
-            return
-        self.started = True
-        try:
-            task = logcontext.tag_task(asyncio.ensure_future(self.make()))
-        except Exception as exc:
-            self.future.set_exception(exc)
-            return
-        task.add_done_callback(self._settle)
-
-    def _settle(self, task: asyncio.Task) -> None:
-        if self.future.done():  # its waiter went away
-            return
-        if task.cancelled():  # the loop is going away: the report counts as failed
-            self.future.set_exception(RuntimeError("the report's dispatch was cancelled"))
-        elif task.exception() is not None:
-            self.future.set_exception(task.exception())
-        else:
-            self.future.set_result(task.result())
 
 
 @bp.function_name(names.RECONCILE_RUN)

@@ -116,8 +116,8 @@ def _budget(request: dict) -> float:
 def _report_if_done(request: dict, status: Status, client, loop, **known) -> Future | None:
     """When the work succeeded (or was skipped), report the service's end to the run ledger right
     here, on the thread that saw it (`runs.report_here`): its dependents' work starts one
-    orchestrator episode and one activity earlier than `service_run` could start it, with no
-    hand-off. request["report"]: {run_id, pipeline, simulated, result, before} with the result so
+    orchestrator episode and one activity earlier than `service_run` could start it (in Azure, two
+    queue hops). request["report"]: {run_id, pipeline, simulated, result, before} with the result so
     far. Not after the service's deadline (`before`): `service_run` decides then (it times the
     service out). A report that fails is left to `service_run`, which reports with retries.
     Returns the future of the report's `act`, or None."""

@@ -13,13 +13,12 @@ parameters from the repository's host.json):
   (`activities.remote.first_attempt`): `service_run` submits it, one orchestration start and one
   SUBMIT_SERVICE activity later;
 - neither: both of the above (service_run submits and reports, the design before the ledger did);
-- report via the loop: the early report makes its ledger change on the platform thread, then hands
-  the whole step to the event loop (`act`, every submit on the pool), instead of submitting the most
-  urgent dependent right there with a 50 ms hold-back of the rest (`activities.runs.report_here`);
-- hold-back 0: the urgent submit stays on the platform thread, the loop is woken at once
-  (`activities.remote.HOLD_BACK`);
 - no linger: the first look at work does not watch short work (the plan's `poll.linger`, from
   `tower.runs.plan.POLL_LINGER`): a durable timer waits instead.
+
+Two more variants measured the early report's submit of the most urgent dependent on the reporting
+thread and its 50 ms hold-back of the others; both paid nothing and were removed (the script as it
+was then, with them: commit affda13; their figures in benchmarks/RESULTS.md).
 
 Two DAGs: the wide three-tier DAG of 60 short services (0.05-0.5 s, `dags.wide_dag(60, 1)`, where
 the local-host mechanisms mattered most), as benchmarks/bench_orchestration.py runs it (the sim
@@ -46,7 +45,6 @@ usage: python benchmarks/bench_dispatch.py [--repeat 3] [--refinery-scale 0.004]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -94,24 +92,8 @@ def _no_first_attempt(job, read_cancel=True):
     return None
 
 
-def _report_via_loop(request, client, loop):
-    """The early report without the urgent submit on this thread: the ledger change here, then the
-    whole step on the event loop (`act` submits everything on the pool)."""
-    import activities.runs as runs
-
-    step = runs.record_report(request)
-    try:
-        return asyncio.run_coroutine_threadsafe(runs.act(client, request["run_id"], step), loop)
-    except BaseException:
-        from tower.runs.ledger import DISPATCHING
-
-        DISPATCHING.difference_update(step.start)
-        raise
-
-
 def _patches(variant: str) -> list:
     import activities.remote as remote
-    import activities.runs as runs
     import activities.services as services
 
     no_report = mock.patch.object(services, "_report_if_done", _no_report)
@@ -121,15 +103,12 @@ def _patches(variant: str) -> list:
         "no early report": [no_report],
         "no submit at dispatch": [no_submit],
         "neither": [no_report, no_submit],
-        "report via the loop": [mock.patch.object(runs, "report_here", _report_via_loop)],
-        "hold-back 0": [mock.patch.object(remote, "HOLD_BACK", 0.0)],
         "no linger": [],   # a plan setting: see `plan_for`
     }[variant]
 
 
-VARIANTS = ("today", "no early report", "no submit at dispatch", "neither", "report via the loop",
-            "hold-back 0", "no linger")
-REFINERY_VARIANTS = ("today", "neither", "report via the loop", "hold-back 0")
+VARIANTS = ("today", "no early report", "no submit at dispatch", "neither", "no linger")
+REFINERY_VARIANTS = ("today", "neither")
 
 
 @contextmanager

@@ -162,10 +162,10 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
     real_first_attempt, release = activities.remote.first_attempt, threading.Event()
 
-    def busy_pool(job, read_cancel=True):
+    def busy_pool(job):
         if job["service"] == "b":
             release.wait(10)
-        return real_first_attempt(job, read_cancel)
+        return real_first_attempt(job)
 
     monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
@@ -426,8 +426,8 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
     platform(adapter)
     real_act, failed = activities.runs.act, []
 
-    async def act_whose_reply_is_lost(client, run_id, step, submitted=None):
-        outcome = await real_act(client, run_id, step, submitted)
+    async def act_whose_reply_is_lost(client, run_id, step):
+        outcome = await real_act(client, run_id, step)
         if any(job["service"] == "c" for job in step.start.values()) and not failed:
             failed.append(run_id)  # c was started, but the Durable HTTP API's reply never came back
             raise Exception("timed out waiting for the reply (injected)")
@@ -565,7 +565,7 @@ def dependents(plan: dict) -> set[str]:
 
 
 # Once `record_report` has taken b and c off the ready queue, a report_here that fails (here
-# `call_soon_threadsafe` on a closed loop; also the pool refusing work at shutdown) must not leave
+# `run_coroutine_threadsafe` on a closed loop) must not leave
 # them marked as being dispatched: service_run then reports again, and that repeated report's
 # `ensure` must start them.
 def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startable(engine):
@@ -577,7 +577,6 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
         activities.runs.report_here(request, client, closed).exception(timeout=5)
     except Exception:  # noqa: BLE001 - how it fails is not the point; what it leaves behind is
         pass
-    time.sleep(activities.remote.HOLD_BACK * 4)  # every submit at dispatch has settled by now
     repeated = asyncio.run_coroutine_threadsafe(
         activities.runs.act(client, plan["run_id"], activities.runs.record_report(request)), engine.loop)
     summary = repeated.result(timeout=10)
