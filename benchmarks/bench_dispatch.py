@@ -18,7 +18,7 @@ parameters from the repository's host.json):
 
 Two more variants measured the early report's submit of the most urgent dependent on the reporting
 thread and its 50 ms hold-back of the others; both paid nothing and were removed (the script as it
-was then, with them: commit affda13; their figures in benchmarks/RESULTS.md).
+was then, with them: the first version of this file in git; their figures in benchmarks/RESULTS.md).
 
 Two DAGs: the wide three-tier DAG of 60 short services (0.05-0.5 s, `dags.wide_dag(60, 1)`, where
 the local-host mechanisms mattered most), as benchmarks/bench_orchestration.py runs it (the sim
@@ -66,6 +66,7 @@ import dags  # noqa: E402
 from tower import graph, names  # noqa: E402
 from tower.local.latency import AZURE_STORAGE, DURABLE_TASK_SCHEDULER, Latency, storage_settings  # noqa: E402
 from tower.platforms import sim  # noqa: E402
+from tower.states import RunState, ServiceState  # noqa: E402
 
 PROFILES = ("none", AZURE_STORAGE, DURABLE_TASK_SCHEDULER)
 JITTER = 0.02
@@ -184,7 +185,7 @@ def one_run(engine, shape: str, catalog, variant: str, scale: float, run_id: str
         time.sleep(0.2)                              # the model's counts catch up with the last episode
     stats = {key: engine.stats.get(key, 0) - before.get(key, 0) for key in ("queue_messages", "storage_transactions",
                                                                             "activities")}
-    assert status["output"]["status"] == "succeeded", status["output"]
+    assert status["output"]["status"] == RunState.SUCCEEDED, status["output"]
     services = run_services(ledger_from_environment(), run_id, datetime.now(timezone.utc))
     remote = {n: SUBMITS[(run_id, n)][0] for n in services}
     submitted = {n: remote[n]["started_at"] for n in services}
@@ -304,7 +305,7 @@ def bench_lost_start(make_app, grace: float, repeat: int, timeout: float) -> lis
                     done = run_services(ledger_from_environment(), run_id, datetime.now(timezone.utc))
                     a_end = SUBMITS[(run_id, "a")][0]["ends_at"]
                     b_submit = SUBMITS[(run_id, "b")][-1]["started_at"]
-                    assert done["b"]["status"] == "succeeded"
+                    assert done["b"]["status"] == ServiceState.SUCCEEDED
                     waits.append(b_submit - a_end)
                     print(f"  lost start {profile} set={with_set} #{k}: {waits[-1]:.2f} s "
                           f"(b finished {parse_iso(done['b']['finished']).timestamp() - a_end:.2f} s after a)",
