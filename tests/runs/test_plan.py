@@ -169,7 +169,7 @@ def test_simulate_runs_everything_on_the_simulator_and_keeps_the_limits():
     assert transform["expected"] == pytest.approx(1.0) and transform["timeout"] == pytest.approx(9.0)
     assert plan["platforms"]["dbx"] == {
         "type": "sim", "max_concurrency": 2, "settings": {"time_scale": 0.01},
-        "poll": {"first": 0.01, "factor": 1.5, "max": 0.6, "linger": 0.5, "scale": 0.01}}
+        "poll": {"first": 0.01, "factor": 1.5, "max": 0.6, "linger": 0.005, "scale": 0.01}}
     assert "${DATABRICKS_TOKEN}" not in json.dumps(plan)
 
 

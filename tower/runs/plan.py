@@ -250,7 +250,7 @@ def build_plan(
                 "first": max(POLL_FIRST * scale, MIN_SIM_POLL),
                 "factor": POLL_FACTOR,
                 "max": max(POLL_MAX * scale, MIN_SIM_POLL),
-                "linger": POLL_LINGER,
+                "linger": POLL_LINGER * scale,  # a real second of watching would cover 1/scale simulated ones
                 "scale": scale,   # tower.polling's constants, in a simulated run's time
             },
         }
