@@ -18,35 +18,29 @@ from contextlib import contextmanager
 
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
-from tower.errors import ConfigError, PlatformError, TowerError
+from tower.errors import ActivityFailure, ConfigError, NonRetryableError, PlatformError
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
 from tower.runs.plan import submission_of
-from tower.runs.scheduler import failure_message
 from tower.timestamps import iso
 
 log = logging.getLogger("tower.activities")
 log.addFilter(logcontext.RunFields())
 
 
-class ServiceActivityError(TowerError):
-    """A classified failure on its way to `service_run`; its message is machine-readable JSON."""
-
-
 @contextmanager
 def classified(platform: dict) -> Iterator[None]:
-    """Turn Tower's own errors into a classified activity failure the orchestrator can read."""
+    """Turn Tower's own errors into an `ActivityFailure` the orchestrator reads back as the same
+    PlatformError (tower.errors); a setting that cannot be read is a NonRetryableError."""
     try:
         yield
     except PlatformError as exc:
-        payload = exc.to_payload()
-        payload["platform"] = payload.get("platform") or platform.get("name", "")
-        raise ServiceActivityError(failure_message(payload)) from None
+        named = exc if exc.platform else PlatformError.of(str(exc), retryable=exc.retryable,
+                                                          platform=platform.get("name", ""))
+        raise ActivityFailure(named) from None
     except ConfigError as exc:
-        raise ServiceActivityError(
-            failure_message({"error": str(exc), "retryable": False, "platform": platform.get("name", "")})
-        ) from None
+        raise ActivityFailure(NonRetryableError(str(exc), platform=platform.get("name", ""))) from None
 
 
 def adapter(platform: dict):

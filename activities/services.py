@@ -2,9 +2,10 @@
 
 Each one does a short piece of I/O and returns small JSON. Submit and poll also report a service
 they see succeed to the run ledger at once (`activities.runs.report_here`). A platform failure
-is raised with its classification inside the message (`tower.runs.scheduler.failure_message`), because
-the Durable SDK hands the orchestrator nothing but the message; anything unclassified propagates
-untouched (it is a bug or an outage the host should report) and counts as non-retryable.
+is raised as an `ActivityFailure` (`remote.classified`), which `service_run` reads back as the same
+PlatformError (tower.errors), because the Durable SDK hands the orchestrator nothing but the
+message; anything unclassified propagates untouched (it is a bug or an outage the host should
+report) and counts as non-retryable.
 """
 
 from __future__ import annotations

@@ -26,10 +26,10 @@ from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerT
 from tower import names
 from tower.catalog.durations import format_duration
 from tower.catalog.model import RetryPolicy
-from tower.errors import RunNotInLedger
+from tower.errors import PlatformError, RunNotInLedger
 from tower.polling import Expectation, next_poll
 from tower.runs.plan import submission_of
-from tower.runs.scheduler import failure_from, settled
+from tower.runs.scheduler import settled
 from tower.states import TERMINAL_STATES, RemoteState, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
@@ -208,7 +208,7 @@ class _ServiceRun:
 
     def attempt(self, number: int):
         """One attempt: submit (unless it was submitted at dispatch), then poll until terminal.
-        Returns (status json, failure or None)."""
+        Returns (status json, or None with the PlatformError the attempt failed with)."""
         submitted = self.first if number == 1 else None
         self.result["attempts"] = number
         self.result["attempt_started"] = submitted["at"] if submitted else iso(self.now())
@@ -222,7 +222,7 @@ class _ServiceRun:
                     previous=self.previous))
                 yield from self.race(submit)
                 if _failed(submit):
-                    return None, failure_from(submit.result)
+                    return None, PlatformError.from_activity_failure(submit.result)
                 handle, status = submit.result["handle"], submit.result["status"]
                 if handle is None:  # the run was cancelled before the work was submitted
                     return status, None
@@ -254,9 +254,9 @@ class _ServiceRun:
                     handle=handle, report=self.report(first_look), **first))
                 yield from self.race(polled)
                 if _failed(polled):
-                    failure = failure_from(polled.result)
+                    failure = PlatformError.from_activity_failure(polled.result)
                     errors += 1
-                    if not failure["retryable"] or errors >= MAX_POLL_ERRORS:
+                    if not failure.retryable or errors >= MAX_POLL_ERRORS:
                         yield from self.cancel_remote(handle)
                         return None, failure
                     status = {"state": RemoteState.RUNNING, "poll_after": None}
@@ -278,7 +278,7 @@ class _ServiceRun:
             yield self.context.call_activity(names.CANCEL_SERVICE, self.request(
                 handle=handle, run_id=self.job["run_id"], service=self.job["service"], attempt=self.result["attempts"]))
         except Exception as exc:
-            note = f"could not cancel remote run {handle.get('remote_id')}: {failure_from(exc)['error']}"
+            note = f"could not cancel remote run {handle.get('remote_id')}: {PlatformError.from_activity_failure(exc)}"
             self.result["output"] = note
             if not self.context.is_replaying:
                 log.warning("%s/%s: %s", self.job["run_id"], self.job["service"], note)
@@ -303,13 +303,13 @@ class _ServiceRun:
                         result["status"] = ServiceState.CANCELLED
                         result["error"] = status.get("message") or "cancelled on the platform"
                         break
-                    failure = {"error": status.get("message") or f"ended {status['state']}",
-                               "retryable": bool(status.get("retryable"))}
-                result["error"] = failure["error"]
-                if not failure["retryable"] or number > retries:
+                    failure = PlatformError.of(status.get("message") or f"ended {status['state']}",
+                                               retryable=bool(status.get("retryable")), platform=self.platform["name"])
+                result["error"] = str(failure)
+                if not failure.retryable or number > retries:
                     result["status"] = ServiceState.FAILED
-                    if failure["retryable"] and retries:
-                        result["error"] = f"{failure['error']} (gave up after {number} attempts)"
+                    if failure.retryable and retries:
+                        result["error"] = f"{failure} (gave up after {number} attempts)"
                     break
                 self.show()
                 self.previous = {"attempt": number, "started": result["attempt_started"], "finished": iso(self.now()),
@@ -334,7 +334,7 @@ class _ServiceRun:
             except Exception as exc:  # the ledger is out of reach: pipeline_run's reconcile reads this result
                 if not self.context.is_replaying:
                     log.error("%s/%s: could not report to the run ledger: %s", self.job["run_id"],
-                              self.job["service"], failure_from(exc)["error"])
+                              self.job["service"], PlatformError.from_activity_failure(exc))
         return result
 
 

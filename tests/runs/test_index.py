@@ -380,3 +380,17 @@ def test_threads_opening_a_fresh_index_at_once_all_get_it(tmp_path):
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_a_row_change_that_loses_every_race_is_a_ledger_conflict(tmp_path):
+    from tower.errors import LedgerConflict
+
+    class Losing(ri.SqliteRunsIndex):
+        def replace(self, old, new) -> bool:
+            return False
+
+    index = Losing(tmp_path / "runs.db")
+    index.insert(row("r-1"))
+    with pytest.raises(LedgerConflict, match=r"'r-1': the runs index kept changing under this host"):
+        ri.change(index, "r-1", lambda seen: replace(seen, status=RunState.RUNNING))
+    assert index.get("r-1").status == RunState.STARTING

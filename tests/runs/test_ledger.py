@@ -7,7 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tower.errors import EngineError, RunNotInLedger
+from tower.errors import (
+    InconsistentPlan,
+    LedgerConflict,
+    LedgerError,
+    RunNotInLedger,
+    ServiceNotInLedger,
+)
 from tower.runs import ledger as lg
 from tower.runs.ledger import (
     cancel_run,
@@ -423,14 +429,40 @@ def test_restore_rebuilds_the_same_dispatch_state():
 
 
 def test_an_unknown_run_or_service_is_a_clear_error(ledger):
-    with pytest.raises(EngineError, match="'nope' is not in the run ledger"):
+    with pytest.raises(RunNotInLedger, match="'nope' is not in the run ledger"):
         finish_service(ledger, "nope", "a", ok("a"), T0)
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
-    with pytest.raises(EngineError, match="no service 'zz'"):
+    with pytest.raises(ServiceNotInLedger, match="no service 'zz'"):
         ledger.service_inputs("r1", ["a", "zz"])
     assert ledger.service_inputs("r1", ["d", "a"]) == {"d": {"service": "d"}, "a": {"service": "a"}}
     assert live_status(ledger, "nope", T0) is None
+
+
+class LosingLedger(SqliteRunLedger):
+    """Every conditional save loses, as if another host always changed the run first."""
+
+    saves = 0
+
+    def save(self, run_id, version, meta, records):
+        self.saves += 1
+        return False
+
+
+def test_a_change_that_loses_every_race_is_a_ledger_conflict(tmp_path):
+    ledger = LosingLedger(tmp_path / "ledger.db")
+    plan = plan_of(DIAMOND)
+    lg.create_run(ledger, plan, inputs_of(plan), T0)
+    with pytest.raises(LedgerConflict, match=r"kept changing under this host \(20 tries\)") as raised:
+        open_run(ledger, "r1", T0)
+    assert isinstance(raised.value, LedgerError) and ledger.saves == lg.SAVE_ATTEMPTS
+
+
+def test_a_run_in_which_nothing_can_start_is_an_inconsistent_plan(ledger):
+    plan = plan_of(DIAMOND, limit=0)                        # a platform with no slot: nothing runs
+    lg.create_run(ledger, plan, inputs_of(plan), T0)
+    with pytest.raises(InconsistentPlan, match="run r1: no service can start"):
+        open_run(ledger, "r1", T0)
 
 
 def test_the_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
-from tower.errors import EngineError
+from tower.errors import RecordTooLarge, RunNotInLedger, ServiceNotInLedger
 from tower.runs import ledger as dispatch
 from tower.runs.ledger import Snapshot, ledger_from_environment
 from tower.runs.ledger_table import (
@@ -58,9 +58,9 @@ def test_create_load_round_trip(ledger):
     assert ledger.version("run-1") == 1
     assert ledger.load("run-1") == Snapshot(1, core, meta, records)
     assert ledger.service_inputs("run-1", ["b"])["b"] == {"service": "b", "position": 1}
-    with pytest.raises(EngineError, match="has no service 'zzz'"):
+    with pytest.raises(ServiceNotInLedger, match="has no service 'zzz'"):
         ledger.service_inputs("run-1", ["zzz"])["zzz"]
-    with pytest.raises(EngineError, match="'nope' is not in the run ledger"):
+    with pytest.raises(RunNotInLedger, match="'nope' is not in the run ledger"):
         ledger.service_inputs("nope", ["a"])["a"]
 
 
@@ -112,7 +112,7 @@ def test_save_bumps_version_and_writes_only_given_records(ledger, table_url):
     assert snapshot.records == {**records, "b": running}
     assert ledger.save("run-1", 2, meta, {}) is True  # meta alone still bumps the version
     assert ledger.version("run-1") == 3
-    with pytest.raises(EngineError, match="no service 'zzz'"):
+    with pytest.raises(ServiceNotInLedger, match="no service 'zzz'"):
         ledger.save("run-1", 3, meta, {"zzz": running})
     assert ledger.version("run-1") == 3
 
@@ -265,7 +265,7 @@ def test_entities_over_1_mib_are_refused_with_a_clear_error(ledger):
     core, meta, inputs, records = run_of(["a"])
     ledger.create("run-1", core, meta, inputs, records)
     noise = os.urandom(1_000_000).hex()  # does not compress
-    with pytest.raises(EngineError, match=r"run 'run-1', service 'a' \(record\): [\d,]+ bytes .* over the 1 MiB"):
+    with pytest.raises(RecordTooLarge, match=r"run 'run-1', service 'a' \(record\): [\d,]+ bytes .* over the 1 MiB"):
         ledger.save("run-1", 1, meta, {"a": {"status": "failed", "error": noise}})
     assert ledger.version("run-1") == 1
 

@@ -5,12 +5,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tower.errors import RetryableError
 from tower.runs.scheduler import (
     Scheduler,
     expand_status,
-    failure_from,
-    failure_message,
 )
 from tower.states import RunState, ServiceState
 
@@ -153,16 +150,6 @@ def test_compact_status_stays_small_for_300_services_and_expands_back():
     assert view[names[150]]["status"] == ServiceState.RUNNING and view[names[150]]["started"] == "2024-06-01T12:00:00Z"
     assert view[names[151]]["status"] == ServiceState.PENDING
     assert status["counts"] == {"running": 50, "failed": 50, "upstream_failed": 100, "pending": 100}
-
-
-def test_classified_failures_survive_the_activity_boundary():
-    payload = RetryableError("HTTP 503 from workspace", platform="databricks").to_payload()
-    host_text = f"Activity function 'submit_service' failed: {failure_message(payload)} \n Traceback..."
-    assert failure_from(Exception(host_text)) == {
-        "error": "HTTP 503 from workspace", "retryable": True, "platform": "databricks"}
-    unmarked = failure_from(Exception("Activity function 'x' failed: KeyError: 'job_id'\nTraceback"))
-    assert unmarked == {"error": "Activity function 'x' failed: KeyError: 'job_id'", "retryable": False,
-                        "platform": ""}
 
 
 def test_compact_status_caps_what_it_says_about_running_services():

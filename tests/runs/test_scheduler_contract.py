@@ -2,7 +2,6 @@
 returns and the activity boundary carries. Each test names the rule it holds; most were written to
 kill a mutant that the behaviour tests in test_scheduler.py let survive (see tests/MUTATION.md)."""
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,8 +9,6 @@ import pytest
 from tower.runs.scheduler import (
     Scheduler,
     expand_status,
-    failure_from,
-    failure_message,
     settled,
 )
 from tower.states import RemoteState, RunState, ServiceState
@@ -274,30 +271,3 @@ def test_settled_takes_the_remote_end_and_clears_an_earlier_attempts_error():
         "status": ServiceState.SKIPPED, "attempts": 2, "error": None, "output": "old", "url": "https://old",
         "remote_id": "q2", "finished": stamp(9)}
     assert result["status"] == ServiceState.RUNNING  # the caller's dict is left as it was
-
-
-# --- failures across the activity boundary ------------------------------------------------------
-
-
-def test_failure_message_is_compact_ascii_json_behind_the_mark():
-    text = failure_message({"error": "café down", "retryable": True, "platform": "http"})
-    assert text == 'tower-failure:{"error":"caf\\u00e9 down","retryable":true,"platform":"http"}'
-    assert failure_from(text) == {"error": "café down", "retryable": True, "platform": "http"}
-
-
-def test_failure_from_reads_the_first_mark_and_falls_back_on_the_first_line():
-    inner = failure_message({"error": "inner", "retryable": True})
-    wrapped = failure_message({"error": f"wrapped: {inner}", "retryable": False})
-    assert failure_from(Exception(f"Activity failed: {wrapped}")) == {
-        "error": f"wrapped: {inner}", "retryable": False, "platform": ""}
-    assert failure_from(Exception("")) == {"error": "unknown error", "retryable": False, "platform": ""}
-    assert failure_from("tower-failure:{\"code\": 1}\nmore") == {
-        "error": 'tower-failure:{"code": 1}', "retryable": False, "platform": ""}
-    assert failure_from("tower-failure:{broken") == {"error": "tower-failure:{broken", "retryable": False,
-                                                     "platform": ""}
-    assert failure_from("x" * 600)["error"] == "x" * 500
-
-
-def test_failure_payload_survives_json_round_trips():
-    payload = {"error": "HTTP 503", "retryable": True, "platform": "databricks"}
-    assert failure_from(json.loads(json.dumps(failure_message(payload)))) == payload

@@ -324,3 +324,24 @@ def test_status_of_a_waiting_run_says_which_runs_hold_the_slots(store):
     assert status["slots"] == {"x": {"limit": 2, "busy": 2, "held_by": {"a-1": 2}}}
     info = RunInfo("b-1", "Running", None, None, b, None, status)
     assert json_result(info.to_result())["slots"] == status["slots"]   # GET /api/runs/{id}, status --json
+
+
+class LosingSlots(slots.SqliteSlots):
+    """Every conditional write of a pool loses, as if another host always wrote it first."""
+
+    writes = 0
+
+    def write(self, pool, tag, state) -> bool:
+        self.writes += 1
+        return False
+
+
+def test_a_pool_write_that_loses_every_race_is_a_ledger_conflict(tmp_path):
+    from tower.errors import LedgerConflict
+
+    store = LosingSlots(tmp_path / "ledger.db")
+    waiter = {"run": "r1", "version": 1, "limit": 1, "priority": 0, "started": iso(T0), "running": [],
+              "ready": {"a"}, "waiting": [["a", 1.0]]}
+    with pytest.raises(LedgerConflict, match=r"platform slots 'x': the pool kept changing .*\(\d+ tries\)"):
+        slots.sync(store, "x", waiter, T0)
+    assert store.writes == slots.SYNC_ATTEMPTS

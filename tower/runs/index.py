@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from tower.errors import EngineError, RunExists
+from tower.errors import LedgerConflict, RunExists
 from tower.states import RunState
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
@@ -157,7 +157,8 @@ def change(index: RunsIndex, run_id: str, edit: Callable[[RunRow], RunRow | None
             return row
         if index.replace(row, new):
             return new
-    raise EngineError(f"run {run_id!r}: the runs index kept changing under this host ({CHANGE_ATTEMPTS} tries)")
+    raise LedgerConflict(
+        f"run {run_id!r}: the runs index kept changing under this host ({CHANGE_ATTEMPTS} tries)")
 
 
 def mark_running(index: RunsIndex, run_id: str) -> None:

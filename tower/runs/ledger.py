@@ -54,7 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower.errors import ConfigError, EngineError, RunNotInLedger
+from tower.errors import ConfigError, InconsistentPlan, LedgerConflict, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
 from tower.runs.scheduler import Scheduler
@@ -229,7 +229,7 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
             step = _reconciled(ledger, scheduler, now)
         waiting = any(scheduler.ready[p] for p in scheduler.shared)  # for a shared platform's slot
         if not scheduler.done and not waiting and not any(r.status == ServiceState.RUNNING for r in scheduler.records.values()):
-            raise EngineError(f"run {run_id}: no service can start (inconsistent plan)")
+            raise InconsistentPlan(f"run {run_id}: no service can start (inconsistent plan)")
         return step
 
     step = _shared_change(ledger, run_id, now, change)  # grants are taken outside the run's lock
@@ -488,7 +488,7 @@ def _share(ledger: RunLedger, step: Step, now: datetime) -> Step:
             step.start.update(taken.start)
             grants += [(pool, other, name) for pool, offer in taken.offers.items()
                        for other, name in slots.sync(store, pool, {**offer, "version": taken.version}, now)]
-    raise EngineError(f"platform slots: grants kept coming after {GRANT_ROUNDS} rounds")
+    raise LedgerConflict(f"platform slots: grants kept coming after {GRANT_ROUNDS} rounds")
 
 
 def _take_granted(ledger: RunLedger, run_id: str, pools: Mapping[str, list[str]], now: datetime) -> Step:
@@ -617,7 +617,7 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
                 if isinstance(outcome, Step):
                     outcome.version = version + 1
                 return _dispatched(outcome) if isinstance(outcome, Step) else outcome
-        raise EngineError(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
+        raise LedgerConflict(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
 
 
 def ledger_from_environment(home: str | Path | None = None) -> RunLedger:

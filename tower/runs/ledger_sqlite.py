@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from tower.errors import EngineError
+from tower.errors import ServiceNotInLedger
 from tower.runs import slots
 from tower.runs.ledger import Snapshot
 from tower.stores import SqliteStore
@@ -80,7 +80,7 @@ class SqliteRunLedger(SqliteStore):
             inputs.update((name, json.loads(text)) for name, text in rows)
         missing = [name for name in names if name not in inputs]
         if missing:
-            raise EngineError(f"run {run_id!r} has no service {missing[0]!r} in the run ledger")
+            raise ServiceNotInLedger(f"run {run_id!r} has no service {missing[0]!r} in the run ledger")
         return inputs
 
     @functools.cached_property

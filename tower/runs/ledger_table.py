@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tower import logcontext
-from tower.errors import EngineError, RunNotInLedger
+from tower.errors import LedgerConflict, RecordTooLarge, RunNotInLedger, ServiceNotInLedger
 from tower.runs.ledger import Snapshot
 from tower.stores import Table
 
@@ -347,8 +347,8 @@ class TableRunLedger:
                 self._remember_rows(run_id, core)
             records = {entity["name"]: unpack(entity, "record") for entity in services}
             return Snapshot(int(run["version"]), core, json.loads(run["meta"]), records)
-        raise EngineError(f"run {run_id!r}: the run ledger kept changing while it was read "
-                          f"({READ_ATTEMPTS} tries); retry the request")
+        raise LedgerConflict(f"run {run_id!r}: the run ledger kept changing while it was read "
+                             f"({READ_ATTEMPTS} tries); retry the request")
 
     def _written_since(self, run_id: str, recent: dict | None, since: int) -> list:
         """The service entities written at `since` or later: point reads of the rows the run entity
@@ -377,7 +377,8 @@ class TableRunLedger:
         rows = self._service_rows(run_id)
         unknown = sorted(set(records) - set(rows))
         if unknown:
-            raise EngineError(f"run {run_id!r} has no service {unknown[0]!r} in the run ledger (save refused)")
+            raise ServiceNotInLedger(
+                f"run {run_id!r} has no service {unknown[0]!r} in the run ledger (save refused)")
         pk = partition_key(run_id)
         recent = recent_after(recent, version + 1, [int(rows[name][len("svc-"):]) for name in records])
         bump = {"PartitionKey": pk, "RowKey": RUN_ROW, "version": version + 1, "meta": json.dumps(meta),
@@ -409,15 +410,15 @@ class TableRunLedger:
         rows = self._service_rows(run_id)
         unknown = [name for name in names if name not in rows]
         if unknown:
-            raise EngineError(f"run {run_id!r} has no service {unknown[0]!r} in the run ledger")
+            raise ServiceNotInLedger(f"run {run_id!r} has no service {unknown[0]!r} in the run ledger")
         pk = partition_key(run_id)
 
         def read(name: str) -> tuple[str, dict]:
             try:
                 return name, unpack(self.table.get_entity(pk, rows[name]), "input")
             except ResourceNotFoundError:
-                raise EngineError(f"run {run_id!r}: service {name!r} is missing from the run ledger "
-                                  f"({self.table.table_name}, row {rows[name]}); start the run again") from None
+                raise ServiceNotInLedger(f"run {run_id!r}: service {name!r} is missing from the run ledger "
+                                         f"({self.table.table_name}, row {rows[name]}); start the run again") from None
 
         return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(logcontext.carried(read), names))
 
@@ -459,5 +460,5 @@ class TableRunLedger:
     def _check_size(self, run_id: str, entity: Mapping[str, Any], what: str) -> None:
         size = stored_size(entity)
         if size > MAX_ENTITY:
-            raise EngineError(f"run {run_id!r}, {what}: {size:,} bytes in Table Storage, over the 1 MiB one "
-                              "entity may hold; keep large data elsewhere and pass a reference to it")
+            raise RecordTooLarge(f"run {run_id!r}, {what}: {size:,} bytes in Table Storage, over the 1 MiB one "
+                                 "entity may hold; keep large data elsewhere and pass a reference to it")

@@ -7,13 +7,12 @@ marks everything downstream ``upstream_failed`` while independent branches go on
 what has not started ``cancelled`` and names what is running, so the caller can stop it.
 
 Also here: the compact custom status (`compact_status`, read back with `expand_status`), the run's
-outcome (`result`), and the JSON form in which activities carry a classified failure to the orchestrator.
+outcome (`result`), and a succeeded service's final result (`settled`).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -371,30 +370,3 @@ def settled(result: Mapping[str, Any], status: Mapping[str, Any], finished: str)
             "output": status.get("output") or result.get("output"), "url": status.get("url") or result.get("url"),
             "finished": finished}
 
-
-# --- failures across the activity boundary ----------------------------------------------------
-
-FAILURE_MARK = "tower-failure:"
-
-
-def failure_message(payload: Mapping[str, Any]) -> str:
-    """Exception text for an activity that fails on purpose: the SDK hands the orchestrator only a
-    message, so the classification (``PlatformError.to_payload()``) travels inside it as JSON."""
-    return FAILURE_MARK + json.dumps(dict(payload), ensure_ascii=True, separators=(",", ":"))
-
-
-def failure_from(exc: BaseException | str) -> dict:
-    """The classified failure inside an activity's error message; unmarked errors (a bug, the host
-    giving up) count as non-retryable, with the first line of what the host said."""
-    text = str(exc)
-    start = text.find(FAILURE_MARK)
-    if start >= 0:
-        try:
-            payload, _ = json.JSONDecoder().raw_decode(text, start + len(FAILURE_MARK))
-            if isinstance(payload, dict) and "error" in payload:
-                return {"error": str(payload["error"]), "retryable": bool(payload.get("retryable")),
-                        "platform": payload.get("platform", "")}
-        except ValueError:
-            pass
-    first_line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    return {"error": first_line[:500], "retryable": False, "platform": ""}

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tower.errors import EngineError
+from tower.errors import LedgerConflict
 from tower.stores import SqliteStore
 from tower.timestamps import iso, parse_iso
 
@@ -152,7 +152,8 @@ def sync(store: SlotStore, pool: str, run: dict, now: datetime) -> list[tuple[st
         grants = apply(state, run, now)
         if json.dumps(state, sort_keys=True) == before or store.write(pool, tag, state):
             return grants
-    raise EngineError(f"platform slots {pool!r}: the pool kept changing under this host ({SYNC_ATTEMPTS} tries)")
+    raise LedgerConflict(
+        f"platform slots {pool!r}: the pool kept changing under this host ({SYNC_ATTEMPTS} tries)")
 
 
 def holding(store: SlotStore, pool: str) -> dict:
