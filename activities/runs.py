@@ -144,10 +144,9 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
     try:
-        await client.start_new(names.SERVICE_RUN, instance_id, job)
-    except Exception as exc:  # the SDK raises a bare Exception with the host's message
-        if not isinstance(durable_errors.translate(exc), InstanceExists):
-            raise
+        with durable_errors.translated():
+            await client.start_new(names.SERVICE_RUN, instance_id, job)
+    except InstanceExists:
         log.info("run %s: service run %s already started", run_id, instance_id)
         return 0
     return 1
@@ -295,16 +294,17 @@ async def raise_events(client, instances: list[str], event: str, data=None,
         for delay in (*retry_delays, None):
             try:
                 async with calls:
-                    await client.raise_event(instance_id, event, data)
-            except Exception as exc:  # the SDK raises bare Exception for 404 / 410
-                error = durable_errors.translate(exc)
-                if isinstance(error, InstanceNotFound) and delay is not None:
+                    with durable_errors.translated():
+                        await client.raise_event(instance_id, event, data)
+            except InstanceNotFound:
+                if delay is not None:
                     await asyncio.sleep(delay)
                     continue
-                if isinstance(error, (InstanceGone, InstanceNotFound)):
-                    log.info("signal %s: %s already finished or never started", event, instance_id)
-                    return False
-                raise
+                log.info("signal %s: %s never started (or was purged)", event, instance_id)
+                return False
+            except InstanceGone:
+                log.info("signal %s: %s already finished", event, instance_id)
+                return False
             return True
         return False
 

@@ -14,12 +14,15 @@ module recognises the exact texts and nothing else:
   "Instance with ID X is gone: either completed or failed" (SDK `raise_event`).
 - terminate on an unknown id (404): "No instance with ID 'X' found." (SDK `terminate`).
 
-Library code: it imports no Functions SDK, it only reads the exception.
+Callers wrap a client call in `translated()` and catch the Tower types; nothing else in Tower
+reads the SDK's texts. Library code: it imports no Functions SDK, it only reads the exception.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, TowerError
 
@@ -49,6 +52,20 @@ def translate(exc: BaseException) -> BaseException:
     if _GONE.fullmatch(detail):
         return _chained(InstanceGone(detail), exc)
     return exc
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Around a DurableOrchestrationClient call (awaited inside): its known failures raised as
+    InstanceExists / InstanceNotFound / InstanceGone (chained to the SDK's exception), anything else
+    as it was."""
+    try:
+        yield
+    except Exception as exc:
+        error = translate(exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def _chained(error: TowerError, cause: BaseException) -> TowerError:

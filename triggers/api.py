@@ -145,10 +145,9 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     if status.runtime_status.name not in RUNNING_STATES:
         return _error(409, f"run {run_id!r} has already finished ({status.runtime_status.name})")
     try:
-        await client.raise_event(run_id, CANCEL_EVENT, None)
-    except Exception as exc:  # it finished in between: the client raises on 410 Gone
-        if not isinstance(durable_errors.translate(exc), InstanceGone):
-            raise
+        with durable_errors.translated():
+            await client.raise_event(run_id, CANCEL_EVENT, None)
+    except InstanceGone:  # it finished in between
         return _error(409, f"run {run_id!r} could not be cancelled: it has just finished")
     return _json({"run_id": run_id, "cancelling": True, "status_url": f"{_base(req)}/runs/{run_id}"}, 202)
 

@@ -87,10 +87,10 @@ async def wake(client, kind: str, remote_id: str, what: str) -> func.HttpRespons
         log.warning("push completion: refused a notification about %s: Tower submitted no such run", what)
         return _json({"error": f"{what} is not a run Tower submitted"}, 404)
     try:
-        await client.raise_event(target["instance_id"], names.REMOTE_ENDED_EVENT, {"kind": kind, "remote_id": remote_id})
-    except Exception as exc:   # the service run has ended (or was purged): nothing to wake
-        if not isinstance(durable_errors.translate(exc), (InstanceGone, InstanceNotFound)):
-            raise
+        with durable_errors.translated():
+            await client.raise_event(target["instance_id"], names.REMOTE_ENDED_EVENT,
+                                     {"kind": kind, "remote_id": remote_id})
+    except (InstanceGone, InstanceNotFound):   # the service run has ended (or was purged): nothing to wake
         return _json({"run_id": target["run_id"], "service": target["service"], "woken": False,
                       "why": "the service run has ended"}, 202)
     log.info("%s/%s: %s ended (pushed), polling now", target["run_id"], target["service"], what)

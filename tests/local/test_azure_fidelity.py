@@ -150,6 +150,46 @@ def test_durable_client_failures_translate_on_the_exact_texts_only(engine):
     assert durable_errors.translate(other) is other
 
 
+def test_a_translated_client_call_raises_the_tower_error_and_lets_the_rest_through(engine):
+    async def flow(client):
+        seen = {}
+        await client.start_new("waiter", "twice", 1)
+        await _until(lambda: _status(client, "twice", "Running"))
+        for name, call in [("exists", lambda: client.start_new("waiter", "twice", 2)),
+                           ("missing", lambda: client.raise_event("nobody", "go")),
+                           ("gone", lambda: client.raise_event("done", "go"))]:
+            if name == "gone":
+                await client.start_new("sequence", "done", {"n": 1})
+                await _until(lambda: _status(client, "done", "Completed"))
+            try:
+                with durable_errors.translated():
+                    await call()
+            except Exception as exc:
+                seen[name] = exc
+        return seen
+    seen = run(engine, flow)
+    assert {name: type(exc) for name, exc in seen.items()} == {
+        "exists": InstanceExists, "missing": InstanceNotFound, "gone": InstanceGone}
+    assert all(type(exc.__cause__) is Exception for exc in seen.values())    # the SDK's own, kept
+    with pytest.raises(Exception, match="connection already closed") as other:
+        with durable_errors.translated():
+            raise Exception("connection already closed")
+    assert type(other.value) is Exception
+
+
+def test_only_durable_errors_reads_the_sdks_failure_texts():
+    """Branching on a word of the SDK's text elsewhere would misread unrelated failures."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    texts = ("already exists", "No instance with ID", "is gone: either", "OrchestrationAlreadyExists")
+    readers = sorted(str(path.relative_to(root)) for folder in ("tower", "activities", "orchestrators", "triggers")
+                     for path in (root / folder).rglob("*.py")
+                     if not path.is_relative_to(root / "tower" / "local")      # the host writes them
+                     and any(text in path.read_text() for text in texts))
+    assert readers == ["tower/durable_errors.py"]
+
+
 async def _status(client, iid, value):
     status = await client.get_status(iid)
     return status is not None and status.runtime_status == df.OrchestrationRuntimeStatus(value)
