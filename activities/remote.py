@@ -18,11 +18,11 @@ from contextlib import contextmanager
 
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
+from tower.contracts import FirstAttempt, ServiceJob
 from tower.errors import ActivityFailure, ConfigError, NonRetryableError, PlatformError
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
-from tower.runs.plan import submission_of
 from tower.timestamps import iso
 
 log = logging.getLogger("tower.activities")
@@ -111,27 +111,27 @@ def linger(platform_adapter, handle: Handle, status: Status, budget: float, ever
     return status
 
 
-def first_attempt(job: dict) -> dict | None:
-    """Submit a just-dispatched service's first attempt, before its `service_run` exists: {handle,
-    at} for its input, so the work starts one orchestration start and one activity sooner (in
-    Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right before
-    the submit) or the submit failed: `service_run` then submits itself, with the same idempotency
-    key (so nothing runs twice), after reading the flag, and classifies any failure. Blocks: call it
-    on a platform thread."""
-    logcontext.about(job["run_id"], job["service"])
+def first_attempt(job: ServiceJob) -> FirstAttempt | None:
+    """Submit a just-dispatched service's first attempt, before its `service_run` exists: its
+    `FirstAttempt` for its input, so the work starts one orchestration start and one activity sooner
+    (in Azure, two queue hops). None when the run was cancelled meanwhile (the flag is read right
+    before the submit) or the submit failed: `service_run` then submits itself, with the same
+    idempotency key (so nothing runs twice), after reading the flag, and classifies any failure.
+    Blocks: call it on a platform thread."""
+    logcontext.about(job.run_id, job.service)
     at = iso(time.time())
     try:
-        if is_cancelled(ledger_from_environment(), job["run_id"]):
+        if is_cancelled(ledger_from_environment(), job.run_id):
             return None
-        about = {"run_id": job["run_id"], "service": job["service"], "attempt": 1}
-        handle = telemetry.traced(adapter(job["platform"]), job["platform"], about).submit(
-            submission(with_callback(job["platform"], submission_of(job, 1))))
-        pushable(job["platform"], job["run_id"], job["service"], handle)
+        about = {"run_id": job.run_id, "service": job.service, "attempt": 1}
+        handle = telemetry.traced(adapter(job.platform), job.platform, about).submit(
+            submission(with_callback(job.platform, job.submission(1).to_json())))
+        pushable(job.platform, job.run_id, job.service, handle)
     except Exception as exc:  # service_run submits again and reports the failure properly
-        log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job["run_id"], job["service"],
+        log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job.run_id, job.service,
                  redact(str(exc)))
         return None
-    return {"handle": handle.to_json(), "at": at}
+    return FirstAttempt(handle, at)
 
 
 def with_callback(platform: dict, submission_json: dict) -> dict:
@@ -148,7 +148,7 @@ def pushable(platform: dict, run_id: str, service: str, handle: Handle) -> None:
         push.remember(push.DATABRICKS, handle.remote_id, run_id, service)
 
 
-def submit_all(jobs: dict[str, dict]) -> dict[str, Future]:
+def submit_all(jobs: dict[str, ServiceJob]) -> dict[str, Future]:
     """Submits at dispatch of `jobs` (instance id -> job, most urgent first in line) on the platform
     pool, side by side, each reading the run's cancel flag first (a busy pool may start them late)."""
     return {instance_id: on_pool(first_attempt, job) for instance_id, job in jobs.items()}

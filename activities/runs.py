@@ -21,6 +21,7 @@ import azure.functions as func
 
 from activities import remote
 from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
+from tower.contracts import ServiceJob
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.redact import redact
 from tower.runs.index import run_ended
@@ -91,11 +92,11 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) ->
     return {"started": started, "stopping": len(step.stop), "done": done, "status": status, "more": step.more}
 
 
-async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict,
+async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob,
                   dispatching: bool, calls: asyncio.Semaphore) -> int | Step:
     """One service the ledger has running (see `act`): 1 if its missing service run was started,
     the ledger's next step if its service run had ended unreported, else 0."""
-    logcontext.about(run_id, job["service"])  # this task's lines name the service
+    logcontext.about(run_id, job.service)  # this task's lines name the service
     async with calls:
         instance = await client.get_status(instance_id)
     runtime = _runtime(instance)
@@ -107,11 +108,11 @@ async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_i
     log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
                 run_id, instance_id, runtime)
     result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
-        "service": job["service"], "status": ServiceState.FAILED, "attempts": 0,
+        "service": job.service, "status": ServiceState.FAILED, "attempts": 0,
         "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
-    later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job["service"],
+    later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job.service,
                                   _redacted(result), utcnow())
-    telemetry.service_finished({"run_id": run_id, "pipeline": job["pipeline"]}, _redacted(result))
+    telemetry.service_finished({"run_id": run_id, "pipeline": job.pipeline}, _redacted(result))
     return later
 
 
@@ -121,7 +122,7 @@ def _runtime(instance) -> str | None:
     return getattr(runtime, "value", runtime)
 
 
-async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict,
+async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob,
                     submit: Future) -> int:
     """Start a ready service's run with the handle of its first attempt, once `submit` is done.
     A start that fails is tried again here, after each of `START_RETRY_DELAYS`: only this call
@@ -131,7 +132,7 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
         first = await asyncio.wrap_future(submit)
         for delay in (*START_RETRY_DELAYS, None):
             try:
-                return await _start(client, run_id, instance_id, {**job, "first": first} if first else job)
+                return await _start(client, run_id, instance_id, job.with_first(first))
             except Exception as exc:
                 if delay is None:
                     raise
@@ -142,10 +143,10 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
         DISPATCHING.discard(instance_id)
 
 
-async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: dict) -> int:
+async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob) -> int:
     try:
         with durable_errors.translated():
-            await client.start_new(names.SERVICE_RUN, instance_id, job)
+            await client.start_new(names.SERVICE_RUN, instance_id, job.to_json())
     except InstanceExists:
         log.info("run %s: service run %s already started", run_id, instance_id)
         return 0

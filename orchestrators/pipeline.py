@@ -25,10 +25,9 @@ from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerT
 
 from tower import names
 from tower.catalog.durations import format_duration
-from tower.catalog.model import RetryPolicy
+from tower.contracts import ServiceJob
 from tower.errors import PlatformError, RunNotInLedger
-from tower.polling import Expectation, next_poll
-from tower.runs.plan import submission_of
+from tower.polling import next_poll
 from tower.runs.scheduler import settled
 from tower.states import TERMINAL_STATES, RemoteState, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
@@ -125,16 +124,16 @@ class _Stop(Exception):
 class _ServiceRun:
     """The state of one `service_run` replay; its generator methods are driven by `service_run`."""
 
-    def __init__(self, context: df.DurableOrchestrationContext, job: dict):
+    def __init__(self, context: df.DurableOrchestrationContext, job: ServiceJob):
         self.context, self.job = context, job
-        self.platform = job["platform"]
-        self.first = job.get("first")  # attempt 1, submitted when the service was dispatched
-        self.began = parse_iso(self.first["at"]) if self.first else context.current_utc_datetime
+        self.platform = job.platform
+        self.first = job.first  # attempt 1, submitted when the service was dispatched
+        self.began = parse_iso(self.first.at) if self.first else context.current_utc_datetime
         self.cancel_event = context.wait_for_external_event(names.CANCEL_EVENT)
-        timeout = job.get("timeout")
+        timeout = job.timeout
         self.deadline_at = self.began + timedelta(seconds=timeout) if timeout else None
         self.deadline = context.create_timer(self.deadline_at) if timeout else None
-        self.result = {"service": job["service"], "status": None, "attempts": 0, "started": iso(self.began),
+        self.result = {"service": job.service, "status": None, "attempts": 0, "started": iso(self.began),
                        "attempt_started": None, "finished": None, "remote_id": None, "url": None,
                        "error": None, "output": None}
         self.reported = False  # submit or poll already told the ledger the service succeeded
@@ -187,7 +186,7 @@ class _ServiceRun:
         of work submitted at dispatch) for the platform's linger, a poll across the window of the
         expected end for `seconds`; never past the deadline (a success seen after it would
         contradict the timeout)."""
-        seconds = max(seconds, self.job["platform"]["poll"].get("linger", 0.0))
+        seconds = max(seconds, self.job.poll.get("linger", 0.0))
         until = self.now() + timedelta(seconds=seconds)
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
@@ -198,8 +197,8 @@ class _ServiceRun:
         that submit, and a service run started late (queues, an outage) must not fail work that
         was done by then."""
         before = iso(self.deadline_at) if self.deadline_at and not first_look else None
-        return {"run_id": self.job["run_id"], "pipeline": self.job["pipeline"],
-                "simulated": self.job.get("simulated", False), "result": dict(self.result), "before": before}
+        return {"run_id": self.job.run_id, "pipeline": self.job.pipeline,
+                "simulated": self.job.simulated, "result": dict(self.result), "before": before}
 
     def show(self) -> None:
         r = self.result
@@ -211,14 +210,14 @@ class _ServiceRun:
         Returns (status json, or None with the PlatformError the attempt failed with)."""
         submitted = self.first if number == 1 else None
         self.result["attempts"] = number
-        self.result["attempt_started"] = submitted["at"] if submitted else iso(self.now())
+        self.result["attempt_started"] = submitted.at if submitted else iso(self.now())
         handle = submit = None
         try:
             if submitted:
-                handle, status = submitted["handle"], {"state": RemoteState.RUNNING, "poll_after": 0.0}
+                handle, status = submitted.handle.to_json(), {"state": RemoteState.RUNNING, "poll_after": 0.0}
             else:
                 submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
-                    submission=submission_of(self.job, number), watch_until=self.watch_until(), report=self.report(),
+                    submission=self.job.submission(number).to_json(), watch_until=self.watch_until(), report=self.report(),
                     previous=self.previous))
                 yield from self.race(submit)
                 if _failed(submit):
@@ -229,9 +228,9 @@ class _ServiceRun:
             self.result["remote_id"] = handle["remote_id"]
             self.result["url"] = status.get("url") or handle.get("url")
             self.show()
-            poll = self.job["platform"]["poll"]
+            poll = self.job.poll
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
-            expect = Expectation(**self.job["expect"]) if self.job.get("expect") else None
+            expect = self.job.expect
             submitted_at = parse_iso(self.result["attempt_started"])
             errors = 0
             first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
@@ -276,15 +275,15 @@ class _ServiceRun:
         """Best effort: a failed cancel is noted in the error, never raised."""
         try:
             yield self.context.call_activity(names.CANCEL_SERVICE, self.request(
-                handle=handle, run_id=self.job["run_id"], service=self.job["service"], attempt=self.result["attempts"]))
+                handle=handle, run_id=self.job.run_id, service=self.job.service, attempt=self.result["attempts"]))
         except Exception as exc:
             note = f"could not cancel remote run {handle.get('remote_id')}: {PlatformError.from_activity_failure(exc)}"
             self.result["output"] = note
             if not self.context.is_replaying:
-                log.warning("%s/%s: %s", self.job["run_id"], self.job["service"], note)
+                log.warning("%s/%s: %s", self.job.run_id, self.job.service, note)
 
     def run(self):
-        retry = RetryPolicy(**self.job["retry"])
+        retry = self.job.retry
         retries = retry.retries
         result = self.result
         try:
@@ -320,21 +319,21 @@ class _ServiceRun:
                 result["status"], result["error"] = ServiceState.CANCELLED, "cancelled"
             else:
                 result["status"] = ServiceState.FAILED
-                result["error"] = f"timed out after {format_duration(self.job['timeout'])}"
+                result["error"] = f"timed out after {format_duration(self.job.timeout)}"
         if self.deadline is not None and not self.deadline.is_completed:
             self.deadline.cancel()
         result["finished"] = iso(self.now())
         self.show()
         if not self.context.is_replaying:
-            log.info("%s/%s: %s after %d attempt(s)", self.job["run_id"], self.job["service"],
+            log.info("%s/%s: %s after %d attempt(s)", self.job.run_id, self.job.service,
                      result["status"], result["attempts"])
         if not self.reported:
             try:
                 yield self.context.call_activity_with_retry(names.REPORT_SERVICE, LEDGER_RETRY, self.report())
             except Exception as exc:  # the ledger is out of reach: pipeline_run's reconcile reads this result
                 if not self.context.is_replaying:
-                    log.error("%s/%s: could not report to the run ledger: %s", self.job["run_id"],
-                              self.job["service"], PlatformError.from_activity_failure(exc))
+                    log.error("%s/%s: could not report to the run ledger: %s", self.job.run_id,
+                              self.job.service, PlatformError.from_activity_failure(exc))
         return result
 
 
@@ -345,4 +344,4 @@ def service_run(context: df.DurableOrchestrationContext):
     deadline and a `cancel` event, then report to the run's ledger (which starts what became ready).
     Returns {status, attempts, started, finished, remote_id, url, error, output}; a service's own
     failure is in that result, never raised, so the run always learns why."""
-    return (yield from _ServiceRun(context, context.get_input()).run())
+    return (yield from _ServiceRun(context, ServiceJob.from_json(context.get_input())).run())

@@ -5,6 +5,8 @@ import asyncio
 import pytest
 
 from activities import remote, runs
+from tests.runs.jobs import job_json
+from tower.contracts import ServiceJob
 from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.platforms.sim import SimAdapter
@@ -98,7 +100,7 @@ def test_signals_and_lookups_fan_out_with_bounded_concurrency():
     assert asyncio.run(runs.raise_events(client, ids, "cancel")) == ids
     assert client.most == runs.CLIENT_CALLS and client.calls == 200
     client = SlowClient()
-    step = Step(ensure={iid: {"service": iid} for iid in ids}, stop=ids[:50], more=7)
+    step = Step(ensure={iid: ServiceJob.from_json(job_json("r", iid)) for iid in ids}, stop=ids[:50], more=7)
     summary = asyncio.run(runs.act(client, "r", step))
     assert client.most == runs.CLIENT_CALLS and client.calls == 250
     assert summary == {"started": 0, "stopping": 50, "done": False, "status": "running", "more": 7}

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
+from tests.runs.jobs import job_json
 from tower.board import board, ordinal, run_view, view
 from tower.runs.ledger import core_of, create_run, finish_service, open_run
 from tower.runs.ledger_sqlite import SqliteRunLedger
@@ -101,7 +102,7 @@ def test_view_marks_the_critical_path_of_what_is_left():
 def test_run_view_reads_a_run_from_the_ledger_without_changing_it(tmp_path):
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     full = {**WIDE, "platforms": {p: {"max_concurrency": x["max_concurrency"]} for p, x in WIDE["platforms"].items()}}
-    create_run(ledger, full, {name: {"service": name} for name in WIDE["services"]}, T0)
+    create_run(ledger, full, {name: job_json(full["run_id"], name) for name in WIDE["services"]}, T0)
     open_run(ledger, full["run_id"], T0)
     finish_service(ledger, "run~p@1", "load_orders", {**ok(), "remote_id": "q-1", "url": "http://x/1"}, at(50))
     version = ledger.version("run~p@1")
@@ -132,7 +133,7 @@ def test_a_waiting_service_names_the_runs_that_hold_its_platforms_shared_slots(t
     second = {**WIDE, "run_id": "run~second@1",
               "services": {n: {**svc, "iid": f"second-{n}"} for n, svc in WIDE["services"].items()}}
     for plan, now in ((first, T0), (second, at(1))):
-        create_run(ledger, plan, {name: {"service": name} for name in WIDE["services"]}, now)
+        create_run(ledger, plan, {name: job_json(plan["run_id"], name) for name in WIDE["services"]}, now)
         open_run(ledger, plan["run_id"], now)
     v = run_view(ledger, "run~second@1", at(2))
     lake = next(r for r in v["board"]["runways"] if r["platform"] == "lakehouse")

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.runs.jobs import job_json
 from tower import deadlines, notify
 from tower.catalog import load_catalog
 from tower.catalog.model import Deadline
@@ -229,7 +230,7 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     core = _core("2026-01-10T05:45:00Z")
     plan = {**core, "run_id": "run~p@silent", "platforms": {"sim": {"max_concurrency": None}}}
-    create_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    create_run(ledger, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, start)
     open_run(ledger, plan["run_id"], start)
     assert deadlines.watch("run~p@silent", start, ledger)["at_risk"] is False
     assert deadlines.watch("run~p@silent", start, ledger) == {}  # checked a moment ago: not again yet
@@ -257,7 +258,7 @@ def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     start = datetime(2026, 1, 10, 7, 0, tzinfo=UTC)
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     plan = {**_core("2026-01-10T05:45:00Z"), "run_id": "run~p@repair"}
-    create_run(ledger, plan, {name: {} for name in plan["services"]}, start)
+    create_run(ledger, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, start)
     open_run(ledger, plan["run_id"], start)
     fields = deadlines.watch("run~p@repair", start, ledger)
     assert fields["at_risk"] is True and fields["slack_s"] < 0

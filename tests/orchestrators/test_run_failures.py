@@ -18,6 +18,7 @@ import pytest
 import activities.remote
 import activities.runs
 import activities.services
+from tests.runs.jobs import job_json
 from tower import names
 from tower.errors import EngineError
 from tower.platforms import OVERRIDES, sim
@@ -163,7 +164,7 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
     real_first_attempt, release = activities.remote.first_attempt, threading.Event()
 
     def busy_pool(job):
-        if job["service"] == "b":
+        if job.service == "b":
             release.wait(10)
         return real_first_attempt(job)
 
@@ -222,7 +223,7 @@ def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
     plan = {"run_id": "cascade", "pipeline": "p", "platforms": {"x": {"max_concurrency": None}},
             "services": {name: {"deps": deps, "expected": 1.0, "platform": "x", "iid": f"cascade:{name}"}
                          for name, deps in services.items()}}
-    create_run(ledger, plan, {name: {"service": name} for name in services}, T0)
+    create_run(ledger, plan, {name: job_json("cascade", name) for name in services}, T0)
     open_run(ledger, plan["run_id"], T0)
 
     real_save, real_submit = ledger.save, ledger.table.submit_transaction
@@ -361,7 +362,7 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypa
     real_start, release = activities.runs._start, threading.Event()
 
     async def slow_start(client, run_id, instance_id, job):  # b's service run is created late
-        while job["service"] == "b" and not release.is_set():
+        while job.service == "b" and not release.is_set():
             await asyncio.sleep(0.02)
         return await real_start(client, run_id, instance_id, job)
 
@@ -382,7 +383,7 @@ def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engi
     real_start = activities.runs._start
 
     async def late_start(client, run_id, instance_id, job):
-        if job["service"] in ("done", "running"):
+        if job.service in ("done", "running"):
             await asyncio.sleep(0.4)
         return await real_start(client, run_id, instance_id, job)
 
@@ -428,7 +429,7 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
 
     async def act_whose_reply_is_lost(client, run_id, step):
         outcome = await real_act(client, run_id, step)
-        if any(job["service"] == "c" for job in step.start.values()) and not failed:
+        if any(job.service == "c" for job in step.start.values()) and not failed:
             failed.append(run_id)  # c was started, but the Durable HTTP API's reply never came back
             raise Exception("timed out waiting for the reply (injected)")
         return outcome
@@ -466,8 +467,8 @@ def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_faile
     real_start, starts, release = activities.runs._start, [], threading.Event()
 
     async def flaky_start(client, run_id, instance_id, job):
-        if job["service"] == "b":
-            starts.append("first" in job)
+        if job.service == "b":
+            starts.append(job.first is not None)
             if len(starts) == 1:
                 raise Exception("500 Internal Server Error (injected)")
             while not release.is_set():

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.runs.jobs import job_json, named
 from tower.errors import (
     InconsistentPlan,
     LedgerConflict,
@@ -42,7 +43,7 @@ def plan_of(deps: dict, limit: int | None = None, expected: dict | None = None, 
 
 
 def inputs_of(plan: dict) -> dict:
-    return {name: {"service": name} for name in plan["services"]}
+    return {name: job_json(plan["run_id"], name) for name in plan["services"]}
 
 
 def open_new(ledger, plan: dict, inputs: dict, now: datetime):
@@ -66,7 +67,7 @@ def ledger(tmp_path):
 def test_a_diamond_is_dispatched_as_its_dependencies_end(ledger):
     plan = plan_of(DIAMOND)
     step = open_new(ledger, plan, inputs_of(plan), T0)
-    assert step.start == {"r1:a": {"service": "a"}} and not step.done
+    assert named(step.start) == {"r1:a": "a"} and not step.done
     step = finish_service(ledger, "r1", "a", ok("a"), T0)
     assert set(step.start) == {"r1:b", "r1:c"}
     assert finish_service(ledger, "r1", "b", ok("b"), T0).start == {}
@@ -96,7 +97,7 @@ def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
     again = open_new(ledger, plan, inputs_of(plan), T0 + timedelta(seconds=5))
-    assert again.start == {} and again.ensure == {"r1:a": {"service": "a"}}
+    assert again.start == {} and named(again.ensure) == {"r1:a": "a"}
     assert ledger.version("r1") == 2  # stored, then opened once
 
 
@@ -435,7 +436,7 @@ def test_an_unknown_run_or_service_is_a_clear_error(ledger):
     open_new(ledger, plan, inputs_of(plan), T0)
     with pytest.raises(ServiceNotInLedger, match="no service 'zz'"):
         ledger.service_inputs("r1", ["a", "zz"])
-    assert ledger.service_inputs("r1", ["d", "a"]) == {"d": {"service": "d"}, "a": {"service": "a"}}
+    assert ledger.service_inputs("r1", ["d", "a"]) == {"d": job_json("r1", "d"), "a": job_json("r1", "a")}
     assert live_status(ledger, "nope", T0) is None
 
 

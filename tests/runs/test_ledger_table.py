@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
+from tests.runs.jobs import job_json, named
 from tower.errors import RecordTooLarge, RunNotInLedger, ServiceNotInLedger
 from tower.runs import ledger as dispatch
 from tower.runs.ledger import Snapshot, ledger_from_environment
@@ -285,21 +286,21 @@ def done(name, at):
 def test_dispatch_on_a_diamond_across_two_hosts(table_url):
     host1, host2 = open_ledger(table_url), open_ledger(table_url)
     plan = diamond_plan("diamond-1")
-    inputs = {name: {"service": name} for name in plan["services"]}
+    inputs = {name: job_json(plan["run_id"], name) for name in plan["services"]}
 
     dispatch.create_run(host1, plan, inputs, T0)
     step = dispatch.open_run(host1, plan["run_id"], T0)
-    assert step.start == {"diamond-1:a": {"service": "a"}} and not step.done
+    assert named(step.start) == {"diamond-1:a": "a"} and not step.done
     assert dispatch.open_run(host2, plan["run_id"], T0).ensure == step.start  # opened once, asked again
 
     step = dispatch.finish_service(host2, "diamond-1", "a", done("a", T0 + timedelta(seconds=1)), T0)
-    assert step.start == {"diamond-1:b": {"service": "b"}, "diamond-1:c": {"service": "c"}}
+    assert named(step.start) == {"diamond-1:b": "b", "diamond-1:c": "c"}
     step = dispatch.finish_service(host1, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
     assert step.start == {} and not step.done
     repeated = dispatch.finish_service(host2, "diamond-1", "b", done("b", T0 + timedelta(seconds=2)), T0)
     assert set(repeated.ensure) == {"diamond-1:c"}  # a repeated report asks again for what runs
     step = dispatch.finish_service(host1, "diamond-1", "c", done("c", T0 + timedelta(seconds=3)), T0)
-    assert step.start == {"diamond-1:d": {"service": "d"}}
+    assert named(step.start) == {"diamond-1:d": "d"}
     step = dispatch.finish_service(host2, "diamond-1", "d", done("d", T0 + timedelta(seconds=4)), T0)
     assert step.done and step.status == "succeeded"
 
@@ -323,7 +324,7 @@ def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
     host1, host2 = open_ledger(table_url), open_ledger(table_url)
     host2.location = "another host"  # its own cache, as in another process
     plan = diamond_plan("behind-1")
-    dispatch.create_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.create_run(host1, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, T0)
     dispatch.open_run(host1, plan["run_id"], T0)
     dispatch.finish_service(host2, "behind-1", "a", done("a", T0), T0)  # host2 caches version 3
     dispatch.finish_service(host1, "behind-1", "b", done("b", T0), T0)  # version 4
@@ -362,7 +363,8 @@ def test_loads_never_download_the_services_inputs(table_url):
     writer, reader = open_ledger(table_url), open_ledger(table_url)
     reader.location = "a status reader"
     plan = diamond_plan("inputs-1")
-    dispatch.create_run(writer, plan, {name: {"service": name, "spec": "x" * 5000} for name in plan["services"]}, T0)
+    dispatch.create_run(writer, plan, {name: {**job_json(plan["run_id"], name), "spec": {"sql": "x" * 5000}}
+                                         for name in plan["services"]}, T0)
     dispatch.open_run(writer, plan["run_id"], T0)
     reads = Reads(reader)
     assert dispatch.live_status(reader, "inputs-1", T0)["states"] == "rppp"
@@ -375,7 +377,7 @@ def test_a_host_behind_reads_what_changed_by_key(table_url):
     host1, host2 = open_ledger(table_url), open_ledger(table_url)
     host2.location = "another host"
     plan = diamond_plan("keyed-1")
-    dispatch.create_run(host1, plan, {name: {"service": name} for name in plan["services"]}, T0)
+    dispatch.create_run(host1, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, T0)
     dispatch.open_run(host1, plan["run_id"], T0)
     dispatch.finish_service(host2, "keyed-1", "a", done("a", T0), T0)  # host2 caches version 3
     dispatch.finish_service(host1, "keyed-1", "b", done("b", T0), T0)  # version 4

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.runs.jobs import job_json
 from tower.catalog.pipelines import PRIORITY_RANGE
 from tower.runs import ledger as lg
 from tower.runs import slots
@@ -35,7 +36,7 @@ def open_run(ledger, plan: dict, inputs: dict, now: datetime):
 
 
 def inputs_of(plan: dict) -> dict:
-    return {name: {"service": name, "run_id": plan["run_id"]} for name in plan["services"]}
+    return {name: job_json(plan["run_id"], name) for name in plan["services"]}
 
 
 def ok(name: str) -> dict:
@@ -82,7 +83,7 @@ def test_two_runs_share_one_limit_and_a_report_starts_the_other_runs_waiter(stor
     assert list(step.start) == ["a-1:s2"]
     step = finish_service(ledger, "a-1", "s1", ok("s1"), T0 + timedelta(seconds=2))
     assert list(step.start) == ["b-1:s0"]                                # a's report dispatches b's service
-    assert step.start["b-1:s0"] == {"service": "s0", "run_id": "b-1"}
+    assert (step.start["b-1:s0"].service, step.start["b-1:s0"].run_id) == ("s0", "b-1")
     assert ledger.load("b-1").records["s0"]["status"] == "running"
     assert holders(ledger) == {("a-1", "s2"), ("b-1", "s0")}
 

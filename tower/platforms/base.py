@@ -35,7 +35,11 @@ class Submission:
         return f"{self.run_id}/{self.service}/{self.attempt}"
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Without a callback, no `callback` key: the shape submit requests have always had."""
+        data = asdict(self)
+        if data["callback"] is None:
+            del data["callback"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> Submission:

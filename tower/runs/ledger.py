@@ -54,6 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tower.contracts import ServiceJob
 from tower.errors import ConfigError, InconsistentPlan, LedgerConflict, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
@@ -116,7 +117,7 @@ class RunLedger(Protocol):
 @dataclass
 class Step:
     """What a change asks the caller to do. `start`: service runs to start now (instance id ->
-    input), most urgent first. `ensure`: service runs the ledger has running, to start only if their
+    its `ServiceJob`), most urgent first. `ensure`: service runs the ledger has running, to start only if their
     instance does not exist (a report that died half way may not have started them). `stop`:
     running service runs to cancel. `done` once every service ended (`status` then says how).
     `dispatching`: the instance ids in `ensure` whose dispatch may still be submitting, on this host
@@ -125,8 +126,8 @@ class Step:
     position to ask again after (`reconcile_run`, `cancel_run`), else None. `offers`: what the run
     tells the pools of the shared platforms it touched (`tower.runs.slots.offer`), for `_share`."""
 
-    start: dict[str, dict] = field(default_factory=dict)
-    ensure: dict[str, dict] = field(default_factory=dict)
+    start: dict[str, ServiceJob] = field(default_factory=dict)
+    ensure: dict[str, ServiceJob] = field(default_factory=dict)
     dispatching: frozenset[str] = frozenset()
     stop: list[str] = field(default_factory=list)
     done: bool = False
@@ -191,7 +192,7 @@ def store_plan(ledger: RunLedger, plan: Mapping[str, Any], now: datetime) -> dic
     a run whole or not at all (`RunLedger.create`), so a plan is never found half written."""
     from tower.runs.plan import service_job
 
-    inputs = {name: service_job(dict(plan), name) for name in plan["services"]}
+    inputs = {name: service_job(dict(plan), name).to_json() for name in plan["services"]}
     create_run(ledger, plan, inputs, now, plan_head(plan))
     return plan_reference(plan)
 
@@ -396,7 +397,7 @@ def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=())
 
     def jobs(names):
         inputs = ledger.service_inputs(run_id, names) if names else {}
-        return {services[n]["iid"]: inputs[n] for n in names}
+        return {services[n]["iid"]: ServiceJob.from_json(inputs[n]) for n in names}
 
     return Step(start=jobs(start), ensure=jobs(ensure), stop=list(stop), done=scheduler.done, status=scheduler.status)
 

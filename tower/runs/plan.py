@@ -27,7 +27,8 @@ from typing import Any
 
 from tower import graph
 from tower.catalog.checks import did_you_mean
-from tower.catalog.model import Catalog
+from tower.catalog.model import Catalog, RetryPolicy
+from tower.contracts import ServiceJob
 from tower.errors import UsageError
 from tower.polling import Expectation, expectation_from_estimate, expectation_from_history
 from tower.timestamps import iso
@@ -133,29 +134,15 @@ def service_instance_id(run_id: str, service: str) -> str:
     return f"{digest}~{readable}"[:MAX_INSTANCE_ID].rstrip(".")
 
 
-def service_job(plan: dict, name: str) -> dict:
+def service_job(plan: dict, name: str) -> ServiceJob:
     """What one `service_run` gets: one service of a frozen plan with its platform entry."""
     service = plan["services"][name]
     platform = {"name": service["platform"], **plan["platforms"][service["platform"]]}
-    return {
-        "run_id": plan["run_id"],
-        "pipeline": plan["pipeline"],
-        "service": name,
-        "platform": platform,
-        "spec": service["spec"],
-        "params": service["params"],
-        "timeout": service["timeout"],
-        "retry": service["retry"],
-        "simulated": bool(plan.get("simulated")),
-        "expect": service.get("expect"),    # when an attempt is likely to end (tower.polling)
-    }
-
-
-def submission_of(job: dict, attempt: int) -> dict:
-    """One attempt of a service job as a platform submission (``Submission`` JSON): one shape, so a
-    submit at dispatch and one by `service_run` carry the same idempotency key."""
-    return {"run_id": job["run_id"], "service": job["service"], "attempt": attempt,
-            "spec": job["spec"], "params": job["params"]}
+    expect = service.get("expect")
+    return ServiceJob(run_id=plan["run_id"], pipeline=plan["pipeline"], service=name, platform=platform,
+                      spec=service["spec"], params=service["params"], timeout=service["timeout"],
+                      retry=RetryPolicy(**service["retry"]), simulated=bool(plan.get("simulated")),
+                      expect=Expectation(**expect) if expect else None)
 
 
 def new_run_id(pipeline: str, now: datetime) -> str:

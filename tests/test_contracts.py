@@ -1,0 +1,71 @@
+"""The typed activity contracts read what the code wrote before they were typed (in-flight
+orchestrations replay those inputs) and write the same JSON back, key for key."""
+
+import json
+
+from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
+from tower.contracts import FirstAttempt, ServiceJob
+from tower.platforms.base import Handle
+from tower.polling import Expectation
+from tower.runs.plan import build_plan, service_job
+
+# A service_run input as `tower.runs.plan.service_job` and the dispatch wrote it, as JSON.
+RECORDED_JOB = {
+    "run_id": "run~nightly@20261201T020000Z", "pipeline": "nightly", "service": "load",
+    "platform": {"name": "wh", "type": "snowflake", "max_concurrency": 4, "settings": {"account": "${SF_ACCOUNT}"},
+                 "poll": {"first": 1.0, "factor": 1.5, "max": 60.0, "linger": 0.5, "scale": 1.0}},
+    "spec": {"sql": "select 1"}, "params": {"day": "2026-12-01"}, "timeout": 3600.0,
+    "retry": {"retries": 2, "backoff": 30.0, "max_backoff": 600.0}, "simulated": False,
+    "expect": {"median": 12.0, "spread": 3.0},
+}
+FIRST = {"handle": {"remote_id": "01b2-q", "url": "https://sf/q/01b2-q", "data": {"started_at": 1.5}},
+         "at": "2026-12-01T02:00:01.250000Z"}
+
+
+def test_a_recorded_job_reads_into_its_fields_and_writes_back_key_for_key():
+    job = ServiceJob.from_json(json.loads(json.dumps(RECORDED_JOB)))
+    assert (job.run_id, job.service, job.platform["name"], job.timeout) == (
+        "run~nightly@20261201T020000Z", "load", "wh", 3600.0)
+    assert job.retry == RetryPolicy(retries=2, backoff=30.0, max_backoff=600.0)
+    assert job.expect == Expectation(12.0, 3.0) and job.first is None and job.poll["linger"] == 0.5
+    assert job.to_json() == RECORDED_JOB and list(job.to_json()) == list(RECORDED_JOB)
+
+
+def test_a_job_with_its_first_attempt_round_trips():
+    recorded = {**RECORDED_JOB, "expect": None, "timeout": None, "first": FIRST}
+    job = ServiceJob.from_json(recorded)
+    assert job.first == FirstAttempt(Handle("01b2-q", "https://sf/q/01b2-q", {"started_at": 1.5}),
+                                     "2026-12-01T02:00:01.250000Z")
+    assert job.to_json() == recorded
+    without = {key: value for key, value in recorded.items() if key != "first"}
+    assert job.with_first(None).to_json() == without  # no first attempt: no key, as before
+
+
+def test_a_job_written_before_expect_and_simulated_existed_still_reads():
+    older = {key: value for key, value in RECORDED_JOB.items() if key not in ("expect", "simulated")}
+    job = ServiceJob.from_json(older)
+    assert (job.expect, job.simulated) == (None, False)
+
+
+def test_the_submission_of_an_attempt_is_the_shape_both_submitters_send():
+    job = ServiceJob.from_json(RECORDED_JOB)
+    assert job.submission(2).to_json() == {"run_id": "run~nightly@20261201T020000Z", "service": "load",
+                                           "attempt": 2, "spec": {"sql": "select 1"},
+                                           "params": {"day": "2026-12-01"}}
+    assert job.submission(2).idempotency_key == "run~nightly@20261201T020000Z/load/2"
+
+
+def test_a_plans_service_job_is_the_recorded_shape():
+    catalog = Catalog("t.yaml", {"wh": Platform("wh", "snowflake", max_concurrency=4,
+                                                settings={"account": "${SF_ACCOUNT}"})},
+                      {"load": Service("load", "wh", timeout=3600.0, retry=RetryPolicy(retries=2),
+                                       expected_duration=12.0, params={"day": "2026-12-01"},
+                                       spec={"sql": "select 1"})},
+                      {"nightly": Pipeline("nightly")})
+    plan = build_plan(catalog, "nightly", run_id="run~nightly@20261201T020000Z")
+    written = service_job(plan, "load").to_json()
+    assert set(written) == set(RECORDED_JOB)
+    assert {key: written[key] for key in RECORDED_JOB if key != "expect"} == {
+        key: value for key, value in RECORDED_JOB.items() if key != "expect"}
+    assert written["expect"] == plan["services"]["load"]["expect"]
+    assert ServiceJob.from_json(json.loads(json.dumps(written))) == service_job(plan, "load")
