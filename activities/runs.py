@@ -21,7 +21,7 @@ import azure.functions as func
 
 from activities import remote
 from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
-from tower.contracts import ServiceJob
+from tower.contracts import ServiceJob, ServiceReport
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.redact import redact
 from tower.runs.index import run_ended
@@ -182,35 +182,36 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
 async def report_service_activity(request: dict, client: df.DurableOrchestrationClient,
                                   context: func.Context) -> dict:
     """A service run ended: keep its attempt in the run history (not for a what-if), record its end
-    in the ledger, submit and start what became ready. request: {run_id, pipeline, simulated,
-    result}."""
-    logcontext.begin(context, request["run_id"], request["result"].get("service"))
-    return await act(client, request["run_id"], await remote.off_loop(record_report, request))
+    in the ledger, submit and start what became ready. request: a `ServiceReport`."""
+    report = ServiceReport.from_json(request)
+    logcontext.begin(context, report.run_id, report.service)
+    return await act(client, report.run_id, await remote.off_loop(record_report, report))
 
 
-def record_report(request: dict) -> Step:
+def record_report(report: ServiceReport) -> Step:
     """The blocking part of a report: the history row, then the ledger change."""
-    result = _redacted(request["result"])
-    if not request.get("simulated") and result.get("attempts"):
+    result = _redacted(report.result)
+    if not report.simulated and result.get("attempts"):
         from tower.runs.history import history_from_environment
 
-        history_from_environment().record(history_row(request, result))
-    step = finish_service(ledger_from_environment(), request["run_id"], result["service"], result, utcnow())
-    telemetry.service_finished(request, result)
-    notify.notify_service_failed(request, result)
-    deadlines.watch(request["run_id"], utcnow())  # at risk now? (tower.deadlines)
+        history_from_environment().record(history_row(report, result))
+    step = finish_service(ledger_from_environment(), report.run_id, result["service"], result, utcnow())
+    telemetry.service_finished(report.to_json(), result)
+    notify.notify_service_failed(report.to_json(), result)
+    deadlines.watch(report.run_id, utcnow())  # at risk now? (tower.deadlines)
     return step
 
 
-def report_here(request: dict, client: df.DurableOrchestrationClient, loop: asyncio.AbstractEventLoop) -> Future:
+def report_here(report: ServiceReport, client: df.DurableOrchestrationClient,
+                loop: asyncio.AbstractEventLoop) -> Future:
     """A report from the platform thread that saw the service succeed (the submit and poll
     activities' early report): the ledger change right here, then `act` on the event loop submits
     what became ready and starts their service runs. Returns the future of `act`."""
-    step = record_report(request)
+    step = record_report(report)
 
     async def acting() -> dict:
         logcontext.tag_task(asyncio.current_task())  # its lines name this invocation
-        return await act(client, request["run_id"], step)
+        return await act(client, report.run_id, step)
 
     work = acting()
     try:
@@ -268,11 +269,11 @@ def _redacted(result: dict) -> dict:
     return {**result, **{key: redact(result[key]) for key in ("error", "output") if result.get(key)}}
 
 
-def history_row(request: dict, result: dict) -> dict:
+def history_row(report: ServiceReport, result: dict) -> dict:
     """One finished service for the run-history store; its duration is its last attempt's."""
     return {
-        "run_id": request["run_id"],
-        "pipeline": request["pipeline"],
+        "run_id": report.run_id,
+        "pipeline": report.pipeline,
         "service": result["service"],
         "status": result["status"],
         "attempt": result.get("attempts") or 1,

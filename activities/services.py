@@ -19,7 +19,8 @@ import azure.functions as func
 
 from activities import remote, runs
 from tower import logcontext, names, telemetry
-from tower.platforms.base import Handle, Status
+from tower.contracts import CancelRequest, PollRequest, ServiceReport, SubmitRequest
+from tower.platforms.base import Status
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
 from tower.runs.scheduler import settled
@@ -36,27 +37,26 @@ log = logging.getLogger("tower.activities")
 async def submit_service(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Start one attempt and watch it until `watch_until` (see `remote.linger`): {handle, status}; the
     handle is None when the run was cancelled before the submit (nothing is started then).
-    request: {platform, submission, watch_until?, report?, previous?} (see `_report_if_done`);
-    `previous`: the attempt that failed before this one, for telemetry."""
+    request: a `SubmitRequest` (its report: see `_report_if_done`)."""
     _begin(context, request)
-    loop = asyncio.get_running_loop()
+    asked, loop = SubmitRequest.from_json(request), asyncio.get_running_loop()
     telemetry.attempt_failed(request)
 
     def submit(adapter):
-        if _cancelled(request):
+        if _cancelled(asked.report):
             return None, Status(RemoteState.CANCELLED, message="run cancelled before it was submitted"), None
-        handle = adapter.submit(remote.submission(remote.with_callback(request["platform"], request["submission"])))
-        remote.pushable(request["platform"], request["submission"]["run_id"], request["submission"]["service"], handle)
-        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request),
-                               stopped=lambda: _cancelled(request))
-        return handle, status, _report_if_done(request, status, client, loop, remote_id=handle.remote_id,
+        handle = adapter.submit(remote.submission(remote.with_callback(asked.platform, asked.submission.to_json())))
+        remote.pushable(asked.platform, asked.submission.run_id, asked.submission.service, handle)
+        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(asked.watch_until),
+                               stopped=lambda: _cancelled(asked.report))
+        return handle, status, _report_if_done(asked.report, status, client, loop, remote_id=handle.remote_id,
                                                url=handle.url)
 
-    handle, status, acting = await remote.call(request["platform"], submit, telemetry.about(request))
+    handle, status, acting = await remote.call(asked.platform, submit, telemetry.about(request))
     if handle is None:
         return {"handle": None, "status": status.to_json()}
     observed = remote.observed(status)
-    await _reported(request, observed, acting)
+    await _reported(asked.report, observed, acting)
     return {"handle": handle.to_json(), "status": observed}
 
 
@@ -64,26 +64,27 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def poll_service(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
-    """Where the remote work is now: a Status as JSON. request: {platform, handle, first?,
-    watch_until?, report?}. The first look at work submitted at dispatch (`first`) reads the run's
+    """Where the remote work is now: a Status as JSON. request: a `PollRequest`. The first look
+    at work submitted at dispatch (`first`) reads the run's
     cancel flag before anything else, like a submit: a cancel that came while the service run was
     being started, and found no instance to tell, still stops the work. `watch_until`: watch the
     work until then (see `remote.linger`), a look every `look` seconds if given, and stop watching
     early when the run's cancel flag is set (read every `remote.CANCEL_CHECK` seconds of a watch)."""
     _begin(context, request)
-    handle, loop = Handle.from_json(request["handle"]), asyncio.get_running_loop()
+    asked, loop = PollRequest.from_json(request), asyncio.get_running_loop()
+    handle = asked.handle
 
     def poll(adapter):
-        if request.get("first") and _cancelled(request):
+        if asked.first and _cancelled(asked.report):
             adapter.cancel(handle)
             return Status(RemoteState.CANCELLED, message="run cancelled while the service was starting"), None
-        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(request), request.get("look"),
-                               stopped=lambda: _cancelled(request))
-        return status, _report_if_done(request, status, client, loop)
+        status = remote.linger(adapter, handle, adapter.poll(handle), _budget(asked.watch_until), asked.look,
+                               stopped=lambda: _cancelled(asked.report))
+        return status, _report_if_done(asked.report, status, client, loop)
 
-    status, acting = await remote.call(request["platform"], poll, telemetry.about(request))
+    status, acting = await remote.call(asked.platform, poll, telemetry.about(request))
     observed = remote.observed(status)
-    await _reported(request, observed, acting)
+    await _reported(asked.report, observed, acting)
     return observed
 
 
@@ -94,49 +95,46 @@ def _begin(context: func.Context, request: dict) -> None:
     logcontext.begin(context, about.get("run_id"), service)
 
 
-def _cancelled(request: dict) -> bool:
-    """Has the run of this request been cancelled? (Read from the run ledger.) A ledger that cannot
-    be read now counts as "not cancelled": the flag is a safety net behind the cancel signal, and a
-    store hiccup must not fail or stop healthy work."""
-    report = request.get("report")
-    if not report:
+def _cancelled(report: ServiceReport | None) -> bool:
+    """Has the run of this request (its report's) been cancelled? (Read from the run ledger.) A
+    ledger that cannot be read now counts as "not cancelled": the flag is a safety net behind the
+    cancel signal, and a store hiccup must not fail or stop healthy work."""
+    if report is None:
         return False
     try:
-        return is_cancelled(ledger_from_environment(), report["run_id"])
+        return is_cancelled(ledger_from_environment(), report.run_id)
     except Exception as exc:
-        log.warning("%s: could not read the run's cancel flag, going on: %s", report["run_id"], redact(str(exc)))
+        log.warning("%s: could not read the run's cancel flag, going on: %s", report.run_id, redact(str(exc)))
         return False
 
 
-def _budget(request: dict) -> float:
+def _budget(watch_until: str | None) -> float:
     """Seconds left to watch the work here (`remote.linger`), until the request's `watch_until`."""
-    until = parse_iso(request.get("watch_until"))
+    until = parse_iso(watch_until)
     return (until - utcnow()).total_seconds() if until else 0.0
 
 
-def _report_if_done(request: dict, status: Status, client, loop, **known) -> Future | None:
+def _report_if_done(report: ServiceReport | None, status: Status, client, loop, **known) -> Future | None:
     """When the work succeeded (or was skipped), report the service's end to the run ledger right
     here, on the thread that saw it (`runs.report_here`): its dependents' work starts one
     orchestrator episode and one activity earlier than `service_run` could start it (in Azure, two
-    queue hops). request["report"]: {run_id, pipeline, simulated, result, before} with the result so
-    far. Not after the service's deadline (`before`): `service_run` decides then (it times the
-    service out). A report that fails is left to `service_run`, which reports with retries.
-    Returns the future of the report's `act`, or None."""
-    report = request.get("report")
-    if not report or status.state not in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
+    queue hops). `report` has the result so far. Not after the service's deadline (`before`):
+    `service_run` decides then (it times the service out). A report that fails is left to
+    `service_run`, which reports with retries. Returns the future of the report's `act`, or None."""
+    if report is None or status.state not in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
         return None
-    if report.get("before") and utcnow() > parse_iso(report["before"]):
+    if report.before and utcnow() > parse_iso(report.before):
         return None
-    result = settled({**report["result"], **{k: v for k, v in known.items() if v}}, status.to_json(), iso(utcnow()))
+    result = settled({**report.result, **{k: v for k, v in known.items() if v}}, status.to_json(), iso(utcnow()))
     try:
-        return runs.report_here({**report, "result": result}, client, loop)
+        return runs.report_here(report.with_result(result), client, loop)
     except Exception as exc:  # service_run reports again, with retries
-        log.warning("%s/%s: early report failed, service_run will report: %s", report["run_id"],
+        log.warning("%s/%s: early report failed, service_run will report: %s", report.run_id,
                     result.get("service"), redact(str(exc)))
         return None
 
 
-async def _reported(request: dict, observed: dict, acting: Future | None) -> None:
+async def _reported(report: ServiceReport | None, observed: dict, acting: Future | None) -> None:
     """Wait for what an early report started (`act`); `observed["reported"]` then tells
     `service_run` not to report again. If it failed, `service_run` reports again (the repeated
     report starts the service runs that are missing)."""
@@ -146,7 +144,7 @@ async def _reported(request: dict, observed: dict, acting: Future | None) -> Non
         await asyncio.wrap_future(acting)
     except Exception as exc:
         log.warning("%s: starting what an early report dispatched failed, service_run will report: %s",
-                    request["report"]["run_id"], redact(str(exc)))
+                    report.run_id, redact(str(exc)))
         return
     observed["reported"] = True
 
@@ -154,9 +152,8 @@ async def _reported(request: dict, observed: dict, acting: Future | None) -> Non
 @bp.function_name(names.CANCEL_SERVICE)
 @bp.activity_trigger(input_name="request")
 async def cancel_service(request: dict, context: func.Context) -> bool:
-    """Stop the remote work (idempotent). request: {platform, handle, run_id, service, attempt}."""
+    """Stop the remote work (idempotent). request: a `CancelRequest`."""
     _begin(context, request)
-
-    await remote.call(request["platform"], lambda adapter: adapter.cancel(Handle.from_json(request["handle"])),
-                      telemetry.about(request))
+    asked = CancelRequest.from_json(request)
+    await remote.call(asked.platform, lambda adapter: adapter.cancel(asked.handle), telemetry.about(request))
     return True

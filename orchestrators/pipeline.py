@@ -25,8 +25,9 @@ from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerT
 
 from tower import names
 from tower.catalog.durations import format_duration
-from tower.contracts import ServiceJob
+from tower.contracts import CancelRequest, PollRequest, ServiceJob, ServiceReport, SubmitRequest
 from tower.errors import PlatformError, RunNotInLedger
+from tower.platforms.base import Handle
 from tower.polling import next_poll
 from tower.runs.scheduler import settled
 from tower.states import TERMINAL_STATES, RemoteState, RunState, ServiceState
@@ -178,9 +179,6 @@ class _ServiceRun:
         if (yield from self.race(timer, self.pushed)) is self.pushed:
             self.pushed = self.context.wait_for_external_event(names.REMOTE_ENDED_EVENT)
 
-    def request(self, **fields) -> dict:
-        return {"platform": self.platform, **fields}
-
     def watch_until(self, seconds: float = 0.0) -> str:
         """Until when a look may watch the work itself: the first look (a submit, or the first poll
         of work submitted at dispatch) for the platform's linger, a poll across the window of the
@@ -190,15 +188,14 @@ class _ServiceRun:
         until = self.now() + timedelta(seconds=seconds)
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
-    def report(self, first_look: bool = False) -> dict:
+    def report(self, first_look: bool = False) -> ServiceReport:
         """What REPORT_SERVICE gets, with the result so far; submit and poll get it too, so that they
         can report a success the moment they see it (then `reported` is set), but not after the
         deadline, except at the first look at work submitted at dispatch: the deadline counts from
         that submit, and a service run started late (queues, an outage) must not fail work that
         was done by then."""
         before = iso(self.deadline_at) if self.deadline_at and not first_look else None
-        return {"run_id": self.job.run_id, "pipeline": self.job.pipeline,
-                "simulated": self.job.simulated, "result": dict(self.result), "before": before}
+        return ServiceReport(self.job.run_id, self.job.pipeline, dict(self.result), self.job.simulated, before)
 
     def show(self) -> None:
         r = self.result
@@ -214,19 +211,20 @@ class _ServiceRun:
         handle = submit = None
         try:
             if submitted:
-                handle, status = submitted.handle.to_json(), {"state": RemoteState.RUNNING, "poll_after": 0.0}
+                handle, status = submitted.handle, {"state": RemoteState.RUNNING, "poll_after": 0.0}
             else:
-                submit = self.context.call_activity(names.SUBMIT_SERVICE, self.request(
-                    submission=self.job.submission(number).to_json(), watch_until=self.watch_until(), report=self.report(),
-                    previous=self.previous))
+                submit = self.context.call_activity(names.SUBMIT_SERVICE, SubmitRequest(
+                    self.platform, self.job.submission(number), self.watch_until(), self.report(),
+                    self.previous).to_json())
                 yield from self.race(submit)
                 if _failed(submit):
                     return None, PlatformError.from_activity_failure(submit.result)
-                handle, status = submit.result["handle"], submit.result["status"]
-                if handle is None:  # the run was cancelled before the work was submitted
+                status = submit.result["status"]
+                if submit.result["handle"] is None:  # the run was cancelled before the work was submitted
                     return status, None
-            self.result["remote_id"] = handle["remote_id"]
-            self.result["url"] = status.get("url") or handle.get("url")
+                handle = Handle.from_json(submit.result["handle"])
+            self.result["remote_id"] = handle.remote_id
+            self.result["url"] = status.get("url") or handle.url
             self.show()
             poll = self.job.poll
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
@@ -249,8 +247,8 @@ class _ServiceRun:
                 first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
                 if watch is not None and watch.watch > 0:
                     first.update(watch_until=self.watch_until(watch.watch), look=watch.look)
-                polled = self.context.call_activity(names.POLL_SERVICE, self.request(
-                    handle=handle, report=self.report(first_look), **first))
+                polled = self.context.call_activity(names.POLL_SERVICE, PollRequest(
+                    self.platform, handle, self.report(first_look), **first).to_json())
                 yield from self.race(polled)
                 if _failed(polled):
                     failure = PlatformError.from_activity_failure(polled.result)
@@ -265,19 +263,19 @@ class _ServiceRun:
         except _Stop:
             if handle is None and submit is not None and submit.is_completed and not _failed(submit) \
                     and submit.result["handle"]:
-                handle = submit.result["handle"]
-                self.result["remote_id"] = handle["remote_id"]
+                handle = Handle.from_json(submit.result["handle"])
+                self.result["remote_id"] = handle.remote_id
             if handle is not None:
                 yield from self.cancel_remote(handle)
             raise
 
-    def cancel_remote(self, handle: dict):
+    def cancel_remote(self, handle: Handle):
         """Best effort: a failed cancel is noted in the error, never raised."""
         try:
-            yield self.context.call_activity(names.CANCEL_SERVICE, self.request(
-                handle=handle, run_id=self.job.run_id, service=self.job.service, attempt=self.result["attempts"]))
+            yield self.context.call_activity(names.CANCEL_SERVICE, CancelRequest(
+                self.platform, handle, self.job.run_id, self.job.service, self.result["attempts"]).to_json())
         except Exception as exc:
-            note = f"could not cancel remote run {handle.get('remote_id')}: {PlatformError.from_activity_failure(exc)}"
+            note = f"could not cancel remote run {handle.remote_id}: {PlatformError.from_activity_failure(exc)}"
             self.result["output"] = note
             if not self.context.is_replaying:
                 log.warning("%s/%s: %s", self.job.run_id, self.job.service, note)
@@ -329,7 +327,7 @@ class _ServiceRun:
                      result["status"], result["attempts"])
         if not self.reported:
             try:
-                yield self.context.call_activity_with_retry(names.REPORT_SERVICE, LEDGER_RETRY, self.report())
+                yield self.context.call_activity_with_retry(names.REPORT_SERVICE, LEDGER_RETRY, self.report().to_json())
             except Exception as exc:  # the ledger is out of reach: pipeline_run's reconcile reads this result
                 if not self.context.is_replaying:
                     log.error("%s/%s: could not report to the run ledger: %s", self.job.run_id,

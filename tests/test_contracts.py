@@ -3,8 +3,10 @@ orchestrations replay those inputs) and write the same JSON back, key for key.""
 
 import json
 
+import pytest
+
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
-from tower.contracts import FirstAttempt, ServiceJob
+from tower.contracts import CancelRequest, FirstAttempt, PollRequest, ServiceJob, ServiceReport, SubmitRequest
 from tower.platforms.base import Handle
 from tower.polling import Expectation
 from tower.runs.plan import build_plan, service_job
@@ -69,3 +71,62 @@ def test_a_plans_service_job_is_the_recorded_shape():
         key: value for key, value in RECORDED_JOB.items() if key != "expect"}
     assert written["expect"] == plan["services"]["load"]["expect"]
     assert ServiceJob.from_json(json.loads(json.dumps(written))) == service_job(plan, "load")
+
+
+# The requests service_run sent before they were typed (orchestrators/pipeline.py), as JSON.
+RESULT = {"service": "load", "status": None, "attempts": 2, "started": "2026-12-01T02:00:01Z",
+          "attempt_started": "2026-12-01T02:05:00Z", "finished": None, "remote_id": "01b2-q",
+          "url": None, "error": "HTTP 503", "output": None}
+RECORDED_REPORT = {"run_id": "run~nightly@20261201T020000Z", "pipeline": "nightly", "simulated": False,
+                   "result": RESULT, "before": "2026-12-01T03:00:01Z"}
+HANDLE = FIRST["handle"]
+RECORDED_SUBMIT = {"platform": RECORDED_JOB["platform"],
+                   "submission": {"run_id": "run~nightly@20261201T020000Z", "service": "load", "attempt": 2,
+                                  "spec": {"sql": "select 1"}, "params": {"day": "2026-12-01"}},
+                   "watch_until": "2026-12-01T02:05:00.5Z", "report": RECORDED_REPORT,
+                   "previous": {"attempt": 1, "started": "2026-12-01T02:00:01Z", "finished": "2026-12-01T02:04:30Z",
+                                "error": "HTTP 503", "remote_id": "01b2-p", "url": None}}
+RECORDED_POLLS = [
+    {"platform": RECORDED_JOB["platform"], "handle": HANDLE, "report": RECORDED_REPORT},
+    {"platform": RECORDED_JOB["platform"], "handle": HANDLE, "report": {**RECORDED_REPORT, "before": None},
+     "first": True, "watch_until": "2026-12-01T02:00:02Z"},
+    {"platform": RECORDED_JOB["platform"], "handle": HANDLE, "report": RECORDED_REPORT,
+     "watch_until": "2026-12-01T02:10:00Z", "look": 0.25},
+]
+RECORDED_CANCEL = {"platform": RECORDED_JOB["platform"], "handle": HANDLE, "run_id": "run~nightly@20261201T020000Z",
+                   "service": "load", "attempt": 2}
+
+
+def test_a_recorded_report_round_trips():
+    report = ServiceReport.from_json(json.loads(json.dumps(RECORDED_REPORT)))
+    assert (report.run_id, report.service, report.before, report.simulated) == (
+        "run~nightly@20261201T020000Z", "load", "2026-12-01T03:00:01Z", False)
+    assert report.to_json() == RECORDED_REPORT
+    done = report.with_result({**RESULT, "status": "succeeded"})
+    assert done.to_json() == {**RECORDED_REPORT, "result": {**RESULT, "status": "succeeded"}}
+    older = {key: value for key, value in RECORDED_REPORT.items() if key not in ("simulated", "before")}
+    assert ServiceReport.from_json(older) == ServiceReport(report.run_id, "nightly", RESULT)
+
+
+def test_a_recorded_submit_request_round_trips():
+    asked = SubmitRequest.from_json(json.loads(json.dumps(RECORDED_SUBMIT)))
+    assert asked.submission.idempotency_key == "run~nightly@20261201T020000Z/load/2"
+    assert asked.report == ServiceReport.from_json(RECORDED_REPORT) and asked.previous["remote_id"] == "01b2-p"
+    assert asked.to_json() == RECORDED_SUBMIT
+    bare = {**RECORDED_SUBMIT, "report": None, "previous": None, "watch_until": None}
+    assert SubmitRequest.from_json(bare).to_json() == bare
+
+
+@pytest.mark.parametrize("recorded", RECORDED_POLLS)
+def test_a_recorded_poll_request_round_trips(recorded):
+    asked = PollRequest.from_json(json.loads(json.dumps(recorded)))
+    assert asked.handle == Handle.from_json(HANDLE)
+    assert (asked.first, asked.watch_until, asked.look) == (
+        recorded.get("first", False), recorded.get("watch_until"), recorded.get("look"))
+    assert asked.to_json() == recorded
+
+
+def test_a_recorded_cancel_request_round_trips():
+    asked = CancelRequest.from_json(json.loads(json.dumps(RECORDED_CANCEL)))
+    assert (asked.handle.remote_id, asked.service, asked.attempt) == ("01b2-q", "load", 2)
+    assert asked.to_json() == RECORDED_CANCEL

@@ -15,6 +15,11 @@ plan is stored) all import them, and this module imports only the value types it
 
     ServiceJob      one service of one run: the input of `service_run`, kept in the run ledger
     FirstAttempt    its attempt 1, submitted when it was dispatched (`activities.remote.first_attempt`)
+    ServiceReport   a service's end for the run ledger: REPORT_SERVICE's input, and carried by the
+                    submit and poll requests so that they can report a success they see
+    SubmitRequest   SUBMIT_SERVICE's input: start one attempt, watch it a little
+    PollRequest     POLL_SERVICE's input: where is the work now
+    CancelRequest   CANCEL_SERVICE's input: stop the work
 """
 
 from __future__ import annotations
@@ -94,3 +99,111 @@ class ServiceJob:
                    simulated=bool(data.get("simulated", False)),
                    expect=Expectation(**expect) if expect else None,
                    first=FirstAttempt.from_json(first) if first else None)
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """A service's end, or its result so far, for the run ledger (`activities.runs.record_report`).
+
+    `result` is what `service_run` returns: {service, status, attempts, started, attempt_started,
+    finished, remote_id, url, error, output}. `before`: an activity that sees the work succeed may
+    report it only until then (ISO; the service's deadline), None: at any time."""
+
+    run_id: str
+    pipeline: str
+    result: dict[str, Any]
+    simulated: bool = False  # a what-if run: its attempts stay out of the run history
+    before: str | None = None
+
+    @property
+    def service(self) -> str | None:
+        return self.result.get("service")
+
+    def with_result(self, result: dict[str, Any]) -> ServiceReport:
+        return replace(self, result=result)
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "simulated": self.simulated,
+                "result": self.result, "before": self.before}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ServiceReport:
+        return cls(run_id=data["run_id"], pipeline=data["pipeline"], result=data["result"],
+                   simulated=bool(data.get("simulated", False)), before=data.get("before"))
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """Start one attempt and watch it until `watch_until` (ISO; see `activities.remote.linger`).
+    `previous`: the attempt that failed before this one, {attempt, started, finished, error,
+    remote_id, url}, for telemetry."""
+
+    platform: dict[str, Any]  # the plan's platform entry (`ServiceJob.platform`)
+    submission: Submission
+    watch_until: str | None = None
+    report: ServiceReport | None = None
+    previous: dict[str, Any] | None = None
+
+    def to_json(self) -> dict:
+        return {"platform": self.platform, "submission": self.submission.to_json(), "watch_until": self.watch_until,
+                "report": None if self.report is None else self.report.to_json(), "previous": self.previous}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SubmitRequest:
+        report = data.get("report")
+        return cls(platform=data["platform"], submission=Submission.from_json(data["submission"]),
+                   watch_until=data.get("watch_until"), report=ServiceReport.from_json(report) if report else None,
+                   previous=data.get("previous"))
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    """Look at the work. `first`: the first look at work submitted at dispatch (it reads the run's
+    cancel flag first, as a submit does); `watch_until`: watch it until then, a look every `look`
+    seconds if given (`activities.remote.linger`)."""
+
+    platform: dict[str, Any]
+    handle: Handle
+    report: ServiceReport | None = None
+    first: bool = False
+    watch_until: str | None = None
+    look: float | None = None
+
+    def to_json(self) -> dict:
+        data = {"platform": self.platform, "handle": self.handle.to_json(),
+                "report": None if self.report is None else self.report.to_json()}
+        if self.first:
+            data["first"] = True
+        if self.watch_until is not None:
+            data["watch_until"] = self.watch_until
+        if self.look is not None:
+            data["look"] = self.look
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> PollRequest:
+        report = data.get("report")
+        return cls(platform=data["platform"], handle=Handle.from_json(data["handle"]),
+                   report=ServiceReport.from_json(report) if report else None, first=bool(data.get("first")),
+                   watch_until=data.get("watch_until"), look=data.get("look"))
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """Stop the work of one attempt (idempotent); run, service and attempt name it in logs and
+    telemetry."""
+
+    platform: dict[str, Any]
+    handle: Handle
+    run_id: str
+    service: str
+    attempt: int
+
+    def to_json(self) -> dict:
+        return {"platform": self.platform, "handle": self.handle.to_json(), "run_id": self.run_id,
+                "service": self.service, "attempt": self.attempt}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CancelRequest:
+        return cls(platform=data["platform"], handle=Handle.from_json(data["handle"]), run_id=data["run_id"],
+                   service=data["service"], attempt=data["attempt"])

@@ -331,11 +331,11 @@ def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine
 
     real, calls = activities.runs.record_report, []
 
-    def failing_first(request):
-        calls.append(request["result"]["service"])
+    def failing_first(report):
+        calls.append(report.service)
         if len(calls) == 1:
             raise RuntimeError("ledger unavailable")
-        return real(request)
+        return real(report)
 
     monkeypatch.setattr(activities.runs, "record_report", failing_first)
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))

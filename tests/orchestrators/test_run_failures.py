@@ -20,6 +20,7 @@ import activities.runs
 import activities.services
 from tests.runs.jobs import job_json
 from tower import names
+from tower.contracts import ServiceReport
 from tower.errors import EngineError
 from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
@@ -190,11 +191,11 @@ def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkey
                         df.RetryOptions(first_retry_interval_in_milliseconds=10, max_number_of_attempts=2))
     real, calls = activities.runs.record_report, []
 
-    def outage(request):
-        calls.append(request["result"]["service"])
+    def outage(report):
+        calls.append(report.service)
         if len(calls) <= 3:  # the early report and both REPORT_SERVICE tries
             raise RuntimeError("ledger unavailable")
-        return real(request)
+        return real(report)
 
     monkeypatch.setattr(activities.runs, "record_report", outage)
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
@@ -549,7 +550,7 @@ def test_hanging_submits_after_failures_do_not_stall_other_runs(engine, platform
         engine.wait(probe["run_id"], 20)
 
 
-def fan_out_run() -> tuple[dict, dict]:
+def fan_out_run() -> tuple[dict, ServiceReport]:
     """A run a -> (b, c) opened in the ledger (a running), and the early report of a's success."""
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0, "expected": 5.0},
                            "c": {"deps": ["a"], "duration": 0.0, "expected": 1.0}})
@@ -558,7 +559,7 @@ def fan_out_run() -> tuple[dict, dict]:
     store_plan(ledger_from_environment(), plan, now)
     open_run(ledger_from_environment(), plan["run_id"], now)
     result = {"service": "a", "status": "succeeded", "attempts": 1, "started": iso(now), "finished": iso(now)}
-    return plan, {"run_id": plan["run_id"], "pipeline": "p", "simulated": True, "result": result}
+    return plan, ServiceReport(plan["run_id"], "p", result, simulated=True)
 
 
 def dependents(plan: dict) -> set[str]:

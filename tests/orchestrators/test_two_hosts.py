@@ -25,9 +25,11 @@ def _repeated_report_on_host_b(client_binding: str, request: dict, out) -> None:
     import asyncio
 
     from activities.runs import act, record_report
+    from tower.contracts import ServiceReport
 
     async def report() -> dict:
-        return await act(df.DurableOrchestrationClient(client_binding), request["run_id"], record_report(request))
+        return await act(df.DurableOrchestrationClient(client_binding), request["run_id"],
+                         record_report(ServiceReport.from_json(request)))
 
     try:
         out.put(asyncio.run(report()))
