@@ -21,7 +21,7 @@ import azure.functions as func
 
 from activities import remote
 from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
-from tower.contracts import ServiceJob, ServiceReport
+from tower.contracts import RunRequest, ServiceJob, ServiceReport, StepSummary
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.redact import redact
 from tower.runs.index import run_ended
@@ -53,8 +53,8 @@ START_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries to start a service
 CLIENT_CALLS = 16
 
 
-async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> dict:
-    """Do what `step` asks; returns a summary for the orchestrator (`more`: ask the ledger again
+async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) -> StepSummary:
+    """Do what `step` asks; returns its summary for the orchestrator (`more`: ask the ledger again
     from there, see `Step`).
 
     `start`: submit each service's first attempt (`remote.submit_all`) and start its service run
@@ -82,14 +82,14 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) ->
     for later in ensured:
         if isinstance(later, Step):
             summary = await act(client, run_id, later)
-            started, done, status = started + summary["started"], summary["done"], summary["status"]
+            started, done, status = started + summary.started, summary.done, summary.status
         else:
             started += later
     if step.stop:
         await raise_events(client, step.stop, names.CANCEL_EVENT, calls=calls)
     if step.done:
         await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
-    return {"started": started, "stopping": len(step.stop), "done": done, "status": status, "more": step.more}
+    return StepSummary(started, len(step.stop), done, status, step.more)
 
 
 async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob,
@@ -158,22 +158,24 @@ async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id
 @bp.durable_client_input(client_name="client")
 async def open_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Start the run stored in the ledger (`tower.runs.ledger.store_plan`): its first services.
-    request: {run_id, started}. A run whose plan is not there answers {"error"} at once: no retry
-    can bring a plan back, so the run fails with that error instead of after ten tries."""
-    run_id = request["run_id"]
+    request: a `RunRequest` with `started`. A run whose plan is not there answers a summary with
+    only its `error` at once: no retry can bring a plan back, so the run fails with that error
+    instead of after ten tries."""
+    asked = RunRequest.from_json(request)
+    run_id = asked.run_id
     logcontext.begin(context, run_id)
     ledger = ledger_from_environment()
-    started = parse_iso(request["started"])
     try:
-        step = await remote.off_loop(open_run, ledger, run_id, started)
+        step = await remote.off_loop(open_run, ledger, run_id, parse_iso(asked.started))
     except RunNotInLedger:
-        return {"error": f"run {run_id!r} has no plan in the run ledger ({ledger.location}): a run is started "
-                         "with its plan stored first (tower.runs.ledger.store_plan); start the run again"}
+        return StepSummary(error=f"run {run_id!r} has no plan in the run ledger ({ledger.location}): a run is "
+                                 "started with its plan stored first (tower.runs.ledger.store_plan); start the "
+                                 "run again").to_json()
     plan = await remote.off_loop(plan_outline, ledger, run_id)  # what the start's events need of it
-    telemetry.run_started(plan, request["started"])
-    await remote.off_loop(notify.notify_run_started, plan, request["started"])  # an outbox write: off the loop
+    telemetry.run_started(plan, asked.started)
+    await remote.off_loop(notify.notify_run_started, plan, asked.started)  # an outbox write: off the loop
     await remote.off_loop(deadlines.watch, run_id, utcnow())  # late from the start?
-    return await act(client, run_id, step)
+    return (await act(client, run_id, step)).to_json()
 
 
 @bp.function_name(names.REPORT_SERVICE)
@@ -185,7 +187,7 @@ async def report_service_activity(request: dict, client: df.DurableOrchestration
     in the ledger, submit and start what became ready. request: a `ServiceReport`."""
     report = ServiceReport.from_json(request)
     logcontext.begin(context, report.run_id, report.service)
-    return await act(client, report.run_id, await remote.off_loop(record_report, report))
+    return (await act(client, report.run_id, await remote.off_loop(record_report, report))).to_json()
 
 
 def record_report(report: ServiceReport) -> Step:
@@ -209,7 +211,7 @@ def report_here(report: ServiceReport, client: df.DurableOrchestrationClient,
     what became ready and starts their service runs. Returns the future of `act`."""
     step = record_report(report)
 
-    async def acting() -> dict:
+    async def acting() -> StepSummary:
         logcontext.tag_task(asyncio.current_task())  # its lines name this invocation
         return await act(client, report.run_id, step)
 
@@ -227,37 +229,41 @@ def report_here(report: ServiceReport, client: df.DurableOrchestrationClient,
 @bp.durable_client_input(client_name="client")
 async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
     """Now and then while a run goes on: dispatch what is ready and check on what the ledger has
-    running (see `act`), so a lost start or a lost report cannot hang the run. request: {run_id,
-    after?} (`after`: the `more` of the call before, for a run with more running than one step
+    running (see `act`), so a lost start or a lost report cannot hang the run. request: a
+    `RunRequest`, its `after` the `more` of the call before (a run with more running than one step
     names)."""
-    logcontext.begin(context, request["run_id"])
-    step = await remote.off_loop(reconcile_run, ledger_from_environment(), request["run_id"], utcnow(),
-                                 request.get("after", -1))
-    await remote.off_loop(deadlines.watch, request["run_id"], utcnow())  # a long silence moves the end too
-    return await act(client, request["run_id"], step)
+    asked = RunRequest.from_json(request)
+    logcontext.begin(context, asked.run_id)
+    step = await remote.off_loop(reconcile_run, ledger_from_environment(), asked.run_id, utcnow(),
+                                 -1 if asked.after is None else asked.after)
+    await remote.off_loop(deadlines.watch, asked.run_id, utcnow())  # a long silence moves the end too
+    return (await act(client, asked.run_id, step)).to_json()
 
 
 @bp.function_name(names.CANCEL_RUN)
 @bp.activity_trigger(input_name="request")
 @bp.durable_client_input(client_name="client")
 async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClient, context: func.Context) -> dict:
-    """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: {run_id,
-    after?} (as for `reconcile_run_activity`)."""
-    logcontext.begin(context, request["run_id"])
-    step = await remote.off_loop(cancel_run, ledger_from_environment(), request["run_id"], utcnow(),
-                                 request.get("after", -1))
-    return await act(client, request["run_id"], step)
+    """Stop dispatching, cancel what has not started, send `cancel` to what runs. request: a
+    `RunRequest` (as for `reconcile_run_activity`)."""
+    asked = RunRequest.from_json(request)
+    logcontext.begin(context, asked.run_id)
+    step = await remote.off_loop(cancel_run, ledger_from_environment(), asked.run_id, utcnow(),
+                                 -1 if asked.after is None else asked.after)
+    return (await act(client, asked.run_id, step)).to_json()
 
 
 @bp.function_name(names.RUN_RESULT)
 @bp.activity_trigger(input_name="request")
 def run_result_activity(request: dict, context: func.Context) -> dict:
     """The run's outcome (`tower.runs.ledger.run_result`: counts and the first failures, never every
-    service), read from the ledger once every service ended. request: {run_id, finished}."""
-    logcontext.begin(context, request["run_id"])
-    ledger, finished = ledger_from_environment(), parse_iso(request["finished"])
-    result = run_result(ledger, request["run_id"], finished)
-    whole = {**result, "services": run_services(ledger, request["run_id"], finished) or {}}  # for the counts
+    service), read from the ledger once every service ended. request: a `RunRequest` with
+    `finished`."""
+    asked = RunRequest.from_json(request)
+    logcontext.begin(context, asked.run_id)
+    ledger, finished = ledger_from_environment(), parse_iso(asked.finished)
+    result = run_result(ledger, asked.run_id, finished)
+    whole = {**result, "services": run_services(ledger, asked.run_id, finished) or {}}  # for the counts
     telemetry.run_finished(whole)
     notify.notify_run_finished(whole)
     run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)

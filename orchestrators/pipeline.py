@@ -18,6 +18,7 @@ and a timer that lost a race is cancelled, so no top-level action waits behind a
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import azure.durable_functions as df
@@ -25,7 +26,16 @@ from azure.durable_functions.models.Task import LongTimerTask, TaskState, TimerT
 
 from tower import names
 from tower.catalog.durations import format_duration
-from tower.contracts import CancelRequest, PollRequest, ServiceJob, ServiceReport, SubmitRequest
+from tower.contracts import (
+    CancelRequest,
+    PollRequest,
+    RunReference,
+    RunRequest,
+    ServiceJob,
+    ServiceReport,
+    StepSummary,
+    SubmitRequest,
+)
 from tower.errors import PlatformError, RunNotInLedger
 from tower.platforms.base import Handle
 from tower.polling import next_poll
@@ -66,19 +76,20 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     it grows with the run. While it waits it reconciles the run now and then (after 1 min,
     doubling up to 30 min), so that a start or a report lost to an outage, or a terminated
     service run, cannot hang the run."""
-    reference = context.get_input()
-    run_id = reference["run_id"]
+    reference = RunReference.from_json(context.get_input())
+    run_id = reference.run_id
     started = context.current_utc_datetime
     finished = context.wait_for_external_event(names.RUN_FINISHED_EVENT)
     cancel = context.wait_for_external_event(names.CANCEL_EVENT)
     context.set_custom_status({"run_id": run_id, "status": RunState.RUNNING, "started": iso(started)})
-    step = yield context.call_activity_with_retry(names.OPEN_RUN, LEDGER_RETRY, {"run_id": run_id, "started": iso(started)})
-    if step.get("error"):
-        raise RunNotInLedger(step["error"])
+    step = StepSummary.from_json((yield context.call_activity_with_retry(
+        names.OPEN_RUN, LEDGER_RETRY, RunRequest(run_id, started=iso(started)).to_json())))
+    if step.error:
+        raise RunNotInLedger(step.error)
     if not context.is_replaying:
-        log.info("run %s: %d service(s) started", run_id, step["started"])
-    pause = float(reference.get("reconcile_after") or RECONCILE_FIRST)
-    while not step["done"]:
+        log.info("run %s: %d service(s) started", run_id, step.started)
+    pause = float(reference.reconcile_after or RECONCILE_FIRST)
+    while not step.done:
         timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=pause))
         winner = yield context.task_any([finished, timer] + ([] if cancel.is_completed else [cancel]))
         if winner is timer:
@@ -90,9 +101,9 @@ def pipeline_run(context: df.DurableOrchestrationContext):
             break
         step = yield from _in_steps(context, names.CANCEL_RUN, run_id)
         if not context.is_replaying:
-            log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step["stopping"])
+            log.info("run %s: cancel requested, stopping %d running service(s)", run_id, step.stopping)
     result = yield context.call_activity_with_retry(
-        names.RUN_RESULT, LEDGER_RETRY, {"run_id": run_id, "finished": iso(context.current_utc_datetime)})
+        names.RUN_RESULT, LEDGER_RETRY, RunRequest(run_id, finished=iso(context.current_utc_datetime)).to_json())
     context.set_custom_status({"run_id": run_id, "status": result["status"], "started": result["started"]})
     if not context.is_replaying:
         log.info("run %s: %s", run_id, result["status"])
@@ -103,12 +114,14 @@ def _in_steps(context: df.DurableOrchestrationContext, activity: str, run_id: st
     """Call a reconcile or cancel activity until it has named every running service: each call
     handles a bounded page of them (`tower.runs.ledger.STEP_SERVICES`) and says where to go on (`more`).
     Returns the last summary, with `stopping` summed."""
-    step = yield context.call_activity_with_retry(activity, LEDGER_RETRY, {"run_id": run_id})
-    stopping = step.get("stopping", 0)
-    while step.get("more") is not None:
-        step = yield context.call_activity_with_retry(activity, LEDGER_RETRY, {"run_id": run_id, "after": step["more"]})
-        stopping += step.get("stopping", 0)
-    return {**step, "stopping": stopping}
+    step = StepSummary.from_json((yield context.call_activity_with_retry(
+        activity, LEDGER_RETRY, RunRequest(run_id).to_json())))
+    stopping = step.stopping
+    while step.more is not None:
+        step = StepSummary.from_json((yield context.call_activity_with_retry(
+            activity, LEDGER_RETRY, RunRequest(run_id, after=step.more).to_json())))
+        stopping += step.stopping
+    return replace(step, stopping=stopping)
 
 
 # --- service_run ----------------------------------------------------------------------------------

@@ -6,7 +6,17 @@ import json
 import pytest
 
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
-from tower.contracts import CancelRequest, FirstAttempt, PollRequest, ServiceJob, ServiceReport, SubmitRequest
+from tower.contracts import (
+    CancelRequest,
+    FirstAttempt,
+    PollRequest,
+    RunReference,
+    RunRequest,
+    ServiceJob,
+    ServiceReport,
+    StepSummary,
+    SubmitRequest,
+)
 from tower.platforms.base import Handle
 from tower.polling import Expectation
 from tower.runs.plan import build_plan, service_job
@@ -130,3 +140,23 @@ def test_a_recorded_cancel_request_round_trips():
     asked = CancelRequest.from_json(json.loads(json.dumps(RECORDED_CANCEL)))
     assert (asked.handle.remote_id, asked.service, asked.attempt) == ("01b2-q", "load", 2)
     assert asked.to_json() == RECORDED_CANCEL
+
+
+def test_the_run_reference_and_the_ledger_activities_requests_round_trip():
+    for recorded in ({"run_id": "r", "pipeline": "p"}, {"run_id": "r", "pipeline": "p", "reconcile_after": 0.5}):
+        assert RunReference.from_json(recorded).to_json() == recorded
+    assert RunReference.from_json({"run_id": "r", "pipeline": "p", "reconcile_after": 0.5}).reconcile_after == 0.5
+    for recorded in ({"run_id": "r", "started": "2026-12-01T02:00:00Z"}, {"run_id": "r"}, {"run_id": "r", "after": 0},
+                     {"run_id": "r", "after": 499}, {"run_id": "r", "finished": "2026-12-01T03:00:00Z"}):
+        assert RunRequest.from_json(recorded).to_json() == recorded
+    assert RunRequest.from_json({"run_id": "r", "after": 0}).after == 0     # position 0 is a position
+
+
+def test_a_step_summary_round_trips_and_an_open_without_a_plan_is_its_error_alone():
+    for recorded in ({"started": 2, "stopping": 0, "done": False, "status": "running", "more": None},
+                     {"started": 0, "stopping": 500, "done": False, "status": "running", "more": 499},
+                     {"started": 0, "stopping": 0, "done": True, "status": "failed", "more": None}):
+        summary = StepSummary.from_json(json.loads(json.dumps(recorded)))
+        assert summary.to_json() == recorded
+    gone = StepSummary.from_json({"error": "run 'r' has no plan in the run ledger"})
+    assert gone.error and gone.to_json() == {"error": "run 'r' has no plan in the run ledger"}

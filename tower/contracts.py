@@ -10,7 +10,8 @@ their old defaults. Code works with attributes, never ``job["..."]``.
 They live here, beside neither side: the orchestrators (`orchestrators/`), the activities
 (`activities/`) and the run ledger (`tower.runs.ledger`, which stores each `ServiceJob` when a run's
 plan is stored) all import them, and this module imports only the value types it is built of
-(`tower.platforms.base`, `tower.polling`, `tower.catalog.model`), so no import cycle can form.
+(`tower.platforms.base`, `tower.polling`, `tower.catalog.model`, `tower.states`), so no import
+cycle can form.
 `tower.runs.plan.service_job` builds a `ServiceJob` from a frozen plan.
 
     ServiceJob      one service of one run: the input of `service_run`, kept in the run ledger
@@ -20,6 +21,9 @@ plan is stored) all import them, and this module imports only the value types it
     SubmitRequest   SUBMIT_SERVICE's input: start one attempt, watch it a little
     PollRequest     POLL_SERVICE's input: where is the work now
     CancelRequest   CANCEL_SERVICE's input: stop the work
+    RunReference    `pipeline_run`'s input: which run (its plan is in the ledger, never in a message)
+    RunRequest      the input of the run's ledger activities (open, reconcile, cancel, result)
+    StepSummary     what a ledger activity did, for `pipeline_run` (counts, never names)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from tower.catalog.model import RetryPolicy
 from tower.platforms.base import Handle, Submission
 from tower.polling import Expectation
+from tower.states import RunState
 
 
 @dataclass(frozen=True)
@@ -207,3 +212,71 @@ class CancelRequest:
     def from_json(cls, data: dict) -> CancelRequest:
         return cls(platform=data["platform"], handle=Handle.from_json(data["handle"]), run_id=data["run_id"],
                    service=data["service"], attempt=data["attempt"])
+
+
+@dataclass(frozen=True)
+class RunReference:
+    """`pipeline_run`'s input (`tower.runs.ledger.plan_reference`): which run, and how soon it first
+    reconciles (seconds; None: `orchestrators.pipeline.RECONCILE_FIRST`, tests shorten it)."""
+
+    run_id: str
+    pipeline: str
+    reconcile_after: float | None = None
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"run_id": self.run_id, "pipeline": self.pipeline}
+        if self.reconcile_after:
+            data["reconcile_after"] = self.reconcile_after
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunReference:
+        return cls(data["run_id"], data["pipeline"], data.get("reconcile_after") or None)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The input of OPEN_RUN (`started`), RECONCILE_RUN and CANCEL_RUN (`after`: the `more` of the
+    call before), RUN_RESULT (`finished`); times are ISO. What a call does not take is left out."""
+
+    run_id: str
+    started: str | None = None
+    after: int | None = None
+    finished: str | None = None
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"run_id": self.run_id}
+        data.update((key, value) for key, value in (("started", self.started), ("after", self.after),
+                                                     ("finished", self.finished)) if value is not None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunRequest:
+        return cls(data["run_id"], data.get("started"), data.get("after"), data.get("finished"))
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """What a ledger activity did (`activities.runs.act`): service runs started, running ones told
+    to stop, whether the run is done (and how), and where to go on (`more`: a plan position, see
+    `tower.runs.ledger.Step`). `error`: OPEN_RUN found no plan for the run (then nothing else)."""
+
+    started: int = 0
+    stopping: int = 0
+    done: bool = False
+    status: str = RunState.RUNNING  # the run's status (`Scheduler.status`): how it ended, once done
+    more: int | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"error": self.error}
+        return {"started": self.started, "stopping": self.stopping, "done": self.done, "status": self.status,
+                "more": self.more}
+
+    @classmethod
+    def from_json(cls, data: dict) -> StepSummary:
+        if data.get("error"):
+            return cls(error=data["error"])
+        return cls(data.get("started", 0), data.get("stopping", 0), bool(data.get("done")),
+                   data.get("status", RunState.RUNNING), data.get("more"))

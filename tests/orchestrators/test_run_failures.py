@@ -582,5 +582,5 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
     repeated = asyncio.run_coroutine_threadsafe(
         activities.runs.act(client, plan["run_id"], activities.runs.record_report(request)), engine.loop)
     summary = repeated.result(timeout=10)
-    assert summary["started"] == 2, f"the repeated report started {summary['started']} of b and c: " \
+    assert summary.started == 2, f"the repeated report started {summary.started} of b and c: " \
         f"still marked dispatching: {sorted(dependents(plan) & ledger_module.DISPATCHING)}"

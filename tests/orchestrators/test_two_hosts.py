@@ -28,8 +28,8 @@ def _repeated_report_on_host_b(client_binding: str, request: dict, out) -> None:
     from tower.contracts import ServiceReport
 
     async def report() -> dict:
-        return await act(df.DurableOrchestrationClient(client_binding), request["run_id"],
-                         record_report(ServiceReport.from_json(request)))
+        return (await act(df.DurableOrchestrationClient(client_binding), request["run_id"],
+                          record_report(ServiceReport.from_json(request)))).to_json()
 
     try:
         out.put(asyncio.run(report()))

@@ -54,7 +54,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower.contracts import ServiceJob
+from tower.contracts import RunReference, ServiceJob
 from tower.errors import ConfigError, InconsistentPlan, LedgerConflict, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
@@ -179,10 +179,7 @@ def plan_head(plan: Mapping[str, Any]) -> dict:
 
 def plan_reference(plan: Mapping[str, Any]) -> dict:
     """`pipeline_run`'s input: which run, and what it needs to wait (never the plan)."""
-    reference = {"run_id": plan["run_id"], "pipeline": plan["pipeline"]}
-    if plan.get("reconcile_after"):
-        reference["reconcile_after"] = plan["reconcile_after"]
-    return reference
+    return RunReference(plan["run_id"], plan["pipeline"], plan.get("reconcile_after")).to_json()
 
 
 def store_plan(ledger: RunLedger, plan: Mapping[str, Any], now: datetime) -> dict:
