@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
-from tower.contracts import FirstAttempt, ServiceJob
+from tower.contracts import FirstAttempt, Observed, ServiceJob
 from tower.errors import ActivityFailure, ConfigError, NonRetryableError, PlatformError
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
@@ -72,10 +72,10 @@ def submission(data: dict) -> Submission:
     return Submission.from_json({**data, "spec": resolve(data["spec"], where=f"service {data['service']!r}")})
 
 
-def observed(status: Status) -> dict:
-    """A status as JSON with the moment it was read: a `poll_after` hint counts from then, not from
+def observed(status: Status) -> Observed:
+    """A status with the moment it was read: a `poll_after` hint counts from then, not from
     whenever the orchestrator gets to it."""
-    return {**status.to_json(), "observed_at": iso(time.time())}
+    return Observed.of(status, iso(time.time()))
 
 
 LINGER_FIRST_LOOK = 0.05  # seconds to the first look again when the platform gives no hint (then x2)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
+from dataclasses import replace
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities import remote, runs
 from tower import logcontext, names, telemetry
-from tower.contracts import CancelRequest, PollRequest, ServiceReport, SubmitRequest
+from tower.contracts import CancelRequest, Observed, PollRequest, ServiceReport, SubmitOutcome, SubmitRequest
 from tower.platforms.base import Status
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
@@ -54,10 +55,8 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
 
     handle, status, acting = await remote.call(asked.platform, submit, telemetry.about(request))
     if handle is None:
-        return {"handle": None, "status": status.to_json()}
-    observed = remote.observed(status)
-    await _reported(asked.report, observed, acting)
-    return {"handle": handle.to_json(), "status": observed}
+        return SubmitOutcome(None, Observed.of(status)).to_json()
+    return SubmitOutcome(handle, await _reported(asked.report, remote.observed(status), acting)).to_json()
 
 
 @bp.function_name(names.POLL_SERVICE)
@@ -83,9 +82,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
         return status, _report_if_done(asked.report, status, client, loop)
 
     status, acting = await remote.call(asked.platform, poll, telemetry.about(request))
-    observed = remote.observed(status)
-    await _reported(asked.report, observed, acting)
-    return observed
+    return (await _reported(asked.report, remote.observed(status), acting)).to_json()
 
 
 def _begin(context: func.Context, request: dict) -> None:
@@ -134,19 +131,19 @@ def _report_if_done(report: ServiceReport | None, status: Status, client, loop, 
         return None
 
 
-async def _reported(report: ServiceReport | None, observed: dict, acting: Future | None) -> None:
-    """Wait for what an early report started (`act`); `observed["reported"]` then tells
-    `service_run` not to report again. If it failed, `service_run` reports again (the repeated
-    report starts the service runs that are missing)."""
+async def _reported(report: ServiceReport | None, observed: Observed, acting: Future | None) -> Observed:
+    """Wait for what an early report started (`act`); `observed`, marked `reported` if it went
+    through, which tells `service_run` not to report again. If it failed, `service_run` reports
+    again (the repeated report starts the service runs that are missing)."""
     if acting is None:
-        return
+        return observed
     try:
         await asyncio.wrap_future(acting)
     except Exception as exc:
         log.warning("%s: starting what an early report dispatched failed, service_run will report: %s",
                     report.run_id, redact(str(exc)))
-        return
-    observed["reported"] = True
+        return observed
+    return replace(observed, reported=True)
 
 
 @bp.function_name(names.CANCEL_SERVICE)

@@ -28,12 +28,14 @@ from tower import names
 from tower.catalog.durations import format_duration
 from tower.contracts import (
     CancelRequest,
+    Observed,
     PollRequest,
     RunReference,
     RunRequest,
     ServiceJob,
     ServiceReport,
     StepSummary,
+    SubmitOutcome,
     SubmitRequest,
 )
 from tower.errors import PlatformError, RunNotInLedger
@@ -60,7 +62,8 @@ def _reported(task) -> bool:
     """Did this submit or poll activity report the service's success to the ledger itself?"""
     if _failed(task) or not isinstance(task.result, dict):
         return False
-    return bool(task.result.get("reported") or (task.result.get("status") or {}).get("reported"))
+    looked = task.result["status"] if "handle" in task.result else task.result   # a SubmitOutcome, or Observed
+    return Observed.from_json(looked).reported
 
 
 # --- pipeline_run ---------------------------------------------------------------------------------
@@ -217,14 +220,14 @@ class _ServiceRun:
 
     def attempt(self, number: int):
         """One attempt: submit (unless it was submitted at dispatch), then poll until terminal.
-        Returns (status json, or None with the PlatformError the attempt failed with)."""
+        Returns (the last Observed, or None with the PlatformError the attempt failed with)."""
         submitted = self.first if number == 1 else None
         self.result["attempts"] = number
         self.result["attempt_started"] = submitted.at if submitted else iso(self.now())
         handle = submit = None
         try:
             if submitted:
-                handle, status = submitted.handle, {"state": RemoteState.RUNNING, "poll_after": 0.0}
+                handle, status = submitted.handle, Observed(RemoteState.RUNNING, poll_after=0.0)
             else:
                 submit = self.context.call_activity(names.SUBMIT_SERVICE, SubmitRequest(
                     self.platform, self.job.submission(number), self.watch_until(), self.report(),
@@ -232,12 +235,12 @@ class _ServiceRun:
                 yield from self.race(submit)
                 if _failed(submit):
                     return None, PlatformError.from_activity_failure(submit.result)
-                status = submit.result["status"]
-                if submit.result["handle"] is None:  # the run was cancelled before the work was submitted
+                outcome = SubmitOutcome.from_json(submit.result)
+                handle, status = outcome.handle, outcome.status
+                if handle is None:  # the run was cancelled before the work was submitted
                     return status, None
-                handle = Handle.from_json(submit.result["handle"])
             self.result["remote_id"] = handle.remote_id
-            self.result["url"] = status.get("url") or handle.url
+            self.result["url"] = status.url or handle.url
             self.show()
             poll = self.job.poll
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
@@ -245,16 +248,16 @@ class _ServiceRun:
             submitted_at = parse_iso(self.result["attempt_started"])
             errors = 0
             first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
-            while status["state"] not in TERMINAL_STATES:
-                delay, watch = status.get("poll_after"), None
+            while status.state not in TERMINAL_STATES:
+                delay, watch = status.poll_after, None
                 if delay is None and expect is not None and not errors:   # dense looks where the end is likely
                     watch = next_poll((self.now() - submitted_at).total_seconds(), expect, first=interval,
                                       factor=factor, longest=longest, scale=poll.get("scale", 1.0))
                     delay = watch.delay
                 elif delay is None:
                     delay, interval = interval, min(interval * factor, longest)
-                elif status.get("observed_at"):  # the platform's hint counts from when it was asked
-                    delay -= (self.now() - parse_iso(status["observed_at"])).total_seconds()
+                elif status.observed_at:  # the platform's hint counts from when it was asked
+                    delay -= (self.now() - parse_iso(status.observed_at)).total_seconds()
                 if delay > 0:
                     yield from self.wait_or_push(delay)
                 first = {"first": True, "watch_until": self.watch_until()} if first_look else {}
@@ -269,14 +272,14 @@ class _ServiceRun:
                     if not failure.retryable or errors >= MAX_POLL_ERRORS:
                         yield from self.cancel_remote(handle)
                         return None, failure
-                    status = {"state": RemoteState.RUNNING, "poll_after": None}
+                    status = Observed(RemoteState.RUNNING)
                     continue
-                errors, status, first_look = 0, polled.result, False
+                errors, status, first_look = 0, Observed.from_json(polled.result), False
             return status, None
         except _Stop:
             if handle is None and submit is not None and submit.is_completed and not _failed(submit) \
                     and submit.result["handle"]:
-                handle = Handle.from_json(submit.result["handle"])
+                handle = SubmitOutcome.from_json(submit.result).handle
                 self.result["remote_id"] = handle.remote_id
             if handle is not None:
                 yield from self.cancel_remote(handle)
@@ -303,18 +306,18 @@ class _ServiceRun:
                 number += 1
                 status, failure = yield from self.attempt(number)
                 if status is not None:
-                    if status["state"] in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
-                        result.update(settled(result, status, iso(self.now())))
-                        self.reported = bool(status.get("reported"))
+                    if status.state in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
+                        result.update(settled(result, status.to_json(), iso(self.now())))
+                        self.reported = status.reported
                         break
-                    result["output"] = status.get("output") or result["output"]
-                    result["url"] = status.get("url") or result["url"]
-                    if status["state"] == RemoteState.CANCELLED:
+                    result["output"] = status.output or result["output"]
+                    result["url"] = status.url or result["url"]
+                    if status.state == RemoteState.CANCELLED:
                         result["status"] = ServiceState.CANCELLED
-                        result["error"] = status.get("message") or "cancelled on the platform"
+                        result["error"] = status.message or "cancelled on the platform"
                         break
-                    failure = PlatformError.of(status.get("message") or f"ended {status['state']}",
-                                               retryable=bool(status.get("retryable")), platform=self.platform["name"])
+                    failure = PlatformError.of(status.message or f"ended {status.state}",
+                                               retryable=status.retryable, platform=self.platform["name"])
                 result["error"] = str(failure)
                 if not failure.retryable or number > retries:
                     result["status"] = ServiceState.FAILED

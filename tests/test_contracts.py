@@ -9,15 +9,17 @@ from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Servic
 from tower.contracts import (
     CancelRequest,
     FirstAttempt,
+    Observed,
     PollRequest,
     RunReference,
     RunRequest,
     ServiceJob,
     ServiceReport,
     StepSummary,
+    SubmitOutcome,
     SubmitRequest,
 )
-from tower.platforms.base import Handle
+from tower.platforms.base import Handle, Status
 from tower.polling import Expectation
 from tower.runs.plan import build_plan, service_job
 
@@ -160,3 +162,30 @@ def test_a_step_summary_round_trips_and_an_open_without_a_plan_is_its_error_alon
         assert summary.to_json() == recorded
     gone = StepSummary.from_json({"error": "run 'r' has no plan in the run ledger"})
     assert gone.error and gone.to_json() == {"error": "run 'r' has no plan in the run ledger"}
+
+
+# What the submit and poll activities returned before their outputs were typed, as JSON.
+SEEN = {"state": "running", "message": "", "retryable": False, "output": "", "url": "https://sf/q/01b2-q",
+        "poll_after": 2.0, "observed_at": "2026-12-01T02:00:01.5Z"}
+
+
+@pytest.mark.parametrize("recorded", [SEEN, {**SEEN, "state": "succeeded", "poll_after": None, "reported": True}])
+def test_a_recorded_observation_round_trips(recorded):
+    seen = Observed.from_json(json.loads(json.dumps(recorded)))
+    assert (seen.state, seen.observed_at, seen.reported) == (
+        recorded["state"], "2026-12-01T02:00:01.5Z", recorded.get("reported", False))
+    assert seen.done == (recorded["state"] != "running")
+    assert seen.to_json() == recorded
+
+
+def test_a_recorded_submit_outcome_round_trips_and_a_cancelled_one_has_no_handle():
+    recorded = {"handle": HANDLE, "status": SEEN}
+    outcome = SubmitOutcome.from_json(json.loads(json.dumps(recorded)))
+    assert outcome.handle == Handle.from_json(HANDLE) and outcome.status.poll_after == 2.0
+    assert outcome.to_json() == recorded
+    cancelled = {"handle": None, "status": {"state": "cancelled", "message": "run cancelled before it was submitted",
+                                            "retryable": False, "output": "", "url": None, "poll_after": None}}
+    outcome = SubmitOutcome.from_json(cancelled)
+    assert outcome.handle is None and outcome.status.observed_at is None and outcome.to_json() == cancelled
+    assert SubmitOutcome(None, Observed.of(Status("cancelled", message="run cancelled before it was submitted"))
+                         ).to_json() == cancelled

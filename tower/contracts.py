@@ -21,6 +21,8 @@ cycle can form.
     SubmitRequest   SUBMIT_SERVICE's input: start one attempt, watch it a little
     PollRequest     POLL_SERVICE's input: where is the work now
     CancelRequest   CANCEL_SERVICE's input: stop the work
+    Observed        a Status as a submit or poll saw it (POLL_SERVICE's output), and when
+    SubmitOutcome   SUBMIT_SERVICE's output: the handle (None: nothing submitted) and what it saw
     RunReference    `pipeline_run`'s input: which run (its plan is in the ledger, never in a message)
     RunRequest      the input of the run's ledger activities (open, reconcile, cancel, result)
     StepSummary     what a ledger activity did, for `pipeline_run` (counts, never names)
@@ -28,11 +30,11 @@ cycle can form.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from tower.catalog.model import RetryPolicy
-from tower.platforms.base import Handle, Submission
+from tower.platforms.base import Handle, Status, Submission
 from tower.polling import Expectation
 from tower.states import RunState
 
@@ -280,3 +282,47 @@ class StepSummary:
             return cls(error=data["error"])
         return cls(data.get("started", 0), data.get("stopping", 0), bool(data.get("done")),
                    data.get("status", RunState.RUNNING), data.get("more"))
+
+
+@dataclass(frozen=True)
+class Observed(Status):
+    """A Status as a submit or poll activity saw it: `observed_at` (ISO) is when, since a
+    `poll_after` hint counts from then, not from whenever the orchestrator gets to it; `reported`:
+    that activity already reported the service's success to the run ledger (`service_run` then
+    does not)."""
+
+    observed_at: str | None = None
+    reported: bool = False
+
+    @classmethod
+    def of(cls, status: Status, observed_at: str | None = None) -> Observed:
+        return cls(**{f.name: getattr(status, f.name) for f in fields(Status)}, observed_at=observed_at)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if data["observed_at"] is None:
+            del data["observed_at"]
+        if not data["reported"]:
+            del data["reported"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Observed:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What a submit did: the handle of the work (None: the run was cancelled before, nothing was
+    submitted) and the work's status when the submit's watch ended."""
+
+    handle: Handle | None
+    status: Observed
+
+    def to_json(self) -> dict:
+        return {"handle": None if self.handle is None else self.handle.to_json(), "status": self.status.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SubmitOutcome:
+        handle = data.get("handle")
+        return cls(Handle.from_json(handle) if handle else None, Observed.from_json(data["status"]))
