@@ -26,6 +26,11 @@ cycle can form.
     RunReference    `pipeline_run`'s input: which run (its plan is in the ledger, never in a message)
     RunRequest      the input of the run's ledger activities (open, reconcile, cancel, result)
     StepSummary     what a ledger activity did, for `pipeline_run` (counts, never names)
+
+Still plain dicts inside them, each documented where it is built: the plan's platform entry
+(`ServiceJob.platform`, read by the adapters' factory and telemetry as it is stored), a service's
+result (`ServiceReport.result`, `service_run`'s output, the ledger's record), and the run's outcome
+(`pipeline_run`'s output, `tower.runs.scheduler.Scheduler.result`).
 """
 
 from __future__ import annotations
