@@ -37,7 +37,7 @@ from tower.runs.ledger import (
     run_result,
     run_services,
 )
-from tower.states import ServiceState
+from tower.states import ENDED_RUNTIMES, RuntimeStatus, ServiceState
 from tower.timestamps import parse_iso, utcnow
 
 bp = df.Blueprint()
@@ -46,7 +46,6 @@ log = logging.getLogger("tower.activities")
 # Waits before an event is tried again when its instance does not exist yet: a service run started
 # just before a cancel may not be created when the signal goes out (~2 s in all).
 SIGNAL_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.7)
-ENDED = ("Completed", "Failed", "Terminated", "Canceled")
 START_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries to start a service run submitted at dispatch
 # Durable client calls (lookups, signals) one activity has in flight at once: the SDK's one aiohttp
 # session per worker allows 30 connections, shared with every other activity in that worker.
@@ -103,11 +102,11 @@ async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_i
     if runtime is None and not dispatching:
         async with calls:
             return await _start(client, run_id, instance_id, job)
-    if runtime not in ENDED:
+    if runtime not in ENDED_RUNTIMES:
         return 0
     log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
                 run_id, instance_id, runtime)
-    result = instance.output if runtime == "Completed" and isinstance(instance.output, dict) else {
+    result = instance.output if runtime == RuntimeStatus.COMPLETED and isinstance(instance.output, dict) else {
         "service": job.service, "status": ServiceState.FAILED, "attempts": 0,
         "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
     later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job.service,

@@ -101,3 +101,31 @@ def test_the_docs_list_the_states_the_code_has():
     [monitoring] = [line for line in (ROOT / "docs/monitoring.md").read_text().splitlines() if "`tower.run.finished`" in line]
     assert ", ".join(f"`{state}`" for state in FINISHED_STATES) in monitoring
     assert finished in (ROOT / "docs/architecture.md").read_text()
+
+
+def test_the_runtime_statuses_are_the_sdks():
+    import azure.durable_functions as df
+
+    from tower.states import ENDED_RUNTIMES, UNFINISHED_RUNTIMES, RuntimeStatus
+
+    assert {status.value for status in RuntimeStatus} == {status.value for status in df.OrchestrationRuntimeStatus}
+    assert set(UNFINISHED_RUNTIMES) | set(ENDED_RUNTIMES) == set(RuntimeStatus)
+    assert not set(UNFINISHED_RUNTIMES) & set(ENDED_RUNTIMES)
+
+
+def test_a_run_that_ended_without_its_result_failed_or_was_cancelled():
+    from tower.runner import RunInfo
+    from tower.states import RunState, run_state_of_ended
+
+    assert run_state_of_ended("Terminated") is RunState.CANCELLED
+    assert run_state_of_ended("Canceled") is RunState.CANCELLED
+    assert run_state_of_ended("Failed") is RunState.FAILED
+    assert run_state_of_ended("Completed") is RunState.FAILED  # pipeline_run always returns its result
+
+    def info(runtime, result=None):
+        return RunInfo.from_status({"instanceId": "run~p@1", "runtimeStatus": runtime, "output": result})
+
+    assert info("Completed").status == "failed"  # was the runtime's own word, "completed", in no state set
+    assert info("Completed", {"status": "succeeded"}).status == "succeeded"
+    assert info("Suspended").status == "running" and not info("Suspended").finished
+    assert info("Terminated").status == "cancelled" and info("Terminated").finished

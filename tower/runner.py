@@ -22,11 +22,9 @@ from typing import Any
 
 from tower.errors import EngineError, InstanceNotFound, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
-from tower.states import RunState, ServiceState
+from tower.states import UNFINISHED_RUNTIMES, RunState, ServiceState, run_state_of_ended
 
 # Durable runtime states, and what each means for a run that has no result of its own.
-RUNNING_STATES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
-RUN_STATUS_OF_RUNTIME = {"Failed": RunState.FAILED, "Terminated": RunState.CANCELLED, "Canceled": RunState.CANCELLED}
 REPAIRABLE = (ServiceState.FAILED, ServiceState.UPSTREAM_FAILED, ServiceState.CANCELLED)
 JSON_SERVICE_FIELDS = ("status", "attempts", "started", "finished", "remote_id", "error")
 _RUN_ID_SUFFIX = re.compile(r"-\d{8}T\d{6}-[0-9a-f]{6}$")
@@ -112,7 +110,7 @@ class RunInfo:
 
     @property
     def finished(self) -> bool:
-        return self.runtime_status not in RUNNING_STATES
+        return self.runtime_status not in UNFINISHED_RUNTIMES
 
     @property
     def pipeline(self) -> str:
@@ -128,7 +126,7 @@ class RunInfo:
             return self.result["status"]
         if not self.finished:
             return RunState.RUNNING
-        return RUN_STATUS_OF_RUNTIME.get(self.runtime_status, self.runtime_status.lower())
+        return run_state_of_ended(self.runtime_status)
 
     def to_result(self) -> dict:
         """The run in the shape of a run result, whatever state it is in: its outcome (or live

@@ -62,3 +62,30 @@ class RunState(_State):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+
+class RuntimeStatus(_State):
+    """Where Durable says an orchestration instance is (its ``runtimeStatus``): the backend's words,
+    not Tower's. Only a run's own result says how it went; these say whether it still runs."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    CONTINUED_AS_NEW = "ContinuedAsNew"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    TERMINATED = "Terminated"
+
+
+UNFINISHED_RUNTIMES = (RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED,
+                       RuntimeStatus.CONTINUED_AS_NEW)
+ENDED_RUNTIMES = (RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.CANCELED, RuntimeStatus.TERMINATED)
+
+
+def run_state_of_ended(runtime: str) -> RunState:
+    """A run whose orchestration ended without the run's own result: terminated or canceled, the run
+    was cancelled; failed, or completed with no result (which `pipeline_run` never does), it failed."""
+    if runtime in (RuntimeStatus.TERMINATED, RuntimeStatus.CANCELED):
+        return RunState.CANCELLED
+    return RunState.FAILED

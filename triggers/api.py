@@ -134,7 +134,7 @@ async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from tower.runner import RUNNING_STATES
+    from tower.states import UNFINISHED_RUNTIMES
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):  # as in get_run
@@ -142,7 +142,7 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     status = await client.get_status(run_id)
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
-    if status.runtime_status.name not in RUNNING_STATES:
+    if status.runtime_status.name not in UNFINISHED_RUNTIMES:
         return _error(409, f"run {run_id!r} has already finished ({status.runtime_status.name})")
     try:
         with durable_errors.translated():

@@ -196,8 +196,9 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     (tower.runner.repair_plan): the specs and limits of that run, not of today's catalog. The
     original points to its repair in the runs index, which refuses a second repair unless
     ``{"again": true}`` (as `tower repair --again`)."""
-    from tower.runner import RUNNING_STATES, repair_plan
+    from tower.runner import repair_plan
     from tower.runs.index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+    from tower.states import UNFINISHED_RUNTIMES
     from triggers.common import instance_exists, start_pipeline_run
 
     run_id = req.route_params["run_id"]
@@ -212,7 +213,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     status = await client.get_status(run_id)  # its input is a plan reference: the plan is in the ledger
     if not status or status.runtime_status is None or status.name != PIPELINE_RUN:
         return _error(404, f"no run {run_id!r}")
-    if status.runtime_status.name in RUNNING_STATES:
+    if status.runtime_status.name in UNFINISHED_RUNTIMES:
         return _error(409, f"run {run_id!r} is still running: cancel it or wait for its end, then repair it")
     frozen, result = await asyncio.to_thread(_repair_source, status)
     if frozen is None or result is None:

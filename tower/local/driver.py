@@ -17,7 +17,8 @@ from typing import Any
 
 from tower.errors import EngineError, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
-from tower.runner import RUNNING_STATES, RunInfo, store_run
+from tower.runner import RunInfo, store_run
+from tower.states import UNFINISHED_RUNTIMES
 
 
 def run_app():
@@ -103,7 +104,7 @@ class LocalEngine:
         return RunInfo.from_status(status).with_live_status(self.home)
 
     def unfinished_runs(self) -> list[str]:
-        runs = self.engine.list(runtime_status=list(RUNNING_STATES))
+        runs = self.engine.list(runtime_status=list(UNFINISHED_RUNTIMES))
         return [s["instanceId"] for s in runs if s.get("name") in (None, PIPELINE_RUN)]
 
     def follow(self, run_ids: Iterable[str], on_update: Callable[[dict[str, RunInfo]], None] | None = None,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tower.errors import LedgerConflict, RunExists
-from tower.states import RunState
+from tower.states import ENDED_RUNTIMES, RunState, run_state_of_ended
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
@@ -536,8 +536,6 @@ def tombstone_days(retention: int | None = None) -> int:
 # A claim older than this whose run has no instance is a start that never happened (its starter
 # died between the claim and the start, and nothing retried): the purge frees its id.
 STALE_CLAIM = timedelta(hours=1)
-ENDED_RUNTIMES = {"Failed": RunState.FAILED, "Terminated": RunState.CANCELLED, "Canceled": RunState.CANCELLED,
-                  "Completed": RunState.FAILED}
 
 
 class DurableSide(Protocol):
@@ -573,7 +571,8 @@ async def purge(index: RunsIndex, ledger, history, durable: DurableSide, now: da
     for row in await to_thread(lambda: list(unfinished(index))):
         runtime = await durable.runtime(row.run_id)
         if runtime in ENDED_RUNTIMES:
-            await to_thread(record_end, index, row.run_id, row.pipeline, ENDED_RUNTIMES[runtime], iso(now), row.counts)
+            await to_thread(record_end, index, row.run_id, row.pipeline, run_state_of_ended(runtime), iso(now),
+                            row.counts)
             settled += 1
         elif runtime is None and row.status == RunState.STARTING and parse_iso(row.started) < now - STALE_CLAIM:
             await to_thread(release, index, row)
