@@ -227,7 +227,7 @@ def test_a_deleted_run_leaves_its_pools_on_a_reconcile(store, monkeypatch):
     open_run(ledger, a, inputs_of(a), T0)
     open_run(ledger, b, inputs_of(b), T0)
     ledger.delete_runs(["a-1"])
-    lg._cache.clear()
+    ledger.schedulers.clear()  # what this host knew of the runs: forgotten
     assert list(reconcile_run(ledger, "b-1", T0).start) == ["b-1:s0"]
     assert holders(ledger) == {("b-1", "s0")}
 

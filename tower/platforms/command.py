@@ -50,10 +50,6 @@ _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TO
 _TAIL_BYTES = 4096
 ERROR_LINES = 3  # lines of stderr in a failure's message
 
-# Processes started by this process, so their exit is reaped (no zombies while we are alive).
-_children: dict[int, subprocess.Popen] = {}
-
-
 def _home() -> Path:
     from tower.paths import tower_home
 
@@ -103,13 +99,13 @@ def _environment(submission: Submission, exit_file: Path) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
-    """Is the wrapper still running? Reaps our own children; a zombie counts as dead."""
-    child = _children.get(pid)
+def _alive(pid: int, children: dict[int, subprocess.Popen]) -> bool:
+    """Is the wrapper still running? Reaps the adapter's own `children`; a zombie counts as dead."""
+    child = children.get(pid)
     if child is not None:
         if child.poll() is None:
             return True
-        _children.pop(pid, None)
+        children.pop(pid, None)
         return False
     if not pid_alive(pid):
         return False
@@ -126,10 +122,10 @@ def _proc_state(pid: int | str) -> tuple[str, int] | None:
         return None
 
 
-def _group_alive(pid: int, pgid: int) -> bool:
+def _group_alive(pid: int, pgid: int, children: dict[int, subprocess.Popen]) -> bool:
     """Is anything of the process group left (the wrapper or what it started)? Zombies don't count:
     an orphan is reaped only if PID 1 reaps, which is not a given in a container."""
-    if _alive(pid):
+    if _alive(pid, children):
         return True
     proc = Path("/proc")
     if not proc.is_dir():
@@ -189,11 +185,17 @@ def output_files(home: Path, run_id: str, service: str, attempt: int) -> list[tu
 
 
 class CommandAdapter:
-    """Runs a service as a detached local process and follows it through files."""
+    """Runs a service as a detached local process and follows it through files.
+
+    The processes this adapter started are kept (`_children`) so their exit is reaped: no zombies
+    while this process lives. One adapter per process serves every activity (the runtime's
+    `Platforms` keeps it); a process that did not start a command (another host, a later adapter)
+    follows it through its files and /proc, and treats a zombie as ended."""
 
     def __init__(self, settings: dict[str, Any] | None = None):
         settings = settings or {}
         self.kill_grace = float(settings.get("kill_grace", 5.0))
+        self._children: dict[int, subprocess.Popen] = {}
 
     def submit(self, submission: Submission) -> Handle:
         argv = _argv(submission.spec, submission.service)
@@ -226,7 +228,7 @@ class CommandAdapter:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=err,
                 cwd=cwd, env=env, start_new_session=True, close_fds=True,
             )
-        _children[child.pid] = child
+        self._children[child.pid] = child
         return Handle(
             remote_id=f"pid:{child.pid}",
             data={
@@ -244,11 +246,11 @@ class CommandAdapter:
         data = handle.data
         exit_file, cancelled = Path(data["exit"]), Path(data["cancelled"]).exists()
         code_text = exit_file.read_text().strip() if exit_file.exists() else None
-        if code_text is None and _alive(data["pid"]):
+        if code_text is None and _alive(data["pid"], self._children):
             return Status(RemoteState.RUNNING, output=_output(data))
         if code_text is None and exit_file.exists():  # it finished between the two looks
             code_text = exit_file.read_text().strip()
-        _alive(data["pid"])  # reap our own child, so it leaves no zombie behind
+        _alive(data["pid"], self._children)  # reap our own child, so it leaves no zombie behind
         output = _output(data)
         if cancelled and code_text != "0":  # a clean exit that beat the signal is still a success
             return Status(RemoteState.CANCELLED, message="cancelled", output=output)
@@ -263,13 +265,13 @@ class CommandAdapter:
 
     def cancel(self, handle: Handle) -> None:
         data = handle.data
-        if Path(data["exit"]).exists() or not _alive(data["pid"]):
+        if Path(data["exit"]).exists() or not _alive(data["pid"], self._children):
             return  # it ended first: the outcome stands, no cancel marker rewrites it
         Path(data["cancelled"]).touch()
         self._signal(data["pgid"], signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline:
-            if not _group_alive(data["pid"], data["pgid"]):
+            if not _group_alive(data["pid"], data["pgid"], self._children):
                 return
             time.sleep(0.02)
         self._signal(data["pgid"], signal.SIGKILL)

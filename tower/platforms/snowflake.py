@@ -46,8 +46,6 @@ FIND_TAGGED_QUERY = (
 )
 CANCEL_QUERY = "SELECT SYSTEM$CANCEL_QUERY(?)"
 
-_HISTORY_UNREADABLE: set[tuple] = set()  # accounts already warned about, so the warning shows once
-
 # QueryStatus names (snowflake.connector.constants.QueryStatus) by what they mean for Tower.
 _STILL_RUNNING = {"RUNNING", "QUEUED", "RESUMING_WAREHOUSE", "QUEUED_REPARING_WAREHOUSE", "BLOCKED",
                   "RESTARTED", "NO_DATA"}
@@ -82,6 +80,7 @@ class SnowflakeAdapter:
         self._settings = dict(settings)
         self._connect_fn = connect
         self._key: Any = None  # the private key object, read and parsed on first use, then kept
+        self._history_unreadable = False  # warned that the query history cannot be read (once)
 
     # -- the three operations -------------------------------------------------------------
 
@@ -125,9 +124,8 @@ class SnowflakeAdapter:
             cursor.execute(FIND_TAGGED_QUERY, [key, sql])
             row = cursor.fetchone()
         except ProgrammingError as exc:
-            where = (self._settings.get("host"), self._settings["account"], self._settings.get("database"))
-            level = logging.DEBUG if where in _HISTORY_UNREADABLE else logging.WARNING
-            _HISTORY_UNREADABLE.add(where)
+            level = logging.DEBUG if self._history_unreadable else logging.WARNING
+            self._history_unreadable = True  # warned once per adapter: one per account in a process
             log.log(level, "Snowflake query history not readable (%s): submitting without the re-attach check",
                     str(exc.msg or exc).splitlines()[0])
             return None

@@ -29,6 +29,8 @@ from tower.states import ServiceState
 from tower.stores import SqliteStore, Table, location
 from tower.timestamps import iso, parse_iso
 
+HISTORY_READS = 8  # Table queries one store runs at once (`TableRunHistory.attempts`)
+
 RECENT = 7  # successful runs the median looks at: recent enough to follow drift, enough to ignore a blip
 
 
@@ -154,6 +156,10 @@ class TableRunHistory:
 
     def __init__(self, table_url: str, credential: Any = None):
         self._table = Table(table_url, credential)
+        # History queries run on these threads, several at once: as many as the connections one
+        # Table client keeps (the requests transport pools 10 per host), so the reads share them,
+        # none opened per read. The pool is this object's, as its client is; threads start on use.
+        self._reads = ThreadPoolExecutor(max_workers=HISTORY_READS, thread_name_prefix="tower-history-read")
 
     @property
     def table(self):
@@ -185,7 +191,7 @@ class TableRunHistory:
     def recent_durations(self, services: Iterable[str]) -> dict[str, list[float]]:
         """The last RECENT successful durations of each service that has any, newest first (row
         keys sort newest first), read as expected_durations reads them."""
-        found = _READS.map(logcontext.carried(self._recent), list(services))
+        found = self._reads.map(logcontext.carried(self._recent), list(services))
         return {service: durations for service, durations in found if durations}
 
     def _recent(self, service: str) -> tuple[str, list[float]]:
@@ -214,7 +220,7 @@ class TableRunHistory:
                                                  parameters={"pk": self._key(service), "run": run_id})
             return [AttemptRecord(**{c: e.get(c) for c in _COLUMNS}) for e in entities]
 
-        records = [record for found in _READS.map(logcontext.carried(of), list(services)) for record in found]
+        records = [record for found in self._reads.map(logcontext.carried(of), list(services)) for record in found]
         return sorted(records, key=lambda r: (r.started or "", r.service, r.attempt))
 
     def delete_before(self, cutoff: datetime) -> int:
@@ -231,10 +237,6 @@ class TableRunHistory:
         return sum(len(keys) for keys in by_partition.values())
 
 
-# History queries run on these threads, several at once: about the connections one Table client
-# keeps (the requests transport pools 10 per host), so the reads share them, none opened per read.
-HISTORY_READS = 8
-_READS = ThreadPoolExecutor(max_workers=HISTORY_READS, thread_name_prefix="tower-history-read")
 
 
 def history_from_environment(home: str | Path | None = None) -> RunHistory:

@@ -79,6 +79,7 @@ class Snapshot:
 
 class RunLedger(Protocol):
     location: str  # where it keeps its runs (a file, a table URL): the same place, the same runs
+    schedulers: SchedulerCache  # what this object remembers of its runs (see SchedulerCache)
 
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
                records: Mapping[str, dict], head: dict | None = None) -> bool:
@@ -530,22 +531,54 @@ def _sweep(ledger: RunLedger, run_id: str, step: Step, now: datetime) -> Step:
 
 # --- optimistic changes with an in-process cache ------------------------------------------------
 
-# A change holds its run's lock: changes of one run queue up in this process (other processes are
-# caught by the version), different runs go on side by side. Striped, so the locks stay few.
-_LOCKS = tuple(threading.RLock() for _ in range(64))
-_cache_lock = threading.Lock()
-_cache: OrderedDict[tuple[str, str], tuple[int, Scheduler]] = OrderedDict()
 CACHED_SCHEDULERS = 32
 SAVE_ATTEMPTS = 20
+LOCK_STRIPES = 64
 
 
-def _key(ledger: RunLedger, run_id: str) -> tuple[str, str]:
-    """A cached run is known by where its ledger is, not by the ledger object (ids are reused)."""
-    return ledger.location, run_id
+class SchedulerCache:
+    """What a ledger object remembers of its runs in this process: the scheduler its last change
+    left (with that version), and the locks that queue changes of one run. A change holds its run's
+    lock: changes of one run queue up in this process (other processes are caught by the version),
+    different runs go on side by side; striped, so the locks stay few.
+
+    Each store object owns one (`RunLedger.schedulers`), so the cache is as wide as the object: the
+    runtime builds one ledger per process (`tower.runtime.Runtime.ledger`) and every change in the
+    process shares it; a second object over the same store (another host, a status reader) keeps
+    its own, as another process would, and the stored version keeps them right."""
+
+    def __init__(self, size: int = CACHED_SCHEDULERS, stripes: int = LOCK_STRIPES):
+        self.size = size
+        self._locks = tuple(threading.RLock() for _ in range(stripes))
+        self._lock = threading.Lock()
+        self._schedulers: OrderedDict[str, tuple[int, Scheduler]] = OrderedDict()
+
+    def lock(self, run_id: str) -> threading.RLock:
+        return self._locks[hash(run_id) % len(self._locks)]
+
+    def remember(self, run_id: str, version: int, scheduler: Scheduler) -> None:
+        with self._lock:
+            self._schedulers[run_id] = (version, scheduler)
+            self._schedulers.move_to_end(run_id)
+            while len(self._schedulers) > self.size:
+                self._schedulers.popitem(last=False)
+
+    def get(self, run_id: str) -> tuple[int, Scheduler] | None:
+        with self._lock:
+            return self._schedulers.get(run_id)
+
+    def take(self, run_id: str) -> tuple[int, Scheduler] | None:
+        """The cached (version, scheduler), no longer cached: a change puts it back when it is done."""
+        with self._lock:
+            return self._schedulers.pop(run_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._schedulers.clear()
 
 
 def _run_lock(ledger: RunLedger, run_id: str) -> threading.RLock:
-    return _LOCKS[hash(_key(ledger, run_id)) % len(_LOCKS)]
+    return ledger.schedulers.lock(run_id)
 
 
 def _restore(snapshot: Snapshot, now: datetime) -> Scheduler:
@@ -554,29 +587,22 @@ def _restore(snapshot: Snapshot, now: datetime) -> Scheduler:
 
 
 def _remember(ledger: RunLedger, run_id: str, version: int, scheduler: Scheduler) -> None:
-    key = _key(ledger, run_id)
-    with _cache_lock:
-        _cache[key] = (version, scheduler)
-        _cache.move_to_end(key)
-        while len(_cache) > CACHED_SCHEDULERS:
-            _cache.popitem(last=False)
+    ledger.schedulers.remember(run_id, version, scheduler)
 
 
 def cached_view(ledger: RunLedger, run_id: str, look: Callable[[Scheduler], T]) -> T | None:
-    """`look` at this host's cached scheduler of the run (as its last change here left it), under
-    the run's lock and with no I/O; None when it is not cached. For checks that must cost nothing
-    on the report path (tower.deadlines)."""
+    """`look` at this ledger object's cached scheduler of the run (as its last change here left it),
+    under the run's lock and with no I/O; None when it is not cached. For checks that must cost
+    nothing on the report path (tower.deadlines)."""
     with _run_lock(ledger, run_id):
-        with _cache_lock:
-            cached = _cache.get(_key(ledger, run_id))
+        cached = ledger.schedulers.get(run_id)
         return None if cached is None else look(cached[1])
 
 
 def _current(ledger: RunLedger, run_id: str, now: datetime) -> tuple[int, Scheduler]:
     """The run's scheduler at its stored version: the cached one if nobody changed the run since,
     else the cached one brought up to date with the records written since (a few), else loaded."""
-    with _cache_lock:
-        cached = _cache.pop(_key(ledger, run_id), None)
+    cached = ledger.schedulers.take(run_id)
     version = ledger.version(run_id)
     if cached is not None and cached[0] == version:
         return cached

@@ -37,7 +37,7 @@ from typing import Any
 
 from tower import logcontext
 from tower.errors import LedgerConflict, RecordTooLarge, RunNotInLedger, ServiceNotInLedger
-from tower.runs.ledger import Snapshot
+from tower.runs.ledger import SchedulerCache, Snapshot
 from tower.stores import Table
 
 RUN_ROW = "run"
@@ -49,8 +49,7 @@ MAX_BATCH_SIZE = 2_500_000  # `stored_size` per transaction; its JSON request (4
 READ_ATTEMPTS = 5
 CACHED_ETAGS = 256  # runs whose last ETag and row keys this object keeps
 RECENT_ROWS = 1000  # rows the run entity lists as written lately (about 12 KB of JSON at most)
-# Point reads of service inputs run on these threads, several at once; they wait on nothing else.
-_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tower-ledger-read")
+INPUT_READS = 8  # point reads of service inputs at once (the requests transport pools 10 per host)
 
 
 def partition_key(run_id: str) -> str:
@@ -177,6 +176,10 @@ class TableRunLedger:
         self._lock = threading.Lock()
         self._etags: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()  # run id -> (version, ETag, recent)
         self._rows: OrderedDict[str, dict[str, str]] = OrderedDict()  # run id -> {service: RowKey}
+        self.schedulers = SchedulerCache()
+        # Point reads of service inputs run on these threads, several at once; they wait on nothing
+        # else. The pool is this object's, as its table client is: its threads start on first use.
+        self._reads = ThreadPoolExecutor(max_workers=INPUT_READS, thread_name_prefix="tower-ledger-read")
 
     @property
     def table(self):
@@ -358,7 +361,7 @@ class TableRunLedger:
             return list(self.table.query_entities("PartitionKey eq @pk and written ge @since",
                                                   parameters={"pk": pk, "since": since}, select=RECORD_PROPERTIES))
         rows = [service_row(p) for p, version in sorted(recent["written"].items()) if version >= since]
-        return list(_READS.map(logcontext.carried(
+        return list(self._reads.map(logcontext.carried(
             lambda row: self.table.get_entity(pk, row, select=RECORD_PROPERTIES)), rows))
 
     def save(self, run_id: str, version: int, meta: dict, records: Mapping[str, dict]) -> bool:
@@ -420,7 +423,7 @@ class TableRunLedger:
                 raise ServiceNotInLedger(f"run {run_id!r}: service {name!r} is missing from the run ledger "
                                          f"({self.table.table_name}, row {rows[name]}); start the run again") from None
 
-        return dict(read(name) for name in names) if len(names) == 1 else dict(_READS.map(logcontext.carried(read), names))
+        return dict(read(name) for name in names) if len(names) == 1 else dict(self._reads.map(logcontext.carried(read), names))
 
     def slots(self):
         """The shared platform slots, in this table's `~slots` partition (`tower.runs.slots.TableSlots`)."""
