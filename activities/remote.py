@@ -8,18 +8,18 @@ Registers no functions.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
+import app_runtime
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
 from tower.contracts import FirstAttempt, Observed, ServiceJob
 from tower.errors import ActivityFailure, ConfigError, NonRetryableError, PlatformError
+from tower.platforms import Platforms
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled, ledger_from_environment
@@ -43,27 +43,13 @@ def classified(platform: dict) -> Iterator[None]:
         raise ActivityFailure(NonRetryableError(str(exc), platform=platform.get("name", ""))) from None
 
 
-def adapter(platform: dict):
-    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use.
-
-    Adapters are kept per process for the same type and resolved settings, so their clients
-    (HTTP session, Databricks workspace client) serve every activity; stand-ins registered in
-    ``tower.platforms.OVERRIDES`` are asked each time.
-    """
-    from tower.platforms import OVERRIDES, adapter_for
-
+def adapter(platform: dict, platforms: Platforms | None = None):
+    """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use, from
+    `platforms` (default: the runtime's, `app_runtime`), which keeps one per type and resolved
+    settings, so their clients (HTTP session, Databricks workspace client) serve every activity."""
     where = f"platform {platform.get('name', platform['type'])!r}"
     settings = resolve(platform.get("settings") or {}, where=where)
-    if platform["type"] in OVERRIDES:
-        return adapter_for(platform["type"], settings)
-    return _cached_adapter(platform["type"], json.dumps(settings, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_adapter(platform_type: str, settings_json: str):
-    from tower.platforms import adapter_for
-
-    return adapter_for(platform_type, json.loads(settings_json))
+    return (platforms or app_runtime.current().platforms).adapter(platform["type"], settings)
 
 
 def submission(data: dict) -> Submission:

@@ -122,7 +122,10 @@ def one_night(engine, catalog, strategy: str, scale: float, jitter: float, run: 
             hops.append(((knew[last] - ended[last]) / scale, (started[name] - knew[last]) / scale))
     polls = [sum(1 for e in engine.history(service_instance_id(plan["run_id"], n))
                  if e["EventType"] == 4 and e["Name"] == names.POLL_SERVICE) for n in services]
-    counts = sim.poll_counts()
+    counts = {}  # polls per remote id, as the engine's sim adapters counted them
+    for platform in plan["platforms"].values():
+        if platform["type"] == "sim":
+            counts.update(engine.runtime.platforms.adapter("sim", platform.get("settings") or {}).poll_counts())
     calls = [counts.get(s["remote_id"], 0) + 1 for s in services.values()]      # + the submit
     longest = max(services, key=lambda n: took[n])
     n = len(services)

@@ -7,16 +7,18 @@ import pytest
 from activities import remote, runs
 from tests.runs.jobs import job_json
 from tower.contracts import ServiceJob
-from tower.platforms import OVERRIDES
+from tower.platforms import Platforms
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.platforms.sim import SimAdapter
 
 
 def test_adapters_are_kept_per_type_and_resolved_settings():
+    platforms = Platforms()
     platform = {"name": "s", "type": "sim", "settings": {"time_scale": 0.25}}
-    adapter = remote.adapter(platform)
-    assert isinstance(adapter, SimAdapter) and remote.adapter(dict(platform)) is adapter
-    assert remote.adapter({**platform, "settings": {"time_scale": 0.5}}) is not adapter
+    adapter = remote.adapter(platform, platforms)
+    assert isinstance(adapter, SimAdapter) and remote.adapter(dict(platform), platforms) is adapter
+    assert remote.adapter({**platform, "settings": {"time_scale": 0.5}}, platforms) is not adapter
+    assert remote.adapter(platform, Platforms()) is not adapter  # kept by the registry, not the process
 
 
 def test_an_override_is_asked_each_time():
@@ -26,12 +28,9 @@ def test_an_override_is_asked_each_time():
         built.append(settings)
         return FunctionAdapter(submit=lambda s: Handle("x"), poll=lambda h: Status("succeeded"))
 
-    OVERRIDES["factory"] = factory
-    try:
-        platform = {"name": "f", "type": "factory", "settings": {"a": 1}}
-        assert remote.adapter(platform) is not remote.adapter(platform)
-    finally:
-        del OVERRIDES["factory"]
+    platforms = Platforms(overrides={"factory": factory})
+    platform = {"name": "f", "type": "factory", "settings": {"a": 1}}
+    assert remote.adapter(platform, platforms) is not remote.adapter(platform, platforms)
     assert built == [{"a": 1}, {"a": 1}]
 
 

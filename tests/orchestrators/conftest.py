@@ -30,10 +30,11 @@ def engine(tmp_path_factory):
             eng.stop()
 
 
-@pytest.fixture(autouse=True)
-def clean_sim():
-    sim.forget_cancellations()
-    yield
+def sim_adapter(engine) -> sim.SimAdapter:
+    """The simulator the engine's activities use for `sim_catalog`'s platforms (settings {}): what
+    it was told (`cancelled_remote_ids`, `poll_counts`). Remote ids are unique per run, so the
+    record needs no clearing between tests."""
+    return engine.runtime.platforms.adapter("sim", {})
 
 
 def sim_catalog(services: dict, limits: dict | None = None, params: dict | None = None) -> Catalog:

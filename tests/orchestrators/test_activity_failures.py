@@ -10,7 +10,6 @@ import pytest
 
 from tower import names
 from tower.errors import NonRetryableError, PlatformError, RetryableError
-from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle
 
 PROBE = "failure_probe"
@@ -57,8 +56,8 @@ def probe_engine(tmp_path_factory):
 
 
 @pytest.fixture
-def failing():
-    """Platform type "failing": submit and poll raise what the test puts in `raises`."""
+def failing(probe_engine):
+    """Platform type "failing" on the probe engine: submit and poll raise what the test puts in `raises`."""
     raises: dict[str, BaseException] = {}
 
     def fail(what):
@@ -66,9 +65,9 @@ def failing():
             raise raises[what]
         return call
 
-    OVERRIDES["failing"] = FunctionAdapter(submit=fail("submit"), poll=fail("poll"))
-    yield raises
-    OVERRIDES.pop("failing", None)
+    stand_in = FunctionAdapter(submit=fail("submit"), poll=fail("poll"))
+    with probe_engine.runtime.platforms.overridden("failing", stand_in):
+        yield raises
 
 
 def _probe(engine, activity: str, request: dict) -> dict | None:

@@ -8,7 +8,6 @@ import pytest
 
 from tower import logcontext, names
 from tower.local import engine as local_engine
-from tower.platforms import OVERRIDES
 from tower.platforms.base import FunctionAdapter, Handle, Status
 
 from .conftest import run, sim_catalog
@@ -58,11 +57,9 @@ def test_a_line_from_the_platform_pool_names_the_invocation_and_run(engine, line
         return Handle(remote_id="r-1")
 
     submitted = []
-    OVERRIDES["timed"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
-    try:
+    with engine.runtime.platforms.overridden("timed", FunctionAdapter(submit=submit,
+                                                                      poll=lambda handle: Status("succeeded"))):
         result = run(engine, sim_catalog({"only": {"platform": "tp", "type": "timed"}}))
-    finally:
-        OVERRIDES.pop("timed", None)
     failed = [line for line in lines.seen if "submit at dispatch failed" in line["message"]]
     assert len(failed) == 1, lines.seen
     line = failed[0]

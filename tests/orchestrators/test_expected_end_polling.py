@@ -7,7 +7,7 @@ import json
 import time
 from datetime import datetime
 
-from tests.orchestrators.conftest import result_of, run_plan, scheduled, sim_catalog
+from tests.orchestrators.conftest import result_of, run_plan, scheduled, sim_adapter, sim_catalog
 from tower import names
 from tower.platforms import sim
 from tower.platforms.base import Submission
@@ -72,18 +72,13 @@ class _PollsFail:
 
 
 def test_a_failing_poll_in_the_window_is_tried_again_on_the_growing_interval_not_at_once(engine):
-    from tower.platforms import OVERRIDES
-
-    OVERRIDES["down"] = _PollsFail()
-    try:
+    with engine.runtime.platforms.overridden("down", _PollsFail()):
         catalog = sim_catalog({"load": {"platform": "api", "type": "down"}})
         plan = build_plan(catalog, "p", run_id=f"down-{datetime.now():%H%M%S%f}")
         # the window 0.5-1.5 s, its looks 0.25 s apart, each by a poll that starts at once
         plan["services"]["load"]["expect"] = {"median": 1.0, "spread": 0.2}
         plan["platforms"]["api"]["poll"].update(first=0.2, factor=1.5, scale=0.01)
         result = run_plan(engine, plan)
-    finally:
-        OVERRIDES.pop("down", None)
     load = result["services"]["load"]
     assert load["status"] == "failed" and "503" in load["error"]
     # five failed polls in a row: after the first, 0.2 + 0.3 + 0.45 + 0.675 s of backoff (polls
@@ -113,4 +108,4 @@ def test_a_cancel_is_seen_by_a_poll_that_watches_the_work_long_before_its_watch_
     seen = time.monotonic() - cancelled
     assert result["services"]["load"]["status"] == "cancelled", result["services"]["load"]
     assert seen < 30.0, f"the cancel waited {seen:.1f} s for the watch"   # the watch had ~59 s to go
-    assert result["services"]["load"]["remote_id"] in sim.cancelled_remote_ids()   # the work was stopped
+    assert result["services"]["load"]["remote_id"] in sim_adapter(engine).cancelled_remote_ids()  # the work was stopped

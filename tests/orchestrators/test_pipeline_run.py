@@ -7,14 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tower import names
-from tower.platforms import sim
 from tower.runner import store_run
 from tower.runs.history import SqliteRunHistory
 from tower.runs.ledger import ledger_from_environment, live_status
 from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import parse_iso
 
-from .conftest import result_of, run, run_plan, scheduled, sim_catalog, statuses, times
+from .conftest import result_of, run, run_plan, scheduled, sim_adapter, sim_catalog, statuses, times
 
 
 def test_diamond_runs_in_dependency_order_and_records_history(engine):
@@ -105,7 +104,7 @@ def test_a_timeout_cancels_the_remote_run_and_fails_the_service(engine):
     slow = result["services"]["slow"]
     assert time.monotonic() - started < 5
     assert slow["status"] == "failed" and slow["error"] == "timed out after 0.3s"
-    assert slow["remote_id"] in sim.cancelled_remote_ids()
+    assert slow["remote_id"] in sim_adapter(engine).cancelled_remote_ids()
     assert result["services"]["after"]["status"] == "upstream_failed"
 
 
@@ -135,7 +134,7 @@ def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
     assert result["status"] == "cancelled"
     assert statuses(result) == {"long": "cancelled", "other": "cancelled", "after": "cancelled",
                                 "quick": "succeeded"}
-    assert {result["services"][n]["remote_id"] for n in ("long", "other")} <= sim.cancelled_remote_ids()
+    assert {result["services"][n]["remote_id"] for n in ("long", "other")} <= sim_adapter(engine).cancelled_remote_ids()
     assert result["services"]["after"]["attempts"] == 0
 
 
@@ -161,7 +160,7 @@ def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, 
     engine.raise_event(plan["run_id"], names.CANCEL_EVENT, json.dumps({"by": "test"}))
     result = result_of(engine, plan["run_id"], 10)
     assert statuses(result) == {f"long{i}": "cancelled" for i in range(5)}
-    assert {s["remote_id"] for s in result["services"].values()} <= sim.cancelled_remote_ids()
+    assert {s["remote_id"] for s in result["services"].values()} <= sim_adapter(engine).cancelled_remote_ids()
     history = engine.history(plan["run_id"])
     asked = {e["EventId"]: json.loads(e["Input"]) for e in history if e["EventType"] == 4 and e["Name"] == names.CANCEL_RUN}
     answers = [(asked[e["TaskScheduledId"]], json.loads(e["Result"])) for e in history
@@ -199,7 +198,6 @@ def test_under_a_limit_the_longest_remaining_path_goes_first(engine):
 
 
 def test_params_reach_the_platform(engine):
-    from tower.platforms import OVERRIDES
     from tower.platforms.base import FunctionAdapter, Handle, Status
 
     seen = []
@@ -208,20 +206,17 @@ def test_params_reach_the_platform(engine):
         seen.append((submission.service, submission.attempt, submission.params, submission.idempotency_key))
         return Handle(remote_id=f"rec-{submission.service}")
 
-    OVERRIDES["recording"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
-    try:
+    recording = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
+    with engine.runtime.platforms.overridden("recording", recording):
         catalog = sim_catalog({"a": {"platform": "rec", "type": "recording", "params": {"table": "orders"}}},
                               params={"date": "today", "env": "dev"})
         result = run(engine, catalog, params=["date=2024-06-01"])
-    finally:
-        del OVERRIDES["recording"]
     assert result["status"] == "succeeded"
     assert seen == [("a", 1, {"date": "2024-06-01", "env": "dev", "table": "orders"},
                      f"{result['run_id']}/a/1")]
 
 
 def test_env_references_in_a_service_spec_reach_the_platform_resolved(engine, monkeypatch):
-    from tower.platforms import OVERRIDES
     from tower.platforms.base import FunctionAdapter, Handle, Status
 
     monkeypatch.setenv("TOWER_TEST_API_KEY", "k-123")
@@ -231,14 +226,12 @@ def test_env_references_in_a_service_spec_reach_the_platform_resolved(engine, mo
         seen.append(submission.spec)
         return Handle(remote_id="rec-1")
 
-    OVERRIDES["recording"] = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
-    try:
+    recording = FunctionAdapter(submit=submit, poll=lambda handle: Status("succeeded"))
+    with engine.runtime.platforms.overridden("recording", recording):
         catalog = sim_catalog({"a": {"platform": "rec", "type": "recording",
                                      "spec": {"headers": {"X-Api-Key": "${TOWER_TEST_API_KEY}"}}}})
         plan = build_plan(catalog, "p", run_id="spec-env-run")
         result = run_plan(engine, plan)
-    finally:
-        del OVERRIDES["recording"]
     assert result["status"] == "succeeded"
     assert seen == [{"headers": {"X-Api-Key": "k-123"}}]
     assert plan["services"]["a"]["spec"]["headers"] == {"X-Api-Key": "${TOWER_TEST_API_KEY}"}  # as stored
@@ -322,7 +315,7 @@ def test_the_submit_never_lingers_past_the_deadline(engine):
     result = run(engine, sim_catalog({"late": {"duration": 0.4, "timeout": 0.15}}))
     late = result["services"]["late"]
     assert late["status"] == "failed" and late["error"].startswith("timed out after")
-    assert late["remote_id"] in sim.cancelled_remote_ids()
+    assert late["remote_id"] in sim_adapter(engine).cancelled_remote_ids()
     assert time.monotonic() - start < 0.4  # the submit gave up watching at the deadline
 
 

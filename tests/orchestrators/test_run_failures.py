@@ -5,6 +5,7 @@ activities that end cancelled."""
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import sqlite3
 import threading
@@ -22,7 +23,6 @@ from tests.runs.jobs import job_json
 from tower import names
 from tower.contracts import ServiceReport
 from tower.errors import EngineError
-from tower.platforms import OVERRIDES, sim
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
 from tower.runs import ledger as ledger_module
@@ -31,7 +31,7 @@ from tower.runs.ledger import ledger_from_environment, open_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import iso, utcnow
 
-from .conftest import result_of, run, scheduled, sim_catalog, statuses
+from .conftest import result_of, run, scheduled, sim_adapter, sim_catalog, statuses
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -97,14 +97,10 @@ def table(azurite_table_url):
 
 
 @pytest.fixture
-def platform():
-    """Registers a stand-in platform type 'timed' for one test."""
-
-    def register(adapter):
-        OVERRIDES["timed"] = adapter
-
-    yield register
-    OVERRIDES.pop("timed", None)
+def platform(engine):
+    """Stands an adapter in for the platform type 'timed' on the engine, for one test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda adapter: stack.enter_context(engine.runtime.platforms.overridden("timed", adapter))
 
 
 def service_ended(engine, run_id: str, service: str, timeout: float = 10) -> dict:
@@ -394,7 +390,7 @@ def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engi
     assert result["services"]["done"]["status"] == "succeeded", result["services"]["done"]
     running = result["services"]["running"]
     assert running["status"] == "failed" and running["error"].startswith("timed out after")
-    assert running["remote_id"] in sim.cancelled_remote_ids()
+    assert running["remote_id"] in sim_adapter(engine).cancelled_remote_ids()
 
 
 def _at(text: str) -> datetime:

@@ -185,7 +185,7 @@ def test_state_mapping(life_cycle, result, state):
     assert status_from_run(life_cycle, result, "", None).state == state
 
 
-def test_managed_identity_sends_an_entra_token_and_the_workspace_resource_id(api, server, monkeypatch):
+def test_managed_identity_sends_an_entra_token_and_the_workspace_resource_id(api, server):
     # Entra ID is not reachable here: stand in for the credential object azure-identity would build.
     from tower.platforms import _auth
 
@@ -196,9 +196,9 @@ def test_managed_identity_sends_an_entra_token_and_the_workspace_resource_id(api
             scopes.append(scope)
             return type("Token", (), {"token": TOKEN})()
 
-    monkeypatch.setattr(_auth, "_credential", lambda client_id: Credential())
     api.jobs[11] = jobs.SUCCEEDS
     adapter = adapter_for("databricks", {"host": jobs.url_of(server[0]), "auth": "managed_identity",
-                                         "azure_resource_id": "/subscriptions/s/resourceGroups/g/ws"})
+                                         "azure_resource_id": "/subscriptions/s/resourceGroups/g/ws"},
+                          credentials=_auth.Credentials(make=lambda client_id: Credential()))
     assert adapter.poll(adapter.submit(submission())).state == RemoteState.RUNNING
     assert scopes and set(scopes) == {"2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"}

@@ -156,7 +156,7 @@ def test_helpers():
     assert retry_after_seconds("soon") is None
 
 
-def test_managed_identity_token_is_sent_as_bearer(state, service, monkeypatch):
+def test_managed_identity_token_is_sent_as_bearer(state, service):
     # Entra ID is not reachable here: stand in for the credential object azure-identity would build.
     from tower.platforms import _auth
 
@@ -167,9 +167,9 @@ def test_managed_identity_token_is_sent_as_bearer(state, service, monkeypatch):
             scopes.append(scope)
             return type("Token", (), {"token": "eyJ.fake.token"})()
 
-    monkeypatch.setattr(_auth, "_credential", lambda client_id: Credential())
     state.required_header = ("Authorization", "Bearer eyJ.fake.token")
-    adapter = adapter_for("http", {"base_url": service.url, "auth": {"audience": "api://tower-scoring"}})
+    adapter = adapter_for("http", {"base_url": service.url, "auth": {"audience": "api://tower-scoring"}},
+                          credentials=_auth.Credentials(make=lambda client_id: Credential()))
     assert adapter.submit(sub()).remote_id.startswith("job-")
     assert scopes == ["api://tower-scoring/.default"]
 

@@ -58,12 +58,12 @@ def test_time_scale_shrinks_durations():
 
 
 def test_cancel_is_recorded_and_reported():
-    sim_module.forget_cancellations()
     adapter = SimAdapter({})
     handle = adapter.submit(submission(duration=10))
     adapter.cancel(handle)
-    assert handle.remote_id in sim_module.cancelled_remote_ids()
+    assert handle.remote_id in adapter.cancelled_remote_ids()
     assert adapter.poll(handle).state == RemoteState.CANCELLED
+    assert not SimAdapter({}).cancelled_remote_ids()  # each adapter keeps its own record
 
 
 def test_same_key_same_remote_id():
@@ -92,9 +92,8 @@ def test_jitter_moves_the_end_repeatably_within_its_bounds():
 
 
 def test_blind_work_gives_no_hint_of_its_end_and_every_poll_is_counted():
-    sim_module.forget_cancellations()
     adapter = SimAdapter({})
     handle = adapter.submit(submission(duration=5.0, blind=True))
     assert adapter.poll(handle).poll_after is None
     assert adapter.poll(adapter.submit(submission(attempt=2, duration=5.0))).poll_after > 4
-    assert sim_module.poll_counts()[handle.remote_id] == 1
+    assert adapter.poll_counts()[handle.remote_id] == 1

@@ -33,6 +33,7 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
+import app_runtime  # the shell's slot for the runtime its functions use (see app_runtime.py)
 from tower.errors import EngineError, InstanceExists, InstanceNotFound, NonDeterminismError
 from tower.local import history as h
 from tower.local import store as st
@@ -41,6 +42,7 @@ from tower.local.replay import ACTIVITY, TIMER, Work, replay
 from tower.processes import pid_alive
 from tower.redact import redact
 from tower.runs.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
+from tower.runtime import Runtime
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
 # Several engines (processes) over one home cooperate as the Azure Storage backend's workers do: one
@@ -177,12 +179,15 @@ class Engine:
                  backend: str | None = None, orchestrations: bool = True, max_activities: int | None = None,
                  maximum_short_timer: timedelta = MAXIMUM_SHORT_TIMER,
                  long_timer_interval: timedelta = LONG_TIMER_INTERVAL,
-                 latency: Latency | None = None, latency_scale: float = 1.0):
+                 latency: Latency | None = None, latency_scale: float = 1.0, runtime: Runtime | None = None):
         from aiohttp import web
 
         from tower.local import management
 
         self.home = Path(home)
+        # What the app's functions use while this engine runs (app_runtime.using): the stores of its
+        # home, the platform adapters. A test passes one with stand-in platforms.
+        self.runtime = runtime if runtime is not None else Runtime(self.home)
         self.store = st.Store(self.home)
         self.log = log or (lambda line: None)
         self.hub = hub
@@ -264,6 +269,7 @@ class Engine:
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.client_binding = management.binding_string(self.base_url, self.hub)
         self._runner = asyncio.run_coroutine_threadsafe(self._serve(sock), self.loop).result()
+        app_runtime.using(self.runtime)
         self._beat()            # join the hosts: take the lease if free, take over dead hosts' work
         for i in range(self._workers):
             self._spawn(self._activity_worker, f"tower-activity-{i}")
@@ -325,6 +331,7 @@ class Engine:
             self._runner = None
         _process_loop.release(timeout)
         self.store.leave(self.host_id)     # lease and unfinished work items go to the other hosts
+        app_runtime.done_with(self.runtime)
         engine_file = self.home / "engine.json"
         try:
             if json.loads(engine_file.read_text()).get("base_url") == self.base_url:

@@ -1,16 +1,24 @@
 """Platform adapters, imported lazily: the CLI must not pay for databricks-sdk or the Snowflake
 connector unless a service of that platform actually runs.
 
-``adapter_for(platform_type, settings)`` is the one way to get an adapter: it checks the resolved
-settings once (required fields present, numbers numeric) so each adapter can take them as given.
+``adapter_for(platform_type, settings)`` builds an adapter: it checks the resolved settings once
+(required fields present, numbers numeric) so each adapter can take them as given. A process keeps
+its adapters in one `Platforms` (the runtime's, `tower.runtime.Runtime.platforms`), so their clients
+serve every activity.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from tower.errors import ConfigError
+from tower.platforms._auth import Credentials
 from tower.platforms.base import Adapter
 
 _ADAPTERS = {
@@ -33,22 +41,75 @@ RETRIED_FAILURES = {
 }
 NEVER_RETRIED = "configuration, authentication, permission and not-found errors (and 4xx answers)"
 
-# Tests and embedders may put an adapter (or a factory) here to stand in for a platform type.
-OVERRIDES: dict[str, Any] = {}
+_WITH_CREDENTIALS = {"databricks", "http"}  # adapters that may fetch Entra tokens
+KEPT_ADAPTERS = 64  # adapters a registry keeps (one per platform type and resolved settings)
 
 
-def adapter_for(platform_type: str, settings: dict[str, Any]) -> Adapter:
-    """Build the adapter for a platform type from its resolved settings."""
-    if platform_type in OVERRIDES:
-        override = OVERRIDES[platform_type]
-        return override(settings) if callable(override) and not hasattr(override, "submit") else override
+def adapter_for(platform_type: str, settings: dict[str, Any], *, credentials: Credentials | None = None) -> Adapter:
+    """Build the adapter for a platform type from its resolved settings; those that fetch Entra
+    tokens use `credentials` (else credentials of their own)."""
     try:
         module_name, class_name = _ADAPTERS[platform_type].split(":")
     except KeyError:
         raise ConfigError(
             f"unknown platform type {platform_type!r} (use one of: {', '.join(_ADAPTERS)})"
         ) from None
-    return getattr(importlib.import_module(module_name), class_name)(checked_settings(platform_type, settings))
+    cls = getattr(importlib.import_module(module_name), class_name)
+    checked = checked_settings(platform_type, settings)
+    return cls(checked, credentials=credentials) if platform_type in _WITH_CREDENTIALS else cls(checked)
+
+
+class Platforms:
+    """The platform adapters of one process, the way an ``httpx.Client`` holds its transport: built
+    once by the composition root (`tower.runtime.Runtime`) and handed to what calls platforms.
+
+    `adapter` keeps one adapter per platform type and resolved settings, so its clients (an HTTP
+    session, the Databricks workspace client, a Snowflake key) and its state (a command's child
+    processes, the simulator's cancels and poll counts) serve every activity of the process; every
+    adapter shares the registry's `credentials`, so one token cache serves every call.
+
+    `overrides` stand in for platform types (tests, embedders): an adapter, or a factory
+    ``settings -> adapter`` asked at each use (a factory may build a new one each time)."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None, *, credentials: Credentials | None = None):
+        self._overrides = dict(overrides or {})
+        self.credentials = credentials or Credentials()
+        self._lock = threading.Lock()
+        self._adapters: OrderedDict[tuple[str, str], Adapter] = OrderedDict()
+
+    def adapter(self, platform_type: str, settings: Mapping[str, Any]) -> Adapter:
+        """The adapter for a platform type and its resolved settings (ConfigError if they are wrong)."""
+        stand_in = self._overrides.get(platform_type)
+        if stand_in is not None:
+            return stand_in(dict(settings)) if callable(stand_in) and not hasattr(stand_in, "submit") else stand_in
+        key = (platform_type, json.dumps(settings, sort_keys=True))
+        with self._lock:
+            kept = self._adapters.get(key)
+        if kept is None:  # built outside the lock: an SDK import may take a second
+            built = adapter_for(platform_type, dict(settings), credentials=self.credentials)
+            with self._lock:
+                kept = self._adapters.setdefault(key, built)
+        with self._lock:
+            self._adapters.move_to_end(key)
+            while len(self._adapters) > KEPT_ADAPTERS:
+                self._adapters.popitem(last=False)
+        return kept
+
+    @contextmanager
+    def overridden(self, platform_type: str, stand_in: Any) -> Iterator[Any]:
+        """`stand_in` for `platform_type` while the block runs: a test's fake platform on an engine
+        that is already running (a new engine takes ``Platforms(overrides=...)`` instead)."""
+        with self._lock:
+            before = self._overrides.get(platform_type)
+            self._overrides[platform_type] = stand_in
+        try:
+            yield stand_in
+        finally:
+            with self._lock:
+                if before is None:
+                    self._overrides.pop(platform_type, None)
+                else:
+                    self._overrides[platform_type] = before
 
 
 def checked_settings(platform_type: str, settings: dict[str, Any]) -> dict[str, Any]:

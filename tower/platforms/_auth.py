@@ -1,12 +1,15 @@
 """Bearer tokens from the app's Azure identity (managed identity in Azure, developer login locally).
 
 azure-identity is imported here, on first use only: it costs ~0.3 s and most commands never need it.
-One credential per (client id) per process, so its token cache is shared by every adapter call.
+A `Credentials` keeps one credential per client id, so its token cache serves every call: the
+runtime's platform registry (`tower.platforms.Platforms`) gives its one `Credentials` to every
+adapter it builds; an adapter built alone makes its own.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from tower.errors import NonRetryableError, RetryableError
@@ -21,22 +24,41 @@ def scope_for(audience: str) -> str:
     return audience if audience.endswith("/.default") else f"{audience}/.default"
 
 
-@functools.lru_cache(maxsize=8)
-def _credential(client_id: str | None) -> Any:
+def default_credential(client_id: str | None) -> Any:
+    """Managed identity in Azure; az / azd / environment credentials on a developer machine."""
     from azure.identity import DefaultAzureCredential
 
-    # Managed identity in Azure; az / azd / environment credentials on a developer machine.
     return DefaultAzureCredential(
         managed_identity_client_id=client_id, exclude_interactive_browser_credential=True
     )
 
 
-def bearer_token(audience: str, *, client_id: str | None = None, platform: str = "") -> str:
-    """An access token for `audience`; raises PlatformError (never with the token in it)."""
+class Credentials:
+    """Azure credentials by client id (None: the system-assigned identity or the developer's login),
+    each built on first use by `make` and then kept, with its token cache. Tests pass a `make` that
+    returns a stand-in credential (anything with ``get_token(scope)``)."""
+
+    def __init__(self, make: Callable[[str | None], Any] = default_credential):
+        self._make = make
+        self._lock = threading.Lock()
+        self._made: dict[str | None, Any] = {}
+
+    def get(self, client_id: str | None) -> Any:
+        with self._lock:
+            if client_id not in self._made:
+                self._made[client_id] = self._make(client_id)
+            return self._made[client_id]
+
+    def bearer_token(self, audience: str, *, client_id: str | None = None, platform: str = "") -> str:
+        return bearer_token(self.get(client_id), audience, platform=platform)
+
+
+def bearer_token(credential: Any, audience: str, *, platform: str = "") -> str:
+    """An access token for `audience` from `credential`; raises PlatformError (never with the token in it)."""
     from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
     try:
-        return _credential(client_id).get_token(scope_for(audience)).token
+        return credential.get_token(scope_for(audience)).token
     except ClientAuthenticationError as exc:
         raise NonRetryableError(
             f"could not get an Azure token for audience {audience!r}: {exc.message or exc} "

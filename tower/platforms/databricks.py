@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from tower.errors import NonRetryableError, RetryableError
+from tower.platforms._auth import AZURE_DATABRICKS_AUDIENCE, Credentials
 from tower.platforms.base import (
     Handle,
     Status,
@@ -80,7 +81,8 @@ def status_from_run(life_cycle: str | None, result: str | None, message: str, ur
 class _ManagedIdentity:
     """databricks-sdk credentials strategy: a fresh (cached) Entra token on every request."""
 
-    def __init__(self, client_id: str | None, resource_id: str | None):
+    def __init__(self, credentials: Credentials, client_id: str | None, resource_id: str | None):
+        self._credentials = credentials
         self._client_id = client_id
         self._resource_id = resource_id
 
@@ -88,10 +90,9 @@ class _ManagedIdentity:
         return "tower-managed-identity"
 
     def __call__(self, cfg: Any):
-        from tower.platforms._auth import AZURE_DATABRICKS_AUDIENCE, bearer_token
-
         def headers() -> dict[str, str]:
-            token = bearer_token(AZURE_DATABRICKS_AUDIENCE, client_id=self._client_id, platform=PLATFORM)
+            token = self._credentials.bearer_token(AZURE_DATABRICKS_AUDIENCE, client_id=self._client_id,
+                                                   platform=PLATFORM)
             result = {"Authorization": f"Bearer {token}"}
             if self._resource_id:  # lets a not-yet-provisioned identity be added to the workspace
                 result["X-Databricks-Azure-Workspace-Resource-Id"] = self._resource_id
@@ -103,8 +104,9 @@ class _ManagedIdentity:
 class DatabricksAdapter:
     """One Databricks workspace. The SDK client is built on first use (importing it costs ~1.5 s)."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], *, credentials: Credentials | None = None):
         self._settings = dict(settings)  # as adapter_for checked them: host set, numbers numeric
+        self._credentials = credentials or Credentials()  # for auth: managed_identity
         self._client: Any = None
 
     def _workspace(self) -> Any:
@@ -125,7 +127,7 @@ class DatabricksAdapter:
         if s.get("token") and s.get("auth") != "managed_identity":
             config = Config(token=s["token"], auth_type="pat", **common)
         else:
-            strategy = _ManagedIdentity(s.get("client_id"), s.get("azure_resource_id"))
+            strategy = _ManagedIdentity(self._credentials, s.get("client_id"), s.get("azure_resource_id"))
             config = Config(credentials_strategy=strategy, **common)
         return WorkspaceClient(config=config)
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from tower.errors import NonRetryableError, RetryableError
+from tower.platforms._auth import Credentials
 from tower.platforms.base import Handle, Status, Submission, tail
 from tower.states import RemoteState
 
@@ -97,9 +98,10 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 class HttpAdapter:
     """One HTTP platform (a base URL, its headers and auth)."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], *, credentials: Credentials | None = None):
         # Settings as adapter_for checked them: base_url set, numbers numeric, auth with an audience.
         self._settings = dict(settings)
+        self._credentials = credentials or Credentials()  # for `auth`: Entra tokens
         self._timeout = float(settings.get("timeout", 30))
         self._max_retries = int(settings.get("max_retries", 4))
         self._max_retry_wait = float(settings.get("max_retry_wait", 30))
@@ -198,9 +200,8 @@ class HttpAdapter:
         headers.update({str(k): str(v) for k, v in (self._settings.get("headers") or {}).items()})
         auth = self._settings.get("auth")
         if auth:
-            from tower.platforms._auth import bearer_token
-
-            token = bearer_token(auth["audience"], client_id=auth.get("client_id"), platform=PLATFORM)
+            token = self._credentials.bearer_token(auth["audience"], client_id=auth.get("client_id"),
+                                                   platform=PLATFORM)
             headers["Authorization"] = f"Bearer {token}"
         return headers
 

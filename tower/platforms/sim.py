@@ -15,10 +15,11 @@ services simulates in seconds.
 Nothing runs anywhere, so the adapter keeps no state across processes: the handle carries the
 start time and the planned end, and `poll` reads the outcome off the wall clock. `poll_after` is
 the time left, so an orchestrator polls exactly once more, when the work is due to finish (unless
-the spec is `blind`). Every poll in this process is counted per remote id (`poll_counts`): a real
+the spec is `blind`). Every poll is counted per remote id (`SimAdapter.poll_counts`): a real
 platform's API calls.
-Cancelling stops nothing remote (there is nothing); it is recorded in this process so a later poll
-reports ``cancelled`` and tests can see which handles were cancelled.
+Cancelling stops nothing remote (there is nothing); it is recorded on the adapter so a later poll
+reports ``cancelled`` and tests can see which handles were cancelled. Both records are the
+adapter's: the process's one sim adapter (kept by `tower.platforms.Platforms`) holds the process's.
 """
 
 from __future__ import annotations
@@ -33,34 +34,11 @@ from tower.errors import NonRetryableError
 from tower.platforms.base import Handle, Status, Submission
 from tower.states import RemoteState
 
-_cancelled: set[str] = set()
-_cancelled_lock = threading.Lock()
-_polls: dict[str, int] = {}
-
-
-def poll_counts() -> dict[str, int]:
-    """Polls (platform API calls) per remote id in this process."""
-    with _cancelled_lock:
-        return dict(_polls)
-
 
 def jittered(duration: float, jitter: float, key: str) -> float:
     """`duration` x (1 + u), u uniform in [-jitter, jitter] and fixed by `key` (repeatable)."""
     unit = int(hashlib.sha256(f"jitter/{key}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
     return max(duration * (1 + jitter * (2 * unit - 1)), 0.0)
-
-
-def cancelled_remote_ids() -> frozenset[str]:
-    """The remote ids cancelled in this process (what a real platform would have been told)."""
-    with _cancelled_lock:
-        return frozenset(_cancelled)
-
-
-def forget_cancellations() -> None:
-    """Clear the cancel record (between tests)."""
-    with _cancelled_lock:
-        _cancelled.clear()
-        _polls.clear()
 
 
 def _number(spec: dict, field: str, default: float, service: str) -> float:
@@ -79,6 +57,19 @@ class SimAdapter:
     def __init__(self, settings: dict[str, Any] | None = None):
         settings = settings or {}
         self.time_scale = _number(settings, "time_scale", 1.0, "(platform settings)")
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
+        self._polls: dict[str, int] = {}
+
+    def poll_counts(self) -> dict[str, int]:
+        """Polls (platform API calls) per remote id, by this adapter."""
+        with self._lock:
+            return dict(self._polls)
+
+    def cancelled_remote_ids(self) -> frozenset[str]:
+        """The remote ids cancelled through this adapter (what a real platform would have been told)."""
+        with self._lock:
+            return frozenset(self._cancelled)
 
     def submit(self, submission: Submission) -> Handle:
         spec, service = submission.spec, submission.service
@@ -107,9 +98,9 @@ class SimAdapter:
         )
 
     def poll(self, handle: Handle) -> Status:
-        with _cancelled_lock:
-            _polls[handle.remote_id] = _polls.get(handle.remote_id, 0) + 1
-            if handle.remote_id in _cancelled:
+        with self._lock:
+            self._polls[handle.remote_id] = self._polls.get(handle.remote_id, 0) + 1
+            if handle.remote_id in self._cancelled:
                 return Status(RemoteState.CANCELLED, message="cancelled (simulated)")
         remaining = handle.data["ends_at"] - time.time()
         if remaining > 0:
@@ -118,5 +109,5 @@ class SimAdapter:
                       retryable=handle.data["retryable"])
 
     def cancel(self, handle: Handle) -> None:
-        with _cancelled_lock:
-            _cancelled.add(handle.remote_id)
+        with self._lock:
+            self._cancelled.add(handle.remote_id)

@@ -1,0 +1,98 @@
+"""What one Tower process shares, in one object: its stores, its platform adapters, its notifier.
+
+Tower keeps no mutable state in module globals. A composition root builds one `Runtime` and hands it
+to what needs it, the way an ``httpx.Client`` is given its transport:
+
+- in Azure, ``function_app.py``, once per worker process (`app_runtime.install`);
+- on the local host, each engine for its home, while it runs (`tower.local.engine.Engine`);
+- the CLI, for the command it runs (`tower.runner.LocalEngine` hands its own to its engine).
+
+Each store is built from the environment on first use (a command that reads one store opens no
+other) and then kept: the run ledger's scheduler cache, the Table clients' connections and their
+credentials serve the whole process. In Azure that makes exactly one ledger per worker process, as
+the ledger's cache needs (`tower.runs.ledger.SchedulerCache`).
+
+    Runtime.from_environment(home=None, platforms=None)
+      .ledger  .history  .runs_index  .rejected  .push_keys  .outbox    the stores
+      .platforms                                                        tower.platforms.Platforms
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tower.paths import tower_home
+from tower.platforms import Platforms
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """The stores and collaborators of one Tower process (see the module docstring). `home` is where
+    the local stores live (SQLite files under it) when no Table setting names a table."""
+
+    def __init__(self, home: str | Path | None = None, *, platforms: Platforms | None = None):
+        self.home = Path(home) if home is not None else tower_home()
+        self.platforms = platforms if platforms is not None else Platforms()
+        self._lock = threading.RLock()  # re-entrant: building one part may ask for another
+        self._parts: dict[str, Any] = {}
+
+    @classmethod
+    def from_environment(cls, home: str | Path | None = None, *, platforms: Platforms | None = None) -> Runtime:
+        """The runtime of a process whose stores are named by its environment: each TOWER_*_TABLE_URL
+        set names a Table, else a SQLite file under `home` (default $TOWER_HOME, read now). Nothing
+        is opened until used."""
+        return cls(home, platforms=platforms)
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._parts:
+                self._parts[name] = build()
+            return self._parts[name]
+
+    # --- the stores (tower.stores: a Table in Azure, a SQLite file under `home` locally) -----------
+
+    @property
+    def ledger(self):
+        """The run ledger (`tower.runs.ledger`), with this process's scheduler cache."""
+        from tower.runs.ledger import ledger_from_environment
+
+        return self._once("ledger", lambda: ledger_from_environment(self.home))
+
+    @property
+    def history(self):
+        """The run history (`tower.runs.history`)."""
+        from tower.runs.history import history_from_environment
+
+        return self._once("history", lambda: history_from_environment(self.home))
+
+    @property
+    def runs_index(self):
+        """The runs index (`tower.runs.index`)."""
+        from tower.runs.index import index_from_environment
+
+        return self._once("runs_index", lambda: index_from_environment(self.home))
+
+    @property
+    def rejected(self):
+        """Rejected events (`tower.rejected`)."""
+        from tower.rejected import rejected_from_environment
+
+        return self._once("rejected", lambda: rejected_from_environment(self.home))
+
+    @property
+    def push_keys(self):
+        """Remote runs that may push their completion (`tower.push`)."""
+        from tower import push
+
+        return self._once("push_keys", lambda: push.index_from_environment(self.home))
+
+    @property
+    def outbox(self):
+        """The notifications outbox (`tower.notify`)."""
+        from tower.notify import outbox_from_environment
+
+        return self._once("outbox", lambda: outbox_from_environment(self.home))
