@@ -22,7 +22,7 @@ from tower.errors import ActivityFailure, ConfigError, NonRetryableError, Platfo
 from tower.platforms import Platforms
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
 from tower.redact import redact
-from tower.runs.ledger import is_cancelled, ledger_from_environment
+from tower.runs.ledger import is_cancelled
 from tower.timestamps import iso
 
 log = logging.getLogger("tower.activities")
@@ -107,12 +107,13 @@ def first_attempt(job: ServiceJob) -> FirstAttempt | None:
     logcontext.about(job.run_id, job.service)
     at = iso(time.time())
     try:
-        if is_cancelled(ledger_from_environment(), job.run_id):
+        runtime = app_runtime.current()
+        if is_cancelled(runtime.ledger, job.run_id):
             return None
         about = {"run_id": job.run_id, "service": job.service, "attempt": 1}
-        handle = telemetry.traced(adapter(job.platform), job.platform, about).submit(
-            submission(with_callback(job.platform, job.submission(1).to_json())))
-        pushable(job.platform, job.run_id, job.service, handle)
+        handle = telemetry.traced(adapter(job.platform, runtime.platforms), job.platform, about).submit(
+            submission(with_callback(job.platform, job.submission(1).to_json(), runtime.push_keys)))
+        pushable(job.platform, job.run_id, job.service, handle, runtime.push_keys)
     except Exception as exc:  # service_run submits again and reports the failure properly
         log.info("%s/%s: submit at dispatch failed, service_run submits: %s", job.run_id, job.service,
                  redact(str(exc)))
@@ -120,18 +121,20 @@ def first_attempt(job: ServiceJob) -> FirstAttempt | None:
     return FirstAttempt(handle, at)
 
 
-def with_callback(platform: dict, submission_json: dict) -> dict:
-    """A submission to an HTTP service with a callback URL the service may call when done (tower.push)."""
+def with_callback(platform: dict, submission_json: dict, keys) -> dict:
+    """A submission to an HTTP service with a callback URL the service may call when done, its
+    token noted in `keys` (tower.push)."""
     if platform.get("type") != push.HTTP or submission_json.get("callback"):
         return submission_json
-    return {**submission_json, "callback": push.callback_for(submission_json["run_id"], submission_json["service"])}
+    return {**submission_json, "callback": push.callback_for(keys, submission_json["run_id"],
+                                                             submission_json["service"])}
 
 
-def pushable(platform: dict, run_id: str, service: str, handle: Handle) -> None:
-    """After a submit: note the remote run for push completion where the platform can push
+def pushable(platform: dict, run_id: str, service: str, handle: Handle, keys) -> None:
+    """After a submit: note the remote run in `keys` for push completion where the platform can push
     (`tower.push`; a Databricks job's webhook notification names its run id)."""
     if platform.get("type") == push.DATABRICKS:
-        push.remember(push.DATABRICKS, handle.remote_id, run_id, service)
+        push.remember(keys, push.DATABRICKS, handle.remote_id, run_id, service)
 
 
 def submit_all(jobs: dict[str, ServiceJob]) -> dict[str, Future]:

@@ -19,8 +19,9 @@ from concurrent.futures import Future
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from activities import remote
-from tower import deadlines, durable_errors, logcontext, names, notify, telemetry
+from tower import durable_errors, logcontext, names, telemetry
 from tower.contracts import RunRequest, ServiceJob, ServiceReport, StepSummary
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.redact import redact
@@ -30,7 +31,6 @@ from tower.runs.ledger import (
     Step,
     cancel_run,
     finish_service,
-    ledger_from_environment,
     open_run,
     plan_outline,
     reconcile_run,
@@ -109,7 +109,7 @@ async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_i
     result = instance.output if runtime == RuntimeStatus.COMPLETED and isinstance(instance.output, dict) else {
         "service": job.service, "status": ServiceState.FAILED, "attempts": 0,
         "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
-    later = await remote.off_loop(finish_service, ledger_from_environment(), run_id, job.service,
+    later = await remote.off_loop(finish_service, app_runtime.current().ledger, run_id, job.service,
                                   _redacted(result), utcnow())
     telemetry.service_finished({"run_id": run_id, "pipeline": job.pipeline}, _redacted(result))
     return later
@@ -163,7 +163,8 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
     asked = RunRequest.from_json(request)
     run_id = asked.run_id
     logcontext.begin(context, run_id)
-    ledger = ledger_from_environment()
+    runtime = app_runtime.current()
+    ledger = runtime.ledger
     try:
         step = await remote.off_loop(open_run, ledger, run_id, parse_iso(asked.started))
     except RunNotInLedger:
@@ -172,8 +173,8 @@ async def open_run_activity(request: dict, client: df.DurableOrchestrationClient
                                  "run again").to_json()
     plan = await remote.off_loop(plan_outline, ledger, run_id)  # what the start's events need of it
     telemetry.run_started(plan, asked.started)
-    await remote.off_loop(notify.notify_run_started, plan, asked.started)  # an outbox write: off the loop
-    await remote.off_loop(deadlines.watch, run_id, utcnow())  # late from the start?
+    await remote.off_loop(runtime.notifier.run_started, plan, asked.started)  # an outbox write: off the loop
+    await remote.off_loop(runtime.deadlines.watch, run_id, utcnow())  # late from the start?
     return (await act(client, run_id, step)).to_json()
 
 
@@ -191,15 +192,13 @@ async def report_service_activity(request: dict, client: df.DurableOrchestration
 
 def record_report(report: ServiceReport) -> Step:
     """The blocking part of a report: the history row, then the ledger change."""
-    result = _redacted(report.result)
+    runtime, result = app_runtime.current(), _redacted(report.result)
     if not report.simulated and result.get("attempts"):
-        from tower.runs.history import history_from_environment
-
-        history_from_environment().record(history_row(report, result))
-    step = finish_service(ledger_from_environment(), report.run_id, result["service"], result, utcnow())
+        runtime.history.record(history_row(report, result))
+    step = finish_service(runtime.ledger, report.run_id, result["service"], result, utcnow())
     telemetry.service_finished(report.to_json(), result)
-    notify.notify_service_failed(report.to_json(), result)
-    deadlines.watch(report.run_id, utcnow())  # at risk now? (tower.deadlines)
+    runtime.notifier.service_failed(report.to_json(), result)
+    runtime.deadlines.watch(report.run_id, utcnow())  # at risk now? (tower.deadlines)
     return step
 
 
@@ -233,9 +232,10 @@ async def reconcile_run_activity(request: dict, client: df.DurableOrchestrationC
     names)."""
     asked = RunRequest.from_json(request)
     logcontext.begin(context, asked.run_id)
-    step = await remote.off_loop(reconcile_run, ledger_from_environment(), asked.run_id, utcnow(),
+    runtime = app_runtime.current()
+    step = await remote.off_loop(reconcile_run, runtime.ledger, asked.run_id, utcnow(),
                                  -1 if asked.after is None else asked.after)
-    await remote.off_loop(deadlines.watch, asked.run_id, utcnow())  # a long silence moves the end too
+    await remote.off_loop(runtime.deadlines.watch, asked.run_id, utcnow())  # a long silence moves the end too
     return (await act(client, asked.run_id, step)).to_json()
 
 
@@ -247,7 +247,7 @@ async def cancel_run_activity(request: dict, client: df.DurableOrchestrationClie
     `RunRequest` (as for `reconcile_run_activity`)."""
     asked = RunRequest.from_json(request)
     logcontext.begin(context, asked.run_id)
-    step = await remote.off_loop(cancel_run, ledger_from_environment(), asked.run_id, utcnow(),
+    step = await remote.off_loop(cancel_run, app_runtime.current().ledger, asked.run_id, utcnow(),
                                  -1 if asked.after is None else asked.after)
     return (await act(client, asked.run_id, step)).to_json()
 
@@ -260,12 +260,13 @@ def run_result_activity(request: dict, context: func.Context) -> dict:
     `finished`."""
     asked = RunRequest.from_json(request)
     logcontext.begin(context, asked.run_id)
-    ledger, finished = ledger_from_environment(), parse_iso(asked.finished)
+    runtime, finished = app_runtime.current(), parse_iso(asked.finished)
+    ledger = runtime.ledger
     result = run_result(ledger, asked.run_id, finished)
     whole = {**result, "services": run_services(ledger, asked.run_id, finished) or {}}  # for the counts
     telemetry.run_finished(whole)
-    notify.notify_run_finished(whole)
-    run_ended(result)  # the runs index keeps the run's end (listings, and its id used for good)
+    runtime.notifier.run_finished(whole)
+    run_ended(runtime.runs_index, result)  # the runs index keeps the run's end (listings, and its id used for good)
     return result
 
 

@@ -18,12 +18,13 @@ from dataclasses import replace
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from activities import remote, runs
 from tower import logcontext, names, telemetry
 from tower.contracts import CancelRequest, Observed, PollRequest, ServiceReport, SubmitOutcome, SubmitRequest
 from tower.platforms.base import Status
 from tower.redact import redact
-from tower.runs.ledger import is_cancelled, ledger_from_environment
+from tower.runs.ledger import is_cancelled
 from tower.runs.scheduler import settled
 from tower.states import RemoteState
 from tower.timestamps import iso, parse_iso, utcnow
@@ -46,8 +47,10 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
     def submit(adapter):
         if _cancelled(asked.report):
             return None, Status(RemoteState.CANCELLED, message="run cancelled before it was submitted"), None
-        handle = adapter.submit(remote.submission(remote.with_callback(asked.platform, asked.submission.to_json())))
-        remote.pushable(asked.platform, asked.submission.run_id, asked.submission.service, handle)
+        keys = app_runtime.current().push_keys
+        handle = adapter.submit(remote.submission(remote.with_callback(asked.platform, asked.submission.to_json(),
+                                                                       keys)))
+        remote.pushable(asked.platform, asked.submission.run_id, asked.submission.service, handle, keys)
         status = remote.linger(adapter, handle, adapter.poll(handle), _budget(asked.watch_until),
                                stopped=lambda: _cancelled(asked.report))
         return handle, status, _report_if_done(asked.report, status, client, loop, remote_id=handle.remote_id,
@@ -99,7 +102,7 @@ def _cancelled(report: ServiceReport | None) -> bool:
     if report is None:
         return False
     try:
-        return is_cancelled(ledger_from_environment(), report.run_id)
+        return is_cancelled(app_runtime.current().ledger, report.run_id)
     except Exception as exc:
         log.warning("%s: could not read the run's cancel flag, going on: %s", report.run_id, redact(str(exc)))
         return False

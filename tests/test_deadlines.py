@@ -127,7 +127,6 @@ def work(tmp_path, monkeypatch):
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_LEDGER_TABLE_URL",
                  "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
         monkeypatch.delenv(name, raising=False)
-    notify._senders.clear()
 
     def write(deadline: datetime):
         text = f"""\
@@ -166,7 +165,6 @@ def test_a_run_predicted_to_miss_its_deadline_is_announced_once_early(work, tmp_
     out, err = capsys.readouterr()
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
-    assert notify.drain(10)
     found = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     # two reports (first, second) found it at risk, and the reconcile may too: one notification
     assert len(found) == 1
@@ -189,7 +187,6 @@ def test_a_run_on_time_is_not_announced(work, tmp_path, capsys):
     work(deadline)
     assert main(["run", "early", "--json"]) == 0
     capsys.readouterr()
-    assert notify.drain(10)
     types = [m["type"] for m in _notifications(tmp_path / "home")]
     assert "tower.run.at_risk" not in types and "tower.run.finished" in types
 
@@ -213,7 +210,6 @@ def test_a_run_late_from_its_start_is_announced_before_any_service_reports(work,
     work(deadline)
     assert main(["run", "hopeless", "--json"]) == 0
     capsys.readouterr()
-    assert notify.drain(10)
     found = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     assert len(found) == 1 and found[0]["data"]["critical_path"] == ["alone"]
 
@@ -225,22 +221,23 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
         monkeypatch.delenv(name, raising=False)
-    notify._senders.clear()
     start = datetime(2026, 1, 10, 5, 0, tzinfo=UTC)
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     core = _core("2026-01-10T05:45:00Z")
     plan = {**core, "run_id": "run~p@silent", "platforms": {"sim": {"max_concurrency": None}}}
     create_run(ledger, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, start)
     open_run(ledger, plan["run_id"], start)
-    assert deadlines.watch("run~p@silent", start, ledger)["at_risk"] is False
-    assert deadlines.watch("run~p@silent", start, ledger) == {}  # checked a moment ago: not again yet
-    monkeypatch.setattr(deadlines, "CHECK_EVERY_S", 0.0)
+    notifier = notify.Notifier(notify.outbox_from_environment(), home=tmp_path / "home")
+    watch = deadlines.DeadlineWatch(ledger, notifier)
+    assert watch.watch("run~p@silent", start)["at_risk"] is False
+    assert watch.watch("run~p@silent", start) == {}  # checked a moment ago: not again yet
+    watch.every = 0.0
     later = start + timedelta(minutes=20)  # a (10m expected) still runs, nothing reported
     reconcile_run(ledger, "run~p@silent", later)
-    fields = deadlines.watch("run~p@silent", later, ledger)
+    fields = watch.watch("run~p@silent", later)
     assert fields["at_risk"] is True and fields["slack_s"] == -300.0
-    assert deadlines.watch("run~p@silent", later + timedelta(minutes=1), ledger)["at_risk"] is True
-    assert notify.drain(10)
+    assert watch.watch("run~p@silent", later + timedelta(minutes=1))["at_risk"] is True
+    assert notifier.drain(10)
     sent = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     assert [m["id"] for m in sent] == ["run~p@silent|tower.run.at_risk"]  # once
     assert sent[0]["data"]["critical_path"] == ["a", "b"]
@@ -254,13 +251,13 @@ def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC", "ServiceBusConnection__fullyQualifiedNamespace"):
         monkeypatch.delenv(name, raising=False)
-    notify._senders.clear()
     start = datetime(2026, 1, 10, 7, 0, tzinfo=UTC)
     ledger = SqliteRunLedger(tmp_path / "ledger.db")
     plan = {**_core("2026-01-10T05:45:00Z"), "run_id": "run~p@repair"}
     create_run(ledger, plan, {name: job_json(plan["run_id"], name) for name in plan["services"]}, start)
     open_run(ledger, plan["run_id"], start)
-    fields = deadlines.watch("run~p@repair", start, ledger)
+    notifier = notify.Notifier(notify.outbox_from_environment(), home=tmp_path / "home")
+    fields = deadlines.DeadlineWatch(ledger, notifier).watch("run~p@repair", start)
     assert fields["at_risk"] is True and fields["slack_s"] < 0
-    assert notify.drain(10)
+    assert notifier.drain(10)
     assert [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"] == []

@@ -36,7 +36,6 @@ def work(tmp_path, monkeypatch):
     for name in ("TOWER_RUNS_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_NOTIFICATIONS_TOPIC",
                  "ServiceBusConnection__fullyQualifiedNamespace"):
         monkeypatch.delenv(name, raising=False)
-    notify._senders.clear()
     return tmp_path
 
 
@@ -60,7 +59,6 @@ def test_a_run_publishes_started_and_finished_and_tail_shows_them(work, capsys):
     code, out, _ = run(capsys, "run", "nightly", "--json")
     assert code == 0
     run_id = json.loads(out)["run_id"]
-    assert notify.drain(10)
     messages = tail(work)
     assert [m["type"] for m in messages] == ["tower.run.started", "tower.run.finished"]
     started, finished = messages
@@ -83,7 +81,6 @@ def test_a_run_publishes_started_and_finished_and_tail_shows_them(work, capsys):
 def test_a_failed_service_is_announced_once_after_its_retries_with_its_error(work, capsys):
     code, out, _ = run(capsys, "run", "broken", "--json")
     assert code == 1
-    assert notify.drain(10)
     messages = tail(work)
     failed = [m for m in messages if m["type"] == "tower.service.failed"]
     assert len(failed) == 1  # wobbly failed once, then succeeded on its retry: not announced
@@ -95,7 +92,7 @@ def test_a_failed_service_is_announced_once_after_its_retries_with_its_error(wor
     assert finished["counts"]["upstream_failed"] == 1 and finished["counts"]["succeeded"] == 1
 
 
-def test_a_send_that_fails_is_kept_and_sent_later_and_never_fails_the_run(work, capsys, monkeypatch):
+def test_a_send_that_fails_is_kept_and_sent_later(work):
     calls = []
 
     class Down:
@@ -103,21 +100,28 @@ def test_a_send_that_fails_is_kept_and_sent_later_and_never_fails_the_run(work, 
             calls.append(notification.type)
             raise ConnectionError("the namespace is unreachable")
 
-    monkeypatch.setattr(notify, "_sender", lambda: Down())
+    outbox = notify.outbox_from_environment()
+    down = notify.Notifier(outbox, sender=Down())
+    down.run_started({"run_id": "run~p@1", "pipeline": "p", "services": {}}, "2026-01-01T00:00:00Z")
+    down.run_finished({"run_id": "run~p@1", "pipeline": "p", "status": "succeeded", "services": {}})
+    assert down.drain(10)
+    assert calls  # it was tried
+    assert [n.type for n in outbox.pending()] == ["tower.run.started", "tower.run.finished"]
+
+    up = notify.Notifier(outbox, home=work / "home")  # the topic is back (a TopicSender on the local bus)
+    up.retry_pending()  # what the schedule tick does every minute
+    assert up.drain(10)
+    assert [m["type"] for m in tail(work)] == ["tower.run.started", "tower.run.finished"]
+    assert outbox.pending() == []
+
+
+def test_a_run_whose_notifications_cannot_be_sent_still_succeeds_and_keeps_them(work, capsys):
+    (work / "home").mkdir()
+    local_bus_path(work / "home").mkdir()  # the local bus cannot be opened: no sender
     code, out, _ = run(capsys, "run", "nightly", "--json")
     assert code == 0 and json.loads(out)["status"] == "succeeded"
-    assert notify.drain(10)
-    assert calls  # it was tried
-    pending = notify.outbox_from_environment().pending()
-    assert [n.type for n in pending] == ["tower.run.started", "tower.run.finished"]
-
-    monkeypatch.undo()
-    monkeypatch.setenv("TOWER_HOME", str(work / "home"))
-    monkeypatch.setenv("TOWER_CATALOG", str(work / "catalog.yaml"))
-    notify.retry_pending()  # what the schedule tick does every minute
-    assert notify.drain(10)
-    assert [m["type"] for m in tail(work)] == ["tower.run.started", "tower.run.finished"]
-    assert notify.outbox_from_environment().pending() == []
+    assert [n.type for n in notify.outbox_from_environment().pending()] == ["tower.run.started",
+                                                                            "tower.run.finished"]
 
 
 def test_a_repeat_has_the_same_message_id_and_the_outbox_keeps_it_once(work):
@@ -148,25 +152,26 @@ def test_an_old_unsent_notification_is_dropped(work):
     assert outbox.pending() == []
 
 
-def test_publishing_never_raises_even_with_no_outbox(work, monkeypatch):
-    def broken(*a, **k):
-        raise OSError("disk full")
+def test_publishing_never_raises_even_with_no_outbox(work):
+    class Broken:
+        def __getattr__(self, name):
+            def fail(*a, **k):
+                raise OSError("disk full")
+            return fail
 
-    monkeypatch.setattr(notify, "outbox_from_environment", broken)
-    monkeypatch.setattr(notify, "_sender", broken)
-    notify.notify_run_started({"run_id": "r", "pipeline": "p", "services": {}}, "2026-01-01T00:00:00Z")
-    notify.notify_run_finished({"nonsense": True})  # a malformed result: logged, not raised
+    notifier = notify.Notifier(Broken(), sender=Broken())
+    notifier.run_started({"run_id": "r", "pipeline": "p", "services": {}}, "2026-01-01T00:00:00Z")
+    notifier.run_finished({"nonsense": True})  # a malformed result: logged, not raised
+    notifier.service_failed({"run_id": "r"}, {"status": "failed", "service": "s"})
 
 
 def test_a_succeeded_run_chains_the_pipelines_listening_for_its_end_and_no_other(work, capsys):
-    from triggers.common import catalog
+    from tower.catalog import load_catalog
     from triggers.events import listeners, requested_runs
 
     code, out, _ = run(capsys, "run", "nightly", "--json")
     assert code == 0
-    assert notify.drain(10)
     code, out, _ = run(capsys, "run", "broken", "--json")
-    assert notify.drain(10)
     bus = LocalBus(local_bus_path(work / "home"))
     try:
         forwarded = bus.active("tower-events")  # the chain subscription forwards to the events queue
@@ -176,7 +181,7 @@ def test_a_succeeded_run_chains_the_pipelines_listening_for_its_end_and_no_other
     message = forwarded[0]
     assert message.message_id.endswith("|tower.run.finished") and "nightly" in message.message_id
     event = json.loads(message.body)
-    cat = catalog()
+    cat = load_catalog(work / "catalog.yaml")
     assert sorted(listeners(cat, event["type"], event["data"])) == ["loopy", "reports"]
     # a run never chains on itself, and a bare type does not name a pipeline's end
     assert listeners(cat, "tower.run.finished", {"pipeline": "loopy"}) == []
@@ -292,10 +297,11 @@ def test_tail_follow_shows_notifications_as_they_come(work):
     watchdog.start()
     try:
         time.sleep(1.0)  # it is following: what comes now must show
-        notify.publish(notify.run_finished({"run_id": "run~p@t", "pipeline": "p", "status": "succeeded",
-                                            "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:05Z",
-                                            "services": {}}))
-        assert notify.drain(10)
+        notifier = notify.Notifier(notify.outbox_from_environment(), home=work / "home")
+        notifier.publish(notify.run_finished({"run_id": "run~p@t", "pipeline": "p", "status": "succeeded",
+                                              "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:05Z",
+                                              "services": {}}))
+        assert notifier.drain(10)
         line = json.loads(tail_process.stdout.readline())
         assert line["type"] == "tower.run.finished" and line["id"] == "run~p@t|tower.run.finished"
         assert line["data"]["duration_s"] == 5.0

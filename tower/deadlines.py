@@ -18,6 +18,9 @@ silences (a service that runs well past its expected time moves the prediction w
 
 from __future__ import annotations
 
+import logging
+import threading
+import time as time_module
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -30,7 +33,7 @@ CRITICAL_SHOWN = 10  # critical-path services named in a status or a notificatio
 # this many seconds of its last check in this process are not checked again (the next report or
 # reconcile after it is; a warning is minutes early, a few seconds do not matter).
 CHECK_EVERY_S = 5.0
-_checked: dict[str, float] = {}
+CHECKED_RUNS = 10_000  # runs whose last check a watch remembers (then it forgets them all)
 
 
 def deadline_after(deadline, start: datetime) -> datetime:
@@ -117,36 +120,47 @@ def at_risk_notification(run_id: str, pipeline: str, fields: Mapping[str, Any]):
                         message_id(run_id, RUN_AT_RISK))
 
 
-def watch(run_id: str, now: datetime, ledger=None) -> dict:
-    """Check a running run against its deadline and announce it once when it is at risk; returns its
-    deadline fields. Called right after the ledger change of a report or a reconcile, it looks at the
-    scheduler that change left in this host's cache: no store is read. Never raises (a deadline must
-    not fail a run)."""
-    import logging
-    import time
+class DeadlineWatch:
+    """Checks running runs against their deadlines where the prediction changes, and announces a run
+    at risk once. One per process (`tower.runtime.Runtime.deadlines`): it reads the schedulers the
+    process's `ledger` object keeps (no I/O), publishes with its `notifier`, and remembers when it
+    last checked each run, so a burst of reports checks a wide run once per `every` seconds."""
 
-    from tower import notify
+    def __init__(self, ledger, notifier, every: float = CHECK_EVERY_S):
+        self.ledger = ledger
+        self.notifier = notifier
+        self.every = every
+        self._lock = threading.Lock()
+        self._checked: dict[str, float] = {}
 
-    if time.monotonic() - _checked.get(run_id, float("-inf")) < CHECK_EVERY_S:
-        return {}
-    try:
-        from tower.runs.ledger import cached_view, ledger_from_environment
+    def watch(self, run_id: str, now: datetime) -> dict:
+        """Check a running run against its deadline and announce it once when it is at risk; returns
+        its deadline fields ({} when not checked now). Called right after the ledger change of a
+        report or a reconcile, it looks at the scheduler that change left in the ledger object's
+        cache: no store is read. Never raises (a deadline must not fail a run)."""
+        with self._lock:
+            if time_module.monotonic() - self._checked.get(run_id, float("-inf")) < self.every:
+                return {}
+        try:
+            from tower.runs.ledger import cached_view
 
-        # the scheduler this host's report or reconcile just changed: no I/O, nothing without a deadline
-        status = cached_view(ledger or ledger_from_environment(), run_id, lambda s: of_scheduler(s, now)) or {}
-        fields = of_status(status)
-        if fields:  # a run with a deadline: not again for a few seconds
-            if len(_checked) > 10_000:
-                _checked.clear()
-            _checked[run_id] = time.monotonic()
-        if fields.get("at_risk") and now < parse_iso(fields["deadline"]):  # still time to act
-            notify.publish(at_risk_notification(run_id, status.get("pipeline") or "", fields))
-        return fields
-    except Exception as exc:
-        from tower.redact import redact
+            # the scheduler this host's report or reconcile just changed: no I/O, nothing without a deadline
+            status = cached_view(self.ledger, run_id, lambda s: of_scheduler(s, now)) or {}
+            fields = of_status(status)
+            if fields:  # a run with a deadline: not again for a few seconds
+                with self._lock:
+                    if len(self._checked) > CHECKED_RUNS:
+                        self._checked.clear()
+                    self._checked[run_id] = time_module.monotonic()
+            if fields.get("at_risk") and now < parse_iso(fields["deadline"]):  # still time to act
+                self.notifier.publish(at_risk_notification(run_id, status.get("pipeline") or "", fields))
+            return fields
+        except Exception as exc:
+            from tower.redact import redact
 
-        logging.getLogger("tower.deadlines").warning("run %s: deadline check failed: %s", run_id, redact(str(exc)))
-        return {}
+            logging.getLogger("tower.deadlines").warning("run %s: deadline check failed: %s", run_id,
+                                                         redact(str(exc)))
+            return {}
 
 
 def plan_slack(deadline, start: datetime, makespan_s: float) -> dict:

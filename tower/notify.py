@@ -31,7 +31,6 @@ the template or an operator creates them, see README "Notifications"):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tower.errors import ConfigError
 from tower.redact import redact
 from tower.states import RunState, ServiceState
 from tower.stores import SqliteStore
@@ -254,14 +254,11 @@ class TableOutbox:
 
 
 def outbox_from_environment(home: str | Path | None = None) -> Outbox:
-    """The runs store's: TOWER_RUNS_TABLE_URL in Azure, else ``runs.db`` under $TOWER_HOME."""
+    """A new outbox in the runs store: TOWER_RUNS_TABLE_URL in Azure, else ``runs.db`` under `home`
+    (default $TOWER_HOME). A process keeps one (`tower.runtime.Runtime.outbox`)."""
     from tower.stores import location
 
-    return _outbox(*location("TOWER_RUNS_TABLE_URL", "runs.db", home))
-
-
-@functools.lru_cache(maxsize=16)
-def _outbox(kind: str, where: str) -> Outbox:
+    kind, where = location("TOWER_RUNS_TABLE_URL", "runs.db", home)
     return TableOutbox(where) if kind == "table" else SqliteOutbox(where)
 
 
@@ -293,10 +290,10 @@ class TopicSender:
                                 application_properties=notification.properties, content_type=CONTENT_TYPE)
 
 
-def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float | None = None) -> int:
-    """Send what the outbox holds (oldest first); returns how many went. A failed send is logged
-    and stays for the next flush (the rest wait too: the topic is likely down for all of them)."""
-    outbox = outbox or outbox_from_environment()
+def flush(outbox: Outbox, sender: Sender | None, now: float | None = None) -> int:
+    """Send what the outbox holds (oldest first) with `sender`; returns how many went. A failed send
+    (or no sender: its settings are wrong) is logged and stays for the next flush (the rest wait
+    too: the topic is likely down for all of them)."""
     now = time.time() if now is None else now
     outbox.forget_sent(now - OUTBOX_DAYS * 86400)
     sent = 0
@@ -311,7 +308,9 @@ def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float
                 outbox.remove(notification)
                 continue
             try:
-                (sender or _sender()).send(notification)
+                if sender is None:
+                    raise ConfigError("no notification sender (see the warning about its settings)")
+                sender.send(notification)
             except Exception as exc:
                 log.warning("notification %s (%s) not sent, kept to send again: %s", notification.message_id,
                             notification.type, redact(str(exc)))
@@ -320,117 +319,102 @@ def flush(outbox: Outbox | None = None, sender: Sender | None = None, now: float
             sent += 1
 
 
-_senders: dict[tuple, TopicSender] = {}
+IDLE_SECONDS = 60.0  # a notifier's flush thread ends after this long without work (a kick starts it again)
 
 
-def _sender() -> TopicSender:
-    from tower.events import NAMESPACE_SETTING
-    from tower.paths import tower_home
+class Notifier:
+    """Publishes one process's run notifications: each is kept in `outbox`, then sent by a background
+    thread of this notifier's with `sender` (default: a `TopicSender` for `home`, built on first
+    send), so no activity waits for a send. The runtime builds one (`tower.runtime.Runtime.notifier`);
+    tests give it a sender of their own. The thread starts at the first kick and ends when idle, so
+    a process with many runtimes (the tests) keeps no idle threads."""
 
-    key = (os.environ.get(NAMESPACE_SETTING, ""), notifications_topic(), str(tower_home()))
-    if key not in _senders:
-        _senders[key] = TopicSender()
-    return _senders[key]
+    def __init__(self, outbox: Outbox, sender: Sender | None = None, *, home: str | Path | None = None):
+        self.outbox = outbox
+        self.home = home
+        self._sender = sender
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
 
+    def sender(self) -> Sender | None:
+        """The sender, built once from the settings; None (logged) if they are wrong."""
+        with self._lock:
+            if self._sender is None:
+                try:
+                    self._sender = TopicSender(home=self.home)
+                except Exception as exc:  # a bad setting: logged here, and by each flush that cannot send
+                    log.warning("notifications: no sender: %s", redact(str(exc)))
+            return self._sender
 
-class _Flusher:
-    """One background thread that flushes outboxes when kicked, so no activity waits for a send.
-    Each kick names the outbox and sender of the caller's settings, resolved then (a worker's
-    settings do not change; a test's do, between kick and flush)."""
+    def publish(self, notification: Notification | None) -> None:
+        """Keep the notification in the outbox and have it sent in the background. Never raises: a
+        notification must not fail a run (an outbox that cannot be written is logged, the send tried)."""
+        if notification is None:
+            return
+        try:
+            self.outbox.add(notification)
+        except Exception as exc:
+            log.warning("notification %s (%s): the outbox is unreachable (%s); sending it now, once",
+                        notification.message_id, notification.type, redact(str(exc)))
+            try:
+                sender = self.sender()
+                if sender is None:
+                    raise ConfigError("no notification sender")
+                sender.send(notification)
+            except Exception as exc2:
+                log.error("notification %s (%s) lost: %s", notification.message_id, notification.type,
+                          redact(str(exc2)))
+            return
+        self.kick()
 
-    def __init__(self):
-        self.wake = threading.Event()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.lock = threading.Lock()
-        self.targets: dict[int, tuple[Outbox, Sender | None]] = {}
-        self.thread: threading.Thread | None = None
+    def retry_pending(self) -> None:
+        """Have the background thread send what the outbox still holds (the schedule tick, each minute)."""
+        self.kick()
 
-    def kick(self, outbox: Outbox, sender: Sender | None) -> None:
-        with self.lock:
-            self.targets[id(outbox)] = (outbox, sender)
-            self.idle.clear()
-            self.wake.set()
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="tower-notify", daemon=True)
-                self.thread.start()
+    def kick(self) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tower-notify", daemon=True)
+                self._thread.start()
 
     def _run(self) -> None:
         while True:
-            self.wake.wait()
-            with self.lock:
-                self.wake.clear()
-                targets, self.targets = list(self.targets.values()), {}
-            for outbox, sender in targets:
-                try:
-                    flush(outbox, sender)
-                except Exception as exc:  # the outbox itself is unreachable: the next kick tries again
-                    log.warning("notifications: flush failed: %s", redact(str(exc)))
-            with self.lock:
-                if not self.wake.is_set():
-                    self.idle.set()
+            if not self._wake.wait(IDLE_SECONDS):
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
+            self._wake.clear()
+            try:
+                flush(self.outbox, self.sender())
+            except Exception as exc:  # the outbox itself is unreachable: the next kick tries again
+                log.warning("notifications: flush failed: %s", redact(str(exc)))
+            with self._lock:
+                if not self._wake.is_set():
+                    self._idle.set()
 
-    def wait(self, timeout: float) -> bool:
-        return self.idle.wait(timeout)
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until the background sends are done (the end of `tower run`, tests)."""
+        return self._idle.wait(timeout)
 
+    # --- the events, published; nothing they raise reaches the caller ----------------------------
 
-_flusher = _Flusher()
+    def run_started(self, plan: Mapping[str, Any], started: str) -> None:
+        self._guarded(run_started, plan, started)
 
+    def service_failed(self, request: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        self._guarded(service_failed, request, result)
 
-def _sender_or_none() -> Sender | None:
-    try:
-        return _sender()
-    except Exception as exc:  # a bad setting: logged here, raised again (and logged) by the flush
-        log.warning("notifications: no sender: %s", redact(str(exc)))
-        return None
+    def run_finished(self, result: Mapping[str, Any]) -> None:
+        self._guarded(run_finished, result)
 
-
-def publish(notification: Notification | None) -> None:
-    """Keep the notification in the outbox and have it sent in the background. Never raises: a
-    notification must not fail a run (an outbox that cannot be written is logged, the send tried)."""
-    if notification is None:
-        return
-    try:
-        outbox = outbox_from_environment()
-        outbox.add(notification)
-    except Exception as exc:
-        log.warning("notification %s (%s): the outbox is unreachable (%s); sending it now, once",
-                    notification.message_id, notification.type, redact(str(exc)))
+    def _guarded(self, build, *args) -> None:
         try:
-            _sender().send(notification)
-        except Exception as exc2:
-            log.error("notification %s (%s) lost: %s", notification.message_id, notification.type,
-                      redact(str(exc2)))
-        return
-    _flusher.kick(outbox, _sender_or_none())
-
-
-def retry_pending() -> None:
-    """Have the background thread send what the outbox still holds (the schedule tick, each minute)."""
-    try:
-        _flusher.kick(outbox_from_environment(), _sender_or_none())
-    except Exception as exc:
-        log.warning("notifications: the outbox is unreachable: %s", redact(str(exc)))
-
-
-def drain(timeout: float = 10.0) -> bool:
-    """Wait until the background sends are done (the end of `tower run`, tests)."""
-    return _flusher.wait(timeout)
-
-
-def guarded(build):
-    """`build(*args)` -> Notification, published; nothing it raises reaches the caller."""
-
-    def emit(*args, **kwargs) -> None:
-        try:
-            publish(build(*args, **kwargs))
+            self.publish(build(*args))
         except Exception as exc:
-            log.warning("notification %s: %s", getattr(build, "__name__", build), redact(str(exc)))
-
-    emit.__name__ = getattr(build, "__name__", "emit")
-    return emit
-
-
-notify_run_started = guarded(run_started)
-notify_service_failed = guarded(service_failed)
-notify_run_finished = guarded(run_finished)
+            log.warning("notification %s: %s", build.__name__, redact(str(exc)))

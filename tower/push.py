@@ -15,7 +15,6 @@ setting or resource. Registers no functions.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -100,11 +99,9 @@ class TablePushIndex:
 
 
 def index_from_environment(home: str | Path | None = None):
-    return _index(*location("TOWER_RUNS_TABLE_URL", "push.db", home))
-
-
-@functools.lru_cache(maxsize=16)
-def _index(kind: str, where: str):
+    """A new push index: the runs table in Azure, else ``push.db`` under `home` (default $TOWER_HOME).
+    A process keeps one (`tower.runtime.Runtime.push_keys`)."""
+    kind, where = location("TOWER_RUNS_TABLE_URL", "push.db", home)
     return TablePushIndex(where) if kind == "table" else SqlitePushIndex(where)
 
 
@@ -121,24 +118,25 @@ def callback_base(env=None) -> str | None:
     return None
 
 
-def callback_for(run_id: str, service: str) -> str | None:
+def callback_for(keys, run_id: str, service: str) -> str | None:
     """A callback URL for one submit to an HTTP service, its token noted first (a callback may come
     as soon as the work ends); None when the app has no public URL or the note failed."""
     base = callback_base()
     if base is None:
         return None
     token = new_token()
-    return f"{base}/notify/http/{token}" if remember(HTTP, token, run_id, service) else None
+    return f"{base}/notify/http/{token}" if remember(keys, HTTP, token, run_id, service) else None
 
 
-def remember(kind: str, remote_id: str, run_id: str, service: str) -> bool:
-    """Note that `remote_id` (a Databricks run id, an HTTP callback token) is `service` of `run_id`.
+def remember(keys, kind: str, remote_id: str, run_id: str, service: str) -> bool:
+    """Note in `keys` (a push index) that `remote_id` (a Databricks run id, an HTTP callback token) is
+    `service` of `run_id`.
     Best effort: a key that could not be written costs only latency (the service run polls)."""
     from tower.runs.plan import service_instance_id
 
     target = {"instance_id": service_instance_id(run_id, service), "run_id": run_id, "service": service}
     try:
-        index_from_environment().put(key(kind, str(remote_id)), target)
+        keys.put(key(kind, str(remote_id)), target)
     except Exception as exc:
         log.warning("%s/%s: could not note a %s run for push completion, polling only: %s",
                     run_id, service, kind, exc)
@@ -146,6 +144,7 @@ def remember(kind: str, remote_id: str, run_id: str, service: str) -> bool:
     return True
 
 
-def find(kind: str, remote_id: str) -> dict | None:
-    """{instance_id, run_id, service} of the service run that submitted `remote_id`, or None."""
-    return index_from_environment().get(key(kind, str(remote_id)))
+def find(keys, kind: str, remote_id: str) -> dict | None:
+    """{instance_id, run_id, service} of the service run that submitted `remote_id` (from `keys`, a
+    push index), or None."""
+    return keys.get(key(kind, str(remote_id)))

@@ -18,7 +18,6 @@ purge --rejected` removes them.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import time
@@ -169,12 +168,9 @@ class TableRejected:
 
 
 def rejected_from_environment(home: str | Path | None = None) -> RejectedStore:
-    """TOWER_REJECTED_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME);
-    required in Azure (`tower.stores.location`). One store per location and process."""
-    return _store(*location(SETTING, FILENAME, home))
-
-
-@functools.lru_cache(maxsize=16)
-def _store(kind: str, where: str) -> RejectedStore:
+    """A new store: TOWER_REJECTED_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default
+    $TOWER_HOME); required in Azure (`tower.stores.location`). A process keeps one
+    (`tower.runtime.Runtime.rejected`)."""
+    kind, where = location(SETTING, FILENAME, home)
     return TableRejected(where) if kind == "table" else SqliteRejected(where)
 

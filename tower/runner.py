@@ -43,14 +43,14 @@ def _loads(value: Any) -> Any:
 # --- plans ------------------------------------------------------------------------------------
 
 def plan_run(catalog, pipeline: str, *, params=None, selectors=None, run_id: str | None = None,
-             simulate=False, time_scale=1.0, home: Path | None = None) -> dict:
+             simulate=False, time_scale=1.0, home: Path | None = None, history=None) -> dict:
     """The frozen plan of a new run, with priorities from the run history where it knows better
     (asked about the selected services only). A simulated run keeps the catalog's expected
-    durations, so a what-if is repeatable."""
+    durations, so a what-if is repeatable. `history`: the process's run history, else that of `home`."""
     from tower.runs.history import history_from_environment
     from tower.runs.plan import build_plan
 
-    recent = None if simulate else history_from_environment(home).recent_durations
+    recent = None if simulate else (history or history_from_environment(home)).recent_durations
     return build_plan(catalog, pipeline, params=params, selectors=selectors, run_id=run_id, recent=recent,
                       simulate=simulate, time_scale=time_scale)
 
@@ -81,13 +81,14 @@ def repair_plan(plan: dict, result: dict, now: datetime | None = None) -> dict:
             "platforms": {name: p for name, p in plan["platforms"].items() if name in used}}
 
 
-def store_run(plan: dict, home: Path | None = None) -> dict:
+def store_run(plan: dict, ledger=None) -> dict:
     """Store the run's frozen plan in the run ledger (once) and return `pipeline_run`'s input,
-    a reference to it: every start of a run goes through here (tower.runs.ledger.store_plan)."""
+    a reference to it: every start of a run goes through here (tower.runs.ledger.store_plan).
+    `ledger`: the process's (`tower.runtime.Runtime.ledger`); else one of $TOWER_HOME, for this call."""
     from tower.runs.ledger import ledger_from_environment, store_plan
     from tower.timestamps import utcnow
 
-    return store_plan(ledger_from_environment(home), plan, utcnow())
+    return store_plan(ledger if ledger is not None else ledger_from_environment(), plan, utcnow())
 
 
 # --- what a run looks like from outside --------------------------------------------------------
@@ -158,28 +159,27 @@ class RunInfo:
             custom_status=_loads(status.get("customStatus")) or None,
         )
 
-    def with_live_status(self, home: Path | None = None) -> RunInfo:
+    def with_live_status(self, ledger) -> RunInfo:
         """A running run's progress comes from the run ledger (`pipeline_run` itself does not
         follow each service: tower.runs.ledger)."""
         if self.finished:
             return self
         from dataclasses import replace
 
-        from tower.runs.ledger import ledger_from_environment, live_status
+        from tower.runs.ledger import live_status
         from tower.timestamps import utcnow
 
-        status = live_status(ledger_from_environment(home), self.run_id, utcnow())
+        status = live_status(ledger, self.run_id, utcnow())
         return replace(self, custom_status=status) if status else self
 
-    def with_services(self, home: Path | None = None) -> RunInfo:
+    def with_services(self, ledger) -> RunInfo:
         """The run with each service's record and the outline of its plan, read from the run ledger
         (Durable carries neither)."""
         from dataclasses import replace
 
-        from tower.runs.ledger import ledger_from_environment, plan_outline, run_services
+        from tower.runs.ledger import plan_outline, run_services
         from tower.timestamps import utcnow
 
-        ledger = ledger_from_environment(home)
         services = run_services(ledger, self.run_id, utcnow())
         if services is None:
             return self
@@ -204,6 +204,7 @@ def run_info(home: Path, run_id: str, services: bool = True) -> RunInfo:
     """A run read straight from the store (no engine needed), with its services' records unless
     `services` is false; UsageError if there is none."""
     from tower.local.store import read_status
+    from tower.runs.ledger import ledger_from_environment
 
     if not (Path(home) / "state.db").exists():
         raise UsageError(f"no runs in {home} yet (is TOWER_HOME right? start one with `tower run PIPELINE`)")
@@ -213,8 +214,9 @@ def run_info(home: Path, run_id: str, services: bool = True) -> RunInfo:
         status = None
     if not status or status.get("name") not in (None, PIPELINE_RUN):
         raise UsageError(f"no run {run_id!r} in {home} (see `tower runs`; is TOWER_HOME right?)")
-    info = RunInfo.from_status(status).with_live_status(home)
-    return info.with_services(home) if services else info
+    ledger = ledger_from_environment(home)
+    info = RunInfo.from_status(status).with_live_status(ledger)
+    return info.with_services(ledger) if services else info
 
 
 def list_runs(home: Path, limit: int = 20, **filters) -> list:

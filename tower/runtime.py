@@ -14,7 +14,9 @@ the ledger's cache needs (`tower.runs.ledger.SchedulerCache`).
 
     Runtime.from_environment(home=None, platforms=None)
       .ledger  .history  .runs_index  .rejected  .push_keys  .outbox    the stores
+      .notifier  .deadlines  .events                                    what a run tells the world
       .platforms                                                        tower.platforms.Platforms
+      .catalog(path)                                                    loaded once per change of the file
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Runtime:
         self.platforms = platforms if platforms is not None else Platforms()
         self._lock = threading.RLock()  # re-entrant: building one part may ask for another
         self._parts: dict[str, Any] = {}
+        self._catalogs: dict[str, tuple[float, Any]] = {}  # resolved path -> (mtime, catalog)
 
     @classmethod
     def from_environment(cls, home: str | Path | None = None, *, platforms: Platforms | None = None) -> Runtime:
@@ -46,6 +49,22 @@ class Runtime:
         set names a Table, else a SQLite file under `home` (default $TOWER_HOME, read now). Nothing
         is opened until used."""
         return cls(home, platforms=platforms)
+
+    def catalog(self, path: str | Path):
+        """The catalog at `path`, loaded once and again when the file changes (its mtime), so the
+        triggers of a worker do not parse it at every invocation; CatalogError if it is invalid."""
+        from tower.catalog import load_catalog
+
+        path = Path(path)
+        key = str(path.resolve())
+        mtime = path.stat().st_mtime if path.exists() else -1.0
+        with self._lock:
+            cached = self._catalogs.get(key)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, load_catalog(path))
+            with self._lock:
+                self._catalogs[key] = cached
+        return cached[1]
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lock:
@@ -89,6 +108,28 @@ class Runtime:
         from tower import push
 
         return self._once("push_keys", lambda: push.index_from_environment(self.home))
+
+    @property
+    def events(self):
+        """The publisher to the events queue (`tower.events`: Service Bus in Azure, the local bus under
+        `home` elsewhere): one link per process."""
+        from tower.events import publisher_from_settings
+
+        return self._once("events", lambda: publisher_from_settings(home=self.home))
+
+    @property
+    def notifier(self):
+        """Run notifications (`tower.notify.Notifier`): kept in the outbox, sent in the background."""
+        from tower.notify import Notifier
+
+        return self._once("notifier", lambda: Notifier(self.outbox, home=self.home))
+
+    @property
+    def deadlines(self):
+        """Deadline checks (`tower.deadlines.DeadlineWatch`) over this runtime's ledger and notifier."""
+        from tower.deadlines import DeadlineWatch
+
+        return self._once("deadlines", lambda: DeadlineWatch(self.ledger, self.notifier))
 
     @property
     def outbox(self):

@@ -46,6 +46,9 @@ RUN_STARTED, RUN_FINISHED = "tower.run.started", "tower.run.finished"
 SERVICE_FINISHED, SCHEDULE_TICK = "tower.service.finished", "tower.schedule.tick"
 
 log = logging.getLogger("tower.telemetry")
+# The one module-level state Tower keeps on purpose: the distro installs OpenTelemetry's global tracer
+# and logger providers, which exist once per process whoever holds them, so the handle to them is
+# per process too (everything else `_Telemetry` keeps, the cores and the ends seen, lives on it).
 _lock = threading.Lock()
 _telemetry: _Telemetry | None = None
 _tried = False
@@ -155,11 +158,14 @@ class _Telemetry:
             self.tracer.id_generator = self.ids
         self.events = get_logger_provider().get_logger("tower.events")
         self.cores: OrderedDict[str, dict] = OrderedDict()
+        self._ledger: Any = None  # the run ledger the cores are read from, opened on first need
+        self._seen_lock = threading.Lock()
+        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # ends emitted by this process, newest last
         self.emitter = _Emitter()
         tower_log = logging.getLogger(LOGGER_NAME)
         for handler in tower_log.handlers:
             if type(handler).__name__ == "LoggingHandler":
-                handler.addFilter(_run_dimensions)
+                handler.addFilter(_RunDimensions())
         if tower_log.level == logging.NOTSET:  # Tower's info lines (a run's progress) are worth keeping
             tower_log.setLevel(logging.INFO)
 
@@ -200,14 +206,26 @@ class _Telemetry:
         runs: a report needs its service's platform and expected duration."""
         core = self.cores.get(run_id)
         if core is None:
-            from tower.runs.ledger import ledger_from_environment
+            if self._ledger is None:  # only the emitter thread reads cores: no lock needed
+                from tower.runs.ledger import ledger_from_environment
 
-            snapshot = ledger_from_environment().load(run_id)
+                self._ledger = ledger_from_environment()
+            snapshot = self._ledger.load(run_id)
             core = snapshot.core if snapshot is not None else None
             if core is None:
                 return None
             self.remember(run_id, core)
         return core
+
+    def seen(self, key: tuple) -> bool:
+        """Was this end emitted already by this process? (An activity may run twice.)"""
+        with self._seen_lock:
+            if key in self._seen:
+                return True
+            self._seen[key] = True
+            while len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
+            return False
 
     def remember(self, run_id: str, core: dict) -> None:
         self.cores[run_id] = core
@@ -313,7 +331,7 @@ def _guarded(fn: Callable) -> Callable:
 @_guarded
 def run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
     """`tower.run.started`, from the activity that opens the run (it has the plan); once per process."""
-    if _seen(("started", plan["run_id"])):
+    if t.seen(("started", plan["run_id"])):
         return
     t.emitter.later(_run_started, t, plan, started)
 
@@ -339,7 +357,7 @@ def service_finished(t: _Telemetry, request: Mapping[str, Any], result: Mapping[
     activity once the ledger took the service's end. request: the report's {run_id, pipeline, ...};
     result: the (redacted) service result. A report repeated in this process is not emitted again."""
     key = ("service", request["run_id"], result.get("service"), result.get("attempts"))
-    if _seen(key):
+    if t.seen(key):
         return
     t.emitter.later(_service_finished, t, dict(request), dict(result))
 
@@ -387,7 +405,7 @@ def attempt_failed(t: _Telemetry, request: Mapping[str, Any]) -> None:
     """The span of an attempt that failed and is being tried again, from the submit of the next
     one (request["previous"], set by `service_run`): the report covers only the last attempt."""
     previous, who = request.get("previous"), about(request)
-    if not previous or not who or _seen(("service", who["run_id"], who["service"], previous["attempt"])):
+    if not previous or not who or t.seen(("service", who["run_id"], who["service"], previous["attempt"])):
         return
     pipeline = (request.get("report") or {}).get("pipeline")
     t.emitter.later(_attempt_failed, t, who, pipeline, dict(previous))
@@ -406,7 +424,7 @@ def _attempt_failed(t: _Telemetry, who: dict, pipeline: str | None, previous: di
 def run_finished(t: _Telemetry, result: Mapping[str, Any]) -> None:
     """The run's span (`run <pipeline>`, a request) and `tower.run.finished`, from the activity that
     reads the run result. A repeat in this process is not emitted again."""
-    if _seen(("run", result["run_id"])):
+    if t.seen(("run", result["run_id"])):
         return
     t.emitter.later(_run_finished, t, dict(result))
 
@@ -595,22 +613,6 @@ class _RunDimensions(logging.Filter):
             if value is not None:
                 setattr(record, f"tower.{field}", str(value))
         return True
-
-
-_run_dimensions = _RunDimensions()
-_recent: OrderedDict = OrderedDict()
-_recent_lock = threading.Lock()
-
-
-def _seen(key: tuple) -> bool:
-    """Was this end emitted already by this process? (An activity may run twice.)"""
-    with _recent_lock:
-        if key in _recent:
-            return True
-        _recent[key] = True
-        while len(_recent) > 10_000:
-            _recent.popitem(last=False)
-        return False
 
 
 def trigger_of(run_id: str, plan: Mapping[str, Any] | None = None) -> str:

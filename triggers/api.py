@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from tower import durable_errors
 from tower.errors import CatalogError, InstanceGone, RunExists, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
@@ -54,7 +55,8 @@ def _run(status, live: bool = False) -> dict:
 
     info = RunInfo.from_status(status.to_json())
     if live:
-        info = info.with_live_status().with_services()  # blocking: call through asyncio.to_thread
+        ledger = app_runtime.current().ledger
+        info = info.with_live_status(ledger).with_services(ledger)  # blocking: call through asyncio.to_thread
     from tower.deadlines import of_run
 
     return {**json_result(info.to_result()), "runtime_status": info.runtime_status, **of_run(info)}
@@ -98,12 +100,10 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
 @bp.durable_client_input(client_name="client")
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from tower.runs.index import index_from_environment
-
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):  # no run has such an id, and the SDK would put it in a URL as is
         return _error(404, f"no run {run_id!r}")
-    row = await asyncio.to_thread(lambda: index_from_environment().get(run_id))
+    row = await asyncio.to_thread(lambda: app_runtime.current().runs_index.get(run_id))
     # The SDK cannot ask for showInput=false (it drops false arguments) and the extension then
     # sends the input; that input is a plan reference of a few hundred bytes, never the plan.
     status = await client.get_status(run_id)
@@ -119,13 +119,13 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 @bp.route(route="runs", methods=["GET"], auth_level=AUTH)
 async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Runs newest first from the runs index (never a Durable instance query: tower.runs.index)."""
-    from tower.runs.index import index_from_environment, list_query
+    from tower.runs.index import list_query
 
     try:
         query = list_query(req.params)
     except UsageError as exc:
         return _error(400, f"GET /api/runs: {exc}")
-    index = await asyncio.to_thread(index_from_environment)
+    index = await asyncio.to_thread(lambda: app_runtime.current().runs_index)
     rows, continuation = await asyncio.to_thread(lambda: index.list(**query))
     return _json({"runs": [row.to_json() for row in rows], "continuation": continuation})
 
@@ -154,20 +154,15 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
 def health_checks() -> dict[str, dict]:
     """Each thing a run needs, checked the cheapest way it can be: {name: {"ok": bool[, "error"]}}."""
-    from tower.notify import outbox_from_environment
     from tower.redact import redact
-    from tower.rejected import rejected_from_environment
-    from tower.runs.history import history_from_environment
-    from tower.runs.index import index_from_environment
-    from tower.runs.ledger import ledger_from_environment
 
     checks = {
         "catalog": lambda: catalog(),
-        "runs_index": lambda: index_from_environment().list(limit=1),
-        "ledger": lambda: ledger_from_environment().version("~health"),
-        "history": lambda: history_from_environment().expected_durations(["~health"]),
-        "rejected_events": lambda: rejected_from_environment().list(None, 1),
-        "notifications_outbox": lambda: outbox_from_environment().pending(1),
+        "runs_index": lambda: app_runtime.current().runs_index.list(limit=1),
+        "ledger": lambda: app_runtime.current().ledger.version("~health"),
+        "history": lambda: app_runtime.current().history.expected_durations(["~health"]),
+        "rejected_events": lambda: app_runtime.current().rejected.list(None, 1),
+        "notifications_outbox": lambda: app_runtime.current().outbox.pending(1),
     }
     results = {}
     for name, check in checks.items():

@@ -1,4 +1,4 @@
-"""What every trigger shares: the catalog (loaded once per process, again when the file changes)
+"""What every trigger shares: the catalog (the runtime keeps it, loaded again when the file changes)
 and starting a run exactly once per instance id."""
 
 from __future__ import annotations
@@ -7,25 +7,18 @@ import asyncio
 import logging
 from datetime import datetime, timezone
 
+import app_runtime
 from tower.errors import RunExists
 from tower.names import PIPELINE_RUN
 
 log = logging.getLogger("tower.triggers")
-_cache: dict[str, tuple[float, object]] = {}
 
 
 def catalog():
     """The catalog at $TOWER_CATALOG (else ./catalog.yaml); CatalogError if it is invalid."""
-    from tower.catalog import load_catalog
     from tower.paths import catalog_path
 
-    path = catalog_path()
-    key = str(path.resolve())
-    mtime = path.stat().st_mtime if path.exists() else -1.0
-    cached = _cache.get(key)
-    if cached is None or cached[0] != mtime:
-        _cache[key] = (mtime, load_catalog(path))
-    return _cache[key][1]
+    return app_runtime.current().catalog(catalog_path())
 
 
 async def start_once(client, catalog, pipeline: str, run_id: str, *, trigger: str, params=None,
@@ -47,11 +40,13 @@ async def start_new_run(client, catalog, pipeline: str, run_id: str, *, trigger:
     The runs index decides, not Durable: the extension would *replace* a finished instance with
     the same id, and a purged one looks unused (tower.runs.index.start_once)."""
     from tower.runner import plan_run
-    from tower.runs.index import index_from_environment, row_for
+    from tower.runs.index import row_for
     from tower.runs.index import start_once as claim_and_start
 
-    plan = await asyncio.to_thread(plan_run, catalog, pipeline, params=params, selectors=selectors, run_id=run_id)
-    index = await asyncio.to_thread(index_from_environment)
+    runtime = app_runtime.current()
+    plan = await asyncio.to_thread(lambda: plan_run(catalog, pipeline, params=params, selectors=selectors,
+                                                    run_id=run_id, history=runtime.history))
+    index = await asyncio.to_thread(lambda: runtime.runs_index)
     row = row_for(plan, trigger, datetime.now(timezone.utc))
     await claim_and_start(index, row, lambda: start_pipeline_run(client, plan), lambda: instance_exists(client, run_id))
     log.info("%s: started run %s (%s)", pipeline, run_id, trigger)
@@ -61,7 +56,8 @@ async def start_new_run(client, catalog, pipeline: str, run_id: str, *, trigger:
 async def start_pipeline_run(client, plan: dict) -> None:
     from tower.runner import store_run  # the plan goes to the run ledger; pipeline_run gets a reference
 
-    await client.start_new(PIPELINE_RUN, plan["run_id"], await asyncio.to_thread(store_run, plan))
+    await client.start_new(PIPELINE_RUN, plan["run_id"],
+                           await asyncio.to_thread(lambda: store_run(plan, app_runtime.current().ledger)))
 
 
 async def instance_exists(client, instance_id: str) -> bool:

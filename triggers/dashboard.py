@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 import tower
 from tower.errors import CatalogError, RunExists, UsageError
 from tower.names import PIPELINE_RUN
@@ -162,12 +163,11 @@ def get_pipeline(req: func.HttpRequest) -> func.HttpResponse:
 async def run_board(req: func.HttpRequest) -> func.HttpResponse:
     """Read from the run ledger only (one load, nothing written): cheap enough to poll."""
     from tower.board import run_view
-    from tower.runs.ledger import ledger_from_environment
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):
         return _error(404, f"no run {run_id!r}")
-    found = await asyncio.to_thread(lambda: run_view(ledger_from_environment(), run_id, datetime.now(timezone.utc)))
+    found = await asyncio.to_thread(lambda: run_view(app_runtime.current().ledger, run_id, datetime.now(timezone.utc)))
     if found is None:
         return _error(404, f"no run {run_id!r} in the run ledger (not started yet, or purged)")
     return _json(found)
@@ -178,11 +178,12 @@ def _repair_source(status) -> tuple[dict | None, dict | None]:
     reads): both are in the run ledger (Durable has a plan reference and a summary). Blocking."""
     from tower.errors import RunNotInLedger
     from tower.runner import RunInfo
-    from tower.runs.ledger import ledger_from_environment, load_plan
+    from tower.runs.ledger import load_plan
 
-    info = RunInfo.from_status(status.to_json()).with_services()
+    ledger = app_runtime.current().ledger
+    info = RunInfo.from_status(status.to_json()).with_services(ledger)
     try:
-        plan = load_plan(ledger_from_environment(), info.run_id)
+        plan = load_plan(ledger, info.run_id)
     except RunNotInLedger:
         return None, None
     return plan, info.to_result() if isinstance(info.result, dict) and info.services is not None else None
@@ -197,7 +198,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     original points to its repair in the runs index, which refuses a second repair unless
     ``{"again": true}`` (as `tower repair --again`)."""
     from tower.runner import repair_plan
-    from tower.runs.index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+    from tower.runs.index import link_repair, row_for, start_once, unlink_repair
     from tower.states import UNFINISHED_RUNTIMES
     from triggers.common import instance_exists, start_pipeline_run
 
@@ -224,7 +225,7 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     except UsageError as exc:
         return _error(409, str(exc))
     repair_id = plan["run_id"]
-    index = await asyncio.to_thread(index_from_environment)
+    index = await asyncio.to_thread(lambda: app_runtime.current().runs_index)
     try:
         previous = await asyncio.to_thread(link_repair, index, run_id, repair_id, body.get("again", False))
     except RunExists as exc:

@@ -30,6 +30,7 @@ import time
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from tower.errors import UsageError
 from tower.events import QUEUE_BINDING, RUN_REQUESTED, SERVICE_BUS_CONNECTION
 from triggers.common import catalog, log, start_once
@@ -126,7 +127,7 @@ async def reject(message: func.ServiceBusMessage, message_id: str, event_type: s
     """Log at error level and keep the message with the reason; a failure to keep it raises (the
     message is then redelivered rather than lost)."""
     from tower.events import events_queue
-    from tower.rejected import RejectedEvent, rejected_from_environment
+    from tower.rejected import RejectedEvent
 
     queue = events_queue()
     log.error("event %s (message %s on %s) rejected, not retried: %s", event_type or "?", message_id, queue, reason)
@@ -135,7 +136,7 @@ async def reject(message: func.ServiceBusMessage, message_id: str, event_type: s
         application_properties=dict(message.application_properties or {}), content_type=message.content_type,
         event_type=event_type, delivery_count=message.delivery_count or 1, rejected_at=time.time(),
     )
-    await asyncio.to_thread(lambda: rejected_from_environment().add(event))
+    await asyncio.to_thread(lambda: app_runtime.current().rejected.add(event))
 
 
 @bp.function_name("on_event")
@@ -148,7 +149,6 @@ async def on_event(message: func.ServiceBusMessage, client: df.DurableOrchestrat
 @bp.function_name("api_rejected_events")
 @bp.route(route="events/rejected", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_rejected(req: func.HttpRequest) -> func.HttpResponse:
-    from tower.rejected import rejected_from_environment
 
     try:
         limit = int(req.params.get("limit", DEFAULT_REJECTED_LIMIT))
@@ -157,26 +157,15 @@ async def list_rejected(req: func.HttpRequest) -> func.HttpResponse:
     if limit < 1:
         return _error(400, f"GET /api/events/rejected: limit: expected a whole number >= 1, got {req.params.get('limit')!r}")
     queue = req.params.get("queue") or None
-    events = await asyncio.to_thread(lambda: rejected_from_environment().list(queue, limit))
+    events = await asyncio.to_thread(lambda: app_runtime.current().rejected.list(queue, limit))
     return func.HttpResponse(json.dumps([e.to_json() for e in events]), mimetype="application/json")
 
 
-_publishers: dict = {}
-
-
 def _publish(payload: dict) -> dict:
-    """Send one event to the events queue; the publisher is kept per process (one AMQP link)."""
-    import os
-
-    from tower.events import NAMESPACE_SETTING, events_queue, publisher_from_settings
-    from tower.paths import tower_home
-
-    queue = events_queue()
-    key = (os.environ.get(NAMESPACE_SETTING, ""), queue, str(tower_home()))
-    if key not in _publishers:
-        _publishers[key] = publisher_from_settings(entity=queue)
-    message_id = _publishers[key].send(payload.get("type"), payload.get("data"), message_id=payload.get("id"))
-    return {"id": message_id, "type": payload.get("type"), "sent_to": [queue]}
+    """Send one event to the events queue, with the runtime's publisher (one AMQP link per process)."""
+    publisher = app_runtime.current().events
+    message_id = publisher.send(payload.get("type"), payload.get("data"), message_id=payload.get("id"))
+    return {"id": message_id, "type": payload.get("type"), "sent_to": [publisher.entity]}
 
 
 @bp.function_name("api_send_event")

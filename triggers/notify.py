@@ -25,6 +25,7 @@ import re
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from tower import durable_errors, names, push
 from tower.errors import InstanceGone, InstanceNotFound
 
@@ -82,7 +83,7 @@ async def notify_http(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 async def wake(client, kind: str, remote_id: str, what: str) -> func.HttpResponse:
     """Raise REMOTE_ENDED_EVENT on the service run that submitted `remote_id`; 404 (logged) if none did."""
-    target = await asyncio.to_thread(push.find, kind, remote_id)
+    target = await asyncio.to_thread(lambda: push.find(app_runtime.current().push_keys, kind, remote_id))
     if target is None:
         log.warning("push completion: refused a notification about %s: Tower submitted no such run", what)
         return _json({"error": f"{what} is not a run Tower submitted"}, 404)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
+import app_runtime
 from tower.names import PURGE
 from triggers.common import log
 
@@ -45,13 +46,10 @@ class DurableClientSide:
 
 async def purge_now(client, now: datetime) -> dict[str, int]:
     """Purge what is older than the retention, in this environment's stores."""
-    from tower import push
-    from tower.runs.history import history_from_environment
-    from tower.runs.index import index_from_environment, purge, retention_days
-    from tower.runs.ledger import ledger_from_environment
+    from tower.runs.index import purge, retention_days
 
-    return await purge(index_from_environment(), ledger_from_environment(), history_from_environment(),
-                       DurableClientSide(client), now, retention_days(), push=push.index_from_environment())
+    return await purge(app_runtime.current().runs_index, app_runtime.current().ledger, app_runtime.current().history,
+                       DurableClientSide(client), now, retention_days(), push=app_runtime.current().push_keys)
 
 
 @bp.function_name(PURGE)

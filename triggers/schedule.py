@@ -13,7 +13,9 @@ from datetime import datetime, timedelta, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
-from tower import notify, telemetry
+import app_runtime
+from tower import telemetry
+from tower.redact import redact
 from tower.timestamps import parse_iso
 from triggers.common import catalog, log, start_once
 
@@ -60,6 +62,9 @@ async def schedule_tick(timer: func.TimerRequest, client: df.DurableOrchestratio
     now = datetime.now(timezone.utc)
     if timer.past_due:
         log.warning("schedule tick is past due: catching up per each pipeline's policy")
-    notify.retry_pending()  # notifications a failed send left in the outbox (tower.notify)
+    try:  # notifications a failed send left in the outbox (tower.notify)
+        app_runtime.current().notifier.retry_pending()
+    except Exception as exc:  # the outbox cannot even be opened: the next tick tries again
+        log.warning("notifications: the outbox is unreachable: %s", redact(str(exc)))
     started = await tick(client, timer, now)
     telemetry.schedule_tick(now, len(started))

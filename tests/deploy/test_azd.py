@@ -39,7 +39,7 @@ def funcignore() -> list[str]:
 
 def test_funcignore_ships_the_app_only():
     patterns = funcignore()
-    shipped = ["function_app.py", "host.json", "requirements.txt", "tower/catalog/load.py", "triggers/events.py",
+    shipped = ["function_app.py", "app_runtime.py", "host.json", "requirements.txt", "tower/catalog/load.py", "triggers/events.py",
                "orchestrators/pipeline.py", "activities/runs.py", "examples/refinery/catalog.yaml"]
     left_out = [".venv/lib/python3.11/site.py", "tests/runs/test_plan.py", "benchmarks/RESULTS.md",
                 "node_modules/azurite/package.json", ".tower/ledger.db", "local.settings.json",

@@ -89,7 +89,7 @@ def test_a_cancel_beats_a_long_backoff_wait_at_once(tmp_path, monkeypatch):
                                      "max_backoff": 60.0}})
     plan = build_plan(catalog, "p", run_id=f"long-{datetime.now():%H%M%S%f}")
     with Engine(run_app(), home, **SHORT) as engine:
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan, home)))
+        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan, engine.runtime.ledger)))
         service = service_instance_id(plan["run_id"], "flaky")
         ledger = ledger_from_environment(home)
         deadline = time.monotonic() + 20

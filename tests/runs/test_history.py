@@ -9,6 +9,7 @@ from tower.runs.history import (
     TableRunHistory,
     history_from_environment,
 )
+from tower.runtime import Runtime
 
 
 def result(run, service, status="succeeded", duration=1.0, attempt=1, **extra):
@@ -84,8 +85,9 @@ def test_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TOWER_HOME", str(tmp_path))
     store = history_from_environment()
     assert isinstance(store, SqliteRunHistory) and store.path == tmp_path / "history.db"
-    assert history_from_environment() is store  # one store per process and location
-    assert history_from_environment(tmp_path / "other") is not store
+    runtime = Runtime.from_environment()
+    assert runtime.history is runtime.history and runtime.history.path == store.path  # one per process
+    assert Runtime.from_environment(tmp_path / "other").history.path == tmp_path / "other" / "history.db"
 
 
 def test_environment_chooses_table_storage(monkeypatch):
@@ -93,7 +95,8 @@ def test_environment_chooses_table_storage(monkeypatch):
     store = history_from_environment()
     assert isinstance(store, TableRunHistory)
     assert store._table.client.table_name == "towerhistory"
-    assert history_from_environment() is store  # no new credential and client per call
+    runtime = Runtime.from_environment()
+    assert runtime.history is runtime.history  # no new credential and client per call
 
 
 def test_table_store_against_azurite(azurite_table_url):

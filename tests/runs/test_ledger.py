@@ -471,7 +471,7 @@ def test_the_environment_chooses_sqlite_in_tower_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TOWER_HOME", str(tmp_path))
     chosen = lg.ledger_from_environment()
     assert isinstance(chosen, SqliteRunLedger) and chosen.path == tmp_path.absolute() / "ledger.db"
-    assert lg.ledger_from_environment() is chosen
+    assert lg.ledger_from_environment() is not chosen  # a new object: the process keeps one (Runtime)
 
 
 # --- the plan, stored once ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tower.runs.ledger_table import (
     stored_size,
     unpack,
 )
+from tower.runtime import Runtime
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -317,7 +318,8 @@ def test_environment_chooses_table_storage(monkeypatch):
     ledger = ledger_from_environment()
     assert isinstance(ledger, TableRunLedger)
     assert ledger._table.client.table_name == "towerledger"
-    assert ledger_from_environment() is ledger
+    runtime = Runtime.from_environment()
+    assert isinstance(runtime.ledger, TableRunLedger) and runtime.ledger is runtime.ledger  # one per process
 
 
 def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):

@@ -168,7 +168,7 @@ def cmd_resume(args) -> int:
 
 def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool = False, trigger: str = "cli",
                       repair_of: str | None = None, again: bool = False) -> int:
-    from tower import notify, telemetry
+    from tower import telemetry
     from tower.cli.interrupts import sigterm_as_interrupt
     from tower.local.driver import LocalEngine
 
@@ -197,7 +197,7 @@ def _start_and_follow(home: Path, plans: list[dict], as_json: bool, resume: bool
         interrupt = _follow(local, run_ids, early)
         results = [local.final(run_id).to_result() for run_id in run_ids]
     telemetry.flush(timeout=5.0)  # what the run's end emitted, before the process goes
-    notify.drain(timeout=5.0)  # and its notifications
+    local.runtime.notifier.drain(timeout=5.0)  # and its notifications
     _report(results, as_json, as_list=resume)
     if interrupt is not None:  # cancelled on Ctrl-C or SIGTERM: exit as a signalled process does
         from tower.cli.interrupts import exit_code

@@ -18,6 +18,7 @@ from typing import Any
 from tower.errors import EngineError, UsageError
 from tower.names import CANCEL_EVENT, PIPELINE_RUN
 from tower.runner import RunInfo, store_run
+from tower.runtime import Runtime
 from tower.states import UNFINISHED_RUNTIMES
 
 
@@ -38,8 +39,13 @@ def run_app():
 class LocalEngine:
     """The app's Durable functions running on the local engine in this process."""
 
-    def __init__(self, home: Path, activity_workers: int = 8, app: Any = None, time_scale: float = 1.0):
+    def __init__(self, home: Path, activity_workers: int = 8, app: Any = None, time_scale: float = 1.0,
+                 runtime: Runtime | None = None):
         self.home = Path(home)
+        # The stores and adapters of this process's runs (the CLI's composition root): given to the
+        # engine for the app's functions, and read here to start and follow runs, so following a
+        # run reads the ledger through the same cache its changes keep warm.
+        self.runtime = runtime if runtime is not None else Runtime(self.home)
         self.time_scale = time_scale    # a simulated run's: the latency model (if any) scales with it
         self.activity_workers = activity_workers
         self.app = app
@@ -54,7 +60,7 @@ class LocalEngine:
         logging.disable(logging.WARNING)  # the Functions SDK warns that a non-HTTP app has no auth level
         try:
             self.engine = Engine(app, self.home, activity_workers=self.activity_workers,
-                                 latency_scale=self.time_scale)
+                                 latency_scale=self.time_scale, runtime=self.runtime)
         finally:
             logging.disable(logging.NOTSET)
         self.engine.start()
@@ -71,13 +77,13 @@ class LocalEngine:
         second repair unless `again` (undone if the repair does not start)."""
         import asyncio
 
-        from tower.runs.index import index_from_environment, link_repair, row_for, start_once, unlink_repair
+        from tower.runs.index import link_repair, row_for, start_once, unlink_repair
         from tower.timestamps import utcnow
 
-        index, run_id = index_from_environment(self.home), plan["run_id"]
+        index, run_id = self.runtime.runs_index, plan["run_id"]
 
         async def start() -> None:
-            self.engine.start_new(PIPELINE_RUN, run_id, json.dumps(store_run(plan, self.home)))
+            self.engine.start_new(PIPELINE_RUN, run_id, json.dumps(store_run(plan, self.runtime.ledger)))
 
         async def exists() -> bool:
             return self.engine.status(run_id, show_input=False) is not None
@@ -101,7 +107,7 @@ class LocalEngine:
         status = self.engine.status(run_id, show_input=False)
         if status is None:
             raise UsageError(f"no run {run_id!r}")
-        return RunInfo.from_status(status).with_live_status(self.home)
+        return RunInfo.from_status(status).with_live_status(self.runtime.ledger)
 
     def unfinished_runs(self) -> list[str]:
         runs = self.engine.list(runtime_status=list(UNFINISHED_RUNTIMES))
@@ -127,4 +133,4 @@ class LocalEngine:
 
     def final(self, run_id: str) -> RunInfo:
         """The ended run with each service's record (for the summary)."""
-        return RunInfo.from_status(self.engine.status(run_id, show_input=False)).with_services(self.home)
+        return RunInfo.from_status(self.engine.status(run_id, show_input=False)).with_services(self.runtime.ledger)

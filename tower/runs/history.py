@@ -8,12 +8,11 @@
 
 Two stores behind that interface: SQLite locally (``$TOWER_HOME/history.db``) and Azure Table
 Storage in Azure (``TOWER_HISTORY_TABLE_URL``, reached with the app's managed identity).
-``history_from_environment()`` picks one, once per process and location.
+``history_from_environment()`` picks one (a process keeps it: `tower.runtime.Runtime.history`).
 """
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 from collections.abc import Iterable
@@ -240,12 +239,9 @@ class TableRunHistory:
 
 
 def history_from_environment(home: str | Path | None = None) -> RunHistory:
-    """TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
-    (required in Azure: `tower.stores.location`). One store per location and process: its
-    credential, client and connections are reused."""
-    return _store(*location("TOWER_HISTORY_TABLE_URL", "history.db", home))
-
-
-@functools.lru_cache(maxsize=16)
-def _store(kind: str, where: str) -> RunHistory:
+    """A new store: TOWER_HISTORY_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default
+    $TOWER_HOME) (required in Azure: `tower.stores.location`). Build one per process and pass it
+    around (`tower.runtime.Runtime.history` does), so its credential, client and connections serve
+    every call."""
+    kind, where = location("TOWER_HISTORY_TABLE_URL", "history.db", home)
     return TableRunHistory(where) if kind == "table" else SqliteRunHistory(where)

@@ -7,7 +7,7 @@ start on a finished instance id *replaces* it, while a purged id looks unused. T
 both from Tower's own store, and survives the purge of the instances it describes.
 
     start_once(index, row, start, exists) -> bool   claim the id, then start; RunExists if used
-    run_ended(result, finished)                     the run's end (from `run_result`)
+    run_ended(index, result)                        the run's end (from `run_result`)
     link_repair(index, original, repair, again)     the original run points to its repair
     RunsIndex.list(pipeline, status, since, limit, continuation) -> (rows, next continuation)
 
@@ -22,7 +22,6 @@ has no instance of it: so a claim can never leave a run that can never start.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -187,14 +186,14 @@ def record_end(index: RunsIndex, run_id: str, pipeline: str, status: str, finish
             return row
 
 
-def run_ended(result: dict, home: str | Path | None = None) -> None:
-    """Record a run result (`run_result`'s) in the index of this environment."""
+def run_ended(index: RunsIndex, result: dict) -> None:
+    """Record a run result (`run_result`'s) in the index."""
     counts = result.get("counts")
     if not isinstance(counts, dict):
         counts = {}
         for service in (result.get("services") or {}).values():
             counts[service.get("status")] = counts.get(service.get("status"), 0) + 1
-    record_end(index_from_environment(home), result["run_id"], result.get("pipeline") or "", result["status"],
+    record_end(index, result["run_id"], result.get("pipeline") or "", result["status"],
                result.get("finished"), {str(k): int(v) for k, v in counts.items()}, result.get("started"))
 
 
@@ -609,13 +608,10 @@ def _started_before(index: RunsIndex, cutoff: datetime) -> Iterable[RunRow]:
 
 
 def index_from_environment(home: str | Path | None = None) -> RunsIndex:
-    """TOWER_RUNS_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
-    (required in Azure: `tower.stores.location`). One index per location and process."""
-    return _index(*location("TOWER_RUNS_TABLE_URL", "runs.db", home))
-
-
-@functools.lru_cache(maxsize=16)
-def _index(kind: str, where: str) -> RunsIndex:
+    """A new index: TOWER_RUNS_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default
+    $TOWER_HOME) (required in Azure: `tower.stores.location`). A process keeps one
+    (`tower.runtime.Runtime.runs_index`)."""
+    kind, where = location("TOWER_RUNS_TABLE_URL", "runs.db", home)
     return TableRunsIndex(where) if kind == "table" else SqliteRunsIndex(where)
 
 

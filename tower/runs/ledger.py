@@ -35,12 +35,12 @@ followed by a sync of the run into the platform's pool, whose grants are taken i
 and dispatched with the change's step (`_share`).
 
 Two stores: SQLite locally (``$TOWER_HOME/ledger.db``) and Azure Table Storage in Azure
-(``TOWER_LEDGER_TABLE_URL``, managed identity). `ledger_from_environment()` picks one.
+(``TOWER_LEDGER_TABLE_URL``, managed identity). `ledger_from_environment()` picks one; a process
+keeps one ledger object (`tower.runtime.Runtime.ledger`), whose `SchedulerCache` is its memory.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -645,13 +645,10 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
 
 
 def ledger_from_environment(home: str | Path | None = None) -> RunLedger:
-    """TOWER_LEDGER_TABLE_URL set -> Azure Table Storage; else SQLite in `home` (default $TOWER_HOME)
-    (required in Azure: `tower.stores.location`). One ledger per location and process."""
-    return _ledger(*location("TOWER_LEDGER_TABLE_URL", "ledger.db", home))
-
-
-@functools.lru_cache(maxsize=16)
-def _ledger(kind: str, where: str) -> RunLedger:
+    """A new ledger object: TOWER_LEDGER_TABLE_URL set -> Azure Table Storage; else SQLite in `home`
+    (default $TOWER_HOME) (required in Azure: `tower.stores.location`). Build one per process and
+    pass it around (`tower.runtime.Runtime.ledger` does): its scheduler cache is the object's."""
+    kind, where = location("TOWER_LEDGER_TABLE_URL", "ledger.db", home)
     if kind == "table":
         from tower.runs.ledger_table import TableRunLedger
 

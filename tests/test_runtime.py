@@ -1,0 +1,99 @@
+"""The runtime: what one process shares, built once by its composition root and handed in
+(tower/runtime.py), and the one place the app's functions find it (app_runtime.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import app_runtime
+from tower.errors import ConfigError
+from tower.platforms import Platforms
+from tower.platforms.base import FunctionAdapter, Handle, Status
+from tower.runs.ledger import create_run, live_status
+from tower.runtime import Runtime
+from tower.timestamps import utcnow
+
+TABLE_SETTINGS = ("TOWER_LEDGER_TABLE_URL", "TOWER_HISTORY_TABLE_URL", "TOWER_RUNS_TABLE_URL",
+                  "TOWER_REJECTED_TABLE_URL")
+
+
+@pytest.fixture(autouse=True)
+def local_stores(monkeypatch):
+    for name in TABLE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def plan(run_id: str) -> dict:
+    return {"run_id": run_id, "pipeline": "p", "platforms": {"sim": {"max_concurrency": None}},
+            "services": {"a": {"deps": [], "expected": 1.0, "platform": "sim", "iid": f"{run_id}:a"}}}
+
+
+def test_each_store_is_built_on_first_use_then_kept(tmp_path):
+    runtime = Runtime.from_environment(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing opened until asked for
+    ledger = runtime.ledger
+    assert runtime.ledger is ledger and ledger.location == str(tmp_path.absolute() / "ledger.db")
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == ["ledger.db"]
+    assert runtime.history is runtime.history and runtime.runs_index is runtime.runs_index
+    assert runtime.rejected is runtime.rejected and runtime.push_keys is runtime.push_keys
+    assert runtime.outbox is runtime.outbox
+
+
+def test_home_defaults_to_tower_home_read_when_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "first"))
+    runtime = Runtime.from_environment()
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "second"))  # a later change is not this runtime's
+    assert runtime.ledger.location == str((tmp_path / "first" / "ledger.db").absolute())
+
+
+def test_two_runtimes_over_one_home_keep_their_own_scheduler_cache(tmp_path):
+    """The ledger's memory of its runs belongs to the ledger object, not to the process: a second
+    runtime (another host, a status reader) sees changes through the store, as another process would."""
+    one, other = Runtime(tmp_path), Runtime(tmp_path)
+    assert one.ledger is not other.ledger
+    create_run(one.ledger, plan("r1"), {"a": {"service": "a"}}, utcnow())
+    assert one.ledger.schedulers.get("r1") is not None
+    assert other.ledger.schedulers.get("r1") is None
+    assert live_status(other.ledger, "r1", utcnow())["states"] == "p"  # read from the store
+
+
+def test_an_engine_hands_its_runtime_to_the_app_functions_while_it_runs(tmp_path, monkeypatch):
+    from tower.local.driver import run_app
+    from tower.local.engine import Engine
+
+    monkeypatch.setattr(app_runtime, "_installed", None)  # the process's runtime comes back after the test
+    installed = app_runtime.install(Runtime(tmp_path / "installed"))
+    ours = Runtime(tmp_path / "engine")
+    with Engine(run_app(), tmp_path / "engine", runtime=ours) as engine:
+        assert engine.runtime is ours and app_runtime.current() is ours
+    assert app_runtime.current() is installed  # the process's again once the engine stopped
+
+
+def test_without_a_runtime_the_functions_say_who_installs_one(monkeypatch):
+    monkeypatch.setattr(app_runtime, "_installed", None)
+    monkeypatch.setattr(app_runtime, "_engines", [])
+    with pytest.raises(ConfigError, match="function_app.py installs one"):
+        app_runtime.current()
+
+
+def test_a_platform_stand_in_is_given_to_the_registry_not_to_a_module():
+    stand_in = FunctionAdapter(submit=lambda s: Handle("x"), poll=lambda h: Status("succeeded"))
+    runtime = Runtime(platforms=Platforms(overrides={"fake": stand_in}))
+    assert runtime.platforms.adapter("fake", {}) is stand_in
+    with pytest.raises(ConfigError, match="unknown platform type 'fake'"):
+        Runtime().platforms.adapter("fake", {})
+
+
+def test_the_catalog_is_parsed_once_per_change_of_its_file(tmp_path):
+    import os
+
+    path = tmp_path / "catalog.yaml"
+    text = ("platforms: {sim: {type: sim}}\nservices: {a: {platform: sim, expected_duration: 1s}}\n"
+            "pipelines: {p: {services: [a]}, PIPELINES}\n")
+    path.write_text(text.replace(", PIPELINES", ""))
+    runtime = Runtime(tmp_path)
+    first = runtime.catalog(path)
+    assert runtime.catalog(path) is first
+    path.write_text(text.replace("PIPELINES", "q: {services: [a]}"))
+    os.utime(path, (1, 1))  # a different mtime, whatever the clock's resolution
+    assert runtime.catalog(path) is not first and set(runtime.catalog(path).pipelines) == {"p", "q"}
