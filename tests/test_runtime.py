@@ -62,6 +62,7 @@ def test_an_engine_hands_its_runtime_to_the_app_functions_while_it_runs(tmp_path
     from tower.local.engine import Engine
 
     monkeypatch.setattr(app_runtime, "_installed", None)  # the process's runtime comes back after the test
+    monkeypatch.setattr(app_runtime, "_engines", [])  # as if no other engine ran in this process (a session's)
     installed = app_runtime.install(Runtime(tmp_path / "installed"))
     ours = Runtime(tmp_path / "engine")
     with Engine(run_app(), tmp_path / "engine", runtime=ours) as engine:
