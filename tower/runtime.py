@@ -37,7 +37,7 @@ class Runtime:
     the local stores live (SQLite files under it) when no Table setting names a table."""
 
     def __init__(self, home: str | Path | None = None, *, platforms: Platforms | None = None):
-        self.home = Path(home) if home is not None else tower_home()
+        self.home = (Path(home) if home is not None else tower_home()).absolute()
         self.platforms = platforms if platforms is not None else Platforms()
         self._lock = threading.RLock()  # re-entrant: building one part may ask for another
         self._parts: dict[str, Any] = {}

@@ -26,9 +26,10 @@ and downloads them again at every replay and status read). `pipeline_run` gets a
 (`plan_reference`), and each service run only its own service's input.
 
 Every change is idempotent, so an activity may run twice. Changes use optimistic concurrency (a
-version per run), so several hosts may share one ledger. Within a process the last state is kept
-in memory: reused as is while the stored version says nobody else changed it, else brought up to
-date with only the records written since, so a change reads and writes O(its services), not O(N).
+version per run), so several hosts may share one ledger. A ledger object keeps each run's last
+state in memory (`SchedulerCache`; a process has one ledger object, `tower.runtime.Runtime.ledger`):
+reused as is while the stored version says nobody else changed it, else brought up to date with
+only the records written since, so a change reads and writes O(its services), not O(N).
 
 A limited platform's slots are shared by every run (`tower.runs.slots`): a change that touched one is
 followed by a sync of the run into the platform's pool, whose grants are taken in their own runs
