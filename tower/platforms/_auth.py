@@ -24,7 +24,7 @@ def scope_for(audience: str) -> str:
     return audience if audience.endswith("/.default") else f"{audience}/.default"
 
 
-def default_credential(client_id: str | None) -> Any:
+def _credential(client_id: str | None) -> Any:
     """Managed identity in Azure; az / azd / environment credentials on a developer machine."""
     from azure.identity import DefaultAzureCredential
 
@@ -35,11 +35,11 @@ def default_credential(client_id: str | None) -> Any:
 
 class Credentials:
     """Azure credentials by client id (None: the system-assigned identity or the developer's login),
-    each built on first use by `make` and then kept, with its token cache. Tests pass a `make` that
-    returns a stand-in credential (anything with ``get_token(scope)``)."""
+    each built on first use by `make` (default: DefaultAzureCredential) and then kept, with its
+    token cache. Tests pass a `make` that returns a stand-in (anything with ``get_token(scope)``)."""
 
-    def __init__(self, make: Callable[[str | None], Any] = default_credential):
-        self._make = make
+    def __init__(self, make: Callable[[str | None], Any] | None = None):
+        self._make = make if make is not None else _credential
         self._lock = threading.Lock()
         self._made: dict[str | None, Any] = {}
 
@@ -50,15 +50,18 @@ class Credentials:
             return self._made[client_id]
 
     def bearer_token(self, audience: str, *, client_id: str | None = None, platform: str = "") -> str:
-        return bearer_token(self.get(client_id), audience, platform=platform)
+        return bearer_token(audience, client_id=client_id, platform=platform, credentials=self)
 
 
-def bearer_token(credential: Any, audience: str, *, platform: str = "") -> str:
-    """An access token for `audience` from `credential`; raises PlatformError (never with the token in it)."""
+def bearer_token(audience: str, *, client_id: str | None = None, platform: str = "",
+                 credentials: Credentials | None = None) -> str:
+    """An access token for `audience` from `credentials` (default: a credential made for this call
+    only; keep a `Credentials` to reuse its token cache); raises PlatformError (never with the token
+    in it)."""
     from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
     try:
-        return credential.get_token(scope_for(audience)).token
+        return (credentials or Credentials()).get(client_id).get_token(scope_for(audience)).token
     except ClientAuthenticationError as exc:
         raise NonRetryableError(
             f"could not get an Azure token for audience {audience!r}: {exc.message or exc} "
