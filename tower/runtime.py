@@ -1,11 +1,12 @@
 """What one Tower process shares, in one object: its stores, its platform adapters, its notifier.
 
-Tower keeps no mutable state in module globals. A composition root builds one `Runtime` and hands it
-to what needs it, the way an ``httpx.Client`` is given its transport:
+Tower keeps no mutable state in module globals (the few per-process exceptions, and why, are in
+docs/architecture.md, "One runtime per process"). A composition root builds one `Runtime` and hands
+it to what needs it, the way an ``httpx.Client`` is given its transport:
 
 - in Azure, ``function_app.py``, once per worker process (`app_runtime.install`);
 - on the local host, each engine for its home, while it runs (`tower.local.engine.Engine`);
-- the CLI, for the command it runs (`tower.runner.LocalEngine` hands its own to its engine).
+- the CLI, for the command it runs (`tower.local.driver.LocalEngine` hands its own to its engine).
 
 Each store is built from the environment on first use (a command that reads one store opens no
 other) and then kept: the run ledger's scheduler cache, the Table clients' connections and their
