@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 
 import app_runtime
@@ -143,15 +143,11 @@ def submit_all(jobs: dict[str, ServiceJob]) -> dict[str, Future]:
     return {instance_id: on_pool(first_attempt, job) for instance_id, job in jobs.items()}
 
 
-# Platform SDKs block (requests, the Snowflake connector, subprocesses): their calls run on this pool,
-# never on the worker's event loop, which the async activities (they need the Durable client) share.
-_PLATFORM_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tower-platform")
-
-
 def on_pool(fn, *args) -> Future:
-    """``fn(*args)`` on the platform pool, logging as the invocation, run and service it was handed
-    out by (`tower.logcontext.carried`)."""
-    return _PLATFORM_THREADS.submit(logcontext.carried(fn), *args)
+    """``fn(*args)`` on the runtime's platform pool (`tower.runtime.Runtime.platform_threads`: platform
+    SDKs block, and the worker's event loop is shared by every async activity), logging as the
+    invocation, run and service it was handed out by (`tower.logcontext.carried`)."""
+    return app_runtime.current().platform_threads.submit(logcontext.carried(fn), *args)
 
 
 async def call(platform: dict, fn, about: dict | None = None):

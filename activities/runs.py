@@ -27,7 +27,6 @@ from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotI
 from tower.redact import redact
 from tower.runs.index import run_ended
 from tower.runs.ledger import (
-    DISPATCHING,
     Step,
     cancel_run,
     finish_service,
@@ -139,7 +138,7 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
                             redact(str(exc)))
                 await asyncio.sleep(delay)
     finally:
-        DISPATCHING.discard(instance_id)
+        app_runtime.current().ledger.dispatches.settled([instance_id])
 
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob) -> int:
@@ -218,7 +217,7 @@ def report_here(report: ServiceReport, client: df.DurableOrchestrationClient,
         return asyncio.run_coroutine_threadsafe(work, loop)
     except BaseException:  # no act will dispatch them: an `ensure` may start them again
         work.close()
-        DISPATCHING.difference_update(step.start)
+        app_runtime.current().ledger.dispatches.settled(step.start)
         raise
 
 

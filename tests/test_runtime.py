@@ -98,3 +98,18 @@ def test_the_catalog_is_parsed_once_per_change_of_its_file(tmp_path):
     path.write_text(text.replace("PIPELINES", "q: {services: [a]}"))
     os.utime(path, (1, 1))  # a different mtime, whatever the clock's resolution
     assert runtime.catalog(path) is not first and set(runtime.catalog(path).pipelines) == {"p", "q"}
+
+
+def test_an_engine_lets_the_platform_threads_of_the_runtime_it_built_go(tmp_path):
+    from tower.local.driver import run_app
+    from tower.local.engine import Engine
+
+    given = Runtime(tmp_path / "given")
+    with Engine(run_app(), tmp_path / "own") as engine, Engine(run_app(), tmp_path / "given", runtime=given):
+        own = engine.runtime.platform_threads
+        assert own.submit(lambda: 42).result(timeout=5) == 42
+        assert own is engine.runtime.platform_threads and own is not given.platform_threads
+    with pytest.raises(RuntimeError, match="shutdown"):
+        own.submit(lambda: 1)  # the engine built that runtime: its threads went with it
+    assert given.platform_threads.submit(lambda: 7).result(timeout=5) == 7  # a given runtime is its owner's
+    given.close()

@@ -16,7 +16,7 @@ the ledger's cache needs (`tower.runs.ledger.SchedulerCache`).
     Runtime.from_environment(home=None, platforms=None)
       .ledger  .history  .runs_index  .rejected  .push_keys  .outbox    the stores
       .notifier  .deadlines  .events                                    what a run tells the world
-      .platforms                                                        tower.platforms.Platforms
+      .platforms  .platform_threads                                     tower.platforms.Platforms, its pool
       .catalog(path)                                                    loaded once per change of the file
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from tower.paths import tower_home
 from tower.platforms import Platforms
 
 T = TypeVar("T")
+PLATFORM_THREADS = 32  # platform calls in flight at once in one process
 
 
 class Runtime:
@@ -109,6 +111,21 @@ class Runtime:
         from tower import push
 
         return self._once("push_keys", lambda: push.index_from_environment(self.home))
+
+    @property
+    def platform_threads(self) -> ThreadPoolExecutor:
+        """Where blocking platform calls run (requests, the Snowflake connector, subprocesses), never
+        on the worker's event loop, which every async activity shares. Its threads start on use."""
+        return self._once("platform_threads", lambda: ThreadPoolExecutor(
+            max_workers=PLATFORM_THREADS, thread_name_prefix="tower-platform"))
+
+    def close(self) -> None:
+        """Let the threads this runtime started go (an engine that built its runtime stops); a later
+        use starts them again. A worker process never needs it: its runtime lives as long as it."""
+        with self._lock:
+            pool = self._parts.pop("platform_threads", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     @property
     def events(self):

@@ -4,7 +4,7 @@
         ...   # other.pid, other.leader (holds the orchestration lease), other.stderr()
 
 `activities_only=True` makes it a second worker that never runs orchestrations (per-process state,
-such as tower.runs.ledger's DISPATCHING set, then meets another process); `max_activities`
+such as a ledger object's dispatches under way, then meets another process); `max_activities`
 caps what a host takes at once, so that the next work item goes to the other host. The default
 app is Tower's own (`tower.local.driver:run_app`). See tower/local/worker.py.
 """

@@ -25,7 +25,6 @@ from tower.contracts import ServiceReport
 from tower.errors import EngineError
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
-from tower.runs import ledger as ledger_module
 from tower.runs.history import SqliteRunHistory
 from tower.runs.ledger import ledger_from_environment, open_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
@@ -579,4 +578,4 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
         activities.runs.act(client, plan["run_id"], activities.runs.record_report(request)), engine.loop)
     summary = repeated.result(timeout=10)
     assert summary.started == 2, f"the repeated report started {summary.started} of b and c: " \
-        f"still marked dispatching: {sorted(dependents(plan) & ledger_module.DISPATCHING)}"
+        f"still marked dispatching: {sorted(dependents(plan) & engine.runtime.ledger.dispatches.under_way())}"

@@ -101,54 +101,48 @@ def test_opening_twice_creates_once_and_restarts_what_runs(ledger):
     assert ledger.version("r1") == 2  # stored, then opened once
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch_in_flight():
-    """Nothing here dispatches what the ledger takes: each test says which dispatches settled."""
-    lg.DISPATCHING.clear()
-    yield
-    lg.DISPATCHING.clear()
-
-
 def test_a_reconcile_leaves_a_recent_dispatch_to_finish_its_submit(ledger):
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(minutes=1))  # b and c dispatched here
-    assert {"r1:b", "r1:c"} <= lg.DISPATCHING
+    assert {"r1:b", "r1:c"} <= ledger.dispatches.under_way()
     soon = reconcile_run(ledger, "r1", T0 + timedelta(minutes=2))
     assert set(soon.ensure) == {"r1:b", "r1:c"} and soon.dispatching == {"r1:b", "r1:c"}
-    later = reconcile_run(ledger, "r1", T0 + timedelta(minutes=1) + lg.DISPATCH_GRACE + timedelta(seconds=1))
+    later = reconcile_run(ledger, "r1", T0 + timedelta(minutes=1) + ledger.dispatches.grace + timedelta(seconds=1))
     assert set(later.ensure) == {"r1:b", "r1:c"} and later.dispatching == frozenset()
 
 
 def test_every_repeated_change_respects_a_dispatch_in_flight(ledger):
     """A repeated report or open_run names the running services like a reconcile, and leaves those
     still being dispatched alone just the same: on this host until its dispatch settled, on any
-    other host (it cannot know) until `DISPATCH_GRACE` passed."""
+    other host (it cannot know) until `Dispatches.grace` passed."""
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c are being dispatched here
-    lg.DISPATCHING.discard("r1:a")
+    ledger.dispatches.settled(["r1:a"])
     soon = T0 + timedelta(seconds=30)
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:b", "r1:c"}
     assert open_new(ledger, plan, inputs_of(plan), soon).dispatching == {"r1:b", "r1:c"}
-    lg.DISPATCHING.discard("r1:b")  # b's dispatch settled: a missing service run of b was lost
+    ledger.dispatches.settled(["r1:b"])  # b's dispatch settled: a missing service run of b was lost
     assert finish_service(ledger, "r1", "a", ok("a"), soon).dispatching == {"r1:c"}
 
 
-def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger, monkeypatch):
+def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger):
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
     finish_service(ledger, "r1", "a", ok("a"), T0)
-    lg.DISPATCHING.clear()  # whatever this host did has settled: the other host cannot know that
-    monkeypatch.setattr(lg, "PROCESS", "another-host")
-    again = finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
+    ledger.dispatches.settled(["r1:b", "r1:c"])  # whatever this host did has settled: the other cannot know
+    other = SqliteRunLedger(ledger.path)  # another host's ledger object: another dispatcher
+    assert other.dispatches.dispatcher != ledger.dispatches.dispatcher
+    again = finish_service(other, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
     assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == {"r1:b", "r1:c"}
-    assert open_new(ledger, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
-    late = T0 + lg.DISPATCH_GRACE + timedelta(seconds=1)
-    assert finish_service(ledger, "r1", "a", ok("a"), late).dispatching == frozenset()
+    assert open_new(other, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
+    late = T0 + other.dispatches.grace + timedelta(seconds=1)
+    assert finish_service(other, "r1", "a", ok("a"), late).dispatching == frozenset()
+    assert finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30)).dispatching == frozenset()
 
 
-def test_a_dispatch_by_a_process_known_dead_on_this_machine_waits_no_grace(ledger, monkeypatch):
+def test_a_dispatch_by_a_process_known_dead_on_this_machine_waits_no_grace(ledger):
     """A crashed `tower run` (or a worker process that died on this instance) submits nothing any
     more: `tower resume` must not wait the grace for its lost starts; a live process, or one on
     another machine, keeps its grace."""
@@ -160,16 +154,16 @@ def test_a_dispatch_by_a_process_known_dead_on_this_machine_waits_no_grace(ledge
     gone.wait()
     here = socket.gethostname()
     plan = plan_of(DIAMOND)
-    monkeypatch.setattr(lg, "PROCESS", f"{here}:{gone.pid}:dead")
-    open_new(ledger, plan, inputs_of(plan), T0)
-    finish_service(ledger, "r1", "a", ok("a"), T0)  # b and c taken by the process that is gone now
-    lg.DISPATCHING.clear()  # its dispatches went with it
-    monkeypatch.setattr(lg, "PROCESS", f"{here}:{os.getpid()}:resumer")
-    again = reconcile_run(ledger, "r1", T0 + timedelta(seconds=30))
+    dead = SqliteRunLedger(ledger.path, dispatches=lg.Dispatches(f"{here}:{gone.pid}:dead"))
+    open_new(dead, plan, inputs_of(plan), T0)
+    finish_service(dead, "r1", "a", ok("a"), T0)  # b and c taken by the process that is gone now
+    resumer = SqliteRunLedger(ledger.path)  # `tower resume`: this process, another ledger object
+    again = reconcile_run(resumer, "r1", T0 + timedelta(seconds=30))
     assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == frozenset()
-    assert lg.may_still_dispatch(f"{here}:{os.getppid()}:alive")
-    assert lg.may_still_dispatch(f"elsewhere:{gone.pid}:x")
-    assert lg.may_still_dispatch(None)
+    assert resumer.dispatches.may_still_dispatch(f"{here}:{os.getppid()}:alive")
+    assert resumer.dispatches.may_still_dispatch(f"elsewhere:{gone.pid}:x")
+    assert resumer.dispatches.may_still_dispatch(None)
+    assert resumer.dispatches.may_still_dispatch(ledger.dispatches.dispatcher)  # alive: this very process
 
 
 def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, monkeypatch):
@@ -177,7 +171,7 @@ def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, m
     names = [f"s{i}" for i in range(8)]
     plan = plan_of({**{n: [] for n in names}, "z": names})
     open_new(ledger, plan, inputs_of(plan), T0)
-    later = T0 + lg.DISPATCH_GRACE * 2
+    later = T0 + ledger.dispatches.grace * 2
 
     def pages(change):
         seen, after = [], -1
@@ -225,7 +219,8 @@ def test_the_dispatch_grace_is_the_hosts_function_timeout():
 
     host = json.loads(lg.HOST_JSON.read_text())
     hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
-    assert lg.DISPATCH_GRACE == timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    assert lg.dispatch_grace() == timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    assert lg.Dispatches().grace == lg.dispatch_grace()  # read when a ledger object is built
 
 
 @pytest.mark.parametrize(("value", "grace"), [

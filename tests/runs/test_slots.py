@@ -47,13 +47,6 @@ def wide(n: int) -> dict:
     return {f"s{i}": [] for i in range(n)}
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch_in_flight():
-    lg.DISPATCHING.clear()
-    yield
-    lg.DISPATCHING.clear()
-
-
 @pytest.fixture(params=["sqlite", "table"])
 def store(request, tmp_path):
     """A function that opens the ledger as another host would (a new object over the same store)."""

@@ -45,6 +45,7 @@ class LocalEngine:
         # The stores and adapters of this process's runs (the CLI's composition root): given to the
         # engine for the app's functions, and read here to start and follow runs, so following a
         # run reads the ledger through the same cache its changes keep warm.
+        self._own_runtime = runtime is None
         self.runtime = runtime if runtime is not None else Runtime(self.home)
         self.time_scale = time_scale    # a simulated run's: the latency model (if any) scales with it
         self.activity_workers = activity_workers
@@ -70,6 +71,8 @@ class LocalEngine:
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
+        if self._own_runtime:
+            self.runtime.close()  # the engine ran on it: its platform threads go
 
     def start_run(self, plan: dict, trigger: str = "cli", repair_of: str | None = None, again: bool = False) -> str:
         """Claim the run id in the runs index, then start `pipeline_run` (tower.runs.index.start_once:

@@ -187,6 +187,7 @@ class Engine:
         self.home = Path(home)
         # What the app's functions use while this engine runs (app_runtime.using): the stores of its
         # home, the platform adapters. A test passes one with stand-in platforms.
+        self._own_runtime = runtime is None  # built here: its threads go when the engine stops
         self.runtime = runtime if runtime is not None else Runtime(self.home)
         self.store = st.Store(self.home)
         self.log = log or (lambda line: None)
@@ -332,6 +333,8 @@ class Engine:
         _process_loop.release(timeout)
         self.store.leave(self.host_id)     # lease and unfinished work items go to the other hosts
         app_runtime.done_with(self.runtime)
+        if self._own_runtime:
+            self.runtime.close()
         engine_file = self.home / "engine.json"
         try:
             if json.loads(engine_file.read_text()).get("base_url") == self.base_url:

@@ -81,6 +81,7 @@ class Snapshot:
 class RunLedger(Protocol):
     location: str  # where it keeps its runs (a file, a table URL): the same place, the same runs
     schedulers: SchedulerCache  # what this object remembers of its runs (see SchedulerCache)
+    dispatches: Dispatches  # this object as a dispatcher, and its dispatches under way (see Dispatches)
 
     def create(self, run_id: str, core: dict, meta: dict, inputs: Mapping[str, dict],
                records: Mapping[str, dict], head: dict | None = None) -> bool:
@@ -223,7 +224,7 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
         first = not scheduler.cancel_requested and all(r.status == ServiceState.PENDING for r in scheduler.records.values())
         if first:  # the run starts when pipeline_run does; its pools hear of what it offers them
             scheduler.started = now
-            step = _step(ledger, scheduler, start=_take_ready(scheduler, now))
+            step = _step(ledger, scheduler, start=_take_ready(ledger, scheduler, now))
             scheduler.touched |= {p for p in scheduler.shared if scheduler.ready[p]}  # its first waiters
         else:
             step = _reconciled(ledger, scheduler, now)
@@ -247,7 +248,7 @@ def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[st
         if scheduler.records[name].status != ServiceState.RUNNING:
             return _reconciled(ledger, scheduler, now)
         scheduler.finish(name, result, now)
-        return _step(ledger, scheduler, start=_take_ready(scheduler, now))
+        return _step(ledger, scheduler, start=_take_ready(ledger, scheduler, now))
 
     return _shared_change(ledger, run_id, now, change)
 
@@ -278,30 +279,60 @@ def function_timeout(host_json: str | Path) -> timedelta:
 
 DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"  # the app root, beside function_app.py
-# A dispatch submits before it starts the service run, and no invocation outlives the host's
-# functionTimeout: a service run missing for longer than that after its dispatch was lost, not late.
-DISPATCH_GRACE = function_timeout(HOST_JSON) if HOST_JSON.exists() else DEFAULT_FUNCTION_TIMEOUT
-
-# This process, as the dispatcher of the services it takes off the ready queue (`ServiceRecord.
-# dispatcher`); and the instance ids whose dispatch is under way here (added once the change that
-# took them is saved, removed by the dispatch when its submits and starts have settled).
-PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-DISPATCHING: set[str] = set()
 
 
-def may_still_dispatch(dispatcher: str | None) -> bool:
-    """Could the process that took a service off the ready queue still be submitting it? Yes,
-    unless it is this process and its dispatch here has settled (the caller checks DISPATCHING),
-    or it ran on this machine and is gone (a crashed `tower run`, a worker process that died on
-    this instance): a dead process submits nothing, so its lost starts need not wait the grace.
-    A process on another machine (another instance in Azure) is never known dead: the grace holds."""
-    if dispatcher == PROCESS:
-        return False
-    host, _, rest = (dispatcher or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    return pid_alive(int(pid))
+def dispatch_grace(host_json: Path = HOST_JSON) -> timedelta:
+    """How long a dispatch may still be submitting: it submits before it starts the service run, and
+    no invocation outlives the host's functionTimeout, so a service run missing for longer than that
+    after its dispatch was lost, not late."""
+    return function_timeout(host_json) if host_json.exists() else DEFAULT_FUNCTION_TIMEOUT
+
+
+class Dispatches:
+    """A ledger object's own dispatches: who it is as the dispatcher of the services its changes take
+    off the ready queue (`ServiceRecord.dispatcher`: host, pid and a nonce), and the instance ids
+    whose dispatch is under way here (added once the change that took them is saved, removed by the
+    dispatch when its submits and starts have settled: a platform thread adds while the event loop
+    removes, hence the lock). `grace`: `dispatch_grace()`, read when the ledger object is built.
+
+    The process's one ledger object (`tower.runtime.Runtime.ledger`) dispatches for the process; any
+    other object, in this process or another, is another dispatcher and waits the grace for it."""
+
+    def __init__(self, dispatcher: str | None = None, grace: timedelta | None = None):
+        self.dispatcher = dispatcher or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.grace = grace if grace is not None else dispatch_grace()
+        self._lock = threading.Lock()
+        self._under_way: set[str] = set()
+
+    def started(self, instance_ids) -> None:
+        with self._lock:
+            self._under_way.update(instance_ids)
+
+    def settled(self, instance_ids) -> None:
+        with self._lock:
+            self._under_way.difference_update(instance_ids)
+
+    def under_way(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._under_way)
+
+    def __contains__(self, instance_id: str) -> bool:
+        with self._lock:
+            return instance_id in self._under_way
+
+    def may_still_dispatch(self, dispatcher: str | None) -> bool:
+        """Could the dispatcher that took a service off the ready queue still be submitting it? Yes,
+        unless it is this one and its dispatch here has settled (the caller checks `in`), or it ran
+        on this machine and its process is gone (a crashed `tower run`, a worker process that died
+        on this instance): a dead process submits nothing, so its lost starts need not wait the
+        grace. A process on another machine (another instance in Azure) is never known dead."""
+        if dispatcher == self.dispatcher:
+            return False
+        host, _, rest = (dispatcher or "").partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit():
+            return True
+        return pid_alive(int(pid))
 
 
 def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1) -> Step:
@@ -401,17 +432,17 @@ def _step(ledger: RunLedger, scheduler: Scheduler, start=(), ensure=(), stop=())
     return Step(start=jobs(start), ensure=jobs(ensure), stop=list(stop), done=scheduler.done, status=scheduler.status)
 
 
-def _take_ready(scheduler: Scheduler, now: datetime) -> list[str]:
-    """`Scheduler.take_ready`, each service taken marked as dispatched by this process."""
+def _take_ready(ledger: RunLedger, scheduler: Scheduler, now: datetime) -> list[str]:
+    """`Scheduler.take_ready`, each service taken marked as dispatched by this ledger object."""
     taken = scheduler.take_ready(now)
     for name in taken:
-        scheduler.records[name].dispatcher = PROCESS
+        scheduler.records[name].dispatcher = ledger.dispatches.dispatcher
     return taken
 
 
-def _dispatched(step: Step) -> Step:
+def _dispatched(ledger: RunLedger, step: Step) -> Step:
     """A saved step: its services to start are being dispatched here from now on."""
-    DISPATCHING.update(step.start)
+    ledger.dispatches.started(step.start)
     return step
 
 
@@ -430,19 +461,19 @@ def _reconciled(ledger: RunLedger, scheduler: Scheduler, now: datetime, after: i
     """Take what is ready; name the other running services in `ensure` (a page of them, see
     `_page`). Every caller (a reconcile, a repeated report or open_run, on any host) respects the
     grace of a dispatch that may still be submitting: a service taken off the ready queue less than
-    `DISPATCH_GRACE` ago is `dispatching` unless this process took it and its dispatch here has
-    settled, or the process that took it is known dead (`may_still_dispatch`): then its submits are
+    `Dispatches.grace` ago is `dispatching` unless this ledger object took it and its dispatch here
+    has settled, or the process that took it is known dead (`may_still_dispatch`): then its submits are
     over, and a missing service run was lost."""
-    started = _take_ready(scheduler, now)
+    started = _take_ready(ledger, scheduler, now)
     scheduler.touched |= scheduler.shared  # a repeated change re-syncs its pools (one may have been lost)
     running = [n for n in scheduler.order if scheduler.records[n].status == ServiceState.RUNNING and n not in started]
     running, more = _page(scheduler, running, after)
     step = _step(ledger, scheduler, start=started, ensure=running)
-    services, records = scheduler.plan["services"], scheduler.records
+    services, records, dispatches = scheduler.plan["services"], scheduler.records, ledger.dispatches
     step.dispatching = frozenset(
         services[n]["iid"] for n in running
-        if parse_iso(records[n].started) > now - DISPATCH_GRACE
-        and (may_still_dispatch(records[n].dispatcher) or services[n]["iid"] in DISPATCHING))
+        if parse_iso(records[n].started) > now - dispatches.grace
+        and (dispatches.may_still_dispatch(records[n].dispatcher) or services[n]["iid"] in dispatches))
     step.more = more
     return step
 
@@ -498,7 +529,7 @@ def _take_granted(ledger: RunLedger, run_id: str, pools: Mapping[str, list[str]]
     def take(scheduler: Scheduler) -> Step:
         taken = scheduler.take({name for names in pools.values() for name in names}, now)
         for name in taken:
-            scheduler.records[name].dispatcher = PROCESS
+            scheduler.records[name].dispatcher = ledger.dispatches.dispatcher
         step = _step(ledger, scheduler, start=taken)
         step.offers = _offers(scheduler, {slots.platform_of(pool) for pool in pools})
         return step
@@ -641,7 +672,7 @@ def _change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Sch
                 _remember(ledger, run_id, version + 1, scheduler)
                 if isinstance(outcome, Step):
                     outcome.version = version + 1
-                return _dispatched(outcome) if isinstance(outcome, Step) else outcome
+                return _dispatched(ledger, outcome) if isinstance(outcome, Step) else outcome
         raise LedgerConflict(f"run {run_id!r}: the ledger kept changing under this host ({SAVE_ATTEMPTS} tries)")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from tower.errors import ServiceNotInLedger
 from tower.runs import slots
-from tower.runs.ledger import SchedulerCache, Snapshot
+from tower.runs.ledger import Dispatches, SchedulerCache, Snapshot
 from tower.stores import SqliteStore
 
 
@@ -29,9 +29,10 @@ class SqliteRunLedger(SqliteStore):
         "CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, head TEXT NOT NULL)",
     )
 
-    def __init__(self, path):
+    def __init__(self, path, *, dispatches: Dispatches | None = None):
         super().__init__(path)
         self.schedulers = SchedulerCache()
+        self.dispatches = dispatches or Dispatches()
 
     def create(self, run_id, core, meta, inputs, records, head=None) -> bool:
         with self._connect() as db:  # one transaction: the run is stored whole or not at all

@@ -37,7 +37,7 @@ from typing import Any
 
 from tower import logcontext
 from tower.errors import LedgerConflict, RecordTooLarge, RunNotInLedger, ServiceNotInLedger
-from tower.runs.ledger import SchedulerCache, Snapshot
+from tower.runs.ledger import Dispatches, SchedulerCache, Snapshot
 from tower.stores import Table
 
 RUN_ROW = "run"
@@ -170,9 +170,10 @@ class TableRunLedger:
     once every service is stored, so a create that died half way is finished by the next one.
     Creates only insert, so a conflict tells a create that another got there first."""
 
-    def __init__(self, table_url: str, credential: Any = None):
+    def __init__(self, table_url: str, credential: Any = None, *, dispatches: Dispatches | None = None):
         self._table = Table(table_url, credential)
         self.location = table_url
+        self.dispatches = dispatches or Dispatches()
         self._lock = threading.Lock()
         self._etags: OrderedDict[str, tuple[int, str, Any]] = OrderedDict()  # run id -> (version, ETag, recent)
         self._rows: OrderedDict[str, dict[str, str]] = OrderedDict()  # run id -> {service: RowKey}
