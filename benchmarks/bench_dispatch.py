@@ -34,7 +34,7 @@ durations the services really took (the sim's handles, recorded at submit); dete
 queue messages and storage transactions per service (the model's counts); activity executions per
 service. Each figure is the median of `--repeat` runs.
 
-A second part measures the per-process dispatching set (`tower.runs.ledger.DISPATCHING`), which no
+A second part measures the per-process dispatching set (a ledger object's `Dispatches`), which no
 run without a failure consults: one service's start fails (the Durable API refuses it through all
 of `_dispatch`'s retries), and the run recovers either at once (this process knows its dispatch has
 settled) or only after the dispatch grace (without the set), shortened here to `--grace` seconds.
@@ -260,7 +260,6 @@ def bench_lost_start(make_app, grace: float, repeat: int, timeout: float) -> lis
     import activities.runs as runs
     from tower.catalog.model import Catalog, Pipeline, Platform, Service
     from tower.runner import store_run
-    from tower.runs import ledger as ledger_module
     from tower.runs.ledger import ledger_from_environment, run_services
     from tower.runs.plan import build_plan
     from tower.timestamps import parse_iso
@@ -270,10 +269,12 @@ def bench_lost_start(make_app, grace: float, repeat: int, timeout: float) -> lis
                              spec={"duration": 0.2})}
     catalog = Catalog(path="<bench>", platforms={"sim": Platform("sim", "sim")}, services=services,
                       pipelines={"lost": Pipeline("lost")})
-    real_start, real_may = runs._start, ledger_module.may_still_dispatch
+    real_start = runs._start
     rows = []
     for profile in PROFILES:
         engine = make_engine(make_app(), profile, 1.0)
+        dispatches = engine.runtime.ledger.dispatches  # the engine's ledger object is its dispatcher
+        real_may = dispatches.may_still_dispatch
         try:
             for with_set in (True, False):
                 waits = []
@@ -290,16 +291,15 @@ def bench_lost_start(make_app, grace: float, repeat: int, timeout: float) -> lis
                             raise RuntimeError("the Durable API refused the start (benchmark)")
                         return await real_start(client, rid, instance_id, job)
 
-                    def may_still(dispatcher):
-                        return True if dispatcher == ledger_module.PROCESS else real_may(dispatcher)
+                    def may_still(dispatcher, _own=dispatches.dispatcher, _may=real_may):
+                        return True if dispatcher == _own else _may(dispatcher)
 
                     with ExitStack() as stack:
                         stack.enter_context(mock.patch.object(runs, "_start", failing_start))
                         stack.enter_context(mock.patch.object(runs, "START_RETRY_DELAYS", (0.01, 0.01, 0.01)))
-                        stack.enter_context(mock.patch.object(ledger_module, "DISPATCH_GRACE",
-                                                              timedelta(seconds=grace)))
+                        stack.enter_context(mock.patch.object(dispatches, "grace", timedelta(seconds=grace)))
                         if not with_set:
-                            stack.enter_context(mock.patch.object(ledger_module, "may_still_dispatch", may_still))
+                            stack.enter_context(mock.patch.object(dispatches, "may_still_dispatch", may_still))
                         engine.start_new(names.PIPELINE_RUN, run_id, json.dumps(store_run(plan)))
                         engine.wait(run_id, timeout)
                     done = run_services(ledger_from_environment(), run_id, datetime.now(timezone.utc))
