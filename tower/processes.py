@@ -1,5 +1,5 @@
 """Whether a process on this machine is still there: the local host's leases, the dispatch grace
-(`tower.runs.ledger.may_still_dispatch`), `tower status`'s "no engine attached" and the command
+(`tower.runs.ledger.Dispatches.may_still_dispatch`), `tower status`'s "no engine attached" and the command
 platform all ask it."""
 
 from __future__ import annotations
