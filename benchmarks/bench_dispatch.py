@@ -47,10 +47,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -61,6 +59,7 @@ from unittest import mock
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import bench_orchestration  # noqa: E402
 import dags  # noqa: E402
 
 from tower import graph, names  # noqa: E402
@@ -123,17 +122,8 @@ def variant_on(variant: str):
 # --- the runs -----------------------------------------------------------------------------------
 
 def make_engine(app, profile: str, scale: float):
-    from tower.local.engine import Engine
-
-    home = tempfile.mkdtemp(prefix=f"tower-bench-dispatch-{profile}-")
-    os.environ["TOWER_HOME"] = home
     latency = None if profile == "none" else Latency(profile, scale=scale, now=time.time(), seed=7)
-    logging.disable(logging.WARNING)
-    try:
-        engine = Engine(app, home, activity_workers=32, latency=latency)
-    finally:
-        logging.disable(logging.NOTSET)
-    return engine.start()
+    return bench_orchestration.make_engine(app, 32, latency=latency)
 
 
 def wide_catalog():

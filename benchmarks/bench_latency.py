@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
+
+import bench_orchestration  # noqa: E402
 
 from tower import graph, names  # noqa: E402
 from tower.catalog.loader import load_catalog  # noqa: E402
@@ -81,17 +80,8 @@ def remote_durations(plan: dict, scale: float, jitter: float) -> dict[str, float
 
 
 def make_engine(app, profile: str, scale: float):
-    from tower.local.engine import Engine
-
-    home = tempfile.mkdtemp(prefix=f"tower-bench-{profile}-")
-    os.environ["TOWER_HOME"] = home
     latency = None if profile == "none" else Latency(profile, scale=scale, now=time.time())
-    logging.disable(logging.WARNING)
-    try:
-        engine = Engine(app, home, activity_workers=32, latency=latency)
-    finally:
-        logging.disable(logging.NOTSET)
-    return engine.start()
+    return bench_orchestration.make_engine(app, 32, latency=latency)
 
 
 def one_night(engine, catalog, strategy: str, scale: float, jitter: float, run: int, timeout: float) -> dict:

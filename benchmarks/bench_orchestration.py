@@ -64,14 +64,15 @@ def plan_for(deps, durations, limit=None, file_order=False, linger=None) -> dict
     return plan
 
 
-def make_engine(app, workers: int):
+def make_engine(app, workers: int, latency=None):
+    """A started local engine over a fresh home, with `latency` (tower.local.latency) if given."""
     from tower.local.engine import Engine
 
     home = tempfile.mkdtemp(prefix="tower-bench-")
     os.environ["TOWER_HOME"] = home  # the activities' run history goes there, not into ./.tower
     logging.disable(logging.WARNING)  # "Auth level is not applied to non http function app"
     try:
-        engine = Engine(app, home, activity_workers=workers)
+        engine = Engine(app, home, activity_workers=workers, latency=latency)
     finally:
         logging.disable(logging.NOTSET)
     return engine.start()
