@@ -1,12 +1,15 @@
 """Mutation testing of Tower's core modules with mutmut 3: ``make mutate`` (not in CI: minutes per module).
 
-Each module is mutated on its own, against only the tests that cover it, in ``.mutate/<module>/``
-(mutmut copies the tree into ``mutants/`` there and reads its settings from a ``setup.cfg`` it finds
-beside it, written here). Prints one row per module for ``tests/MUTATION.md`` and writes every
-survivor's diff to ``.mutate/<module>/survivors.diff``; a survivor is either killed by a test that
-asserts behaviour or listed in MUTATION.md as equivalent, with why.
+Each entry below is mutated on its own (one file, or a few that share their tests), against only the
+tests that cover it, in ``.mutate/<entry>/`` (mutmut copies the tree into ``mutants/`` there and reads
+its settings from a ``setup.cfg`` it finds beside it, written here). mutmut runs, for each mutant,
+only those of the listed tests that reach the mutated function. Prints one row per mutated file for
+``tests/MUTATION.md`` and writes every survivor's diff to ``.mutate/<entry>/survivors.diff``; a
+survivor is either killed by a test that asserts behaviour or listed in MUTATION.md as equivalent,
+with why.
 
-    .venv/bin/python tests/mutate.py [module ...]       # default: every module below
+    .venv/bin/python tests/mutate.py [entry ...]        # default: every entry below
+    .venv/bin/python tests/mutate.py --every 3 ledger   # a deterministic sample: every 3rd mutant
 """
 
 from __future__ import annotations
@@ -25,22 +28,29 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutate"
 MUTMUT = Path(sys.executable).with_name("mutmut")
 
-# module name -> (the file mutated, the tests that cover it: fast ones only, each mutant runs them).
+# entry -> (the file(s) mutated, a glob, the tests that cover them: fast ones only, each mutant runs them).
 MODULES = {
     "graph": ("tower/graph.py", ["tests/graph", "tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py",
                                  "tests/runs/test_plan.py"]),
     # not tests/runs/test_ledger.py: one of its tests fails under mutmut's trampolines even unmutated
     "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
+    "platforms": ("tower/platforms/*.py", ["tests/platforms"]),
 }
 # What the tests import besides tower/ (copied into mutants/ beside it).
 ALSO_COPY = ["examples", "benchmarks", "orchestrators", "activities", "triggers", "function_app.py", "host.json"]
 
 
 def setup_cfg(path: str, tests: list[str]) -> str:
-    lines = ["[mutmut]", "source_paths = tower", f"only_mutate = {path}", "pytest_add_cli_args_test_selection ="]
+    top = path.split("/")[0]  # tower, or a shell package (orchestrators, activities) mutated in place
+    sources = ["tower"] + ([top] if top != "tower" else [])
+    # forkserver: the tests run in a child of mutmut, never in mutmut itself, whose default (fork) takes
+    # any child it reaps for a mutant's and stops at the first process a test left behind (command
+    # platform runs, stand-in servers).
+    lines = ["[mutmut]", "process_isolation = forkserver", "source_paths ="] + [f"    {source}" for source in sources]
+    lines += [f"only_mutate = {path}", "pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for test in tests]
-    lines += ["also_copy ="] + [f"    {extra}" for extra in ALSO_COPY]
+    lines += ["also_copy ="] + [f"    {extra}" for extra in ALSO_COPY if extra not in sources]
     return "\n".join(lines) + "\n"
 
 
@@ -63,39 +73,68 @@ def results(work: Path) -> dict[str, str]:
     return dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", out, re.MULTILINE))
 
 
-def run(name: str, jobs: int) -> str:
+def sample(work: Path, every: int) -> list[str]:
+    """Every ``every``-th mutant in mutmut's own order (file, function, number): the same sample each
+    time the code is the same. mutmut generates the mutants (and runs no test) when given a name that
+    matches none."""
+    with open(work / "run.log", "w") as log:
+        subprocess.run([str(MUTMUT), "run", "--max-children", "1", "none__mutmut_0"], cwd=work, stdout=log,
+                       stderr=subprocess.STDOUT)
+    names = sorted(results(work), key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
+    return names[::every]
+
+
+def file_of(mutant: str) -> str:
+    """tower.runs.ledger.xǁLedgerǁclaim__mutmut_3 -> tower/runs/ledger.py"""
+    module = ".".join(part for part in mutant.split(".") if "__mutmut_" not in part)
+    return module.replace(".", "/") + ".py"
+
+
+def run(name: str, jobs: int, every: int) -> list[str]:
     work = prepare(name)
     print(f"== {name}: mutating {MODULES[name][0]} (log: {work / 'run.log'})", flush=True)
-    with open(work / "run.log", "w") as log:
-        code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs)], cwd=work, stdout=log,
+    chosen = sample(work, every) if every > 1 else []
+    with open(work / "run.log", "a") as log:
+        code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *chosen], cwd=work, stdout=log,
                               stderr=subprocess.STDOUT).returncode
     if code != 0:
         sys.exit(f"mutmut failed for {name} (exit {code}): see {work / 'run.log'}")
     statuses = results(work)
+    if chosen:
+        statuses = {mutant: statuses[mutant] for mutant in chosen}
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no tests"))
     with open(work / "survivors.diff", "w") as diff:
         for mutant in survivors:
             shown = subprocess.run([str(MUTMUT), "show", mutant], cwd=work, capture_output=True, text=True)
             diff.write(f"# {mutant}\n{shown.stdout}\n")
     counts = {status: sum(s == status for s in statuses.values()) for status in sorted(set(statuses.values()))}
-    killed = counts.get("killed", 0) + counts.get("timeout", 0)
-    score = 100.0 * killed / len(statuses) if statuses else 0.0
     print(f"   {counts}; survivors' diffs: {work / 'survivors.diff'}")
-    return (f"| `{MODULES[name][0]}` | {len(statuses)} | {killed} | {len(survivors)} | {score:.1f} % "
-            f"| {date.today().isoformat()} | mutmut {version('mutmut')} |")
+    rows = []
+    for path in sorted({file_of(mutant) for mutant in statuses}):
+        mine = [s for m, s in statuses.items() if file_of(m) == path]
+        killed = sum(s in ("killed", "timeout") for s in mine)
+        survived = sum(s in ("survived", "no tests") for s in mine)
+        sampled = f" (every {every}th)" if every > 1 else ""
+        rows.append(f"| `{path}`{sampled} | {', '.join(MODULES[name][1])} | {len(mine)} | {killed} | {survived} "
+                    f"| | {100.0 * killed / len(mine):.1f} % |")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)} (default: all)")
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")))
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "1")),
+                        help="mutants run at once (default 1: the machine is shared)")
+    parser.add_argument("--every", type=int, default=1, help="run only every N-th mutant (a deterministic sample)")
     args = parser.parse_args()
     unknown = [name for name in args.modules if name not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
-    rows = [run(name, args.jobs) for name in args.modules or MODULES]
-    print("\n| module | mutants | killed (incl. timeouts) | survived (incl. no tests) | score | date | tool |")
-    print("|---|---:|---:|---:|---:|---|---|")
+    rows = [row for name in args.modules or MODULES for row in run(name, args.jobs, args.every)]
+    print(f"\n{date.today().isoformat()}, mutmut {version('mutmut')}; killed includes timeouts, survived includes "
+          "mutants no test reached; fill in the equivalent column from the survivors' diffs")
+    print("| module | tests run per mutant | mutants | killed | survived | equivalent | score |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
