@@ -10,6 +10,7 @@ with why.
 
     .venv/bin/python tests/mutate.py [entry ...]        # default: every entry below
     .venv/bin/python tests/mutate.py --every 3 ledger   # a deterministic sample: every 3rd mutant
+    .venv/bin/python tests/mutate.py --again platforms  # only the last run's survivors, against the tests now
 """
 
 from __future__ import annotations
@@ -90,18 +91,31 @@ def file_of(mutant: str) -> str:
     return module.replace(".", "/") + ".py"
 
 
-def run(name: str, jobs: int, every: int) -> list[str]:
-    work = prepare(name)
-    print(f"== {name}: mutating {MODULES[name][0]} (log: {work / 'run.log'})", flush=True)
-    chosen = sample(work, every) if every > 1 else []
-    with open(work / "run.log", "a") as log:
-        code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *chosen], cwd=work, stdout=log,
-                              stderr=subprocess.STDOUT).returncode
+def run(name: str, jobs: int, every: int, again: bool = False) -> list[str]:
+    work = WORK / name
+    if again:  # the mutants and results stay; mutmut copies tests/ anew and collects the new tests
+        every = int((work / "every").read_text()) if (work / "every").exists() else 1
+        before = results(work)
+        chosen = sorted(n for n, s in before.items() if s in ("survived", "no tests"))
+        print(f"== {name}: {len(chosen)} survivor(s) of the last run again (log: {work / 'run.log'})", flush=True)
+        if every > 1:
+            sampled = (work / "sample").read_text().split()
+    else:
+        work = prepare(name)
+        print(f"== {name}: mutating {MODULES[name][0]} (log: {work / 'run.log'})", flush=True)
+        chosen = sampled = sample(work, every) if every > 1 else []
+        (work / "every").write_text(str(every))
+        (work / "sample").write_text("\n".join(sampled))
+    code = 0
+    if chosen or not again:
+        with open(work / "run.log", "a") as log:
+            code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *chosen], cwd=work, stdout=log,
+                                  stderr=subprocess.STDOUT).returncode
     if code != 0:
         sys.exit(f"mutmut failed for {name} (exit {code}): see {work / 'run.log'}")
     statuses = results(work)
-    if chosen:
-        statuses = {mutant: statuses[mutant] for mutant in chosen}
+    if every > 1:
+        statuses = {mutant: statuses[mutant] for mutant in sampled}
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no tests"))
     with open(work / "survivors.diff", "w") as diff:
         for mutant in survivors:
@@ -114,8 +128,8 @@ def run(name: str, jobs: int, every: int) -> list[str]:
         mine = [s for m, s in statuses.items() if file_of(m) == path]
         killed = sum(s in ("killed", "timeout") for s in mine)
         survived = sum(s in ("survived", "no tests") for s in mine)
-        sampled = f" (every {every}th)" if every > 1 else ""
-        rows.append(f"| `{path}`{sampled} | {', '.join(MODULES[name][1])} | {len(mine)} | {killed} | {survived} "
+        note = f" (every {every}th)" if every > 1 else ""
+        rows.append(f"| `{path}`{note} | {', '.join(MODULES[name][1])} | {len(mine)} | {killed} | {survived} "
                     f"| | {100.0 * killed / len(mine):.1f} % |")
     return rows
 
@@ -126,11 +140,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "1")),
                         help="mutants run at once (default 1: the machine is shared)")
     parser.add_argument("--every", type=int, default=1, help="run only every N-th mutant (a deterministic sample)")
+    parser.add_argument("--again", action="store_true", help="run the last run's survivors again (after new tests)")
     args = parser.parse_args()
     unknown = [name for name in args.modules if name not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
-    rows = [row for name in args.modules or MODULES for row in run(name, args.jobs, args.every)]
+    rows = [row for name in args.modules or MODULES for row in run(name, args.jobs, args.every, args.again)]
     print(f"\n{date.today().isoformat()}, mutmut {version('mutmut')}; killed includes timeouts, survived includes "
           "mutants no test reached; fill in the equivalent column from the survivors' diffs")
     print("| module | tests run per mutant | mutants | killed | survived | equivalent | score |")

@@ -121,7 +121,8 @@ def test_another_attempt_or_service_with_the_same_sql_runs_anew(adapter, snowfla
     assert count_rows(adapter, "retries") == 3
 
 
-def test_resubmit_where_query_history_is_unreadable_warns_and_runs_again(snowflake, caplog):
+def test_resubmit_where_query_history_is_unreadable_warns_and_runs_again(adapter, snowflake, caplog):
+    # `adapter` made the refinery.sales schema this test writes into
     # No database in the session: INFORMATION_SCHEMA.QUERY_HISTORY_BY_USER cannot be read (Snowflake
     # error 090105), so the adapter says so once and executes (at-least-once; see the module docstring).
     bare = adapter_for("snowflake", snowflake.settings(database="", schema=""))
