@@ -58,6 +58,7 @@ class JobsApi:
     tokens: dict[str, int] = field(default_factory=dict)
     faults: list[tuple[str, int, str | None]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    resource_ids: list[str] = field(default_factory=list)  # X-Databricks-Azure-Workspace-Resource-Id seen
     lock: threading.Lock = field(default_factory=threading.Lock)
     notifications: dict[int, dict] = field(default_factory=dict)  # job id -> its webhook_notifications
     webhook: str | None = None  # the notification destination's URL, called on each end() (as Databricks does)
@@ -118,6 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         with api.lock:
             api.requests.append((method, url.path))
+            if self.headers.get("X-Databricks-Azure-Workspace-Resource-Id"):
+                api.resource_ids.append(self.headers["X-Databricks-Azure-Workspace-Resource-Id"])
             fault = next((f for f in api.faults if f[0] == url.path), None)
             if fault:
                 api.faults.remove(fault)
