@@ -1,0 +1,106 @@
+"""The Snowflake adapter's details, at its `connect=` seam: where a failed connection went, key-pair
+authentication from a file (encrypted or not), and the message of a query that failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tower.errors import ConfigError, NonRetryableError, RetryableError
+from tower.platforms.base import FAILED, Handle, Status, Submission
+from tower.platforms.snowflake import SnowflakeAdapter
+
+
+def refused(**kwargs):
+    from snowflake.connector.errors import OperationalError
+
+    raise OperationalError(msg="Connection refused")
+
+
+SETTINGS = {"account": "acme", "user": "tower", "password": "not-a-secret"}
+
+
+@pytest.mark.parametrize(("extra", "where"), [
+    ({}, "https://acme.snowflakecomputing.com:443, account acme"),
+    ({"protocol": "http"}, "http://acme.snowflakecomputing.com:80, account acme"),
+    ({"host": "sf.internal", "port": 8443}, "https://sf.internal:8443, account acme"),
+])
+def test_a_connection_that_fails_names_where_it_went(extra, where):
+    adapter = SnowflakeAdapter({**SETTINGS, **extra}, connect=refused)
+    with pytest.raises(RetryableError) as caught:
+        adapter.submit(Submission("r", "load", 1, {"sql": "SELECT 1"}))
+    assert str(caught.value) == f"Snowflake submit of service 'load' failed (connecting to {where}): Connection refused"
+    assert caught.value.platform == "snowflake"
+    with pytest.raises(RetryableError) as caught:
+        adapter.cancel(Handle(remote_id="q-7"))
+    assert str(caught.value) == f"Snowflake cancel of query q-7 failed (connecting to {where}): Connection refused"
+
+
+def _pem(passphrase: bytes | None):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    return key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
+
+
+class Session:
+    """A connection that knows one query: q1, failed with `error` (or with no error to fetch)."""
+
+    def __init__(self, error: str | None = None):
+        self.error, self.closed = error, False
+
+    def get_query_status(self, query_id):
+        from snowflake.connector.constants import QueryStatus
+
+        return QueryStatus["FAILED_WITH_INCIDENT" if self.error is None else "FAILED_WITH_ERROR"]
+
+    def get_query_status_throw_if_error(self, query_id):
+        from snowflake.connector.errors import ProgrammingError
+
+        if query_id == "q1" and self.error:
+            raise ProgrammingError(msg=self.error, errno=2003, sfqid=query_id)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("passphrase", [None, b"correct horse"])
+def test_a_private_key_file_reaches_the_connector_as_a_key_object(tmp_path, passphrase):
+    key, pem = _pem(passphrase)
+    path = tmp_path / "rsa_key.p8"
+    path.write_text(pem)
+    seen = {}
+    settings = {"account": "a", "user": "u", "private_key": str(path),
+                **({"private_key_passphrase": passphrase.decode()} if passphrase else {})}
+    SnowflakeAdapter(settings, connect=lambda **kw: seen.update(kw) or Session("x")).poll(Handle(remote_id="q1"))
+    assert seen["private_key"].private_numbers() == key.private_numbers()
+
+
+def test_an_encrypted_key_with_the_wrong_passphrase_is_a_config_error_without_the_key(tmp_path):
+    _, pem = _pem(b"correct horse")
+    path = tmp_path / "rsa_key.p8"
+    path.write_text(pem)
+    adapter = SnowflakeAdapter({"account": "a", "user": "u", "private_key": str(path),
+                                "private_key_passphrase": "wrong"}, connect=lambda **kw: Session("x"))
+    with pytest.raises(ConfigError, match="^snowflake platform: 'private_key' could not be loaded: ") as caught:
+        adapter.poll(Handle(remote_id="q1"))
+    assert "BEGIN" not in str(caught.value)
+
+
+def test_a_failed_query_keeps_its_own_error_and_one_without_any_says_how_it_ended():
+    error = "SQL compilation error: Object 'ORDERS' does not exist or not authorized."
+    failed = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Session(error))
+    assert failed.poll(Handle(remote_id="q1")) == Status(FAILED, message=f"002003: {error}")  # not retried
+    silent = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Session(None))
+    assert silent.poll(Handle(remote_id="q1")) == Status(FAILED, message="query ended FAILED_WITH_INCIDENT",
+                                                         retryable=True)
+
+
+def test_a_statement_that_is_empty_names_the_service_and_field():
+    adapter = SnowflakeAdapter(SETTINGS, connect=refused)
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.submit(Submission("r", "load", 1, {"sql": "   "}))
+    assert (str(caught.value), caught.value.platform) == ("service 'load': field 'sql' must be one SQL statement",
+                                                          "snowflake")
