@@ -37,7 +37,15 @@ MODULES = {
     "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
     "platforms": ("tower/platforms/*.py", ["tests/platforms"]),
+    # ledger.py (the dispatch API), ledger_sqlite.py and ledger_table.py (the two stores; Azurite)
+    "ledger": ("tower/runs/ledger*.py", ["tests/runs/test_ledger.py", "tests/runs/test_ledger_table.py",
+                                        "tests/runs/test_slots.py"]),
+    # the Azure shell, on the local engine: seconds per mutant, so run with --every N
+    "orchestrators": ("orchestrators/*.py", ["tests/orchestrators"]),
+    "activities": ("activities/*.py", ["tests/test_activities.py", "tests/orchestrators"]),
 }
+# Extra pytest arguments of every run: the suites marked slow (5000-service runs) cost minutes each.
+PYTEST_ARGS = ["-m", "not slow"]
 # What the tests import besides tower/ (copied into mutants/ beside it).
 ALSO_COPY = ["examples", "benchmarks", "orchestrators", "activities", "triggers", "function_app.py", "host.json"]
 
@@ -49,7 +57,8 @@ def setup_cfg(path: str, tests: list[str]) -> str:
     # any child it reaps for a mutant's and stops at the first process a test left behind (command
     # platform runs, stand-in servers).
     lines = ["[mutmut]", "process_isolation = forkserver", "source_paths ="] + [f"    {source}" for source in sources]
-    lines += [f"only_mutate = {path}", "pytest_add_cli_args_test_selection ="]
+    lines += [f"only_mutate = {path}", "pytest_add_cli_args ="] + [f"    {arg}" for arg in PYTEST_ARGS]
+    lines += ["pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for test in tests]
     lines += ["also_copy ="] + [f"    {extra}" for extra in ALSO_COPY if extra not in sources]
     return "\n".join(lines) + "\n"
