@@ -83,48 +83,56 @@ def results(work: Path) -> dict[str, str]:
     return dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", out, re.MULTILINE))
 
 
-def sample(work: Path, every: int) -> list[str]:
-    """Every ``every``-th mutant in mutmut's own order (file, function, number): the same sample each
-    time the code is the same. mutmut generates the mutants (and runs no test) when given a name that
-    matches none."""
+# The mutants of a file whose tests cost seconds each (stand-in servers, the local engine) are
+# sampled: every N-th, in mutmut's order (function, number), so the same code gives the same sample.
+SAMPLE = {"tower/platforms/http.py": 3, "tower/platforms/databricks.py": 3, "tower/platforms/snowflake.py": 6}
+
+
+def in_order(names) -> list[str]:
+    return sorted(names, key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
+
+
+def sample(work: Path, every: int | None) -> list[str]:
+    """The mutants to score: every ``every``-th of each file (``SAMPLE``'s own N when None, else all).
+    Given a name that matches no mutant, mutmut generates them all, records which tests reach each,
+    and stops (an assertion in its log) before running any."""
     with open(work / "run.log", "w") as log:
         subprocess.run([str(MUTMUT), "run", "--max-children", "1", "none__mutmut_0"], cwd=work, stdout=log,
                        stderr=subprocess.STDOUT)
-    names = sorted(results(work), key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
-    return names[::every]
+    names = results(work)
+    chosen = []
+    for path in sorted({file_of(mutant) for mutant in names}):
+        step = every or SAMPLE.get(path, 1)
+        chosen += in_order(n for n in names if file_of(n) == path)[::step]
+    return chosen
 
 
 def file_of(mutant: str) -> str:
-    """tower.runs.ledger.xǁLedgerǁclaim__mutmut_3 -> tower/runs/ledger.py"""
-    module = ".".join(part for part in mutant.split(".") if "__mutmut_" not in part)
-    return module.replace(".", "/") + ".py"
+    """tower.runs.ledger.x_open_run__mutmut_3 -> tower/runs/ledger.py (a package's: its __init__.py)"""
+    module = ".".join(part for part in mutant.split(".") if "__mutmut_" not in part).replace(".", "/")
+    return f"{module}/__init__.py" if (ROOT / module).is_dir() else f"{module}.py"
 
 
-def run(name: str, jobs: int, every: int, again: bool = False) -> list[str]:
+def run(name: str, jobs: int, every: int | None, again: bool = False) -> list[str]:
     work = WORK / name
     if again:  # the mutants and results stay; mutmut copies tests/ anew and collects the new tests
-        every = int((work / "every").read_text()) if (work / "every").exists() else 1
+        chosen = (work / "sample").read_text().split()
         before = results(work)
-        chosen = sorted(n for n, s in before.items() if s in ("survived", "no tests"))
-        print(f"== {name}: {len(chosen)} survivor(s) of the last run again (log: {work / 'run.log'})", flush=True)
-        if every > 1:
-            sampled = (work / "sample").read_text().split()
+        todo = [n for n in chosen if before[n] in ("survived", "no tests", "not checked")]
+        print(f"== {name}: {len(todo)} survivor(s) of the last run again (log: {work / 'run.log'})", flush=True)
     else:
         work = prepare(name)
         print(f"== {name}: mutating {MODULES[name][0]} (log: {work / 'run.log'})", flush=True)
-        chosen = sampled = sample(work, every) if every > 1 else []
-        (work / "every").write_text(str(every))
-        (work / "sample").write_text("\n".join(sampled))
+        todo = chosen = sample(work, every)
+        (work / "sample").write_text("\n".join(chosen))
     code = 0
-    if chosen or not again:
+    if todo:
         with open(work / "run.log", "a") as log:
-            code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *chosen], cwd=work, stdout=log,
+            code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *todo], cwd=work, stdout=log,
                                   stderr=subprocess.STDOUT).returncode
     if code != 0:
         sys.exit(f"mutmut failed for {name} (exit {code}): see {work / 'run.log'}")
-    statuses = results(work)
-    if every > 1:
-        statuses = {mutant: statuses[mutant] for mutant in sampled}
+    statuses = {mutant: status for mutant, status in results(work).items() if mutant in set(chosen)}
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no tests"))
     with open(work / "survivors.diff", "w") as diff:
         for mutant in survivors:
@@ -137,7 +145,8 @@ def run(name: str, jobs: int, every: int, again: bool = False) -> list[str]:
         mine = [s for m, s in statuses.items() if file_of(m) == path]
         killed = sum(s in ("killed", "timeout") for s in mine)
         survived = sum(s in ("survived", "no tests") for s in mine)
-        note = f" (every {every}th)" if every > 1 else ""
+        step = every or SAMPLE.get(path, 1)
+        note = f" (every {step}th)" if step > 1 else ""
         rows.append(f"| `{path}`{note} | {', '.join(MODULES[name][1])} | {len(mine)} | {killed} | {survived} "
                     f"| | {100.0 * killed / len(mine):.1f} % |")
     return rows
@@ -148,7 +157,8 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)} (default: all)")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "1")),
                         help="mutants run at once (default 1: the machine is shared)")
-    parser.add_argument("--every", type=int, default=1, help="run only every N-th mutant (a deterministic sample)")
+    parser.add_argument("--every", type=int, default=None,
+                        help="score every N-th mutant of each file (default: all, or SAMPLE's N for the files there)")
     parser.add_argument("--again", action="store_true", help="run the last run's survivors again (after new tests)")
     args = parser.parse_args()
     unknown = [name for name in args.modules if name not in MODULES]
