@@ -395,7 +395,7 @@ def test_a_host_behind_by_a_few_versions_reads_only_what_changed(ledger, tmp_pat
     plan = plan_of({n: [] for n in names})
     open_new(ledger, plan, inputs_of(plan), T0)
     other = SqliteRunLedger(tmp_path / "ledger.db")
-    other.location = "another process"  # its own cache, as on another host
+    other.location = f"another process over {tmp_path}"  # its own cache, as on another host (one per test)
     finish_service(other, "r1", "s0", ok("s0"), T0)  # `other` caches version 3 (stored, opened, s0)
     finish_service(ledger, "r1", "s1", ok("s1"), T0)  # version 4, written by the first host
     assert set(ledger.load("r1", since=4).records) == {"s1"}
