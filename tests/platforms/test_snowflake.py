@@ -56,6 +56,11 @@ def test_create_insert_select_services(adapter):
     assert statuses[2].output.splitlines() == ["REGION, TOTAL", "amer, 20", "emea, 15", "(2 rows)"]
 
 
+def test_a_query_without_rows_says_so(adapter):
+    status = finish(adapter, adapter.submit(sub("SELECT 1 AS n WHERE 1 = 0", service="empty")))
+    assert (status.state, status.output) == (SUCCEEDED, "N\n(0 rows)")
+
+
 def test_sql_error_is_non_retryable_with_the_snowflake_message(adapter):
     # fakesnow fails a bad statement at execute_async (Snowflake itself would report it at poll:
     # see test_failed_query_at_poll_keeps_the_message below).

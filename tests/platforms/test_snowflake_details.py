@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tower.errors import ConfigError, NonRetryableError, RetryableError
-from tower.platforms.base import FAILED, Handle, Status, Submission
-from tower.platforms.snowflake import SnowflakeAdapter
+from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
+from tower.platforms.snowflake import SnowflakeAdapter, status_from_query
 
 
 def refused(**kwargs):
@@ -104,3 +104,62 @@ def test_a_statement_that_is_empty_names_the_service_and_field():
         adapter.submit(Submission("r", "load", 1, {"sql": "   "}))
     assert (str(caught.value), caught.value.platform) == ("service 'load': field 'sql' must be one SQL statement",
                                                           "snowflake")
+
+
+@pytest.mark.parametrize(("name", "message", "expected"), [
+    ("RUNNING", "", Status(RUNNING, message="running")),
+    ("RESUMING_WAREHOUSE", "", Status(RUNNING, message="resuming warehouse")),
+    ("SUCCESS", "", Status(SUCCEEDED)),
+    ("ABORTED", "", Status(CANCELLED, message="query cancelled")),
+    ("ABORTED", "cancelled by the warehouse admin", Status(CANCELLED, message="cancelled by the warehouse admin")),
+    ("FAILED_WITH_ERROR", "", Status(FAILED, message="query ended FAILED_WITH_ERROR", retryable=True)),
+])
+def test_every_query_status_maps_to_a_whole_status(name, message, expected):
+    assert status_from_query(name, message) == expected
+
+
+class Submitting:
+    """A connection whose query history cannot be read (as without a current database), and that
+    starts query q-1; its results cannot be fetched (they expired)."""
+
+    def __init__(self):
+        self.started = []
+
+    def cursor(self):
+        return self
+
+    def execute(self, sql, params=None):
+        from snowflake.connector.errors import ProgrammingError
+
+        raise ProgrammingError(msg="Cannot perform SELECT. This session does not have a current database.\nhint")
+
+    def execute_async(self, sql, params=None):
+        self.started.append(sql)
+        self.sfqid = f"q-{len(self.started)}"
+
+    def get_query_status(self, query_id):
+        from snowflake.connector.constants import QueryStatus
+
+        return QueryStatus.SUCCESS
+
+    def get_results_from_sfqid(self, query_id):
+        raise RuntimeError("result expired")
+
+    def close(self):
+        pass
+
+
+def test_unreadable_history_is_warned_about_once_per_account_and_database(monkeypatch, caplog):
+    monkeypatch.setattr("tower.platforms.snowflake._HISTORY_UNREADABLE", set())
+    conn = Submitting()
+    for database in ("sales", "sales", "finance"):
+        adapter = SnowflakeAdapter({**SETTINGS, "database": database}, connect=lambda **kw: conn)
+        assert adapter.submit(Submission("r", "load", 1, {"sql": "SELECT 1"})).remote_id == f"q-{len(conn.started)}"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Snowflake query history not readable (Cannot perform SELECT. This session does not have a "
+                        "current database.): submitting without the re-attach check"] * 2
+
+
+def test_a_success_whose_results_expired_has_no_preview():
+    adapter = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Submitting())
+    assert adapter.poll(Handle(remote_id="q-1")) == Status(SUCCEEDED)
