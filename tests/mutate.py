@@ -36,7 +36,10 @@ MODULES = {
     # not tests/runs/test_ledger.py: one of its tests fails under mutmut's trampolines even unmutated
     "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
-    "platforms": ("tower/platforms/*.py", ["tests/platforms"]),
+    # every adapter test calls adapter_for: mutants of __init__.py run against the settings tests only
+    "platforms": ("tower/platforms/[!_]*.py tower/platforms/_auth.py", ["tests/platforms"]),
+    "platforms_init": ("tower/platforms/__init__.py", ["tests/platforms/test_settings.py",
+                                                       "tests/platforms/test_sim.py"]),
     # ledger.py (the dispatch API), ledger_sqlite.py and ledger_table.py (the two stores; Azurite)
     "ledger": ("tower/runs/ledger*.py", ["tests/runs/test_ledger.py", "tests/runs/test_ledger_table.py",
                                         "tests/runs/test_slots.py"]),
@@ -52,12 +55,13 @@ ALSO_COPY = ["examples", "benchmarks", "orchestrators", "activities", "triggers"
 
 def setup_cfg(path: str, tests: list[str]) -> str:
     top = path.split("/")[0]  # tower, or a shell package (orchestrators, activities) mutated in place
+    globs = path.split()
     sources = ["tower"] + ([top] if top != "tower" else [])
     # forkserver: the tests run in a child of mutmut, never in mutmut itself, whose default (fork) takes
     # any child it reaps for a mutant's and stops at the first process a test left behind (command
     # platform runs, stand-in servers).
     lines = ["[mutmut]", "process_isolation = forkserver", "source_paths ="] + [f"    {source}" for source in sources]
-    lines += [f"only_mutate = {path}", "pytest_add_cli_args ="] + [f"    {arg}" for arg in PYTEST_ARGS]
+    lines += ["only_mutate ="] + [f"    {glob}" for glob in globs] + ["pytest_add_cli_args ="] + [f"    {arg}" for arg in PYTEST_ARGS]
     lines += ["pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for test in tests]
     lines += ["also_copy ="] + [f"    {extra}" for extra in ALSO_COPY if extra not in sources]
