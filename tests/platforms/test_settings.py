@@ -57,3 +57,49 @@ def test_a_setting_that_is_not_a_number_is_a_config_error_naming_it(ptype, setti
 def test_param_text_is_json_for_everything_but_strings():
     assert [param_text(v) for v in ("2024-01-01", True, 3, 1.5, None, {"a": 1}, [1, "b"])] == \
         ["2024-01-01", "true", "3", "1.5", "null", '{"a": 1}', '[1, "b"]']
+
+
+def test_numbers_as_numbers_stay_and_zero_is_a_number():
+    checked = checked_settings("http", {"base_url": "http://x", "timeout": 3, "max_retries": "0", "max_retry_wait": 0.5})
+    assert (checked["timeout"], checked["max_retries"], checked["max_retry_wait"]) == (3, 0, 0.5)
+
+
+def test_an_empty_number_setting_leaves_the_next_one_checked():
+    checked = checked_settings("http", {"base_url": "http://x", "max_retries": "", "timeout": "5"})
+    assert "max_retries" not in checked and checked["timeout"] == 5
+
+
+def test_a_platform_type_with_no_required_settings_needs_none():
+    assert checked_settings("sim", {}) == {} and checked_settings("command", {"kill_grace": "1"}) == {"kill_grace": 1}
+
+
+@pytest.mark.parametrize("auth", [{"client_id": "c"}, "managed_identity"])
+def test_http_auth_needs_an_audience(auth):
+    with pytest.raises(ConfigError) as caught:
+        checked_settings("http", {"base_url": "http://x", "auth": auth})
+    assert str(caught.value) == "http platform: 'auth' needs an 'audience' (the app id URI of the service)"
+    assert checked_settings("http", {"base_url": "http://x", "auth": {"audience": "api://x"}})["auth"] == {
+        "audience": "api://x"}
+    assert checked_settings("databricks", {"host": "h", "auth": "managed_identity"})["auth"] == "managed_identity"
+
+
+def test_an_unknown_platform_type_lists_the_known_ones():
+    with pytest.raises(ConfigError) as caught:
+        adapter_for("spark", {})
+    assert str(caught.value) == "unknown platform type 'spark' (use one of: sim, command, databricks, snowflake, http)"
+
+
+def test_an_override_stands_in_for_a_platform_type_as_a_factory_or_as_an_adapter(monkeypatch):
+    from tower.platforms import OVERRIDES
+    from tower.platforms.base import FunctionAdapter
+
+    class CallableAdapter(FunctionAdapter):
+        def __call__(self, *args):
+            raise AssertionError("an adapter is used as it is, never called as a factory")
+
+    adapter = CallableAdapter(submit=lambda s: None, poll=lambda h: None)
+    made = []
+    monkeypatch.setitem(OVERRIDES, "databricks", adapter)
+    monkeypatch.setitem(OVERRIDES, "snowflake", lambda settings: made.append(settings) or adapter)
+    assert adapter_for("databricks", {}) is adapter
+    assert adapter_for("snowflake", {"account": "a"}) is adapter and made == [{"account": "a"}]
