@@ -21,12 +21,15 @@ def endpoint(monkeypatch):
         yield server
 
 
-@pytest.mark.parametrize("audience", ["api://tower-scores", "api://tower-scores/", "api://tower-scores/.default"])
-def test_a_token_is_asked_for_the_audience_as_the_identity_endpoint_wants_it(endpoint, audience):
+@pytest.mark.parametrize(("audience", "resource"), [
+    ("api://tower-scores", "api://tower-scores"), ("api://tower-scores/", "api://tower-scores"),
+    ("api://tower-scores/.default", "api://tower-scores"), ("api://SCORES-X/", "api://SCORES-X"),
+])
+def test_a_token_is_asked_for_the_audience_as_the_identity_endpoint_wants_it(endpoint, audience, resource):
     client_id = next(_client_ids)
-    assert bearer_token(audience, client_id=client_id, platform="http") == "token-for-api://tower-scores"
+    assert bearer_token(audience, client_id=client_id, platform="http") == f"token-for-{resource}"
     query, header = endpoint.asked[-1]
-    assert (query["resource"], query["client_id"], header) == ("api://tower-scores", client_id, HEADER)
+    assert (query["resource"], query["client_id"], header) == (resource, client_id, HEADER)
 
 
 def test_an_identity_the_endpoint_refuses_is_a_clear_error_that_is_not_retried(endpoint):

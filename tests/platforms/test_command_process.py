@@ -211,8 +211,18 @@ def test_the_kill_grace_defaults_to_five_seconds():
 @pytest.mark.parametrize(("spec", "message"), [
     ({"run": ""}, "service 'extract': command field 'run' must be a non-empty string or list of strings, got ''"),
     ({"run": "true", "env": ["A=1"]}, "service 'extract': command field 'env' must be a mapping"),
+    ({"run": "true", "cwd": "/no/such/dir"}, "service 'extract': command cwd '/no/such/dir' is not a directory"),
 ])
 def test_a_bad_spec_names_the_service_field_and_platform(spec, message):
     with pytest.raises(NonRetryableError) as raised:
         CommandAdapter({}).submit(Submission(run_id="r", service="extract", attempt=1, spec=spec))
     assert (str(raised.value), raised.value.platform) == (message, "command")
+
+
+def test_a_handle_written_before_stderr_was_kept_apart_still_polls():
+    adapter = CommandAdapter({})
+    handle = adapter.submit(submission("echo out; echo err >&2; exit 5"))
+    wait_done(adapter, handle)
+    older = Handle(handle.remote_id, handle.url, {k: v for k, v in handle.data.items() if k != "stderr"})
+    status = adapter.poll(older)                 # its stderr went to the log too: only the log is read
+    assert (status.state, status.message, status.output) == (FAILED, "exit code 5: out", "out")
