@@ -108,3 +108,27 @@ def test_a_managed_identity_without_a_token_is_a_databricks_error_that_is_not_re
     assert raised.value.platform == "databricks"
     assert "could not get an Azure token for audience '2ff814a6-3304-4ab8-85cb-cd0e6f879c1d'" in str(raised.value)
     assert not api.runs
+
+
+def test_a_managed_identity_wins_over_a_token_left_in_the_settings(server, monkeypatch):
+    from tower.platforms import _auth
+
+    monkeypatch.setattr(_auth, "_credential", lambda client_id: _Credential(client_id))
+    srv, api = server
+    api.jobs[11] = jobs.SUCCEEDS
+    adapter = adapter_for("databricks", {"host": jobs.url_of(srv), "auth": "managed_identity", "token": "dapi-stale"})
+    assert adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 11})).remote_id
+
+
+def test_a_run_now_that_fails_names_the_job_and_service_and_a_submit_is_logged(server, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tower.platforms.databricks")
+    srv, api = server
+    api.jobs[11] = jobs.SUCCEEDS
+    adapter = adapter_for("databricks", {"host": jobs.url_of(srv), "token": TOKEN})
+    handle = adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 11}))
+    assert f"service ingest: Databricks job 11 run {handle.remote_id}" in caplog.messages
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 44}))
+    assert str(caught.value) == "Databricks run-now of job 44 for service 'ingest' failed: Job 44 does not exist."

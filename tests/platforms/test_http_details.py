@@ -258,3 +258,22 @@ def test_the_app_identity_of_a_user_assigned_client_id_authenticates(server, mon
         adapter, handle = started(server, auth={"audience": "api://scores", "client_id": "uami-http-1"})
     assert server.seen[0][2]["Authorization"] == "Bearer token-for-api://scores"
     assert identity.asked[0][0]["client_id"] == "uami-http-1"
+
+
+@pytest.mark.parametrize(("budget", "calls"), [(0.5, 2), (1.6, 3)])
+def test_5xx_retries_wait_0_5_then_1_s_while_the_waits_add_up_within_the_budget(server, caplog, budget, calls):
+    caplog.set_level(logging.INFO, logger="tower.platforms.http")
+    adapter, handle = started(server, max_retries=4, max_retry_wait=budget)
+    answer(server, "GET", "/status/1", (503, {}, {"error": "busy"}))
+    with pytest.raises(RetryableError, match="answered 503"):
+        adapter.poll(handle)
+    assert len([m for m, *_ in server.seen if m == "GET"]) == calls
+    assert caplog.messages[-1].startswith(f"GET {server.base}/status/1: retrying in ")
+    assert caplog.messages[-1].endswith(' s ({"error": "busy"})')
+
+
+def test_a_body_that_is_not_a_mapping_names_the_service(server):
+    adapter = adapter_for("http", {"base_url": server.base})
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.submit(submission({"path": "/start", "body": [1, 2]}))
+    assert (str(caught.value), caught.value.platform) == ("service 'score': field 'body' must be a mapping", "http")
