@@ -53,6 +53,12 @@ PYTEST_ARGS = ["-m", "not slow"]
 ALSO_COPY = ["examples", "benchmarks", "orchestrators", "activities", "triggers", "function_app.py", "host.json"]
 
 
+def environment() -> dict[str, str]:
+    """The tests run in mutants/, a copy without node_modules: they find Azurite through AZURITE."""
+    azurite = ROOT / "node_modules/.bin/azurite-table"
+    return {**os.environ, **({"AZURITE": str(azurite)} if azurite.exists() and "AZURITE" not in os.environ else {})}
+
+
 def setup_cfg(path: str, tests: list[str]) -> str:
     top = path.split("/")[0]  # tower, or a shell package (orchestrators, activities) mutated in place
     globs = path.split()
@@ -102,7 +108,7 @@ def sample(work: Path, every: int | None) -> list[str]:
     and stops (an assertion in its log) before running any."""
     with open(work / "run.log", "w") as log:
         subprocess.run([str(MUTMUT), "run", "--max-children", "1", "none__mutmut_0"], cwd=work, stdout=log,
-                       stderr=subprocess.STDOUT)
+                       stderr=subprocess.STDOUT, env=environment())
     names = results(work)
     chosen = []
     for path in sorted({file_of(mutant) for mutant in names}):
@@ -117,9 +123,11 @@ def file_of(mutant: str) -> str:
     return f"{module}/__init__.py" if (ROOT / module).is_dir() else f"{module}.py"
 
 
-def run(name: str, jobs: int, every: int | None, again: bool = False) -> list[str]:
+def run(name: str, jobs: int, every: int | None, again: bool = False, report: bool = False) -> list[str]:
     work = WORK / name
-    if again:  # the mutants and results stay; mutmut copies tests/ anew and collects the new tests
+    if report:  # the last run's results as they stand (mutants it did not get to count as survived)
+        chosen, todo = (work / "sample").read_text().split(), []
+    elif again:  # the mutants and results stay; mutmut copies tests/ anew and collects the new tests
         chosen = (work / "sample").read_text().split()
         before = results(work)
         todo = [n for n in chosen if before[n] in ("survived", "no tests", "not checked")]
@@ -133,10 +141,11 @@ def run(name: str, jobs: int, every: int | None, again: bool = False) -> list[st
     if todo:
         with open(work / "run.log", "a") as log:
             code = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *todo], cwd=work, stdout=log,
-                                  stderr=subprocess.STDOUT).returncode
+                                  stderr=subprocess.STDOUT, env=environment()).returncode
     if code != 0:
         sys.exit(f"mutmut failed for {name} (exit {code}): see {work / 'run.log'}")
     statuses = {mutant: status for mutant, status in results(work).items() if mutant in set(chosen)}
+    statuses = {mutant: "survived" if status == "not checked" else status for mutant, status in statuses.items()}
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no tests"))
     with open(work / "survivors.diff", "w") as diff:
         for mutant in survivors:
@@ -164,11 +173,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=None,
                         help="score every N-th mutant of each file (default: all, or SAMPLE's N for the files there)")
     parser.add_argument("--again", action="store_true", help="run the last run's survivors again (after new tests)")
+    parser.add_argument("--report", action="store_true", help="only print the last run's table")
     args = parser.parse_args()
     unknown = [name for name in args.modules if name not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
-    rows = [row for name in args.modules or MODULES for row in run(name, args.jobs, args.every, args.again)]
+    rows = [row for name in args.modules or MODULES for row in run(name, args.jobs, args.every, args.again, args.report)]
     print(f"\n{date.today().isoformat()}, mutmut {version('mutmut')}; killed includes timeouts, survived includes "
           "mutants no test reached; fill in the equivalent column from the survivors' diffs")
     print("| module | tests run per mutant | mutants | killed | survived | equivalent | score |")
