@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tower.platforms.base import CANCELLED, RUNNING, Handle, Status, Submission, param_text, tail
+from tower.platforms.base import Handle, Status, Submission, param_text, tail
+from tower.states import RemoteState
 
 
 def test_submission_handle_and_status_come_back_from_json_equal():
@@ -11,8 +12,8 @@ def test_submission_handle_and_status_come_back_from_json_equal():
     assert submission.to_json()["callback"] == "https://app/cb" and submission.idempotency_key == "r-1/load/2"
     handle = Handle("q-1", "https://page", {"reattached": True})
     assert Handle.from_json(handle.to_json()) == handle
-    status = Status(RUNNING, "queued", output="...", url="https://page", poll_after=2.5)
-    assert Status.from_json(status.to_json()) == status and not status.done and Status(CANCELLED).done
+    status = Status(RemoteState.RUNNING, "queued", output="...", url="https://page", poll_after=2.5)
+    assert Status.from_json(status.to_json()) == status and not status.done and Status(RemoteState.CANCELLED).done
 
 
 def test_params_are_text_and_output_is_a_short_tail():

@@ -16,8 +16,9 @@ import pytest
 
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Submission
+from tower.platforms.base import Handle, Submission
 from tower.platforms.command import CommandAdapter, file_key, output_files, param_env_name
+from tower.states import RemoteState
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +78,7 @@ def test_a_param_name_becomes_an_upper_case_environment_name():
 def test_an_attempt_leaves_its_documented_files_and_tower_logs_finds_them(home):
     adapter = CommandAdapter({})
     handle = adapter.submit(submission("echo out; echo err >&2"))
-    assert wait_done(adapter, handle).state == SUCCEEDED
+    assert wait_done(adapter, handle).state == RemoteState.SUCCEEDED
     key = file_key("run-1/extract/1")
     directory = home / "commands"
     assert sorted(p.name for p in directory.iterdir()) == [f"{key}.{s}" for s in ("err", "exit", "json", "lock", "log")]
@@ -94,7 +95,7 @@ def test_output_is_stdout_then_stderr_and_a_running_poll_shows_it_so_far(tmp_pat
     adapter = CommandAdapter({})
     handle = adapter.submit(submission(f"echo started; while [ ! -e {go} ]; do sleep 0.01; done; echo oops >&2"))
     wait_for(Path(handle.data["log"]))
-    assert (adapter.poll(handle).state, adapter.poll(handle).output) == (RUNNING, "started")
+    assert (adapter.poll(handle).state, adapter.poll(handle).output) == (RemoteState.RUNNING, "started")
     go.touch()
     assert wait_done(adapter, handle).output == "started\noops"
 
@@ -102,7 +103,7 @@ def test_output_is_stdout_then_stderr_and_a_running_poll_shows_it_so_far(tmp_pat
 def test_a_silent_failure_says_only_its_exit_code():
     adapter = CommandAdapter({})
     status = wait_done(adapter, adapter.submit(submission("exit 4")))
-    assert (status.state, status.message, status.output, status.retryable) == (FAILED, "exit code 4", "", True)
+    assert (status.state, status.message, status.output, status.retryable) == (RemoteState.FAILED, "exit code 4", "", True)
 
 
 def test_a_command_that_does_not_exist_is_named_in_the_failure():
@@ -115,7 +116,7 @@ def test_a_command_that_does_not_exist_is_named_in_the_failure():
 def test_output_that_is_not_utf8_is_shown_with_replacement_characters():
     adapter = CommandAdapter({})
     status = wait_done(adapter, adapter.submit(submission(r"printf 'caf\303 \377ok\n'")))
-    assert (status.state, status.output) == (SUCCEEDED, "caf\ufffd \ufffdok")
+    assert (status.state, status.output) == (RemoteState.SUCCEEDED, "caf\ufffd \ufffdok")
 
 
 def test_log_files_removed_under_a_run_read_as_no_output():
@@ -125,7 +126,7 @@ def test_log_files_removed_under_a_run_read_as_no_output():
     Path(handle.data["log"]).unlink()
     Path(handle.data["stderr"]).unlink()
     status = adapter.poll(handle)
-    assert (status.state, status.message, status.output) == (FAILED, "exit code 2", "")
+    assert (status.state, status.message, status.output) == (RemoteState.FAILED, "exit code 2", "")
 
 
 def _kill_from_outside(handle: Handle) -> None:
@@ -139,12 +140,12 @@ def test_a_process_killed_from_outside_fails_retryably_and_is_reaped(tmp_path):
     wait_exists(ready)
     _kill_from_outside(handle)
     status = wait_done(adapter, handle)
-    assert (status.state, status.retryable) == (FAILED, True)
+    assert (status.state, status.retryable) == (RemoteState.FAILED, True)
     assert status.message == "the process ended without an exit code (killed?): last words"
     assert status.output == "working\nlast words"
     assert a_zombie_or_gone(handle.data["pid"]) == "gone"          # polled to its end: no zombie left
     adapter.cancel(handle)                                         # a cancel after that end changes nothing
-    assert adapter.poll(handle).state == FAILED
+    assert adapter.poll(handle).state == RemoteState.FAILED
 
 
 POLL_ELSEWHERE = """
@@ -167,14 +168,14 @@ def test_another_process_sees_the_work_running_then_killed_though_not_its_parent
     adapter = CommandAdapter({})
     handle = adapter.submit(submission(f"touch {ready}; sleep 30"))
     wait_exists(ready)
-    assert _poll_in_another_process(handle) == [RUNNING, ""]
+    assert _poll_in_another_process(handle) == [RemoteState.RUNNING, ""]
     _kill_from_outside(handle)
     deadline = time.monotonic() + 5
     while a_zombie_or_gone(handle.data["pid"]) == "alive":   # this process has not reaped it: a zombie
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert _poll_in_another_process(handle) == [FAILED, "the process ended without an exit code (killed?)"]
-    assert adapter.poll(handle).state == FAILED
+    assert _poll_in_another_process(handle) == [RemoteState.FAILED, "the process ended without an exit code (killed?)"]
+    assert adapter.poll(handle).state == RemoteState.FAILED
 
 
 def test_a_cancel_kills_what_ignores_sigterm_within_the_kill_grace(tmp_path):
@@ -188,7 +189,7 @@ def test_a_cancel_kills_what_ignores_sigterm_within_the_kill_grace(tmp_path):
     adapter.cancel(handle)
     assert time.monotonic() - started < 3                    # 0.3 s of grace, then SIGKILL (the default is 5 s)
     status = adapter.poll(handle)
-    assert (status.state, status.message) == (CANCELLED, "cancelled")
+    assert (status.state, status.message) == (RemoteState.CANCELLED, "cancelled")
     deadline = time.monotonic() + 2
     while a_zombie_or_gone(worker) == "alive":                # the worker itself, not only its wrapper
         assert time.monotonic() < deadline, "the process that ignored SIGTERM outlived the cancel"
@@ -225,4 +226,4 @@ def test_a_handle_written_before_stderr_was_kept_apart_still_polls():
     wait_done(adapter, handle)
     older = Handle(handle.remote_id, handle.url, {k: v for k, v in handle.data.items() if k != "stderr"})
     status = adapter.poll(older)                 # its stderr went to the log too: only the log is read
-    assert (status.state, status.message, status.output) == (FAILED, "exit code 5: out", "out")
+    assert (status.state, status.message, status.output) == (RemoteState.FAILED, "exit code 5: out", "out")

@@ -8,8 +8,9 @@ import pytest
 from tests.platforms import jobs_api_server as jobs
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SKIPPED, SUCCEEDED, Status, Submission
+from tower.platforms.base import Status, Submission
 from tower.platforms.databricks import status_from_run
+from tower.states import RemoteState
 
 TOKEN = "dapi-details-test-token"
 PAGE = "https://adb-1.azuredatabricks.net/#job/11/run/1000"
@@ -32,23 +33,23 @@ def server():
 
 
 @pytest.mark.parametrize(("life_cycle", "result", "message", "expected"), [
-    (None, None, "waiting for cluster", Status(RUNNING, message="waiting for cluster", url=PAGE)),
-    ("QUEUED", None, "", Status(RUNNING, url=PAGE)),
-    ("SKIPPED", None, "", Status(SKIPPED, message="run skipped by Databricks", url=PAGE)),
-    ("SKIPPED", None, "An active run exists", Status(SKIPPED, message="An active run exists", url=PAGE)),
-    ("INTERNAL_ERROR", None, "", Status(FAILED, message="Databricks internal error", retryable=True, url=PAGE)),
-    ("TERMINATED", "SUCCESS", "", Status(SUCCEEDED, url=PAGE)),
-    ("TERMINATED", "SUCCESS", "all good", Status(SUCCEEDED, message="all good", url=PAGE)),
-    ("TERMINATED", "FAILED", "", Status(FAILED, message="run ended FAILED", retryable=True, url=PAGE)),
-    ("TERMINATED", "CANCELED", "", Status(CANCELLED, message="run ended CANCELED", url=PAGE)),
+    (None, None, "waiting for cluster", Status(RemoteState.RUNNING, message="waiting for cluster", url=PAGE)),
+    ("QUEUED", None, "", Status(RemoteState.RUNNING, url=PAGE)),
+    ("SKIPPED", None, "", Status(RemoteState.SKIPPED, message="run skipped by Databricks", url=PAGE)),
+    ("SKIPPED", None, "An active run exists", Status(RemoteState.SKIPPED, message="An active run exists", url=PAGE)),
+    ("INTERNAL_ERROR", None, "", Status(RemoteState.FAILED, message="Databricks internal error", retryable=True, url=PAGE)),
+    ("TERMINATED", "SUCCESS", "", Status(RemoteState.SUCCEEDED, url=PAGE)),
+    ("TERMINATED", "SUCCESS", "all good", Status(RemoteState.SUCCEEDED, message="all good", url=PAGE)),
+    ("TERMINATED", "FAILED", "", Status(RemoteState.FAILED, message="run ended FAILED", retryable=True, url=PAGE)),
+    ("TERMINATED", "CANCELED", "", Status(RemoteState.CANCELLED, message="run ended CANCELED", url=PAGE)),
     ("TERMINATED", "TIMEDOUT", "Run timed out after 3600 s",
-     Status(FAILED, message="Run timed out after 3600 s", retryable=True, url=PAGE)),
+     Status(RemoteState.FAILED, message="Run timed out after 3600 s", retryable=True, url=PAGE)),
     ("TERMINATED", "TIMEDOUT", "Cluster lost",
-     Status(FAILED, message="run timed out (the job's own timeout): Cluster lost", retryable=True, url=PAGE)),
+     Status(RemoteState.FAILED, message="run timed out (the job's own timeout): Cluster lost", retryable=True, url=PAGE)),
     ("TERMINATED", "TIMEDOUT", "",
-     Status(FAILED, message="run timed out (the job's own timeout): run ended TIMEDOUT", retryable=True, url=PAGE)),
-    ("TERMINATED", "SOMETHING_NEW", "", Status(FAILED, message="run ended in state TERMINATED/SOMETHING_NEW", url=PAGE)),
-    ("BROKEN", None, "it broke", Status(FAILED, message="it broke", url=PAGE)),
+     Status(RemoteState.FAILED, message="run timed out (the job's own timeout): run ended TIMEDOUT", retryable=True, url=PAGE)),
+    ("TERMINATED", "SOMETHING_NEW", "", Status(RemoteState.FAILED, message="run ended in state TERMINATED/SOMETHING_NEW", url=PAGE)),
+    ("BROKEN", None, "it broke", Status(RemoteState.FAILED, message="it broke", url=PAGE)),
 ])
 def test_every_run_state_maps_to_a_whole_status(life_cycle, result, message, expected):
     assert status_from_run(life_cycle, result, message, PAGE) == expected

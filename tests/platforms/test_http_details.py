@@ -16,7 +16,8 @@ import pytest
 from tests.platforms.identity_endpoint import identity_endpoint
 from tower.errors import NonRetryableError, RetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
+from tower.platforms.base import Handle, Status, Submission
+from tower.states import RemoteState
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,18 +75,18 @@ URL = "{base}/status/1"
 
 
 @pytest.mark.parametrize(("reply", "expected"), [
-    ((202, {"Retry-After": "3"}, None), Status(RUNNING, poll_after=3.0)),
-    ((303, {"Location": "/results/1?sig=s3cr3t"}, None), Status(SUCCEEDED, output="result at /results/1")),
-    ((300, {"Location": "/results/2"}, None), Status(SUCCEEDED, output="result at /results/2")),
-    ((200, {}, {"status": "Succeeded"}), Status(SUCCEEDED, output='{"status": "Succeeded"}')),
-    ((200, {}, {"rows": 3}), Status(SUCCEEDED, output='{"rows": 3}')),
+    ((202, {"Retry-After": "3"}, None), Status(RemoteState.RUNNING, poll_after=3.0)),
+    ((303, {"Location": "/results/1?sig=s3cr3t"}, None), Status(RemoteState.SUCCEEDED, output="result at /results/1")),
+    ((300, {"Location": "/results/2"}, None), Status(RemoteState.SUCCEEDED, output="result at /results/2")),
+    ((200, {}, {"status": "Succeeded"}), Status(RemoteState.SUCCEEDED, output='{"status": "Succeeded"}')),
+    ((200, {}, {"rows": 3}), Status(RemoteState.SUCCEEDED, output='{"rows": 3}')),
     ((200, {}, {"status": "Failed", "error": {"code": "E42"}}),
-     Status(FAILED, message='{"code": "E42"}', retryable=True, output='{"status": "Failed", "error": {"code": "E42"}}')),
-    ((200, {}, {"status": "failure"}), Status(FAILED, message="service reported failure", retryable=True,
+     Status(RemoteState.FAILED, message='{"code": "E42"}', retryable=True, output='{"status": "Failed", "error": {"code": "E42"}}')),
+    ((200, {}, {"status": "failure"}), Status(RemoteState.FAILED, message="service reported failure", retryable=True,
                                               output='{"status": "failure"}')),
     ((200, {}, {"status": "Canceled", "reason": "by an operator"}),
-     Status(CANCELLED, message="by an operator", output='{"status": "Canceled", "reason": "by an operator"}')),
-    ((200, {"Retry-After": "5"}, {"status": "Queued"}), Status(RUNNING, message="Queued", poll_after=5.0)),
+     Status(RemoteState.CANCELLED, message="by an operator", output='{"status": "Canceled", "reason": "by an operator"}')),
+    ((200, {"Retry-After": "5"}, {"status": "Queued"}), Status(RemoteState.RUNNING, message="Queued", poll_after=5.0)),
 ])
 def test_each_answer_of_the_status_url_reads_as_a_whole_status_with_the_job_page(server, reply, expected):
     adapter, handle = started(server)
@@ -100,7 +101,7 @@ def test_a_status_path_past_the_end_of_a_list_reads_as_no_status(server):
     answer(server, "GET", "/status/1", (200, {}, {"runs": [{"state": "failed"}, {"state": "failed"}]}))
     rules = {"status_path": "runs.2.state"}
     polled = adapter.poll(Handle(handle.remote_id, handle.url, {**handle.data, "rules": rules}))
-    assert polled.state == SUCCEEDED
+    assert polled.state == RemoteState.SUCCEEDED
 
 
 def test_failure_and_cancel_words_are_the_services_own_when_it_gives_them(server):
@@ -110,7 +111,7 @@ def test_failure_and_cancel_words_are_the_services_own_when_it_gives_them(server
     handle = adapter.submit(submission(spec))
     answer(server, "GET", "/status/1", (200, {}, {"status": "BROKE"}), (200, {}, {"status": "Dropped"}),
            (200, {}, {"status": "failed"}))
-    assert [adapter.poll(handle).state for _ in range(3)] == [FAILED, CANCELLED, RUNNING]  # "failed" is not theirs
+    assert [adapter.poll(handle).state for _ in range(3)] == [RemoteState.FAILED, RemoteState.CANCELLED, RemoteState.RUNNING]  # "failed" is not theirs
 
 
 def test_a_durable_functions_starter_is_followed_by_its_status_query_uri(server):
@@ -138,7 +139,7 @@ def test_a_submit_without_a_body_sends_none(server, method):
     answer(server, method.upper(), "/run", (200, {}, {"status": "done"}))
     adapter = adapter_for("http", {"base_url": server.base + "/"})
     handle = adapter.submit(submission({"path": "/run", "method": method, "headers": {"X-Count": 3}}))
-    assert adapter.poll(handle).state == SUCCEEDED
+    assert adapter.poll(handle).state == RemoteState.SUCCEEDED
     [(sent, path, headers, body)] = server.seen
     assert (sent, path, body, headers["X-Count"]) == (method.upper(), "/run", "", "3")
 

@@ -58,7 +58,7 @@ def test_create_insert_select_services(adapter):
 
 def test_a_query_without_rows_says_so(adapter):
     status = finish(adapter, adapter.submit(sub("SELECT 1 AS n WHERE 1 = 0", service="empty")))
-    assert (status.state, status.output) == (SUCCEEDED, "N\n(0 rows)")
+    assert (status.state, status.output) == (RemoteState.SUCCEEDED, "N\n(0 rows)")
 
 
 def test_sql_error_is_non_retryable_with_the_snowflake_message(adapter):

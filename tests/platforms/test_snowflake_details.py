@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tower.errors import ConfigError, NonRetryableError, RetryableError
-from tower.platforms.base import CANCELLED, FAILED, RUNNING, SUCCEEDED, Handle, Status, Submission
+from tower.platforms.base import Handle, Status, Submission
 from tower.platforms.snowflake import SnowflakeAdapter, status_from_query
+from tower.states import RemoteState
 
 
 def refused(**kwargs):
@@ -92,9 +93,9 @@ def test_an_encrypted_key_with_the_wrong_passphrase_is_a_config_error_without_th
 def test_a_failed_query_keeps_its_own_error_and_one_without_any_says_how_it_ended():
     error = "SQL compilation error: Object 'ORDERS' does not exist or not authorized."
     failed = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Session(error))
-    assert failed.poll(Handle(remote_id="q1")) == Status(FAILED, message=f"002003: {error}")  # not retried
+    assert failed.poll(Handle(remote_id="q1")) == Status(RemoteState.FAILED, message=f"002003: {error}")  # not retried
     silent = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Session(None))
-    assert silent.poll(Handle(remote_id="q1")) == Status(FAILED, message="query ended FAILED_WITH_INCIDENT",
+    assert silent.poll(Handle(remote_id="q1")) == Status(RemoteState.FAILED, message="query ended FAILED_WITH_INCIDENT",
                                                          retryable=True)
 
 
@@ -107,12 +108,12 @@ def test_a_statement_that_is_empty_names_the_service_and_field():
 
 
 @pytest.mark.parametrize(("name", "message", "expected"), [
-    ("RUNNING", "", Status(RUNNING, message="running")),
-    ("RESUMING_WAREHOUSE", "", Status(RUNNING, message="resuming warehouse")),
-    ("SUCCESS", "", Status(SUCCEEDED)),
-    ("ABORTED", "", Status(CANCELLED, message="query cancelled")),
-    ("ABORTED", "cancelled by the warehouse admin", Status(CANCELLED, message="cancelled by the warehouse admin")),
-    ("FAILED_WITH_ERROR", "", Status(FAILED, message="query ended FAILED_WITH_ERROR", retryable=True)),
+    ("RUNNING", "", Status(RemoteState.RUNNING, message="running")),
+    ("RESUMING_WAREHOUSE", "", Status(RemoteState.RUNNING, message="resuming warehouse")),
+    ("SUCCESS", "", Status(RemoteState.SUCCEEDED)),
+    ("ABORTED", "", Status(RemoteState.CANCELLED, message="query cancelled")),
+    ("ABORTED", "cancelled by the warehouse admin", Status(RemoteState.CANCELLED, message="cancelled by the warehouse admin")),
+    ("FAILED_WITH_ERROR", "", Status(RemoteState.FAILED, message="query ended FAILED_WITH_ERROR", retryable=True)),
 ])
 def test_every_query_status_maps_to_a_whole_status(name, message, expected):
     assert status_from_query(name, message) == expected
@@ -162,4 +163,4 @@ def test_unreadable_history_is_warned_about_once_per_account_and_database(monkey
 
 def test_a_success_whose_results_expired_has_no_preview():
     adapter = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Submitting())
-    assert adapter.poll(Handle(remote_id="q-1")) == Status(SUCCEEDED)
+    assert adapter.poll(Handle(remote_id="q-1")) == Status(RemoteState.SUCCEEDED)
