@@ -164,3 +164,22 @@ def test_unreadable_history_is_warned_about_once_per_account_and_database(monkey
 def test_a_success_whose_results_expired_has_no_preview():
     adapter = SnowflakeAdapter(SETTINGS, connect=lambda **kw: Submitting())
     assert adapter.poll(Handle(remote_id="q-1")) == Status(RemoteState.SUCCEEDED)
+
+
+def test_a_session_is_opened_with_server_side_binding_timeouts_and_the_query_tag():
+    seen = []
+    settings = {**SETTINGS, "warehouse": "wh", "database": "db", "schema": "", "role": None, "host": "sf.local",
+                "port": 8080, "protocol": "http"}
+    adapter = SnowflakeAdapter(settings, connect=lambda **kw: seen.append(kw) or Submitting())
+    adapter.submit(Submission("r", "load", 1, {"sql": "SELECT 1"}))
+    assert seen[0] == {
+        "account": "acme", "user": "tower", "password": "not-a-secret", "paramstyle": "qmark",
+        "login_timeout": 30, "network_timeout": 60, "client_session_keep_alive": False,
+        "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "QUERY_TAG": "r/load/1"},
+        "warehouse": "wh", "database": "db", "host": "sf.local", "port": 8080, "protocol": "http",
+    }
+    adapter = SnowflakeAdapter({**SETTINGS, "login_timeout": 5, "network_timeout": 7},
+                               connect=lambda **kw: seen.append(kw) or Submitting())
+    adapter.poll(Handle(remote_id="q-1"))                      # no query tag outside a submit
+    assert (seen[1]["login_timeout"], seen[1]["network_timeout"]) == (5, 7)
+    assert seen[1]["session_parameters"] == {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}
