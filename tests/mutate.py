@@ -43,9 +43,8 @@ MODULES = {
     # ledger.py (the dispatch API), ledger_sqlite.py and ledger_table.py (the two stores; Azurite)
     "ledger": ("tower/runs/ledger*.py", ["tests/runs/test_ledger.py", "tests/runs/test_ledger_table.py",
                                         "tests/runs/test_slots.py"]),
-    # the Azure shell, on the local engine: seconds per mutant, so run with --every N
-    "orchestrators": ("orchestrators/*.py", ["tests/orchestrators"]),
-    "activities": ("activities/*.py", ["tests/test_activities.py", "tests/orchestrators"]),
+    # the Azure shell, on the local engine: seconds per mutant, so sampled (SAMPLE)
+    "shell": ("orchestrators/*.py activities/*.py", ["tests/test_activities.py", "tests/orchestrators"]),
 }
 # Extra pytest arguments of every run: the suites marked slow (5000-service runs) cost minutes each.
 PYTEST_ARGS = ["-m", "not slow"]
@@ -60,9 +59,8 @@ def environment() -> dict[str, str]:
 
 
 def setup_cfg(path: str, tests: list[str]) -> str:
-    top = path.split("/")[0]  # tower, or a shell package (orchestrators, activities) mutated in place
-    globs = path.split()
-    sources = ["tower"] + ([top] if top != "tower" else [])
+    globs = path.split()  # in tower/, or in a shell package (orchestrators, activities) mutated in place
+    sources = ["tower"] + sorted({glob.split("/")[0] for glob in globs} - {"tower"})
     # forkserver: the tests run in a child of mutmut, never in mutmut itself, whose default (fork) takes
     # any child it reaps for a mutant's and stops at the first process a test left behind (command
     # platform runs, stand-in servers).
@@ -96,7 +94,8 @@ def results(work: Path) -> dict[str, str]:
 # The mutants of a file whose tests cost seconds each (stand-in servers, the local engine) are
 # sampled: every N-th, in mutmut's order (function, number), so the same code gives the same sample.
 SAMPLE = {"tower/platforms/http.py": 3, "tower/platforms/databricks.py": 3, "tower/platforms/snowflake.py": 6,
-          "tower/runs/ledger_table.py": 3}
+          "tower/runs/ledger_table.py": 3, "orchestrators/pipeline.py": 20, "activities/remote.py": 20,
+          "activities/runs.py": 20, "activities/services.py": 20}
 
 
 def in_order(names) -> list[str]:
