@@ -94,8 +94,8 @@ def results(work: Path) -> dict[str, str]:
 # The mutants of a file whose tests cost seconds each (stand-in servers, the local engine) are
 # sampled: every N-th, in mutmut's order (function, number), so the same code gives the same sample.
 SAMPLE = {"tower/platforms/http.py": 3, "tower/platforms/databricks.py": 3, "tower/platforms/snowflake.py": 6,
-          "tower/runs/ledger_table.py": 3, "orchestrators/pipeline.py": 20, "activities/remote.py": 20,
-          "activities/runs.py": 20, "activities/services.py": 20}
+          "tower/runs/ledger_table.py": 3, "orchestrators/pipeline.py": 30, "activities/remote.py": 30,
+          "activities/runs.py": 30, "activities/services.py": 30}
 
 
 def in_order(names) -> list[str]:
