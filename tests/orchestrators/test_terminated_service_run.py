@@ -1,0 +1,32 @@
+"""A service run that an operator terminates never reports to the ledger: `pipeline_run`'s reconcile
+finds it ended and records the service failed, with the reason, so the run ends instead of hanging."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from tower import names
+from tower.runner import store_run
+from tower.runs.plan import build_plan, service_instance_id
+
+from .conftest import result_of, sim_catalog
+
+
+def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_reason(engine):
+    plan = build_plan(sim_catalog({"long": {"duration": 30}, "after": {"deps": ["long"]}}), "p",
+                      run_id=f"terminated-{uuid.uuid4().hex[:6]}")
+    plan["reconcile_after"] = 0.3  # reconcile soon, not after a minute
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+    instance = service_instance_id(plan["run_id"], "long")
+    deadline = time.monotonic() + 10
+    while (engine.status(instance) or {}).get("runtimeStatus") != "Running":
+        assert time.monotonic() < deadline, "the service run did not start"
+        time.sleep(0.02)
+    engine.terminate(instance, "stopped by an operator")
+    result = result_of(engine, plan["run_id"], 15)
+    assert result["status"] == "failed"
+    long = result["services"]["long"]
+    assert (long["status"], long["error"]) == ("failed", "its service run ended terminated: stopped by an operator")
+    assert result["services"]["after"]["status"] == "upstream_failed"
