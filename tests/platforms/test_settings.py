@@ -89,8 +89,8 @@ def test_an_unknown_platform_type_lists_the_known_ones():
     assert str(caught.value) == "unknown platform type 'spark' (use one of: sim, command, databricks, snowflake, http)"
 
 
-def test_an_override_stands_in_for_a_platform_type_as_a_factory_or_as_an_adapter(monkeypatch):
-    from tower.platforms import OVERRIDES
+def test_an_override_stands_in_for_a_platform_type_as_a_factory_or_as_an_adapter():
+    from tower.platforms import Platforms
     from tower.platforms.base import FunctionAdapter
 
     class CallableAdapter(FunctionAdapter):
@@ -99,7 +99,7 @@ def test_an_override_stands_in_for_a_platform_type_as_a_factory_or_as_an_adapter
 
     adapter = CallableAdapter(submit=lambda s: None, poll=lambda h: None)
     made = []
-    monkeypatch.setitem(OVERRIDES, "databricks", adapter)
-    monkeypatch.setitem(OVERRIDES, "snowflake", lambda settings: made.append(settings) or adapter)
-    assert adapter_for("databricks", {}) is adapter
-    assert adapter_for("snowflake", {"account": "a"}) is adapter and made == [{"account": "a"}]
+    platforms = Platforms({"databricks": adapter, "snowflake": lambda settings: made.append(settings) or adapter})
+    assert platforms.adapter("databricks", {}) is adapter
+    assert platforms.adapter("snowflake", {"account": "a"}) is adapter and made == [{"account": "a"}]
+    assert platforms.adapter("sim", {}) is platforms.adapter("sim", {})              # kept per type and settings
