@@ -8,7 +8,7 @@ message never starts a second run. It goes to the queue the app setting ``TOWER_
 to start (``{"pipeline", "params", "services"}``); any other type starts the pipelines whose
 ``on_event`` matches it. What the trigger does with a message that can never work: triggers/events.py.
 
-In Azure the publisher authenticates with ``DefaultAzureCredential`` (managed identity) against the
+In Azure the publisher authenticates with the app's managed identity (`tower.identity`) against the
 namespace in ``ServiceBusConnection__fullyQualifiedNamespace``, the same identity-based setting the
 Service Bus trigger's ``connection="ServiceBusConnection"`` reads. There is never a connection string.
 """
@@ -132,9 +132,9 @@ class ServiceBusPublisher:
             from azure.servicebus import ServiceBusClient
 
             if self._credential is None:
-                from azure.identity import DefaultAzureCredential
+                from tower.identity import azure_credential
 
-                self._credential = DefaultAzureCredential()
+                self._credential = azure_credential()
             self._client = ServiceBusClient(self.namespace, self._credential)
         return self._client
 

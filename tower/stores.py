@@ -124,17 +124,17 @@ class SqliteStore:
 
 
 class Table:
-    """A Table Storage table reached with DefaultAzureCredential (managed identity in Azure; set
-    AZURE_CLIENT_ID for a user-assigned one) unless given another credential (tests pass Azurite's
+    """A Table Storage table reached with the app's identity (`tower.identity`: managed identity in
+    Azure, AZURE_CLIENT_ID naming the user-assigned one) unless given another credential (tests pass Azurite's
     account key). Created on first use."""
 
     def __init__(self, table_url: str, credential: Any = None):
         from azure.data.tables import TableClient
 
         if credential is None:
-            from azure.identity import DefaultAzureCredential
+            from tower.identity import azure_credential
 
-            credential = DefaultAzureCredential()
+            credential = azure_credential()
         self.client = TableClient.from_table_url(table_url, credential=credential)
         self._created = False
 

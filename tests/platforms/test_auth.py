@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from tests.platforms.identity_endpoint import HEADER, identity_endpoint
-from tower.errors import NonRetryableError
+from tower.errors import NonRetryableError, RetryableError
 from tower.platforms._auth import bearer_token
 
 _client_ids = (f"uami-{n}" for n in itertools.count(1))  # credentials are kept per client id: one each
@@ -42,3 +42,33 @@ def test_an_identity_the_endpoint_refuses_is_a_clear_error_that_is_not_retried(e
     assert message.endswith("(in Azure: give the Function App a managed identity and grant it access; "
                             "locally: run `az login`)")
     assert caught.value.platform == "http"
+
+
+def test_an_identity_endpoint_that_cannot_be_reached_is_retried(monkeypatch):
+    """On an Azure host the credential is the managed identity alone: a chain would report the
+    refused connection as a refused identity, and the service would fail without a retry."""
+    with identity_endpoint(monkeypatch) as server:
+        port = server.server_address[1]
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{port}/msi/token")  # nobody listens there now
+    with pytest.raises(RetryableError) as caught:
+        bearer_token("api://tower-scores", client_id=next(_client_ids), platform="http")
+    assert "could not reach the Azure token endpoint" in str(caught.value) and caught.value.platform == "http"
+
+
+def test_without_a_client_id_the_token_is_for_the_apps_user_assigned_identity(endpoint, monkeypatch):
+    """The Bicep gives the app only a user-assigned identity and names it in AZURE_CLIENT_ID: a
+    platform with no `client_id` of its own must get that identity's token, not ask for a
+    system-assigned one the app does not have."""
+    monkeypatch.setenv("AZURE_CLIENT_ID", "uami-of-the-app")
+    assert bearer_token("api://tower-scores", platform="http") == "token-for-api://tower-scores"
+    assert endpoint.asked[-1][0]["client_id"] == "uami-of-the-app"
+
+
+def test_off_azure_the_developers_login_chain_is_used():
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    from tower.identity import azure_credential
+
+    assert isinstance(azure_credential(env={}), DefaultAzureCredential)
+    on_azure = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/token", "IDENTITY_HEADER": "h"}
+    assert isinstance(azure_credential(env=on_azure), ManagedIdentityCredential)

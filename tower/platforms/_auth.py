@@ -26,16 +26,14 @@ def scope_for(audience: str) -> str:
 
 def _credential(client_id: str | None) -> Any:
     """Managed identity in Azure; az / azd / environment credentials on a developer machine."""
-    from azure.identity import DefaultAzureCredential
+    from tower.identity import azure_credential
 
-    return DefaultAzureCredential(
-        managed_identity_client_id=client_id, exclude_interactive_browser_credential=True
-    )
+    return azure_credential(client_id)
 
 
 class Credentials:
     """Azure credentials by client id (None: the system-assigned identity or the developer's login),
-    each built on first use by `make` (default: DefaultAzureCredential) and then kept, with its
+    each built on first use by `make` (default: `tower.identity.azure_credential`) and then kept, with its
     token cache. Tests pass a `make` that returns a stand-in (anything with ``get_token(scope)``)."""
 
     def __init__(self, make: Callable[[str | None], Any] | None = None):

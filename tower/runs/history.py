@@ -150,7 +150,7 @@ class SqliteRunHistory(SqliteStore):
 
 class TableRunHistory:
     """Azure Table Storage: partition = service, row key = newest first, so the recent successes
-    of a service are one cheap partition query. Reached with DefaultAzureCredential unless given
+    of a service are one cheap partition query. Reached with the app's identity (tower.identity) unless given
     another credential (tests pass Azurite's account key)."""
 
     def __init__(self, table_url: str, credential: Any = None):

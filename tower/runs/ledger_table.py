@@ -156,7 +156,7 @@ def _refused(error: Exception, status: int, codes: tuple[str, ...]) -> bool:
 
 
 class TableRunLedger:
-    """Azure Table Storage, reached with DefaultAzureCredential unless given another credential (tests
+    """Azure Table Storage, reached with the app's identity (tower.identity) unless given another credential (tests
     pass Azurite's account key). The table is created on first use.
 
     Concurrency: `save` is conditional on the run entity's ETag at the version it was given (the ETag
