@@ -321,6 +321,8 @@ platforms:
 services: {}
 """, 5, "platform 'api' field 'headers.Authorization'", "write ${API_TOKEN} and export API_TOKEN"),
     # --- Snowflake statements and their binds ----------------------------------------------------
+    Case("no-statement", with_head("  load:\n    platform: wh\n    sql: \"; -- nothing\"\n"),
+         12, "service 'load' field 'sql'", "the SQL holds no statement"),
     Case("two-statements", with_head("  load:\n    platform: wh\n    sql: DELETE FROM t; INSERT INTO t SELECT 1\n"),
          12, "service 'load' field 'sql'", "2 SQL statements in one service"),
     Case("pyformat-placeholder", with_head("""

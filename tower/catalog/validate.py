@@ -332,6 +332,10 @@ def _check_sql(ck: Checker, sql: str, bind: Any, raw: Mapping, where: Where) -> 
     """One statement, ``?`` placeholders only, as many as ``bind`` names (see tower.catalog.sql)."""
     found = sql_shape(sql)
     location, here = raw.value_location("sql"), (*where, "sql")
+    if not found.statements and sql.strip():  # an empty sql is reported as a missing field
+        ck.add(location, here, "the SQL holds no statement (only ';', comments or blanks)",
+               "write the one statement this service runs, e.g. sql: CALL refresh_orders()")
+        return
     if found.statements > 1:
         ck.add(location, here, f"{found.statements} SQL statements in one service",
                "a snowflake service runs one statement: split them into services joined by depends_on,"
