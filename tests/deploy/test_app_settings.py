@@ -39,6 +39,8 @@ SET_BY_PLATFORM = {
     "WEBSITE_POD_NAME",  # set when Functions run on Kubernetes
     "CONTAINER_APP_NAME",  # set by Azure Container Apps
     "FUNCTIONS_WORKER_RUNTIME",  # set by Flex from functionAppConfig.runtime; by the template on EP
+    "IDENTITY_ENDPOINT",  # the managed identity's token endpoint, set on a host with an identity
+    "MSI_ENDPOINT",  # the same on older hosts (tower.identity looks for either)
 }
 # Reads whose name is data, not code, and why they need no app setting of their own.
 DYNAMIC_READS = {
