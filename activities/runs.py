@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
+from dataclasses import replace
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -22,7 +23,7 @@ import azure.functions as func
 import app_runtime
 from activities import remote
 from tower import durable_errors, logcontext, names, telemetry
-from tower.contracts import RunRequest, ServiceJob, ServiceReport, StepSummary
+from tower.contracts import RunRequest, ServiceJob, ServiceReport, ServiceResult, StepSummary
 from tower.errors import InstanceExists, InstanceGone, InstanceNotFound, RunNotInLedger
 from tower.redact import redact
 from tower.runs.index import run_ended
@@ -105,12 +106,14 @@ async def _ensure(client: df.DurableOrchestrationClient, run_id: str, instance_i
         return 0
     log.warning("run %s: service run %s ended %s without its end reaching the ledger; recording it",
                 run_id, instance_id, runtime)
-    result = instance.output if runtime == RuntimeStatus.COMPLETED and isinstance(instance.output, dict) else {
-        "service": job.service, "status": ServiceState.FAILED, "attempts": 0,
-        "error": f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}"}
-    later = await remote.off_loop(finish_service, app_runtime.current().ledger, run_id, job.service,
-                                  _redacted(result), utcnow())
-    telemetry.service_finished({"run_id": run_id, "pipeline": job.pipeline}, _redacted(result))
+    if runtime == RuntimeStatus.COMPLETED and isinstance(instance.output, dict):
+        result = ServiceResult.from_json(instance.output)
+    else:
+        result = ServiceResult(job.service, ServiceState.FAILED,
+                               error=f"its service run ended {runtime.lower()}: {instance.output or 'no reason given'}")
+    result = _redacted(result)
+    later = await remote.off_loop(finish_service, app_runtime.current().ledger, run_id, job.service, result, utcnow())
+    telemetry.service_finished(run_id, job.pipeline, result)
     return later
 
 
@@ -192,11 +195,11 @@ async def report_service_activity(request: dict, client: df.DurableOrchestration
 def record_report(report: ServiceReport) -> Step:
     """The blocking part of a report: the history row, then the ledger change."""
     runtime, result = app_runtime.current(), _redacted(report.result)
-    if not report.simulated and result.get("attempts"):
+    if not report.simulated and result.attempts:
         runtime.history.record(history_row(report, result))
-    step = finish_service(runtime.ledger, report.run_id, result["service"], result, utcnow())
-    telemetry.service_finished(report.to_json(), result)
-    runtime.notifier.service_failed(report.to_json(), result)
+    step = finish_service(runtime.ledger, report.run_id, result.service, result, utcnow())
+    telemetry.service_finished(report.run_id, report.pipeline, result)
+    runtime.notifier.service_failed(report.run_id, report.pipeline, result)
     runtime.deadlines.watch(report.run_id, utcnow())  # at risk now? (tower.deadlines)
     return step
 
@@ -269,23 +272,23 @@ def run_result_activity(request: dict, context: func.Context) -> dict:
     return result
 
 
-def _redacted(result: dict) -> dict:
+def _redacted(result: ServiceResult) -> ServiceResult:
     """A result whose error and output can be shown to anyone who may read run status."""
-    return {**result, **{key: redact(result[key]) for key in ("error", "output") if result.get(key)}}
+    return replace(result, error=result.error and redact(result.error), output=result.output and redact(result.output))
 
 
-def history_row(report: ServiceReport, result: dict) -> dict:
+def history_row(report: ServiceReport, result: ServiceResult) -> dict:
     """One finished service for the run-history store; its duration is its last attempt's."""
     return {
         "run_id": report.run_id,
         "pipeline": report.pipeline,
-        "service": result["service"],
-        "status": result["status"],
-        "attempt": result.get("attempts") or 1,
-        "started": result.get("attempt_started") or result.get("started"),
-        "finished": result.get("finished"),
-        "remote_id": result.get("remote_id"),
-        "error": result.get("error"),
+        "service": result.service,
+        "status": result.status,
+        "attempt": result.attempts or 1,
+        "started": result.attempt_started or result.started,
+        "finished": result.finished,
+        "remote_id": result.remote_id,
+        "error": result.error,
     }
 
 

@@ -25,7 +25,6 @@ from tower.contracts import CancelRequest, Observed, PollRequest, ServiceReport,
 from tower.platforms.base import Status
 from tower.redact import redact
 from tower.runs.ledger import is_cancelled
-from tower.runs.scheduler import settled
 from tower.states import RemoteState
 from tower.timestamps import iso, parse_iso, utcnow
 
@@ -42,7 +41,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
     request: a `SubmitRequest` (its report: see `_report_if_done`)."""
     _begin(context, request)
     asked, loop = SubmitRequest.from_json(request), asyncio.get_running_loop()
-    telemetry.attempt_failed(request)
+    telemetry.attempt_failed(asked)
 
     def submit(adapter):
         if _cancelled(asked.report):
@@ -56,7 +55,7 @@ async def submit_service(request: dict, client: df.DurableOrchestrationClient, c
         return handle, status, _report_if_done(asked.report, status, client, loop, remote_id=handle.remote_id,
                                                url=handle.url)
 
-    handle, status, acting = await remote.call(asked.platform, submit, telemetry.about(request))
+    handle, status, acting = await remote.call(asked.platform, submit, telemetry.about(asked))
     if handle is None:
         return SubmitOutcome(None, Observed.of(status)).to_json()
     return SubmitOutcome(handle, await _reported(asked.report, remote.observed(status), acting)).to_json()
@@ -84,7 +83,7 @@ async def poll_service(request: dict, client: df.DurableOrchestrationClient, con
                                stopped=lambda: _cancelled(asked.report))
         return status, _report_if_done(asked.report, status, client, loop)
 
-    status, acting = await remote.call(asked.platform, poll, telemetry.about(request))
+    status, acting = await remote.call(asked.platform, poll, telemetry.about(asked))
     return (await _reported(asked.report, remote.observed(status), acting)).to_json()
 
 
@@ -125,12 +124,12 @@ def _report_if_done(report: ServiceReport | None, status: Status, client, loop, 
         return None
     if report.before and utcnow() > parse_iso(report.before):
         return None
-    result = settled({**report.result, **{k: v for k, v in known.items() if v}}, status.to_json(), iso(utcnow()))
+    result = replace(report.result, **{k: v for k, v in known.items() if v}).settled(status, iso(utcnow()))
     try:
         return runs.report_here(report.with_result(result), client, loop)
     except Exception as exc:  # service_run reports again, with retries
         log.warning("%s/%s: early report failed, service_run will report: %s", report.run_id,
-                    result.get("service"), redact(str(exc)))
+                    result.service, redact(str(exc)))
         return None
 
 
@@ -155,5 +154,5 @@ async def cancel_service(request: dict, context: func.Context) -> bool:
     """Stop the remote work (idempotent). request: a `CancelRequest`."""
     _begin(context, request)
     asked = CancelRequest.from_json(request)
-    await remote.call(asked.platform, lambda adapter: adapter.cancel(asked.handle), telemetry.about(request))
+    await remote.call(asked.platform, lambda adapter: adapter.cancel(asked.handle), telemetry.about(asked))
     return True

@@ -34,6 +34,7 @@ from tower.contracts import (
     RunRequest,
     ServiceJob,
     ServiceReport,
+    ServiceResult,
     StepSummary,
     SubmitOutcome,
     SubmitRequest,
@@ -41,7 +42,6 @@ from tower.contracts import (
 from tower.errors import PlatformError, RunNotInLedger
 from tower.platforms.base import Handle
 from tower.polling import next_poll
-from tower.runs.scheduler import settled
 from tower.states import TERMINAL_STATES, RemoteState, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
@@ -150,9 +150,7 @@ class _ServiceRun:
         timeout = job.timeout
         self.deadline_at = self.began + timedelta(seconds=timeout) if timeout else None
         self.deadline = context.create_timer(self.deadline_at) if timeout else None
-        self.result = {"service": job.service, "status": None, "attempts": 0, "started": iso(self.began),
-                       "attempt_started": None, "finished": None, "remote_id": None, "url": None,
-                       "error": None, "output": None}
+        self.result = ServiceResult(job.service, started=iso(self.began))  # replaced as the run goes on
         self.reported = False  # submit or poll already told the ledger the service succeeded
         self.pushed = context.wait_for_external_event(names.REMOTE_ENDED_EVENT)  # see wait_or_push
         self.previous = None  # the attempt that failed before this one: its submit reports it (telemetry)
@@ -211,19 +209,19 @@ class _ServiceRun:
         that submit, and a service run started late (queues, an outage) must not fail work that
         was done by then."""
         before = iso(self.deadline_at) if self.deadline_at and not first_look else None
-        return ServiceReport(self.job.run_id, self.job.pipeline, dict(self.result), self.job.simulated, before)
+        return ServiceReport(self.job.run_id, self.job.pipeline, self.result, self.job.simulated, before)
 
     def show(self) -> None:
         r = self.result
-        self.context.set_custom_status({"s": r["status"] or ServiceState.RUNNING, "a": r["attempts"],
-                                        "rid": r["remote_id"], "url": r["url"]})
+        self.context.set_custom_status({"s": r.status or ServiceState.RUNNING, "a": r.attempts,
+                                        "rid": r.remote_id, "url": r.url})
 
     def attempt(self, number: int):
         """One attempt: submit (unless it was submitted at dispatch), then poll until terminal.
         Returns (the last Observed, or None with the PlatformError the attempt failed with)."""
         submitted = self.first if number == 1 else None
-        self.result["attempts"] = number
-        self.result["attempt_started"] = submitted.at if submitted else iso(self.now())
+        self.result = replace(self.result, attempts=number,
+                              attempt_started=submitted.at if submitted else iso(self.now()))
         handle = submit = None
         try:
             if submitted:
@@ -239,13 +237,12 @@ class _ServiceRun:
                 handle, status = outcome.handle, outcome.status
                 if handle is None:  # the run was cancelled before the work was submitted
                     return status, None
-            self.result["remote_id"] = handle.remote_id
-            self.result["url"] = status.url or handle.url
+            self.result = replace(self.result, remote_id=handle.remote_id, url=status.url or handle.url)
             self.show()
             poll = self.job.poll
             interval, factor, longest = poll["first"], poll["factor"], poll["max"]
             expect = self.job.expect
-            submitted_at = parse_iso(self.result["attempt_started"])
+            submitted_at = parse_iso(self.result.attempt_started)
             errors = 0
             first_look = submitted is not None  # until one succeeds, polls read the cancel flag, as a submit does
             while status.state not in TERMINAL_STATES:
@@ -280,7 +277,7 @@ class _ServiceRun:
             if handle is None and submit is not None and submit.is_completed and not _failed(submit) \
                     and submit.result["handle"]:
                 handle = SubmitOutcome.from_json(submit.result).handle
-                self.result["remote_id"] = handle.remote_id
+                self.result = replace(self.result, remote_id=handle.remote_id)
             if handle is not None:
                 yield from self.cancel_remote(handle)
             raise
@@ -289,58 +286,58 @@ class _ServiceRun:
         """Best effort: a failed cancel is noted in the error, never raised."""
         try:
             yield self.context.call_activity(names.CANCEL_SERVICE, CancelRequest(
-                self.platform, handle, self.job.run_id, self.job.service, self.result["attempts"]).to_json())
+                self.platform, handle, self.job.run_id, self.job.service, self.result.attempts).to_json())
         except Exception as exc:
             note = f"could not cancel remote run {handle.remote_id}: {PlatformError.from_activity_failure(exc)}"
-            self.result["output"] = note
+            self.result = replace(self.result, output=note)
             if not self.context.is_replaying:
                 log.warning("%s/%s: %s", self.job.run_id, self.job.service, note)
 
     def run(self):
         retry = self.job.retry
         retries = retry.retries
-        result = self.result
         try:
             number = 0
             while True:
                 number += 1
                 status, failure = yield from self.attempt(number)
+                result = self.result
                 if status is not None:
                     if status.state in (RemoteState.SUCCEEDED, RemoteState.SKIPPED):
-                        result.update(settled(result, status.to_json(), iso(self.now())))
+                        self.result = result.settled(status, iso(self.now()))
                         self.reported = status.reported
                         break
-                    result["output"] = status.output or result["output"]
-                    result["url"] = status.url or result["url"]
+                    result = self.result = replace(result, output=status.output or result.output,
+                                                   url=status.url or result.url)
                     if status.state == RemoteState.CANCELLED:
-                        result["status"] = ServiceState.CANCELLED
-                        result["error"] = status.message or "cancelled on the platform"
+                        self.result = replace(result, status=ServiceState.CANCELLED,
+                                              error=status.message or "cancelled on the platform")
                         break
                     failure = PlatformError.of(status.message or f"ended {status.state}",
                                                retryable=status.retryable, platform=self.platform["name"])
-                result["error"] = str(failure)
                 if not failure.retryable or number > retries:
-                    result["status"] = ServiceState.FAILED
-                    if failure.retryable and retries:
-                        result["error"] = f"{failure} (gave up after {number} attempts)"
+                    gave_up = failure.retryable and retries
+                    self.result = replace(result, status=ServiceState.FAILED, error=f"{failure} (gave up after "
+                                          f"{number} attempts)" if gave_up else str(failure))
                     break
+                self.result = result = replace(result, error=str(failure))
                 self.show()
-                self.previous = {"attempt": number, "started": result["attempt_started"], "finished": iso(self.now()),
-                                 "error": result["error"], "remote_id": result["remote_id"], "url": result["url"]}
+                self.previous = {"attempt": number, "started": result.attempt_started, "finished": iso(self.now()),
+                                 "error": result.error, "remote_id": result.remote_id, "url": result.url}
                 yield from self.wait(retry.delay(number))
         except _Stop as stop:
             if stop.reason == "cancel":
-                result["status"], result["error"] = ServiceState.CANCELLED, "cancelled"
+                self.result = replace(self.result, status=ServiceState.CANCELLED, error="cancelled")
             else:
-                result["status"] = ServiceState.FAILED
-                result["error"] = f"timed out after {format_duration(self.job.timeout)}"
+                self.result = replace(self.result, status=ServiceState.FAILED,
+                                      error=f"timed out after {format_duration(self.job.timeout)}")
         if self.deadline is not None and not self.deadline.is_completed:
             self.deadline.cancel()
-        result["finished"] = iso(self.now())
+        self.result = result = replace(self.result, finished=iso(self.now()))
         self.show()
         if not self.context.is_replaying:
             log.info("%s/%s: %s after %d attempt(s)", self.job.run_id, self.job.service,
-                     result["status"], result["attempts"])
+                     result.status, result.attempts)
         if not self.reported:
             try:
                 yield self.context.call_activity_with_retry(names.REPORT_SERVICE, LEDGER_RETRY, self.report().to_json())
@@ -348,7 +345,7 @@ class _ServiceRun:
                 if not self.context.is_replaying:
                     log.error("%s/%s: could not report to the run ledger: %s", self.job.run_id,
                               self.job.service, PlatformError.from_activity_failure(exc))
-        return result
+        return result.to_json()
 
 
 @bp.function_name(names.SERVICE_RUN)
@@ -356,6 +353,6 @@ class _ServiceRun:
 def service_run(context: df.DurableOrchestrationContext):
     """One service of a run: submit, poll with durable timers, retry with backoff, honour the
     deadline and a `cancel` event, then report to the run's ledger (which starts what became ready).
-    Returns {status, attempts, started, finished, remote_id, url, error, output}; a service's own
+    Returns a `ServiceResult` as JSON; a service's own
     failure is in that result, never raised, so the run always learns why."""
     return (yield from _ServiceRun(context, ServiceJob.from_json(context.get_input())).run())

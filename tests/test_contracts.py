@@ -15,6 +15,7 @@ from tower.contracts import (
     RunRequest,
     ServiceJob,
     ServiceReport,
+    ServiceResult,
     StepSummary,
     SubmitOutcome,
     SubmitRequest,
@@ -114,10 +115,39 @@ def test_a_recorded_report_round_trips():
     assert (report.run_id, report.service, report.before, report.simulated) == (
         "run~nightly@20261201T020000Z", "load", "2026-12-01T03:00:01Z", False)
     assert report.to_json() == RECORDED_REPORT
-    done = report.with_result({**RESULT, "status": "succeeded"})
+    done = report.with_result(ServiceResult.from_json({**RESULT, "status": "succeeded"}))
     assert done.to_json() == {**RECORDED_REPORT, "result": {**RESULT, "status": "succeeded"}}
     older = {key: value for key, value in RECORDED_REPORT.items() if key not in ("simulated", "before")}
-    assert ServiceReport.from_json(older) == ServiceReport(report.run_id, "nightly", RESULT)
+    assert ServiceReport.from_json(older) == ServiceReport(report.run_id, "nightly", ServiceResult.from_json(RESULT))
+
+
+# service_run's outputs as a recorded history holds them: a success, a timeout after a retry.
+RECORDED_RESULTS = [
+    {"service": "load", "status": "succeeded", "attempts": 1, "started": "2026-12-01T02:00:01Z",
+     "attempt_started": "2026-12-01T02:00:01Z", "finished": "2026-12-01T02:04:00Z", "remote_id": "01b2-q",
+     "url": "https://app.snowflake.com/q/01b2-q", "error": None, "output": "3 rows"},
+    {"service": "load", "status": "failed", "attempts": 2, "started": "2026-12-01T02:00:01Z",
+     "attempt_started": "2026-12-01T02:05:00Z", "finished": "2026-12-01T03:00:01Z", "remote_id": "01b2-p",
+     "url": None, "error": "timed out after 1h", "output": None},
+]
+
+
+@pytest.mark.parametrize("recorded", RECORDED_RESULTS)
+def test_a_recorded_service_result_round_trips(recorded):
+    result = ServiceResult.from_json(json.loads(json.dumps(recorded)))
+    assert (result.service, result.status, result.attempts, result.remote_id) == (
+        "load", recorded["status"], recorded["attempts"], recorded["remote_id"])
+    assert result.to_json() == recorded
+    assert list(result.to_json()) == list(recorded)  # the same keys, in the order service_run wrote them
+    assert json.dumps(ServiceResult.from_json(result.to_json()).to_json()) == json.dumps(recorded)
+
+
+def test_a_result_that_says_little_reads_with_the_old_defaults():
+    """What an ended service run without a result left in the ledger (`activities.runs._ensure`)."""
+    fallback = {"service": "load", "status": "failed", "attempts": 0, "error": "its service run ended terminated: x"}
+    result = ServiceResult.from_json(fallback)
+    assert result == ServiceResult("load", "failed", 0, error="its service run ended terminated: x")
+    assert result.to_json() == {**dict.fromkeys(RESULT), **fallback}
 
 
 def test_a_recorded_submit_request_round_trips():

@@ -7,6 +7,7 @@ import pytest
 
 from tower import notify
 from tower.cli.main import main
+from tower.contracts import ServiceResult
 from tower.events import local_bus_path
 from tower.local.bus import LocalBus, subscription_path
 
@@ -162,7 +163,7 @@ def test_publishing_never_raises_even_with_no_outbox(work):
     notifier = notify.Notifier(Broken(), sender=Broken())
     notifier.run_started({"run_id": "r", "pipeline": "p", "services": {}}, "2026-01-01T00:00:00Z")
     notifier.run_finished({"nonsense": True})  # a malformed result: logged, not raised
-    notifier.service_failed({"run_id": "r"}, {"status": "failed", "service": "s"})
+    notifier.service_failed("r", "p", ServiceResult("s", "failed"))
 
 
 def test_a_succeeded_run_chains_the_pipelines_listening_for_its_end_and_no_other(work, capsys):

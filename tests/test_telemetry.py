@@ -19,7 +19,9 @@ import pytest
 from tests.appinsights_standin import IngestionStandIn
 from tests.platforms import jobs_api_server as jobs
 from tower import telemetry
+from tower.contracts import CancelRequest, PollRequest, ServiceReport, ServiceResult, SubmitRequest
 from tower.events import event_run_id
+from tower.platforms.base import Handle, Submission
 from tower.runs.plan import new_run_id, timed_run_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,10 +236,10 @@ from tower import telemetry
 from tower.events import event_run_id
 from tower.runs.plan import new_run_id, timed_run_id
 assert telemetry.configure() and telemetry.configure()  # once per process: the second call is a no-op
-telemetry.service_finished({}, {})  # malformed on purpose: an emit that breaks is swallowed
+telemetry.service_finished("r", "p", None)  # malformed on purpose: an emit that breaks is swallowed
 telemetry.run_finished({"run_id": "r"})
 telemetry.run_started({"run_id": "r"}, "not a time")
-telemetry.attempt_failed({"previous": {"attempt": 1}})
+telemetry.attempt_failed(None)
 
 class Broken:
     def submit(self, submission):
@@ -299,15 +301,15 @@ def test_the_trace_id_of_a_run_is_derived_from_its_run_id():
 
 
 def test_platform_requests_name_their_run_service_and_attempt():
-    submission = {"run_id": "r", "service": "s", "attempt": 2, "spec": {}, "params": {}}
-    assert telemetry.about({"platform": {}, "submission": submission}) == {"run_id": "r", "service": "s", "attempt": 2}
-    report = {"run_id": "r", "result": {"service": "s", "attempts": 3}}
-    assert telemetry.about({"platform": {}, "handle": {}, "report": report}) == {
-        "run_id": "r", "service": "s", "attempt": 3}
-    assert telemetry.about({"platform": {}, "handle": {}, "run_id": "r", "service": "s", "attempt": 1}) == {
-        "run_id": "r", "service": "s", "attempt": 1}
-    assert telemetry.about({"platform": {}, "handle": {}}) is None
-    assert telemetry.about({"platform": {}, "report": {"run_id": "r"}}) is None  # malformed: no dimensions
+    handle = Handle("q-1")
+    submission = Submission("r", "s", 2, {}, {})
+    assert telemetry.about(SubmitRequest({}, submission)) == {"run_id": "r", "service": "s", "attempt": 2}
+    report = ServiceReport("r", "p", ServiceResult("s", attempts=3))
+    assert telemetry.about(PollRequest({}, handle, report)) == {"run_id": "r", "service": "s", "attempt": 3}
+    assert telemetry.about(PollRequest({}, handle, report.with_result(ServiceResult("s")))) == {
+        "run_id": "r", "service": "s", "attempt": 1}  # not submitted yet: its first attempt
+    assert telemetry.about(CancelRequest({}, handle, "r", "s", 1)) == {"run_id": "r", "service": "s", "attempt": 1}
+    assert telemetry.about(PollRequest({}, handle)) is None  # no run to name
 
 
 def test_entra_id_ingestion_uses_the_managed_identity_of_the_authentication_string(monkeypatch):
@@ -346,7 +348,7 @@ def test_error_classes_and_triggers():
 
 def test_emits_without_telemetry_do_nothing_and_never_raise():
     assert not telemetry.enabled()  # no test configures the distro in this process
-    telemetry.service_finished({}, {})  # malformed on purpose: nothing is read when telemetry is off
+    telemetry.service_finished(None, None, None)  # malformed on purpose: nothing is read when telemetry is off
     telemetry.run_finished({})
     telemetry.run_started({}, "")
     adapter = object()

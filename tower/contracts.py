@@ -16,6 +16,7 @@ cycle can form.
 
     ServiceJob      one service of one run: the input of `service_run`, kept in the run ledger
     FirstAttempt    its attempt 1, submitted when it was dispatched (`activities.remote.first_attempt`)
+    ServiceResult   a service's end, or its result so far: `service_run`'s output, what the ledger takes
     ServiceReport   a service's end for the run ledger: REPORT_SERVICE's input, and carried by the
                     submit and poll requests so that they can report a success they see
     SubmitRequest   SUBMIT_SERVICE's input: start one attempt, watch it a little
@@ -28,20 +29,20 @@ cycle can form.
     StepSummary     what a ledger activity did, for `pipeline_run` (counts, never names)
 
 Still plain dicts inside them, each documented where it is built: the plan's platform entry
-(`ServiceJob.platform`, read by the adapters' factory and telemetry as it is stored), a service's
-result (`ServiceReport.result`, `service_run`'s output, the ledger's record), and the run's outcome
-(`pipeline_run`'s output, `tower.runs.scheduler.Scheduler.result`).
+(`ServiceJob.platform`, read by the adapters' factory and telemetry as it is stored), and the run's
+outcome (`pipeline_run`'s output, `tower.runs.scheduler.Scheduler.result`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from tower.catalog.model import RetryPolicy
 from tower.platforms.base import Handle, Status, Submission
 from tower.polling import Expectation
-from tower.states import RunState
+from tower.states import RunState, ServiceState
 
 
 @dataclass(frozen=True)
@@ -114,33 +115,73 @@ class ServiceJob:
 
 
 @dataclass(frozen=True)
+class ServiceResult:
+    """A service's end, or its result so far: what `service_run` returns (and so what a recorded
+    history holds as its output), what REPORT_SERVICE takes to the run ledger, and what telemetry
+    and notifications read. `status` is None while it runs, then a `ServiceState` (a plain str once
+    read back from JSON, equal to the member; a word that is no state is kept, and the scheduler
+    counts it as failed)."""
+
+    service: str
+    status: str | None = None
+    attempts: int = 0
+    started: str | None = None  # ISO: the first attempt's submit
+    attempt_started: str | None = None  # ISO: the last attempt's submit
+    finished: str | None = None
+    remote_id: str | None = None
+    url: str | None = None
+    error: str | None = None
+    output: str | None = None
+
+    def settled(self, status: Status, finished: str) -> ServiceResult:
+        """The final result of a service whose attempt ended `succeeded` or `skipped` (`status`, a
+        remote status): what `service_run` returns, and what the activity that saw the end reports to
+        the run ledger. An earlier attempt's error is moot then."""
+        return replace(self, status=ServiceState(status.state), error=None, output=status.output or self.output,
+                       url=status.url or self.url, finished=finished)
+
+    def to_json(self) -> dict:
+        return {"service": self.service, "status": self.status, "attempts": self.attempts, "started": self.started,
+                "attempt_started": self.attempt_started, "finished": self.finished, "remote_id": self.remote_id,
+                "url": self.url, "error": self.error, "output": self.output}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServiceResult:
+        """Also what older code or a fallback left out (a result that says little: the scheduler
+        fills in)."""
+        get = data.get
+        return cls(get("service") or "", get("status"), int(get("attempts") or 0), get("started"),
+                   get("attempt_started"), get("finished"), get("remote_id"), get("url"), get("error"),
+                   get("output"))
+
+
+@dataclass(frozen=True)
 class ServiceReport:
     """A service's end, or its result so far, for the run ledger (`activities.runs.record_report`).
 
-    `result` is what `service_run` returns: {service, status, attempts, started, attempt_started,
-    finished, remote_id, url, error, output}. `before`: an activity that sees the work succeed may
+    `before`: an activity that sees the work succeed may
     report it only until then (ISO; the service's deadline), None: at any time."""
 
     run_id: str
     pipeline: str
-    result: dict[str, Any]
+    result: ServiceResult
     simulated: bool = False  # a what-if run: its attempts stay out of the run history
     before: str | None = None
 
     @property
-    def service(self) -> str | None:
-        return self.result.get("service")
+    def service(self) -> str:
+        return self.result.service
 
-    def with_result(self, result: dict[str, Any]) -> ServiceReport:
+    def with_result(self, result: ServiceResult) -> ServiceReport:
         return replace(self, result=result)
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "simulated": self.simulated,
-                "result": self.result, "before": self.before}
+                "result": self.result.to_json(), "before": self.before}
 
     @classmethod
     def from_json(cls, data: dict) -> ServiceReport:
-        return cls(run_id=data["run_id"], pipeline=data["pipeline"], result=data["result"],
+        return cls(run_id=data["run_id"], pipeline=data["pipeline"], result=ServiceResult.from_json(data["result"]),
                    simulated=bool(data.get("simulated", False)), before=data.get("before"))
 
 

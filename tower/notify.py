@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tower.contracts import ServiceResult
 from tower.errors import ConfigError
 from tower.redact import redact
 from tower.states import RunState, ServiceState
@@ -116,16 +117,16 @@ def run_started(plan: Mapping[str, Any], started: str) -> Notification:
     }, message_id(run_id, RUN_STARTED))
 
 
-def service_failed(request: Mapping[str, Any], result: Mapping[str, Any]) -> Notification | None:
+def service_failed(run_id: str, pipeline: str | None, result: ServiceResult) -> Notification | None:
     """For a report of a service that failed (the report comes after its last retry); else None."""
-    if result.get("status") != ServiceState.FAILED:
+    if result.status != ServiceState.FAILED:
         return None
-    run_id, service = request["run_id"], result["service"]
+    service = result.service
     return Notification(SERVICE_FAILED, {
-        "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "status": ServiceState.FAILED,
-        "attempts": result.get("attempts") or 1, "error": _error(result.get("error")),
-        "started": iso(result.get("started")), "finished": iso(result.get("finished")),
-        "remote_id": result.get("remote_id"), "url": result.get("url"),
+        "run_id": run_id, "pipeline": pipeline, "service": service, "status": ServiceState.FAILED,
+        "attempts": result.attempts or 1, "error": _error(result.error),
+        "started": iso(result.started), "finished": iso(result.finished),
+        "remote_id": result.remote_id, "url": result.url,
     }, message_id(run_id, SERVICE_FAILED, service))
 
 
@@ -407,8 +408,8 @@ class Notifier:
     def run_started(self, plan: Mapping[str, Any], started: str) -> None:
         self._guarded(run_started, plan, started)
 
-    def service_failed(self, request: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        self._guarded(service_failed, request, result)
+    def service_failed(self, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
+        self._guarded(service_failed, run_id, pipeline, result)
 
     def run_finished(self, result: Mapping[str, Any]) -> None:
         self._guarded(run_finished, result)

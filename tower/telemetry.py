@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from tower.contracts import CancelRequest, PollRequest, ServiceResult, SubmitRequest
 from tower.redact import redact
 from tower.states import FINISHED_STATES, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
@@ -352,36 +353,35 @@ def _run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
 
 
 @_guarded
-def service_finished(t: _Telemetry, request: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+def service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
     """The span of the service's last attempt and `tower.service.finished`, from the report
-    activity once the ledger took the service's end. request: the report's {run_id, pipeline, ...};
-    result: the (redacted) service result. A report repeated in this process is not emitted again."""
-    key = ("service", request["run_id"], result.get("service"), result.get("attempts"))
-    if t.seen(key):
+    activity once the ledger took the service's end; `result`: the (redacted) service result. A
+    report repeated in this process is not emitted again."""
+    if t.seen(("service", run_id, result.service, result.attempts)):
         return
-    t.emitter.later(_service_finished, t, dict(request), dict(result))
+    t.emitter.later(_service_finished, t, run_id, pipeline, result)
 
 
-def _service_finished(t: _Telemetry, request: dict, result: dict) -> None:
-    run_id, service = request["run_id"], result["service"]
+def _service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
+    service = result.service
     svc = ((t.core(run_id) or {}).get("services") or {}).get(service) or {}
-    attempt = int(result.get("attempts") or 0)
-    started = parse_iso(result.get("started")) or parse_iso(result.get("finished"))
-    attempt_started = parse_iso(result.get("attempt_started")) or started
-    finished = parse_iso(result.get("finished")) or attempt_started
-    status, error = result.get("status") or "", result.get("error")
+    attempt = result.attempts
+    started = parse_iso(result.started) or parse_iso(result.finished)
+    attempt_started = parse_iso(result.attempt_started) or started
+    finished = parse_iso(result.finished) or attempt_started
+    status, error = result.status or "", result.error
     error_class = error_class_of(status, error)
     platform = svc.get("platform") or ""
     expected = float(svc.get("expected") or 0.0)
     if attempt > 0 and attempt_started is not None:
-        _attempt_span(t, request.get("pipeline"), platform, expected, {
-            **result, "run_id": run_id, "attempt": attempt, "started": attempt_started, "finished": finished,
-            "error_class": error_class})
+        _attempt_span(t, pipeline, platform, expected, {
+            **result.to_json(), "run_id": run_id, "attempt": attempt, "started": attempt_started,
+            "finished": finished, "error_class": error_class})
     t.event(SERVICE_FINISHED, {
-        "run_id": run_id, "pipeline": request.get("pipeline"), "service": service, "platform": platform,
+        "run_id": run_id, "pipeline": pipeline, "service": service, "platform": platform,
         "status": status, "attempts": attempt, "started": iso(started), "finished": iso(finished),
         "duration_s": _seconds(started, finished), "expected_s": expected, "error_class": error_class,
-        "remote_id": result.get("remote_id"),
+        "remote_id": result.remote_id,
     }, context=t.context(run_id, attempt_span_id(run_id, service, attempt) if attempt else None))
 
 
@@ -401,13 +401,13 @@ def _attempt_span(t: _Telemetry, pipeline: str | None, platform: str, expected: 
 
 
 @_guarded
-def attempt_failed(t: _Telemetry, request: Mapping[str, Any]) -> None:
+def attempt_failed(t: _Telemetry, asked: SubmitRequest) -> None:
     """The span of an attempt that failed and is being tried again, from the submit of the next
-    one (request["previous"], set by `service_run`): the report covers only the last attempt."""
-    previous, who = request.get("previous"), about(request)
-    if not previous or not who or t.seen(("service", who["run_id"], who["service"], previous["attempt"])):
+    one (`asked.previous`, set by `service_run`): the report covers only the last attempt."""
+    previous, who = asked.previous, about(asked)
+    if not previous or t.seen(("service", who["run_id"], who["service"], previous["attempt"])):
         return
-    pipeline = (request.get("report") or {}).get("pipeline")
+    pipeline = asked.report.pipeline if asked.report is not None else None
     t.emitter.later(_attempt_failed, t, who, pipeline, dict(previous))
 
 
@@ -479,23 +479,18 @@ def traced(platform_adapter, platform: Mapping[str, Any], about: Mapping[str, An
     return _TracedAdapter(platform_adapter, platform, about)
 
 
-def about(request: Mapping[str, Any]) -> dict | None:
-    """{run_id, service, attempt} of a platform activity's request: from its submission, its
-    report (submit, poll), or its own fields (cancel)."""
-    try:
-        if request.get("submission"):
-            sub = request["submission"]
-            return {"run_id": sub["run_id"], "service": sub["service"], "attempt": sub["attempt"]}
-        if request.get("report"):
-            report = request["report"]
-            return {"run_id": report["run_id"], "service": report["result"]["service"],
-                    "attempt": report["result"].get("attempts") or 1}
-        if request.get("run_id"):
-            return {"run_id": request["run_id"], "service": request.get("service"),
-                    "attempt": request.get("attempt") or 1}
-    except (KeyError, TypeError, AttributeError):
-        return None
-    return None
+def about(asked: SubmitRequest | PollRequest | CancelRequest) -> dict | None:
+    """{run_id, service, attempt} of a platform activity's request: from its submission (submit),
+    its report (poll), or its own fields (cancel)."""
+    if isinstance(asked, SubmitRequest):
+        sub = asked.submission
+        return {"run_id": sub.run_id, "service": sub.service, "attempt": sub.attempt}
+    if isinstance(asked, PollRequest):
+        if asked.report is None:  # no run to name: its calls are not traced
+            return None
+        result = asked.report.result
+        return {"run_id": asked.report.run_id, "service": result.service, "attempt": result.attempts or 1}
+    return {"run_id": asked.run_id, "service": asked.service, "attempt": asked.attempt or 1}
 
 
 class _TracedAdapter:

@@ -21,7 +21,7 @@ import activities.runs
 import activities.services
 from tests.runs.jobs import job_json
 from tower import names
-from tower.contracts import ServiceReport
+from tower.contracts import ServiceReport, ServiceResult
 from tower.errors import EngineError
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
@@ -554,7 +554,7 @@ def fan_out_run() -> tuple[dict, ServiceReport]:
     store_plan(ledger_from_environment(), plan, now)
     open_run(ledger_from_environment(), plan["run_id"], now)
     result = {"service": "a", "status": "succeeded", "attempts": 1, "started": iso(now), "finished": iso(now)}
-    return plan, ServiceReport(plan["run_id"], "p", result, simulated=True)
+    return plan, ServiceReport(plan["run_id"], "p", ServiceResult.from_json(result), simulated=True)
 
 
 def dependents(plan: dict) -> set[str]:

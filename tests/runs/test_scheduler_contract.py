@@ -2,14 +2,16 @@
 returns and the activity boundary carries. Each test names the rule it holds; most were written to
 kill a mutant that the behaviour tests in test_scheduler.py let survive (see tests/MUTATION.md)."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tower.contracts import ServiceResult
+from tower.platforms.base import Status
 from tower.runs.scheduler import (
     Scheduler,
     expand_status,
-    settled,
 )
 from tower.states import RemoteState, RunState, ServiceState
 
@@ -262,12 +264,11 @@ def test_summary_of_a_clean_run_is_empty():
 
 
 def test_settled_takes_the_remote_end_and_clears_an_earlier_attempts_error():
-    result = {"status": ServiceState.RUNNING, "attempts": 2, "error": "first attempt failed", "output": "old",
-              "url": "https://old", "remote_id": "q2"}
-    assert settled(result, {"state": RemoteState.SUCCEEDED, "output": "3 rows", "url": "https://new"}, stamp(9)) == {
-        "status": ServiceState.SUCCEEDED, "attempts": 2, "error": None, "output": "3 rows", "url": "https://new",
-        "remote_id": "q2", "finished": stamp(9)}
-    assert settled(result, {"state": RemoteState.SKIPPED}, stamp(9)) == {
-        "status": ServiceState.SKIPPED, "attempts": 2, "error": None, "output": "old", "url": "https://old",
-        "remote_id": "q2", "finished": stamp(9)}
-    assert result["status"] == ServiceState.RUNNING  # the caller's dict is left as it was
+    result = ServiceResult("a", ServiceState.RUNNING, 2, error="first attempt failed", output="old",
+                           url="https://old", remote_id="q2")
+    done = result.settled(Status(RemoteState.SUCCEEDED, output="3 rows", url="https://new"), stamp(9))
+    assert done == replace(result, status=ServiceState.SUCCEEDED, error=None, output="3 rows", url="https://new",
+                           finished=stamp(9))
+    assert done.status is ServiceState.SUCCEEDED
+    assert result.settled(Status(RemoteState.SKIPPED), stamp(9)) == replace(
+        result, status=ServiceState.SKIPPED, error=None, finished=stamp(9))  # no output or url: the earlier ones

@@ -55,7 +55,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tower.contracts import RunReference, ServiceJob
+from tower.contracts import RunReference, ServiceJob, ServiceResult
 from tower.errors import ConfigError, InconsistentPlan, LedgerConflict, RunNotInLedger
 from tower.processes import pid_alive
 from tower.runs import slots
@@ -239,8 +239,9 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
     return _sweep(ledger, run_id, step, now) if first else step
 
 
-def finish_service(ledger: RunLedger, run_id: str, name: str, result: Mapping[str, Any], now: datetime) -> Step:
-    """Record a service's end and take what became ready. A repeated report changes nothing of
+def finish_service(ledger: RunLedger, run_id: str, name: str, result: ServiceResult | Mapping[str, Any],
+                   now: datetime) -> Step:
+    """Record a service's end (`Scheduler.finish`) and take what became ready. A repeated report changes nothing of
     that service; like `reconcile_run` it then dispatches what is ready and asks that every running
     service exists."""
 

@@ -7,7 +7,7 @@ marks everything downstream ``upstream_failed`` while independent branches go on
 what has not started ``cancelled`` and names what is running, so the caller can stop it.
 
 Also here: the compact custom status (`compact_status`, read back with `expand_status`), the run's
-outcome (`result`), and a succeeded service's final result (`settled`).
+outcome (`result`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tower import deadlines, graph
+from tower.contracts import ServiceResult
 from tower.states import DONE_FOR_DEPENDENTS, FINISHED_STATES, HOLDS_BACK_DEPENDENTS, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
 
@@ -179,8 +180,11 @@ class Scheduler:
             self.changed.add(name)
         return [name for _, _, name in taken]
 
-    def finish(self, name: str, result: Mapping[str, Any], now: datetime) -> None:
-        """Take a service's result (a `service_run` output) and release what it was holding back."""
+    def finish(self, name: str, result: ServiceResult | Mapping[str, Any], now: datetime) -> None:
+        """Take a service's result (a `service_run` output; as JSON, it is read once here) and release
+        what it was holding back."""
+        if not isinstance(result, ServiceResult):
+            result = ServiceResult.from_json(result)
         record = self.records[name]
         if record.status != ServiceState.RUNNING:
             raise ValueError(f"service {name!r} finished while {record.status}")
@@ -190,13 +194,13 @@ class Scheduler:
         self.running_since.pop(name, None)
         self.unfinished -= 1
         self.changed.add(name)
-        status = result.get("status")
+        status = result.status
         record.status = status if status in FINISHED_STATES and status != ServiceState.UPSTREAM_FAILED else ServiceState.FAILED
-        record.attempts = int(result.get("attempts") or 0)
-        record.started = result.get("started") or record.started
-        record.finished = result.get("finished") or iso(now)
-        record.remote_id, record.url = result.get("remote_id"), result.get("url")
-        record.error, record.output = result.get("error"), result.get("output")
+        record.attempts = result.attempts
+        record.started = result.started or record.started
+        record.finished = result.finished or iso(now)
+        record.remote_id, record.url = result.remote_id, result.url
+        record.error, record.output = result.error, result.output
         if record.status == ServiceState.FAILED and not record.error:
             shown = str(status) if isinstance(status, str) else status  # a state's value, not its enum repr
             record.error = f"ended {shown!r} without an error message"
@@ -361,12 +365,3 @@ def expand_status(plan: Mapping[str, Any], custom_status: Mapping[str, Any]) -> 
             entry["error"] = errors[name]
         view[name] = entry
     return view
-
-
-def settled(result: Mapping[str, Any], status: Mapping[str, Any], finished: str) -> dict:
-    """The final result of a service whose attempt ended `succeeded` or `skipped` (a remote status):
-    what `service_run` returns, and what the activity that saw the end reports to the run ledger."""
-    return {**result, "status": ServiceState(status["state"]), "error": None,  # an earlier attempt's error is moot
-            "output": status.get("output") or result.get("output"), "url": status.get("url") or result.get("url"),
-            "finished": finished}
-
