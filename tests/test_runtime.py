@@ -85,6 +85,19 @@ def test_a_platform_stand_in_is_given_to_the_registry_not_to_a_module():
         Runtime().platforms.adapter("fake", {})
 
 
+def test_a_command_keeps_its_files_under_the_runtimes_home_whatever_tower_home_says_later(tmp_path, monkeypatch):
+    from tower.platforms.base import Submission
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "elsewhere"))
+    runtime = Runtime(tmp_path / "home")
+    adapter = runtime.platforms.adapter("command", {})
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "later"))  # read at submit, it would move the files
+    handle = adapter.submit(Submission("r1", "s", 1, {"run": "true"}))
+    assert sorted(p.suffix for p in (tmp_path / "home" / "commands").glob("*.json")) == [".json"]
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "later").exists()
+    assert adapter.poll(handle).state in ("running", "succeeded")
+
+
 def test_the_catalog_is_parsed_once_per_change_of_its_file(tmp_path):
     import os
 

@@ -41,7 +41,7 @@ class Runtime:
 
     def __init__(self, home: str | Path | None = None, *, platforms: Platforms | None = None):
         self.home = (Path(home) if home is not None else tower_home()).absolute()
-        self.platforms = platforms if platforms is not None else Platforms()
+        self.platforms = platforms if platforms is not None else Platforms(home=self.home)
         self._lock = threading.RLock()  # re-entrant: building one part may ask for another
         self._parts: dict[str, Any] = {}
         self._catalogs: dict[str, tuple[float, Any]] = {}  # resolved path -> (mtime, catalog)

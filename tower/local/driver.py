@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -55,8 +54,6 @@ class LocalEngine:
     def __enter__(self) -> LocalEngine:
         from tower.local.engine import Engine
 
-        # Activities find the run history and command logs through TOWER_HOME: make them agree.
-        os.environ["TOWER_HOME"] = str(self.home)
         app = self.app if self.app is not None else run_app()
         logging.disable(logging.WARNING)  # the Functions SDK warns that a non-HTTP app has no auth level
         try:

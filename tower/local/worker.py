@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-activities", type=int, default=None, help="activities in flight at once")
     parser.add_argument("--activity-workers", type=int, default=8)
     args = parser.parse_args(argv)
-    os.environ["TOWER_HOME"] = args.home      # as LocalEngine: activities find the home through it
     logging.disable(logging.WARNING)          # the SDK's warning about a non-HTTP app's auth level
     try:
         engine = Engine(load_app(args.app), args.home, orchestrations=not args.activities_only,

@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tower.errors import ConfigError
@@ -42,12 +43,15 @@ RETRIED_FAILURES = {
 NEVER_RETRIED = "configuration, authentication, permission and not-found errors (and 4xx answers)"
 
 _WITH_CREDENTIALS = {"databricks", "http"}  # adapters that may fetch Entra tokens
+_WITH_HOME = {"command"}  # adapters that keep files under the runtime's home
 KEPT_ADAPTERS = 64  # adapters a registry keeps (one per platform type and resolved settings)
 
 
-def adapter_for(platform_type: str, settings: dict[str, Any], *, credentials: Credentials | None = None) -> Adapter:
+def adapter_for(platform_type: str, settings: dict[str, Any], *, credentials: Credentials | None = None,
+                home: Path | None = None) -> Adapter:
     """Build the adapter for a platform type from its resolved settings; those that fetch Entra
-    tokens use `credentials` (else credentials of their own)."""
+    tokens use `credentials` (else credentials of their own), those that keep files keep them under
+    `home` (else $TOWER_HOME, read when built)."""
     try:
         module_name, class_name = _ADAPTERS[platform_type].split(":")
     except KeyError:
@@ -56,7 +60,9 @@ def adapter_for(platform_type: str, settings: dict[str, Any], *, credentials: Cr
         ) from None
     cls = getattr(importlib.import_module(module_name), class_name)
     checked = checked_settings(platform_type, settings)
-    return cls(checked, credentials=credentials) if platform_type in _WITH_CREDENTIALS else cls(checked)
+    if platform_type in _WITH_CREDENTIALS:
+        return cls(checked, credentials=credentials)
+    return cls(checked, home=home) if platform_type in _WITH_HOME else cls(checked)
 
 
 class Platforms:
@@ -66,14 +72,18 @@ class Platforms:
     `adapter` keeps one adapter per platform type and resolved settings, so its clients (an HTTP
     session, the Databricks workspace client, a Snowflake key) and its state (a command's child
     processes, the simulator's cancels and poll counts) serve every activity of the process; every
-    adapter shares the registry's `credentials`, so one token cache serves every call.
+    adapter shares the registry's `credentials`, so one token cache serves every call, and a
+    command's files go under the registry's `home` (the runtime's), so nothing reads $TOWER_HOME
+    while a service is submitted.
 
     `overrides` stand in for platform types (tests, embedders): an adapter, or a factory
     ``settings -> adapter`` asked at each use (a factory may build a new one each time)."""
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None, *, credentials: Credentials | None = None):
+    def __init__(self, overrides: Mapping[str, Any] | None = None, *, credentials: Credentials | None = None,
+                 home: str | Path | None = None):
         self._overrides = dict(overrides or {})
         self.credentials = credentials or Credentials()
+        self.home = Path(home) if home is not None else None
         self._lock = threading.Lock()
         self._adapters: OrderedDict[tuple[str, str], Adapter] = OrderedDict()
 
@@ -86,7 +96,7 @@ class Platforms:
         with self._lock:
             kept = self._adapters.get(key)
         if kept is None:  # built outside the lock: an SDK import may take a second
-            built = adapter_for(platform_type, dict(settings), credentials=self.credentials)
+            built = adapter_for(platform_type, dict(settings), credentials=self.credentials, home=self.home)
             with self._lock:
                 kept = self._adapters.setdefault(key, built)
         with self._lock:

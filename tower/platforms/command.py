@@ -11,7 +11,7 @@ plus ``TOWER_RUN_ID``, ``TOWER_SERVICE`` and ``TOWER_ATTEMPT``.
 
 The process outlives the activity that starts it: it runs in its own session under a small shell
 wrapper that writes its exit code to a file when it ends. Everything lives in
-``$TOWER_HOME/commands/<key>.*`` (``.json`` the handle, ``.log`` stdout, ``.err`` stderr, ``.exit``
+``<home>/commands/<key>.*`` (the runtime's home: $TOWER_HOME locally) (``.json`` the handle, ``.log`` stdout, ``.err`` stderr, ``.exit``
 the exit code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash. A
 second submit with the same idempotency key re-attaches to the process the first one started.
 `tower logs RUN SERVICE` prints the two logs (the handle names them).
@@ -49,12 +49,6 @@ from tower.states import RemoteState
 _WRAPPER = '"$@"; code=$?; printf "%s" "$code" > "$TOWER_EXIT_FILE.tmp"; mv "$TOWER_EXIT_FILE.tmp" "$TOWER_EXIT_FILE"'
 _TAIL_BYTES = 4096
 ERROR_LINES = 3  # lines of stderr in a failure's message
-
-def _home() -> Path:
-    from tower.paths import tower_home
-
-    return tower_home().resolve()
-
 
 def file_key(idempotency_key: str) -> str:
     """A file-name-safe, collision-free form of an idempotency key."""
@@ -192,14 +186,19 @@ class CommandAdapter:
     `Platforms` keeps it); a process that did not start a command (another host, a later adapter)
     follows it through its files and /proc, and treats a zombie as ended."""
 
-    def __init__(self, settings: dict[str, Any] | None = None):
+    def __init__(self, settings: dict[str, Any] | None = None, *, home: str | Path | None = None):
+        """`home`: where its files go (``<home>/commands``), given by the runtime that builds it
+        (`tower.platforms.Platforms`); None: $TOWER_HOME (else ./.tower), read once, here."""
+        from tower.paths import tower_home
+
         settings = settings or {}
         self.kill_grace = float(settings.get("kill_grace", 5.0))
+        self.home = Path(home if home is not None else tower_home()).resolve()
         self._children: dict[int, subprocess.Popen] = {}
 
     def submit(self, submission: Submission) -> Handle:
         argv = _argv(submission.spec, submission.service)
-        directory = _home() / "commands"
+        directory = self.home / "commands"
         directory.mkdir(parents=True, exist_ok=True)
         key = file_key(submission.idempotency_key)
         handle_file = directory / f"{key}.json"
