@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import app_runtime
 from tower import logcontext, push, telemetry
 from tower.catalog.env import resolve
-from tower.contracts import FirstAttempt, Observed, ServiceJob
+from tower.contracts import FirstAttempt, Observed, PlatformEntry, ServiceJob
 from tower.errors import ActivityFailure, ConfigError, NonRetryableError, PlatformError
 from tower.platforms import Platforms
 from tower.platforms.base import TERMINAL_STATES, Handle, Status, Submission
@@ -30,26 +30,25 @@ log.addFilter(logcontext.RunFields())
 
 
 @contextmanager
-def classified(platform: dict) -> Iterator[None]:
+def classified(platform: PlatformEntry) -> Iterator[None]:
     """Turn Tower's own errors into an `ActivityFailure` the orchestrator reads back as the same
     PlatformError (tower.errors); a setting that cannot be read is a NonRetryableError."""
     try:
         yield
     except PlatformError as exc:
         named = exc if exc.platform else PlatformError.of(str(exc), retryable=exc.retryable,
-                                                          platform=platform.get("name", ""))
+                                                          platform=platform.name)
         raise ActivityFailure(named) from None
     except ConfigError as exc:
-        raise ActivityFailure(NonRetryableError(str(exc), platform=platform.get("name", ""))) from None
+        raise ActivityFailure(NonRetryableError(str(exc), platform=platform.name)) from None
 
 
-def adapter(platform: dict, platforms: Platforms | None = None):
+def adapter(platform: PlatformEntry, platforms: Platforms | None = None):
     """The adapter for a plan's platform entry, its ``${VAR}`` settings read now, at use, from
     `platforms` (default: the runtime's, `app_runtime`), which keeps one per type and resolved
     settings, so their clients (HTTP session, Databricks workspace client) serve every activity."""
-    where = f"platform {platform.get('name', platform['type'])!r}"
-    settings = resolve(platform.get("settings") or {}, where=where)
-    return (platforms or app_runtime.current().platforms).adapter(platform["type"], settings)
+    settings = resolve(platform.settings, where=f"platform {platform.name or platform.type!r}")
+    return (platforms or app_runtime.current().platforms).adapter(platform.type, settings)
 
 
 def submission(data: dict) -> Submission:
@@ -121,19 +120,19 @@ def first_attempt(job: ServiceJob) -> FirstAttempt | None:
     return FirstAttempt(handle, at)
 
 
-def with_callback(platform: dict, submission_json: dict, keys) -> dict:
+def with_callback(platform: PlatformEntry, submission_json: dict, keys) -> dict:
     """A submission to an HTTP service with a callback URL the service may call when done, its
     token noted in `keys` (tower.push)."""
-    if platform.get("type") != push.HTTP or submission_json.get("callback"):
+    if platform.type != push.HTTP or submission_json.get("callback"):
         return submission_json
     return {**submission_json, "callback": push.callback_for(keys, submission_json["run_id"],
                                                              submission_json["service"])}
 
 
-def pushable(platform: dict, run_id: str, service: str, handle: Handle, keys) -> None:
+def pushable(platform: PlatformEntry, run_id: str, service: str, handle: Handle, keys) -> None:
     """After a submit: note the remote run in `keys` for push completion where the platform can push
     (`tower.push`; a Databricks job's webhook notification names its run id)."""
-    if platform.get("type") == push.DATABRICKS:
+    if platform.type == push.DATABRICKS:
         push.remember(keys, push.DATABRICKS, handle.remote_id, run_id, service)
 
 
@@ -150,7 +149,7 @@ def on_pool(fn, *args) -> Future:
     return app_runtime.current().platform_threads.submit(logcontext.carried(fn), *args)
 
 
-async def call(platform: dict, fn, about: dict | None = None):
+async def call(platform: PlatformEntry, fn, about: dict | None = None):
     """``fn(adapter)`` with the platform's adapter, on the platform pool, Tower's errors classified;
     with telemetry on, its platform calls are dependency spans of the service attempt `about`
     ({run_id, service, attempt}, see `telemetry.about`)."""

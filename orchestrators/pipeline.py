@@ -198,7 +198,7 @@ class _ServiceRun:
         of work submitted at dispatch) for the platform's linger, a poll across the window of the
         expected end for `seconds`; never past the deadline (a success seen after it would
         contradict the timeout)."""
-        seconds = max(seconds, self.job.poll.get("linger", 0.0))
+        seconds = max(seconds, self.job.poll.linger)
         until = self.now() + timedelta(seconds=seconds)
         return iso(min(until, self.deadline_at) if self.deadline_at else until)
 
@@ -240,7 +240,7 @@ class _ServiceRun:
             self.result = replace(self.result, remote_id=handle.remote_id, url=status.url or handle.url)
             self.show()
             poll = self.job.poll
-            interval, factor, longest = poll["first"], poll["factor"], poll["max"]
+            interval, factor, longest = poll.first, poll.factor, poll.max
             expect = self.job.expect
             submitted_at = parse_iso(self.result.attempt_started)
             errors = 0
@@ -249,7 +249,7 @@ class _ServiceRun:
                 delay, watch = status.poll_after, None
                 if delay is None and expect is not None and not errors:   # dense looks where the end is likely
                     watch = next_poll((self.now() - submitted_at).total_seconds(), expect, first=interval,
-                                      factor=factor, longest=longest, scale=poll.get("scale", 1.0))
+                                      factor=factor, longest=longest, scale=poll.scale)
                     delay = watch.delay
                 elif delay is None:
                     delay, interval = interval, min(interval * factor, longest)
@@ -314,7 +314,7 @@ class _ServiceRun:
                                               error=status.message or "cancelled on the platform")
                         break
                     failure = PlatformError.of(status.message or f"ended {status.state}",
-                                               retryable=status.retryable, platform=self.platform["name"])
+                                               retryable=status.retryable, platform=self.platform.name)
                 if not failure.retryable or number > retries:
                     gave_up = failure.retryable and retries
                     self.result = replace(result, status=ServiceState.FAILED, error=f"{failure} (gave up after "

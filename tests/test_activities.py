@@ -1,12 +1,13 @@
 """The activities' plumbing: adapters kept per process, signals that wait for their instance."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from activities import remote, runs
 from tests.runs.jobs import job_json
-from tower.contracts import ServiceJob
+from tower.contracts import PlatformEntry, ServiceJob
 from tower.platforms import Platforms
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.platforms.sim import SimAdapter
@@ -14,10 +15,10 @@ from tower.platforms.sim import SimAdapter
 
 def test_adapters_are_kept_per_type_and_resolved_settings():
     platforms = Platforms()
-    platform = {"name": "s", "type": "sim", "settings": {"time_scale": 0.25}}
+    platform = PlatformEntry("s", "sim", settings={"time_scale": 0.25})
     adapter = remote.adapter(platform, platforms)
-    assert isinstance(adapter, SimAdapter) and remote.adapter(dict(platform), platforms) is adapter
-    assert remote.adapter({**platform, "settings": {"time_scale": 0.5}}, platforms) is not adapter
+    assert isinstance(adapter, SimAdapter) and remote.adapter(replace(platform, name="t"), platforms) is adapter
+    assert remote.adapter(replace(platform, settings={"time_scale": 0.5}), platforms) is not adapter
     assert remote.adapter(platform, Platforms()) is not adapter  # kept by the registry, not the process
 
 
@@ -29,7 +30,7 @@ def test_an_override_is_asked_each_time():
         return FunctionAdapter(submit=lambda s: Handle("x"), poll=lambda h: Status("succeeded"))
 
     platforms = Platforms(overrides={"factory": factory})
-    platform = {"name": "f", "type": "factory", "settings": {"a": 1}}
+    platform = PlatformEntry("f", "factory", settings={"a": 1})
     assert remote.adapter(platform, platforms) is not remote.adapter(platform, platforms)
     assert built == [{"a": 1}, {"a": 1}]
 

@@ -10,7 +10,9 @@ from tower.contracts import (
     CancelRequest,
     FirstAttempt,
     Observed,
+    PlatformEntry,
     PollRequest,
+    PollSettings,
     RunReference,
     RunRequest,
     ServiceJob,
@@ -39,11 +41,25 @@ FIRST = {"handle": {"remote_id": "01b2-q", "url": "https://sf/q/01b2-q", "data":
 
 def test_a_recorded_job_reads_into_its_fields_and_writes_back_key_for_key():
     job = ServiceJob.from_json(json.loads(json.dumps(RECORDED_JOB)))
-    assert (job.run_id, job.service, job.platform["name"], job.timeout) == (
-        "run~nightly@20261201T020000Z", "load", "wh", 3600.0)
+    assert (job.run_id, job.service, job.platform.name, job.platform.type, job.timeout) == (
+        "run~nightly@20261201T020000Z", "load", "wh", "snowflake", 3600.0)
     assert job.retry == RetryPolicy(retries=2, backoff=30.0, max_backoff=600.0)
-    assert job.expect == Expectation(12.0, 3.0) and job.first is None and job.poll["linger"] == 0.5
+    assert job.expect == Expectation(12.0, 3.0) and job.first is None and job.poll.linger == 0.5
     assert job.to_json() == RECORDED_JOB and list(job.to_json()) == list(RECORDED_JOB)
+
+
+def test_a_recorded_platform_entry_reads_into_attributes_and_writes_back_key_for_key():
+    entry = PlatformEntry.from_json(json.loads(json.dumps(RECORDED_JOB["platform"])))
+    assert entry == PlatformEntry("wh", "snowflake", 4, {"account": "${SF_ACCOUNT}"},
+                                  PollSettings(first=1.0, factor=1.5, max=60.0, linger=0.5, scale=1.0))
+    assert entry.to_json() == RECORDED_JOB["platform"]
+    assert list(entry.to_json()) == list(RECORDED_JOB["platform"])
+    assert list(entry.poll.to_json()) == list(RECORDED_JOB["platform"]["poll"])
+
+
+def test_a_poll_entry_written_before_linger_and_scale_existed_reads_with_their_old_defaults():
+    older = {"first": 2.0, "factor": 2.0, "max": 30.0}
+    assert PollSettings.from_json(older) == PollSettings(2.0, 2.0, 30.0, linger=0.0, scale=1.0)
 
 
 def test_a_job_with_its_first_attempt_round_trips():

@@ -19,7 +19,14 @@ import pytest
 from tests.appinsights_standin import IngestionStandIn
 from tests.platforms import jobs_api_server as jobs
 from tower import telemetry
-from tower.contracts import CancelRequest, PollRequest, ServiceReport, ServiceResult, SubmitRequest
+from tower.contracts import (
+    CancelRequest,
+    PlatformEntry,
+    PollRequest,
+    ServiceReport,
+    ServiceResult,
+    SubmitRequest,
+)
 from tower.events import event_run_id
 from tower.platforms.base import Handle, Submission
 from tower.runs.plan import new_run_id, timed_run_id
@@ -233,6 +240,7 @@ def test_the_functions_app_reports_each_schedule_tick_and_the_runs_it_starts(tmp
 
 GUARD_SCRIPT = """
 from tower import telemetry
+from tower.contracts import PlatformEntry
 from tower.events import event_run_id
 from tower.runs.plan import new_run_id, timed_run_id
 assert telemetry.configure() and telemetry.configure()  # once per process: the second call is a no-op
@@ -245,7 +253,7 @@ class Broken:
     def submit(self, submission):
         raise ValueError("the platform said no")
 
-adapter = telemetry.traced(Broken(), {"name": "dbx", "type": "databricks"}, {"run_id": "r", "service": "s", "attempt": 1})
+adapter = telemetry.traced(Broken(), PlatformEntry("dbx", "databricks"), {"run_id": "r", "service": "s", "attempt": 1})
 try:
     adapter.submit(None)
 except ValueError as exc:
@@ -302,14 +310,15 @@ def test_the_trace_id_of_a_run_is_derived_from_its_run_id():
 
 def test_platform_requests_name_their_run_service_and_attempt():
     handle = Handle("q-1")
+    platform = PlatformEntry("wh", "snowflake")
     submission = Submission("r", "s", 2, {}, {})
-    assert telemetry.about(SubmitRequest({}, submission)) == {"run_id": "r", "service": "s", "attempt": 2}
+    assert telemetry.about(SubmitRequest(platform, submission)) == {"run_id": "r", "service": "s", "attempt": 2}
     report = ServiceReport("r", "p", ServiceResult("s", attempts=3))
-    assert telemetry.about(PollRequest({}, handle, report)) == {"run_id": "r", "service": "s", "attempt": 3}
-    assert telemetry.about(PollRequest({}, handle, report.with_result(ServiceResult("s")))) == {
+    assert telemetry.about(PollRequest(platform, handle, report)) == {"run_id": "r", "service": "s", "attempt": 3}
+    assert telemetry.about(PollRequest(platform, handle, report.with_result(ServiceResult("s")))) == {
         "run_id": "r", "service": "s", "attempt": 1}  # not submitted yet: its first attempt
-    assert telemetry.about(CancelRequest({}, handle, "r", "s", 1)) == {"run_id": "r", "service": "s", "attempt": 1}
-    assert telemetry.about(PollRequest({}, handle)) is None  # no run to name
+    assert telemetry.about(CancelRequest(platform, handle, "r", "s", 1)) == {"run_id": "r", "service": "s", "attempt": 1}
+    assert telemetry.about(PollRequest(platform, handle)) is None  # no run to name
 
 
 def test_entra_id_ingestion_uses_the_managed_identity_of_the_authentication_string(monkeypatch):
@@ -352,4 +361,4 @@ def test_emits_without_telemetry_do_nothing_and_never_raise():
     telemetry.run_finished({})
     telemetry.run_started({}, "")
     adapter = object()
-    assert telemetry.traced(adapter, {"name": "x"}, {"run_id": "r"}) is adapter
+    assert telemetry.traced(adapter, PlatformEntry("x", "sim"), {"run_id": "r"}) is adapter

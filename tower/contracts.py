@@ -15,6 +15,7 @@ cycle can form.
 `tower.runs.plan.service_job` builds a `ServiceJob` from a frozen plan.
 
     ServiceJob      one service of one run: the input of `service_run`, kept in the run ledger
+    PlatformEntry   the plan's entry of a service's platform (its `PollSettings`): jobs and requests carry it
     FirstAttempt    its attempt 1, submitted when it was dispatched (`activities.remote.first_attempt`)
     ServiceResult   a service's end, or its result so far: `service_run`'s output, what the ledger takes
     ServiceReport   a service's end for the run ledger: REPORT_SERVICE's input, and carried by the
@@ -28,21 +29,64 @@ cycle can form.
     RunRequest      the input of the run's ledger activities (open, reconcile, cancel, result)
     StepSummary     what a ledger activity did, for `pipeline_run` (counts, never names)
 
-Still plain dicts inside them, each documented where it is built: the plan's platform entry
-(`ServiceJob.platform`, read by the adapters' factory and telemetry as it is stored), and the run's
-outcome (`pipeline_run`'s output, `tower.runs.scheduler.Scheduler.result`).
+Still a plain dict: the run's outcome (`pipeline_run`'s output, `tower.runs.scheduler.Scheduler.result`),
+and the plan itself (the scheduler reads it in its hot loops; `tower.runs.plan`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from tower.catalog.model import RetryPolicy
 from tower.platforms.base import Handle, Status, Submission
 from tower.polling import Expectation
 from tower.states import RunState, ServiceState
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """A platform's poll cadence in a plan (`tower.runs.plan`): the first wait, its growth and cap
+    (seconds), how long a first look may watch the work itself (`linger`), and `scale`, a simulated
+    run's time scale (1 otherwise; `tower.polling`)."""
+
+    first: float
+    factor: float
+    max: float
+    linger: float = 0.0  # plans written before linger existed: no watching
+    scale: float = 1.0
+
+    def to_json(self) -> dict:
+        return {"first": self.first, "factor": self.factor, "max": self.max, "linger": self.linger,
+                "scale": self.scale}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PollSettings:
+        return cls(data["first"], data["factor"], data["max"], data.get("linger", 0.0), data.get("scale", 1.0))
+
+
+@dataclass(frozen=True)
+class PlatformEntry:
+    """A service's platform as its run's plan has it, with its name: what the adapters are built
+    from (`activities.remote.adapter`, its ``${VAR}`` settings read at use) and what telemetry
+    names a platform call by. `poll`: None only in an entry built to reach an adapter (tests)."""
+
+    name: str
+    type: str
+    max_concurrency: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # ``${VAR}`` unread
+    poll: PollSettings | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "type": self.type, "max_concurrency": self.max_concurrency,
+                "settings": self.settings, "poll": None if self.poll is None else self.poll.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlatformEntry:
+        poll = data.get("poll")
+        return cls(data.get("name") or "", data["type"], data.get("max_concurrency"), data.get("settings") or {},
+                   PollSettings.from_json(poll) if poll else None)
 
 
 @dataclass(frozen=True)
@@ -65,14 +109,13 @@ class FirstAttempt:
 class ServiceJob:
     """What one `service_run` gets: one service of a frozen plan with its platform entry.
 
-    `platform` is the plan's platform entry with its name: {name, type, max_concurrency, settings
-    (``${VAR}`` unread), poll: {first, factor, max, linger, scale}} (`tower.runs.plan`). `spec` and
-    `params` keep their ``${VAR}`` references too: the activities read them at use."""
+    `spec` and `params` keep their ``${VAR}`` references, as the platform's settings do: the
+    activities read them at use."""
 
     run_id: str
     pipeline: str
     service: str
-    platform: dict[str, Any]
+    platform: PlatformEntry
     spec: dict[str, Any]
     params: dict[str, Any]
     timeout: float | None  # seconds from the first submit; None: no deadline
@@ -82,9 +125,9 @@ class ServiceJob:
     first: FirstAttempt | None = None
 
     @property
-    def poll(self) -> dict[str, Any]:
-        """The platform's poll cadence: {first, factor, max, linger, scale}."""
-        return self.platform["poll"]
+    def poll(self) -> PollSettings:
+        """The platform's poll cadence (a plan's entries always have one)."""
+        return self.platform.poll
 
     def submission(self, attempt: int) -> Submission:
         """One attempt as a platform submission: one shape, so that a submit at dispatch and one by
@@ -96,7 +139,7 @@ class ServiceJob:
 
     def to_json(self) -> dict:
         data = {"run_id": self.run_id, "pipeline": self.pipeline, "service": self.service,
-                "platform": self.platform, "spec": self.spec, "params": self.params, "timeout": self.timeout,
+                "platform": self.platform.to_json(), "spec": self.spec, "params": self.params, "timeout": self.timeout,
                 "retry": asdict(self.retry), "simulated": self.simulated,
                 "expect": None if self.expect is None else self.expect.to_json()}
         if self.first is not None:
@@ -107,7 +150,7 @@ class ServiceJob:
     def from_json(cls, data: dict) -> ServiceJob:
         expect, first = data.get("expect"), data.get("first")
         return cls(run_id=data["run_id"], pipeline=data["pipeline"], service=data["service"],
-                   platform=data["platform"], spec=data["spec"], params=data["params"],
+                   platform=PlatformEntry.from_json(data["platform"]), spec=data["spec"], params=data["params"],
                    timeout=data.get("timeout"), retry=RetryPolicy(**data["retry"]),
                    simulated=bool(data.get("simulated", False)),
                    expect=Expectation(**expect) if expect else None,
@@ -191,20 +234,20 @@ class SubmitRequest:
     `previous`: the attempt that failed before this one, {attempt, started, finished, error,
     remote_id, url}, for telemetry."""
 
-    platform: dict[str, Any]  # the plan's platform entry (`ServiceJob.platform`)
+    platform: PlatformEntry  # `ServiceJob.platform`
     submission: Submission
     watch_until: str | None = None
     report: ServiceReport | None = None
     previous: dict[str, Any] | None = None
 
     def to_json(self) -> dict:
-        return {"platform": self.platform, "submission": self.submission.to_json(), "watch_until": self.watch_until,
+        return {"platform": self.platform.to_json(), "submission": self.submission.to_json(), "watch_until": self.watch_until,
                 "report": None if self.report is None else self.report.to_json(), "previous": self.previous}
 
     @classmethod
     def from_json(cls, data: dict) -> SubmitRequest:
         report = data.get("report")
-        return cls(platform=data["platform"], submission=Submission.from_json(data["submission"]),
+        return cls(platform=PlatformEntry.from_json(data["platform"]), submission=Submission.from_json(data["submission"]),
                    watch_until=data.get("watch_until"), report=ServiceReport.from_json(report) if report else None,
                    previous=data.get("previous"))
 
@@ -215,7 +258,7 @@ class PollRequest:
     cancel flag first, as a submit does); `watch_until`: watch it until then, a look every `look`
     seconds if given (`activities.remote.linger`)."""
 
-    platform: dict[str, Any]
+    platform: PlatformEntry
     handle: Handle
     report: ServiceReport | None = None
     first: bool = False
@@ -223,7 +266,7 @@ class PollRequest:
     look: float | None = None
 
     def to_json(self) -> dict:
-        data = {"platform": self.platform, "handle": self.handle.to_json(),
+        data = {"platform": self.platform.to_json(), "handle": self.handle.to_json(),
                 "report": None if self.report is None else self.report.to_json()}
         if self.first:
             data["first"] = True
@@ -236,7 +279,7 @@ class PollRequest:
     @classmethod
     def from_json(cls, data: dict) -> PollRequest:
         report = data.get("report")
-        return cls(platform=data["platform"], handle=Handle.from_json(data["handle"]),
+        return cls(platform=PlatformEntry.from_json(data["platform"]), handle=Handle.from_json(data["handle"]),
                    report=ServiceReport.from_json(report) if report else None, first=bool(data.get("first")),
                    watch_until=data.get("watch_until"), look=data.get("look"))
 
@@ -246,19 +289,20 @@ class CancelRequest:
     """Stop the work of one attempt (idempotent); run, service and attempt name it in logs and
     telemetry."""
 
-    platform: dict[str, Any]
+    platform: PlatformEntry
     handle: Handle
     run_id: str
     service: str
     attempt: int
 
     def to_json(self) -> dict:
-        return {"platform": self.platform, "handle": self.handle.to_json(), "run_id": self.run_id,
+        return {"platform": self.platform.to_json(), "handle": self.handle.to_json(), "run_id": self.run_id,
                 "service": self.service, "attempt": self.attempt}
 
     @classmethod
     def from_json(cls, data: dict) -> CancelRequest:
-        return cls(platform=data["platform"], handle=Handle.from_json(data["handle"]), run_id=data["run_id"],
+        return cls(platform=PlatformEntry.from_json(data["platform"]), handle=Handle.from_json(data["handle"]),
+                   run_id=data["run_id"],
                    service=data["service"], attempt=data["attempt"])
 
 

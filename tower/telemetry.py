@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from tower.contracts import CancelRequest, PollRequest, ServiceResult, SubmitRequest
+from tower.contracts import CancelRequest, PlatformEntry, PollRequest, ServiceResult, SubmitRequest
 from tower.redact import redact
 from tower.states import FINISHED_STATES, RunState, ServiceState
 from tower.timestamps import iso, parse_iso
@@ -470,7 +470,7 @@ def schedule_tick(t: _Telemetry, at: datetime, started: int) -> None:
     t.event(SCHEDULE_TICK, {"at": iso(at), "started": started})
 
 
-def traced(platform_adapter, platform: Mapping[str, Any], about: Mapping[str, Any] | None):
+def traced(platform_adapter, platform: PlatformEntry, about: Mapping[str, Any] | None):
     """The adapter itself when telemetry is off; else one whose submit, poll and cancel are
     dependency spans (`<platform> <call>`) under the service attempt's span. `about`: {run_id,
     service, attempt} (see `about`)."""
@@ -494,7 +494,7 @@ def about(asked: SubmitRequest | PollRequest | CancelRequest) -> dict | None:
 
 
 class _TracedAdapter:
-    def __init__(self, adapter, platform: Mapping[str, Any], about: Mapping[str, Any]):
+    def __init__(self, adapter, platform: PlatformEntry, about: Mapping[str, Any]):
         self._adapter, self._platform, self._about = adapter, platform, about
 
     def __getattr__(self, name):
@@ -523,7 +523,7 @@ class _TracedAdapter:
         return value
 
 
-def _span_start(platform: Mapping[str, Any], about: Mapping[str, Any], call: str):
+def _span_start(platform: PlatformEntry, about: Mapping[str, Any], call: str):
     """Start a platform call's span, current in this thread (logs inside join the run)."""
     t = _telemetry
     if t is None:
@@ -533,11 +533,11 @@ def _span_start(platform: Mapping[str, Any], about: Mapping[str, Any], call: str
         from opentelemetry.trace import SpanKind, set_span_in_context
 
         run_id, service, attempt = about["run_id"], about.get("service") or "", int(about.get("attempt") or 1)
-        name = platform.get("name") or platform.get("type") or "platform"
+        name = platform.name or platform.type or "platform"
         parent = t.context(run_id, attempt_span_id(run_id, service, attempt) if service else None)
         span = t.tracer.start_span(f"{name} {call}", context=parent, kind=SpanKind.CLIENT, attributes=_clean({
             "tower.run_id": run_id, "tower.service": service, "tower.platform": name, "tower.attempt": attempt,
-            "az.namespace": platform.get("type") or name,  # the dependency type in Application Insights
+            "az.namespace": platform.type or name,  # the dependency type in Application Insights
             "peer.service": name}))
         return span, (context_api.attach(set_span_in_context(span)), _about.set((run_id, service)))
     except Exception as exc:

@@ -78,7 +78,8 @@ def _probe(engine, activity: str, request: dict) -> dict | None:
     return status["output"]
 
 
-PLATFORM = {"name": "flaky-dbx", "type": "failing", "settings": {}, "poll": {"linger": 0.0}}
+PLATFORM = {"name": "flaky-dbx", "type": "failing", "settings": {}, "max_concurrency": None,
+            "poll": {"first": 1.0, "factor": 1.5, "max": 60.0, "linger": 0.0, "scale": 1.0}}  # as a plan has it
 SUBMISSION = {"run_id": "r", "service": "s", "attempt": 1, "spec": {}, "params": {}}
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from tower import graph
 from tower.catalog.checks import did_you_mean
 from tower.catalog.model import Catalog, RetryPolicy
-from tower.contracts import ServiceJob
+from tower.contracts import PlatformEntry, ServiceJob
 from tower.errors import UsageError
 from tower.polling import Expectation, expectation_from_estimate, expectation_from_history
 from tower.timestamps import iso
@@ -137,7 +137,7 @@ def service_instance_id(run_id: str, service: str) -> str:
 def service_job(plan: dict, name: str) -> ServiceJob:
     """What one `service_run` gets: one service of a frozen plan with its platform entry."""
     service = plan["services"][name]
-    platform = {"name": service["platform"], **plan["platforms"][service["platform"]]}
+    platform = PlatformEntry.from_json({"name": service["platform"], **plan["platforms"][service["platform"]]})
     expect = service.get("expect")
     return ServiceJob(run_id=plan["run_id"], pipeline=plan["pipeline"], service=name, platform=platform,
                       spec=service["spec"], params=service["params"], timeout=service["timeout"],
