@@ -111,15 +111,15 @@ def test_signal_retries_are_bounded_to_about_two_seconds():
 
 
 def test_a_history_row_is_the_last_attempt_or_the_service_when_no_attempt_started():
-    from tower.contracts import ServiceReport
+    from tower.contracts import ServiceReport, ServiceResult
 
-    report = ServiceReport(run_id="r-1", pipeline="p", result={})
+    report = ServiceReport(run_id="r-1", pipeline="p", result=ServiceResult("a"))
     ran = {"service": "a", "status": "failed", "attempts": 3, "started": "t0", "attempt_started": "t2",
            "finished": "t3", "remote_id": "q-3", "error": "exit code 1"}
-    assert runs.history_row(report, ran) == {"run_id": "r-1", "pipeline": "p", "service": "a", "status": "failed",
+    assert runs.history_row(report, ServiceResult.from_json(ran)) == {"run_id": "r-1", "pipeline": "p", "service": "a", "status": "failed",
                                              "attempt": 3, "started": "t2", "finished": "t3", "remote_id": "q-3",
                                              "error": "exit code 1"}
     lost = {"service": "b", "status": "failed", "attempts": 0, "started": "t0", "error": "its service run ended"}
-    assert runs.history_row(report, lost) == {"run_id": "r-1", "pipeline": "p", "service": "b", "status": "failed",
+    assert runs.history_row(report, ServiceResult.from_json(lost)) == {"run_id": "r-1", "pipeline": "p", "service": "b", "status": "failed",
                                               "attempt": 1, "started": "t0", "finished": None, "remote_id": None,
                                               "error": "its service run ended"}
