@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.platforms.test_http_details import server  # noqa: F401  (the fixture)
 from tower.catalog.env import resolve
 from tower.errors import ConfigError
 from tower.platforms import adapter_for, checked_settings
@@ -103,3 +104,28 @@ def test_an_override_stands_in_for_a_platform_type_as_a_factory_or_as_an_adapter
     assert platforms.adapter("databricks", {}) is adapter
     assert platforms.adapter("snowflake", {"account": "a"}) is adapter and made == [{"account": "a"}]
     assert platforms.adapter("sim", {}) is platforms.adapter("sim", {})              # kept per type and settings
+
+
+def test_adapters_that_fetch_tokens_get_the_registrys_credentials_and_the_checked_settings(server):  # noqa: F811
+    """One token cache for every adapter of a process: an http adapter the registry builds asks the
+    registry's `Credentials` (not a credential of its own) and takes its settings as checked."""
+    from tests.platforms.test_http_details import answer, submission
+    from tower.platforms import Platforms
+    from tower.platforms._auth import Credentials
+
+    asked = []
+
+    class Credential:
+        def __init__(self, client_id):
+            self.client_id = client_id
+
+        def get_token(self, scope):
+            asked.append((self.client_id, scope))
+            return type("Token", (), {"token": f"t-{self.client_id}"})()
+
+    platforms = Platforms(credentials=Credentials(make=Credential))
+    answer(server, "POST", "/start", (200, {}, {"status": "done"}))
+    settings = {"base_url": server.base, "max_retries": "", "auth": {"audience": "api://x", "client_id": "c1"}}
+    adapter = platforms.adapter("http", settings)
+    assert adapter.poll(adapter.submit(submission({"path": "/start"}))).state == "succeeded"
+    assert server.seen[0][2]["Authorization"] == "Bearer t-c1" and asked == [("c1", "api://x/.default")]
