@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -278,3 +279,48 @@ def test_a_body_that_is_not_a_mapping_names_the_service(server):
     with pytest.raises(NonRetryableError) as caught:
         adapter.submit(submission({"path": "/start", "body": [1, 2]}))
     assert (str(caught.value), caught.value.platform) == ("service 'score': field 'body' must be a mapping", "http")
+
+
+def test_a_connection_the_service_drops_is_retried_and_named_as_it_is(caplog):
+    """A service that closes the connection without answering got the request: unlike a refused
+    connection it is retried within the budget, and the failure says what requests saw."""
+    caplog.set_level(logging.INFO, logger="tower.platforms.http")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+
+    def drop_every_connection():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            accepted.append(conn.close())
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    adapter = adapter_for("http", {"base_url": base, "max_retries": 1, "max_retry_wait": 1})
+    try:
+        with pytest.raises(RetryableError) as caught:
+            adapter.submit(submission({"path": "/start"}))
+    finally:
+        listener.close()
+    detail = "ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))"
+    assert str(caught.value) == f"HTTP submit of service 'score': POST {base}/start failed: {detail}"
+    assert len(accepted) == 2 and caught.value.platform == "http"
+    assert caplog.messages == [f"POST {base}/start: retrying in 0.5 s ({detail[:80]})"]  # the log cuts at 80
+
+
+def test_a_failed_call_never_shows_the_query_even_where_it_holds_a_quote(server):
+    """TLS to a plain-HTTP port: requests' message quotes the URL, and a query with a quote in it
+    would outlive a cut at the first quote; the query itself is taken out."""
+    adapter = adapter_for("http", {"base_url": server.base.replace("http:", "https:"), "max_retries": 0})
+    with pytest.raises(RetryableError) as caught:
+        adapter.submit(submission({"path": "/start?sig=ab'cd"}))
+    port = server.server_address[1]
+    assert str(caught.value).startswith(
+        f"HTTP submit of service 'score': POST https://127.0.0.1:{port}/start failed: SSLError: HTTPSConnectionPool("
+        f"host='127.0.0.1', port={port}): Max retries exceeded with url: /start (Caused by SSLError(")
+    assert "cd" not in str(caught.value).replace("Caused", "")
