@@ -257,6 +257,29 @@ def test_an_unbounded_or_odd_function_timeout_is_a_clear_error(tmp_path, value):
         lg.function_timeout(path)
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    ("{not json", "cannot read functionTimeout ({error}); Tower derives its dispatch grace from it"),
+    ('{"functionTimeout": "-1"}', "functionTimeout '-1' is not a bounded [d.]hh:mm:ss duration; Tower needs one "
+                                   '(a dispatch is presumed still submitting for that long), e.g. "00:10:00"'),
+    ('{"functionTimeout": "00:00:00"}', 'functionTimeout \'00:00:00\' is zero; give the host time to run, e.g. "00:10:00"'),
+])
+def test_a_function_timeout_error_says_what_is_wrong_and_what_to_write(tmp_path, text, problem):
+    import json
+
+    from tower.errors import ConfigError
+
+    path = tmp_path / "host.json"
+    path.write_text(text)
+    try:
+        json.loads(text)
+        error = None
+    except ValueError as exc:
+        error = exc
+    with pytest.raises(ConfigError) as caught:
+        lg.function_timeout(path)
+    assert str(caught.value) == f"{path}: " + problem.format(error=error)
+
+
 def test_a_failure_holds_back_its_downstream(ledger):
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
