@@ -133,3 +133,14 @@ def test_a_run_now_that_fails_names_the_job_and_service_and_a_submit_is_logged(s
     with pytest.raises(NonRetryableError) as caught:
         adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 44}))
     assert str(caught.value) == "Databricks run-now of job 44 for service 'ingest' failed: Job 44 does not exist."
+
+
+def test_the_timeouts_of_the_settings_reach_the_sdk_client(server):
+    """The SDK's `Config` takes names it does not know without a word: a misspelt one would leave
+    its own default in place, so the client's config is read back (text from ${VAR}s included)."""
+    srv, api = server
+    settings = {"host": jobs.url_of(srv), "token": TOKEN}
+    configured = adapter_for("databricks", {**settings, "http_timeout": "5", "retry_timeout": "7"})._workspace().config
+    assert (configured.http_timeout_seconds, configured.retry_timeout_seconds) == (5.0, 7)
+    default = adapter_for("databricks", settings)._workspace().config
+    assert (default.http_timeout_seconds, default.retry_timeout_seconds) == (30.0, 60)
