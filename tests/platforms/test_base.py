@@ -19,3 +19,4 @@ def test_submission_handle_and_status_come_back_from_json_equal():
 def test_params_are_text_and_output_is_a_short_tail():
     assert [param_text(v) for v in ("mon", 3, True, None, {"a": 1})] == ["mon", "3", "true", "null", '{"a": 1}']
     assert tail("abc", limit=3) == "abc" and tail("abcd", limit=3) == "…cd"
+    assert tail("abcdefgh", limit=4) == "…fgh" and len(tail("x" * 5000)) == 500  # the end, `limit` long

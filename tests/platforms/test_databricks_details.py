@@ -133,6 +133,7 @@ def test_a_run_now_that_fails_names_the_job_and_service_and_a_submit_is_logged(s
     with pytest.raises(NonRetryableError) as caught:
         adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 44}))
     assert str(caught.value) == "Databricks run-now of job 44 for service 'ingest' failed: Job 44 does not exist."
+    assert caught.value.platform == "databricks"
 
 
 def test_the_timeouts_of_the_settings_reach_the_sdk_client(server):
@@ -144,3 +145,12 @@ def test_the_timeouts_of_the_settings_reach_the_sdk_client(server):
     assert (configured.http_timeout_seconds, configured.retry_timeout_seconds) == (5.0, 7)
     default = adapter_for("databricks", settings)._workspace().config
     assert (default.http_timeout_seconds, default.retry_timeout_seconds) == (30.0, 60)
+
+
+def test_a_run_without_a_life_cycle_state_yet_is_running_with_its_message(server):
+    srv, api = server
+    api.jobs[11] = [(None, None, "waiting for a cluster")]
+    adapter = adapter_for("databricks", {"host": jobs.url_of(srv), "token": TOKEN})
+    handle = adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 11}))
+    page = f"{jobs.url_of(srv)}/#job/11/run/{handle.remote_id}"
+    assert adapter.poll(handle) == Status(RemoteState.RUNNING, message="waiting for a cluster", url=page)
