@@ -324,3 +324,11 @@ def test_a_failed_call_never_shows_the_query_even_where_it_holds_a_quote(server)
         f"HTTP submit of service 'score': POST https://127.0.0.1:{port}/start failed: SSLError: HTTPSConnectionPool("
         f"host='127.0.0.1', port={port}): Max retries exceeded with url: /start (Caused by SSLError(")
     assert "cd" not in str(caught.value).replace("Caused", "")
+
+
+@pytest.mark.parametrize(("base", "path"), [("/api/", "/run"), ("/api", "run"), ("/api//", "//run")])
+def test_a_base_url_and_a_path_are_joined_with_one_slash(server, base, path):
+    answer(server, "POST", "/api/run", (200, {}, {"status": "done"}))
+    adapter = adapter_for("http", {"base_url": server.base + base})
+    adapter.submit(submission({"path": path}))
+    assert server.seen[0][1] == "/api/run"
