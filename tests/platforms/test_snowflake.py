@@ -4,6 +4,8 @@ what no local server shows (RUNNING queries, failures reported at poll)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.platforms import fakesnow_server
@@ -103,14 +105,17 @@ def test_every_submit_runs_its_statement_under_the_attempt_key_as_query_tag(adap
     assert create.query_tag == "nightly-1/mk-tagged/1"
 
 
-def test_a_resubmit_of_the_same_attempt_reattaches_and_the_statement_runs_once(adapter, settings, snowflake):
+def test_a_resubmit_of_the_same_attempt_reattaches_and_the_statement_runs_once(adapter, settings, snowflake, caplog):
+    caplog.set_level(logging.INFO, logger="tower.platforms.snowflake")
     finish(adapter, adapter.submit(sub("CREATE OR REPLACE TABLE hits (n INT)", service="mk-hits")))
     insert = sub("INSERT INTO hits VALUES (1)", service="hit")
     first = adapter.submit(insert)
+    assert caplog.messages[-1] == f"service hit: Snowflake query {first.remote_id}"
     assert finish(adapter, first).state == RemoteState.SUCCEEDED
     # A crash between submit and the handle being saved: the activity runs again, in a new process.
     again = adapter_for("snowflake", settings).submit(insert)
     assert again.remote_id == first.remote_id
+    assert caplog.messages[-1] == f"service hit: re-attached to Snowflake query {first.remote_id}"
     assert finish(adapter, again).state == RemoteState.SUCCEEDED
     assert [run.query_id for run in snowflake.runs_of("INSERT INTO hits VALUES (1)")] == [first.remote_id]
     assert count_rows(adapter, "hits") == 1
