@@ -129,3 +129,30 @@ def test_adapters_that_fetch_tokens_get_the_registrys_credentials_and_the_checke
     adapter = platforms.adapter("http", settings)
     assert adapter.poll(adapter.submit(submission({"path": "/start"}))).state == "succeeded"
     assert server.seen[0][2]["Authorization"] == "Bearer t-c1" and asked == [("c1", "api://x/.default")]
+
+
+def test_the_registry_keeps_one_adapter_per_type_and_settings_and_drops_the_least_recently_used():
+    from tower.platforms import KEPT_ADAPTERS, Platforms
+
+    platforms = Platforms()
+    first = [platforms.adapter("sim", {"time_scale": n + 1}) for n in range(KEPT_ADAPTERS)]
+    assert len({id(adapter) for adapter in first}) == KEPT_ADAPTERS                    # settings tell them apart
+    assert all(platforms.adapter("sim", {"time_scale": n + 1}) is first[n] for n in range(KEPT_ADAPTERS))
+    two = {"time_scale": 2, "fail_attempts": 1}
+    assert platforms.adapter("sim", two) is platforms.adapter("sim", dict(reversed(two.items())))  # order aside
+    newest = platforms.adapter("sim", {"time_scale": 0.5})     # one too many: the least recently used go
+    assert platforms.adapter("sim", {"time_scale": 0.5}) is newest
+    assert platforms.adapter("sim", {"time_scale": KEPT_ADAPTERS}) is first[-1]
+    assert platforms.adapter("sim", {"time_scale": 3}) is first[2]
+    assert platforms.adapter("sim", {"time_scale": 1}) is not first[0]
+
+
+def test_a_command_adapter_keeps_its_files_under_the_registrys_home(tmp_path, monkeypatch):
+    from tower.platforms import Platforms
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "elsewhere"))
+    adapter = Platforms(home=tmp_path / "home").adapter("command", {"kill_grace": "2"})
+    assert (adapter.home, adapter.kill_grace) == ((tmp_path / "home").resolve(), 2.0)
+    assert adapter_for("command", {}, home=str(tmp_path)).home == tmp_path.resolve()
+    assert Platforms().adapter("command", {}).home == (tmp_path / "elsewhere").resolve()  # no home: $TOWER_HOME
+    assert adapter_for("sim", {"time_scale": "0.5"}).time_scale == 0.5
