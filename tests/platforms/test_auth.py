@@ -72,3 +72,18 @@ def test_off_azure_the_developers_login_chain_is_used():
     assert isinstance(azure_credential(env={}), DefaultAzureCredential)
     on_azure = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/token", "IDENTITY_HEADER": "h"}
     assert isinstance(azure_credential(env=on_azure), ManagedIdentityCredential)
+
+
+def test_a_kept_credential_that_is_refused_names_the_platform_that_asked():
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from tower.platforms._auth import Credentials
+
+    class Refused:
+        def get_token(self, scope):
+            raise ClientAuthenticationError("identity not assigned")
+
+    with pytest.raises(NonRetryableError) as caught:
+        Credentials(make=lambda client_id: Refused()).bearer_token("api://x", platform="databricks")
+    assert caught.value.platform == "databricks"
+    assert str(caught.value).startswith("could not get an Azure token for audience 'api://x': identity not assigned ")

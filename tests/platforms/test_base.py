@@ -10,6 +10,10 @@ def test_submission_handle_and_status_come_back_from_json_equal():
     submission = Submission("r-1", "load", 2, {"sql": "SELECT 1"}, {"day": "mon"}, callback="https://app/cb")
     assert Submission.from_json(submission.to_json()) == submission
     assert submission.to_json()["callback"] == "https://app/cb" and submission.idempotency_key == "r-1/load/2"
+    plain = Submission("r-1", "load", 2, {"sql": "SELECT 1"}, {"day": "mon"})  # no callback: no key at all
+    assert plain.to_json() == {"run_id": "r-1", "service": "load", "attempt": 2, "spec": {"sql": "SELECT 1"},
+                               "params": {"day": "mon"}}
+    assert Submission.from_json(plain.to_json()) == plain
     handle = Handle("q-1", "https://page", {"reattached": True})
     assert Handle.from_json(handle.to_json()) == handle
     status = Status(RemoteState.RUNNING, "queued", output="...", url="https://page", poll_after=2.5)
