@@ -88,6 +88,10 @@ URL = "{base}/status/1"
     ((200, {}, {"status": "Canceled", "reason": "by an operator"}),
      Status(RemoteState.CANCELLED, message="by an operator", output='{"status": "Canceled", "reason": "by an operator"}')),
     ((200, {"Retry-After": "5"}, {"status": "Queued"}), Status(RemoteState.RUNNING, message="Queued", poll_after=5.0)),
+    ((304, {}, None), Status(RemoteState.SUCCEEDED, output="result at ")),
+    ((200, {}, None), Status(RemoteState.SUCCEEDED, output="")),
+    ((200, {}, {"status": "cancelled"}), Status(RemoteState.CANCELLED, message="service reported cancelled",
+                                               output='{"status": "cancelled"}')),
 ])
 def test_each_answer_of_the_status_url_reads_as_a_whole_status_with_the_job_page(server, reply, expected):
     adapter, handle = started(server)
@@ -161,6 +165,7 @@ def test_202_without_anywhere_to_follow_is_a_clear_error(server):
     with pytest.raises(NonRetryableError) as caught:
         adapter.submit(submission({"path": "/start"}))
     assert str(caught.value) == f"HTTP service {server.base}/start answered 202 without a Location header: cannot follow it"
+    assert caught.value.platform == "http"
     long = "queued behind " + "x" * 200
     answer(server, "POST", "/start", (200, {}, {"status": long}))
     with pytest.raises(NonRetryableError) as caught:
@@ -326,9 +331,52 @@ def test_a_failed_call_never_shows_the_query_even_where_it_holds_a_quote(server)
     assert "cd" not in str(caught.value).replace("Caused", "")
 
 
-@pytest.mark.parametrize(("base", "path"), [("/api/", "/run"), ("/api", "run"), ("/api//", "//run")])
-def test_a_base_url_and_a_path_are_joined_with_one_slash(server, base, path):
-    answer(server, "POST", "/api/run", (200, {}, {"status": "done"}))
+@pytest.mark.parametrize(("base", "path", "joined"), [("/api/", "/run", "/api/run"), ("/api", "run", "/api/run"),
+                                                     ("/api//", "//run", "/api/run"), ("/apiX/", "run", "/apiX/run")])
+def test_a_base_url_and_a_path_are_joined_with_one_slash(server, base, path, joined):
+    answer(server, "POST", joined, (200, {}, {"status": "done"}))
     adapter = adapter_for("http", {"base_url": server.base + base})
     adapter.submit(submission({"path": path}))
-    assert server.seen[0][1] == "/api/run"
+    assert server.seen[0][1] == joined
+
+
+def test_an_absolute_http_cancel_url_is_called_as_it_is(server):
+    answer(server, "POST", "/start", (202, {"Location": "/status/1"}, None))
+    adapter = adapter_for("http", {"base_url": server.base, "max_retries": 0})
+    handle = adapter.submit(submission({"path": "/start", "cancel_path": f"{server.base}/jobs/1/cancel"}))
+    answer(server, "POST", "/jobs/1/cancel", (202, {}, None))
+    adapter.cancel(handle)
+    assert server.seen[-1][:2] == ("POST", "/jobs/1/cancel")
+
+
+def test_max_retries_is_the_number_of_retries_after_the_first_call(server):
+    adapter, handle = started(server, max_retries=1, max_retry_wait=10)
+    answer(server, "GET", "/status/1", (503, {}, {"error": "busy"}))
+    with pytest.raises(RetryableError):
+        adapter.poll(handle)
+    assert len([m for m, *_ in server.seen if m == "GET"]) == 2
+
+
+def test_a_4xx_keeps_the_last_300_characters_of_a_long_body(server):
+    adapter, handle = started(server)
+    answer(server, "GET", "/status/1", (422, {}, {"error": "x" * 500}))
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.poll(handle)
+    body = json.dumps({"error": "x" * 500})
+    assert str(caught.value) == f"HTTP status of job-1: GET {server.base}/status/1 answered 422: …{body[-299:]}"
+
+
+def test_a_token_the_identity_refuses_fails_the_call_as_the_http_platforms(server):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from tower.platforms._auth import Credentials
+
+    class Refused:
+        def get_token(self, scope):
+            raise ClientAuthenticationError("identity not assigned")
+
+    adapter = adapter_for("http", {"base_url": server.base, "auth": {"audience": "api://x"}},
+                          credentials=Credentials(make=lambda client_id: Refused()))
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.submit(submission({"path": "/start"}))
+    assert caught.value.platform == "http" and not server.seen
