@@ -154,3 +154,13 @@ def test_a_run_without_a_life_cycle_state_yet_is_running_with_its_message(server
     handle = adapter.submit(Submission(run_id="r", service="ingest", attempt=1, spec={"job_id": 11}))
     page = f"{jobs.url_of(srv)}/#job/11/run/{handle.remote_id}"
     assert adapter.poll(handle) == Status(RemoteState.RUNNING, message="waiting for a cluster", url=page)
+
+
+def test_a_poll_of_a_run_the_workspace_does_not_know_names_the_run(server):
+    from tower.platforms.base import Handle
+
+    srv, api = server
+    adapter = adapter_for("databricks", {"host": jobs.url_of(srv), "token": TOKEN})
+    with pytest.raises(NonRetryableError) as caught:
+        adapter.poll(Handle(remote_id="999"))
+    assert str(caught.value) == "Databricks get_run of run 999 failed: Run 999 does not exist."
