@@ -37,10 +37,7 @@ pipelines:
 
 @pytest.fixture
 def databricks(monkeypatch):
-    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
-                 "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_AUTH_TYPE", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")
+    jobs.without_ambient_auth(monkeypatch)
     server, api = jobs.start(TOKEN)
     monkeypatch.setenv("TEST_PUSH_DBX_HOST", jobs.url_of(server))
     monkeypatch.setenv("TEST_PUSH_DBX_TOKEN", TOKEN)

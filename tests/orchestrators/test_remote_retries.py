@@ -20,10 +20,7 @@ JOB = 41
 
 @pytest.fixture
 def databricks(monkeypatch):
-    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
-                 "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_AUTH_TYPE", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")
+    jobs.without_ambient_auth(monkeypatch)
     monkeypatch.setenv("TOWER_TEST_RETRY_TOKEN", TOKEN)
     server, api = jobs.start(TOKEN)
     yield server, api

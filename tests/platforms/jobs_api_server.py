@@ -214,3 +214,15 @@ def start(token: str = "dapi-local-test-token") -> tuple[_Server, JobsApi]:
 def url_of(server: _Server) -> str:
     host, port = server.server_address[:2]
     return f"http://{host}:{port}"
+
+
+AMBIENT_AUTH = ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
+                "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_AUTH_TYPE", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET")
+
+
+def without_ambient_auth(monkeypatch) -> None:
+    """Unset the machine's Databricks credentials and config file: with them the SDK would see
+    "more than one authorization method" beside the stand-in's token."""
+    for name in AMBIENT_AUTH:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")

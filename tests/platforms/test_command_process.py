@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.platforms.test_command import wait_done
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import Handle, Submission
@@ -29,16 +30,6 @@ def home(tmp_path, monkeypatch):
 
 def submission(run, attempt=1, **spec):
     return Submission(run_id="run-1", service="extract", attempt=attempt, spec={"run": run, **spec})
-
-
-def wait_done(adapter, handle, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = adapter.poll(handle)
-        if status.done:
-            return status
-        time.sleep(0.02)
-    raise AssertionError("command did not finish in time")
 
 
 def wait_for(path: Path, timeout=5.0) -> str:

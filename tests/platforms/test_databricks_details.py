@@ -18,10 +18,7 @@ PAGE = "https://adb-1.azuredatabricks.net/#job/11/run/1000"
 
 @pytest.fixture(autouse=True)
 def _no_ambient_databricks_auth(monkeypatch):
-    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET",
-                 "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_AUTH_TYPE", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")
+    jobs.without_ambient_auth(monkeypatch)
 
 
 @pytest.fixture
