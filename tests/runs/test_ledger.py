@@ -41,6 +41,7 @@ from tower.runs.scheduler import RESULT_ERROR_CHARS, RESULT_FAILED_SHOWN, Schedu
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+T1 = T0 + timedelta(hours=1)  # a later clock: what a change stamps must be its own `now`
 
 
 def plan_of(deps: dict, limit: int | None = None, expected: dict | None = None, run_id: str = "r1") -> dict:
@@ -148,6 +149,7 @@ def test_another_host_waits_for_the_grace_of_a_dispatch_it_did_not_make(ledger):
     again = finish_service(other, "r1", "a", ok("a"), T0 + timedelta(seconds=30))
     assert set(again.ensure) == {"r1:b", "r1:c"} and again.dispatching == {"r1:b", "r1:c"}
     assert open_new(other, plan, inputs_of(plan), T0 + timedelta(minutes=1)).dispatching == {"r1:b", "r1:c"}
+    assert finish_service(other, "r1", "a", ok("a"), T0 + other.dispatches.grace).dispatching == frozenset()
     late = T0 + other.dispatches.grace + timedelta(seconds=1)
     assert finish_service(other, "r1", "a", ok("a"), late).dispatching == frozenset()
     assert finish_service(ledger, "r1", "a", ok("a"), T0 + timedelta(seconds=30)).dispatching == frozenset()
@@ -174,6 +176,7 @@ def test_a_dispatch_by_a_process_known_dead_on_this_machine_waits_no_grace(ledge
     assert resumer.dispatches.may_still_dispatch(f"{here}:{os.getppid()}:alive")
     assert resumer.dispatches.may_still_dispatch(f"elsewhere:{gone.pid}:x")
     assert resumer.dispatches.may_still_dispatch(None)
+    assert not resumer.dispatches.may_still_dispatch(f"{here}:{gone.pid}")  # named without a nonce
     assert resumer.dispatches.may_still_dispatch(ledger.dispatches.dispatcher)  # alive: this very process
 
 
@@ -201,6 +204,8 @@ def test_a_wide_reconcile_or_cancel_names_the_running_a_page_at_a_time(ledger, m
     rest = pages(lambda after: cancel_run(ledger, "r1", later, after) if after >= 0 else first)[1:]
     assert [step.stop for step in rest] == [["r1:s3", "r1:s5", "r1:s6"], ["r1:s7"]]
     assert live_status(ledger, "r1", later)["counts"] == {"running": 7, "succeeded": 1, "cancelled": 1}
+    last = reconcile_run(ledger, "r1", later, after=3)  # s5, s6, s7: a full page that is the last
+    assert list(last.ensure) == ["r1:s5", "r1:s6", "r1:s7"] and last.more is None
 
 
 def _repeat_report(path: str, name: str, at: str, out) -> None:
@@ -292,6 +297,15 @@ def test_a_failure_holds_back_its_downstream(ledger):
     assert "b: boom" in result["summary"] and result["failed"] == {"b": "boom"}
 
 
+def test_an_end_without_its_own_times_is_stamped_with_the_reports_clock(ledger):
+    plan = plan_of({"a": [], "after_a": ["a"]})
+    open_new(ledger, plan, inputs_of(plan), T0)
+    finish_service(ledger, "r1", "a", ok("a", status="failed", error="boom"), T1)  # its result says no time
+    records = run_services(ledger, "r1", T1)
+    assert (records["a"]["finished"], records["after_a"]["finished"]) == (iso(T1), iso(T1))
+    assert run_result(ledger, "r1", T1 + timedelta(seconds=5))["finished"] == iso(T1 + timedelta(seconds=5))
+
+
 def test_cancel_stops_dispatch_and_names_the_running(ledger):
     plan = plan_of(DIAMOND)
     open_new(ledger, plan, inputs_of(plan), T0)
@@ -302,6 +316,14 @@ def test_cancel_stops_dispatch_and_names_the_running(ledger):
     step = finish_service(ledger, "r1", "c", ok("c"), T0)
     assert step.done and step.status == "cancelled"
     assert run_services(ledger, "r1", T0)["d"]["status"] == "cancelled"
+
+
+def test_what_a_cancel_stops_before_it_started_ends_at_the_cancel(ledger):
+    plan = plan_of({"a": [], "after_a": ["a"]})
+    open_new(ledger, plan, inputs_of(plan), T0)
+    cancel_run(ledger, "r1", T1)
+    after_a = run_services(ledger, "r1", T1)["after_a"]
+    assert (after_a["status"], after_a["finished"]) == ("cancelled", iso(T1))
 
 
 def test_a_cancel_with_nothing_pending_is_still_kept(ledger, tmp_path):
@@ -424,6 +446,33 @@ def test_a_save_that_landed_in_parts_is_completed_by_the_next_change(ledger, tmp
                       "after_both": "upstream_failed", "c": "running"}
 
 
+def _half_landed(ledger, tmp_path) -> SqliteRunLedger:
+    """A run whose save of a's failure landed without its cascade; a host that reads it anew."""
+    plan = plan_of({"a": [], "after_a": ["a"], "b": []})
+    open_new(ledger, plan, inputs_of(plan), T0)
+    record = ledger.load("r1").records["a"]
+    assert ledger.save("r1", 2, {"started": iso(T0), "cancel": False},
+                       {"a": {**record, "status": "failed", "error": "boom", "finished": iso(T0)}})
+    return SqliteRunLedger(tmp_path / "ledger.db")
+
+
+@pytest.mark.parametrize("change", [
+    lambda ledger: reconcile_run(ledger, "r1", T1),
+    lambda ledger: open_run(ledger, "r1", T1),
+    lambda ledger: finish_service(ledger, "r1", "b", ok("b"), T1),
+    lambda ledger: cancel_run(ledger, "r1", T1),
+    lambda ledger: run_result(ledger, "r1", T1),
+    lambda ledger: run_services(ledger, "r1", T1),
+    lambda ledger: live_status(ledger, "r1", T1),
+], ids=["reconcile", "open", "report", "cancel", "result", "services", "status"])
+def test_a_repair_found_on_load_is_stamped_with_the_callers_clock(ledger, tmp_path, change):
+    """Whatever first reads a half-landed save completes it, at the time it was called with (not
+    the run's start: a held-back service would seem to end before its upstream failed)."""
+    change(_half_landed(ledger, tmp_path))
+    after_a = SqliteRunLedger(tmp_path / "ledger.db").load("r1").records["after_a"]
+    assert (after_a["status"], after_a["finished"]) == ("upstream_failed", iso(T1))
+
+
 def test_a_host_behind_by_a_few_versions_reads_only_what_changed(ledger, tmp_path):
     names = [f"s{i}" for i in range(30)]
     plan = plan_of({n: [] for n in names})
@@ -519,9 +568,11 @@ def catalog_plan(run_id: str = "stored-1", services: int = 3) -> dict:
     return build_plan(catalog, "p", run_id=run_id, params=["day=monday"])
 
 
-def test_a_stored_plan_reads_back_whole_and_its_reference_is_small(ledger):
+def test_a_stored_plan_reads_back_whole_and_its_reference_is_small(ledger, tmp_path):
     plan = catalog_plan()
     reference = lg.store_plan(ledger, plan, T0)
+    queued = live_status(SqliteRunLedger(tmp_path / "ledger.db"), "stored-1", T1)  # stored, not opened yet
+    assert (queued["status"], queued["started"]) == ("running", iso(T0))
     assert reference == {"run_id": "stored-1", "pipeline": "p"}
     assert lg.load_plan(ledger, "stored-1") == json.loads(json.dumps(plan))
     assert "spec" not in lg.plan_outline(ledger, "stored-1")["services"]["s0"]
@@ -581,6 +632,7 @@ def a_plan(run_id: str = "r1", **options) -> dict:
 def test_a_stored_plan_comes_back_whole_and_its_reference_is_small(ledger):
     plan = a_plan()
     plan["services"]["a"]["note"] = "an extra field a later version added"
+    del plan["services"]["b"]["expect"]  # a service with nothing beyond its core and its input
     reference = store_plan(ledger, plan, T0)
     assert reference == {"run_id": "r1", "pipeline": "p"}
     assert load_plan(ledger, "r1") == plan
@@ -588,14 +640,27 @@ def test_a_stored_plan_comes_back_whole_and_its_reference_is_small(ledger):
     assert plan_reference({**plan, "reconcile_after": 5.0}) == {"run_id": "r1", "pipeline": "p", "reconcile_after": 5.0}
 
 
+def test_the_head_keeps_only_what_the_core_and_the_inputs_leave_out():
+    plan = a_plan()
+    plan["services"]["a"]["note"] = "an extra field"
+    head = lg.plan_head(plan)  # stored beside the core and every input: a 5,000-service spec list only once
+    assert head == {**{k: v for k, v in plan.items() if k != "services"},
+                    "service_extra": {"a": {"expect": plan["services"]["a"]["expect"], "note": "an extra field"},
+                                      "b": {"expect": None}}}
+
+
 def test_the_outline_is_the_plan_without_specs_and_params(ledger):
     plan = a_plan()
     store_plan(ledger, plan, T0)
+    reads = []
+    stored_plan = ledger.stored_plan
+    ledger.stored_plan = lambda run_id, inputs=True: reads.append(inputs) or stored_plan(run_id, inputs)
     outline = plan_outline(ledger, "r1")
     assert outline == {**{k: v for k, v in plan.items() if k != "services"},
                        "services": {name: {key: svc[key] for key in ("deps", "expected", "platform", "iid")}
                                     for name, svc in plan["services"].items()}}
     assert plan_outline(ledger, "nope") is None
+    assert reads == [False, False]  # a status read of a wide run never downloads every service's input
 
 
 def test_a_run_stored_without_its_plan_has_no_plan_to_load(ledger):

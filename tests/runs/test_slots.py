@@ -79,6 +79,17 @@ def test_two_runs_share_one_limit_and_a_report_starts_the_other_runs_waiter(stor
     assert (step.start["b-1:s0"].service, step.start["b-1:s0"].run_id) == ("s0", "b-1")
     assert ledger.load("b-1").records["s0"]["status"] == "running"
     assert holders(ledger) == {("a-1", "s2"), ("b-1", "s0")}
+    ledger.dispatches.settled(step.start)  # b's s0, dispatched here, has settled: if its service run
+    assert reconcile_run(ledger, "b-1", T0 + timedelta(seconds=3)).dispatching == frozenset()  # is missing, it was lost
+
+
+def test_a_reconcile_leaves_the_run_sharing_its_platforms_for_the_next_change(store):
+    ledger = store()
+    plan = plan_of("a-1", wide(2), limit=1)
+    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["a-1:s0"]
+    reconcile_run(ledger, "a-1", T0 + timedelta(seconds=1))  # every pool re-synced, this host's state cached
+    assert list(finish_service(ledger, "a-1", "s0", ok("s0"), T0 + timedelta(seconds=2)).start) == ["a-1:s1"]
+    assert holders(ledger) == {("a-1", "s1")}  # through the pool: s0's slot given back, s1 holds it
 
 
 def test_a_platform_without_a_limit_never_touches_the_pools(store, monkeypatch):
@@ -246,6 +257,9 @@ def test_what_if_runs_share_pools_of_their_own(store):
     assert list(open_run(ledger, real, inputs_of(real), T0).start) == ["a-1:s0"]
     assert list(open_run(ledger, what_if, inputs_of(what_if), T0).start) == ["b-1:s0"]
     assert holders(ledger, "what-if/x") == {("b-1", "s0")}
+    other = plan_of("c-1", wide(1), limit=1, simulated=True)
+    open_run(ledger, other, inputs_of(other), T0)  # waits for b's what-if slot, not for a's real one
+    assert lg.live_status(ledger, "c-1", T0)["slots"] == {"x": {"limit": 1, "busy": 1, "held_by": {"b-1": 1}}}
 
 
 def test_reports_from_many_threads_and_hosts_never_exceed_the_limit(store, monkeypatch):

@@ -340,8 +340,7 @@ def reconcile_run(ledger: RunLedger, run_id: str, now: datetime, after: int = -1
     """Put a run right after a partial failure: dispatch what is ready (a lost dispatch), and name
     the running services in `ensure` (a lost start), those at plan positions after `after`, at most
     `STEP_SERVICES` (`Step.more` says where to go on). A reconcile runs on a timer, on any host."""
-    step = _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, after),
-                          every_pool=True)
+    step = _shared_change(ledger, run_id, now, lambda scheduler: _reconciled(ledger, scheduler, now, after))
     return _sweep(ledger, run_id, step, now) if after < 0 else step
 
 
@@ -489,14 +488,13 @@ def _offers(scheduler: Scheduler, platforms) -> dict[str, dict]:
     return {slots.pool_of(p, simulated): slots.offer(scheduler, p) for p in sorted(platforms & scheduler.shared)}
 
 
-def _shared_change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Scheduler], Step],
-                   every_pool: bool = False) -> Step:
+def _shared_change(ledger: RunLedger, run_id: str, now: datetime, change: Callable[[Scheduler], Step]) -> Step:
     """`_change`, then `_share` what it did to shared platforms (a run without any: nothing more)."""
 
     def with_offers(scheduler: Scheduler) -> Step:
         scheduler.touched.clear()
         step = change(scheduler)
-        step.offers = _offers(scheduler, scheduler.shared if every_pool else scheduler.touched)
+        step.offers = _offers(scheduler, scheduler.touched)
         return step
 
     return _share(ledger, _change(ledger, run_id, now, with_offers), now)
@@ -538,8 +536,7 @@ def _take_granted(ledger: RunLedger, run_id: str, pools: Mapping[str, list[str]]
     try:
         return _change(ledger, run_id, now, take)
     except RunNotInLedger:
-        gone = {"run": run_id, "limit": None, "priority": 0, "started": iso(now), "running": [], "ready": set(),
-                "waiting": []}
+        gone = {"run": run_id, "running": [], "ready": set(), "waiting": []}  # all `slots.apply` reads of it
         return Step(offers=dict.fromkeys(pools, gone), version=slots.GONE)
 
 
