@@ -707,9 +707,37 @@ def test_retention_deletes_the_runs_asked_for_in_chunks_and_counts_them(ledger, 
     plans = {f"r{n}": a_plan(f"r{n}") for n in range(1, 6)}
     for plan in plans.values():
         store_plan(ledger, plan, T0)
-    assert ledger.delete_runs(["r1", "r2", "r3", "nope"]) == 3
-    assert [ledger.version(f"r{n}") for n in range(1, 6)] == [None, None, None, 1, 1]
-    assert ledger.stored_plan("r2") is None and load_plan(ledger, "r4") == plans["r4"]
+    assert ledger.delete_runs(["r1", "r2", "r3", "r4", "nope"]) == 4  # three chunks
+    assert [ledger.version(f"r{n}") for n in range(1, 6)] == [None, None, None, None, 1]
+    assert ledger.stored_plan("r2") is None and load_plan(ledger, "r5") == plans["r5"]
+
+
+def test_the_sqlite_store_keeps_its_contract(ledger):
+    """`RunLedger`'s promises, as the dispatch API relies on them (the Table store's: test_ledger_table)."""
+    plan = plan_of({"a": [], "b": ["a"]})
+    assert lg.create_run(ledger, plan, inputs_of(plan), T0) is True
+    assert lg.create_run(ledger, {**plan, "pipeline": "other"}, inputs_of(plan), T1) is False  # the first stands
+    assert ledger.stored_plan("r1")[0]["pipeline"] == "p" and ledger.meta("r1") == {"started": iso(T0), "cancel": False}
+    open_run(ledger, "r1", T0)
+    finish_service(ledger, "r1", "a", ok("a"), T0)  # version 3
+    since = ledger.load("r1", since=3)
+    assert (since.version, since.core, set(since.records)) == (3, None, {"a", "b"})
+    assert ledger.load("r1").core == lg.core_of(plan)
+    assert ledger.stored_plan("r1", inputs=False)[2] == {}
+    assert ledger.stored_plan("r1")[2] == inputs_of(plan)
+    assert (ledger.version("nope"), ledger.meta("nope"), ledger.load("nope"), ledger.stored_plan("nope")) == \
+        (None, None, None, None)
+
+
+def test_a_run_stored_before_plans_were_kept_reads_its_outline_from_its_core(ledger):
+    plan = a_plan()
+    store_plan(ledger, plan, T0)
+    with ledger._connect() as db:  # a ledger file written before the run_plans table held heads
+        db.execute("DELETE FROM run_plans")
+    assert plan_outline(ledger, "r1")["services"]["b"]["deps"] == ["a"]
+    assert plan_outline(ledger, "r1")["pipeline"] == "p"
+    with pytest.raises(RunNotInLedger, match="has no plan"):
+        load_plan(ledger, "r1")
 
 
 def test_the_ledger_from_the_environment_is_kept_in_the_home_it_is_given(tmp_path, monkeypatch):
