@@ -44,8 +44,7 @@ MODULES = {
     "ledger": ("tower/runs/ledger*.py", ["tests/runs/test_ledger.py", "tests/runs/test_ledger_table.py",
                                         "tests/runs/test_slots.py"]),
     # the Azure shell, on the local engine: seconds per mutant, so sampled (SAMPLE)
-    # not tests/test_activities.py: its adapter-cache test fails under mutmut unmutated (not traced)
-    "shell": ("orchestrators/*.py activities/*.py", ["tests/orchestrators"]),
+    "shell": ("orchestrators/*.py activities/*.py", ["tests/orchestrators", "tests/test_activities.py"]),
 }
 # Extra pytest arguments of every run: the suites marked slow (5000-service runs) cost minutes each.
 PYTEST_ARGS = ["-m", "not slow"]
@@ -95,8 +94,8 @@ def results(work: Path) -> dict[str, str]:
 # The mutants of a file whose tests cost seconds each (stand-in servers, the local engine) are
 # sampled: every N-th, in mutmut's order (function, number), so the same code gives the same sample.
 SAMPLE = {"tower/platforms/http.py": 3, "tower/platforms/databricks.py": 3, "tower/platforms/snowflake.py": 6,
-          "tower/runs/ledger_table.py": 3, "orchestrators/pipeline.py": 30, "activities/remote.py": 30,
-          "activities/runs.py": 30, "activities/services.py": 30}
+          "tower/runs/ledger_table.py": 3, "orchestrators/pipeline.py": 10, "activities/remote.py": 10,
+          "activities/runs.py": 10, "activities/services.py": 10}
 
 
 def in_order(names) -> list[str]:

@@ -7,14 +7,21 @@ import json
 import time
 import uuid
 
+import pytest
+
 from tower import names
 from tower.runner import store_run
 from tower.runs.plan import build_plan, service_instance_id
+from tower.timestamps import parse_iso, utcnow
 
 from .conftest import result_of, sim_catalog
 
 
-def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_reason(engine):
+@pytest.mark.parametrize(("reason", "error"), [
+    ("stopped by an operator", "its service run ended terminated: stopped by an operator"),
+    (None, "its service run ended terminated: no reason given"),
+], ids=["with-a-reason", "without"])
+def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_reason(engine, reason, error):
     plan = build_plan(sim_catalog({"long": {"duration": 30}, "after": {"deps": ["long"]}}), "p",
                       run_id=f"terminated-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.3  # reconcile soon, not after a minute
@@ -24,9 +31,11 @@ def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_r
     while (engine.status(instance) or {}).get("runtimeStatus") != "Running":
         assert time.monotonic() < deadline, "the service run did not start"
         time.sleep(0.02)
-    engine.terminate(instance, "stopped by an operator")
+    engine.terminate(instance, reason)
+    terminated = utcnow()
     result = result_of(engine, plan["run_id"], 15)
     assert result["status"] == "failed"
     long = result["services"]["long"]
-    assert (long["status"], long["error"]) == ("failed", "its service run ended terminated: stopped by an operator")
+    assert (long["status"], long["error"]) == ("failed", error)
+    assert terminated <= parse_iso(long["finished"]) <= utcnow()  # recorded when the reconcile found it ended
     assert result["services"]["after"]["status"] == "upstream_failed"
