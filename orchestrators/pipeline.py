@@ -60,7 +60,7 @@ def _failed(task) -> bool:
 
 def _reported(task) -> bool:
     """Did this submit or poll activity report the service's success to the ledger itself?"""
-    if _failed(task) or not isinstance(task.result, dict):
+    if _failed(task):  # its result is then the failure's text
         return False
     looked = task.result["status"] if "handle" in task.result else task.result   # a SubmitOutcome, or Observed
     return Observed.from_json(looked).reported
