@@ -19,18 +19,20 @@ import pytest
 import activities.remote
 import activities.runs
 import activities.services
+from tests.faults import ends, run_is
 from tests.runs.jobs import job_json
 from tower import names
 from tower.contracts import ServiceReport, ServiceResult
 from tower.errors import EngineError
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
+from tower.runtime import PLATFORM_THREADS
 from tower.runs.history import SqliteRunHistory
 from tower.runs.ledger import ledger_from_environment, open_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import iso, utcnow
 
-from .conftest import result_of, run, scheduled, sim_adapter, sim_catalog, statuses
+from .conftest import result_of, run, run_plan, scheduled, sim_adapter, sim_catalog, statuses
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -152,22 +154,30 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
 # platform pool until after the cancel (and after the cancel signal to its service run, which does
 # not exist yet, gave up: ~2 s of "No instance") must submit nothing: that submit, and then
 # service_run's own, read the run's cancel flag first. (A platform that cannot stop work, such as an
-# HTTP service whose submit is the work, would otherwise run it in full.)
-def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, monkeypatch):
-    catalog = sim_catalog({"a": {"duration": 0.0}, "c": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
-                           "b": {"deps": ["a"], "duration": 0.2}})  # c first in line, b on the pool
+# HTTP service whose submit is the work, would otherwise run it in full.) The pool is busy with
+# platform calls that hang (an outage elsewhere), taken while a's work is being watched, so that
+# a's report hands c and b to a pool with no thread free.
+def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, platform):
+    work, watched, release = timed_adapter(work_seconds=0.3), threading.Event(), threading.Event()
+
+    def poll(handle):
+        watched.set()
+        return work.poll(handle)
+
+    platform(FunctionAdapter(submit=work.submit, poll=poll))
+    catalog = sim_catalog({"a": {"platform": "tp", "type": "timed"},
+                           "c": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
+                           "b": {"deps": ["a"], "duration": 0.2}})  # c first in line, b behind it
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
-    real_first_attempt, release = activities.remote.first_attempt, threading.Event()
-
-    def busy_pool(job):
-        if job.service == "b":
-            release.wait(10)
-        return real_first_attempt(job)
-
-    monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-    cancel_while_b_runs(engine, plan)
-    release.set()
+    try:
+        assert watched.wait(10), "a's work was never looked at"
+        pool = engine.runtime.platform_threads
+        hanging = [pool.submit(release.wait, 30) for _ in range(PLATFORM_THREADS)]  # every thread, and then some
+        cancel_while_b_runs(engine, plan)
+        assert not any(call.done() for call in hanging)
+    finally:
+        release.set()
     result = result_of(engine, plan["run_id"], 10)
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
     assert result["services"]["b"]["remote_id"] is None  # nothing was submitted
@@ -176,30 +186,21 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
 
 # A service whose end never reaches the ledger (its report failed LEDGER_RETRY times) must not hang
 # the run: pipeline_run's reconcile finds the ended service run and records its result.
-def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkeypatch):
-    import azure.durable_functions as df
-
+def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, ledger_faults, monkeypatch):
     import orchestrators.pipeline
 
     # the same outage, shorter: 2 tries 10 ms apart instead of 10 tries 1 s apart
     monkeypatch.setattr(orchestrators.pipeline, "LEDGER_RETRY",
                         df.RetryOptions(first_retry_interval_in_milliseconds=10, max_number_of_attempts=2))
-    real, calls = activities.runs.record_report, []
-
-    def outage(report):
-        calls.append(report.service)
-        if len(calls) <= 3:  # the early report and both REPORT_SERVICE tries
-            raise RuntimeError("ledger unavailable")
-        return real(report)
-
-    monkeypatch.setattr(activities.runs, "record_report", outage)
+    # the early report and both REPORT_SERVICE tries cannot write; the reconcile's write can
+    outage = ledger_faults.fail("save", sqlite3.OperationalError("disk I/O error"), times=3, when=ends("only"))
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     try:
         service_ended(engine, plan["run_id"], "only")
-        time.sleep(1.0)  # the ledger is back
         assert result_of(engine, plan["run_id"], 5)["services"]["only"]["status"] == "succeeded"
+        assert outage.failed == 3, f"{outage.failed} report(s) met the outage"
     finally:
         if engine.status(plan["run_id"])["runtimeStatus"] not in ("Completed", "Failed", "Terminated"):
             engine.terminate(plan["run_id"], "review test cleanup")
@@ -398,20 +399,16 @@ def _at(text: str) -> datetime:
 
 # A store hiccup (SQLite "database is locked", a Table 503) while the first look reads the run's
 # cancel flag must not fail healthy work: an unreadable flag counts as unset.
-def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, monkeypatch):
-    real, calls = activities.services.is_cancelled, []
-
-    def hiccup(ledger, run_id):
-        calls.append(run_id)
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("database is locked")
-        return real(ledger, run_id)
-
-    monkeypatch.setattr(activities.services, "is_cancelled", hiccup)
-    result = run(engine, sim_catalog({"only": {"duration": 0.05}}))
+def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, ledger_faults):
+    plan = build_plan(sim_catalog({"only": {"duration": 0.05}}), "p", run_id=f"review-h-{uuid.uuid4().hex[:6]}")
+    # the run's second flag read: the first is the submit at dispatch's, the second the first look's
+    hiccup = ledger_faults.fail("meta", sqlite3.OperationalError("database is locked"), skip=1,
+                                when=run_is(plan["run_id"]))
+    result = run_plan(engine, plan)
     only = result["services"]["only"]
-    assert calls, "the first look did not read the cancel flag"
+    assert hiccup.failed == 1, "the first look did not read the cancel flag"
     assert only["status"] == "succeeded", f"only {only['status']}: {only['error']}"
+    assert only["remote_id"] and scheduled(engine, plan["services"]["only"]["iid"]) == [names.POLL_SERVICE]
 
 
 # A repeated report (REPORT_SERVICE after an early report whose starts failed, or an activity retry)
