@@ -154,14 +154,17 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
 # not exist yet, gave up: ~2 s of "No instance") must submit nothing: that submit, and then
 # service_run's own, read the run's cancel flag first. (A platform that cannot stop work, such as an
 # HTTP service whose submit is the work, would otherwise run it in full.) The pool is busy with
-# platform calls that hang (an outage elsewhere), taken while a's work is being watched, so that
-# a's report hands c and b to a pool with no thread free.
+# platform calls that hang (an outage elsewhere), begun just as a's end is seen, so that a's report
+# hands c and b to a pool with no thread free.
 def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, platform):
-    work, watched, release = timed_adapter(work_seconds=0.3), threading.Event(), threading.Event()
+    work, hanging, release = timed_adapter(work_seconds=0.0), [], threading.Event()
 
     def poll(handle):
-        watched.set()
-        return work.poll(handle)
+        status = work.poll(handle)
+        if status.state == "succeeded" and not hanging:  # before this thread reports a's end
+            pool = engine.runtime.platform_threads
+            hanging.extend(pool.submit(release.wait, 30) for _ in range(PLATFORM_THREADS))  # all of it, and more
+        return status
 
     platform(FunctionAdapter(submit=work.submit, poll=poll))
     catalog = sim_catalog({"a": {"platform": "tp", "type": "timed"},
@@ -170,11 +173,8 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, p
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     try:
-        assert watched.wait(10), "a's work was never looked at"
-        pool = engine.runtime.platform_threads
-        hanging = [pool.submit(release.wait, 30) for _ in range(PLATFORM_THREADS)]  # every thread, and then some
         cancel_while_b_runs(engine, plan)
-        assert not any(call.done() for call in hanging)
+        assert hanging and not any(call.done() for call in hanging)
     finally:
         release.set()
     result = result_of(engine, plan["run_id"], 10)
