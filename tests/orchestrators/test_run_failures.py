@@ -362,9 +362,11 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform):
             await asyncio.sleep(0.02)
 
     with engine.unreliable_starts(slow_start):
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-        cancel_while_b_runs(engine, plan)
-        release.set()
+        try:
+            engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+            cancel_while_b_runs(engine, plan)
+        finally:
+            release.set()
     result = result_of(engine, plan["run_id"], 10)
     b = service_ended(engine, plan["run_id"], "b")["output"]
     assert b["status"] == "cancelled", f"b {b['status']} after the run was cancelled (cancel calls: {len(cancels)})"
@@ -473,11 +475,13 @@ def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_faile
                 await asyncio.sleep(0.02)
 
     with engine.unreliable_starts(flaky_start):
-        engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-        wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
-        engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-        wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
-        release.set()
+        try:
+            engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+            wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
+            engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+            wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
+        finally:
+            release.set()
     result = result_of(engine, plan["run_id"], 15)
     assert result["status"] == "cancelled", result
     orphans = [remote_id for remote_id in submits if remote_id not in cancels]
