@@ -14,7 +14,7 @@ from azure.durable_functions.models.utils.http_utils import _close_session
 
 from tests.local.apps import durable_app as app_module
 from tower.local.engine import Engine
-from tower.local.management import PREFIX
+from tower.local.management import LOST_REPLY, PREFIX
 
 
 @pytest.fixture
@@ -171,3 +171,33 @@ def test_bad_requests_get_the_hosts_status_codes(engine):
     assert codes[("POST", "instances/dup/explode")][0] == 404
     assert codes[("GET", "instances?createdTimeFrom=yesterday")][0] == 400
     assert "Traceback" not in "".join(text for _, text in codes.values())
+
+
+def test_unreliable_starts_are_slow_refused_or_lose_their_reply_as_in_azure(engine):
+    async def trouble(name, instance_id):
+        if instance_id == "slow":
+            await asyncio.sleep(0.3)
+        elif instance_id == "refused":
+            raise RuntimeError("503 Server Busy (injected)")
+        elif instance_id == "lost":
+            return LOST_REPLY
+        return None
+
+    async def flow(client):
+        began = asyncio.get_running_loop().time()
+        await client.start_new("sequence", "slow", {"n": 1})
+        slow = asyncio.get_running_loop().time() - began
+        with pytest.raises(Exception) as refused:
+            await client.start_new("sequence", "refused", {"n": 1})
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await client.start_new("waiter", "lost")
+        return slow, refused.value.args[0]
+
+    with engine.unreliable_starts(trouble):
+        slow, refused = run(engine, flow)
+    assert slow >= 0.3 and engine.wait("slow", 5)["runtimeStatus"] == "Completed"
+    assert refused["Message"] == "Something went wrong while processing your request"  # the catch-all 500
+    assert "503 Server Busy" in refused["ExceptionMessage"] and engine.status("refused") is None
+    assert engine.status("lost")["runtimeStatus"] in ("Pending", "Running")  # started, though no one heard
+    assert engine.start_trouble is None  # only while the block ran
+    assert run(engine, lambda client: client.start_new("sequence", "refused", {"n": 1})) == "refused"

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import pytest
 
+from tests.faults import FaultyLedger, RuntimeWithFaults
 from tower import names
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.local.driver import run_app
@@ -17,17 +18,30 @@ from tower.timestamps import utcnow
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
+    """The engine, its runtime's ledger one a test may make fail (`ledger_faults`)."""
     from tower.local.engine import Engine
 
     home = tmp_path_factory.mktemp("tower-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(home))
         patch.delenv("TOWER_HISTORY_TABLE_URL", raising=False)
-        eng = Engine(run_app(), home, activity_workers=8).start()
+        runtime = RuntimeWithFaults(home)
+        eng = Engine(run_app(), home, activity_workers=8, runtime=runtime).start()
         try:
             yield eng
         finally:
             eng.stop()
+            runtime.close()
+
+
+@pytest.fixture
+def ledger_faults(engine) -> FaultyLedger:
+    """The engine's ledger, failing the calls this test names (`FaultyLedger.fail`) until it ends."""
+    faults = engine.runtime.ledger_faults
+    try:
+        yield faults
+    finally:
+        faults.clear()
 
 
 def sim_adapter(engine) -> sim.SimAdapter:

@@ -1,11 +1,13 @@
 """pipeline_run and service_run on the local engine, with the simulator as the platform."""
 
 import json
+import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.faults import ends
 from tower import names
 from tower.runner import store_run
 from tower.runs.history import SqliteRunHistory
@@ -319,20 +321,10 @@ def test_the_submit_never_lingers_past_the_deadline(engine):
     assert time.monotonic() - start < 0.4  # the submit gave up watching at the deadline
 
 
-def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, monkeypatch):
-    import activities.runs
-
-    real, calls = activities.runs.record_report, []
-
-    def failing_first(report):
-        calls.append(report.service)
-        if len(calls) == 1:
-            raise RuntimeError("ledger unavailable")
-        return real(report)
-
-    monkeypatch.setattr(activities.runs, "record_report", failing_first)
+def test_when_the_early_report_fails_the_service_run_reports_with_retries(engine, ledger_faults):
+    outage = ledger_faults.fail("save", sqlite3.OperationalError("database is locked"), when=ends("only"))
     result = run(engine, sim_catalog({"only": {"duration": 0.0}}))
-    assert result["status"] == "succeeded" and calls == ["only", "only"]
+    assert result["status"] == "succeeded" and (outage.failed, outage.seen) == (1, 2)  # the early report, then one
     assert scheduled(engine, service_instance_id(result['run_id'], "only")) == [names.POLL_SERVICE, names.REPORT_SERVICE]
 
 

@@ -16,21 +16,22 @@ from datetime import datetime, timezone
 import azure.durable_functions as df
 import pytest
 
-import activities.remote
 import activities.runs
-import activities.services
+from tests.faults import ends, run_is
 from tests.runs.jobs import job_json
 from tower import names
 from tower.contracts import ServiceReport, ServiceResult
 from tower.errors import EngineError
+from tower.local.management import LOST_REPLY
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
 from tower.runs.history import SqliteRunHistory
 from tower.runs.ledger import ledger_from_environment, open_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
+from tower.runtime import PLATFORM_THREADS
 from tower.timestamps import iso, utcnow
 
-from .conftest import result_of, run, scheduled, sim_adapter, sim_catalog, statuses
+from .conftest import result_of, run, run_plan, scheduled, sim_adapter, sim_catalog, statuses
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -152,22 +153,30 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
 # platform pool until after the cancel (and after the cancel signal to its service run, which does
 # not exist yet, gave up: ~2 s of "No instance") must submit nothing: that submit, and then
 # service_run's own, read the run's cancel flag first. (A platform that cannot stop work, such as an
-# HTTP service whose submit is the work, would otherwise run it in full.)
-def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, monkeypatch):
-    catalog = sim_catalog({"a": {"duration": 0.0}, "c": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
-                           "b": {"deps": ["a"], "duration": 0.2}})  # c first in line, b on the pool
+# HTTP service whose submit is the work, would otherwise run it in full.) The pool is busy with
+# platform calls that hang (an outage elsewhere), begun just as a's end is seen, so that a's report
+# hands c and b to a pool with no thread free.
+def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, platform):
+    work, hanging, release = timed_adapter(work_seconds=0.0), [], threading.Event()
+
+    def poll(handle):
+        status = work.poll(handle)
+        if status.state == "succeeded" and not hanging:  # before this thread reports a's end
+            pool = engine.runtime.platform_threads
+            hanging.extend(pool.submit(release.wait, 30) for _ in range(PLATFORM_THREADS))  # all of it, and more
+        return status
+
+    platform(FunctionAdapter(submit=work.submit, poll=poll))
+    catalog = sim_catalog({"a": {"platform": "tp", "type": "timed"},
+                           "c": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
+                           "b": {"deps": ["a"], "duration": 0.2}})  # c first in line, b behind it
     plan = build_plan(catalog, "p", run_id=f"review-c-{uuid.uuid4().hex[:6]}")
-    real_first_attempt, release = activities.remote.first_attempt, threading.Event()
-
-    def busy_pool(job):
-        if job.service == "b":
-            release.wait(10)
-        return real_first_attempt(job)
-
-    monkeypatch.setattr(activities.remote, "first_attempt", busy_pool)
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-    cancel_while_b_runs(engine, plan)
-    release.set()
+    try:
+        cancel_while_b_runs(engine, plan)
+        assert hanging and not any(call.done() for call in hanging)
+    finally:
+        release.set()
     result = result_of(engine, plan["run_id"], 10)
     assert result["services"]["b"]["status"] == "cancelled", result["services"]["b"]
     assert result["services"]["b"]["remote_id"] is None  # nothing was submitted
@@ -176,30 +185,21 @@ def test_a_service_dispatched_after_the_cancel_gave_up_submits_nothing(engine, m
 
 # A service whose end never reaches the ledger (its report failed LEDGER_RETRY times) must not hang
 # the run: pipeline_run's reconcile finds the ended service run and records its result.
-def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, monkeypatch):
-    import azure.durable_functions as df
-
+def test_a_report_lost_to_an_outage_is_recovered_by_the_reconcile(engine, ledger_faults, monkeypatch):
     import orchestrators.pipeline
 
     # the same outage, shorter: 2 tries 10 ms apart instead of 10 tries 1 s apart
     monkeypatch.setattr(orchestrators.pipeline, "LEDGER_RETRY",
                         df.RetryOptions(first_retry_interval_in_milliseconds=10, max_number_of_attempts=2))
-    real, calls = activities.runs.record_report, []
-
-    def outage(report):
-        calls.append(report.service)
-        if len(calls) <= 3:  # the early report and both REPORT_SERVICE tries
-            raise RuntimeError("ledger unavailable")
-        return real(report)
-
-    monkeypatch.setattr(activities.runs, "record_report", outage)
+    # the early report and both REPORT_SERVICE tries cannot write; the reconcile's write can
+    outage = ledger_faults.fail("save", sqlite3.OperationalError("disk I/O error"), times=3, when=ends("only"))
     plan = build_plan(sim_catalog({"only": {"duration": 0.0}}), "p", run_id=f"review-d-{uuid.uuid4().hex[:6]}")
     plan["reconcile_after"] = 0.5  # reconcile soon, not after a minute
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
     try:
         service_ended(engine, plan["run_id"], "only")
-        time.sleep(1.0)  # the ledger is back
         assert result_of(engine, plan["run_id"], 5)["services"]["only"]["status"] == "succeeded"
+        assert outage.failed == 3, f"{outage.failed} report(s) met the outage"
     finally:
         if engine.status(plan["run_id"])["runtimeStatus"] not in ("Completed", "Failed", "Terminated"):
             engine.terminate(plan["run_id"], "review test cleanup")
@@ -342,7 +342,7 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
 # A service whose cancel signal found no instance (its service run was being started) is stopped by
 # its first look at the work, which reads the run's cancel flag; when that look fails retryably
 # (here the platform's cancel answers 503 once), the next look must read the flag again.
-def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypatch):
+def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform):
     from tower.errors import RetryableError
 
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
@@ -355,17 +355,18 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypa
             raise RetryableError("cancel answered 503 Service Unavailable", platform="tp")
 
     platform(FunctionAdapter(submit=work.submit, poll=work.poll, cancel=cancel))
-    real_start, release = activities.runs._start, threading.Event()
+    b, release = service_instance_id(plan["run_id"], "b"), threading.Event()
 
-    async def slow_start(client, run_id, instance_id, job):  # b's service run is created late
-        while job.service == "b" and not release.is_set():
+    async def slow_start(name, instance_id):  # the Durable HTTP API creates b's service run late
+        while instance_id == b and not release.is_set():
             await asyncio.sleep(0.02)
-        return await real_start(client, run_id, instance_id, job)
 
-    monkeypatch.setattr(activities.runs, "_start", slow_start)
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-    cancel_while_b_runs(engine, plan)
-    release.set()
+    with engine.unreliable_starts(slow_start):
+        try:
+            engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+            cancel_while_b_runs(engine, plan)
+        finally:
+            release.set()
     result = result_of(engine, plan["run_id"], 10)
     b = service_ended(engine, plan["run_id"], "b")["output"]
     assert b["status"] == "cancelled", f"b {b['status']} after the run was cancelled (cancel calls: {len(cancels)})"
@@ -375,17 +376,14 @@ def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform, monkeypa
 # The deadline counts from the submit at dispatch. When the service run itself starts after it
 # (queues, an outage), work its first look finds done stands: it was done in time as far as anyone
 # can tell, and Tower's own delay must not fail it. Work still running then is timed out.
-def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engine, monkeypatch):
-    real_start = activities.runs._start
-
-    async def late_start(client, run_id, instance_id, job):
-        if job.service in ("done", "running"):
+def test_work_found_done_by_a_service_run_started_after_the_deadline_stands(engine):
+    async def late_start(name, instance_id):  # the Durable HTTP API takes 0.4 s to create them
+        if instance_id.endswith((":done", ":running")):
             await asyncio.sleep(0.4)
-        return await real_start(client, run_id, instance_id, job)
 
-    monkeypatch.setattr(activities.runs, "_start", late_start)
-    result = run(engine, sim_catalog({"done": {"duration": 0.0, "timeout": 0.2},
-                                      "running": {"duration": 5.0, "timeout": 0.2}}))
+    with engine.unreliable_starts(late_start):
+        result = run(engine, sim_catalog({"done": {"duration": 0.0, "timeout": 0.2},
+                                          "running": {"duration": 5.0, "timeout": 0.2}}))
     assert result["services"]["done"]["status"] == "succeeded", result["services"]["done"]
     running = result["services"]["running"]
     assert running["status"] == "failed" and running["error"].startswith("timed out after")
@@ -398,55 +396,58 @@ def _at(text: str) -> datetime:
 
 # A store hiccup (SQLite "database is locked", a Table 503) while the first look reads the run's
 # cancel flag must not fail healthy work: an unreadable flag counts as unset.
-def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, monkeypatch):
-    real, calls = activities.services.is_cancelled, []
-
-    def hiccup(ledger, run_id):
-        calls.append(run_id)
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("database is locked")
-        return real(ledger, run_id)
-
-    monkeypatch.setattr(activities.services, "is_cancelled", hiccup)
-    result = run(engine, sim_catalog({"only": {"duration": 0.05}}))
+def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, ledger_faults):
+    plan = build_plan(sim_catalog({"only": {"duration": 0.05}}), "p", run_id=f"review-h-{uuid.uuid4().hex[:6]}")
+    # the run's second flag read: the first is the submit at dispatch's, the second the first look's
+    hiccup = ledger_faults.fail("meta", sqlite3.OperationalError("database is locked"), skip=1,
+                                when=run_is(plan["run_id"]))
+    result = run_plan(engine, plan)
     only = result["services"]["only"]
-    assert calls, "the first look did not read the cancel flag"
+    assert hiccup.failed == 1, "the first look did not read the cancel flag"
     assert only["status"] == "succeeded", f"only {only['status']}: {only['error']}"
+    assert only["remote_id"] and scheduled(engine, plan["services"]["only"]["iid"]) == [names.POLL_SERVICE]
 
 
 # A repeated report (REPORT_SERVICE after an early report whose starts failed, or an activity retry)
 # names every running service in `ensure`; it must not start the service run of one whose submit at
-# dispatch, by another report, is still in flight (its submit would go out beside that one).
-def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_submitting(engine, platform,
-                                                                                      monkeypatch):
-    adapter, overlaps = slow_submits(1.5)
+# dispatch, by another report, is still in flight (its submit would go out beside that one). Here the
+# Durable HTTP API creates c's service run but its reply never comes back, and it refuses the start
+# tried again in place (`START_RETRY_DELAYS`, 7.5 s in all), so b's early report fails and b's
+# service run reports again while slow's submit (10 s) is still in flight.
+def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_submitting(engine, platform):
+    adapter, overlaps = slow_submits(sum(activities.runs.START_RETRY_DELAYS) + 2.5)
     platform(adapter)
-    real_act, failed = activities.runs.act, []
+    starts_of_c = []
 
-    async def act_whose_reply_is_lost(client, run_id, step):
-        outcome = await real_act(client, run_id, step)
-        if any(job.service == "c" for job in step.start.values()) and not failed:
-            failed.append(run_id)  # c was started, but the Durable HTTP API's reply never came back
-            raise Exception("timed out waiting for the reply (injected)")
-        return outcome
+    async def reply_lost_then_refused(name, instance_id):
+        if instance_id.endswith(":c"):
+            starts_of_c.append(instance_id)
+            if len(starts_of_c) == 1:
+                return LOST_REPLY   # c's service run is created; the caller never hears of it
+            if len(starts_of_c) <= 1 + len(activities.runs.START_RETRY_DELAYS):
+                raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
+        return None
 
-    monkeypatch.setattr(activities.runs, "act", act_whose_reply_is_lost)
-    # a's early report dispatches b (first in line) and slow (1.5 s on the pool);
-    # b ends at once, its early report dispatches c, and its `act` fails, so b's service run reports again
+    # a's early report dispatches b (first in line) and slow (its submit in flight for 10 s);
+    # b ends at once, its early report dispatches c, whose starts all fail, so b's service run reports again
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
                            "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 1.0},
                            "c": {"deps": ["b"], "duration": 0.0}})
-    result = run(engine, catalog)
-    assert failed, "b's early report never failed: the scenario did not happen"
+    with engine.unreliable_starts(reply_lost_then_refused):
+        result = run(engine, catalog)
+    run_id = result["run_id"]
+    assert len(starts_of_c) == 1 + len(activities.runs.START_RETRY_DELAYS), starts_of_c
+    assert scheduled(engine, service_instance_id(run_id, "b")) == [names.POLL_SERVICE, names.REPORT_SERVICE], \
+        "b's early report did not fail: the scenario did not happen"
     assert result["status"] == "succeeded", result
     assert overlaps == [], f"submitted beside a submit at dispatch still in flight: {overlaps}"
-    assert scheduled(engine, service_instance_id(result['run_id'], "slow")) == [names.POLL_SERVICE]
+    assert scheduled(engine, service_instance_id(run_id, "slow")) == [names.POLL_SERVICE]
 
 
 # Only the dispatch has the handle of the work it submitted, so a failed start of its service run is
 # tried again in place: a service run started later without it would know nothing of that work and,
 # if the run was cancelled meanwhile, submit nothing and leave the work running on its platform.
-def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_failed(engine, platform, monkeypatch):
+def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_failed(engine, platform):
     submits, cancels = [], []
 
     def submit(submission):
@@ -460,26 +461,27 @@ def test_work_submitted_at_dispatch_is_cancelled_even_when_its_first_start_faile
         return Status("running", poll_after=left) if left > 0 else Status("succeeded")
 
     platform(FunctionAdapter(submit=submit, poll=poll, cancel=lambda handle: cancels.append(handle.remote_id)))
-    real_start, starts, release = activities.runs._start, [], threading.Event()
-
-    async def flaky_start(client, run_id, instance_id, job):
-        if job.service == "b":
-            starts.append(job.first is not None)
-            if len(starts) == 1:
-                raise Exception("500 Internal Server Error (injected)")
-            while not release.is_set():
-                await asyncio.sleep(0.02)
-        return await real_start(client, run_id, instance_id, job)
-
-    monkeypatch.setattr(activities.runs, "_start", flaky_start)
     ledger = ledger_from_environment(engine.home)
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-s3-{uuid.uuid4().hex[:6]}")
-    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
-    wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
-    engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
-    wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
-    release.set()
+    b, starts, release = service_instance_id(plan["run_id"], "b"), [], threading.Event()
+
+    async def flaky_start(name, instance_id):  # b's first start refused, the next one slow
+        if instance_id == b:
+            starts.append(instance_id)
+            if len(starts) == 1:
+                raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
+            while not release.is_set():
+                await asyncio.sleep(0.02)
+
+    with engine.unreliable_starts(flaky_start):
+        try:
+            engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+            wait_until(lambda: len(starts) >= 2 and submits, what="b submitted at dispatch and started again")
+            engine.raise_event(plan["run_id"], names.CANCEL_EVENT, None)
+            wait_until(lambda: ledger.load(plan["run_id"]).meta["cancel"], what="the cancel in the ledger")
+        finally:
+            release.set()
     result = result_of(engine, plan["run_id"], 15)
     assert result["status"] == "cancelled", result
     orphans = [remote_id for remote_id in submits if remote_id not in cancels]

@@ -26,12 +26,13 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import app_runtime  # the shell's slot for the runtime its functions use (see app_runtime.py)
 from tower.errors import EngineError, InstanceExists, InstanceNotFound, NonDeterminismError
@@ -43,6 +44,9 @@ from tower.processes import pid_alive
 from tower.redact import redact
 from tower.runs.plan import _FORBIDDEN_IN_ID, MAX_INSTANCE_ID, is_valid_instance_id
 from tower.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tower.local.management import StartTrouble
 
 POLL_SECONDS = 0.1          # how often the inbox is polled for messages from other processes
 # Several engines (processes) over one home cooperate as the Azure Storage backend's workers do: one
@@ -251,6 +255,7 @@ class Engine:
         self._work: Queue = Queue()
         self._threads: list[threading.Thread] = []
         self._runner = None
+        self.start_trouble: StartTrouble | None = None     # see unreliable_starts
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Engine:
@@ -384,6 +389,18 @@ class Engine:
             self._create(db, instance_id, name, input_json, None)
         self._wake.set()
         return instance_id
+
+    @contextmanager
+    def unreliable_starts(self, trouble: StartTrouble) -> Iterator[None]:
+        """While the block runs, the starts through the Durable HTTP API (a client's `start_new`)
+        meet `trouble` first (`tower.local.management.StartTrouble`): slow, refused with a 500, or
+        with their reply lost, as Azure's API may leave them, so a test can show the app surviving
+        it. Starts from this engine's own `start_new` (the CLI, tests) are not affected."""
+        before, self.start_trouble = self.start_trouble, trouble
+        try:
+            yield
+        finally:
+            self.start_trouble = before
 
     def _create(self, db, instance_id: str, name: str, input_json: str | None, parent: dict | None) -> None:
         """Create the instance row and its start message; EngineError for an unknown name or a bad id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import quote
 
@@ -32,6 +33,18 @@ CONTINUATION_HEADER = "x-ms-continuation-token"
 SOMETHING_WENT_WRONG = "Something went wrong while processing your request"
 ALREADY_EXISTS_TYPE = "DurableTask.Core.Exceptions.OrchestrationAlreadyExistsException"
 RPC_EXCEPTION_TYPE = "Grpc.Core.RpcException"     # a payload over the scheduler's message limit
+
+# What Azure's Durable HTTP API does to a start now and then, and a client must survive (the
+# extension answers from a Functions host that shares its instance and its storage account with the
+# app): a start is slow (storage latency, throttling), refused (a storage failure reaches the
+# extension's catch-all: 500 "Something went wrong" with the exception's text and type), or done
+# without the caller ever hearing so (the connection drops after the extension acted; the SDK raises
+# aiohttp's ServerDisconnectedError and closes its one session, `http_utils._handle_request_error`).
+# `Engine.unreliable_starts` re-enacts them: a `StartTrouble` is awaited with the orchestrator's
+# name and the instance id before each start through this API: it may wait (a slow start), raise (a
+# refused one), or return LOST_REPLY (the instance is created, the reply is never sent).
+StartTrouble = Callable[[str, "str | None"], Awaitable["str | None"]]
+LOST_REPLY = "lost reply"
 
 
 def binding_string(base_url: str, hub: str = "TowerHub") -> str:
@@ -151,8 +164,14 @@ class _Api:
     async def start(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         instance_id = request.match_info.get("instance_id")
+        body, trouble, outcome = await _body(request), self.engine.start_trouble, None
+        if trouble is not None:   # see StartTrouble
+            try:
+                outcome = await trouble(name, instance_id)
+            except Exception as exc:
+                return _internal_error(exc, type(exc).__name__)
         try:
-            instance_id = self.engine.start_new(name, instance_id, await _body(request))
+            instance_id = self.engine.start_new(name, instance_id, body)
         except InstanceExists as exc:      # not mapped by the extension: its catch-all 500
             return _internal_error(exc, ALREADY_EXISTS_TYPE)
         except PayloadTooLarge as exc:
@@ -160,6 +179,8 @@ class _Api:
         except EngineError as exc:        # an unknown orchestrator or a bad id
             return _error(400, str(exc))
         links = self._links(request, instance_id)
+        if outcome == LOST_REPLY and request.transport is not None:
+            request.transport.abort()     # started, and the caller never hears of it
         return web.json_response(links, status=202, headers={"Location": links["statusQueryGetUri"]})
 
     async def status(self, request: web.Request) -> web.Response:
