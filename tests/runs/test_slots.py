@@ -353,3 +353,34 @@ def test_a_pool_write_that_loses_every_race_is_a_ledger_conflict(tmp_path):
     with pytest.raises(LedgerConflict, match=r"platform slots 'x': the pool kept changing .*\(\d+ tries\)"):
         slots.sync(store, "x", waiter, T0)
     assert store.writes == slots.SYNC_ATTEMPTS
+
+
+class FailingSlots(slots.SqliteSlots):
+    """A pool store whose writes fail while `down` (a Table 503 during the sync after a run's save)."""
+
+    down = True
+
+    def write(self, pool, tag, state) -> bool:
+        if self.down:
+            raise OSError("503 Server Busy (injected)")
+        return super().write(pool, tag, state)
+
+
+def test_a_sync_that_fails_after_the_save_leaves_the_saved_starts_to_the_retry(tmp_path):
+    """The activity fails, so nothing dispatched what the saved change took: its retry on this host
+    must start them, not leave them `dispatching` for the whole grace (30 minutes)."""
+    ledger = SqliteRunLedger(tmp_path / "ledger.db")
+    failing = FailingSlots(tmp_path / "ledger.db")
+    ledger.slots = lambda: failing
+    failing.down = False
+    plan = plan_of("a-1", {"a": [], "free0": ["a"], "b": ["a"]}, limit=1)
+    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["a-1:a"]
+    ledger.dispatches.settled(["a-1:a"])
+    failing.down = True
+    with pytest.raises(OSError, match="503"):
+        finish_service(ledger, "a-1", "a", ok("a"), T0 + timedelta(seconds=1))  # saved: free0 taken, then the sync fails
+    assert ledger.dispatches.under_way() == frozenset()
+    failing.down = False
+    again = finish_service(ledger, "a-1", "a", ok("a"), T0 + timedelta(seconds=2))  # the activity's retry
+    assert "a-1:free0" in again.ensure and again.dispatching == frozenset()
+    assert list(again.start) == ["a-1:b"]  # a's slot, given back by the retry's sync

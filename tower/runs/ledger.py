@@ -497,7 +497,12 @@ def _shared_change(ledger: RunLedger, run_id: str, now: datetime, change: Callab
         step.offers = _offers(scheduler, scheduler.touched)
         return step
 
-    return _share(ledger, _change(ledger, run_id, now, with_offers), now)
+    step = _change(ledger, run_id, now, with_offers)
+    try:
+        return _share(ledger, step, now)
+    except BaseException:  # the activity fails and no `act` dispatches the saved starts: not under way here
+        ledger.dispatches.settled(step.start)  # (else its retry would leave them to the grace, not start them)
+        raise
 
 
 def _share(ledger: RunLedger, step: Step, now: datetime) -> Step:
