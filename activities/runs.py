@@ -128,7 +128,9 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
     """Start a ready service's run with the handle of its first attempt, once `submit` is done.
     A start that fails is tried again here, after each of `START_RETRY_DELAYS`: only this call
     has the handle (a later start would submit again and, if the run was cancelled meanwhile,
-    leave the work submitted here running)."""
+    leave the work submitted here running). A failed start may have taken effect with only its reply
+    lost, so the instance is looked up first: a service run that already ended would otherwise be
+    replaced (a start overrides an ended instance) and watch its work a second time."""
     try:
         first = await asyncio.wrap_future(submit)
         for delay in (*START_RETRY_DELAYS, None):
@@ -140,8 +142,19 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
                 log.warning("run %s: starting service run %s failed, trying again: %s", run_id, instance_id,
                             redact(str(exc)))
                 await asyncio.sleep(delay)
+                if await _exists(client, instance_id):
+                    log.info("run %s: service run %s was started; only the reply was lost", run_id, instance_id)
+                    return 1
     finally:
         app_runtime.current().ledger.dispatches.settled([instance_id])
+
+
+async def _exists(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    """Is there such an instance? False when the lookup fails as well (the start is then tried again)."""
+    try:
+        return _runtime(await client.get_status(instance_id)) is not None
+    except Exception:
+        return False
 
 
 async def _start(client: df.DurableOrchestrationClient, run_id: str, instance_id: str, job: ServiceJob) -> int:

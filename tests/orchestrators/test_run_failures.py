@@ -411,19 +411,17 @@ def test_a_ledger_hiccup_at_the_first_look_does_not_fail_the_service(engine, led
 # A repeated report (REPORT_SERVICE after an early report whose starts failed, or an activity retry)
 # names every running service in `ensure`; it must not start the service run of one whose submit at
 # dispatch, by another report, is still in flight (its submit would go out beside that one). Here the
-# Durable HTTP API creates c's service run but its reply never comes back, and it refuses the start
-# tried again in place (`START_RETRY_DELAYS`, 7.5 s in all), so b's early report fails and b's
-# service run reports again while slow's submit (10 s) is still in flight.
+# Durable HTTP API refuses c's start and every start tried again in place (`START_RETRY_DELAYS`,
+# 7.5 s in all), so b's early report fails and b's service run reports again while slow's submit
+# (10 s) is still in flight; that report's `ensure` starts c.
 def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_submitting(engine, platform):
     adapter, overlaps = slow_submits(sum(activities.runs.START_RETRY_DELAYS) + 2.5)
     platform(adapter)
     starts_of_c = []
 
-    async def reply_lost_then_refused(name, instance_id):
+    async def refused(name, instance_id):
         if instance_id.endswith(":c"):
             starts_of_c.append(instance_id)
-            if len(starts_of_c) == 1:
-                return LOST_REPLY   # c's service run is created; the caller never hears of it
             if len(starts_of_c) <= 1 + len(activities.runs.START_RETRY_DELAYS):
                 raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
         return None
@@ -433,15 +431,37 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0, "expected": 10.0},
                            "slow": {"deps": ["a"], "platform": "tp", "type": "timed", "expected": 1.0},
                            "c": {"deps": ["b"], "duration": 0.0}})
-    with engine.unreliable_starts(reply_lost_then_refused):
+    with engine.unreliable_starts(refused):
         result = run(engine, catalog)
     run_id = result["run_id"]
-    assert len(starts_of_c) == 1 + len(activities.runs.START_RETRY_DELAYS), starts_of_c
+    assert len(starts_of_c) == 2 + len(activities.runs.START_RETRY_DELAYS), starts_of_c  # and the ensure's
     assert scheduled(engine, service_instance_id(run_id, "b")) == [names.POLL_SERVICE, names.REPORT_SERVICE], \
         "b's early report did not fail: the scenario did not happen"
     assert result["status"] == "succeeded", result
     assert overlaps == [], f"submitted beside a submit at dispatch still in flight: {overlaps}"
     assert scheduled(engine, service_instance_id(run_id, "slow")) == [names.POLL_SERVICE]
+
+
+# A start whose reply was lost took effect: the dispatch looks before it starts again, since a start
+# over a service run that already ended would replace it and watch its work a second time.
+def test_a_start_whose_reply_was_lost_is_not_made_again(engine):
+    starts = []
+
+    async def reply_lost(name, instance_id):
+        if instance_id.endswith(":b"):
+            starts.append(instance_id)
+            if len(starts) == 1:
+                return LOST_REPLY   # b's service run is created; the caller never hears of it
+        return None
+
+    with engine.unreliable_starts(reply_lost):
+        result = run(engine, sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0}}))
+        wait_until(lambda: service_instance_id(result["run_id"], "b") not in engine.runtime.ledger.dispatches,
+                   what="b's dispatch settled")  # b ran, and ended, while its dispatch waited to try again
+    assert result["status"] == "succeeded", result
+    assert len(starts) == 1, f"b's service run was started {len(starts)} times"
+    b = result["services"]["b"]
+    assert sim_adapter(engine).poll_counts().get(b["remote_id"], 0) <= 1
 
 
 # Only the dispatch has the handle of the work it submitted, so a failed start of its service run is
