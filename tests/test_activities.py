@@ -1,6 +1,7 @@
 """The activities' plumbing: adapters kept per process, signals that wait for their instance."""
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -123,3 +124,39 @@ def test_a_history_row_is_the_last_attempt_or_the_service_when_no_attempt_starte
     assert runs.history_row(report, ServiceResult.from_json(lost)) == {"run_id": "r-1", "pipeline": "p", "service": "b", "status": "failed",
                                               "attempt": 1, "started": "t0", "finished": None, "remote_id": None,
                                               "error": "its service run ended"}
+
+
+class EndsAt:
+    """Work that ends `seconds` after it was created, answering each poll with `hint` as `poll_after`;
+    counts the polls (what `linger` is judged by: looks, not wall time)."""
+
+    def __init__(self, seconds: float, hint: float | None = None):
+        self.ends, self.hint, self.polls = time.monotonic() + seconds, hint, 0
+
+    def poll(self, handle):
+        self.polls += 1
+        if time.monotonic() >= self.ends:
+            return Status("succeeded")
+        return Status("running", poll_after=self.hint)
+
+
+def test_a_watch_without_a_hint_looks_again_ever_later():
+    work = EndsAt(0.7)  # looks at about 0.05, 0.15, 0.35 and 0.75 s (each pause doubles)
+    assert remote.linger(work, Handle("w"), Status("running"), budget=5.0).state == "succeeded"
+    assert 3 <= work.polls <= 4, work.polls  # 14 at a fixed 0.05 s
+
+
+def test_a_watch_follows_the_platforms_hint_and_a_steady_pace_when_given_one():
+    hinted = EndsAt(0.7, hint=0.4)  # looks at 0.4 and 0.8 s, not at 0.05, 0.15, 0.35, 0.75
+    assert remote.linger(hinted, Handle("w"), Status("running", poll_after=0.4), budget=5.0).state == "succeeded"
+    assert hinted.polls == 2
+    steady = EndsAt(0.45)  # `every` 0.1 s (the window of the expected end): 0.1, 0.2 ... 0.5, not 0.1, 0.3, 0.7
+    assert remote.linger(steady, Handle("w"), Status("running"), budget=5.0, every=0.1).state == "succeeded"
+    assert steady.polls >= 4, steady.polls
+
+
+def test_a_watch_leaves_work_not_done_within_its_budget_to_the_durable_timers():
+    work = EndsAt(3.0)
+    started = time.monotonic()
+    assert remote.linger(work, Handle("w"), Status("running"), budget=0.5).state == "running"
+    assert time.monotonic() - started < 0.5 and work.polls == 3  # at 0.05, 0.15, 0.35; the next (0.75) is over

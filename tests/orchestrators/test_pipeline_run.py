@@ -138,6 +138,9 @@ def test_cancel_stops_running_services_remotely_and_cancels_the_rest(engine):
                                 "quick": "succeeded"}
     assert {result["services"][n]["remote_id"] for n in ("long", "other")} <= sim_adapter(engine).cancelled_remote_ids()
     assert result["services"]["after"]["attempts"] == 0
+    for name in ("long", "other"):  # what each service run showed while it ran (`tower status` reads it)
+        shown = engine.status(plan["services"][name]["iid"])["customStatus"]
+        assert shown == {"s": "cancelled", "a": 1, "rid": result["services"][name]["remote_id"], "url": None}
 
 
 def test_a_cancel_wider_than_one_step_is_made_by_several_activity_calls(engine, monkeypatch):
