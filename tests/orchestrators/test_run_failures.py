@@ -132,10 +132,23 @@ def test_a_slow_submit_never_watches_past_the_deadline(engine, platform):
 
 
 # A success the watching submit reported stands when a cancel wins the race in service_run at that
-# moment: ledger, service result and run history agree.
-def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, platform):
+# moment: ledger, service result and run history agree. The watch is the first look's poll when the
+# work was submitted at dispatch, the submit's own when the service run had to submit it.
+@pytest.mark.parametrize("submitter", ["dispatch", "service_run"])
+def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, platform, submitter):
     submitted = threading.Event()
-    platform(timed_adapter(work_seconds=0.35, submitted=submitted))
+    work = timed_adapter(work_seconds=0.35, submitted=submitted)
+    if submitter == "service_run":
+        refused, timed = [], work
+
+        def submit(submission):  # the submit at dispatch fails: service_run submits, and watches
+            if not refused:
+                refused.append(submission.service)
+                raise ConnectionError("connection reset (injected)")
+            return timed.submit(submission)
+
+        work = FunctionAdapter(submit=submit, poll=timed.poll)
+    platform(work)
     catalog = sim_catalog({"only": {"platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-b-{uuid.uuid4().hex[:6]}")
     engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
@@ -147,6 +160,8 @@ def test_a_success_reported_while_a_cancel_arrives_stands_everywhere(engine, pla
     history = {r.service: r.status for r in SqliteRunHistory(engine.home / "history.db").attempts(plan["run_id"])}
     assert (in_ledger, own, history["only"]) == (in_ledger, in_ledger, in_ledger), \
         f"ledger {in_ledger}, service_run {own}, history {history['only']}"
+    assert scheduled(engine, plan["services"]["only"]["iid"])[0] == \
+        (names.POLL_SERVICE if submitter == "dispatch" else names.SUBMIT_SERVICE)
 
 
 # A service the ledger took off the ready queue but whose submit at dispatch waits its turn on a busy
