@@ -37,7 +37,10 @@ MODULES = {
     "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
     # every adapter test calls adapter_for: mutants of __init__.py run against the settings tests only
-    "platforms": ("tower/platforms/[!_]*.py tower/platforms/_auth.py", ["tests/platforms"]),
+    "platforms": ("tower/platforms/base.py tower/platforms/http.py tower/platforms/databricks.py "
+                  "tower/platforms/snowflake.py tower/platforms/_auth.py", ["tests/platforms"]),
+    # the platforms that run here (processes, the simulator): scored on their own, all mutants
+    "local_platforms": ("tower/platforms/command.py tower/platforms/sim.py", ["tests/platforms"]),
     "platforms_init": ("tower/platforms/__init__.py", ["tests/platforms/test_settings.py",
                                                        "tests/platforms/test_sim.py"]),
     # ledger.py (the dispatch API), ledger_sqlite.py and ledger_table.py (the two stores; Azurite)

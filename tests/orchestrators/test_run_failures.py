@@ -131,6 +131,26 @@ def test_a_slow_submit_never_watches_past_the_deadline(engine, platform):
     assert result["services"]["after"]["status"] == "upstream_failed"
 
 
+# The work a service run's own submit started after its deadline passed (the submit was slow) is
+# cancelled with the handle that submit returned: nothing is left running on the platform.
+def test_work_submitted_by_a_submit_that_outlived_the_deadline_is_cancelled(engine, platform):
+    submits, cancels = [], []
+
+    def submit(submission):
+        submits.append(f"work-{len(submits)}")
+        if len(submits) == 1:  # the submit at dispatch fails: service_run submits itself
+            raise ConnectionError("connection reset (injected)")
+        time.sleep(0.5)  # past the 0.2 s deadline
+        return Handle(remote_id=submits[-1])
+
+    platform(FunctionAdapter(submit=submit, poll=lambda handle: Status("running", poll_after=30.0),
+                             cancel=lambda handle: cancels.append(handle.remote_id)))
+    result = run(engine, sim_catalog({"slow": {"platform": "tp", "type": "timed", "timeout": 0.2}}))
+    slow = result["services"]["slow"]
+    assert (slow["status"], slow["error"]) == ("failed", "timed out after 0.2s"), slow
+    assert (slow["remote_id"], cancels) == ("work-1", ["work-1"])
+
+
 # A success the watching submit reported stands when a cancel wins the race in service_run at that
 # moment: ledger, service result and run history agree. The watch is the first look's poll when the
 # work was submitted at dispatch, the submit's own when the service run had to submit it.
