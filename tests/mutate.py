@@ -10,7 +10,7 @@ with why.
 
     .venv/bin/python tests/mutate.py [entry ...]        # default: every entry below
     .venv/bin/python tests/mutate.py --every 3 ledger   # a deterministic sample: every 3rd mutant
-    .venv/bin/python tests/mutate.py --again platforms  # only the last run's survivors, against the tests now
+    .venv/bin/python tests/mutate.py --again platforms  # what is not known killed, on the code and tests now
 """
 
 from __future__ import annotations
@@ -122,6 +122,21 @@ def sample(work: Path, every: int | None) -> list[str]:
     return chosen
 
 
+def again_sample(work: Path, name: str, every: int | None) -> tuple[list[str], list[str]]:
+    """After new tests or code changes: the sample drawn again from the mutants of the code as it is
+    now (mutmut keeps the result of each mutant whose function did not change, and collects the
+    tests that are new), and of it what is not known killed: the last survivors, and every mutant
+    of a function that changed. The settings are written again, so a test list that grew counts."""
+    (work / "setup.cfg").write_text(setup_cfg(*MODULES[name]))
+    before = set((work / "sample").read_text().split())
+    chosen = sample(work, every)
+    (work / "sample").write_text("\n".join(chosen))
+    statuses = results(work)
+    todo = [n for n in chosen if statuses[n] in ("survived", "no tests", "not checked")]
+    print(f"   {len(set(chosen) - before)} mutant(s) new to the sample (their function changed)", flush=True)
+    return chosen, todo
+
+
 def file_of(mutant: str) -> str:
     """tower.runs.ledger.x_open_run__mutmut_3 -> tower/runs/ledger.py (a package's: its __init__.py)"""
     module = ".".join(part for part in mutant.split(".") if "__mutmut_" not in part).replace(".", "/")
@@ -132,11 +147,9 @@ def run(name: str, jobs: int, every: int | None, again: bool = False, report: bo
     work = WORK / name
     if report:  # the last run's results as they stand (mutants it did not get to count as survived)
         chosen, todo = (work / "sample").read_text().split(), []
-    elif again:  # the mutants and results stay; mutmut copies tests/ anew and collects the new tests
-        chosen = (work / "sample").read_text().split()
-        before = results(work)
-        todo = [n for n in chosen if before[n] in ("survived", "no tests", "not checked")]
-        print(f"== {name}: {len(todo)} survivor(s) of the last run again (log: {work / 'run.log'})", flush=True)
+    elif again:  # what is not known killed, on the code and tests as they are now (`again_sample`)
+        chosen, todo = again_sample(work, name, every)
+        print(f"== {name}: {len(todo)} mutant(s) not known killed, run again (log: {work / 'run.log'})", flush=True)
     else:
         work = prepare(name)
         print(f"== {name}: mutating {MODULES[name][0]} (log: {work / 'run.log'})", flush=True)
@@ -177,7 +190,7 @@ def main() -> None:
                         help="mutants run at once (default 1: the machine is shared)")
     parser.add_argument("--every", type=int, default=None,
                         help="score every N-th mutant of each file (default: all, or SAMPLE's N for the files there)")
-    parser.add_argument("--again", action="store_true", help="run the last run's survivors again (after new tests)")
+    parser.add_argument("--again", action="store_true", help="run what is not known killed again: survivors, and mutants of changed code")
     parser.add_argument("--report", action="store_true", help="only print the last run's table")
     args = parser.parse_args()
     unknown = [name for name in args.modules if name not in MODULES]
