@@ -729,6 +729,23 @@ def test_the_sqlite_store_keeps_its_contract(ledger):
         (None, None, None, None)
 
 
+def test_a_run_stored_here_opens_from_this_hosts_memory(ledger):
+    plan = plan_of({"a": [], "b": ["a"]})
+    loads, load = [], ledger.load
+    ledger.load = lambda run_id, since=None: loads.append(since) or load(run_id, since)
+    assert lg.create_run(ledger, plan, inputs_of(plan), T0)
+    assert live_status(ledger, "r1", T0)["started"] == iso(T0)  # stored, not opened yet
+    assert list(open_run(ledger, "r1", T1).start) == ["r1:a"]
+    assert loads == []  # the scheduler the store left in memory: no read of the run
+
+
+def test_a_deadline_in_the_plan_is_in_the_runs_status(ledger, tmp_path):
+    plan = {**plan_of({"a": [], "b": ["a"]}), "deadline": iso(T0 + timedelta(hours=2))}
+    open_new(ledger, plan, inputs_of(plan), T0)
+    status = live_status(SqliteRunLedger(tmp_path / "ledger.db"), "r1", T0 + timedelta(seconds=1))
+    assert status["deadline"] == iso(T0 + timedelta(hours=2)) and status["at_risk"] is False
+
+
 def test_a_run_stored_before_plans_were_kept_reads_its_outline_from_its_core(ledger):
     plan = a_plan()
     store_plan(ledger, plan, T0)

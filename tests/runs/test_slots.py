@@ -225,6 +225,20 @@ def test_a_grant_lost_before_its_run_took_it_is_taken_by_a_reconcile(store, monk
     assert list(step.start) == ["b-1:s0"] and holders(ledger) == {("b-1", "s0")}
 
 
+def test_another_runs_reconcile_takes_the_lost_grant_and_only_it(store, monkeypatch):
+    ledger = store()
+    a, b = plan_of("a-1", wide(2), limit=2), plan_of("b-1", wide(2), limit=2)  # the same service names
+    open_run(ledger, a, inputs_of(a), T0)
+    open_run(ledger, b, inputs_of(b), T0)
+    with monkeypatch.context() as crash:     # the pool granted b's s0, the host died before b's change
+        crash.setattr(lg, "_take_granted", lambda *args: (_ for _ in ()).throw(SystemExit("crash")))
+        with pytest.raises(SystemExit):
+            finish_service(ledger, "a-1", "s0", ok("s0"), T0)
+    step = reconcile_run(store(), "a-1", T0 + timedelta(minutes=1))  # a's reconcile sweeps its pool's other runs
+    assert list(step.start) == ["b-1:s0"]  # b's s0 holds the slot; b's s1 (a's s1 holds the other) still waits
+    assert {n: r["status"] for n, r in ledger.load("b-1").records.items()} == {"s0": "running", "s1": "pending"}
+
+
 def test_a_deleted_run_leaves_its_pools_on_a_reconcile(store, monkeypatch):
     ledger = store()
     a, b = plan_of("a-1", wide(1), limit=1), plan_of("b-1", wide(1), limit=1)
@@ -316,6 +330,9 @@ def test_reports_from_many_threads_and_hosts_never_exceed_the_limit(store, monke
 def test_core_of_carries_priority_and_shares_limited_platforms():
     core = core_of(plan_of("a-1", wide(1), priority=7))
     assert core["priority"] == 7 and core["platforms"]["x"]["shared"] is True
+    unset = plan_of("a-1", wide(1))
+    del unset["priority"]
+    assert core_of(unset)["priority"] == 0  # ranks with the runs that say 0
     assert PRIORITY_RANGE == (-100, 100)
 
 
