@@ -419,3 +419,100 @@ def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
     assert outline["services"]["s7"] == {key: plan["services"]["s7"][key] for key in ("deps", "expected", "platform", "iid")}
     assert dispatch.open_run(ledger, "stored-t", T0).start == {
         plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
+
+# --- What the store promises in detail: keys, stored form, limits, refusals, caches, reads ------------
+
+
+def test_a_refusal_is_told_by_its_status_and_its_code_as_the_sdk_raises_them(ledger):
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+    from azure.data.tables import UpdateMode
+
+    from tower.runs.ledger_table import _refused
+
+    table = ledger.table
+    stale = table.submit_transaction([("create", {"PartitionKey": "p", "RowKey": "r", "v": 1})])[0]["etag"]
+    table.update_entity({"PartitionKey": "p", "RowKey": "r", "v": 2}, mode=UpdateMode.MERGE)
+    guarded = {"mode": UpdateMode.MERGE, "etag": stale, "match_condition": MatchConditions.IfNotModified}
+
+    def refusal(call):
+        with pytest.raises(HttpResponseError) as caught:
+            call()
+        return caught.value
+
+    exists = refusal(lambda: table.submit_transaction([("create", {"PartitionKey": "p", "RowKey": "q"}),
+                                                       ("create", {"PartitionKey": "p", "RowKey": "r"})]))
+    moved_in_a_transaction = refusal(lambda: table.submit_transaction(
+        [("update", {"PartitionKey": "p", "RowKey": "r", "v": 3}, guarded)]))
+    moved = refusal(lambda: table.update_entity({"PartitionKey": "p", "RowKey": "r", "v": 3}, **guarded))
+    table_exists = refusal(lambda: ledger._table.client.create_table())  # a 409 about the table
+    assert _refused(exists, 409, "EntityAlreadyExists")
+    assert _refused(moved_in_a_transaction, 412, "UpdateConditionNotSatisfied")
+    assert _refused(moved, 412, "UpdateConditionNotSatisfied")  # its code is a TableErrorCode
+    assert not _refused(exists, 412, "UpdateConditionNotSatisfied") and not _refused(moved, 409, "EntityAlreadyExists")
+    assert table_exists.status_code == 409 and not _refused(table_exists, 409, "EntityAlreadyExists")
+
+
+def half_created(table_url, names, run_id="run-1"):
+    """A run whose create died after its first transaction (version 0: no run yet)."""
+    core, meta, inputs, records = run_of(names, run_id=run_id)
+    dying = open_ledger(table_url)
+    real_submit = dying.table.submit_transaction
+
+    def submit_then_die(batch):
+        if batch[0][1]["RowKey"] != "run":
+            raise ConnectionError("host died")
+        return real_submit(batch)
+
+    dying.table.submit_transaction = submit_then_die
+    with pytest.raises(ConnectionError):
+        dying.create(run_id, core, meta, inputs, records)
+    return core, meta, inputs, records
+
+
+def test_two_hosts_finishing_one_half_done_create_one_wins_and_the_other_says_so(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(150)])
+    slow, fast = open_ledger(table_url), open_ledger(table_url)
+    assert slow.stored_plan("run-1") is None and slow.stored_plan("run-1", inputs=False) is None
+    assert slow.stored_plan("never-stored") is None and slow.stored_plan("never-stored", inputs=False) is None
+    real_update, outcomes = slow.table.update_entity, []
+
+    def update_after_the_other(*args, **kwargs):  # `fast` raises the run to version 1 first
+        outcomes.append(fast.create("run-1", core, {**meta, "by": "fast"}, inputs, records))
+        return real_update(*args, **kwargs)
+
+    slow.table.update_entity = update_after_the_other
+    assert slow.create("run-1", core, {**meta, "by": "slow"}, inputs, records) is False
+    assert outcomes == [True]
+    assert open_ledger(table_url).load("run-1") == Snapshot(1, core, {**meta, "by": "fast"}, records)
+    assert slow.stored_plan("run-1", inputs=False)[0] == core
+
+
+def test_a_save_from_a_cache_another_host_moved_on_is_refused_and_writes_nothing(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    host1.create("run-1", core, meta, inputs, records)
+    assert host2.save("run-1", 1, meta, {"a": {"status": "running", "by": 2}})  # host2 caches version 2
+    assert host1.save("run-1", 2, meta, {"b": {"status": "running", "by": 1}})
+    late = {"a": {"status": "failed", "by": 2}, "c": {"status": "running", "by": 2}}
+    assert host2.save("run-1", 2, {**meta, "cancel": True}, late) is False  # its ETag is version 2's: refused
+    expected = Snapshot(3, core, meta, {**records, "a": {"status": "running", "by": 2}, "b": {"status": "running", "by": 1}})
+    assert open_ledger(table_url).load("run-1") == expected
+    assert host2.save("run-1", 3, meta, {"c": late["c"]})
+    assert open_ledger(table_url).load("run-1").records["c"] == late["c"]
+
+
+def test_a_create_finishing_a_run_another_host_is_finishing_looks_again_and_gives_way(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(150)])  # 50 rows missing
+    slow, fast = open_ledger(table_url), open_ledger(table_url)
+    real_submit, outcomes = slow.table.submit_transaction, []
+
+    def submit_after_the_other(batch):  # `fast` inserts the missing rows and finishes the run first
+        if not outcomes:
+            outcomes.append(fast.create("run-1", core, {**meta, "by": "fast"}, inputs, records))
+        return real_submit(batch)
+
+    slow.table.submit_transaction = submit_after_the_other
+    assert slow.create("run-1", core, {**meta, "by": "slow"}, inputs, records) is False
+    assert outcomes == [True]
+    assert open_ledger(table_url).load("run-1") == Snapshot(1, core, {**meta, "by": "fast"}, records)

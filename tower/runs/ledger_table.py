@@ -151,8 +151,14 @@ def batches(operations: list[tuple]) -> list[list[tuple]]:
     return cut
 
 
-def _refused(error: Exception, status: int, codes: tuple[str, ...]) -> bool:
-    return getattr(error, "status_code", None) == status or str(getattr(error, "error_code", "")) in codes
+def _refused(error: Exception, status: int, code: str) -> bool:
+    """Whether Table Storage refused the request for this reason: the HTTP status and the error code
+    both, as Azure and Azurite send them (an insert in a transaction: a TableTransactionError, 409 and
+    ``EntityAlreadyExists``; a stale ETag, in a transaction or not: 412 and ``UpdateConditionNotSatisfied``,
+    a plain string from a transaction, a ``TableErrorCode`` (a str) from ``update_entity``; see
+    azure-data-tables ``_base_client._batch_send`` and ``_error._decode_error``). Another 409 (the table
+    being deleted, say) does not mean the entity is there."""
+    return getattr(error, "status_code", None) == status and getattr(error, "error_code", None) == code
 
 
 class TableRunLedger:
@@ -263,7 +269,7 @@ class TableRunLedger:
             for batch in rest:
                 self.table.submit_transaction(batch)
         except HttpResponseError as error:
-            if _refused(error, 409, ("EntityAlreadyExists",)):
+            if _refused(error, 409, "EntityAlreadyExists"):
                 return False  # the run exists, or another create is finishing it
             raise
         if not rest:
@@ -284,7 +290,7 @@ class TableRunLedger:
                 for batch in batches(missing):
                     self.table.submit_transaction(batch)
             except HttpResponseError as error:
-                if _refused(error, 409, ("EntityAlreadyExists",)):
+                if _refused(error, 409, "EntityAlreadyExists"):
                     continue  # the first create is still writing: look again
                 raise
             return self._finish_create(run_id, core, meta, etag)
@@ -303,7 +309,7 @@ class TableRunLedger:
                 {"PartitionKey": partition_key(run_id), "RowKey": RUN_ROW, "version": 1, "meta": json.dumps(meta)},
                 mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)
         except HttpResponseError as error:
-            if _refused(error, 412, ("UpdateConditionNotSatisfied", "ConditionNotMet")):
+            if _refused(error, 412, "UpdateConditionNotSatisfied"):
                 return False
             raise
         self._remember_etag(run_id, 1, reply.get("etag"))
@@ -398,7 +404,7 @@ class TableRunLedger:
         try:
             replies = self.table.submit_transaction(first)
         except HttpResponseError as error:
-            if _refused(error, 412, ("UpdateConditionNotSatisfied", "ConditionNotMet")):
+            if _refused(error, 412, "UpdateConditionNotSatisfied"):
                 self._remember_etag(run_id, version, None)
                 return False
             raise
