@@ -339,11 +339,12 @@ def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
 
 
 class Reads:
-    """What a ledger's table client was asked and answered: query filters, and every property read."""
+    """What a ledger's table client was asked and answered: query filters, the row keys read by key,
+    and every property read."""
 
     def __init__(self, ledger: TableRunLedger):
         table = ledger.table
-        self.queries, self.properties = [], set()
+        self.queries, self.keys, self.properties = [], [], set()
         query, get = table.query_entities, table.get_entity
 
         def query_entities(query_filter, **kwargs):
@@ -353,8 +354,9 @@ class Reads:
                 self.properties.update(entity)
             return entities
 
-        def get_entity(*args, **kwargs):
-            entity = get(*args, **kwargs)
+        def get_entity(partition_key, row_key, **kwargs):
+            self.keys.append(row_key)
+            entity = get(partition_key, row_key, **kwargs)
             self.properties.update(entity)
             return entity
 
@@ -419,6 +421,7 @@ def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
     assert outline["services"]["s7"] == {key: plan["services"]["s7"][key] for key in ("deps", "expected", "platform", "iid")}
     assert dispatch.open_run(ledger, "stored-t", T0).start == {
         plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
+
 
 # --- What the store promises in detail: keys, stored form, limits, refusals, caches, reads ------------
 
@@ -486,6 +489,121 @@ def test_two_hosts_finishing_one_half_done_create_one_wins_and_the_other_says_so
     assert outcomes == [True]
     assert open_ledger(table_url).load("run-1") == Snapshot(1, core, {**meta, "by": "fast"}, records)
     assert slow.stored_plan("run-1", inputs=False)[0] == core
+
+
+def test_each_read_downloads_only_the_properties_it_uses(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(120)], run_id="half")
+    writer, reader = open_ledger(table_url), open_ledger(table_url)
+    reads = Reads(reader)
+
+    def downloaded(call):  # the kinds of packed JSON `call` read: core, head, input, recent, record
+        reads.properties.clear()
+        call()
+        assert reads.properties
+        return {name.split("_")[0] for name in reads.properties if name[-1].isdigit() or name.endswith("_n")}
+
+    assert downloaded(lambda: reader.create("half", core, meta, inputs, records)) == set()  # row keys only
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    writer.create("run-1", core, meta, inputs, records)
+    assert downloaded(lambda: reader.create("run-1", core, meta, inputs, records)) == set()
+    assert downloaded(lambda: reader.version("run-1")) == set()
+    assert downloaded(lambda: reader.meta("run-1")) == set()
+    assert downloaded(lambda: reader.save("run-1", 1, meta, {"a": {"status": "running"}})) == {"recent", "core"}
+    assert downloaded(lambda: reader.load("run-1", since=2)) == {"recent", "record"}
+    assert downloaded(lambda: reader.load("run-1")) == {"core", "recent", "record"}
+    assert downloaded(lambda: reader.delete_runs(["run-1"])) == set()
+
+
+def test_a_host_that_created_or_saved_a_run_saves_it_again_without_reading(table_url):
+    host = open_ledger(table_url)
+    reads = Reads(host)
+    running = {"status": "running", "attempts": 1}
+    for run_id, names in (("small", ["a", "b"]), ("large", [f"s{i}" for i in range(150)])):  # 1 and 2 transactions
+        core, meta, inputs, records = run_of(names, run_id=run_id)
+        assert host.create(run_id, core, meta, inputs, records)
+        reads.keys.clear()
+        assert host.save(run_id, 1, meta, {names[0]: running})
+        assert host.save(run_id, 2, meta, {names[1]: running})
+        assert reads.keys == [] and reads.queries == []
+        assert host.version(run_id) == 3 and reads.keys == ["run"]  # a read that keeps what the cache knew
+        assert host.save(run_id, 3, meta, {names[0]: {**running, "attempts": 2}})
+        assert reads.keys == ["run"] and reads.queries == []
+        assert open_ledger(table_url).load(run_id).records == {**records, names[0]: {**running, "attempts": 2},
+                                                               names[1]: running}
+
+
+def test_a_host_whose_cache_another_host_moved_on_lists_what_both_wrote(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c", "d"])
+    host1.create("run-1", core, meta, inputs, records)
+    assert host2.save("run-1", 1, meta, {"a": {"status": "running", "by": 2}})
+    assert host1.save("run-1", 2, meta, {"b": {"status": "running", "by": 1}})
+    assert host2.version("run-1") == 3  # host2's cache held version 2
+    assert host2.save("run-1", 3, meta, {"c": {"status": "running", "by": 2}})
+    fresh = open_ledger(table_url)
+    assert set(fresh.load("run-1", since=3).records) == {"b", "c"}
+    assert set(fresh.load("run-1", since=2).records) == {"a", "b", "c"}
+
+
+def test_the_stored_layout_is_the_one_the_module_describes(ledger):
+    import time
+
+    core, meta, inputs, records = run_of(["a", "b", "c"], run_id="run/1")
+    ledger.create("run/1", core, meta, inputs, records)
+    ledger.save("run/1", 1, meta, {"b": {"status": "running"}})
+    pk = partition_key("run/1")
+    run = ledger.table.get_entity(pk, "run")
+    assert (run["run_id"], run["version"], run["services"]) == ("run/1", 2, 3)
+    assert abs(run["created"] - time.time()) < 60
+    rows = {e["RowKey"]: e for e in ledger.table.query_entities("PartitionKey eq @pk and RowKey ne 'run'",
+                                                                 parameters={"pk": pk})}
+    assert {key: (e["name"], e["position"], e["written"]) for key, e in rows.items()} == {
+        "svc-000000": ("a", 0, 1), "svc-000001": ("b", 1, 2), "svc-000002": ("c", 2, 1)}
+
+
+def test_a_host_far_behind_the_list_of_recent_rows_reads_by_query_what_was_written_since(table_url, monkeypatch):
+    from tower.runs import ledger_table
+
+    monkeypatch.setattr(ledger_table, "RECENT_ROWS", 2)
+    writer = open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c", "d", "e"])
+    writer.create("run-1", core, meta, inputs, records)
+    writer.save("run-1", 1, meta, {"a": {"status": "running"}})  # version 2
+    writer.save("run-1", 2, meta, {name: {"status": "running"} for name in "bcd"})  # 3: the list overflows
+    reader = open_ledger(table_url)
+    reads = Reads(reader)
+    assert set(reader.load("run-1", since=2).records) == {"a", "b", "c", "d"}
+    assert set(reader.load("run-1", since=3).records) == {"b", "c", "d"}
+    assert reader.load("run-1", since=4).records == {}
+    assert reads.queries == ["PartitionKey eq @pk and written ge @since"] * 2  # the list is complete from 4 on
+
+
+def test_a_host_one_version_behind_reads_by_key_from_the_create_on(table_url):
+    writer, reader = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b"])
+    writer.create("run-1", core, meta, inputs, records)
+    reads = Reads(reader)
+    assert reader.load("run-1", since=2).records == {}
+    writer.save("run-1", 1, meta, {"a": {"status": "running"}})
+    assert reader.load("run-1", since=2).records == {"a": {"status": "running"}}
+    assert reads.queries == []
+
+
+def test_a_load_that_a_save_overtakes_between_pages_reads_again(table_url):
+    reader, other = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b"])
+    other.create("run-1", core, meta, inputs, records)
+    real_query, pages = reader.table.query_entities, []
+
+    def paged(query_filter, **kwargs):  # the run entity on one page, the services on the next
+        first = [entity for entity in real_query(query_filter, **kwargs) if entity["RowKey"] == "run"]
+        if not pages:
+            pages.append(other.save("run-1", 1, meta, {"b": {"status": "running"}}))  # between the pages
+        return first + [entity for entity in real_query(query_filter, **kwargs) if entity["RowKey"] != "run"]
+
+    reader.table.query_entities = paged
+    assert reader.load("run-1") == Snapshot(2, core, meta, {**records, "b": {"status": "running"}})
+    assert pages == [True]
 
 
 def test_a_save_from_a_cache_another_host_moved_on_is_refused_and_writes_nothing(table_url):
