@@ -426,6 +426,59 @@ def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
 # --- What the store promises in detail: keys, stored form, limits, refusals, caches, reads ------------
 
 
+def test_partition_keys_escape_exactly_what_table_keys_refuse_and_never_collide():
+    # Table keys refuse / \ # ? and the control characters U+0000..U+001F and U+007F..U+009F.
+    escaped = "/\\#?%~" + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7F, 0xA0)))
+    for ch in escaped:
+        assert partition_key(f"a{ch}b") == f"a~{ord(ch):02X}b"
+    for ch in " !$&'()*+,-.:;<=>@[]^_`{|}AZaz09\xa0ü☃𝄞":
+        assert partition_key(f"a{ch}b") == f"a{ch}b"
+    awkward = ["a/b", "a~2Fb", "a%2Fb", "a~7E2Fb", "a\x7fb", "a~7Fb", "a\x9fb", "a~9Fb", "a~b", "a~7Eb"]
+    assert len({partition_key(run_id) for run_id in awkward}) == len(awkward)
+
+
+def test_json_is_stored_compact_as_text_while_it_fits_one_property():
+    from tower.runs.ledger_table import TEXT_PART
+
+    fits = {"k": "x" * (TEXT_PART - len('{"k":""}'))}  # exactly one property of compact JSON
+    packed = pack("p", fits)
+    assert packed["p_n"] == 1 and isinstance(packed["p_0"], str) and len(packed["p_0"]) == TEXT_PART
+    assert unpack(packed, "p") == fits
+    over = {"k": fits["k"] + "x"}
+    packed = pack("p", over)
+    assert isinstance(packed["p_0"], bytes) and unpack(packed, "p") == over
+
+
+def test_a_select_names_every_part_of_the_largest_value_an_entity_holds():
+    import base64
+    import os
+
+    from tower.runs.ledger_table import packed_properties
+
+    value = base64.b64encode(os.urandom(750_000)).decode()  # compresses little
+    packed = pack("record", value)
+    assert packed["record_n"] > 10 and stored_size({"PartitionKey": "p", "RowKey": "r", **packed}) <= MAX_ENTITY
+    assert set(packed) <= set(packed_properties("record"))
+
+
+def test_an_entitys_size_is_counted_as_table_storage_counts_it():
+    # 4 bytes, the keys as UTF-16, then per property 8 bytes + its name as UTF-16 + its value: a string
+    # 4 bytes + UTF-16, binary 4 bytes + its base64 text (as Azurite counts it), anything else 8 bytes.
+    entity = {"PartitionKey": "pk", "RowKey": "rk", "s": "a☃𝄞", "b": b"xyz", "n": 5}
+    assert stored_size(entity) == 4 + 4 + 4 + (8 + 2 + 4 + 8) + (8 + 2 + 4 + 4) + (8 + 2 + 8)
+
+
+def test_transactions_are_cut_at_100_operations_and_before_the_size_limit():
+    from tower.runs.ledger_table import MAX_BATCH_SIZE, batches
+
+    small = [("create", {"PartitionKey": "p", "RowKey": str(i)}) for i in range(250)]
+    assert [len(batch) for batch in batches(small)] == [100, 100, 50]
+    big = ("create", {"PartitionKey": "p", "RowKey": "r", "x": b"\0" * 700_000})  # 933 KB as stored
+    cut = batches([big] * 5)
+    assert [len(batch) for batch in cut] == [2, 2, 1]
+    assert all(sum(stored_size(op[1]) for op in batch) <= MAX_BATCH_SIZE for batch in cut)
+
+
 def test_a_refusal_is_told_by_its_status_and_its_code_as_the_sdk_raises_them(ledger):
     from azure.core import MatchConditions
     from azure.core.exceptions import HttpResponseError
@@ -587,6 +640,58 @@ def test_a_host_one_version_behind_reads_by_key_from_the_create_on(table_url):
     writer.save("run-1", 1, meta, {"a": {"status": "running"}})
     assert reader.load("run-1", since=2).records == {"a": {"status": "running"}}
     assert reads.queries == []
+
+
+def test_a_create_too_large_for_an_entity_names_what_and_stores_nothing(ledger):
+    import os
+
+    core, meta, inputs, records = run_of(["a", "b"])
+    noise = os.urandom(1_000_000).hex()  # does not compress
+    with pytest.raises(RecordTooLarge, match=r"^run 'run-1', service 'b' \(input and record\): [\d,]+ bytes in Table "
+                                             r"Storage, over the 1 MiB one entity may hold; keep large data"):
+        ledger.create("run-1", core, meta, {**inputs, "b": {"sql": noise}}, records)
+    with pytest.raises(RecordTooLarge, match=r"^run 'run-1', the core and head of the plan: [\d,]+ bytes"):
+        ledger.create("run-1", core, meta, inputs, records, head={"notes": noise})
+    assert ledger.version("run-1") is None and list(ledger.table.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": "run-1"})) == []
+    assert ledger.create("run-1", core, meta, inputs, records)
+
+
+def test_a_service_row_gone_from_the_table_is_named_with_its_run_and_row(ledger, table_url):
+    core, meta, inputs, records = run_of(["a", "b"])
+    ledger.create("run-1", core, meta, inputs, records)
+    ledger.table.delete_entity("run-1", "svc-000001")
+    table = ledger.table.table_name
+    for host in (ledger, open_ledger(table_url)):
+        with pytest.raises(ServiceNotInLedger) as caught:
+            host.service_inputs("run-1", ["a", "b"])
+        assert str(caught.value) == (f"run 'run-1': service 'b' is missing from the run ledger ({table}, row "
+                                     "svc-000001); start the run again")
+
+
+def test_the_inputs_of_several_services_are_read_at_once_and_of_one_alone(ledger):
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    ledger.create("run-1", core, meta, inputs, records)
+    real_get, both = ledger.table.get_entity, threading.Barrier(2, timeout=10)
+
+    def get_entity(partition_key, row_key, **kwargs):
+        if row_key in ("svc-000000", "svc-000002"):
+            both.wait()  # returns only when the other read has started too
+        return real_get(partition_key, row_key, **kwargs)
+
+    ledger.table.get_entity = get_entity
+    assert ledger.service_inputs("run-1", ["a", "c"]) == {"a": inputs["a"], "c": inputs["c"]}
+    assert ledger.service_inputs("run-1", ["b"]) == {"b": inputs["b"]}
+
+
+def test_delete_runs_deletes_big_runs_over_several_transactions_and_counts_the_runs_there(ledger):
+    for run_id, size in (("big", 250), ("small", 2)):  # big: 251 entities, three transactions
+        core, meta, inputs, records = run_of([f"s{i}" for i in range(size)], run_id=run_id)
+        ledger.create(run_id, core, meta, inputs, records)
+    assert ledger.delete_runs(["big", "never-stored", "small"]) == 2
+    for run_id in ("big", "small"):
+        assert list(ledger.table.query_entities("PartitionKey eq @pk", parameters={"pk": run_id})) == []
+    assert ledger.delete_runs(["big", "small"]) == 0
 
 
 def test_a_load_that_a_save_overtakes_between_pages_reads_again(table_url):
