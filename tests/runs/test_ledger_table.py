@@ -339,11 +339,12 @@ def test_a_host_behind_reads_only_what_changed_and_sees_a_cancel(table_url):
 
 
 class Reads:
-    """What a ledger's table client was asked and answered: query filters, and every property read."""
+    """What a ledger's table client was asked and answered: query filters, the row keys read by key,
+    and every property read."""
 
     def __init__(self, ledger: TableRunLedger):
         table = ledger.table
-        self.queries, self.properties = [], set()
+        self.queries, self.keys, self.properties = [], [], set()
         query, get = table.query_entities, table.get_entity
 
         def query_entities(query_filter, **kwargs):
@@ -353,8 +354,9 @@ class Reads:
                 self.properties.update(entity)
             return entities
 
-        def get_entity(*args, **kwargs):
-            entity = get(*args, **kwargs)
+        def get_entity(partition_key, row_key, **kwargs):
+            self.keys.append(row_key)
+            entity = get(partition_key, row_key, **kwargs)
             self.properties.update(entity)
             return entity
 
@@ -419,3 +421,321 @@ def test_a_stored_plan_reads_back_whole_from_the_table(ledger):
     assert outline["services"]["s7"] == {key: plan["services"]["s7"][key] for key in ("deps", "expected", "platform", "iid")}
     assert dispatch.open_run(ledger, "stored-t", T0).start == {
         plan["services"]["s0"]["iid"]: service_job(plan, "s0")}
+
+
+# --- What the store promises in detail: keys, stored form, limits, refusals, caches, reads ------------
+
+
+def test_partition_keys_escape_exactly_what_table_keys_refuse_and_never_collide():
+    # Table keys refuse / \ # ? and the control characters U+0000..U+001F and U+007F..U+009F.
+    escaped = "/\\#?%~" + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7F, 0xA0)))
+    for ch in escaped:
+        assert partition_key(f"a{ch}b") == f"a~{ord(ch):02X}b"
+    for ch in " !$&'()*+,-.:;<=>@[]^_`{|}AZaz09\xa0ü☃𝄞":
+        assert partition_key(f"a{ch}b") == f"a{ch}b"
+    awkward = ["a/b", "a~2Fb", "a%2Fb", "a~7E2Fb", "a\x7fb", "a~7Fb", "a\x9fb", "a~9Fb", "a~b", "a~7Eb"]
+    assert len({partition_key(run_id) for run_id in awkward}) == len(awkward)
+
+
+def test_json_is_stored_compact_as_text_while_it_fits_one_property():
+    from tower.runs.ledger_table import TEXT_PART
+
+    fits = {"k": "x" * (TEXT_PART - len('{"k":""}'))}  # exactly one property of compact JSON
+    packed = pack("p", fits)
+    assert packed["p_n"] == 1 and isinstance(packed["p_0"], str) and len(packed["p_0"]) == TEXT_PART
+    assert unpack(packed, "p") == fits
+    over = {"k": fits["k"] + "x"}
+    packed = pack("p", over)
+    assert isinstance(packed["p_0"], bytes) and unpack(packed, "p") == over
+
+
+def test_a_select_names_every_part_of_the_largest_value_an_entity_holds():
+    import base64
+    import os
+
+    from tower.runs.ledger_table import packed_properties
+
+    value = base64.b64encode(os.urandom(750_000)).decode()  # compresses little
+    packed = pack("record", value)
+    assert packed["record_n"] > 10 and stored_size({"PartitionKey": "p", "RowKey": "r", **packed}) <= MAX_ENTITY
+    assert set(packed) <= set(packed_properties("record"))
+
+
+def test_an_entitys_size_is_counted_as_table_storage_counts_it():
+    # 4 bytes, the keys as UTF-16, then per property 8 bytes + its name as UTF-16 + its value: a string
+    # 4 bytes + UTF-16, binary 4 bytes + its base64 text (as Azurite counts it), anything else 8 bytes.
+    entity = {"PartitionKey": "pk", "RowKey": "rk", "s": "a☃𝄞", "b": b"xyz", "n": 5}
+    assert stored_size(entity) == 4 + 4 + 4 + (8 + 2 + 4 + 8) + (8 + 2 + 4 + 4) + (8 + 2 + 8)
+
+
+def test_transactions_are_cut_at_100_operations_and_before_the_size_limit():
+    from tower.runs.ledger_table import MAX_BATCH_SIZE, batches
+
+    small = [("create", {"PartitionKey": "p", "RowKey": str(i)}) for i in range(250)]
+    assert [len(batch) for batch in batches(small)] == [100, 100, 50]
+    big = ("create", {"PartitionKey": "p", "RowKey": "r", "x": b"\0" * 700_000})  # 933 KB as stored
+    cut = batches([big] * 5)
+    assert [len(batch) for batch in cut] == [2, 2, 1]
+    assert all(sum(stored_size(op[1]) for op in batch) <= MAX_BATCH_SIZE for batch in cut)
+
+
+def test_a_refusal_is_told_by_its_status_and_its_code_as_the_sdk_raises_them(ledger):
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+    from azure.data.tables import UpdateMode
+
+    from tower.runs.ledger_table import _refused
+
+    table = ledger.table
+    stale = table.submit_transaction([("create", {"PartitionKey": "p", "RowKey": "r", "v": 1})])[0]["etag"]
+    table.update_entity({"PartitionKey": "p", "RowKey": "r", "v": 2}, mode=UpdateMode.MERGE)
+    guarded = {"mode": UpdateMode.MERGE, "etag": stale, "match_condition": MatchConditions.IfNotModified}
+
+    def refusal(call):
+        with pytest.raises(HttpResponseError) as caught:
+            call()
+        return caught.value
+
+    exists = refusal(lambda: table.submit_transaction([("create", {"PartitionKey": "p", "RowKey": "q"}),
+                                                       ("create", {"PartitionKey": "p", "RowKey": "r"})]))
+    moved_in_a_transaction = refusal(lambda: table.submit_transaction(
+        [("update", {"PartitionKey": "p", "RowKey": "r", "v": 3}, guarded)]))
+    moved = refusal(lambda: table.update_entity({"PartitionKey": "p", "RowKey": "r", "v": 3}, **guarded))
+    table_exists = refusal(lambda: ledger._table.client.create_table())  # a 409 about the table
+    assert _refused(exists, 409, "EntityAlreadyExists")
+    assert _refused(moved_in_a_transaction, 412, "UpdateConditionNotSatisfied")
+    assert _refused(moved, 412, "UpdateConditionNotSatisfied")  # its code is a TableErrorCode
+    assert not _refused(exists, 412, "UpdateConditionNotSatisfied") and not _refused(moved, 409, "EntityAlreadyExists")
+    assert table_exists.status_code == 409 and not _refused(table_exists, 409, "EntityAlreadyExists")
+
+
+def half_created(table_url, names, run_id="run-1"):
+    """A run whose create died after its first transaction (version 0: no run yet)."""
+    core, meta, inputs, records = run_of(names, run_id=run_id)
+    dying = open_ledger(table_url)
+    real_submit = dying.table.submit_transaction
+
+    def submit_then_die(batch):
+        if batch[0][1]["RowKey"] != "run":
+            raise ConnectionError("host died")
+        return real_submit(batch)
+
+    dying.table.submit_transaction = submit_then_die
+    with pytest.raises(ConnectionError):
+        dying.create(run_id, core, meta, inputs, records)
+    return core, meta, inputs, records
+
+
+def test_two_hosts_finishing_one_half_done_create_one_wins_and_the_other_says_so(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(150)])
+    slow, fast = open_ledger(table_url), open_ledger(table_url)
+    assert slow.stored_plan("run-1") is None and slow.stored_plan("run-1", inputs=False) is None
+    assert slow.stored_plan("never-stored") is None and slow.stored_plan("never-stored", inputs=False) is None
+    real_update, outcomes = slow.table.update_entity, []
+
+    def update_after_the_other(*args, **kwargs):  # `fast` raises the run to version 1 first
+        outcomes.append(fast.create("run-1", core, {**meta, "by": "fast"}, inputs, records))
+        return real_update(*args, **kwargs)
+
+    slow.table.update_entity = update_after_the_other
+    assert slow.create("run-1", core, {**meta, "by": "slow"}, inputs, records) is False
+    assert outcomes == [True]
+    assert open_ledger(table_url).load("run-1") == Snapshot(1, core, {**meta, "by": "fast"}, records)
+    assert slow.stored_plan("run-1", inputs=False)[0] == core
+
+
+def test_each_read_downloads_only_the_properties_it_uses(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(120)], run_id="half")
+    writer, reader = open_ledger(table_url), open_ledger(table_url)
+    reads = Reads(reader)
+
+    def downloaded(call):  # the kinds of packed JSON `call` read: core, head, input, recent, record
+        reads.properties.clear()
+        call()
+        assert reads.properties
+        return {name.split("_")[0] for name in reads.properties if name[-1].isdigit() or name.endswith("_n")}
+
+    assert downloaded(lambda: reader.create("half", core, meta, inputs, records)) == set()  # row keys only
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    writer.create("run-1", core, meta, inputs, records)
+    assert downloaded(lambda: reader.create("run-1", core, meta, inputs, records)) == set()
+    assert downloaded(lambda: reader.version("run-1")) == set()
+    assert downloaded(lambda: reader.meta("run-1")) == set()
+    assert downloaded(lambda: reader.save("run-1", 1, meta, {"a": {"status": "running"}})) == {"recent", "core"}
+    assert downloaded(lambda: reader.load("run-1", since=2)) == {"recent", "record"}
+    assert downloaded(lambda: reader.load("run-1")) == {"core", "recent", "record"}
+    assert downloaded(lambda: reader.delete_runs(["run-1"])) == set()
+
+
+def test_a_host_that_created_or_saved_a_run_saves_it_again_without_reading(table_url):
+    host = open_ledger(table_url)
+    reads = Reads(host)
+    running = {"status": "running", "attempts": 1}
+    for run_id, names in (("small", ["a", "b"]), ("large", [f"s{i}" for i in range(150)])):  # 1 and 2 transactions
+        core, meta, inputs, records = run_of(names, run_id=run_id)
+        assert host.create(run_id, core, meta, inputs, records)
+        reads.keys.clear()
+        assert host.save(run_id, 1, meta, {names[0]: running})
+        assert host.save(run_id, 2, meta, {names[1]: running})
+        assert reads.keys == [] and reads.queries == []
+        assert host.version(run_id) == 3 and reads.keys == ["run"]  # a read that keeps what the cache knew
+        assert host.save(run_id, 3, meta, {names[0]: {**running, "attempts": 2}})
+        assert reads.keys == ["run"] and reads.queries == []
+        assert open_ledger(table_url).load(run_id).records == {**records, names[0]: {**running, "attempts": 2},
+                                                               names[1]: running}
+
+
+def test_a_host_whose_cache_another_host_moved_on_lists_what_both_wrote(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c", "d"])
+    host1.create("run-1", core, meta, inputs, records)
+    assert host2.save("run-1", 1, meta, {"a": {"status": "running", "by": 2}})
+    assert host1.save("run-1", 2, meta, {"b": {"status": "running", "by": 1}})
+    assert host2.version("run-1") == 3  # host2's cache held version 2
+    assert host2.save("run-1", 3, meta, {"c": {"status": "running", "by": 2}})
+    fresh = open_ledger(table_url)
+    assert set(fresh.load("run-1", since=3).records) == {"b", "c"}
+    assert set(fresh.load("run-1", since=2).records) == {"a", "b", "c"}
+
+
+def test_the_stored_layout_is_the_one_the_module_describes(ledger):
+    import time
+
+    core, meta, inputs, records = run_of(["a", "b", "c"], run_id="run/1")
+    ledger.create("run/1", core, meta, inputs, records)
+    ledger.save("run/1", 1, meta, {"b": {"status": "running"}})
+    pk = partition_key("run/1")
+    run = ledger.table.get_entity(pk, "run")
+    assert (run["run_id"], run["version"], run["services"]) == ("run/1", 2, 3)
+    assert abs(run["created"] - time.time()) < 60
+    rows = {e["RowKey"]: e for e in ledger.table.query_entities("PartitionKey eq @pk and RowKey ne 'run'",
+                                                                 parameters={"pk": pk})}
+    assert {key: (e["name"], e["position"], e["written"]) for key, e in rows.items()} == {
+        "svc-000000": ("a", 0, 1), "svc-000001": ("b", 1, 2), "svc-000002": ("c", 2, 1)}
+
+
+def test_a_host_far_behind_the_list_of_recent_rows_reads_by_query_what_was_written_since(table_url, monkeypatch):
+    from tower.runs import ledger_table
+
+    monkeypatch.setattr(ledger_table, "RECENT_ROWS", 2)
+    writer = open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c", "d", "e"])
+    writer.create("run-1", core, meta, inputs, records)
+    writer.save("run-1", 1, meta, {"a": {"status": "running"}})  # version 2
+    writer.save("run-1", 2, meta, {name: {"status": "running"} for name in "bcd"})  # 3: the list overflows
+    reader = open_ledger(table_url)
+    reads = Reads(reader)
+    assert set(reader.load("run-1", since=2).records) == {"a", "b", "c", "d"}
+    assert set(reader.load("run-1", since=3).records) == {"b", "c", "d"}
+    assert reader.load("run-1", since=4).records == {}
+    assert reads.queries == ["PartitionKey eq @pk and written ge @since"] * 2  # the list is complete from 4 on
+
+
+def test_a_host_one_version_behind_reads_by_key_from_the_create_on(table_url):
+    writer, reader = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b"])
+    writer.create("run-1", core, meta, inputs, records)
+    reads = Reads(reader)
+    assert reader.load("run-1", since=2).records == {}
+    writer.save("run-1", 1, meta, {"a": {"status": "running"}})
+    assert reader.load("run-1", since=2).records == {"a": {"status": "running"}}
+    assert reads.queries == []
+
+
+def test_a_create_too_large_for_an_entity_names_what_and_stores_nothing(ledger):
+    import os
+
+    core, meta, inputs, records = run_of(["a", "b"])
+    noise = os.urandom(1_000_000).hex()  # does not compress
+    with pytest.raises(RecordTooLarge, match=r"^run 'run-1', service 'b' \(input and record\): [\d,]+ bytes in Table "
+                                             r"Storage, over the 1 MiB one entity may hold; keep large data"):
+        ledger.create("run-1", core, meta, {**inputs, "b": {"sql": noise}}, records)
+    with pytest.raises(RecordTooLarge, match=r"^run 'run-1', the core and head of the plan: [\d,]+ bytes"):
+        ledger.create("run-1", core, meta, inputs, records, head={"notes": noise})
+    assert ledger.version("run-1") is None and list(ledger.table.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": "run-1"})) == []
+    assert ledger.create("run-1", core, meta, inputs, records)
+
+
+def test_a_service_row_gone_from_the_table_is_named_with_its_run_and_row(ledger, table_url):
+    core, meta, inputs, records = run_of(["a", "b"])
+    ledger.create("run-1", core, meta, inputs, records)
+    ledger.table.delete_entity("run-1", "svc-000001")
+    table = ledger.table.table_name
+    for host in (ledger, open_ledger(table_url)):
+        with pytest.raises(ServiceNotInLedger) as caught:
+            host.service_inputs("run-1", ["a", "b"])
+        assert str(caught.value) == (f"run 'run-1': service 'b' is missing from the run ledger ({table}, row "
+                                     "svc-000001); start the run again")
+
+
+def test_the_inputs_of_several_services_are_read_at_once_and_of_one_alone(ledger):
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    ledger.create("run-1", core, meta, inputs, records)
+    real_get, both = ledger.table.get_entity, threading.Barrier(2, timeout=10)
+
+    def get_entity(partition_key, row_key, **kwargs):
+        if row_key in ("svc-000000", "svc-000002"):
+            both.wait()  # returns only when the other read has started too
+        return real_get(partition_key, row_key, **kwargs)
+
+    ledger.table.get_entity = get_entity
+    assert ledger.service_inputs("run-1", ["a", "c"]) == {"a": inputs["a"], "c": inputs["c"]}
+    assert ledger.service_inputs("run-1", ["b"]) == {"b": inputs["b"]}
+
+
+def test_delete_runs_deletes_big_runs_over_several_transactions_and_counts_the_runs_there(ledger):
+    for run_id, size in (("big", 250), ("small", 2)):  # big: 251 entities, three transactions
+        core, meta, inputs, records = run_of([f"s{i}" for i in range(size)], run_id=run_id)
+        ledger.create(run_id, core, meta, inputs, records)
+    assert ledger.delete_runs(["big", "never-stored", "small"]) == 2
+    for run_id in ("big", "small"):
+        assert list(ledger.table.query_entities("PartitionKey eq @pk", parameters={"pk": run_id})) == []
+    assert ledger.delete_runs(["big", "small"]) == 0
+
+
+def test_a_load_that_a_save_overtakes_between_pages_reads_again(table_url):
+    reader, other = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b"])
+    other.create("run-1", core, meta, inputs, records)
+    real_query, pages = reader.table.query_entities, []
+
+    def paged(query_filter, **kwargs):  # the run entity on one page, the services on the next
+        first = [entity for entity in real_query(query_filter, **kwargs) if entity["RowKey"] == "run"]
+        if not pages:
+            pages.append(other.save("run-1", 1, meta, {"b": {"status": "running"}}))  # between the pages
+        return first + [entity for entity in real_query(query_filter, **kwargs) if entity["RowKey"] != "run"]
+
+    reader.table.query_entities = paged
+    assert reader.load("run-1") == Snapshot(2, core, meta, {**records, "b": {"status": "running"}})
+    assert pages == [True]
+
+
+def test_a_save_from_a_cache_another_host_moved_on_is_refused_and_writes_nothing(table_url):
+    host1, host2 = open_ledger(table_url), open_ledger(table_url)
+    core, meta, inputs, records = run_of(["a", "b", "c"])
+    host1.create("run-1", core, meta, inputs, records)
+    assert host2.save("run-1", 1, meta, {"a": {"status": "running", "by": 2}})  # host2 caches version 2
+    assert host1.save("run-1", 2, meta, {"b": {"status": "running", "by": 1}})
+    late = {"a": {"status": "failed", "by": 2}, "c": {"status": "running", "by": 2}}
+    assert host2.save("run-1", 2, {**meta, "cancel": True}, late) is False  # its ETag is version 2's: refused
+    expected = Snapshot(3, core, meta, {**records, "a": {"status": "running", "by": 2}, "b": {"status": "running", "by": 1}})
+    assert open_ledger(table_url).load("run-1") == expected
+    assert host2.save("run-1", 3, meta, {"c": late["c"]})
+    assert open_ledger(table_url).load("run-1").records["c"] == late["c"]
+
+
+def test_a_create_finishing_a_run_another_host_is_finishing_looks_again_and_gives_way(table_url):
+    core, meta, inputs, records = half_created(table_url, [f"s{i}" for i in range(150)])  # 50 rows missing
+    slow, fast = open_ledger(table_url), open_ledger(table_url)
+    real_submit, outcomes = slow.table.submit_transaction, []
+
+    def submit_after_the_other(batch):  # `fast` inserts the missing rows and finishes the run first
+        if not outcomes:
+            outcomes.append(fast.create("run-1", core, {**meta, "by": "fast"}, inputs, records))
+        return real_submit(batch)
+
+    slow.table.submit_transaction = submit_after_the_other
+    assert slow.create("run-1", core, {**meta, "by": "slow"}, inputs, records) is False
+    assert outcomes == [True]
+    assert open_ledger(table_url).load("run-1") == Snapshot(1, core, {**meta, "by": "fast"}, records)

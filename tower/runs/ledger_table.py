@@ -151,8 +151,14 @@ def batches(operations: list[tuple]) -> list[list[tuple]]:
     return cut
 
 
-def _refused(error: Exception, status: int, codes: tuple[str, ...]) -> bool:
-    return getattr(error, "status_code", None) == status or str(getattr(error, "error_code", "")) in codes
+def _refused(error: Exception, status: int, code: str) -> bool:
+    """Whether Table Storage refused the request for this reason: the HTTP status and the error code
+    both, as Azure and Azurite send them (an insert in a transaction: a TableTransactionError, 409 and
+    ``EntityAlreadyExists``; a stale ETag, in a transaction or not: 412 and ``UpdateConditionNotSatisfied``,
+    a plain string from a transaction, a ``TableErrorCode`` (a str) from ``update_entity``; see
+    azure-data-tables ``_base_client._batch_send`` and ``_error._decode_error``). Another 409 (the table
+    being deleted, say) does not mean the entity is there."""
+    return getattr(error, "status_code", None) == status and getattr(error, "error_code", None) == code
 
 
 class TableRunLedger:
@@ -160,10 +166,10 @@ class TableRunLedger:
     pass Azurite's account key). The table is created on first use.
 
     Concurrency: `save` is conditional on the run entity's ETag at the version it was given (the ETag
-    seen by this object's last `version`/`load`, else read again). Only the first transaction of a save
-    -- the version bump and up to 99 records -- is atomic; records beyond those follow in further
-    transactions after it, so a host dying in between leaves a version whose later records are
-    missing that change. Changes of more than 99 records are rare (a cancel, a failure cascade).
+    this object's last `create`, `save`, `version` or `load` saw, else read again). Only the first
+    transaction of a save -- the version bump and up to 99 records -- is atomic; records beyond those
+    follow in further transactions after it, so a host dying in between leaves a version whose later
+    records are missing that change. Changes of more than 99 records are rare (a cancel, a failure cascade).
 
     `create` writes the run entity in the first transaction; a run too big for one transaction is
     written at version 0 ("being created", invisible to `version` and `load`) and raised to version 1
@@ -202,8 +208,11 @@ class TableRunLedger:
                 recent = cached[2]
             self._keep(self._etags, run_id, (version, etag, recent))
         else:
-            with self._lock:
-                self._etags.pop(run_id, None)
+            self._forget_etag(run_id)
+
+    def _forget_etag(self, run_id: str) -> None:
+        with self._lock:
+            self._etags.pop(run_id, None)
 
     def _remember_rows(self, run_id: str, core: Mapping[str, Any]) -> dict[str, str]:
         rows = {name: service_row(i) for i, name in enumerate(core["services"])}
@@ -241,10 +250,10 @@ class TableRunLedger:
         if existing is not None and int(existing["version"]) >= 1:
             return False
         pk = partition_key(run_id)
+        recent = {"from": 2, "written": {}}  # every row is written at version 1
         run = {"PartitionKey": pk, "RowKey": RUN_ROW, "run_id": run_id, "version": 1, "meta": json.dumps(meta),
                "created": time.time(), "services": len(core["services"]), **pack("core", core),
-               **pack("recent", {"from": 2, "written": {}}),  # every row is written at version 1
-               **pack("head", head or {})}
+               **pack("recent", recent), **pack("head", head or {})}
         services = [{"PartitionKey": pk, "RowKey": service_row(i), "name": name, "position": i, "written": 1,
                      **pack("input", inputs[name]), **pack("record", records[name])}
                     for i, name in enumerate(core["services"])]
@@ -263,14 +272,14 @@ class TableRunLedger:
             for batch in rest:
                 self.table.submit_transaction(batch)
         except HttpResponseError as error:
-            if _refused(error, 409, ("EntityAlreadyExists",)):
+            if _refused(error, 409, "EntityAlreadyExists"):
                 return False  # the run exists, or another create is finishing it
             raise
         if not rest:
-            self._remember_etag(run_id, 1, replies[0].get("etag"))
+            self._remember_etag(run_id, 1, replies[0].get("etag"), recent)
             self._remember_rows(run_id, core)
             return True
-        return self._finish_create(run_id, core, meta, replies[0].get("etag"))
+        return self._finish_create(run_id, core, meta, replies[0].get("etag"), recent)
 
     def _finish_half_created(self, run_id: str, core: dict, meta: dict, services: list[dict], etag: str) -> bool:
         """Insert the services a half-done create left out, then raise the run to version 1."""
@@ -284,14 +293,15 @@ class TableRunLedger:
                 for batch in batches(missing):
                     self.table.submit_transaction(batch)
             except HttpResponseError as error:
-                if _refused(error, 409, ("EntityAlreadyExists",)):
+                if _refused(error, 409, "EntityAlreadyExists"):
                     continue  # the first create is still writing: look again
                 raise
             return self._finish_create(run_id, core, meta, etag)
         return False
 
-    def _finish_create(self, run_id: str, core: dict, meta: dict, etag: str | None) -> bool:
-        """Raise a run being created to version 1, unless someone else changed it since `etag`."""
+    def _finish_create(self, run_id: str, core: dict, meta: dict, etag: str | None, recent: Any = _UNKNOWN) -> bool:
+        """Raise a run being created to version 1, unless someone else changed it since `etag`
+        (`recent`: the run entity's list of recent rows, when this create wrote it)."""
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
         from azure.data.tables import UpdateMode
@@ -303,10 +313,10 @@ class TableRunLedger:
                 {"PartitionKey": partition_key(run_id), "RowKey": RUN_ROW, "version": 1, "meta": json.dumps(meta)},
                 mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)
         except HttpResponseError as error:
-            if _refused(error, 412, ("UpdateConditionNotSatisfied", "ConditionNotMet")):
+            if _refused(error, 412, "UpdateConditionNotSatisfied"):
                 return False
             raise
-        self._remember_etag(run_id, 1, reply.get("etag"))
+        self._remember_etag(run_id, 1, reply.get("etag"), recent)
         self._remember_rows(run_id, core)
         return True
 
@@ -398,8 +408,8 @@ class TableRunLedger:
         try:
             replies = self.table.submit_transaction(first)
         except HttpResponseError as error:
-            if _refused(error, 412, ("UpdateConditionNotSatisfied", "ConditionNotMet")):
-                self._remember_etag(run_id, version, None)
+            if _refused(error, 412, "UpdateConditionNotSatisfied"):
+                self._forget_etag(run_id)
                 return False
             raise
         self._remember_etag(run_id, version + 1, replies[0].get("etag"), recent)
