@@ -78,6 +78,8 @@ def test_retries_exhausted_end_in_failure_with_the_last_error(engine):
     assert flaky["status"] == "failed" and flaky["attempts"] == 2
     assert flaky["error"] == "simulated failure of attempt 2 of 5 (gave up after 2 attempts)"
     assert result["services"]["next"]["status"] == "upstream_failed"
+    own = engine.status(service_instance_id(result["run_id"], "flaky"))["output"]  # the service run's own result
+    assert (own["status"], own["error"]) == ("failed", flaky["error"])
 
 
 def test_a_non_retryable_submit_error_is_not_retried_and_keeps_its_message(engine):
