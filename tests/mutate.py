@@ -177,7 +177,7 @@ def run(name: str, jobs: int, every: int | None, again: bool = False, report: bo
         killed = sum(s in ("killed", "timeout") for s in mine)
         survived = sum(s in ("survived", "no tests") for s in mine)
         step = every or SAMPLE.get(path, 1)
-        note = f" (every {step}th)" if step > 1 else ""
+        note = f" (1 in {step})" if step > 1 else ""
         rows.append(f"| `{path}`{note} | {', '.join(MODULES[name][1])} | {len(mine)} | {killed} | {survived} "
                     f"| | {100.0 * killed / len(mine):.1f} % |")
     return rows
