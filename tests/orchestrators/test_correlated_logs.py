@@ -67,3 +67,25 @@ def test_a_line_from_the_platform_pool_names_the_invocation_and_run(engine, line
     open_runs = [invocation_id for name, invocation_id in given if name == names.OPEN_RUN]
     assert line["invocation_id"] in open_runs and line["invocation_id"] is not None
     assert (line["run_id"], line["service"]) == (result["run_id"], "only")
+
+
+def test_the_orchestrators_say_each_step_of_a_run_once_whatever_the_replays(engine):
+    """What an operator reads of a run in Application Insights: each line once (an orchestrator is
+    replayed at every episode, and logs only when it is not replaying), naming the run and service."""
+    lines = Lines()
+    logger = logging.getLogger("tower.orchestrators")
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        result = run(engine, sim_catalog({"flaky": {"fail_attempts": 5, "retries": 1}, "next": {"deps": ["flaky"]},
+                                          "other": {"duration": 0.0}}))
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    run_id = result["run_id"]
+    said = [line["message"] for line in lines.seen if run_id in line["message"]]
+    assert sorted(said) == sorted([f"run {run_id}: 2 service(s) started",
+                                   f"{run_id}/flaky: failed after 2 attempt(s)",
+                                   f"{run_id}/other: succeeded after 1 attempt(s)",
+                                   f"run {run_id}: failed"]), said
