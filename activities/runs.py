@@ -87,7 +87,7 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) ->
     if step.stop:
         await raise_events(client, step.stop, names.CANCEL_EVENT, calls=calls)
     if step.done:
-        await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, {"status": step.status}, retry_delays=())
+        await raise_events(client, [run_id], names.RUN_FINISHED_EVENT, retry_delays=())
     return StepSummary(started, len(step.stop), done, status, step.more)
 
 
@@ -305,7 +305,7 @@ def history_row(report: ServiceReport, result: ServiceResult) -> dict:
     }
 
 
-async def raise_events(client, instances: list[str], event: str, data=None,
+async def raise_events(client, instances: list[str], event: str,
                        retry_delays: tuple[float, ...] = SIGNAL_RETRY_DELAYS,
                        calls: asyncio.Semaphore | None = None) -> list[str]:
     """Raise `event` on each instance, `calls` at a time (default `CLIENT_CALLS`); returns the ones
@@ -318,7 +318,7 @@ async def raise_events(client, instances: list[str], event: str, data=None,
             try:
                 async with calls:
                     with durable_errors.translated():
-                        await client.raise_event(instance_id, event, data)
+                        await client.raise_event(instance_id, event, None)  # the event is the message
             except InstanceNotFound:
                 if delay is not None:
                     await asyncio.sleep(delay)

@@ -3,6 +3,7 @@ Python worker needs them to reach Application Insights tied to the invocation.""
 
 import logging
 import threading
+import uuid
 
 import pytest
 
@@ -89,3 +90,22 @@ def test_the_orchestrators_say_each_step_of_a_run_once_whatever_the_replays(engi
                                    f"{run_id}/flaky: failed after 2 attempt(s)",
                                    f"{run_id}/other: succeeded after 1 attempt(s)",
                                    f"run {run_id}: failed"]), said
+
+
+def test_a_service_activitys_lines_name_its_run_and_service(engine, lines, ledger_faults):
+    """A submit or poll is asked about a service by its report: its lines say which (here the
+    first look's warning that the run's cancel flag could not be read)."""
+    import sqlite3
+
+    from tests.faults import run_is
+    from tower.runs.plan import build_plan
+
+    from .conftest import run_plan
+
+    plan = build_plan(sim_catalog({"only": {"duration": 0.05}}), "p", run_id=f"logs-{uuid.uuid4().hex[:6]}")
+    ledger_faults.fail("meta", sqlite3.OperationalError("database is locked"), skip=1, when=run_is(plan["run_id"]))
+    run_plan(engine, plan)
+    warned = [line for line in lines.seen if "could not read the run's cancel flag" in line["message"]]
+    assert len(warned) == 1, lines.seen
+    assert warned[0]["message"].endswith("going on: database is locked")
+    assert (warned[0]["run_id"], warned[0]["service"]) == (plan["run_id"], "only")

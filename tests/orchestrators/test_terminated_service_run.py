@@ -39,3 +39,5 @@ def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_r
     assert (long["status"], long["error"]) == ("failed", error)
     assert terminated <= parse_iso(long["finished"]) <= utcnow()  # recorded when the reconcile found it ended
     assert result["services"]["after"]["status"] == "upstream_failed"
+    failed = [e["Name"] for e in engine.history(plan["run_id"]) if e["EventType"] == 6]  # TaskFailed
+    assert failed == []  # the reconcile that found it recorded it, and acted on that, at the first try
