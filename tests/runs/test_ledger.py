@@ -237,6 +237,20 @@ def test_the_dispatch_grace_is_the_hosts_function_timeout():
     hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
     assert lg.dispatch_grace() == timedelta(hours=hours, minutes=minutes, seconds=seconds)
     assert lg.Dispatches().grace == lg.dispatch_grace()  # read when a ledger object is built
+    assert lg.Dispatches(grace=timedelta(seconds=5)).grace == timedelta(seconds=5)  # or given
+
+
+def test_without_a_host_json_the_grace_is_the_default_function_timeout(tmp_path):
+    assert lg.dispatch_grace(tmp_path / "host.json") == lg.DEFAULT_FUNCTION_TIMEOUT == timedelta(minutes=30)
+
+
+def test_the_scheduler_cache_keeps_the_runs_changed_last():
+    cache, schedulers = lg.SchedulerCache(size=2), {}
+    for run_id in ("r1", "r2", "r3"):
+        schedulers[run_id] = Scheduler(plan_of({"a": []}, run_id=run_id), T0)
+        cache.remember(run_id, 1, schedulers[run_id])
+    assert [cache.get(run_id) for run_id in ("r1", "r2", "r3")] == [None, (1, schedulers["r2"]), (1, schedulers["r3"])]
+    assert cache.take("r2") == (1, schedulers["r2"]) and cache.get("r2") is None
 
 
 @pytest.mark.parametrize(("value", "grace"), [
