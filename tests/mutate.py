@@ -33,10 +33,10 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 MODULES = {
     "graph": ("tower/graph.py", ["tests/graph", "tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py",
                                  "tests/runs/test_plan.py"]),
-    # not tests/runs/test_ledger.py: one of its tests fails under mutmut's trampolines even unmutated
-    # and the shared slots' and the deadlines' tests: `take`, `waiting_for`, `forecast` serve them
+    # and the ledger's, the shared slots' and the deadlines' tests, whose rules it keeps
     "scheduler": ("tower/runs/scheduler.py", ["tests/runs/test_scheduler.py", "tests/runs/test_scheduler_contract.py",
-                                              "tests/runs/test_slots.py", "tests/test_deadlines.py"]),
+                                              "tests/runs/test_ledger.py", "tests/runs/test_slots.py",
+                                              "tests/test_deadlines.py"]),
     "validate": ("tower/catalog/validate.py", ["tests/catalog", "tests/cli/test_validate.py"]),
     # every adapter test calls adapter_for: mutants of __init__.py run against the settings tests only
     "platforms": ("tower/platforms/base.py tower/platforms/http.py tower/platforms/databricks.py "
