@@ -21,7 +21,7 @@ from tests.faults import ends, run_is
 from tests.runs.jobs import job_json
 from tower import names
 from tower.contracts import ServiceReport, ServiceResult
-from tower.errors import EngineError
+from tower.errors import EngineError, RetryableError
 from tower.local.management import LOST_REPLY
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
@@ -149,6 +149,36 @@ def test_work_submitted_by_a_submit_that_outlived_the_deadline_is_cancelled(engi
     slow = result["services"]["slow"]
     assert (slow["status"], slow["error"]) == ("failed", "timed out after 0.2s"), slow
     assert (slow["remote_id"], cancels) == ("work-1", ["work-1"])
+
+
+# A cancel the platform refuses does not hide why the service ended: the service fails for its own
+# reason, and its output says the remote work may still run (and which).
+def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, platform):
+    def refuse(handle):
+        raise RetryableError("cancel answered 503 Service Unavailable", platform="tp")
+
+    work = timed_adapter(work_seconds=30.0)
+    platform(FunctionAdapter(submit=work.submit, poll=work.poll, cancel=refuse))
+    result = run(engine, sim_catalog({"late": {"platform": "tp", "type": "timed", "timeout": 0.2}}))
+    late = result["services"]["late"]
+    assert (late["status"], late["error"]) == ("failed", "timed out after 0.2s"), late
+    assert late["output"] == (f"could not cancel remote run {late['remote_id']}: "
+                              "cancel answered 503 Service Unavailable"), late
+
+
+# A push that the work ended wakes the service run once: a push that came early (the work still
+# runs) costs one poll, and the next wait listens for the next push, not the same one again.
+def test_an_early_push_costs_one_poll(engine):
+    catalog = sim_catalog({"long": {"duration": 1.5}})
+    plan = build_plan(catalog, "p", run_id=f"push-{uuid.uuid4().hex[:6]}")
+    engine.start_new(names.PIPELINE_RUN, plan["run_id"], json.dumps(store_run(plan)))
+    iid = plan["services"]["long"]["iid"]
+    wait_until(lambda: scheduled(engine, iid), what="long's first look")
+    time.sleep(0.2)
+    engine.raise_event(iid, names.REMOTE_ENDED_EVENT, None)
+    result = result_of(engine, plan["run_id"], 10)
+    polls = sim_adapter(engine).poll_counts()[result["services"]["long"]["remote_id"]]
+    assert result["services"]["long"]["status"] == "succeeded" and polls <= 4, polls
 
 
 # A success the watching submit reported stands when a cancel wins the race in service_run at that
@@ -378,8 +408,6 @@ def test_a_slow_submit_at_dispatch_is_not_taken_for_a_lost_start(engine, platfor
 # its first look at the work, which reads the run's cancel flag; when that look fails retryably
 # (here the platform's cancel answers 503 once), the next look must read the flag again.
 def test_a_failed_first_look_does_not_lose_the_cancel(engine, platform):
-    from tower.errors import RetryableError
-
     catalog = sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "platform": "tp", "type": "timed"}})
     plan = build_plan(catalog, "p", run_id=f"review-g-{uuid.uuid4().hex[:6]}")
     work, cancels = timed_adapter(work_seconds=1.5), []
