@@ -49,9 +49,10 @@ MODULES = {
     "ledger": ("tower/runs/ledger*.py", ["tests/runs/test_ledger.py", "tests/runs/test_ledger_table.py",
                                         "tests/runs/test_slots.py"]),
     # the Azure shell, on the local engine: seconds per mutant, so sampled (SAMPLE)
-    # and the suites that run the shell end to end with telemetry on, and with pushes
+    # and the suites that run the shell end to end with telemetry on, with pushes, with notifications
     "shell": ("orchestrators/*.py activities/*.py", ["tests/orchestrators", "tests/test_activities.py",
-                                                    "tests/test_telemetry.py", "tests/test_push.py"]),
+                                                    "tests/test_telemetry.py", "tests/test_push.py",
+                                                    "tests/test_notify.py"]),
 }
 # Extra pytest arguments of every run: the suites marked slow (5000-service runs) cost minutes each.
 PYTEST_ARGS = ["-m", "not slow"]

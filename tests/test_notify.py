@@ -90,6 +90,7 @@ def test_a_failed_service_is_announced_once_after_its_retries_with_its_error(wor
     finished = next(m for m in messages if m["type"] == "tower.run.finished")["data"]
     assert finished["status"] == "failed"
     assert finished["failed"] == [{"service": "doomed", "error": failed[0]["data"]["error"]}]
+    assert (failed[0]["data"]["pipeline"], failed[0]["data"]["run_id"]) == ("broken", finished["run_id"])
     assert finished["counts"]["upstream_failed"] == 1 and finished["counts"]["succeeded"] == 1
 
 
