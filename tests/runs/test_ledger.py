@@ -453,8 +453,9 @@ def test_a_save_that_landed_in_parts_is_completed_by_the_next_change(ledger, tmp
                        {"a": {**record["a"], "status": "failed", "error": "boom"},
                         "b": {**record["b"], "status": "succeeded"}})
     other = SqliteRunLedger(tmp_path / "ledger.db")  # a host that reads what is stored
-    step = reconcile_run(other, "r1", T0)
+    step = reconcile_run(other, "r1", T1)
     assert list(step.start) == ["r1:c"] and not step.ensure
+    assert other.load("r1").records["c"]["started"] == iso(T1)  # taken by this reconcile, at its time
     states = {n: r["status"] for n, r in other.load("r1").records.items()}
     assert states == {"a": "failed", "b": "succeeded", "after_a": "upstream_failed",
                       "after_both": "upstream_failed", "c": "running"}

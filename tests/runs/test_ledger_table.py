@@ -59,6 +59,8 @@ def test_create_load_round_trip(ledger):
     assert ledger.create("run-1", core, meta, inputs, records) is True
     assert ledger.version("run-1") == 1
     assert ledger.load("run-1") == Snapshot(1, core, meta, records)
+    assert ledger.load("run-1", since=1) == Snapshot(1, None, meta, records)  # a since-load carries no core
+    assert ledger.meta("run-1") == meta
     assert ledger.service_inputs("run-1", ["b"])["b"] == {"service": "b", "position": 1}
     with pytest.raises(ServiceNotInLedger, match="has no service 'zzz'"):
         ledger.service_inputs("run-1", ["zzz"])["zzz"]
