@@ -401,3 +401,21 @@ def test_a_sync_that_fails_after_the_save_leaves_the_saved_starts_to_the_retry(t
     again = finish_service(ledger, "a-1", "a", ok("a"), T0 + timedelta(seconds=2))  # the activity's retry
     assert "a-1:free0" in again.ensure and again.dispatching == frozenset()
     assert list(again.start) == ["a-1:b"]  # a's slot, given back by the retry's sync
+
+
+def test_a_service_made_ready_by_a_report_asks_its_pool_in_that_report(store):
+    ledger = store()
+    plan = plan_of("a-1", {"free0": [], "s0": ["free0"]}, limit=1)
+    assert list(open_run(ledger, plan, inputs_of(plan), T0).start) == ["a-1:free0"]
+    assert list(finish_service(ledger, "a-1", "free0", ok("free0"), T0).start) == ["a-1:s0"]  # granted at once
+    assert holders(ledger) == {("a-1", "s0")}
+
+
+def test_between_runs_the_longer_remaining_path_is_granted_first(store):
+    ledger = store()
+    holder, short = plan_of("a-1", wide(1), limit=1), plan_of("c-1", {"short": []}, limit=1)
+    long = plan_of("b-1", {"long": [], "tail": ["long"]}, limit=1)
+    open_run(ledger, holder, inputs_of(holder), T0)
+    open_run(ledger, short, inputs_of(short), T0)                          # older, but its path is 1
+    open_run(ledger, long, inputs_of(long), T0 + timedelta(seconds=1))     # path 2: long, then tail
+    assert list(finish_service(ledger, "a-1", "s0", ok("s0"), T0 + timedelta(seconds=2)).start) == ["b-1:long"]
