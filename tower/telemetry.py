@@ -49,9 +49,9 @@ SERVICE_FINISHED, SCHEDULE_TICK = "tower.service.finished", "tower.schedule.tick
 log = logging.getLogger("tower.telemetry")
 # The one module-level state Tower keeps on purpose: the distro installs OpenTelemetry's global tracer
 # and logger providers, which exist once per process whoever holds them, so the handle to them is
-# per process too (everything else `_Telemetry` keeps, the cores and the ends seen, lives on it).
+# per process too (everything else `Telemetry` keeps, the cores and the ends seen, lives on it).
 _lock = threading.Lock()
-_telemetry: _Telemetry | None = None
+_telemetry: Telemetry | None = None
 _tried = False
 
 
@@ -89,7 +89,7 @@ def configure() -> bool:
         if not connection:
             return False
         try:
-            _telemetry = _Telemetry(connection)
+            _telemetry = Telemetry.to_application_insights(connection)
         except Exception as exc:
             log.warning("telemetry is off: configuring Application Insights failed: %s", redact(str(exc)))
             return False
@@ -99,6 +99,15 @@ def configure() -> bool:
 
 def enabled() -> bool:
     return _telemetry is not None
+
+
+def install(telemetry: Telemetry | None) -> Telemetry | None:
+    """Make `telemetry` this process's (None: off) and return the one it replaces; `configure`
+    installs the distro's. A test installs one over in-memory exporters, and the previous back."""
+    global _telemetry, _tried
+    with _lock:
+        previous, _telemetry, _tried = _telemetry, telemetry, True
+    return previous
 
 
 def ingestion_credential(auth: str | None):
@@ -121,10 +130,29 @@ def ingestion_credential(auth: str | None):
     return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
 
-class _Telemetry:
-    """The configured distro and Tower's tracer, event logger and background emitter."""
+class Telemetry:
+    """Where Tower's spans and events go: an OpenTelemetry tracer provider and logger provider, the
+    run ledger the cores of runs are read from (None: the environment's, opened on first need), and
+    a background emitter. `to_application_insights` builds the one a process installs; a test hands
+    in providers of its own (in-memory exporters) and installs it with `install`."""
 
-    def __init__(self, connection: str):
+    def __init__(self, tracer_provider, logger_provider, ledger: Any = None):
+        self.providers = (tracer_provider, logger_provider)
+        self.tracer = tracer_provider.get_tracer(LOGGER_NAME)
+        self.ids = _ChosenIds(getattr(self.tracer, "id_generator", None))
+        if hasattr(self.tracer, "id_generator"):
+            self.tracer.id_generator = self.ids
+        self.events = logger_provider.get_logger("tower.events")
+        self.cores: OrderedDict[str, dict] = OrderedDict()
+        self._ledger = ledger
+        self._seen_lock = threading.Lock()
+        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # ends emitted by this process, newest last
+        self.emitter = _Emitter()
+
+    @classmethod
+    def to_application_insights(cls, connection: str) -> Telemetry:
+        """Set up the distro (process-wide providers, the export of Tower's log lines) for the
+        Application Insights resource of `connection`."""
         from azure.monitor.opentelemetry import configure_azure_monitor
         from opentelemetry import trace
         from opentelemetry._logs import get_logger_provider
@@ -152,23 +180,13 @@ class _Telemetry:
         if credential is not None:
             options["credential"] = credential
         configure_azure_monitor(**options)
-        self.trace_api = trace
-        self.tracer = trace.get_tracer(LOGGER_NAME)
-        self.ids = _ChosenIds(getattr(self.tracer, "id_generator", None))
-        if hasattr(self.tracer, "id_generator"):
-            self.tracer.id_generator = self.ids
-        self.events = get_logger_provider().get_logger("tower.events")
-        self.cores: OrderedDict[str, dict] = OrderedDict()
-        self._ledger: Any = None  # the run ledger the cores are read from, opened on first need
-        self._seen_lock = threading.Lock()
-        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # ends emitted by this process, newest last
-        self.emitter = _Emitter()
         tower_log = logging.getLogger(LOGGER_NAME)
         for handler in tower_log.handlers:
             if type(handler).__name__ == "LoggingHandler":
                 handler.addFilter(_RunDimensions())
         if tower_log.level == logging.NOTSET:  # Tower's info lines (a run's progress) are worth keeping
             tower_log.setLevel(logging.INFO)
+        return cls(trace.get_tracer_provider(), get_logger_provider())
 
     # -- contexts ------------------------------------------------------------------------------
 
@@ -300,9 +318,7 @@ def flush(timeout: float = 10.0) -> None:
         return
     try:
         telemetry.emitter.drain(timeout)
-        from opentelemetry._logs import get_logger_provider
-
-        for provider in (telemetry.trace_api.get_tracer_provider(), get_logger_provider()):
+        for provider in telemetry.providers:
             force_flush = getattr(provider, "force_flush", None)
             if force_flush:
                 force_flush(int(timeout * 1000))
@@ -330,14 +346,14 @@ def _guarded(fn: Callable) -> Callable:
 # --- what activities and triggers emit ----------------------------------------------------------
 
 @_guarded
-def run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
+def run_started(t: Telemetry, plan: Mapping[str, Any], started: str) -> None:
     """`tower.run.started`, from the activity that opens the run (it has the plan); once per process."""
     if t.seen(("started", plan["run_id"])):
         return
     t.emitter.later(_run_started, t, plan, started)
 
 
-def _run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
+def _run_started(t: Telemetry, plan: Mapping[str, Any], started: str) -> None:
     from tower.runs.ledger import core_of
     from tower.runs.scheduler import Scheduler
 
@@ -353,7 +369,7 @@ def _run_started(t: _Telemetry, plan: Mapping[str, Any], started: str) -> None:
 
 
 @_guarded
-def service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
+def service_finished(t: Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
     """The span of the service's last attempt and `tower.service.finished`, from the report
     activity once the ledger took the service's end; `result`: the (redacted) service result. A
     report repeated in this process is not emitted again."""
@@ -362,7 +378,7 @@ def service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: S
     t.emitter.later(_service_finished, t, run_id, pipeline, result)
 
 
-def _service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
+def _service_finished(t: Telemetry, run_id: str, pipeline: str | None, result: ServiceResult) -> None:
     service = result.service
     svc = ((t.core(run_id) or {}).get("services") or {}).get(service) or {}
     attempt = result.attempts
@@ -385,7 +401,7 @@ def _service_finished(t: _Telemetry, run_id: str, pipeline: str | None, result: 
     }, context=t.context(run_id, attempt_span_id(run_id, service, attempt) if attempt else None))
 
 
-def _attempt_span(t: _Telemetry, pipeline: str | None, platform: str, expected: float, attempt: dict) -> None:
+def _attempt_span(t: Telemetry, pipeline: str | None, platform: str, expected: float, attempt: dict) -> None:
     """`service <name>`: one attempt, under the run's span, with the span id its platform calls
     already named as their parent. attempt: {run_id, service, attempt, started, finished (datetimes),
     status, error, error_class, remote_id, url}."""
@@ -401,7 +417,7 @@ def _attempt_span(t: _Telemetry, pipeline: str | None, platform: str, expected: 
 
 
 @_guarded
-def attempt_failed(t: _Telemetry, asked: SubmitRequest) -> None:
+def attempt_failed(t: Telemetry, asked: SubmitRequest) -> None:
     """The span of an attempt that failed and is being tried again, from the submit of the next
     one (`asked.previous`, set by `service_run`): the report covers only the last attempt."""
     previous, who = asked.previous, about(asked)
@@ -411,7 +427,7 @@ def attempt_failed(t: _Telemetry, asked: SubmitRequest) -> None:
     t.emitter.later(_attempt_failed, t, who, pipeline, dict(previous))
 
 
-def _attempt_failed(t: _Telemetry, who: dict, pipeline: str | None, previous: dict) -> None:
+def _attempt_failed(t: Telemetry, who: dict, pipeline: str | None, previous: dict) -> None:
     svc = ((t.core(who["run_id"]) or {}).get("services") or {}).get(who["service"]) or {}
     started = parse_iso(previous.get("started")) or parse_iso(previous.get("finished"))
     _attempt_span(t, pipeline, svc.get("platform") or "", float(svc.get("expected") or 0.0), {
@@ -421,7 +437,7 @@ def _attempt_failed(t: _Telemetry, who: dict, pipeline: str | None, previous: di
 
 
 @_guarded
-def run_finished(t: _Telemetry, result: Mapping[str, Any]) -> None:
+def run_finished(t: Telemetry, result: Mapping[str, Any]) -> None:
     """The run's span (`run <pipeline>`, a request) and `tower.run.finished`, from the activity that
     reads the run result. A repeat in this process is not emitted again."""
     if t.seen(("run", result["run_id"])):
@@ -429,7 +445,7 @@ def run_finished(t: _Telemetry, result: Mapping[str, Any]) -> None:
     t.emitter.later(_run_finished, t, dict(result))
 
 
-def _run_finished(t: _Telemetry, result: dict) -> None:
+def _run_finished(t: Telemetry, result: dict) -> None:
     from tower import graph
 
     run_id, pipeline, status = result["run_id"], result["pipeline"], result["status"]
@@ -465,7 +481,7 @@ def _run_finished(t: _Telemetry, result: dict) -> None:
 
 
 @_guarded
-def schedule_tick(t: _Telemetry, at: datetime, started: int) -> None:
+def schedule_tick(t: Telemetry, at: datetime, started: int) -> None:
     """`tower.schedule.tick`, every tick, runs started or not (an alert fires when ticks stop)."""
     t.event(SCHEDULE_TICK, {"at": iso(at), "started": started})
 
