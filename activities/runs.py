@@ -142,17 +142,17 @@ async def _dispatch(client: df.DurableOrchestrationClient, run_id: str, instance
                 log.warning("run %s: starting service run %s failed, trying again: %s", run_id, instance_id,
                             redact(str(exc)))
                 await asyncio.sleep(delay)
-                if await _exists(client, instance_id):
+                if await _started(client, instance_id):
                     log.info("run %s: service run %s was started; only the reply was lost", run_id, instance_id)
                     return 1
     finally:
         app_runtime.current().ledger.dispatches.settled([instance_id])
 
 
-async def _exists(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
-    """Is there such an instance? False when the lookup fails as well (the start is then tried again)."""
+async def _started(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    """Did a failed start take effect? No when the lookup fails as well: the start is tried again."""
     try:
-        return _runtime(await client.get_status(instance_id)) is not None
+        return await durable_errors.instance_exists(client, instance_id)
     except Exception:
         return False
 

@@ -13,6 +13,8 @@ module recognises the exact texts and nothing else:
 - raise_event on an unknown id (404): "No instance with ID X found."; on a finished one (410):
   "Instance with ID X is gone: either completed or failed" (SDK `raise_event`).
 - terminate on an unknown id (404): "No instance with ID 'X' found." (SDK `terminate`).
+- get_status on an unknown id does not raise: the SDK turns the 404 into a status whose fields are
+  all None (`instance_exists` reads that).
 
 Callers wrap a client call in `translated()` and catch the Tower types; nothing else in Tower
 reads the SDK's texts. Library code: it imports no Functions SDK, it only reads the exception.
@@ -52,6 +54,12 @@ def translate(exc: BaseException) -> BaseException:
     if _GONE.fullmatch(detail):
         return _chained(InstanceGone(detail), exc)
     return exc
+
+
+async def instance_exists(client, instance_id: str) -> bool:
+    """Is there an instance with this id, whatever its state? (A failed lookup raises.)"""
+    status = await client.get_status(instance_id)
+    return bool(status and status.runtime_status is not None)
 
 
 @contextmanager

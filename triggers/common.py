@@ -8,6 +8,7 @@ import logging
 from datetime import datetime, timezone
 
 import app_runtime
+from tower.durable_errors import instance_exists
 from tower.errors import RunExists
 from tower.names import PIPELINE_RUN
 
@@ -58,8 +59,3 @@ async def start_pipeline_run(client, plan: dict) -> None:
 
     await client.start_new(PIPELINE_RUN, plan["run_id"],
                            await asyncio.to_thread(lambda: store_run(plan, app_runtime.current().ledger)))
-
-
-async def instance_exists(client, instance_id: str) -> bool:
-    status = await client.get_status(instance_id)
-    return bool(status and status.runtime_status is not None)

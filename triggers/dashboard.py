@@ -197,10 +197,11 @@ async def repair_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     (tower.runner.repair_plan): the specs and limits of that run, not of today's catalog. The
     original points to its repair in the runs index, which refuses a second repair unless
     ``{"again": true}`` (as `tower repair --again`)."""
+    from tower.durable_errors import instance_exists
     from tower.runner import repair_plan
     from tower.runs.index import link_repair, row_for, start_once, unlink_repair
     from tower.states import UNFINISHED_RUNTIMES
-    from triggers.common import instance_exists, start_pipeline_run
+    from triggers.common import start_pipeline_run
 
     run_id = req.route_params["run_id"]
     if not is_safe_instance_id(run_id):
