@@ -216,6 +216,22 @@ def test_a_start_that_fails_can_be_retried(host):
     assert wait_for_run(host, "run~retry-1")["status"] == "succeeded"
 
 
+def test_a_start_whose_reply_was_lost_answers_started_and_runs_once(host):
+    from tower import names
+    from tower.local.management import LOST_REPLY
+
+    async def reply_lost(name, instance_id):  # the run is created; the connection drops before the reply
+        return LOST_REPLY if name == names.PIPELINE_RUN else None
+
+    with host.engine.unreliable_starts(reply_lost):
+        status, reply, _ = call(host, "POST", "/api/runs/adhoc", {"run_id": "lost-1"})
+    assert status == 202, reply
+    first = host.engine.status("run~lost-1", show_input=False)
+    assert wait_for_run(host, "run~lost-1")["status"] == "succeeded"
+    assert host.engine.status("run~lost-1", show_input=False)["createdTime"] == first["createdTime"]
+    assert call(host, "POST", "/api/runs/adhoc", {"run_id": "lost-1"})[0] == 409  # used, as any run id
+
+
 def test_an_event_redelivered_after_a_purge_starts_nothing(host):
     from triggers.events import handle
     from triggers.purge import purge_now

@@ -140,11 +140,33 @@ def test_a_failed_start_leaves_no_claim_behind(index):
     assert durable.starts == 2 and index.get("r-1").status == RunState.RUNNING
 
 
-def test_a_start_refused_because_a_twin_started_it_is_a_duplicate(index):
-    durable = Durable(exists=True, fail=Exception({"Message": "Something went wrong"}))  # the host's 500
+def test_a_start_refused_because_a_twin_took_the_claim_over_and_started_it_is_a_duplicate(index):
+    durable = Durable(fail=Exception({"Message": "Something went wrong"}))  # the host's 500
+
+    async def refused_while_a_twin_starts():
+        twin = row("r-1", NOW + timedelta(seconds=1))  # it found the claim without an instance
+        assert index.replace(index.get("r-1"), twin)
+        durable.exists = True
+        await durable.start()
+
     with pytest.raises(RunExists):
-        run(ri.start_once(index, row("r-1"), durable.start, durable.instance))
-    assert index.get("r-1").status == RunState.RUNNING
+        run(ri.start_once(index, row("r-1"), refused_while_a_twin_starts, durable.instance))
+    assert index.get("r-1").status == RunState.RUNNING and index.get("r-1").started == iso(NOW + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("twin_saw_it", [False, True], ids=["alone", "a-twin-saw-it-started"])
+def test_a_start_whose_reply_was_lost_is_this_calls_start(index, twin_saw_it):
+    durable = Durable()
+
+    async def reply_lost():
+        durable.exists = True  # the instance was created; the caller never hears of it
+        if twin_saw_it:  # a twin found the claim with an instance: a duplicate, and it marks the run running
+            with pytest.raises(RunExists):
+                await ri.start_once(index, row("r-1", NOW + timedelta(seconds=1)), durable.start, durable.instance)
+        raise ConnectionResetError("Server disconnected")
+
+    assert run(ri.start_once(index, row("r-1"), reply_lost, durable.instance)) is True
+    assert durable.starts == 0 and index.get("r-1").status == RunState.RUNNING
 
 
 def test_a_claim_whose_starter_died_is_taken_over_unless_the_run_started(index):

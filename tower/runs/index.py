@@ -116,8 +116,9 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
     RunExists if the id was used (running, ended, or purged: the row outlives the instance). A
     claim still ``starting`` was left by a starter that died or is starting it right now: when
     Durable has an instance (`exists()`), that start worked and this one is a duplicate; when not,
-    this call takes the claim over and starts. If `start()` fails, the claim is deleted (unless the
-    instance exists after all: a twin started it), so a retry starts the run."""
+    this call takes the claim over and starts. If `start()` fails, the claim is deleted, so a retry
+    starts the run; unless the instance exists after all: with the claim still this call's, the start
+    took effect and only its reply was lost (True); with the claim taken over, a twin started it."""
     import asyncio
 
     to_thread = to_thread or asyncio.to_thread
@@ -130,13 +131,18 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
             raise RunExists(existing)
         log.warning("run %s: claimed at %s but no instance yet (its starter died, or is starting it right now): "
                     "starting it", row.run_id, existing.started)
-        if not await to_thread(index.replace, existing, replace(row, repaired_by=existing.repaired_by)):
+        row = replace(row, repaired_by=existing.repaired_by)
+        if not await to_thread(index.replace, existing, row):
             raise RunExists(await to_thread(index.get, row.run_id) or existing)
     try:
         await start()
     except Exception:
         if await exists():
+            claim = await to_thread(index.get, row.run_id)
             await to_thread(mark_running, index, row.run_id)
+            if claim is not None and replace(claim, status=row.status) == row:  # no twin took it over
+                log.warning("run %s: its start took effect, only the reply was lost", row.run_id)
+                return True
             raise RunExists(await to_thread(index.get, row.run_id) or row) from None
         await to_thread(release, index, row)
         raise
