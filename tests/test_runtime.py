@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import app_runtime
-from tower.errors import ConfigError
+from tower.errors import CatalogError, ConfigError
 from tower.platforms import Platforms
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runs.ledger import create_run, live_status
@@ -111,6 +111,32 @@ def test_the_catalog_is_parsed_once_per_change_of_its_file(tmp_path):
     path.write_text(text.replace("PIPELINES", "q: {services: [a]}"))
     os.utime(path, (1, 1))  # a different mtime, whatever the clock's resolution
     assert runtime.catalog(path) is not first and set(runtime.catalog(path).pipelines) == {"p", "q"}
+
+
+COMMANDS = """\
+platforms:
+  sim: {type: sim}
+  scripts: {type: command}
+services:
+  a: {platform: sim, expected_duration: 1s}
+  b: {platform: scripts, run: "echo hi"}
+"""
+
+
+def test_an_azure_host_refuses_a_catalog_with_a_command_platform_and_says_where(tmp_path, monkeypatch):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(COMMANDS)
+    for marker in ("WEBSITE_INSTANCE_ID", "WEBSITE_SKU", "LEGION_SERVICE_HOST", "WEBSITE_POD_NAME",
+                   "CONTAINER_APP_NAME", "FUNCTIONS_CORETOOLS_ENVIRONMENT"):
+        monkeypatch.delenv(marker, raising=False)
+    assert set(Runtime(tmp_path).catalog(path).platforms) == {"sim", "scripts"}  # a laptop runs commands
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "0f1e2d")  # an Azure host
+    with pytest.raises(CatalogError) as refused:
+        Runtime(tmp_path).catalog(path)
+    [problem] = refused.value.problems
+    assert (problem.line, problem.where) == (3, "platform 'scripts'")
+    assert "a command platform runs its work on the machine that runs Tower" in problem.what
+    assert "http service" in problem.hint
 
 
 def test_an_engine_lets_the_platform_threads_of_the_runtime_it_built_go(tmp_path):

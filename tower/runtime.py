@@ -55,8 +55,10 @@ class Runtime:
 
     def catalog(self, path: str | Path):
         """The catalog at `path`, loaded once and again when the file changes (its mtime), so the
-        triggers of a worker do not parse it at every invocation; CatalogError if it is invalid."""
+        triggers of a worker do not parse it at every invocation; CatalogError if it is invalid, or
+        declares what an Azure host cannot run when this is one (`tower validate --azure` checks)."""
         from tower.catalog import load_catalog
+        from tower.stores import azure_marker
 
         path = Path(path)
         key = str(path.resolve())
@@ -64,7 +66,7 @@ class Runtime:
         with self._lock:
             cached = self._catalogs.get(key)
         if cached is None or cached[0] != mtime:
-            cached = (mtime, load_catalog(path))
+            cached = (mtime, load_catalog(path, for_azure=azure_marker() is not None))
             with self._lock:
                 self._catalogs[key] = cached
         return cached[1]

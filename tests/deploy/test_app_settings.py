@@ -10,6 +10,8 @@ import pytest
 
 from tests.deploy.bicep_tree import BICEP, ROOT, BicepFile, load, param_files
 from tests.deploy.code_settings import Scan
+from tower.catalog import load_catalog
+from tower.errors import CatalogError
 
 FUNCTION_APP = BICEP / "modules/functionapp.bicep"
 
@@ -266,6 +268,10 @@ def catalog_problems(env: BicepFile) -> list[str]:
     if not catalog.exists():
         return [f"{env.rel}: catalogPath '{path}' does not exist in the project (the app ships the project folder)"]
     plain, secret = object_keys(env, "catalogSettings"), object_keys(env, "keyVaultSecrets")
+    try:  # as the app loads it in Azure
+        load_catalog(catalog, for_azure=True)
+    except CatalogError as exc:
+        return [f"{env.rel}: catalogPath '{path}' would not load in Azure: {problem}" for problem in exc.problems]
     problems = []
     for lineno, line in enumerate(catalog.read_text().splitlines(), 1):
         for name, default in re.findall(r"\$\{([A-Za-z_]\w*)(:-[^}]*)?\}", re.sub(r"(^|\s)#.*", "", line)):
@@ -291,6 +297,16 @@ def test_a_catalog_variable_left_out_is_caught():
     assert any("${SNOWFLAKE_PASSWORD} is not set by bicep/env/test.bicepparam" in p for p in problems)
     text = path.read_text().replace("  SNOWFLAKE_ACCOUNT: 'myorg-test'\n", "  SNOWFLAKE_ACCOUNT: 'myorg-test'\n  SNOWFLAKE_PASSWORD: 'x'\n", 1)
     assert any("catalogSettings.SNOWFLAKE_PASSWORD looks like a secret" in p for p in catalog_problems(BicepFile(path, text)))
+
+
+def test_a_catalog_azure_cannot_run_is_caught():
+    path = BICEP / "env/test.bicepparam"
+    text = path.read_text().replace("'examples/refinery/catalog.yaml'", "'examples/local/catalog.yaml'", 1)
+    assert text != path.read_text()
+    problems = catalog_problems(BicepFile(path, text))
+    assert problems and all("would not load in Azure" in p for p in problems)
+    assert any("platform 'shell': a command platform runs its work on the machine that runs Tower" in p
+               for p in problems), problems
 
 
 

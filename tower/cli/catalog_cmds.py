@@ -13,6 +13,8 @@ def register(subparsers) -> None:
         description="Check the catalog: YAML, fields, platforms, dependencies, cycles, schedules, selectors. "
         "Exit 0 when valid, 2 with one problem per line on stderr.",
     )
+    parser.add_argument("--azure", action="store_true",
+                        help="check it as the Functions app in Azure loads it (no command platforms)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.set_defaults(handler=validate)
 
@@ -22,7 +24,7 @@ def validate(args) -> int:
 
     path = catalog_path(args)
     try:
-        catalog = load_catalog(path)
+        catalog = load_catalog(path, for_azure=args.azure)
     except CatalogError as exc:
         if args.json:
             print_json({"ok": False, "catalog": str(path), "problems": [_problem_json(p) for p in exc.problems]})
