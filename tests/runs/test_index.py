@@ -169,6 +169,20 @@ def test_a_start_whose_reply_was_lost_is_this_calls_start(index, twin_saw_it):
     assert durable.starts == 0 and index.get("r-1").status == RunState.RUNNING
 
 
+def test_a_failed_start_over_a_claim_taken_over_is_a_duplicate_even_if_it_was_ours(index):
+    # the claim's first starter may still be alive and have started it: this call cannot tell
+    index.insert(row("r-1", NOW - timedelta(seconds=1)))
+    durable = Durable()
+
+    async def reply_lost():
+        durable.exists = True
+        raise ConnectionResetError("Server disconnected")
+
+    with pytest.raises(RunExists):
+        run(ri.start_once(index, row("r-1"), reply_lost, durable.instance))
+    assert index.get("r-1").status == RunState.RUNNING
+
+
 def test_a_claim_whose_starter_died_is_taken_over_unless_the_run_started(index):
     index.insert(row("died", NOW - timedelta(minutes=5)))  # claimed, then the process was killed
     durable = Durable()

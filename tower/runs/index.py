@@ -117,12 +117,14 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
     claim still ``starting`` was left by a starter that died or is starting it right now: when
     Durable has an instance (`exists()`), that start worked and this one is a duplicate; when not,
     this call takes the claim over and starts. If `start()` fails, the claim is deleted, so a retry
-    starts the run; unless the instance exists after all: with the claim still this call's, the start
-    took effect and only its reply was lost (True); with the claim taken over, a twin started it."""
+    starts the run; unless the instance exists after all. Then, when this call made the claim and
+    nobody took it over, nobody else can have started the run: the start took effect and only its
+    reply was lost (True). Else a twin started it (a claim taken over may have had a live starter)."""
     import asyncio
 
     to_thread = to_thread or asyncio.to_thread
     existing = await to_thread(index.insert, row)
+    made_here = existing is None
     if existing is not None:
         if existing.status != RunState.STARTING:
             raise RunExists(existing)
@@ -131,8 +133,7 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
             raise RunExists(existing)
         log.warning("run %s: claimed at %s but no instance yet (its starter died, or is starting it right now): "
                     "starting it", row.run_id, existing.started)
-        row = replace(row, repaired_by=existing.repaired_by)
-        if not await to_thread(index.replace, existing, row):
+        if not await to_thread(index.replace, existing, replace(row, repaired_by=existing.repaired_by)):
             raise RunExists(await to_thread(index.get, row.run_id) or existing)
     try:
         await start()
@@ -140,7 +141,7 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
         if await exists():
             claim = await to_thread(index.get, row.run_id)
             await to_thread(mark_running, index, row.run_id)
-            if claim is not None and replace(claim, status=row.status) == row:  # no twin took it over
+            if made_here and claim is not None and replace(claim, status=row.status) == row:  # still ours
                 log.warning("run %s: its start took effect, only the reply was lost", row.run_id)
                 return True
             raise RunExists(await to_thread(index.get, row.run_id) or row) from None
