@@ -3,6 +3,7 @@ extension produces them (hand-checked), plus lifecycle operations and bad input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -357,6 +358,24 @@ def test_other_processes_read_the_store_and_write_the_inbox(engine, tmp_path):
         enqueue_event(home, "missing", "go")
     with pytest.raises(EngineError, match="Terminated"):
         enqueue_terminate(home, other)
+
+
+def test_an_async_activity_running_at_a_stop_is_given_up_not_failed_and_leaves_no_task_pending(tmp_path):
+    app_module.reset()
+    first = Engine(app_module.make_app(), tmp_path / "home").start()
+    iid = first.start_new("lingering", "linger-1", json.dumps(30))
+    wait_for(lambda: any(what == "linger" for what, _, _ in app_module.RECORD))
+    loop = first.loop
+    first.stop()  # the last engine of the process: its loop stops
+    wait_for(lambda: not loop.is_running())
+    assert asyncio.all_tasks(loop) == set()  # else: "Task was destroyed but it is pending" at exit
+    assert not [e for e in first.history(iid) if e["EventType"] == 6]  # not recorded as failed (TaskFailed)
+    second = Engine(app_module.make_app(), tmp_path / "home").start()
+    try:  # its work item is still there: the next engine runs the activity again
+        wait_for(lambda: [what for what, _, _ in app_module.RECORD].count("linger") == 2)
+        assert second.status(iid)["runtimeStatus"] == "Running"
+    finally:
+        second.stop()
 
 
 def test_unfinished_instances_resume_after_a_clean_stop(tmp_path):

@@ -999,7 +999,16 @@ class Engine:
             self._activity_done(key, name, value=result)
             return
         future = asyncio.run_coroutine_threadsafe(_awaited(result), self.loop)
-        future.add_done_callback(lambda done: self._activity_done(key, name, *_outcome(done)))
+        future.add_done_callback(lambda done: self._settled(key, name, done))
+
+    def _settled(self, key: tuple, name: str, done) -> None:
+        """An async activity ended: its outcome goes to the store, unless it was cancelled because
+        this engine stopped (its work item is the other engines' now, as a worker's would be)."""
+        if done.cancelled() and self._stopping.is_set():
+            with self._stats_lock:
+                self._inflight -= 1
+            return
+        self._activity_done(key, name, *_outcome(done))
 
     def _activity_done(self, key: tuple, name: str, value: Any = None, error: BaseException | None = None) -> None:
         from azure.functions._durable_functions import df_dumps
@@ -1054,10 +1063,21 @@ class _ProcessLoop:
             if self._users > 0 or self._loop is None:
                 return
             loop, self._loop = self._loop, None
-        from azure.durable_functions.models.utils import http_utils
-
-        asyncio.run_coroutine_threadsafe(http_utils._close_session(), loop).result(timeout)
+        asyncio.run_coroutine_threadsafe(_wind_down(timeout), loop).result(timeout * 2)
         loop.call_soon_threadsafe(loop.stop)
+
+
+async def _wind_down(timeout: float) -> None:
+    """Before the process loop stops: cancel what still runs on it (async activities of stopped
+    engines), so no task is left pending, then close the Durable SDK's session."""
+    from azure.durable_functions.models.utils import http_utils
+
+    pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+    await http_utils._close_session()
 
 
 _process_loop = _ProcessLoop()

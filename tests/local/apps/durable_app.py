@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -50,6 +51,16 @@ def make_app() -> df.DFApp:
         if n < int(key.split(":")[1]):
             raise RuntimeError(f"transient failure #{n}")
         return f"ok after {n}"
+
+    @bp.activity_trigger(input_name="secs")
+    async def linger(secs: float) -> str:
+        note("linger", secs)
+        await asyncio.sleep(secs)
+        return "lingered"
+
+    @bp.orchestration_trigger(context_name="context")
+    def lingering(context: df.DurableOrchestrationContext):
+        return (yield context.call_activity("linger", context.get_input()))
 
     @bp.activity_trigger(input_name="setting")
     def leaky(setting: str) -> str:
