@@ -1,9 +1,11 @@
 """The board: runways per platform and why each waiting service waits, read off the scheduler."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from tests.runs.jobs import job_json
 from tower.board import board, ordinal, run_view, view
+from tower.contracts import ServiceResult
 from tower.runs.ledger import core_of, create_run, finish_service, open_run
 from tower.runs.ledger_sqlite import SqliteRunLedger
 from tower.runs.scheduler import Scheduler
@@ -26,8 +28,8 @@ def plan(deps: dict, platform_of: dict, limits: dict, expected: dict | None = No
     }
 
 
-def ok():
-    return {"status": ServiceState.SUCCEEDED, "attempts": 1}
+def ok(name: str) -> ServiceResult:
+    return ServiceResult(name, ServiceState.SUCCEEDED, attempts=1)
 
 
 # six loads on a lakehouse of 4 slots, then a transform waiting for load_orders, on a warehouse
@@ -60,7 +62,7 @@ def test_a_full_platform_shows_its_slots_its_queue_in_priority_order_and_each_qu
 def test_a_finished_dependency_moves_its_dependent_out_of_waiting_and_frees_a_slot_for_the_queue():
     s = Scheduler(WIDE, T0)
     s.take_ready(at(0))
-    s.finish("load_orders", ok(), at(50))
+    s.finish("load_orders", ok("load_orders"), at(50))
     assert sorted(s.take_ready(at(50))) == ["l4", "orders_model"]
     b = board(s, at(51))
     assert "orders_model" not in b["waiting"] and "load_orders" not in b["waiting"]
@@ -71,7 +73,7 @@ def test_a_reason_names_the_unfinished_dependencies_only_and_counts_beyond_three
     deps = {"a": [], "b": [], "c": [], "d": [], "e": [], "z": ["a", "b", "c", "d", "e"]}
     s = Scheduler(plan(deps, dict.fromkeys(deps, "db"), {"db": None}), T0)
     s.take_ready(at(0))
-    s.finish("a", ok(), at(1))
+    s.finish("a", ok("a"), at(1))
     assert board(s, at(1))["waiting"]["z"] == "waiting for b, c, d and 1 more"
 
 
@@ -94,7 +96,7 @@ def test_view_marks_the_critical_path_of_what_is_left():
     s.take_ready(at(0))
     v = view(s, at(0))
     assert v["critical_path"] == ["load_orders", "orders_model"]  # 50 + 8 beats l1's 40
-    s.finish("load_orders", ok(), at(50))
+    s.finish("load_orders", ok("load_orders"), at(50))
     s.take_ready(at(50))
     assert view(s, at(50))["critical_path"] == ["orders_model"]  # 8 left beats l4's 5 and l1-l3 (overdue: 0 left)
 
@@ -104,7 +106,7 @@ def test_run_view_reads_a_run_from_the_ledger_without_changing_it(tmp_path):
     full = {**WIDE, "platforms": {p: {"max_concurrency": x["max_concurrency"]} for p, x in WIDE["platforms"].items()}}
     create_run(ledger, full, {name: job_json(full["run_id"], name) for name in WIDE["services"]}, T0)
     open_run(ledger, full["run_id"], T0)
-    finish_service(ledger, "run~p@1", "load_orders", {**ok(), "remote_id": "q-1", "url": "http://x/1"}, at(50))
+    finish_service(ledger, "run~p@1", "load_orders", replace(ok("load_orders"), remote_id="q-1", url="http://x/1"), at(50))
     version = ledger.version("run~p@1")
     v = run_view(ledger, "run~p@1", at(51))
     assert ledger.version("run~p@1") == version

@@ -11,6 +11,7 @@ from tower import deadlines, notify
 from tower.catalog import load_catalog
 from tower.catalog.model import Deadline
 from tower.cli.main import main
+from tower.contracts import ServiceResult
 from tower.errors import CatalogError
 from tower.events import local_bus_path
 from tower.local.bus import LocalBus, subscription_path
@@ -104,7 +105,7 @@ def test_the_prediction_follows_what_finished_and_what_runs():
     fields = deadlines.of_scheduler(scheduler, later)
     assert fields["at_risk"] is True and fields["slack_s"] == -60.0 and fields["critical_path"] == ["a", "b"]
     # a finishes: b alone decides the end
-    scheduler.finish("a", {"status": "succeeded"}, later)
+    scheduler.finish("a", ServiceResult("a", "succeeded"), later)
     scheduler.take_ready(later)
     fields = deadlines.of_scheduler(scheduler, later)
     assert fields["critical_path"] == ["b"] and fields["predicted_end"] == "2026-01-10T05:46:00Z"

@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tower.contracts import ServiceResult
 from tower.runs.scheduler import CODE_STATES, STATE_CODES, Scheduler, expand_status
 from tower.states import (
     DONE_FOR_DEPENDENTS,
@@ -77,7 +78,7 @@ def test_a_ledger_written_with_plain_words_restores_and_reports_the_same():
     assert status["counts"] == {"running": 1, "succeeded": 1, "failed": 1, "upstream_failed": 1, "skipped": 1}
     assert [v["status"] for v in expand_status(plan, status).values()] == [
         "succeeded", "failed", "upstream_failed", "running", "skipped"]
-    scheduler.finish("d", {"status": "succeeded", "attempts": 1}, T0)
+    scheduler.finish("d", ServiceResult("d", "succeeded", attempts=1), T0)
     assert scheduler.status is RunState.FAILED and json.loads(json.dumps(scheduler.result(T0)))["status"] == "failed"
 
 

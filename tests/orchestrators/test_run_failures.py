@@ -29,6 +29,7 @@ from tower.runs.history import SqliteRunHistory
 from tower.runs.ledger import ledger_from_environment, open_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
 from tower.runtime import PLATFORM_THREADS
+from tower.states import ServiceState
 from tower.timestamps import iso, utcnow
 
 from .conftest import result_of, run, run_plan, scheduled, sim_adapter, sim_catalog, statuses
@@ -302,7 +303,7 @@ def test_a_failure_cascade_cut_short_is_completed_by_the_retry(table):
         return real_submit(operations, **kwargs)
 
     ledger.save, ledger.table.submit_transaction = save, submit_transaction
-    failed = {"service": "root", "status": "failed", "attempts": 1, "error": "boom"}
+    failed = ServiceResult("root", ServiceState.FAILED, attempts=1, error="boom")
     with pytest.raises(HttpResponseError):
         finish_service(ledger, "cascade", "root", failed, T0)
     ledger.save, ledger.table.submit_transaction = real_save, real_submit

@@ -9,6 +9,7 @@ import pytest
 
 from tests.runs.jobs import job_json, named
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
+from tower.contracts import ServiceResult
 from tower.errors import (
     InconsistentPlan,
     LedgerConflict,
@@ -64,8 +65,8 @@ def open_new(ledger, plan: dict, inputs: dict, now: datetime):
     return open_run(ledger, plan["run_id"], now)
 
 
-def ok(name: str, status: str = "succeeded", **extra) -> dict:
-    return {"service": name, "status": status, "attempts": 1, "started": None, "finished": None, **extra}
+def ok(name: str, status: str = "succeeded", **extra) -> ServiceResult:
+    return ServiceResult(name, status, attempts=1, **extra)
 
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
@@ -701,8 +702,7 @@ def test_a_cancel_seen_by_another_host_stops_its_dispatch(ledger, tmp_path):
     cancel_run(ledger, "r1", T0)
     other = SqliteRunLedger(tmp_path / "ledger.db")
     other.location = f"another host over {tmp_path}"           # restores the run from the store
-    step = finish_service(other, "r1", "a", {"service": "a", "status": "succeeded", "attempts": 1,
-                                              "started": None, "finished": None}, T0)
+    step = finish_service(other, "r1", "a", ok("a"), T0)
     assert step.start == {} and step.done
     assert live_status(other, "r1", T0)["counts"] == {"succeeded": 1, "cancelled": 1}
 

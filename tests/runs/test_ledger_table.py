@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from tests.runs.jobs import job_json, named
+from tower.contracts import ServiceResult
 from tower.errors import RecordTooLarge, RunNotInLedger, ServiceNotInLedger
 from tower.runs import ledger as dispatch
 from tower.runs.ledger import Snapshot, ledger_from_environment
@@ -21,6 +22,7 @@ from tower.runs.ledger_table import (
     unpack,
 )
 from tower.runtime import Runtime
+from tower.states import ServiceState
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -281,9 +283,9 @@ def diamond_plan(run_id):
                          for name, deps in services.items()}}
 
 
-def done(name, at):
-    return {"status": "succeeded", "attempts": 1, "started": (at - timedelta(seconds=1)).isoformat(),
-            "finished": at.isoformat(), "output": f"{name} ok"}
+def done(name, at) -> ServiceResult:
+    return ServiceResult(name, ServiceState.SUCCEEDED, attempts=1, started=(at - timedelta(seconds=1)).isoformat(),
+                         finished=at.isoformat(), output=f"{name} ok")
 
 
 def test_dispatch_on_a_diamond_across_two_hosts(table_url):

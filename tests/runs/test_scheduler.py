@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tower.contracts import ServiceResult
 from tower.runs.scheduler import (
     Scheduler,
     expand_status,
@@ -33,8 +34,8 @@ def make_plan(deps: dict, expected: dict | None = None, platform_of: dict | None
     }
 
 
-def ok(started=None, finished=None):
-    return {"status": ServiceState.SUCCEEDED, "attempts": 1, "started": started, "finished": finished}
+def ok(name: str, started=None, finished=None) -> ServiceResult:
+    return ServiceResult(name, ServiceState.SUCCEEDED, attempts=1, started=started, finished=finished)
 
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
@@ -44,13 +45,13 @@ def test_diamond_starts_each_service_when_its_last_dependency_succeeds():
     s = Scheduler(make_plan(DIAMOND), T0)
     assert s.take_ready(at(0)) == ["a"]
     assert s.take_ready(at(0)) == []
-    s.finish("a", ok(), at(1))
+    s.finish("a", ok("a"), at(1))
     assert sorted(s.take_ready(at(1))) == ["b", "c"]
-    s.finish("b", ok(), at(2))
+    s.finish("b", ok("b"), at(2))
     assert s.take_ready(at(2)) == []  # d still waits for c
-    s.finish("c", ok(), at(3))
+    s.finish("c", ok("c"), at(3))
     assert s.take_ready(at(3)) == ["d"]
-    s.finish("d", ok(), at(4))
+    s.finish("d", ok("d"), at(4))
     assert s.done and s.status is RunState.SUCCEEDED
 
 
@@ -59,11 +60,11 @@ def test_limit_gives_free_slots_to_the_longest_remaining_path_first():
     expected = {"short": 1, "long": 5, "mid": 3, "after_long": 5}
     s = Scheduler(make_plan(deps, expected, limits={"main": 1}), T0)
     assert s.take_ready(at(0)) == ["long"]
-    s.finish("long", ok(), at(5))
+    s.finish("long", ok("long"), at(5))
     assert s.take_ready(at(5)) == ["after_long"]  # remaining path 5 beats mid (3) and short (1)
-    s.finish("after_long", ok(), at(10))
+    s.finish("after_long", ok("after_long"), at(10))
     assert s.take_ready(at(10)) == ["mid"]
-    s.finish("mid", ok(), at(13))
+    s.finish("mid", ok("mid"), at(13))
     assert s.take_ready(at(13)) == ["short"]
 
 
@@ -73,9 +74,9 @@ def test_limits_are_per_platform():
     s = Scheduler(make_plan(deps, platform_of=platform_of, limits={"x": 2}), T0)
     started = s.take_ready(at(0))
     assert sorted(started) == ["x1", "x2", "y1", "y2"]
-    s.finish("y1", ok(), at(1))
+    s.finish("y1", ok("y1"), at(1))
     assert s.take_ready(at(1)) == []
-    s.finish("x2", ok(), at(2))
+    s.finish("x2", ok("x2"), at(2))
     assert s.take_ready(at(2)) == ["x3"]
 
 
@@ -83,13 +84,13 @@ def test_failure_marks_downstream_and_lets_independent_branches_go_on():
     deps = {"a": [], "b": ["a"], "c": ["b"], "x": [], "y": ["x"]}
     s = Scheduler(make_plan(deps), T0)
     assert s.take_ready(at(0)) == ["a", "x"]
-    s.finish("a", {"status": ServiceState.FAILED, "attempts": 3, "error": "boom"}, at(1))
+    s.finish("a", ServiceResult("a", ServiceState.FAILED, attempts=3, error="boom"), at(1))
     assert s.records["b"].status == ServiceState.UPSTREAM_FAILED and s.records["c"].status == ServiceState.UPSTREAM_FAILED
     assert s.records["c"].error == "upstream 'a' failed"
     assert not s.done
-    s.finish("x", ok(), at(2))
+    s.finish("x", ok("x"), at(2))
     assert s.take_ready(at(2)) == ["y"]
-    s.finish("y", ok(), at(3))
+    s.finish("y", ok("y"), at(3))
     assert s.done and s.status is RunState.FAILED
     result = s.result(at(3))
     assert "a: boom" in result["summary"] and "2 service(s) not run" in result["summary"]
@@ -100,7 +101,7 @@ def test_failure_marks_downstream_and_lets_independent_branches_go_on():
 def test_an_unknown_status_from_a_service_counts_as_failed():
     s = Scheduler(make_plan({"a": []}), T0)
     s.take_ready(at(0))
-    s.finish("a", {"status": "weird"}, at(1))
+    s.finish("a", ServiceResult("a", "weird"), at(1))
     assert s.records["a"].status == ServiceState.FAILED and "weird" in s.records["a"].error
 
 
@@ -111,14 +112,14 @@ def test_cancel_marks_what_has_not_started_and_names_what_runs():
     assert s.cancel(at(1)) == ["a"]
     assert s.records["b"].status == ServiceState.CANCELLED and s.records["c"].status == ServiceState.CANCELLED
     assert s.take_ready(at(1)) == []
-    s.finish("a", {"status": ServiceState.CANCELLED, "attempts": 1, "error": "cancelled"}, at(2))
+    s.finish("a", ServiceResult("a", ServiceState.CANCELLED, attempts=1, error="cancelled"), at(2))
     assert s.done and s.status is RunState.CANCELLED
 
 
 def test_finishing_a_service_that_is_not_running_is_a_bug():
     s = Scheduler(make_plan({"a": []}), T0)
     with pytest.raises(ValueError, match="pending"):
-        s.finish("a", ok(), at(1))
+        s.finish("a", ok("a"), at(1))
 
 
 def test_eta_is_the_remaining_critical_path_or_the_work_over_the_slots():
@@ -128,8 +129,8 @@ def test_eta_is_the_remaining_critical_path_or_the_work_over_the_slots():
     assert s.eta(at(4)) == at(4 + 6 + 20)  # a has 6 s left, then b
     limited = Scheduler(make_plan({n: [] for n in "abcd"}, {n: 10 for n in "abcd"}, limits={"main": 1}), T0)
     assert limited.eta(at(0)) == at(40)
-    s.finish("a", ok(), at(10)); s.take_ready(at(10)); s.finish("c", ok(), at(10))  # noqa: E702
-    s.finish("b", ok(), at(30))
+    s.finish("a", ok("a"), at(10)); s.take_ready(at(10)); s.finish("c", ok("c"), at(10))  # noqa: E702
+    s.finish("b", ok("b"), at(30))
     assert s.eta(at(30)) is None
 
 
@@ -140,7 +141,7 @@ def test_compact_status_stays_small_for_300_services_and_expands_back():
     s = Scheduler(plan, T0)
     started = s.take_ready(at(0))
     for name in started[:50]:
-        s.finish(name, {"status": ServiceState.FAILED, "attempts": 2, "error": "x" * 1000}, at(1))
+        s.finish(name, ServiceResult(name, ServiceState.FAILED, attempts=2, error="x" * 1000), at(1))
     status = s.compact_status(at(1))
     size = len(json.dumps(status).encode())
     assert size < 4000, size  # one letter per service + running starts + 10 short errors

@@ -50,12 +50,12 @@ def record(status=ServiceState.PENDING, **fields) -> dict:
 def test_a_skipped_dependency_releases_its_dependents():
     s = Scheduler(make_plan({"a": [], "b": ["a"], "c": ["b"]}), T0)
     assert s.take_ready(at(0)) == ["a"]
-    s.finish("a", {"status": ServiceState.SKIPPED, "attempts": 0}, at(1))
+    s.finish("a", ServiceResult("a", ServiceState.SKIPPED, attempts=0), at(1))
     assert s.take_ready(at(1)) == ["b"]
     assert s.records["b"].status == ServiceState.RUNNING and s.records["c"].status == ServiceState.PENDING
-    s.finish("b", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(2))
+    s.finish("b", ServiceResult("b", ServiceState.SUCCEEDED, attempts=1), at(2))
     assert s.take_ready(at(2)) == ["c"]
-    s.finish("c", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(3))
+    s.finish("c", ServiceResult("c", ServiceState.SUCCEEDED, attempts=1), at(3))
     assert s.done and s.status is RunState.SUCCEEDED
 
 
@@ -63,13 +63,13 @@ def test_finish_keeps_what_the_service_reported_and_frees_its_slot():
     s = Scheduler(make_plan({"a": [], "b": []}, limits={"main": 1}), T0)
     assert s.take_ready(at(0)) == ["a"]
     assert s.records["a"].started == stamp(0)
-    s.finish("a", {"status": ServiceState.SUCCEEDED, "attempts": 2, "started": stamp(0.5), "finished": stamp(9),
-                   "remote_id": "run-7", "url": "https://x/run/7", "error": None, "output": "42 rows"}, at(10))
+    s.finish("a", ServiceResult("a", ServiceState.SUCCEEDED, attempts=2, started=stamp(0.5), finished=stamp(9),
+                                remote_id="run-7", url="https://x/run/7", error=None, output="42 rows"), at(10))
     assert s.take_changes()["a"] == record(ServiceState.SUCCEEDED, attempts=2, started=stamp(0.5), finished=stamp(9),
                                            remote_id="run-7", url="https://x/run/7", output="42 rows")
     assert s.take_ready(at(10)) == ["b"]  # the slot a held is free again
     assert s.running_since == {"b": at(10)}
-    s.finish("b", {"status": ServiceState.FAILED}, at(11))  # a result that says little: the scheduler fills in
+    s.finish("b", ServiceResult("b", ServiceState.FAILED), at(11))  # a result that says little: the scheduler fills in
     assert s.take_changes()["b"] == record(ServiceState.FAILED, attempts=0, started=stamp(10), finished=stamp(11),
                                            error="ended 'failed' without an error message")
 
@@ -80,7 +80,7 @@ def test_take_changes_returns_each_changed_record_once():
     s.take_ready(at(0))
     assert s.take_changes() == {"a": record(ServiceState.RUNNING, started=stamp(0))}
     assert s.take_changes() == {}
-    s.finish("a", {"status": ServiceState.FAILED, "attempts": 1, "error": "boom"}, at(1))
+    s.finish("a", ServiceResult("a", ServiceState.FAILED, attempts=1, error="boom"), at(1))
     assert s.take_changes() == {
         "a": record(ServiceState.FAILED, attempts=1, started=stamp(0), finished=stamp(1), error="boom"),
         "b": record(ServiceState.UPSTREAM_FAILED, finished=stamp(1), error="upstream 'a' failed"),
@@ -90,7 +90,7 @@ def test_take_changes_returns_each_changed_record_once():
 def test_a_service_cancelled_on_its_platform_holds_back_its_dependents():
     s = Scheduler(make_plan({"a": [], "b": ["a"], "c": ["b"]}), T0)
     s.take_ready(at(0))
-    s.finish("a", {"status": ServiceState.CANCELLED, "attempts": 1, "error": "cancelled on the platform"}, at(3))
+    s.finish("a", ServiceResult("a", ServiceState.CANCELLED, attempts=1, error="cancelled on the platform"), at(3))
     assert s.records["c"].error == "upstream 'a' was cancelled"
     assert (s.records["b"].status, s.records["b"].finished) == (ServiceState.UPSTREAM_FAILED, stamp(3))
     assert s.done and s.status is RunState.FAILED
@@ -108,10 +108,10 @@ def test_cancel_marks_pending_services_and_waits_for_every_running_one():
     assert s.cancel_requested is True
     assert s.take_changes() == {name: record(ServiceState.CANCELLED, finished=stamp(5), error="run cancelled")
                                 for name in ("c", "d")}
-    s.finish("a", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(6))
+    s.finish("a", ServiceResult("a", ServiceState.SUCCEEDED, attempts=1), at(6))
     assert not s.done  # b still runs
     assert s.take_ready(at(6)) == []
-    s.finish("b", {"status": ServiceState.CANCELLED, "attempts": 1, "error": "cancelled"}, at(7))
+    s.finish("b", ServiceResult("b", ServiceState.CANCELLED, attempts=1, error="cancelled"), at(7))
     assert s.done and s.status is RunState.CANCELLED
     assert s.result(at(7))["summary"] == "run cancelled"
 
@@ -128,7 +128,7 @@ def test_restore_rebuilds_slots_queues_and_what_is_still_awaited():
     assert (s.unfinished, s.busy, s.running_since) == (4, {"main": 1}, {"c": at(2)})
     assert s.waiting == {"a": 0, "b": 0, "c": 0, "d": 0, "e": 1}
     assert s.take_ready(at(4)) == ["b"]  # one slot left: b (released by a) before d, in file order
-    s.finish("c", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(12))
+    s.finish("c", ServiceResult("c", ServiceState.SUCCEEDED, attempts=1), at(12))
     assert s.take_ready(at(12)) == ["d"]  # d and e (released by c) tie at 1 s: file order
     assert s.eta(at(12)) == at(13)  # d and e, 1 s each, over 2 slots (b is overdue: 0 s left)
 
@@ -151,7 +151,7 @@ def test_restore_counts_every_running_service_against_its_platforms_slots():
     s = Scheduler.restore(plan, T0, {"a": record(ServiceState.RUNNING, started=stamp(1)), "b": record(ServiceState.RUNNING, started=stamp(2))})
     assert s.busy == {"main": 2}
     assert s.take_ready(at(3)) == []  # both slots are taken
-    s.finish("a", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(4))
+    s.finish("a", ServiceResult("a", ServiceState.SUCCEEDED, attempts=1), at(4))
     assert s.take_ready(at(4)) == ["c"]
 
 
@@ -187,8 +187,8 @@ def test_compact_status_exactly():
     deps = {"slow": [], "fast": [], "bad": [], "after_bad": ["bad"], "later": ["fast"]}
     s = Scheduler(make_plan(deps, {"slow": 100, "fast": 10, "bad": 1, "after_bad": 1, "later": 5}), T0)
     s.take_ready(at(0.1234))  # slow, fast, bad
-    s.finish("bad", {"status": ServiceState.FAILED, "attempts": 1, "error": "e" * 200}, at(1))
-    s.finish("fast", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(10))
+    s.finish("bad", ServiceResult("bad", ServiceState.FAILED, attempts=1, error="e" * 200), at(1))
+    s.finish("fast", ServiceResult("fast", ServiceState.SUCCEEDED, attempts=1), at(10))
     assert s.take_ready(at(12.3456)) == ["later"]
     assert s.compact_status(at(13)) == {
         "run_id": "r1",
@@ -210,7 +210,7 @@ def test_compact_status_shows_the_longest_running_and_the_first_ten_failures():
     for i, name in enumerate(reversed(names[:70])):  # restart them so the last names ran longest
         s.running_since[name] = at(i)
     for name in names[:12]:
-        s.finish(name, {"status": ServiceState.FAILED, "attempts": 1, "error": f"{name} broke"}, at(100))
+        s.finish(name, ServiceResult(name, ServiceState.FAILED, attempts=1, error=f"{name} broke"), at(100))
     status = s.compact_status(at(100))
     assert list(status["errors"]) == names[:10]
     assert list(status["running"]) == list(reversed(names[12:70]))[:50]
@@ -239,8 +239,8 @@ def test_expand_status_reads_back_each_service():
 def test_result_exactly():
     s = Scheduler(make_plan({"a": [], "b": ["a"], "c": []}), T0)
     s.take_ready(at(0))
-    s.finish("a", {"status": ServiceState.FAILED, "attempts": 3, "error": "boom", "remote_id": "q1"}, at(4))
-    s.finish("c", {"status": ServiceState.SUCCEEDED, "attempts": 1, "output": "ok"}, at(5))
+    s.finish("a", ServiceResult("a", ServiceState.FAILED, attempts=3, error="boom", remote_id="q1"), at(4))
+    s.finish("c", ServiceResult("c", ServiceState.SUCCEEDED, attempts=1, output="ok"), at(5))
     assert s.result(at(6)) == {
         "run_id": "r1", "pipeline": "nightly", "status": ServiceState.FAILED, "started": stamp(0), "finished": stamp(6),
         "counts": {ServiceState.SUCCEEDED: 1, ServiceState.FAILED: 1, ServiceState.UPSTREAM_FAILED: 1}, "failed": {"a": "boom"}, "failed_not_shown": 0,
@@ -256,7 +256,7 @@ def test_result_exactly():
 def test_summary_of_a_clean_run_is_empty():
     s = Scheduler(make_plan({"a": []}), T0)
     s.take_ready(at(0))
-    s.finish("a", {"status": ServiceState.SUCCEEDED, "attempts": 1}, at(1))
+    s.finish("a", ServiceResult("a", ServiceState.SUCCEEDED, attempts=1), at(1))
     assert s.result(at(1))["summary"] == ""
 
 

@@ -5,16 +5,19 @@ crash never leaks a slot."""
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from tests.runs.jobs import job_json
 from tower.catalog.pipelines import PRIORITY_RANGE
+from tower.contracts import ServiceResult
 from tower.runs import ledger as lg
 from tower.runs import slots
 from tower.runs.ledger import cancel_run, core_of, finish_service, reconcile_run
 from tower.runs.ledger_sqlite import SqliteRunLedger
+from tower.states import ServiceState
 from tower.timestamps import iso
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -39,8 +42,8 @@ def inputs_of(plan: dict) -> dict:
     return {name: job_json(plan["run_id"], name) for name in plan["services"]}
 
 
-def ok(name: str) -> dict:
-    return {"service": name, "status": "succeeded", "attempts": 1, "started": None, "finished": None}
+def ok(name: str) -> ServiceResult:
+    return ServiceResult(name, ServiceState.SUCCEEDED, attempts=1)
 
 
 def wide(n: int) -> dict:
@@ -259,9 +262,9 @@ def test_a_cancelled_run_frees_its_slots_and_starts_the_other_runs_waiters(store
     stop = cancel_run(ledger, "a-1", T0)
     assert sorted(stop.stop) == ["a-1:s0", "a-1:s1"]
     assert ledger.slots().read("x")[1]["waiting"].keys() == {"b-1"}     # a's waiters left the queue
-    cancelled = {"service": "s0", "status": "cancelled", "attempts": 1, "error": "cancelled"}
+    cancelled = ServiceResult("s0", ServiceState.CANCELLED, attempts=1, error="cancelled")
     assert list(finish_service(ledger, "a-1", "s0", cancelled, T0).start) == ["b-1:s0"]
-    assert list(finish_service(ledger, "a-1", "s1", {**cancelled, "service": "s1"}, T0).start) == ["b-1:s1"]
+    assert list(finish_service(ledger, "a-1", "s1", replace(cancelled, service="s1"), T0).start) == ["b-1:s1"]
     assert holders(ledger) == {("b-1", "s0"), ("b-1", "s1")}
 
 

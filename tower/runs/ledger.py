@@ -239,8 +239,7 @@ def open_run(ledger: RunLedger, run_id: str, now: datetime) -> Step:
     return _sweep(ledger, run_id, step, now) if first else step
 
 
-def finish_service(ledger: RunLedger, run_id: str, name: str, result: ServiceResult | Mapping[str, Any],
-                   now: datetime) -> Step:
+def finish_service(ledger: RunLedger, run_id: str, name: str, result: ServiceResult, now: datetime) -> Step:
     """Record a service's end (`Scheduler.finish`) and take what became ready. A repeated report changes nothing of
     that service; like `reconcile_run` it then dispatches what is ready and asks that every running
     service exists."""

@@ -180,11 +180,8 @@ class Scheduler:
             self.changed.add(name)
         return [name for _, _, name in taken]
 
-    def finish(self, name: str, result: ServiceResult | Mapping[str, Any], now: datetime) -> None:
-        """Take a service's result (a `service_run` output; as JSON, it is read once here) and release
-        what it was holding back."""
-        if not isinstance(result, ServiceResult):
-            result = ServiceResult.from_json(result)
+    def finish(self, name: str, result: ServiceResult, now: datetime) -> None:
+        """Take a service's result (a `service_run` output) and release what it was holding back."""
         record = self.records[name]
         if record.status != ServiceState.RUNNING:
             raise ValueError(f"service {name!r} finished while {record.status}")
