@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 import activities.runs
 from tests.faults import ends, run_is
 from tests.runs.jobs import job_json
-from tower import names
+from tower import logcontext, names
 from tower.contracts import ServiceReport, ServiceResult
 from tower.errors import EngineError, RetryableError
 from tower.local.management import LOST_REPLY
@@ -153,7 +154,9 @@ def test_work_submitted_by_a_submit_that_outlived_the_deadline_is_cancelled(engi
 
 # A cancel the platform refuses does not hide why the service ended: the service fails for its own
 # reason, and its output says the remote work may still run (and which).
-def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, platform):
+def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, platform, caplog):
+    caplog.set_level(logging.INFO, logger="tower.orchestrators")
+
     def refuse(handle):
         raise RetryableError("cancel answered 503 Service Unavailable", platform="tp")
 
@@ -164,6 +167,10 @@ def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, p
     assert (late["status"], late["error"]) == ("failed", "timed out after 0.2s"), late
     assert late["output"] == (f"could not cancel remote run {late['remote_id']}: "
                               "cancel answered 503 Service Unavailable"), late
+    # and the operator is told, once whatever the replays, which run and service may have left work running
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith(result["run_id"]) and "could not cancel" in r.getMessage()] == [
+        ("WARNING", f"{result['run_id']}/late: {late['output']}")], caplog.text
 
 
 # A push that the work ended wakes the service run once: a push that came early (the work still
@@ -507,7 +514,8 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
 
 # A start whose reply was lost took effect: the dispatch looks before it starts again, since a start
 # over a service run that already ended would replace it and watch its work a second time.
-def test_a_start_whose_reply_was_lost_is_not_made_again(engine):
+def test_a_start_whose_reply_was_lost_is_not_made_again(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
     starts = []
 
     async def reply_lost(name, instance_id):
@@ -525,6 +533,13 @@ def test_a_start_whose_reply_was_lost_is_not_made_again(engine):
     assert len(starts) == 1, f"b's service run was started {len(starts)} times"
     b = result["services"]["b"]
     assert sim_adapter(engine).poll_counts().get(b["remote_id"], 0) <= 1
+    # the operator reads that a start failed and what it then found, once each, of this run and service
+    b_run = service_instance_id(result["run_id"], "b")
+    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID)) for r in caplog.records if b_run in r.getMessage()]
+    assert said == [("WARNING", f"run {result['run_id']}: starting service run {b_run} failed, trying again: "
+                                "Server disconnected", result["run_id"]),
+                    ("INFO", f"run {result['run_id']}: service run {b_run} was started; only the reply was lost",
+                     result["run_id"])], caplog.text
 
 
 # Only the dispatch has the handle of the work it submitted, so a failed start of its service run is
