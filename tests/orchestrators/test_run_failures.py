@@ -512,6 +512,66 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
     assert scheduled(engine, service_instance_id(run_id, "slow")) == [names.POLL_SERVICE]
 
 
+# An invocation that dispatched several services ends (raises) only once every dispatch of its step
+# has settled: in Azure, work that outlives its invocation may be cut off when the host recycles the
+# worker, and a dispatch cut off before it settles leaves its service counted as still dispatching (no
+# ensure starts it for the dispatch grace) when the retry comes. Here a's early report dispatches bad, whose starts
+# the Durable HTTP API refuses (each try of `START_RETRY_DELAYS`, 7.5 s in all), and slow, whose start
+# is still under way when bad's last try is refused.
+def test_an_early_report_fails_only_once_every_dispatch_of_its_step_has_settled(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    catalog = sim_catalog({"a": {"duration": 0.0}, "bad": {"deps": ["a"], "duration": 0.0},
+                           "slow": {"deps": ["a"], "duration": 0.0}})
+    plan = build_plan(catalog, "p", run_id=f"review-act-{uuid.uuid4().hex[:6]}")
+    run_id, tries, starts_of_bad = plan["run_id"], 1 + len(activities.runs.START_RETRY_DELAYS), []
+    bad, slow = service_instance_id(run_id, "bad"), service_instance_id(run_id, "slow")
+
+    async def trouble(name, instance_id):
+        if instance_id == bad:
+            starts_of_bad.append(instance_id)
+            if len(starts_of_bad) <= tries:  # every try of its dispatch; the repeated report's ensure starts it
+                raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
+        elif instance_id == slow:  # under way until well after bad's last try was refused
+            while len(starts_of_bad) < tries:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+        return None
+
+    class WhenItFails(logging.Handler):
+        """What the early report's failure finds done, the moment `_reported` hears of it."""
+
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.found = []
+
+        def emit(self, record):
+            message = record.getMessage()
+            if getattr(record, logcontext.RUN_ID, None) == run_id and "early report dispatched failed" in message:
+                self.found.append({"slow started": engine.status(slow, show_input=False) is not None,
+                                   "slow dispatching": slow in engine.runtime.ledger.dispatches})
+
+    at_failure, logger = WhenItFails(), logging.getLogger("tower.activities")
+    logger.addHandler(at_failure)
+    try:
+        with engine.unreliable_starts(trouble):
+            result = run_plan(engine, plan, 30)
+    finally:
+        logger.removeHandler(at_failure)
+    assert scheduled(engine, service_instance_id(run_id, "a")) == [names.POLL_SERVICE, names.REPORT_SERVICE], \
+        "a's early report did not fail: the scenario did not happen"
+    assert at_failure.found == [{"slow started": True, "slow dispatching": False}], \
+        "the early report's act raised while another dispatch of its step was still under way"
+    assert statuses(result) == {"a": "succeeded", "bad": "succeeded", "slow": "succeeded"}, result
+    assert len(starts_of_bad) == tries + 1, starts_of_bad  # and the repeated report's ensure
+    # the operator reads that the early report failed, once, of this run (a's service run reports again)
+    said = f"{run_id}: starting what an early report dispatched failed, service_run will report: "
+    failed = [r for r in caplog.records
+              if getattr(r, logcontext.RUN_ID, None) == run_id and "early report dispatched failed" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().startswith(said), getattr(r, logcontext.SERVICE, None))
+            for r in failed] == [("WARNING", True, "a")], caplog.text
+    assert "503 Server Busy: the storage account is throttling (injected)" in failed[0].getMessage()
+
+
 # A start whose reply was lost took effect: the dispatch looks before it starts again, since a start
 # over a service run that already ended would replace it and watch its work a second time.
 def test_a_start_whose_reply_was_lost_is_not_made_again(engine, caplog):
@@ -535,7 +595,8 @@ def test_a_start_whose_reply_was_lost_is_not_made_again(engine, caplog):
     assert sim_adapter(engine).poll_counts().get(b["remote_id"], 0) <= 1
     # the operator reads that a start failed and what it then found, once each, of this run and service
     b_run = service_instance_id(result["run_id"], "b")
-    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID)) for r in caplog.records if b_run in r.getMessage()]
+    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID, None))
+            for r in caplog.records if b_run in r.getMessage()]
     assert said == [("WARNING", f"run {result['run_id']}: starting service run {b_run} failed, trying again: "
                                 "Server disconnected", result["run_id"]),
                     ("INFO", f"run {result['run_id']}: service run {b_run} was started; only the reply was lost",

@@ -44,7 +44,7 @@ def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_r
     failed = [e["Name"] for e in engine.history(plan["run_id"]) if e["EventType"] == 6]  # TaskFailed
     assert failed == []  # the reconcile that found it recorded it, and acted on that, at the first try
     # the operator reads why in the reconcile's lines, which name the service it is about
-    found = [r for r in caplog.records if r.getMessage() == (f"run {plan['run_id']}: service run {instance} ended "
-                                                             "Terminated without its end reaching the ledger; recording it")]
-    assert [(r.levelname, getattr(r, logcontext.RUN_ID), getattr(r, logcontext.SERVICE)) for r in found] == [
-        ("WARNING", plan["run_id"], "long")], caplog.text
+    said = f"run {plan['run_id']}: service run {instance} ended Terminated without its end reaching the ledger; recording it"
+    found = [r for r in caplog.records if r.getMessage() == said]
+    assert [(r.levelname, getattr(r, logcontext.RUN_ID, None), getattr(r, logcontext.SERVICE, None))
+            for r in found] == [("WARNING", plan["run_id"], "long")], caplog.text
