@@ -27,7 +27,7 @@ from tower.local.management import LOST_REPLY
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
 from tower.runs.history import SqliteRunHistory
-from tower.runs.ledger import ledger_from_environment, open_run, store_plan
+from tower.runs.ledger import ledger_from_environment, open_run, reconcile_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
 from tower.runtime import PLATFORM_THREADS
 from tower.timestamps import iso, utcnow
@@ -570,6 +570,45 @@ def test_an_early_report_fails_only_once_every_dispatch_of_its_step_has_settled(
     assert [(r.levelname, r.getMessage().startswith(said), getattr(r, logcontext.SERVICE, None))
             for r in failed] == [("WARNING", True, "a")], caplog.text
     assert "503 Server Busy: the storage account is throttling (injected)" in failed[0].getMessage()
+
+
+# Two ensures may find the same lost start at once (a reconcile, and a repeated report, on one host
+# or two) and both start its service run: Durable creates it once and refuses the other start (an
+# "already exists" 500, `InstanceExists` here), which counts nothing and says so.
+def test_two_ensures_that_find_the_same_start_lost_start_it_once(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    plan = build_plan(sim_catalog({"b": {"duration": 0.5}}), "p", run_id=f"review-twins-{uuid.uuid4().hex[:6]}")
+    run_id, ledger = plan["run_id"], engine.runtime.ledger
+    b, arrived = service_instance_id(run_id, "b"), []
+    store_run(plan, ledger)
+    taken = open_run(ledger, run_id, utcnow())    # b taken off the ready queue here...
+    ledger.dispatches.settled(taken.start)        # ...and its dispatch lost before it started b's service run
+    steps = [reconcile_run(ledger, run_id, utcnow()) for _ in range(2)]
+    assert [(list(step.ensure), step.dispatching) for step in steps] == [([b], frozenset())] * 2
+
+    async def side_by_side(name, instance_id):  # both starts in flight; the second reaches Durable last
+        if instance_id == b:
+            arrived.append(instance_id)
+            mine, until = len(arrived), time.monotonic() + 5
+            while len(arrived) < 2 and time.monotonic() < until:
+                await asyncio.sleep(0.01)
+            if mine == 2:
+                await asyncio.sleep(0.1)
+        return None
+
+    async def both():
+        client = df.DurableOrchestrationClient(engine.client_binding)
+        return await asyncio.gather(*(activities.runs.act(client, run_id, step) for step in steps))
+
+    with engine.unreliable_starts(side_by_side):
+        summaries = asyncio.run_coroutine_threadsafe(both(), engine.loop).result(timeout=15)
+    assert len(arrived) == 2, "the two ensures did not both start b's service run"
+    assert sorted(summary.started for summary in summaries) == [0, 1]
+    wait_until(lambda: ledger.load(run_id).records["b"]["status"] == "succeeded", what="b's service run reported")
+    assert scheduled(engine, b).count(names.SUBMIT_SERVICE) == 1
+    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID, None), getattr(r, logcontext.SERVICE, None))
+            for r in caplog.records if "already started" in r.getMessage()]
+    assert said == [("INFO", f"run {run_id}: service run {b} already started", run_id, "b")], caplog.text
 
 
 # A start whose reply was lost took effect: the dispatch looks before it starts again, since a start
