@@ -1,6 +1,7 @@
 """The activities' plumbing: adapters kept per process, signals that wait for their instance."""
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 
@@ -63,13 +64,18 @@ class FakeClient:
         self.raised.append((instance_id, event, data))
 
 
-def test_a_signal_waits_briefly_for_an_instance_about_to_start():
-    client = FakeClient({"late": 2, "never": 99}, gone=("done",))
-    reached = asyncio.run(runs.raise_events(client, ["late", "never", "done", "now"], "cancel",
-                                                retry_delays=(0.0, 0.0, 0.0)))
-    assert reached == ["late", "now"]
-    assert client.missing_for["never"] == 99 - 4  # the first try and one per delay, then given up
-    assert sorted(client.raised) == [("late", "cancel", None), ("now", "cancel", None)]
+def test_a_signal_waits_briefly_for_an_instance_about_to_start(caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    client = FakeClient({"r:late": 2, "r:never": 99}, gone=("r:done",))
+    reached = asyncio.run(runs.raise_events(client, ["r:late", "r:never", "r:done", "r:now"], "cancel",
+                                            retry_delays=(0.0, 0.0, 0.0)))
+    assert reached == ["r:late", "r:now"]
+    assert client.missing_for["r:never"] == 99 - 4  # the first try and one per delay, then given up
+    assert sorted(client.raised) == [("r:late", "cancel", None), ("r:now", "cancel", None)]
+    # the operator reads which signal reached no instance, and why (a cancel may leave work running)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "signal cancel: r:done already finished"),
+        ("INFO", "signal cancel: r:never never started (or was purged)")]
 
 
 class SlowClient:

@@ -23,7 +23,8 @@ class Lines(logging.Handler):
         self.seen = []
 
     def emit(self, record):
-        self.seen.append({"message": record.getMessage(), "thread": threading.current_thread().name,
+        self.seen.append({"message": record.getMessage(), "level": record.levelname,
+                          "thread": threading.current_thread().name,
                           "invocation_id": getattr(local_engine.INVOCATION_LOCAL, "invocation_id", None),
                           "run_id": getattr(record, logcontext.RUN_ID, None),
                           "service": getattr(record, logcontext.SERVICE, None)})
@@ -64,6 +65,8 @@ def test_a_line_from_the_platform_pool_names_the_invocation_and_run(engine, line
     failed = [line for line in lines.seen if "submit at dispatch failed" in line["message"]]
     assert len(failed) == 1, lines.seen
     line = failed[0]
+    assert (line["level"], line["message"]) == (
+        "INFO", f"{result['run_id']}/only: submit at dispatch failed, service_run submits: connection reset by peer")
     assert line["thread"].startswith("tower-platform")
     open_runs = [invocation_id for name, invocation_id in given if name == names.OPEN_RUN]
     assert line["invocation_id"] in open_runs and line["invocation_id"] is not None

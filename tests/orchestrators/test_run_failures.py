@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -19,14 +20,14 @@ import pytest
 import activities.runs
 from tests.faults import ends, run_is
 from tests.runs.jobs import job_json
-from tower import names
+from tower import logcontext, names
 from tower.contracts import ServiceReport, ServiceResult
 from tower.errors import EngineError, RetryableError
 from tower.local.management import LOST_REPLY
 from tower.platforms.base import FunctionAdapter, Handle, Status
 from tower.runner import store_run
 from tower.runs.history import SqliteRunHistory
-from tower.runs.ledger import ledger_from_environment, open_run, store_plan
+from tower.runs.ledger import ledger_from_environment, open_run, reconcile_run, store_plan
 from tower.runs.plan import build_plan, service_instance_id
 from tower.runtime import PLATFORM_THREADS
 from tower.states import ServiceState
@@ -154,7 +155,9 @@ def test_work_submitted_by_a_submit_that_outlived_the_deadline_is_cancelled(engi
 
 # A cancel the platform refuses does not hide why the service ended: the service fails for its own
 # reason, and its output says the remote work may still run (and which).
-def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, platform):
+def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, platform, caplog):
+    caplog.set_level(logging.INFO, logger="tower.orchestrators")
+
     def refuse(handle):
         raise RetryableError("cancel answered 503 Service Unavailable", platform="tp")
 
@@ -165,6 +168,10 @@ def test_a_cancel_the_platform_refuses_is_noted_in_the_services_output(engine, p
     assert (late["status"], late["error"]) == ("failed", "timed out after 0.2s"), late
     assert late["output"] == (f"could not cancel remote run {late['remote_id']}: "
                               "cancel answered 503 Service Unavailable"), late
+    # and the operator is told, once whatever the replays, which run and service may have left work running
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith(result["run_id"]) and "could not cancel" in r.getMessage()] == [
+        ("WARNING", f"{result['run_id']}/late: {late['output']}")], caplog.text
 
 
 # A push that the work ended wakes the service run once: a push that came early (the work still
@@ -506,9 +513,109 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
     assert scheduled(engine, service_instance_id(run_id, "slow")) == [names.POLL_SERVICE]
 
 
+# An invocation that dispatched several services ends (raises) only once every dispatch of its step
+# has settled: in Azure, work that outlives its invocation may be cut off when the host recycles the
+# worker, and a dispatch cut off before it settles leaves its service counted as still dispatching (no
+# ensure starts it for the dispatch grace) when the retry comes. Here a's early report dispatches bad, whose starts
+# the Durable HTTP API refuses (each try of `START_RETRY_DELAYS`, 7.5 s in all), and slow, whose start
+# is still under way when bad's last try is refused.
+def test_an_early_report_fails_only_once_every_dispatch_of_its_step_has_settled(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    catalog = sim_catalog({"a": {"duration": 0.0}, "bad": {"deps": ["a"], "duration": 0.0},
+                           "slow": {"deps": ["a"], "duration": 0.0}})
+    plan = build_plan(catalog, "p", run_id=f"review-act-{uuid.uuid4().hex[:6]}")
+    run_id, tries, starts_of_bad = plan["run_id"], 1 + len(activities.runs.START_RETRY_DELAYS), []
+    bad, slow = service_instance_id(run_id, "bad"), service_instance_id(run_id, "slow")
+
+    async def trouble(name, instance_id):
+        if instance_id == bad:
+            starts_of_bad.append(instance_id)
+            if len(starts_of_bad) <= tries:  # every try of its dispatch; the repeated report's ensure starts it
+                raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
+        elif instance_id == slow:  # under way until well after bad's last try was refused
+            while len(starts_of_bad) < tries:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+        return None
+
+    class WhenItFails(logging.Handler):
+        """What the early report's failure finds done, the moment `_reported` hears of it."""
+
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.found = []
+
+        def emit(self, record):
+            message = record.getMessage()
+            if getattr(record, logcontext.RUN_ID, None) == run_id and "early report dispatched failed" in message:
+                self.found.append({"slow started": engine.status(slow, show_input=False) is not None,
+                                   "slow dispatching": slow in engine.runtime.ledger.dispatches})
+
+    at_failure, logger = WhenItFails(), logging.getLogger("tower.activities")
+    logger.addHandler(at_failure)
+    try:
+        with engine.unreliable_starts(trouble):
+            result = run_plan(engine, plan, 30)
+    finally:
+        logger.removeHandler(at_failure)
+    assert scheduled(engine, service_instance_id(run_id, "a")) == [names.POLL_SERVICE, names.REPORT_SERVICE], \
+        "a's early report did not fail: the scenario did not happen"
+    assert at_failure.found == [{"slow started": True, "slow dispatching": False}], \
+        "the early report's act raised while another dispatch of its step was still under way"
+    assert statuses(result) == {"a": "succeeded", "bad": "succeeded", "slow": "succeeded"}, result
+    assert len(starts_of_bad) == tries + 1, starts_of_bad  # and the repeated report's ensure
+    # the operator reads that the early report failed, once, of this run (a's service run reports again)
+    said = f"{run_id}: starting what an early report dispatched failed, service_run will report: "
+    failed = [r for r in caplog.records
+              if getattr(r, logcontext.RUN_ID, None) == run_id and "early report dispatched failed" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().startswith(said), getattr(r, logcontext.SERVICE, None))
+            for r in failed] == [("WARNING", True, "a")], caplog.text
+    assert "503 Server Busy: the storage account is throttling (injected)" in failed[0].getMessage()
+
+
+# Two ensures may find the same lost start at once (a reconcile, and a repeated report, on one host
+# or two) and both start its service run: Durable creates it once and refuses the other start (an
+# "already exists" 500, `InstanceExists` here), which counts nothing and says so.
+def test_two_ensures_that_find_the_same_start_lost_start_it_once(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    plan = build_plan(sim_catalog({"b": {"duration": 0.5}}), "p", run_id=f"review-twins-{uuid.uuid4().hex[:6]}")
+    run_id, ledger = plan["run_id"], engine.runtime.ledger
+    b, arrived = service_instance_id(run_id, "b"), []
+    store_run(plan, ledger)
+    taken = open_run(ledger, run_id, utcnow())    # b taken off the ready queue here...
+    ledger.dispatches.settled(taken.start)        # ...and its dispatch lost before it started b's service run
+    steps = [reconcile_run(ledger, run_id, utcnow()) for _ in range(2)]
+    assert [(list(step.ensure), step.dispatching) for step in steps] == [([b], frozenset())] * 2
+
+    async def side_by_side(name, instance_id):  # both starts in flight; the second reaches Durable last
+        if instance_id == b:
+            arrived.append(instance_id)
+            mine, until = len(arrived), time.monotonic() + 5
+            while len(arrived) < 2 and time.monotonic() < until:
+                await asyncio.sleep(0.01)
+            if mine == 2:
+                await asyncio.sleep(0.1)
+        return None
+
+    async def both():
+        client = df.DurableOrchestrationClient(engine.client_binding)
+        return await asyncio.gather(*(activities.runs.act(client, run_id, step) for step in steps))
+
+    with engine.unreliable_starts(side_by_side):
+        summaries = asyncio.run_coroutine_threadsafe(both(), engine.loop).result(timeout=15)
+    assert len(arrived) == 2, "the two ensures did not both start b's service run"
+    assert sorted(summary.started for summary in summaries) == [0, 1]
+    wait_until(lambda: ledger.load(run_id).records["b"]["status"] == "succeeded", what="b's service run reported")
+    assert scheduled(engine, b).count(names.SUBMIT_SERVICE) == 1
+    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID, None), getattr(r, logcontext.SERVICE, None))
+            for r in caplog.records if "already started" in r.getMessage()]
+    assert said == [("INFO", f"run {run_id}: service run {b} already started", run_id, "b")], caplog.text
+
+
 # A start whose reply was lost took effect: the dispatch looks before it starts again, since a start
 # over a service run that already ended would replace it and watch its work a second time.
-def test_a_start_whose_reply_was_lost_is_not_made_again(engine):
+def test_a_start_whose_reply_was_lost_is_not_made_again(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
     starts = []
 
     async def reply_lost(name, instance_id):
@@ -526,6 +633,14 @@ def test_a_start_whose_reply_was_lost_is_not_made_again(engine):
     assert len(starts) == 1, f"b's service run was started {len(starts)} times"
     b = result["services"]["b"]
     assert sim_adapter(engine).poll_counts().get(b["remote_id"], 0) <= 1
+    # the operator reads that a start failed and what it then found, once each, of this run and service
+    b_run = service_instance_id(result["run_id"], "b")
+    said = [(r.levelname, r.getMessage(), getattr(r, logcontext.RUN_ID, None))
+            for r in caplog.records if b_run in r.getMessage()]
+    assert said == [("WARNING", f"run {result['run_id']}: starting service run {b_run} failed, trying again: "
+                                "Server disconnected", result["run_id"]),
+                    ("INFO", f"run {result['run_id']}: service run {b_run} was started; only the reply was lost",
+                     result["run_id"])], caplog.text
 
 
 # Only the dispatch has the handle of the work it submitted, so a failed start of its service run is
