@@ -4,9 +4,14 @@ import json
 from datetime import datetime
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.faults import FaultyLedger, RuntimeWithFaults
-from tower import names
+from tower import names, telemetry
 from tower.catalog.model import Catalog, Pipeline, Platform, RetryPolicy, Service
 from tower.local.driver import run_app
 from tower.platforms import sim
@@ -32,6 +37,37 @@ def engine(tmp_path_factory):
         finally:
             eng.stop()
             runtime.close()
+
+
+class Recorded:
+    """The spans and events one test's runs emitted."""
+
+    def __init__(self, spans: InMemorySpanExporter, logs: InMemoryLogRecordExporter):
+        self._spans, self._logs = spans, logs
+
+    def spans(self, run_id: str) -> list:
+        telemetry.flush()
+        return [s for s in self._spans.get_finished_spans() if s.attributes.get("tower.run_id") == run_id]
+
+    def events(self, name: str, run_id: str) -> list[dict]:
+        telemetry.flush()
+        found = [dict(log.log_record.attributes) for log in self._logs.get_finished_logs()]
+        return [e for e in found if e.get("microsoft.custom_event.name") == name and e.get("run_id") == run_id]
+
+
+@pytest.fixture
+def recorded(engine):
+    """Telemetry on for this test, over in-memory exporters, reading cores from the engine's ledger."""
+    spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    tracer_provider, logger_provider = TracerProvider(), LoggerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    previous = telemetry.install(telemetry.Telemetry(tracer_provider, logger_provider, engine.runtime.ledger))
+    try:
+        yield Recorded(spans, logs)
+    finally:
+        telemetry.flush()
+        telemetry.install(previous)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tower import logcontext, names
+from tower import logcontext, names, telemetry
 from tower.runner import store_run
 from tower.runs.plan import build_plan, service_instance_id
 from tower.timestamps import parse_iso, utcnow
@@ -22,7 +22,8 @@ from .conftest import result_of, sim_catalog
     ("stopped by an operator", "its service run ended terminated: stopped by an operator"),
     (None, "its service run ended terminated: no reason given"),
 ], ids=["with-a-reason", "without"])
-def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_reason(engine, reason, error, caplog):
+def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_reason(engine, reason, error, caplog,
+                                                                                     recorded):
     caplog.set_level(logging.INFO, logger="tower.activities")
     plan = build_plan(sim_catalog({"long": {"duration": 30}, "after": {"deps": ["long"]}}), "p",
                       run_id=f"terminated-{uuid.uuid4().hex[:6]}")
@@ -43,6 +44,8 @@ def test_a_terminated_service_run_is_recorded_failed_by_the_reconcile_with_its_r
     assert result["services"]["after"]["status"] == "upstream_failed"
     failed = [e["Name"] for e in engine.history(plan["run_id"]) if e["EventType"] == 6]  # TaskFailed
     assert failed == []  # the reconcile that found it recorded it, and acted on that, at the first try
+    [told] = recorded.events(telemetry.SERVICE_FINISHED, plan["run_id"])  # and told telemetry, of this run
+    assert (told["service"], told["status"], told["error_class"]) == ("long", "failed", "service_run")
     # the operator reads why in the reconcile's lines, which name the service it is about
     said = f"run {plan['run_id']}: service run {instance} ended Terminated without its end reaching the ledger; recording it"
     found = [r for r in caplog.records if r.getMessage() == said]
