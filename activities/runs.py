@@ -71,9 +71,11 @@ async def act(client: df.DurableOrchestrationClient, run_id: str, step: Step) ->
     outcomes = await asyncio.gather(
         *(_dispatch(client, run_id, iid, job, submitted[iid]) for iid, job in step.start.items()),
         return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    failed = [(iid, outcome) for iid, outcome in zip(step.start, outcomes, strict=True) if isinstance(outcome, BaseException)]
+    for iid, error in failed:  # each by name: the activity fails with the first alone
+        log.warning("run %s: could not start service run %s: %s", run_id, iid, redact(str(error)))
+    if failed:
+        raise failed[0][1]
     started = sum(outcomes)
     calls = asyncio.Semaphore(CLIENT_CALLS)
     ensured = await asyncio.gather(*(_ensure(client, run_id, iid, job, iid in step.dispatching, calls)

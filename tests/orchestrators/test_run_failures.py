@@ -522,18 +522,19 @@ def test_a_repeated_report_does_not_start_a_service_whose_dispatch_is_still_subm
 def test_an_early_report_fails_only_once_every_dispatch_of_its_step_has_settled(engine, caplog):
     caplog.set_level(logging.INFO, logger="tower.activities")
     catalog = sim_catalog({"a": {"duration": 0.0}, "bad": {"deps": ["a"], "duration": 0.0},
-                           "slow": {"deps": ["a"], "duration": 0.0}})
+                           "worse": {"deps": ["a"], "duration": 0.0}, "slow": {"deps": ["a"], "duration": 0.0}})
     plan = build_plan(catalog, "p", run_id=f"review-act-{uuid.uuid4().hex[:6]}")
-    run_id, tries, starts_of_bad = plan["run_id"], 1 + len(activities.runs.START_RETRY_DELAYS), []
-    bad, slow = service_instance_id(run_id, "bad"), service_instance_id(run_id, "slow")
+    run_id, tries = plan["run_id"], 1 + len(activities.runs.START_RETRY_DELAYS)
+    bad, worse, slow = (service_instance_id(run_id, name) for name in ("bad", "worse", "slow"))
+    starts = {bad: 0, worse: 0}
 
     async def trouble(name, instance_id):
-        if instance_id == bad:
-            starts_of_bad.append(instance_id)
-            if len(starts_of_bad) <= tries:  # every try of its dispatch; the repeated report's ensure starts it
+        if instance_id in starts:
+            starts[instance_id] += 1
+            if starts[instance_id] <= tries:  # every try of its dispatch; the repeated report's ensure starts it
                 raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
-        elif instance_id == slow:  # under way until well after bad's last try was refused
-            while len(starts_of_bad) < tries:
+        elif instance_id == slow:  # under way until well after the last tries were refused
+            while min(starts.values()) < tries:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.5)
         return None
@@ -562,8 +563,13 @@ def test_an_early_report_fails_only_once_every_dispatch_of_its_step_has_settled(
         "a's early report did not fail: the scenario did not happen"
     assert at_failure.found == [{"slow started": True, "slow dispatching": False}], \
         "the early report's act raised while another dispatch of its step was still under way"
-    assert statuses(result) == {"a": "succeeded", "bad": "succeeded", "slow": "succeeded"}, result
-    assert len(starts_of_bad) == tries + 1, starts_of_bad  # and the repeated report's ensure
+    assert statuses(result) == {"a": "succeeded", "bad": "succeeded", "worse": "succeeded", "slow": "succeeded"}
+    assert starts == {bad: tries + 1, worse: tries + 1}, starts  # and the repeated report's ensure
+    # each dispatch that failed for good is named (the activity's own error is the first one's only)
+    gave_up = sorted((r.levelname, r.getMessage()) for r in caplog.records if "could not start service run" in r.getMessage())
+    assert [(level, text.split(": {")[0]) for level, text in gave_up] == [
+        ("WARNING", f"run {run_id}: could not start service run {iid}") for iid in sorted((bad, worse))], caplog.text
+    assert all("503 Server Busy: the storage account is throttling (injected)" in text for _, text in gave_up)
     # the operator reads that the early report failed, once, of this run (a's service run reports again)
     said = f"{run_id}: starting what an early report dispatched failed, service_run will report: "
     failed = [r for r in caplog.records
