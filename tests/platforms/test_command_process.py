@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from tests.platforms.test_command import wait_done
 from tower.errors import NonRetryableError
 from tower.platforms import adapter_for
-from tower.platforms.base import Handle, Submission
+from tower.platforms.base import Handle, Status, Submission
 from tower.platforms.command import CommandAdapter, file_key, output_files, param_env_name
 from tower.states import RemoteState
 
@@ -218,3 +219,102 @@ def test_a_handle_written_before_stderr_was_kept_apart_still_polls():
     older = Handle(handle.remote_id, handle.url, {k: v for k, v in handle.data.items() if k != "stderr"})
     status = adapter.poll(older)                 # its stderr went to the log too: only the log is read
     assert (status.state, status.message, status.output) == (RemoteState.FAILED, "exit code 5: out", "out")
+
+
+def test_a_cancel_from_an_adapter_that_did_not_start_the_work_does_not_wait_on_its_zombie(tmp_path):
+    ready = tmp_path / "ready"
+    starter = CommandAdapter({})
+    handle = starter.submit(submission(f"touch {ready}; sleep 30"))
+    wait_exists(ready)
+    other = CommandAdapter({"kill_grace": 10})          # another worker of the host: not the wrapper's parent
+    started = time.monotonic()
+    other.cancel(handle)
+    assert time.monotonic() - started < 5               # SIGTERM ended it; what is left is a zombie, not work
+    assert a_zombie_or_gone(handle.data["pid"]) == "zombie"    # the starter has not reaped it yet
+    assert other.poll(handle) == Status(RemoteState.CANCELLED, message="cancelled")
+    assert starter.poll(handle).state == RemoteState.CANCELLED
+    assert a_zombie_or_gone(handle.data["pid"]) == "gone"
+
+
+def test_a_cancel_kills_what_ignores_sigterm_whatever_its_process_is_named(tmp_path):
+    named = tmp_path / "etl (nightly)"                   # /proc/<pid>/stat shows it as "(etl (nightly))"
+    named.symlink_to(shutil.which("sleep"))
+    pid_file = tmp_path / "worker.pid"
+    adapter = CommandAdapter({"kill_grace": 0.3})
+    handle = adapter.submit(submission(f"trap '' TERM; echo $$ > {pid_file}; exec '{named}' 30"))
+    worker = int(wait_for(pid_file))
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{worker}/comm").read_text().strip() != "etl (nightly)":
+            assert time.monotonic() < deadline, "the worker was not started"
+            time.sleep(0.01)
+        adapter.cancel(handle)
+        assert adapter.poll(handle).state == RemoteState.CANCELLED
+        deadline = time.monotonic() + 2
+        while a_zombie_or_gone(worker) == "alive":
+            assert time.monotonic() < deadline, "the process that ignored SIGTERM outlived the cancel"
+            time.sleep(0.01)
+    finally:
+        if a_zombie_or_gone(worker) == "alive":
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_sigkill_comes_at_the_end_of_the_kill_grace_not_later(tmp_path):
+    pid_file, cleaned = tmp_path / "worker.pid", tmp_path / "cleaned"
+    adapter = CommandAdapter({"kill_grace": 0.2})
+    # On SIGTERM it cleans up for 0.6 s: longer than the grace, so SIGKILL cuts the clean-up short.
+    handle = adapter.submit(submission(f"trap 'sleep 0.6; touch {cleaned}; exit 0' TERM; echo $$ > {pid_file}; "
+                                       "while true; do sleep 0.05; done"))
+    worker = int(wait_for(pid_file))
+    adapter.cancel(handle)
+    deadline = time.monotonic() + 5
+    while a_zombie_or_gone(worker) == "alive":
+        assert time.monotonic() < deadline, "the worker outlived its SIGKILL"
+        time.sleep(0.01)
+    assert not cleaned.exists()
+    assert adapter.poll(handle).state == RemoteState.CANCELLED
+
+
+def test_a_finished_commands_exit_code_wins_over_a_pid_now_used_by_another_process():
+    adapter = CommandAdapter({})
+    handle = adapter.submit(submission("echo done"))
+    wait_done(adapter, handle)
+    # After a restart (a container's pids start over) its pid belongs to a living process: this one.
+    reused = Handle(handle.remote_id, handle.url, {**handle.data, "pid": os.getpid()})
+    assert CommandAdapter({}).poll(reused) == Status(RemoteState.SUCCEEDED, output="done")
+
+
+def test_a_command_reads_no_input_not_the_hosts_stdin():
+    typed, keyboard = os.pipe()                          # the host's stdin: a terminal, say, with a line typed
+    os.write(keyboard, b"typed for the host\n")
+    os.close(keyboard)
+    saved = os.dup(0)
+    os.dup2(typed, 0)
+    try:
+        adapter = CommandAdapter({})
+        handle = adapter.submit(submission("cat; echo end"))
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(typed)
+    assert wait_done(adapter, handle).output == "end"
+
+
+def test_a_command_does_not_hold_the_hosts_inheritable_descriptors(tmp_path):
+    go = tmp_path / "go"
+    reader, writer = os.pipe()                           # e.g. a pipe the host's own parent reads to its end
+    os.set_inheritable(writer, True)
+    adapter = CommandAdapter({})
+    try:
+        handle = adapter.submit(submission(f"while [ ! -e {go} ]; do sleep 0.01; done"))
+        os.close(writer)
+        os.set_blocking(reader, False)
+        try:
+            seen = os.read(reader, 1)
+        except BlockingIOError:                          # a writer is still open: the command holds it
+            seen = None
+        assert seen == b""                               # its end is seen while the command still runs
+    finally:
+        go.touch()
+        os.close(reader)
+    assert wait_done(adapter, handle).state == RemoteState.SUCCEEDED

@@ -12,13 +12,17 @@ plus ``TOWER_RUN_ID``, ``TOWER_SERVICE`` and ``TOWER_ATTEMPT``.
 The process outlives the activity that starts it: it runs in its own session under a small shell
 wrapper that writes its exit code to a file when it ends. Everything lives in
 ``<home>/commands/<key>.*`` (the runtime's home: $TOWER_HOME locally) (``.json`` the handle, ``.log`` stdout, ``.err`` stderr, ``.exit``
-the exit code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash. A
-second submit with the same idempotency key re-attaches to the process the first one started.
+the exit code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash (the
+exit file first: after a restart, the pid may be another process's). A second submit with the same idempotency key re-attaches to the process the first one started.
+The process reads no input (its stdin is /dev/null, never the host's terminal) and holds none of
+the host's descriptors (``close_fds``: a pipe the host's parent reads still ends with the host).
 `tower logs RUN SERVICE` prints the two logs (the handle names them).
 
 A non-zero exit is a retryable failure: whether to try again is the service's retry policy. Its
 message carries the last lines of stderr (secrets masked), so "exit code 3" says why.
-Settings: ``kill_grace`` seconds between SIGTERM and SIGKILL on cancel (default 5).
+Settings: ``kill_grace`` seconds between SIGTERM and SIGKILL on cancel (default 5). A cancel waits
+only on what is left of the process group that is not a zombie: another process's unreaped child
+is over.
 """
 
 from __future__ import annotations
@@ -233,7 +237,6 @@ class CommandAdapter:
             data={
                 "pid": child.pid,
                 "pgid": child.pid,  # start_new_session: the wrapper leads its own process group
-                "started_at": time.time(),
                 "log": str(log_file),
                 "stderr": str(err_file),
                 "exit": str(exit_file),
