@@ -143,7 +143,7 @@ class DatabricksAdapter:
             )
         run_id = waiter.response.run_id
         log.info("service %s: Databricks job %s run %s", submission.service, job_id, run_id)
-        return Handle(remote_id=str(run_id), data={"job_id": job_id})
+        return Handle(remote_id=str(run_id))
 
     def webhooks(self, job_id: int) -> dict[str, set[str]]:
         """The notification destinations a job calls on success and on failure (jobs.get):
