@@ -3,6 +3,7 @@ its own idempotency key; a failure that a retry cannot fix is not."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime
@@ -74,3 +75,13 @@ def test_an_unknown_job_is_never_retried(engine, databricks):
     ingest = result["services"]["ingest"]
     assert (ingest["status"], ingest["attempts"]) == ("failed", 1)
     assert "does not exist" in ingest["error"]
+
+
+def test_a_failed_services_error_is_kept_with_the_hosts_secrets_masked(engine, databricks):
+    server, api = databricks
+    api.jobs[JOB] = [("RUNNING", None, ""), ("TERMINATED", "FAILED", f"could not log in with {TOKEN}")]
+    result = run_plan(engine, _plan(server, retries=0))
+    ingest = result["services"]["ingest"]
+    assert ingest["status"] == "failed" and "could not log in with ***" in ingest["error"]
+    assert TOKEN not in json.dumps(result) and TOKEN not in json.dumps(engine.status(result["run_id"]))
+

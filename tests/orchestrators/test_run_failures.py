@@ -786,3 +786,4 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
     summary = repeated.result(timeout=10)
     assert summary.started == 2, f"the repeated report started {summary.started} of b and c: " \
         f"still marked dispatching: {sorted(dependents(plan) & engine.runtime.ledger.dispatches.under_way())}"
+

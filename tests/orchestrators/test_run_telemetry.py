@@ -56,6 +56,7 @@ def test_each_attempt_has_its_span_and_each_platform_call_names_the_attempt_it_b
         assert call.context.trace_id == int(telemetry.trace_id(run_id), 16)
 
     finished = recorded.events(telemetry.SERVICE_FINISHED, run_id)
-    assert sorted((e["service"], e["status"], e["attempts"]) for e in finished) == [
-        ("extract", "succeeded", "2"), ("load", "succeeded", "1")]
+    assert sorted((e["service"], e["status"], e["attempts"], e["pipeline"]) for e in finished) == [
+        ("extract", "succeeded", "2", "p"), ("load", "succeeded", "1", "p")]
+    assert {s.attributes["tower.pipeline"] for s in spans if s.name.startswith("service ")} == {"p"}
     assert [e["status"] for e in recorded.events(telemetry.RUN_FINISHED, run_id)] == ["succeeded"]
