@@ -13,7 +13,8 @@ The process outlives the activity that starts it: it runs in its own session und
 wrapper that writes its exit code to a file when it ends. Everything lives in
 ``<home>/commands/<key>.*`` (the runtime's home: $TOWER_HOME locally) (``.json`` the handle, ``.log`` stdout, ``.err`` stderr, ``.exit``
 the exit code, ``.cancelled`` a cancel marker), so any process can poll it, even after a crash (the
-exit file first: after a restart, the pid may be another process's). A second submit with the same idempotency key re-attaches to the process the first one started.
+exit file first: after a restart, the pid may be another process's). A second submit with the same
+idempotency key re-attaches to the process the first one started.
 The process reads no input (its stdin is /dev/null, never the host's terminal) and holds none of
 the host's descriptors (``close_fds``: a pipe the host's parent reads still ends with the host).
 `tower logs RUN SERVICE` prints the two logs (the handle names them).
