@@ -129,8 +129,11 @@ def again_sample(work: Path, name: str, every: int | None) -> tuple[list[str], l
     """After new tests or code changes: the sample drawn again from the mutants of the code as it is
     now (mutmut keeps the result of each mutant whose function did not change, and collects the
     tests that are new), and of it what is not known killed: the last survivors, and every mutant
-    of a function that changed. The settings are written again, so a test list that grew counts."""
+    of a function that changed. The settings are written again, so a test list that grew counts.
+    mutmut runs, for each mutant, the tests that reached its function when it last measured reach,
+    and keeps that measure: it is dropped, so a test extended to reach more is run for it too."""
     (work / "setup.cfg").write_text(setup_cfg(*MODULES[name]))
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     before = set((work / "sample").read_text().split())
     chosen = sample(work, every)
     (work / "sample").write_text("\n".join(chosen))
