@@ -787,3 +787,35 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
     assert summary.started == 2, f"the repeated report started {summary.started} of b and c: " \
         f"still marked dispatching: {sorted(dependents(plan) & engine.runtime.ledger.dispatches.under_way())}"
 
+
+
+# In Azure the SDK keeps one aiohttp session per worker and closes it when a reply is lost
+# (ServerDisconnectedError): a start of another service run in flight on it at that moment fails as
+# well, though Durable still creates that instance. Its dispatch looks it up instead of starting it
+# again, and every service runs once.
+def test_a_lost_reply_that_closes_the_clients_session_breaks_another_start_and_no_service_runs_twice(engine, caplog):
+    caplog.set_level(logging.INFO, logger="tower.activities")
+    lost, starts_of_b = [], []
+
+    async def trouble(name, instance_id):
+        if instance_id.endswith(":c") and not lost:
+            lost.append(instance_id)
+            return LOST_REPLY        # c's service run is created; its reply is lost, the session closed
+        if instance_id.endswith(":b"):
+            starts_of_b.append(instance_id)
+            while not lost:          # b's start is in flight when c's reply is lost
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+        return None
+
+    with engine.unreliable_starts(trouble):
+        result = run(engine, sim_catalog({"a": {"duration": 0.0}, "b": {"deps": ["a"], "duration": 0.0},
+                                          "c": {"deps": ["a"], "duration": 0.0}}))
+        b_run = service_instance_id(result["run_id"], "b")
+        wait_until(lambda: b_run not in engine.runtime.ledger.dispatches,
+                   what="b's dispatch settled")  # the run may end while b's dispatch waits to look again
+    broken = [r.getMessage() for r in caplog.records if f"starting service run {b_run} failed" in r.getMessage()]
+    assert lost and broken, "the scenario did not happen: b's start was not in flight when c's reply was lost"
+    assert result["status"] == "succeeded", result
+    assert {name: s["attempts"] for name, s in result["services"].items()} == {"a": 1, "b": 1, "c": 1}
+    assert len(starts_of_b) == 1, "b's service run was started again although its first start took effect"
