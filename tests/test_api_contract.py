@@ -142,6 +142,9 @@ MALFORMED = {
         ("/api/notify/databricks", b'{"run": {"run_id": true}}', 400),
         ("/api/notify/databricks", b'{"event_type": 3, "run": {"run_id": 7}}', 400),
         ("/api/notify/databricks", b'{"event_type": "jobs.on_success", "run": {"run_id": 987654}}', 404),
+        ("/api/notify/databricks", b'{"run": {"run_id": "5", "parent_run_id": "x"}}', 400),
+        ("/api/notify/databricks", b'{"event_type": "jobs.on_failure", "task": {"task_key": "t"}, '
+                                   b'"run": {"run_id": "5", "parent_run_id": "987654"}}', 404),
     ],
     ("POST", "/notify/http/{}"): [
         ("/api/notify/http/short", None, 404),

@@ -81,7 +81,9 @@ def _run_of_job(api, job_id: int) -> int:
         return next((run.run_id for run in api.runs.values() if run.job_id == job_id), None)
 
 
-def test_a_webhook_makes_the_service_run_see_the_end_at_once_and_submit_its_dependent(host, databricks):
+@pytest.mark.parametrize("task_level", [False, True], ids=["set-on-the-job", "set-on-its-task"])
+def test_a_webhook_makes_the_service_run_see_the_end_at_once_and_submit_its_dependent(host, databricks, task_level):
+    databricks.task_level = task_level  # a task's notification names the job's run as its parent
     status, started = _call(host, "POST", "/api/runs/nightly", {})
     assert status == 202, started
     ingest = _wait_for(lambda: _run_of_job(databricks, 41), 20, "ingest was not submitted")

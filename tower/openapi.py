@@ -276,7 +276,11 @@ SCHEMAS: dict[str, Any] = {
         "run_id": {"type": "string"}, "cancelling": {"type": "boolean"}, "status_url": {"type": "string"}}},
     "DatabricksNotification": {"type": "object", "required": ["run"], "properties": {
         "event_type": {"type": "string", "description": "jobs.on_success or jobs.on_failure wake; others are noted"},
-        "run": {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": ["integer", "string"]}}},
+        "run": {"type": "object", "required": ["run_id"], "properties": {
+            "run_id": {"type": ["integer", "string"]},
+            "parent_run_id": {"type": ["integer", "string"],
+                              "description": "a task's notification: the job run's id, the run Tower submitted"}}},
+        "task": {"type": "object", "properties": {"task_key": {"type": "string"}}},
         "job": {"type": "object", "properties": {"job_id": {"type": ["integer", "string"]}}}}},
     "Woken": {"type": "object", "properties": {
         "run_id": {"type": "string"}, "service": {"type": "string"}, "woken": {"type": "boolean"},

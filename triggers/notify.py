@@ -41,14 +41,19 @@ def _json(body: dict, status: int) -> func.HttpResponse:
 
 
 def databricks_run_id(body) -> tuple[str | None, str | None]:
-    """(run id, event type) of a Databricks webhook payload ({"event_type", "run": {"run_id"},
-    "job": {"job_id"}, ...}); (None, why) when it is not one."""
+    """(run id, event type) of a Databricks webhook payload; (None, why) when it is not one. A job's
+    notification is {"event_type", "workspace_id", "run": {"run_id"}, "job": {"job_id", "name"}}; one
+    set on a task names the task's run in run.run_id and the job's in run.parent_run_id (Databricks,
+    "HTTP webhook payloads"). The job's run is the one Tower submitted (run-now answers its id)."""
     if not isinstance(body, dict):
         return None, "the body is not a JSON object"
     run = body.get("run")
-    run_id = run.get("run_id") if isinstance(run, dict) else body.get("run_id")
+    if isinstance(run, dict):
+        run_id = run.get("parent_run_id") if run.get("parent_run_id") is not None else run.get("run_id")
+    else:
+        run_id = body.get("run_id")
     if isinstance(run_id, bool) or not isinstance(run_id, (int, str)) or not str(run_id).isdigit():
-        return None, "it names no run (expected run.run_id, a number)"
+        return None, "it names no run (expected run.run_id, a number, or a task's run.parent_run_id)"
     event = body.get("event_type")
     if event is not None and not isinstance(event, str):
         return None, "event_type is not a string"

@@ -62,19 +62,26 @@ class JobsApi:
     lock: threading.Lock = field(default_factory=threading.Lock)
     notifications: dict[int, dict] = field(default_factory=dict)  # job id -> its webhook_notifications
     webhook: str | None = None  # the notification destination's URL, called on each end() (as Databricks does)
+    task_level: bool = False  # the destination is set on the job's task, not on the job: task payloads
     notified: list[tuple[int, int]] = field(default_factory=list)  # (run id, HTTP status of the webhook's reply)
 
     def end(self, run_id: int, result: str = "SUCCESS") -> None:
-        """End a run now (TERMINATED with `result`) and send the job's webhook notification, as a
-        Databricks notification destination of type webhook does: a POST of {event_type, workspace_id,
-        run: {run_id}, job: {job_id}}."""
+        """End a run now (TERMINATED with `result`) and send the webhook notification, as a Databricks
+        notification destination of type webhook does (docs.databricks.com, jobs/notifications, "HTTP
+        webhook payloads"): a POST of {event_type, workspace_id, run: {run_id}, job: {job_id, name}}, or
+        for a notification set on a task, {..., task: {task_key}, run: {run_id: the task run's id,
+        parent_run_id: the job run's}}. Ids are sent as strings, as in Databricks' examples."""
         with self.lock:
             run = self.runs[run_id]
             run.script, run.polls = [("TERMINATED", result, "")], 0
         if self.webhook:
             event = "jobs.on_success" if result == "SUCCESS" else "jobs.on_failure"
-            body = json.dumps({"event_type": event, "workspace_id": "1234567890", "run": {"run_id": run_id},
-                               "job": {"job_id": run.job_id, "name": f"job {run.job_id}"}}).encode()
+            payload = {"event_type": event, "workspace_id": "1234567890", "run": {"run_id": str(run_id)},
+                       "job": {"job_id": str(run.job_id), "name": f"job {run.job_id}"}}
+            if self.task_level:
+                payload.update(task={"task_key": "main"}, run={"run_id": str(run_id * 1000 + 1),
+                                                               "parent_run_id": str(run_id)})
+            body = json.dumps(payload).encode()
             request = urllib.request.Request(self.webhook, data=body, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
