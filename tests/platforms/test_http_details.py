@@ -286,6 +286,25 @@ def test_a_body_that_is_not_a_mapping_names_the_service(server):
     assert (str(caught.value), caught.value.platform) == ("service 'score': field 'body' must be a mapping", "http")
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One whole HTTP request off `conn`: its head, then as many body bytes as Content-Length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_connection_the_service_drops_is_retried_and_named_as_it_is(caplog):
     """A service that closes the connection without answering got the request: unlike a refused
     connection it is retried within the budget, and the failure says what requests saw."""
@@ -301,7 +320,7 @@ def test_a_connection_the_service_drops_is_retried_and_named_as_it_is(caplog):
                 conn, _ = listener.accept()
             except OSError:
                 return
-            conn.recv(65536)
+            _read_request(conn)  # all of it: a close with unread bytes would be a reset, not an end
             accepted.append(conn.close())
 
     threading.Thread(target=drop_every_connection, daemon=True).start()
