@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.notifications import published
 from tests.runs.jobs import job_json
 from tower import deadlines, notify
 from tower.catalog import load_catalog
@@ -13,8 +14,6 @@ from tower.catalog.model import Deadline
 from tower.cli.main import main
 from tower.contracts import ServiceResult
 from tower.errors import CatalogError
-from tower.events import local_bus_path
-from tower.local.bus import LocalBus, subscription_path
 from tower.runs.scheduler import Scheduler
 from tower.timestamps import iso
 
@@ -150,15 +149,6 @@ pipelines:
     return write
 
 
-def _notifications(home) -> list[dict]:
-    bus = LocalBus(local_bus_path(home))
-    try:
-        messages = bus.active(subscription_path(notify.NOTIFICATIONS_TOPIC, notify.TAIL_SUBSCRIPTION))
-    finally:
-        bus.close()
-    return [{"id": m.message_id, **json.loads(m.body)} for m in messages]
-
-
 def test_a_run_predicted_to_miss_its_deadline_is_announced_once_early(work, tmp_path, capsys):
     deadline = (datetime.now(UTC) + timedelta(minutes=3)).replace(second=0, microsecond=0)
     work(deadline)
@@ -166,7 +156,7 @@ def test_a_run_predicted_to_miss_its_deadline_is_announced_once_early(work, tmp_
     out, err = capsys.readouterr()
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
-    found = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
+    found = [m for m in published(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     # two reports (first, second) found it at risk, and the reconcile may too: one notification
     assert len(found) == 1
     data = found[0]["data"]
@@ -188,7 +178,7 @@ def test_a_run_on_time_is_not_announced(work, tmp_path, capsys):
     work(deadline)
     assert main(["run", "early", "--json"]) == 0
     capsys.readouterr()
-    types = [m["type"] for m in _notifications(tmp_path / "home")]
+    types = [m["type"] for m in published(tmp_path / "home")]
     assert "tower.run.at_risk" not in types and "tower.run.finished" in types
 
 
@@ -211,7 +201,7 @@ def test_a_run_late_from_its_start_is_announced_before_any_service_reports(work,
     work(deadline)
     assert main(["run", "hopeless", "--json"]) == 0
     capsys.readouterr()
-    found = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
+    found = [m for m in published(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     assert len(found) == 1 and found[0]["data"]["critical_path"] == ["alone"]
 
 
@@ -239,7 +229,7 @@ def test_the_reconcile_check_sees_a_service_running_long_without_a_report(tmp_pa
     assert fields["at_risk"] is True and fields["slack_s"] == -300.0
     assert watch.watch("run~p@silent", later + timedelta(minutes=1))["at_risk"] is True
     assert notifier.drain(10)
-    sent = [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
+    sent = [m for m in published(tmp_path / "home") if m["type"] == "tower.run.at_risk"]
     assert [m["id"] for m in sent] == ["run~p@silent|tower.run.at_risk"]  # once
     assert sent[0]["data"]["critical_path"] == ["a", "b"]
 
@@ -261,4 +251,4 @@ def test_no_warning_once_the_deadline_itself_has_passed(tmp_path, monkeypatch):
     fields = deadlines.DeadlineWatch(ledger, notifier).watch("run~p@repair", start)
     assert fields["at_risk"] is True and fields["slack_s"] < 0
     assert notifier.drain(10)
-    assert [m for m in _notifications(tmp_path / "home") if m["type"] == "tower.run.at_risk"] == []
+    assert [m for m in published(tmp_path / "home") if m["type"] == "tower.run.at_risk"] == []

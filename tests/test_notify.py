@@ -5,11 +5,12 @@ import json
 
 import pytest
 
+from tests.notifications import published
 from tower import notify
 from tower.cli.main import main
 from tower.contracts import ServiceResult
 from tower.events import local_bus_path
-from tower.local.bus import LocalBus, subscription_path
+from tower.local.bus import LocalBus
 
 CATALOG = """\
 platforms:
@@ -48,12 +49,7 @@ def run(capsys, *argv):
 
 
 def tail(work) -> list[dict]:
-    bus = LocalBus(local_bus_path(work / "home"))
-    try:
-        messages = bus.active(subscription_path(notify.NOTIFICATIONS_TOPIC, notify.TAIL_SUBSCRIPTION))
-    finally:
-        bus.close()
-    return [{"id": m.message_id, "props": m.application_properties, **json.loads(m.body)} for m in messages]
+    return published(work / "home")
 
 
 def test_a_run_publishes_started_and_finished_and_tail_shows_them(work, capsys):

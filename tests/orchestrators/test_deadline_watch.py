@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
-from tower import notify
-from tower.events import local_bus_path
-from tower.local.bus import LocalBus, subscription_path
+from tests.notifications import published
 from tower.runs.plan import build_plan
 from tower.timestamps import iso, utcnow
 
@@ -16,13 +13,8 @@ from .conftest import run_plan, sim_catalog
 
 def _at_risk(engine, run_id: str) -> list[dict]:
     assert engine.runtime.notifier.drain(10)
-    bus = LocalBus(local_bus_path(engine.runtime.home))
-    try:
-        messages = bus.active(subscription_path(notify.NOTIFICATIONS_TOPIC, notify.TAIL_SUBSCRIPTION))
-    finally:
-        bus.close()
-    found = [json.loads(m.body) for m in messages]
-    return [m for m in found if m["type"] == "tower.run.at_risk" and m["data"]["run_id"] == run_id]
+    return [m for m in published(engine.runtime.home)
+            if m["type"] == "tower.run.at_risk" and m["data"]["run_id"] == run_id]
 
 
 def test_a_service_that_ends_late_puts_its_run_at_risk_by_its_report(engine, monkeypatch):
