@@ -43,8 +43,8 @@ def azure_problems(catalog: Catalog) -> list[Problem]:
                     f"a {p.type} platform runs its work on the machine that runs Tower, which in Azure is a "
                     "Functions worker: it may be replaced at any moment, another worker could not see the work, "
                     "and the app folder is read-only",
-                    "run this work where it can live (an http service, a Databricks job); command platforms are "
-                    "for catalogs run with `tower run` or `tower serve`")
+                    "run this work where it can live, as an http service or a Databricks job; command platforms "
+                    "are for catalogs run with `tower run` or `tower serve`")
             for p in catalog.platforms.values() if p.type in ON_TOWERS_MACHINE]
 
 
