@@ -67,6 +67,19 @@ def azurite_table_url(tmp_path_factory):
 
 # --- Two hosts over one home: another engine process beside the test's (tests/local/hosts.py) ---
 
+@pytest.fixture(autouse=True)
+def no_engine_left_running():
+    """A test that starts a local engine stops it. One left running keeps the process loop, and its
+    activities go on calling a host that is gone (the Durable SDK then closes the one client session
+    every later test shares): a failure far from its cause."""
+    from tower.local.engine import running_engines
+
+    before = running_engines()
+    yield
+    left = running_engines() - before
+    assert left <= 0, f"this test left {left} local engine(s) running: stop every Engine and Host it starts"
+
+
 @pytest.fixture
 def other_host():
     """`other_host(home, app="module:factory", activities_only=True, max_activities=None, env=None)`

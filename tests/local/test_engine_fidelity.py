@@ -378,6 +378,22 @@ def test_an_async_activity_running_at_a_stop_is_given_up_not_failed_and_leaves_n
         second.stop()
 
 
+def test_an_async_activity_stops_with_its_engine_though_another_engine_keeps_the_loop(tmp_path):
+    """A stopped worker's functions do not go on: here they would call a host that is gone (and a
+    failed Durable client call closes the SDK's one session under every other engine's calls)."""
+    app_module.reset()
+    other = Engine(app_module.make_app(), tmp_path / "other").start()
+    try:
+        first = Engine(app_module.make_app(), tmp_path / "home").start()
+        first.start_new("lingering", "linger-1", json.dumps(30))
+        wait_for(lambda: any(what == "linger" for what, _, _ in app_module.RECORD))
+        first.stop()
+        assert [what for what, _, _ in app_module.RECORD].count("linger cancelled") == 1
+        assert other.loop.is_running()
+    finally:
+        other.stop()
+
+
 def test_unfinished_instances_resume_after_a_clean_stop(tmp_path):
     app_module.reset()
     first = Engine(app_module.make_app(), tmp_path / "home").start()

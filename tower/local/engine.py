@@ -236,7 +236,7 @@ class Engine:
         self._port = port
         self.base_url = ""
         self.client_binding = ""
-        self.loop = _process_loop.acquire()
+        self.loop: asyncio.AbstractEventLoop | None = None     # the process loop, from start() to stop()
         self._workers = activity_workers
         self.host_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.orchestrations = orchestrations    # False: an activities-only worker
@@ -255,6 +255,7 @@ class Engine:
         self._work: Queue = Queue()
         self._threads: list[threading.Thread] = []
         self._runner = None
+        self._awaiting: set[asyncio.Task] = set()   # async activities running on the loop (touched there only)
         self.start_trouble: StartTrouble | None = None     # see unreliable_starts
 
     # ------------------------------------------------------------------ lifecycle
@@ -262,6 +263,7 @@ class Engine:
         """Start the event loop, the management API, the activity workers and the work loop."""
         from tower.local import management
 
+        self.loop = _process_loop.acquire()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -270,6 +272,7 @@ class Engine:
             sock.close()
             self._stopping.set()  # nothing was started: give back the process loop, and stop() is a no-op
             _process_loop.release(timeout=10)
+            self.loop = None
             raise EngineError(f"cannot listen on 127.0.0.1:{self._port} ({exc.strerror}); stop whatever "
                               "uses that port or choose another one") from None
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -335,7 +338,9 @@ class Engine:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout)
             self._runner = None
-        _process_loop.release(timeout)
+        if self.loop is not None:   # started: its async activities stop with it, as a worker's would
+            asyncio.run_coroutine_threadsafe(self._cancel_awaiting(timeout), self.loop).result(timeout * 2)
+            _process_loop.release(timeout)
         self.store.leave(self.host_id)     # lease and unfinished work items go to the other hosts
         app_runtime.done_with(self.runtime)
         if self._own_runtime:
@@ -998,8 +1003,23 @@ class Engine:
         if not inspect.isawaitable(result):
             self._activity_done(key, name, value=result)
             return
-        future = asyncio.run_coroutine_threadsafe(_awaited(result), self.loop)
-        future.add_done_callback(lambda done: self._settled(key, name, done))
+        self.loop.call_soon_threadsafe(self._await, key, name, result)
+
+    def _await(self, key: tuple, name: str, awaitable) -> None:
+        """On the loop: run an async activity as a task this engine cancels when it stops."""
+        task = self.loop.create_task(_awaited(awaitable))
+        if self._stopping.is_set():     # it stopped meanwhile: the work item is the other engines' now
+            task.cancel()
+        self._awaiting.add(task)
+        task.add_done_callback(self._awaiting.discard)
+        task.add_done_callback(lambda done: self._settled(key, name, done))
+
+    async def _cancel_awaiting(self, timeout: float) -> None:
+        tasks = list(self._awaiting)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def _settled(self, key: tuple, name: str, done) -> None:
         """An async activity ended: its outcome goes to the store, unless it was cancelled because
@@ -1081,6 +1101,11 @@ async def _wind_down(timeout: float) -> None:
 
 
 _process_loop = _ProcessLoop()
+
+
+def running_engines() -> int:
+    """How many engines of this process are started and not yet stopped."""
+    return _process_loop._users
 
 
 @dataclass

@@ -436,7 +436,11 @@ class Host:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log = log = _redacting(log)  # every component logs through it: one place masks secrets
         self.engine = Engine(app, self.home, activity_workers=8, log=log, port=port)
-        self.triggers = read_triggers(self.engine.functions)
+        try:
+            self.triggers = read_triggers(self.engine.functions)   # a bad trigger is a ConfigError
+        except BaseException:
+            self.engine.stop()      # its stores and runtime are open already
+            raise
         self.bus = LocalBus(local_bus_path(self.home), max_deliveries=max_deliveries, lock_seconds=bus_lock_seconds)
         self._timer_state = TimerState(self.home / "timers.db")
         self.invoke = Invoker(self.engine.acall_function, lambda: self.engine.client_binding, log=log)
@@ -468,8 +472,8 @@ class Host:
         if self._started:
             future = asyncio.run_coroutine_threadsafe(self._stop_triggers(), self.engine.loop)
             future.result(timeout=SHUTDOWN_GRACE_SECONDS + 5)
-            self.engine.stop()
             self._started = False
+        self.engine.stop()
         self.bus.close()
         self._timer_state.close()
 

@@ -55,7 +55,11 @@ def make_app() -> df.DFApp:
     @bp.activity_trigger(input_name="secs")
     async def linger(secs: float) -> str:
         note("linger", secs)
-        await asyncio.sleep(secs)
+        try:
+            await asyncio.sleep(secs)
+        except asyncio.CancelledError:
+            note("linger cancelled", secs)
+            raise
         return "lingered"
 
     @bp.orchestration_trigger(context_name="context")
