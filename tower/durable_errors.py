@@ -56,6 +56,18 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def never_sent(exc: BaseException) -> bool:
+    """Did a client call fail before its request left, so Durable never saw it? Either no connection
+    could be made, or the SDK's one shared session was closed under the call as it connected: the
+    SDK closes it on any failed call (`http_utils._handle_request_error`), so one call's lost reply
+    fails the others in flight on that worker with "Connector is closed" (aiohttp's connector)."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return True
+    return isinstance(exc, aiohttp.ClientConnectionError) and str(exc).rstrip(".") == "Connector is closed"
+
+
 async def instance_exists(client, instance_id: str) -> bool:
     """Is there an instance with this id, whatever its state? (A failed lookup raises.)"""
     status = await client.get_status(instance_id)

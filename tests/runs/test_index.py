@@ -4,6 +4,7 @@ conditional insert, newest-first listing with filters and continuation, repair l
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -41,12 +42,13 @@ def run(coroutine):
 class Durable:
     """Stands in for Durable's start and status of one instance id (what start_once is given)."""
 
-    def __init__(self, exists=False, fail=None):
+    def __init__(self, exists=False, fail=None, failures: int | None = None):
         self.exists, self.fail, self.starts = exists, fail, 0
+        self.failures = failures    # how many starts fail with `fail` (None: all of them)
 
     async def start(self):
         self.starts += 1
-        if self.fail:
+        if self.fail and (self.failures is None or self.starts <= self.failures):
             raise self.fail
         self.exists = True
 
@@ -138,6 +140,49 @@ def test_a_failed_start_leaves_no_claim_behind(index):
     durable.fail = None
     assert run(ri.start_once(index, row("r-1"), durable.start, durable.instance)) is True
     assert durable.starts == 2 and index.get("r-1").status == RunState.RUNNING
+
+
+def _refused_connection() -> Exception:
+    """The error aiohttp really raises when nothing listens where the client connects."""
+    import aiohttp
+
+    async def connect():
+        with socket.socket() as sock:   # a port that was free a moment ago: nothing listens there
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        async with aiohttp.ClientSession() as session:
+            await session.get(f"http://127.0.0.1:{port}/")
+
+    try:
+        run(connect())
+    except Exception as exc:
+        return exc
+    raise AssertionError("a connection to a closed port succeeded")
+
+
+@pytest.mark.parametrize("unsent", ["connector closed", "connection refused"])
+def test_a_start_that_never_left_the_client_is_sent_again_once(index, unsent, caplog):
+    import aiohttp
+
+    error = aiohttp.ClientConnectionError("Connector is closed.") if unsent == "connector closed" else _refused_connection()
+    durable = Durable(fail=error, failures=1)
+    assert run(ri.start_once(index, row("r-1"), durable.start, durable.instance)) is True
+    assert durable.starts == 2 and index.get("r-1").status == RunState.RUNNING
+    assert "run r-1: its start never reached Durable" in caplog.text
+
+    durable = Durable(fail=error)   # unsent twice: the caller hears of it, and the claim is gone
+    with pytest.raises(type(error)):
+        run(ri.start_once(index, row("r-2"), durable.start, durable.instance))
+    assert durable.starts == 2 and index.get("r-2") is None
+
+
+def test_a_start_that_may_have_reached_durable_is_not_sent_again(index):
+    import aiohttp
+
+    durable = Durable(fail=aiohttp.ServerDisconnectedError())   # sent; Durable may be acting on it
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        run(ri.start_once(index, row("r-1"), durable.start, durable.instance))
+    assert durable.starts == 1 and index.get("r-1") is None
 
 
 def test_a_start_refused_because_a_twin_took_the_claim_over_and_started_it_is_a_duplicate(index):

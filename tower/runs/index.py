@@ -136,7 +136,7 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
         if not await to_thread(index.replace, existing, replace(row, repaired_by=existing.repaired_by)):
             raise RunExists(await to_thread(index.get, row.run_id) or existing)
     try:
-        await start()
+        await _sent(start, row.run_id)
     except Exception:
         if await exists():
             claim = await to_thread(index.get, row.run_id)
@@ -149,6 +149,21 @@ async def start_once(index: RunsIndex, row: RunRow, start: Callable[[], Awaitabl
         raise
     await to_thread(mark_running, index, row.run_id)
     return True
+
+
+async def _sent(start: Callable[[], Awaitable[Any]], run_id: str) -> None:
+    """`start()`, once more if it failed before its request left (durable_errors.never_sent): Durable
+    never saw it, so this cannot start the run twice, and the caller need not fail for another call's
+    trouble."""
+    from tower.durable_errors import never_sent
+
+    try:
+        await start()
+    except Exception as exc:
+        if not never_sent(exc):
+            raise
+        log.warning("run %s: its start never reached Durable (%s): starting it again", run_id, exc)
+        await start()
 
 
 def change(index: RunsIndex, run_id: str, edit: Callable[[RunRow], RunRow | None]) -> RunRow | None:
