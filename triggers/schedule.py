@@ -4,10 +4,15 @@ Per-pipeline crons with IANA time zones and catch-up live in `tower.schedules`; 
 which times passed since the previous tick (the host's schedule monitor records it in
 `schedule_status["Last"]`) and starts each as `<pipeline>@<UTC time>`, which makes a repeated or
 overlapping tick harmless.
+
+A start that fails does not stop the others. The host moves `Last` even past a failed tick (its
+TimerListener updates the schedule monitor whatever the invocation's outcome), so each tick also
+looks `RETRY_WINDOW` back and starts a due run the runs index has no claim for.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import azure.durable_functions as df
@@ -15,6 +20,7 @@ import azure.functions as func
 
 import app_runtime
 from tower import telemetry
+from tower.errors import TowerError
 from tower.redact import redact
 from tower.timestamps import parse_iso
 from triggers.common import catalog, log, start_once
@@ -22,6 +28,7 @@ from triggers.common import catalog, log, start_once
 bp = df.Blueprint()
 TICK = "0 * * * * *"  # NCRONTAB: second 0 of every minute
 TICK_INTERVAL = timedelta(minutes=1)
+RETRY_WINDOW = timedelta(minutes=10)  # how long the ticks go on trying a due run whose start failed
 
 
 def last_tick(timer: func.TimerRequest, now: datetime) -> datetime:
@@ -39,19 +46,31 @@ def last_tick(timer: func.TimerRequest, now: datetime) -> datetime:
 
 
 async def tick(client, timer, now: datetime) -> list[str]:
-    """Start every due scheduled run; returns the run ids started."""
+    """Start every due scheduled run; returns the run ids started. When a start failed, raises once
+    the others were tried (the invocation fails where the portal shows it); later ticks try it again."""
     from tower.schedules import due_runs, scheduled_run_id
 
     cat = catalog()
     since = last_tick(timer, now)
-    started = []
+    index = await asyncio.to_thread(lambda: app_runtime.current().runs_index)
+    started, failed = [], []
     for name, pipeline in cat.pipelines.items():
         if pipeline.schedule is None:
             continue
-        for when in due_runs(pipeline.schedule, since, now):
+        for when in due_runs(pipeline.schedule, min(since, now - RETRY_WINDOW), now):
             run_id = scheduled_run_id(name, when)
-            if await start_once(client, cat, name, run_id, trigger="schedule"):
-                started.append(run_id)
+            if await asyncio.to_thread(index.get, run_id) is not None:
+                continue    # claimed by an earlier tick (or by this one's twin)
+            try:
+                if await start_once(client, cat, name, run_id, trigger="schedule"):
+                    started.append(run_id)
+            except Exception as exc:
+                log.error("%s: could not start scheduled run %s: %s", name, run_id, redact(str(exc)))
+                failed.append(run_id)
+    if failed:
+        raise TowerError(f"{len(failed)} scheduled run(s) did not start: {', '.join(failed)} (the log says why); "
+                         f"later ticks try again until {RETRY_WINDOW // TICK_INTERVAL} minutes after each was due, "
+                         "as its pipeline's catch-up allows")
     return started
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import textwrap
 import time
 import urllib.error
@@ -142,6 +143,38 @@ def test_schedule_tick_starts_each_due_time_once(host):
     assert host.engine.status(first[0]) is None
     assert asyncio.run_coroutine_threadsafe(run_ticks(), host.engine.loop).result(30) == ([], [])
     assert host.engine.status(first[0]) is None
+
+
+def test_a_scheduled_run_whose_start_failed_is_started_by_a_later_tick(host, caplog):
+    """The host records a tick as done even when it failed (its schedule monitor moves `Last` past a
+    failed invocation), so the next tick must look back for the run nobody started."""
+    import azure.durable_functions as df
+    from azure.functions.timer import TimerRequest
+
+    from tower.errors import TowerError
+    from triggers.schedule import tick
+
+    due = "run~nightly@20260329T013000Z"
+    caplog.set_level(logging.INFO)
+
+    async def tick_at(minute: int):
+        client = df.DurableOrchestrationClient(host.engine.client_binding)
+        now = datetime(2026, 3, 29, 1, minute, tzinfo=timezone.utc)
+        last = (now - timedelta(minutes=1)).isoformat()
+        return await tick(client, TimerRequest(past_due=False, schedule_status={"Last": last}), now)
+
+    async def refused(name, instance_id):  # the Durable HTTP API answers 500
+        raise RuntimeError("503 Server Busy: the storage account is throttling (injected)")
+
+    with host.engine.unreliable_starts(refused), pytest.raises(TowerError, match=f"1 scheduled run\\(s\\) did not start: {due}"):
+        asyncio.run_coroutine_threadsafe(tick_at(31), host.engine.loop).result(30)
+    assert f"nightly: could not start scheduled run {due}: " in caplog.text and "Server Busy" in caplog.text
+    assert host.engine.status(due) is None
+    assert asyncio.run_coroutine_threadsafe(tick_at(32), host.engine.loop).result(30) == [due]
+    assert wait_for_run(host, due)["status"] == "succeeded"
+    caplog.clear()
+    assert asyncio.run_coroutine_threadsafe(tick_at(33), host.engine.loop).result(30) == []
+    assert "exists" not in caplog.text      # a run an earlier tick started is passed over quietly
 
 
 def test_last_tick_reads_the_monitors_time_in_any_iso_form_else_one_interval_ago():
