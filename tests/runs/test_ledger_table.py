@@ -1,6 +1,8 @@
 """TableRunLedger against Azurite's real Table API: the RunLedger contract, limits, and concurrency."""
 
+import base64
 import json
+import os
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -163,6 +165,20 @@ def test_two_ledgers_racing_one_wins(table_url):
         (winner,) = [who for who, won in outcomes.items() if won]
         snapshot = first.load("run-1")
         assert snapshot.version == version + 1 and snapshot.records["b"]["by"] == winner
+
+
+def test_a_services_input_is_read_without_its_record(ledger):
+    """A dispatch reads each service's input; the service's record (errors, tracebacks, up to
+    hundreds of KB) shares its entity and stays on the server."""
+    core, meta, inputs, records = run_of(["a", "b"])
+    records["a"] = {"status": "failed", "error": base64.b64encode(os.urandom(60_000)).decode()}  # compresses little
+    assert ledger.create("run-1", core, meta, inputs, records)
+    received = []
+    read = ledger.table.get_entity
+    ledger.table.get_entity = lambda *args, **kwargs: read(
+        *args, raw_response_hook=lambda response: received.append(len(response.http_response.body())), **kwargs)
+    assert ledger.service_inputs("run-1", ["a"]) == {"a": inputs["a"]}
+    assert len(received) == 1 and received[0] < 2_000
 
 
 def test_long_json_round_trips(ledger):
@@ -454,9 +470,6 @@ def test_json_is_stored_compact_as_text_while_it_fits_one_property():
 
 
 def test_a_select_names_every_part_of_the_largest_value_an_entity_holds():
-    import base64
-    import os
-
     from tower.runs.ledger_table import packed_properties
 
     value = base64.b64encode(os.urandom(750_000)).decode()  # compresses little

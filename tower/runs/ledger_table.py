@@ -91,6 +91,7 @@ def packed_properties(*prefixes: str) -> list[str]:
 
 RUN_PROPERTIES = ["version", "meta", *packed_properties("core", "recent")]
 RECORD_PROPERTIES = ["name", *packed_properties("record")]
+INPUT_PROPERTIES = packed_properties("input")
 RECENT_PROPERTIES = ["version", *packed_properties("recent")]
 _UNKNOWN = object()  # a run's recent rows not read with its ETag
 
@@ -429,7 +430,7 @@ class TableRunLedger:
 
         def read(name: str) -> tuple[str, dict]:
             try:
-                return name, unpack(self.table.get_entity(pk, rows[name]), "input")
+                return name, unpack(self.table.get_entity(pk, rows[name], select=INPUT_PROPERTIES), "input")
             except ResourceNotFoundError:
                 raise ServiceNotInLedger(f"run {run_id!r}: service {name!r} is missing from the run ledger "
                                          f"({self.table.table_name}, row {rows[name]}); start the run again") from None
