@@ -320,8 +320,10 @@ def test_a_connection_the_service_drops_is_retried_and_named_as_it_is(caplog):
                 conn, _ = listener.accept()
             except OSError:
                 return
-            _read_request(conn)  # all of it: a close with unread bytes would be a reset, not an end
-            accepted.append(conn.close())
+            # all of it (a close with unread bytes would be a reset, not an end), counted before the
+            # close: the client may see the close and the test count before this thread runs again
+            accepted.append(_read_request(conn))
+            conn.close()
 
     threading.Thread(target=drop_every_connection, daemon=True).start()
     base = f"http://127.0.0.1:{listener.getsockname()[1]}"
