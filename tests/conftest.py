@@ -65,7 +65,7 @@ def azurite_table_url(tmp_path_factory):
         proc.wait(timeout=10)
 
 
-# --- Two hosts over one home: another engine process beside the test's (tests/local/hosts.py) ---
+# --- Local engines: every test stops what it starts ---
 
 @pytest.fixture(autouse=True)
 def no_engine_left_running():
@@ -79,6 +79,8 @@ def no_engine_left_running():
     left = running_engines() - before
     assert left <= 0, f"this test left {left} local engine(s) running: stop every Engine and Host it starts"
 
+
+# --- Two hosts over one home: another engine process beside the test's (tests/local/hosts.py) ---
 
 @pytest.fixture
 def other_host():
