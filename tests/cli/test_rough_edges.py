@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -48,7 +49,11 @@ def test_sigterm_cancels_a_run_as_ctrl_c_does(work, capsys, signals, code):  # n
         run_id = wait_for_running(capsys, work)
         for sig in signals:
             runner.send_signal(sig)
-        out, err = runner.communicate(timeout=30)
+        try:
+            out, err = runner.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler prints every thread on SIGABRT
+            runner.send_signal(signal.SIGABRT)
+            raise AssertionError(f"`tower run` still running 30 s after {signals}:\n{runner.communicate(timeout=10)[1][-8000:]}") from None
     finally:
         runner.kill()
     assert runner.returncode == code, err

@@ -61,7 +61,7 @@ def tower(capsys, *argv):
 
 def tower_process(work, *argv, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOWER_HOME": str(work / "home"),
-           "TOWER_CATALOG": str(work / "catalog.yaml")}
+           "TOWER_CATALOG": str(work / "catalog.yaml"), "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, "-m", "tower", *argv], env=env, cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
