@@ -59,9 +59,9 @@ async def tick(client, timer, now: datetime) -> list[str]:
             continue
         for when in due_runs(pipeline.schedule, min(since, now - RETRY_WINDOW), now):
             run_id = scheduled_run_id(name, when)
-            if await asyncio.to_thread(index.get, run_id) is not None:
-                continue    # claimed by an earlier tick (or by this one's twin)
             try:
+                if await asyncio.to_thread(index.get, run_id) is not None:
+                    continue    # claimed by an earlier tick (or by this one's twin)
                 if await start_once(client, cat, name, run_id, trigger="schedule"):
                     started.append(run_id)
             except Exception as exc:
