@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -339,7 +339,7 @@ class Engine:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout)
             self._runner = None
         if self.loop is not None:   # started: its async activities stop with it, as a worker's would
-            asyncio.run_coroutine_threadsafe(self._cancel_awaiting(timeout), self.loop).result(timeout * 2)
+            asyncio.run_coroutine_threadsafe(_cancelled(self._awaiting, timeout), self.loop).result(timeout * 2)
             _process_loop.release(timeout)
         self.store.leave(self.host_id)     # lease and unfinished work items go to the other hosts
         app_runtime.done_with(self.runtime)
@@ -1014,13 +1014,6 @@ class Engine:
         task.add_done_callback(self._awaiting.discard)
         task.add_done_callback(lambda done: self._settled(key, name, done))
 
-    async def _cancel_awaiting(self, timeout: float) -> None:
-        tasks = list(self._awaiting)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-
     def _settled(self, key: tuple, name: str, done) -> None:
         """An async activity ended: its outcome goes to the store, unless it was cancelled because
         this engine stopped (its work item is the other engines' now, as a worker's would be)."""
@@ -1088,16 +1081,21 @@ class _ProcessLoop:
 
 
 async def _wind_down(timeout: float) -> None:
-    """Before the process loop stops: cancel what still runs on it (async activities of stopped
-    engines), so no task is left pending, then close the Durable SDK's session."""
+    """Before the process loop stops: cancel what still runs on it (say, an invocation in flight),
+    so no task is left pending, then close the Durable SDK's session."""
     from azure.durable_functions.models.utils import http_utils
 
-    pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
+    await _cancelled([task for task in asyncio.all_tasks() if task is not asyncio.current_task()], timeout)
     await http_utils._close_session()
+
+
+async def _cancelled(tasks: Iterable[asyncio.Task], timeout: float) -> None:
+    """On the loop: cancel `tasks` and give them up to `timeout` seconds to end."""
+    tasks = list(tasks)     # a copy: each task leaves its engine's set as it ends
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
 
 
 _process_loop = _ProcessLoop()
