@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 CATALOG = """
@@ -60,14 +62,6 @@ def big_services(layers: int = 10, width: int = 100) -> str:
             deps = f", depends_on: [b{layer - 1}_{i}, b{layer - 1}_{(i * 7 + 3) % width}]" if layer else ""
             lines.append(f"  b{layer}_{i}: {{platform: lakehouse, expected_duration: {1 + (i * layer) % 9}, tags: [big]{deps}}}")
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict, dict]:

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 APP = Path(__file__).parent / "apps" / "host_app.py"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_serve(home: Path, port: int, record: Path) -> subprocess.Popen:

@@ -174,7 +174,8 @@ def test_tower_serve_and_tower_run_on_one_home_as_the_readme_lists_them(tmp_path
     import sys
     import urllib.request
 
-    from tests.local.test_host_serve import REPO, free_port, stop_serve
+    from tests.local.test_host_serve import REPO, stop_serve
+    from tests.ports import free_port
 
     catalog = REPO / "examples" / "refinery" / "catalog.yaml"
     env = {**os.environ, "TOWER_HOME": str(tmp_path / "home"), "TOWER_CATALOG": str(catalog)}

@@ -1,18 +1,11 @@
 """A service whose endpoint is not there fails at once, saying where it tried to connect."""
 
-import socket
-
 import pytest
 
+from tests.ports import free_port
 from tower.errors import RetryableError
 from tower.platforms import adapter_for
 from tower.platforms.base import Submission
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # free once closed: nothing listens there
 
 
 def submission(spec):
@@ -24,7 +17,7 @@ def test_a_refused_http_connection_is_not_retried_inside_the_call(monkeypatch):
 
     waits = []
     monkeypatch.setattr(http.time, "sleep", waits.append)
-    port = closed_port()
+    port = free_port()  # nothing listens there
     adapter = adapter_for("http", {"base_url": f"http://127.0.0.1:{port}", "max_retries": 4})
     with pytest.raises(RetryableError) as caught:
         adapter.submit(submission({"path": "/scores"}))
@@ -44,7 +37,7 @@ def test_an_unknown_http_host_is_named(monkeypatch):
 
 
 def test_a_snowflake_connection_error_names_the_host_and_port():
-    port = closed_port()
+    port = free_port()  # nothing listens there
     adapter = adapter_for("snowflake", {"account": "fakesnow", "user": "tower", "password": "not-a-secret",
                                         "host": "127.0.0.1", "port": port, "protocol": "http", "login_timeout": 5})
     with pytest.raises(RetryableError) as caught:

@@ -4,7 +4,6 @@ conditional insert, newest-first listing with filters and continuation, repair l
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -12,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import AZURITE_ACCOUNT, AZURITE_KEY
+from tests.ports import free_port
 from tower.errors import RunExists
 from tower.runs import index as ri
 from tower.states import RunState
@@ -147,11 +147,8 @@ def _refused_connection() -> Exception:
     import aiohttp
 
     async def connect():
-        with socket.socket() as sock:   # a port that was free a moment ago: nothing listens there
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
         async with aiohttp.ClientSession() as session:
-            await session.get(f"http://127.0.0.1:{port}/")
+            await session.get(f"http://127.0.0.1:{free_port()}/")  # nothing listens there
 
     try:
         run(connect())
