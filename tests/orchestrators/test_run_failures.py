@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import azure.durable_functions as df
 import pytest
+from azure.durable_functions.models.utils import http_utils
 
 import activities.runs
 from tests.faults import ends, run_is
@@ -793,19 +794,27 @@ def test_an_early_report_that_cannot_reach_the_loop_leaves_its_services_startabl
 # (ServerDisconnectedError): a start of another service run in flight on it at that moment fails as
 # well, though Durable still creates that instance. Its dispatch looks it up instead of starting it
 # again, and every service runs once.
+async def _until(condition, seconds: float = 10.0) -> None:
+    """Wait on the loop until `condition()` holds, `seconds` at most (the test's assertions then say
+    whether its scenario happened)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def test_a_lost_reply_that_closes_the_clients_session_breaks_another_start_and_no_service_runs_twice(engine, caplog):
     caplog.set_level(logging.INFO, logger="tower.activities")
     lost, starts_of_b = [], []
 
-    async def trouble(name, instance_id):
+    async def trouble(name, instance_id):    # on the process loop, beside the SDK's client calls
         if instance_id.endswith(":c") and not lost:
+            await _until(lambda: starts_of_b)    # b's start is in flight too
             lost.append(instance_id)
             return LOST_REPLY        # c's service run is created; its reply is lost, the session closed
         if instance_id.endswith(":b"):
+            session = http_utils._client_session    # the SDK's one session, b's start on it
             starts_of_b.append(instance_id)
-            while not lost:          # b's start is in flight when c's reply is lost
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
+            await _until(lambda: session is None or session.closed)   # c's lost reply closes it under b
         return None
 
     with engine.unreliable_starts(trouble):
